@@ -1,0 +1,237 @@
+/*
+ * store.h - the LMDB storage engine of escrowd: the only API broker/ sees,
+ * and the only code in the project that sees MDB_* codes (style rule 23).
+ * Layout and bump procedure: doc/storage.md.
+ *
+ * Model
+ * -----
+ * One LMDB environment holds the named databases of doc/storage.md. Reads
+ * happen on the broker's network thread through a read transaction
+ * (store_rtxn_*), which never blocks the writer (MVCC). Writes happen on one
+ * writer thread owned by this module: any thread submits store_op records
+ * with store_submit(); the writer takes *everything queued*, applies it in
+ * ONE LMDB write transaction, commits (one fsync for the whole batch: group
+ * commit), then hands the whole batch back through the done callback given
+ * to store_open(). An op's result (err, seq, ...) is valid only once it is
+ * handed back. Ops come back in the order they were submitted.
+ *
+ * Failure of one op never fails the others of its batch: an op that fails
+ * (e.g. NOT_FOUND, EXISTS) leaves no trace; when the batch commit itself
+ * fails (MDB_MAP_FULL, EIO, ENOSPC) the writer retries the batch one op per
+ * transaction so that ops that fit still succeed, and each op that does not
+ * gets ESCROW_ERR_STORAGE_FULL or ESCROW_ERR_STORAGE. The process never
+ * aborts on a storage error.
+ *
+ * Records that are maps (message records, group and topic config) are
+ * wire-encoded maps (wire/wire.h) without the frame header: store/ links
+ * wire/ for that and never includes msgpack itself.
+ */
+#ifndef ESCROW_STORE_H
+#define ESCROW_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "escrow/common.h"
+#include "wire/wire.h"
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_NAME_MAX 255      /* bytes of a topic or group name */
+#define STORE_BACKOFF_MAX 32    /* steps in a backoff schedule */
+
+typedef struct store store;
+
+typedef enum store_sync {
+	STORE_SYNC_FULL = 0, /* fsync per batch (default) */
+	STORE_SYNC_NONE = 1, /* MDB_NOSYNC: a crash may lose recent batches; tests/bench only */
+} store_sync;
+
+typedef struct store_opts {
+	const char *dir;         /* data directory; created (mode 0700) if missing */
+	uint64_t map_size_bytes; /* LMDB map size; 0 = default 16 GiB (sparse file) */
+	store_sync sync;
+	/* Called on the writer thread after each batch, with the batch's ops
+	 * chained through ->next in submission order. The callee owns them. */
+	void (*done)(void *arg, struct store_op *ops);
+	void *done_arg;
+	/* Log sink: level as escrow_log_level_t. NULL = silent. */
+	void (*log)(int level, const char *line);
+} store_opts;
+
+/* Per-topic settings (defaults in doc/config.md). */
+typedef struct store_topic_conf {
+	uint64_t retention_ms; /* keep acked messages at least this long */
+} store_topic_conf;
+
+/* Per-group settings. */
+typedef struct store_group_conf {
+	uint64_t ack_timeout_ms;                /* delivery invisible this long */
+	uint32_t max_deliver;                   /* then DEAD */
+	uint32_t n_backoff;                     /* steps used in backoff_ms */
+	uint64_t backoff_ms[STORE_BACKOFF_MAX]; /* redelivery delay by attempt */
+} store_group_conf;
+
+/*
+ * store_open opens (creating if needed) the environment in o->dir, checks the
+ * schema version (refusing a newer or unknown one with a sentence in @err),
+ * and starts the writer thread.
+ * Returns 0, ESCROW_ERR_STORAGE (with @err set), ESCROW_ERR__NO_MEM.
+ */
+int store_open(store **out, const store_opts *o, char *err, size_t errlen);
+
+/*
+ * store_close stops accepting ops, lets the writer finish everything already
+ * submitted (each comes back through done), joins it, and closes LMDB.
+ * NULL-safe.
+ */
+void store_close(store *s);
+
+/* ---- loading at startup (any thread, before ops are submitted) --------- */
+
+typedef struct store_topic_info {
+	uint32_t id;
+	const char *name;  /* NUL-terminated, valid during the callback */
+	uint64_t created_ms;
+	uint64_t next_seq; /* seq the next append will get (first is 1) */
+	uint64_t first_seq;/* lowest retained seq; == next_seq when empty */
+	store_topic_conf conf;
+} store_topic_info;
+
+typedef struct store_group_info {
+	uint32_t id;
+	uint32_t topic_id;
+	const char *name; /* valid during the callback */
+	uint64_t created_ms;
+	uint64_t ack_floor; /* every seq < ack_floor is acked */
+	store_group_conf conf;
+} store_group_info;
+
+/* Each calls @cb for every record, stopping early if it returns nonzero
+ * (that value is returned). Return 0 or ESCROW_ERR_STORAGE. */
+int store_load_topics(store *s, int (*cb)(void *arg, const store_topic_info *t), void *arg);
+int store_load_groups(store *s, int (*cb)(void *arg, const store_group_info *g), void *arg);
+/* Sparse acks of one group above its floor, in seq order. */
+int store_load_acks(store *s, uint32_t group_id, int (*cb)(void *arg, uint64_t seq), void *arg);
+
+/* ---- reads (network thread) --------------------------------------------- */
+
+typedef struct store_rtxn store_rtxn;
+
+/*
+ * store_rtxn_begin starts a read snapshot. Cheap (reuses a reset LMDB txn
+ * per thread). Bytes returned through it stay valid until store_rtxn_end.
+ * Returns 0 or ESCROW_ERR_STORAGE.
+ */
+int store_rtxn_begin(store *s, store_rtxn **out);
+void store_rtxn_end(store_rtxn *r); /* NULL-safe */
+
+/*
+ * store_msg_next finds the first message of @topic_id with seq >= @from_seq.
+ * On 0 sets *seq and *rec (the wire-encoded record, see store_op APPEND).
+ * Returns 0, ESCROW_ERR_NOT_FOUND (none), ESCROW_ERR_STORAGE.
+ */
+int store_msg_next(store_rtxn *r, uint32_t topic_id, uint64_t from_seq, uint64_t *seq,
+                   wire_str *rec);
+
+/* store_msg_get: exactly (topic_id, seq). 0, NOT_FOUND, STORAGE. */
+int store_msg_get(store_rtxn *r, uint32_t topic_id, uint64_t seq, wire_str *rec);
+
+/* store_msg_lookup: where message @id is stored. 0, NOT_FOUND, STORAGE. */
+int store_msg_lookup(store_rtxn *r, const escrow_id_t *id, uint32_t *topic_id, uint64_t *seq);
+
+/* store_count: messages stored for a topic (msgs entries). */
+int store_topic_count(store_rtxn *r, uint32_t topic_id, uint64_t *count);
+
+/* Environment figures for `status`. */
+typedef struct store_stats {
+	uint64_t map_size_bytes;   /* configured map size */
+	uint64_t used_bytes;       /* pages in use * page size */
+	uint64_t batches;          /* write batches committed since open */
+	uint64_t ops;              /* ops applied since open */
+} store_stats;
+void store_get_stats(store *s, store_stats *st);
+
+/* ---- writes ----------------------------------------------------------- */
+
+typedef enum store_op_kind {
+	/* in: topic.name, topic.conf. out: topic.id, topic.created_ms.
+	 * err: EXISTS. */
+	STORE_OP_TOPIC_CREATE = 1,
+	/* in: topic.id. Deletes the topic, its groups, messages, id and key
+	 * index entries and acks. err: NOT_FOUND. */
+	STORE_OP_TOPIC_DELETE,
+	/* in: group.topic_id, group.name, group.conf, group.latest (false:
+	 * start at the earliest retained message; true: at the next one).
+	 * out: group.id, group.ack_floor, group.created_ms. err: EXISTS,
+	 * NOT_FOUND (topic). */
+	STORE_OP_GROUP_CREATE,
+	/* in: group.id. Deletes it and its acks. err: NOT_FOUND. */
+	STORE_OP_GROUP_DELETE,
+	/* in: append.topic_id, append.id, append.key (may be empty), append.rec
+	 * (owned, freed by whoever frees the op). Stores rec under
+	 * msgs[topic·seq] with MDB_APPEND, msg_ids[id] = topic·seq, and
+	 * keys[topic·key·seq] when key is not empty.
+	 * out: append.seq. If the id is already stored (a retried send), nothing
+	 * is written and out is append.dup = true, append.seq = the stored seq,
+	 * append.dup_topic_id = its topic. err: NOT_FOUND (topic gone). */
+	STORE_OP_APPEND,
+	/* in: ack.group_id, ack.seq, ack.floor_before, ack.floor_after.
+	 * Computed by the caller, which tracks floor and sparse acks in memory:
+	 * if floor_after > floor_before, the group's floor becomes floor_after
+	 * and sparse acks in [floor_before, floor_after) are deleted; otherwise
+	 * ack.seq is added as a sparse ack. Nobody waits on it. */
+	STORE_OP_ACK,
+} store_op_kind;
+
+typedef struct store_op {
+	struct store_op *next; /* chain; owned by whoever holds the op */
+	store_op_kind kind;
+	int err;               /* out: 0 or escrow_err_t */
+	void *ctx;             /* caller's, untouched */
+	union {
+		struct {
+			char name[STORE_NAME_MAX + 1];
+			store_topic_conf conf;
+			uint32_t id;
+			uint64_t created_ms;
+		} topic;
+		struct {
+			uint32_t id;
+			uint32_t topic_id;
+			char name[STORE_NAME_MAX + 1];
+			store_group_conf conf;
+			bool latest;
+			uint64_t ack_floor;
+			uint64_t created_ms;
+		} group;
+		struct {
+			uint32_t topic_id;
+			escrow_id_t id;
+			char *key;     /* owned, may be NULL */
+			uint32_t key_len;
+			char *rec;     /* owned, malloc'd */
+			uint32_t rec_len;
+			uint64_t seq;
+			bool dup;
+			uint32_t dup_topic_id;
+		} append;
+		struct {
+			uint32_t group_id;
+			uint64_t seq;
+			uint64_t floor_before;
+			uint64_t floor_after;
+		} ack;
+	} u;
+} store_op;
+
+/*
+ * store_submit queues @op (and any ops chained after it) for the writer.
+ * Thread-safe; never blocks on I/O. After store_close has begun, ops come
+ * back with ESCROW_ERR_NOT_READY.
+ */
+void store_submit(store *s, store_op *op);
+
+/* store_op_free frees @op's owned buffers and the op itself. NULL-safe. */
+void store_op_free(store_op *op);
+
+#endif

@@ -1,0 +1,523 @@
+/*
+ * codec.c - msgpack encoding and decoding of wire_msg, driven by the field
+ * table (fields.def) and the op table (ops.def). doc/protocol.md §2-§3.
+ */
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire/wire.h"
+
+enum ftype { T_U64, T_I64, T_BOOL, T_STR, T_BIN, T_ID, T_STRS, T_PROPS, T_U64S, T_ITEMS };
+
+static const struct field_desc {
+	const char *key;
+	uint8_t keylen;
+	enum ftype type;
+	size_t off;
+} fields[WIRE_F__COUNT] = {
+#define FIELD(E, k, T, m, d) [WIRE_F_##E] = {k, sizeof(k) - 1, T_##T, offsetof(wire_msg, m)},
+#include "fields.def"
+#undef FIELD
+};
+
+_Static_assert(WIRE_F__COUNT <= 64, "wire_msg.has holds 64 field bits");
+
+static const struct op_desc {
+	const char *name;
+	wire_dir dir;
+	uint64_t required;
+} ops[WIRE_OP__COUNT] = {
+	[WIRE_OP_NONE] = {"reply", WIRE_PUSH, WF(RID)},
+#define OP(E, n, d, r) [WIRE_OP_##E] = {n, WIRE_##d, r},
+#include "ops.def"
+#undef OP
+};
+
+const char *wire_op_name(wire_op op)
+{
+	if ((unsigned)op >= WIRE_OP__COUNT)
+		return "?";
+	return ops[op].name;
+}
+
+wire_op wire_op_lookup(const char *s, size_t len)
+{
+	for (int i = 1; i < WIRE_OP__COUNT; i++)
+		if (strlen(ops[i].name) == len && memcmp(ops[i].name, s, len) == 0)
+			return (wire_op)i;
+	return WIRE_OP__COUNT;
+}
+
+wire_dir wire_op_dir(wire_op op)
+{
+	return (unsigned)op < WIRE_OP__COUNT ? ops[op].dir : 0;
+}
+
+uint64_t wire_op_required(wire_op op)
+{
+	return (unsigned)op < WIRE_OP__COUNT ? ops[op].required : 0;
+}
+
+const char *wire_field_key(wire_field f)
+{
+	return (unsigned)f < WIRE_F__COUNT ? fields[f].key : "?";
+}
+
+int wire_check_required(const wire_msg *m)
+{
+	uint64_t missing = wire_op_required(m->op) & ~m->has;
+	if (!missing)
+		return 0;
+	return __builtin_ctzll(missing) + 1;
+}
+
+/* ---- encoding ---------------------------------------------------------- */
+
+void wire_buf_free(wire_buf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof *b);
+}
+
+static int buf_reserve(wire_buf *b, size_t more)
+{
+	if (b->cap - b->len >= more)
+		return 0;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap - b->len < more)
+		cap *= 2;
+	char *p = realloc(b->p, cap);
+	if (!p)
+		return -1;
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+static int buf_write(void *data, const char *s, size_t len)
+{
+	wire_buf *b = data;
+	if (buf_reserve(b, len))
+		return -1;
+	memcpy(b->p + b->len, s, len);
+	b->len += len;
+	return 0;
+}
+
+static int pack_str(msgpack_packer *pk, const char *p, size_t len)
+{
+	return msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, p, len);
+}
+
+static int pack_map(msgpack_packer *pk, const wire_msg *m);
+
+static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const void *v)
+{
+	switch (fd->type) {
+	case T_U64:
+		return msgpack_pack_uint64(pk, *(const uint64_t *)v);
+	case T_I64:
+		return msgpack_pack_int64(pk, *(const int64_t *)v);
+	case T_BOOL:
+		return *(const bool *)v ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+	case T_STR: {
+		const wire_str *s = v;
+		return pack_str(pk, s->p, s->len);
+	}
+	case T_BIN: {
+		const wire_str *s = v;
+		return msgpack_pack_bin(pk, s->len) || msgpack_pack_bin_body(pk, s->p, s->len);
+	}
+	case T_ID: {
+		const escrow_id_t *id = v;
+		return msgpack_pack_bin(pk, 16) || msgpack_pack_bin_body(pk, id->b, 16);
+	}
+	case T_STRS: {
+		const wire_strs *a = v;
+		if (msgpack_pack_array(pk, a->n))
+			return -1;
+		for (uint32_t i = 0; i < a->n; i++)
+			if (pack_str(pk, a->v[i].p, a->v[i].len))
+				return -1;
+		return 0;
+	}
+	case T_PROPS: {
+		const wire_props *a = v;
+		if (msgpack_pack_map(pk, a->n))
+			return -1;
+		for (uint32_t i = 0; i < a->n; i++)
+			if (pack_str(pk, a->k[i].p, a->k[i].len) || pack_str(pk, a->v[i].p, a->v[i].len))
+				return -1;
+		return 0;
+	}
+	case T_U64S: {
+		const wire_u64s *a = v;
+		if (msgpack_pack_array(pk, a->n))
+			return -1;
+		for (uint32_t i = 0; i < a->n; i++)
+			if (msgpack_pack_uint64(pk, a->v[i]))
+				return -1;
+		return 0;
+	}
+	case T_ITEMS: {
+		const wire_items *a = v;
+		if (msgpack_pack_array(pk, a->n))
+			return -1;
+		for (uint32_t i = 0; i < a->n; i++)
+			if (pack_map(pk, &a->v[i]))
+				return -1;
+		return 0;
+	}
+	}
+	return -1;
+}
+
+static int pack_map(msgpack_packer *pk, const wire_msg *m)
+{
+	size_t n = (size_t)__builtin_popcountll(m->has) + (m->op != WIRE_OP_NONE);
+	if (msgpack_pack_map(pk, n))
+		return -1;
+	if (m->op != WIRE_OP_NONE) {
+		const char *name = wire_op_name(m->op);
+		if (pack_str(pk, "op", 2) || pack_str(pk, name, strlen(name)))
+			return -1;
+	}
+	for (int f = 0; f < WIRE_F__COUNT; f++) {
+		if (!(m->has & (UINT64_C(1) << f)))
+			continue;
+		const struct field_desc *fd = &fields[f];
+		if (pack_str(pk, fd->key, fd->keylen) ||
+		    pack_field(pk, fd, (const char *)m + fd->off))
+			return -1;
+	}
+	return 0;
+}
+
+int wire_encode(const wire_msg *m, wire_buf *b)
+{
+	size_t start = b->len;
+	if (buf_reserve(b, WIRE_HDR_BYTES))
+		return ESCROW_ERR__NO_MEM;
+	b->len += WIRE_HDR_BYTES;
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, b, buf_write);
+	if (pack_map(&pk, m)) {
+		b->len = start;
+		return ESCROW_ERR__NO_MEM;
+	}
+	uint32_t n = (uint32_t)(b->len - start - WIRE_HDR_BYTES);
+	unsigned char *h = (unsigned char *)b->p + start;
+	h[0] = (unsigned char)(n >> 24);
+	h[1] = (unsigned char)(n >> 16);
+	h[2] = (unsigned char)(n >> 8);
+	h[3] = (unsigned char)n;
+	return 0;
+}
+
+uint32_t wire_frame_len(const unsigned char h[WIRE_HDR_BYTES])
+{
+	return (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+}
+
+/* ---- decoding ---------------------------------------------------------- */
+
+int wire_utf8_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	while (p < end) {
+		unsigned c = *p;
+		size_t n;
+		uint32_t cp;
+		if (c == 0)
+			return 0;
+		if (c < 0x80) {
+			p++;
+			continue;
+		} else if ((c & 0xE0) == 0xC0) {
+			n = 1;
+			cp = c & 0x1F;
+		} else if ((c & 0xF0) == 0xE0) {
+			n = 2;
+			cp = c & 0x0F;
+		} else if ((c & 0xF8) == 0xF0) {
+			n = 3;
+			cp = c & 0x07;
+		} else {
+			return 0;
+		}
+		if ((size_t)(end - p) <= n)
+			return 0;
+		for (size_t i = 1; i <= n; i++) {
+			if ((p[i] & 0xC0) != 0x80)
+				return 0;
+			cp = cp << 6 | (p[i] & 0x3F);
+		}
+		/* reject overlong forms, surrogates and values past U+10FFFF */
+		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+		    (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+			return 0;
+		p += n + 1;
+	}
+	return 1;
+}
+
+struct dec {
+	msgpack_zone *z;
+	char *err;
+	size_t errlen;
+	wire_str *unknown_op;
+};
+
+/* dec_fail writes "field F: WHATDETAIL" (or "WHATDETAIL" when F is NULL). */
+static int dec_fail(struct dec *d, const char *field, const char *what, const char *detail)
+{
+	if (field)
+		snprintf(d->err, d->errlen, "field %s: %s%s", field, what, detail);
+	else
+		snprintf(d->err, d->errlen, "%s%s", what, detail);
+	return ESCROW_ERR_BAD_REQUEST;
+}
+
+static int dec_str(struct dec *d, const struct field_desc *fd, const msgpack_object *o,
+                   wire_str *out)
+{
+	if (o->type != MSGPACK_OBJECT_STR)
+		return dec_fail(d, fd->key, "expected ", "str");
+	if (!wire_utf8_valid(o->via.str.ptr, o->via.str.size))
+		return dec_fail(d, fd->key, "", "invalid UTF-8 or NUL in text");
+	out->p = o->via.str.ptr;
+	out->len = o->via.str.size;
+	return 0;
+}
+
+static int dec_u64(struct dec *d, const struct field_desc *fd, const msgpack_object *o,
+                   uint64_t *out)
+{
+	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return dec_fail(d, fd->key, "expected ", "non-negative integer");
+	*out = o->via.u64;
+	return 0;
+}
+
+static void *zalloc(struct dec *d, size_t n, size_t size)
+{
+	if (n == 0)
+		return NULL;
+	return msgpack_zone_malloc(d->z, n * size);
+}
+
+static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int depth);
+
+static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_object *o,
+                     void *v, int depth)
+{
+	switch (fd->type) {
+	case T_U64:
+		return dec_u64(d, fd, o, v);
+	case T_I64:
+		if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+			if (o->via.u64 > INT64_MAX)
+				return dec_fail(d, fd->key, "", "integer too large");
+			*(int64_t *)v = (int64_t)o->via.u64;
+		} else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+			*(int64_t *)v = o->via.i64;
+		} else {
+			return dec_fail(d, fd->key, "expected ", "integer");
+		}
+		return 0;
+	case T_BOOL:
+		if (o->type != MSGPACK_OBJECT_BOOLEAN)
+			return dec_fail(d, fd->key, "expected ", "bool");
+		*(bool *)v = o->via.boolean;
+		return 0;
+	case T_STR:
+		return dec_str(d, fd, o, v);
+	case T_BIN: {
+		wire_str *s = v;
+		if (o->type != MSGPACK_OBJECT_BIN)
+			return dec_fail(d, fd->key, "expected ", "bin");
+		s->p = o->via.bin.ptr;
+		s->len = o->via.bin.size;
+		return 0;
+	}
+	case T_ID:
+		if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != 16)
+			return dec_fail(d, fd->key, "expected ", "bin of 16 bytes");
+		memcpy(((escrow_id_t *)v)->b, o->via.bin.ptr, 16);
+		return 0;
+	case T_STRS: {
+		wire_strs *a = v;
+		if (o->type != MSGPACK_OBJECT_ARRAY)
+			return dec_fail(d, fd->key, "expected ", "array of str");
+		a->n = o->via.array.size;
+		a->v = zalloc(d, a->n, sizeof *a->v);
+		if (a->n && !a->v)
+			return ESCROW_ERR__NO_MEM;
+		for (uint32_t i = 0; i < a->n; i++)
+			if (dec_str(d, fd, &o->via.array.ptr[i], &a->v[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+		return 0;
+	}
+	case T_PROPS: {
+		wire_props *a = v;
+		if (o->type != MSGPACK_OBJECT_MAP)
+			return dec_fail(d, fd->key, "expected ", "map of str to str");
+		a->n = o->via.map.size;
+		a->k = zalloc(d, a->n, sizeof *a->k);
+		a->v = zalloc(d, a->n, sizeof *a->v);
+		if (a->n && (!a->k || !a->v))
+			return ESCROW_ERR__NO_MEM;
+		for (uint32_t i = 0; i < a->n; i++)
+			if (dec_str(d, fd, &o->via.map.ptr[i].key, &a->k[i]) ||
+			    dec_str(d, fd, &o->via.map.ptr[i].val, &a->v[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+		return 0;
+	}
+	case T_U64S: {
+		wire_u64s *a = v;
+		if (o->type != MSGPACK_OBJECT_ARRAY)
+			return dec_fail(d, fd->key, "expected ", "array of integers");
+		a->n = o->via.array.size;
+		a->v = zalloc(d, a->n, sizeof *a->v);
+		if (a->n && !a->v)
+			return ESCROW_ERR__NO_MEM;
+		for (uint32_t i = 0; i < a->n; i++)
+			if (dec_u64(d, fd, &o->via.array.ptr[i], &a->v[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+		return 0;
+	}
+	case T_ITEMS: {
+		wire_items *a = v;
+		if (o->type != MSGPACK_OBJECT_ARRAY)
+			return dec_fail(d, fd->key, "expected ", "array of maps");
+		if (depth >= 2)
+			return dec_fail(d, fd->key, "", "nested too deeply");
+		a->n = o->via.array.size;
+		a->v = zalloc(d, a->n, sizeof *a->v);
+		if (a->n && !a->v)
+			return ESCROW_ERR__NO_MEM;
+		for (uint32_t i = 0; i < a->n; i++) {
+			memset(&a->v[i], 0, sizeof a->v[i]);
+			int rc = dec_map(d, &o->via.array.ptr[i], &a->v[i], depth + 1);
+			if (rc)
+				return rc;
+		}
+		return 0;
+	}
+	}
+	return ESCROW_ERR_BAD_REQUEST;
+}
+
+static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int depth)
+{
+	if (o->type != MSGPACK_OBJECT_MAP)
+		return dec_fail(d, NULL, "frame is not a msgpack map", "");
+	for (uint32_t i = 0; i < o->via.map.size; i++) {
+		const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
+		if (k->type != MSGPACK_OBJECT_STR)
+			return dec_fail(d, NULL, "map key is not a str", "");
+		const char *ks = k->via.str.ptr;
+		uint32_t kl = k->via.str.size;
+		if (depth == 0 && kl == 2 && memcmp(ks, "op", 2) == 0) {
+			if (v->type != MSGPACK_OBJECT_STR)
+				return dec_fail(d, "op", "expected ", "str");
+			m->op = wire_op_lookup(v->via.str.ptr, v->via.str.size);
+			if (m->op == WIRE_OP__COUNT && d->unknown_op) {
+				d->unknown_op->p = v->via.str.ptr;
+				d->unknown_op->len = v->via.str.size;
+			}
+			continue;
+		}
+		int f;
+		for (f = 0; f < WIRE_F__COUNT; f++)
+			if (fields[f].keylen == kl && memcmp(fields[f].key, ks, kl) == 0)
+				break;
+		if (f == WIRE_F__COUNT)
+			continue; /* unknown key: ignored (protocol.md §3) */
+		if (m->has & (UINT64_C(1) << f))
+			return dec_fail(d, fields[f].key, "", "given twice");
+		int rc = dec_field(d, &fields[f], v, (char *)m + fields[f].off, depth);
+		if (rc)
+			return rc;
+		m->has |= UINT64_C(1) << f;
+	}
+	return 0;
+}
+
+int wire_decode(const char *data, size_t len, wire_frame *f, wire_str *unknown_op, char *err,
+                size_t errlen)
+{
+	memset(f, 0, sizeof *f);
+	if (unknown_op)
+		*unknown_op = (wire_str){0};
+	msgpack_zone *z = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+	if (!z)
+		return ESCROW_ERR__NO_MEM;
+	msgpack_object obj;
+	size_t off = 0;
+	msgpack_unpack_return ur = msgpack_unpack(data, len, &off, z, &obj);
+	int rc;
+	struct dec d = {z, err, errlen, unknown_op};
+	if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
+		rc = dec_fail(&d, NULL, "frame too complex to decode", "");
+	} else if (ur == MSGPACK_UNPACK_SUCCESS) {
+		rc = dec_map(&d, &obj, &f->m, 0);
+	} else if (ur == MSGPACK_UNPACK_EXTRA_BYTES) {
+		rc = dec_fail(&d, NULL, "bytes after the map inside the frame", "");
+	} else {
+		rc = dec_fail(&d, NULL, "frame is not valid msgpack", "");
+	}
+	if (rc) {
+		msgpack_zone_free(z);
+		memset(f, 0, sizeof *f);
+		return rc;
+	}
+	f->priv = z;
+	return 0;
+}
+
+void wire_frame_free(wire_frame *f)
+{
+	if (f && f->priv) {
+		msgpack_zone_free(f->priv);
+		f->priv = NULL;
+	}
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+
+bool wire_str_eq(wire_str a, const char *s)
+{
+	size_t n = strlen(s);
+	return a.len == n && memcmp(a.p, s, n) == 0;
+}
+
+char *wire_str_dup(wire_str s)
+{
+	char *p = malloc((size_t)s.len + 1);
+	if (!p)
+		return NULL;
+	if (s.len)
+		memcpy(p, s.p, s.len);
+	p[s.len] = 0;
+	return p;
+}
+
+void wire_reply_ok(wire_msg *r, const wire_msg *req)
+{
+	memset(r, 0, sizeof *r);
+	WIRE_SET(r, RID, rid, req->rid);
+	WIRE_SET(r, OK, ok, true);
+}
+
+void wire_reply_err(wire_msg *r, const wire_msg *req, int code, const char *emsg)
+{
+	memset(r, 0, sizeof *r);
+	if (WIRE_HAS(req, RID))
+		WIRE_SET(r, RID, rid, req->rid);
+	WIRE_SET(r, ERR, err, code);
+	WIRE_SET(r, EMSG, emsg, wire_cstr(emsg ? emsg : escrow_err2str(code)));
+}

@@ -1,0 +1,172 @@
+/*
+ * wire.h - the escrow wire protocol shared by broker, client libraries and
+ * tools: framing, the op table, the field table and the msgpack codec.
+ *
+ * A frame is a 4-byte big-endian length N followed by N bytes holding one
+ * msgpack map with short string keys (doc/protocol.md §2). This module is the
+ * only code that includes msgpack.h; everyone else sees a wire_msg, a plain
+ * struct with one member per field of fields.def and a bit per member in
+ * `has` telling whether the frame carried it.
+ *
+ * Internal static library, never installed. Thread-safe: no global state.
+ */
+#ifndef ESCROW_WIRE_H
+#define ESCROW_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "escrow/common.h"
+
+#define WIRE_PROTOCOL_VERSION 1
+#define WIRE_HDR_BYTES 4
+/* Default largest frame: a 4 MiB body plus room for the other fields. */
+#define WIRE_FRAME_MAX_DEFAULT (4u * 1024 * 1024 + 64 * 1024)
+
+/* A string or byte range; points into a frame or a caller's buffer. */
+typedef struct wire_str {
+	const char *p; /* not NUL-terminated */
+	uint32_t len;  /* bytes */
+} wire_str;
+
+typedef struct wire_strs {
+	uint32_t n;
+	wire_str *v;
+} wire_strs;
+
+typedef struct wire_props {
+	uint32_t n;
+	wire_str *k; /* n keys */
+	wire_str *v; /* n values */
+} wire_props;
+
+typedef struct wire_u64s {
+	uint32_t n;
+	uint64_t *v;
+} wire_u64s;
+
+struct wire_msg;
+typedef struct wire_items {
+	uint32_t n;
+	struct wire_msg *v;
+} wire_items;
+
+typedef uint64_t WIRE_CTYPE_U64;
+typedef int64_t WIRE_CTYPE_I64;
+typedef bool WIRE_CTYPE_BOOL;
+typedef wire_str WIRE_CTYPE_STR;
+typedef wire_str WIRE_CTYPE_BIN;
+typedef escrow_id_t WIRE_CTYPE_ID;
+typedef wire_strs WIRE_CTYPE_STRS;
+typedef wire_props WIRE_CTYPE_PROPS;
+typedef wire_u64s WIRE_CTYPE_U64S;
+typedef wire_items WIRE_CTYPE_ITEMS;
+
+typedef enum wire_field {
+#define FIELD(E, k, T, m, d) WIRE_F_##E,
+#include "fields.def"
+#undef FIELD
+	WIRE_F__COUNT
+} wire_field;
+
+#define WF(E) (UINT64_C(1) << WIRE_F_##E)
+
+typedef enum wire_op {
+	WIRE_OP_NONE = 0, /* a reply: no "op" key */
+#define OP(E, name, dir, req) WIRE_OP_##E,
+#include "ops.def"
+#undef OP
+	WIRE_OP__COUNT
+} wire_op;
+
+typedef enum wire_dir { WIRE_REQ = 1, WIRE_PUSH = 2 } wire_dir;
+
+/* One decoded or to-be-encoded frame. Zero it, set members and their bits. */
+typedef struct wire_msg {
+	uint64_t has; /* WF(x) bits of the members present */
+	wire_op op;   /* WIRE_OP_NONE for replies */
+#define FIELD(E, k, T, m, d) WIRE_CTYPE_##T m;
+#include "fields.def"
+#undef FIELD
+} wire_msg;
+
+#define WIRE_HAS(msg, E) (((msg)->has & WF(E)) != 0)
+#define WIRE_SET(msg, E, m, val) ((msg)->m = (val), (msg)->has |= WF(E))
+
+/* Op and field tables. */
+const char *wire_op_name(wire_op op);       /* "send"; "reply" for NONE; "?" if out of range */
+wire_op wire_op_lookup(const char *s, size_t len); /* WIRE_OP__COUNT if unknown */
+wire_dir wire_op_dir(wire_op op);
+uint64_t wire_op_required(wire_op op);      /* WF() mask */
+const char *wire_field_key(wire_field f);   /* "topic" */
+
+/*
+ * wire_check_required returns 0 when @m has every field its op requires,
+ * else the index of the first missing field (its key via wire_field_key)
+ * plus one.
+ */
+int wire_check_required(const wire_msg *m);
+
+/* A growable output buffer; frames are appended to it. */
+typedef struct wire_buf {
+	char *p;
+	size_t len; /* bytes used */
+	size_t cap; /* bytes allocated */
+} wire_buf;
+
+void wire_buf_free(wire_buf *b); /* frees p, zeroes the struct */
+
+/*
+ * wire_encode appends one whole frame (header + map) for @m to @b.
+ * Returns 0, or ESCROW_ERR__NO_MEM (b is left as it was).
+ */
+int wire_encode(const wire_msg *m, wire_buf *b);
+
+/* wire_frame_len reads the length from a 4-byte header. */
+uint32_t wire_frame_len(const unsigned char hdr[WIRE_HDR_BYTES]);
+
+/*
+ * A decoded frame. Strings and bytes in `m` point into the data passed to
+ * wire_decode (which must outlive the frame) or into the frame's own zone;
+ * arrays live in the zone. wire_frame_free releases the zone.
+ */
+typedef struct wire_frame {
+	wire_msg m;
+	void *priv; /* msgpack zone; owned */
+} wire_frame;
+
+/*
+ * wire_decode decodes one frame body (the bytes after the length header).
+ * On failure returns ESCROW_ERR_BAD_REQUEST or ESCROW_ERR__NO_MEM and puts a
+ * sentence in @err (e.g. "field topic: expected str"); the frame holds nothing
+ * to free. An unknown op is not an error here: m.op is WIRE_OP__COUNT and
+ * the op's text is kept in @unknown_op (may be NULL) for the error message.
+ */
+int wire_decode(const char *data, size_t len, wire_frame *f, wire_str *unknown_op, char *err,
+                size_t errlen);
+void wire_frame_free(wire_frame *f);
+
+/* Helpers for building messages. */
+static inline wire_str wire_cstr(const char *s)
+{
+	wire_str w = {s, 0};
+	if (s)
+		while (s[w.len])
+			w.len++;
+	return w;
+}
+bool wire_str_eq(wire_str a, const char *s);
+/* wire_str_dup returns a malloc'd NUL-terminated copy, NULL on ENOMEM. */
+char *wire_str_dup(wire_str s);
+/* wire_utf8_valid: 1 if the bytes are valid UTF-8 without NULs. */
+int wire_utf8_valid(const char *p, size_t len);
+
+/*
+ * wire_reply_err fills @r as an error reply to @req's rid: err=@code and
+ * emsg=@emsg (borrowed, must outlive the encode).
+ */
+void wire_reply_err(wire_msg *r, const wire_msg *req, int code, const char *emsg);
+void wire_reply_ok(wire_msg *r, const wire_msg *req);
+
+#endif
