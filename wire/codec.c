@@ -196,6 +196,18 @@ static int pack_map(msgpack_packer *pk, const wire_msg *m)
 	return 0;
 }
 
+int wire_encode_map(const wire_msg *m, wire_buf *b)
+{
+	size_t start = b->len;
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, b, buf_write);
+	if (pack_map(&pk, m)) {
+		b->len = start;
+		return ESCROW_ERR__NO_MEM;
+	}
+	return 0;
+}
+
 int wire_encode(const wire_msg *m, wire_buf *b)
 {
 	size_t start = b->len;

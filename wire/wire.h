@@ -123,6 +123,10 @@ void wire_buf_free(wire_buf *b); /* frees p, zeroes the struct */
  */
 int wire_encode(const wire_msg *m, wire_buf *b);
 
+/* wire_encode_map appends only the msgpack map, no header: the shape of a
+ * stored record (store/). Same returns as wire_encode. */
+int wire_encode_map(const wire_msg *m, wire_buf *b);
+
 /* wire_frame_len reads the length from a 4-byte header. */
 uint32_t wire_frame_len(const unsigned char hdr[WIRE_HDR_BYTES]);
 
