@@ -40,6 +40,7 @@
 #define STORE_BACKOFF_MAX 32    /* steps in a backoff schedule */
 
 typedef struct store store;
+struct store_op;
 
 typedef enum store_sync {
 	STORE_SYNC_FULL = 0, /* fsync per batch (default) */

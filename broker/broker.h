@@ -1,0 +1,258 @@
+/*
+ * broker.h - private header of escrowd.
+ *
+ * Threads: everything here runs on the network thread (one libevent
+ * event_base) except store_done_cb in commit.c, which runs on the store's
+ * writer thread and only touches the completion queue under done_mu.
+ *
+ * One pass of the event loop (style rule 34, Redis's beforeSleep):
+ *   1. connections read and decode frames; handlers validate, answer reads
+ *      at once, and queue store ops on b->ops (nothing is written yet);
+ *   2. the low-priority "flush" event submits the queued ops to the writer
+ *      as one chain, and runs dispatch for groups marked dirty;
+ *   3. when the writer has committed a batch (one fsync), the completion
+ *      event hands every op back here: replies go out (durable now), new
+ *      messages become visible and are dispatched.
+ */
+#ifndef ESCROW_BROKER_H
+#define ESCROW_BROKER_H
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uthash.h>
+
+#include "escrow/common.h"
+#include "store/store.h"
+#include "wire/wire.h"
+
+/* ---- logging (log.c) ---------------------------------------------------- */
+
+extern int log_level; /* escrow_log_level_t; lines above it are dropped */
+void log_line(int level, const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+#define log_error(...) log_line(ESCROW_LOG_ERROR, __FILE__, __LINE__, __VA_ARGS__)
+#define log_warn(...) log_line(ESCROW_LOG_WARN, __FILE__, __LINE__, __VA_ARGS__)
+#define log_info(...)                                                          \
+	do {                                                                   \
+		if (log_level >= ESCROW_LOG_INFO)                              \
+			log_line(ESCROW_LOG_INFO, __FILE__, __LINE__, __VA_ARGS__); \
+	} while (0)
+#define log_debug(...)                                                          \
+	do {                                                                    \
+		if (log_level >= ESCROW_LOG_DEBUG)                              \
+			log_line(ESCROW_LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__); \
+	} while (0)
+int log_level_parse(const char *s); /* -1 if unknown */
+void log_store_sink(int level, const char *line);
+
+/* Always-on invariant check (style rule 25); never for network input. */
+#define BROKER_ASSERT(e)                                                       \
+	do {                                                                   \
+		if (!(e)) {                                                    \
+			log_error("assertion failed: %s", #e);                 \
+			abort();                                               \
+		}                                                              \
+	} while (0)
+
+uint64_t now_ms(void); /* Unix ms, wall clock */
+
+/* ---- configuration (config.c) ------------------------------------------- */
+
+typedef struct broker_conf {
+	char *listen_host;        /* --listen host part */
+	int listen_port;          /* --listen port part; 0 = any free port */
+	char *data_dir;           /* --data-dir */
+	uint64_t map_size_bytes;  /* --map-size */
+	store_sync sync;          /* --sync */
+	uint32_t max_body_bytes;  /* --max-body */
+	uint32_t max_frame_bytes; /* derived: max_body + 64 KiB */
+	uint32_t max_pending_ops; /* per connection: stop reading above it */
+	store_topic_conf topic_defaults;
+	store_group_conf group_defaults;
+} broker_conf;
+
+/* config_parse fills @c from argv. Returns 0 to run, 1 when --help or
+ * --version was printed (exit 0), 2 on a usage error (printed; exit 2). */
+int config_parse(broker_conf *c, int argc, char **argv);
+void config_free(broker_conf *c);
+/* parse_size: "64MiB" -> bytes; parse_duration_ms: "30s" -> 30000. 0 ok, -1 bad. */
+int parse_size(const char *s, uint64_t *out);
+int parse_duration_ms(const char *s, uint64_t *out);
+
+/* Limits checked on every request (doc/protocol.md §6). */
+#define LIMIT_NAME_BYTES 255
+#define LIMIT_KEY_BYTES 1024
+#define LIMIT_TAGS 32
+#define LIMIT_TAG_BYTES 255
+#define LIMIT_PROPS 64
+#define LIMIT_PROP_BYTES 4096
+#define LIMIT_PREFETCH 65536
+
+/* ---- the registry of topics and groups (topic.c) ------------------------ */
+
+typedef struct broker broker;
+typedef struct conn conn;
+typedef struct sub sub;
+typedef struct group group;
+
+/* A sparse ack: acked seq above the group's floor. */
+typedef struct ack_ent {
+	uint64_t seq;
+	UT_hash_handle hh;
+} ack_ent;
+
+/* A delivery awaiting ack, or a message waiting for redelivery. */
+typedef struct flight {
+	uint64_t seq;
+	uint32_t attempt;    /* attempt of the current (or next) delivery, from 1 */
+	sub *s;              /* holder; NULL while queued for redelivery */
+	struct flight *next; /* redelivery queue link */
+	UT_hash_handle hh;   /* in group->flights, keyed by seq */
+} flight;
+
+typedef struct topic {
+	uint32_t id;
+	char *name;
+	store_topic_conf conf;
+	uint64_t created_ms;
+	uint64_t next_seq;  /* durable and visible: every seq < next_seq is stored */
+	uint64_t first_seq; /* lowest retained seq */
+	group *groups;      /* list via group->next */
+	UT_hash_handle hh_name;
+	UT_hash_handle hh_id;
+} topic;
+
+struct group {
+	uint32_t id;
+	topic *t;
+	char *name;
+	store_group_conf conf;
+	uint64_t created_ms;
+	uint64_t ack_floor;  /* every seq < ack_floor is acked (ahead of the store) */
+	uint64_t cursor;     /* next seq never delivered in this process */
+	ack_ent *acks;       /* sparse acks above ack_floor */
+	uint32_t n_acks;
+	flight *flights;     /* in flight or queued for redelivery, by seq */
+	uint32_t n_inflight; /* flights held by a subscription */
+	flight *redo_head, *redo_tail; /* redelivery queue, FIFO */
+	sub *subs;           /* list via sub->next_in_group */
+	sub *rr;             /* round-robin position */
+	bool dirty;          /* queued for dispatch */
+	group *next_dirty;
+	group *next;         /* in topic->groups */
+	UT_hash_handle hh_id;
+};
+
+topic *topic_by_name(broker *b, wire_str name);
+topic *topic_by_id(broker *b, uint32_t id);
+group *group_by_id(broker *b, uint32_t id);
+group *group_find(topic *t, wire_str name);
+topic *topic_add(broker *b, uint32_t id, const char *name, const store_topic_conf *conf,
+                 uint64_t created_ms, uint64_t next_seq, uint64_t first_seq);
+group *group_add(broker *b, topic *t, uint32_t id, const char *name,
+                 const store_group_conf *conf, uint64_t created_ms, uint64_t ack_floor);
+void topic_remove(broker *b, topic *t);   /* drops its groups and their subs */
+void group_remove(broker *b, group *g);
+/* group_ack applies an ack in memory and fills the store op fields. Returns
+ * false if @seq is not acked by this call (already acked or unknown). */
+bool group_ack(group *g, uint64_t seq, uint64_t *floor_before, uint64_t *floor_after);
+bool group_is_acked(const group *g, uint64_t seq);
+uint64_t group_lag(const group *g);
+uint32_t group_consumers(const group *g);
+/* name_valid: 1..255 bytes of [A-Za-z0-9._-]. */
+bool name_valid(wire_str s);
+
+/* ---- connections (conn.c) ----------------------------------------------- */
+
+struct sub {
+	uint64_t sid;
+	conn *c;
+	group *g;
+	uint32_t prefetch;  /* most deliveries unacked at once */
+	uint32_t inflight;  /* deliveries unacked now */
+	sub *next_in_group;
+	sub *next_in_conn;
+};
+
+typedef enum conn_role { ROLE_NONE = 0, ROLE_PRODUCER, ROLE_CONSUMER, ROLE_ADMIN } conn_role;
+
+struct conn {
+	broker *b;
+	uint64_t id;
+	struct bufferevent *bev;
+	char peer[64];      /* "127.0.0.1:51234" */
+	char *name;         /* client name from hello */
+	char *pgroup;       /* producer group from hello */
+	conn_role role;
+	bool hello;         /* hello done */
+	bool closing;       /* close once the output is flushed */
+	bool closed;        /* socket gone; freed when refs reaches 0 */
+	bool read_paused;   /* too many ops in the writer */
+	uint32_t refs;      /* store ops in flight that reply to this conn */
+	sub *subs;
+	conn *prev, *next;
+};
+
+void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen);
+/* conn_reply encodes @m onto c's output. No-op if c is closed. */
+void conn_reply(conn *c, const wire_msg *m);
+void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void conn_close(conn *c, const char *why); /* drop now */
+void conn_close_after_flush(conn *c);
+void conn_unref(conn *c);
+
+/* ---- request handlers (cmd.c) ------------------------------------------- */
+
+void cmd_dispatch(conn *c, const wire_msg *m);
+/* cmd_done handles an op the writer handed back (reply + side effects). */
+void cmd_done(broker *b, store_op *op);
+
+/* ---- delivery (dispatch.c) ---------------------------------------------- */
+
+void dispatch_mark(broker *b, group *g); /* deliver what can be at the end of this pass */
+void dispatch_run(broker *b);            /* deliver for every marked group */
+void sub_detach(broker *b, sub *s);      /* requeue its deliveries, unlink, free */
+
+/* ---- the broker and its group-commit plumbing (commit.c, main.c) ------- */
+
+struct broker {
+	broker_conf conf;
+	struct event_base *base;
+	struct evconnlistener *lst;
+	store *st;
+	uint64_t start_ms;
+	uint64_t next_conn_id;
+	uint64_t next_sid;
+	uint32_t n_conns;
+	conn *conns;
+	topic *topics_by_name;    /* uthash, hh_name */
+	topic *topics_by_id;      /* uthash, hh_id */
+	group *groups_by_id;      /* uthash, hh_id */
+	group *dirty;             /* groups to dispatch this pass */
+	store_op *ops_head, *ops_tail; /* ops queued this pass */
+	struct event *flush_ev;   /* lowest priority: submit ops, dispatch */
+	struct event *done_ev;    /* writer handed a batch back */
+	pthread_mutex_t done_mu;
+	store_op *done_head, *done_tail; /* guarded by done_mu */
+	wire_buf out;             /* scratch encode buffer */
+	bool stopping;
+	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
+};
+
+/* broker_submit queues @op for the writer at the end of this pass. */
+void broker_submit(broker *b, store_op *op);
+/* broker_schedule_flush makes sure the end-of-pass event runs. */
+void broker_schedule_flush(broker *b);
+void store_done_cb(void *arg, store_op *ops); /* writer thread */
+void broker_done_event(evutil_socket_t fd, short what, void *arg);
+void broker_flush_event(evutil_socket_t fd, short what, void *arg);
+/* broker_process_done runs every completed op (network thread). */
+void broker_process_done(broker *b);
+
+#endif

@@ -1,0 +1,597 @@
+/*
+ * cmd.c - request handlers, one per op of wire/ops.def, and the completion
+ * of the store ops they queue. Section numbers refer to doc/protocol.md.
+ *
+ * A handler validates its request and either answers at once (reads, and
+ * every error found before touching the store) or queues a store op; the
+ * reply to a write goes out from cmd_done, after the batch holding the op
+ * is durable.
+ *
+ * @locality network thread
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+#include "escrow/version.h"
+
+/* A store op plus what the reply needs. op must stay the first member:
+ * store_op_free() frees the op pointer, which is the whole bop. */
+typedef struct bop {
+	store_op op;
+	conn *c;           /* reply here (NULL: nobody waits) */
+	uint64_t rid;
+	uint32_t prefetch; /* subscribe: credit of the new subscription */
+} bop;
+
+static bop *bop_new(conn *c, const wire_msg *req, store_op_kind kind)
+{
+	bop *r = calloc(1, sizeof *r);
+	if (!r)
+		return NULL;
+	r->op.kind = kind;
+	r->op.ctx = r;
+	if (c && req && WIRE_HAS(req, RID)) {
+		r->c = c;
+		r->rid = req->rid;
+		c->refs++;
+	}
+	return r;
+}
+
+static void reply_ok(conn *c, const wire_msg *req)
+{
+	wire_msg r;
+	wire_reply_ok(&r, req);
+	conn_reply(c, &r);
+}
+
+static void copy_name(char dst[STORE_NAME_MAX + 1], wire_str s)
+{
+	memcpy(dst, s.p, s.len);
+	dst[s.len] = 0;
+}
+
+/* topic_or_reply: the topic named by m->topic, or NULL after an error reply. */
+static topic *topic_or_reply(conn *c, const wire_msg *m)
+{
+	topic *t = topic_by_name(c->b, m->topic);
+	if (!t)
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND,
+		               "topic '%.*s' does not exist (create it with: escrowctl topic create %.*s)",
+		               (int)m->topic.len, m->topic.p, (int)m->topic.len, m->topic.p);
+	return t;
+}
+
+/* hello {rid, ver, name?, role?, pgroup?} -> {rid, ok, name, version, ver} §5.1 */
+static void cmd_hello(conn *c, const wire_msg *m)
+{
+	if (m->ver != WIRE_PROTOCOL_VERSION) {
+		conn_reply_err(c, m, ESCROW_ERR_PROTOCOL_VERSION,
+		               "protocol version %llu not supported; this broker speaks %d",
+		               (unsigned long long)m->ver, WIRE_PROTOCOL_VERSION);
+		return;
+	}
+	conn_role role = ROLE_ADMIN;
+	if (WIRE_HAS(m, ROLE)) {
+		if (wire_str_eq(m->role, "producer"))
+			role = ROLE_PRODUCER;
+		else if (wire_str_eq(m->role, "consumer"))
+			role = ROLE_CONSUMER;
+		else if (!wire_str_eq(m->role, "admin")) {
+			conn_reply_err(c, m, ESCROW_ERR_INVALID,
+			               "role must be producer, consumer or admin");
+			return;
+		}
+	}
+	if (WIRE_HAS(m, PGROUP) && !name_valid(m->pgroup)) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID,
+		               "producer group must be 1-255 bytes of [A-Za-z0-9._-]");
+		return;
+	}
+	free(c->name);
+	free(c->pgroup);
+	c->name = WIRE_HAS(m, NAME) ? wire_str_dup(m->name) : NULL;
+	c->pgroup = WIRE_HAS(m, PGROUP) ? wire_str_dup(m->pgroup) : NULL;
+	c->role = role;
+	c->hello = true;
+	log_debug("conn %llu %s hello name=%s role=%.*s", (unsigned long long)c->id, c->peer,
+	          c->name ? c->name : "-", (int)m->role.len, m->role.p ? m->role.p : "");
+	wire_msg r;
+	wire_reply_ok(&r, m);
+	WIRE_SET(&r, NAME, name, wire_cstr("escrowd"));
+	WIRE_SET(&r, VERSION, version, wire_cstr(ESCROW_VERSION_STR));
+	WIRE_SET(&r, VER, ver, WIRE_PROTOCOL_VERSION);
+	conn_reply(c, &r);
+}
+
+/* ping {rid} -> {rid, ok} §5.2 */
+static void cmd_ping(conn *c, const wire_msg *m)
+{
+	reply_ok(c, m);
+}
+
+/* status {rid} -> {rid, ok, name, version, uptime_ms, conns, count, ...} §5.3 */
+static void cmd_status(conn *c, const wire_msg *m)
+{
+	broker *b = c->b;
+	wire_msg r;
+	wire_reply_ok(&r, m);
+	WIRE_SET(&r, NAME, name, wire_cstr("escrowd"));
+	WIRE_SET(&r, VERSION, version, wire_cstr(ESCROW_VERSION_STR));
+	WIRE_SET(&r, UPTIME_MS, uptime_ms, now_ms() - b->start_ms);
+	WIRE_SET(&r, CONNS, conns, b->n_conns);
+	WIRE_SET(&r, COUNT, count, HASH_CNT(hh_name, b->topics_by_name));
+	uint64_t consumers = 0, inflight = 0;
+	for (group *g = b->groups_by_id; g; g = g->hh_id.next) {
+		consumers += group_consumers(g);
+		inflight += g->n_inflight;
+	}
+	WIRE_SET(&r, CONSUMERS, consumers, consumers);
+	WIRE_SET(&r, INFLIGHT, inflight, inflight);
+	conn_reply(c, &r);
+}
+
+/* topic_create {rid, topic, retention_ms?} -> {rid, ok} | EXISTS | INVALID §5.4 */
+static void cmd_topic_create(conn *c, const wire_msg *m)
+{
+	if (!name_valid(m->topic)) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID,
+		               "topic name must be 1-255 bytes of [A-Za-z0-9._-]");
+		return;
+	}
+	if (topic_by_name(c->b, m->topic)) {
+		conn_reply_err(c, m, ESCROW_ERR_EXISTS, "topic '%.*s' already exists",
+		               (int)m->topic.len, m->topic.p);
+		return;
+	}
+	bop *r = bop_new(c, m, STORE_OP_TOPIC_CREATE);
+	if (!r) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	copy_name(r->op.u.topic.name, m->topic);
+	r->op.u.topic.conf = c->b->conf.topic_defaults;
+	if (WIRE_HAS(m, RETENTION_MS))
+		r->op.u.topic.conf.retention_ms = m->retention_ms;
+	broker_submit(c->b, &r->op);
+}
+
+static void fill_topic(wire_msg *it, topic *t)
+{
+	memset(it, 0, sizeof *it);
+	WIRE_SET(it, TOPIC, topic, wire_cstr(t->name));
+	WIRE_SET(it, FIRST_SEQ, first_seq, t->first_seq);
+	WIRE_SET(it, LAST_SEQ, last_seq, t->next_seq - 1);
+	WIRE_SET(it, COUNT, count, t->next_seq - t->first_seq);
+	WIRE_SET(it, RETENTION_MS, retention_ms, t->conf.retention_ms);
+	WIRE_SET(it, STORED_MS, stored_ms, t->created_ms);
+}
+
+/* topic_list {rid} -> {rid, ok, items: [{topic, first_seq, last_seq, count,
+ * retention_ms, stored_ms}]} §5.5 */
+static void cmd_topic_list(conn *c, const wire_msg *m)
+{
+	broker *b = c->b;
+	uint32_t n = HASH_CNT(hh_name, b->topics_by_name);
+	wire_msg *items = calloc(n ? n : 1, sizeof *items);
+	if (!items) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	uint32_t i = 0;
+	for (topic *t = b->topics_by_name; t; t = t->hh_name.next)
+		fill_topic(&items[i++], t);
+	wire_msg r;
+	wire_reply_ok(&r, m);
+	WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));
+	conn_reply(c, &r);
+	free(items);
+}
+
+/* topic_describe {rid, topic} -> {rid, ok, <topic fields>, items: [{group,
+ * ack_floor, lag, inflight, consumers, ack_timeout_ms, max_deliver}]} §5.6 */
+static void cmd_topic_describe(conn *c, const wire_msg *m)
+{
+	topic *t = topic_or_reply(c, m);
+	if (!t)
+		return;
+	uint32_t n = 0;
+	for (group *g = t->groups; g; g = g->next)
+		n++;
+	wire_msg *items = calloc(n ? n : 1, sizeof *items);
+	if (!items) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	uint32_t i = 0;
+	for (group *g = t->groups; g; g = g->next, i++) {
+		wire_msg *it = &items[i];
+		WIRE_SET(it, GROUP, group, wire_cstr(g->name));
+		WIRE_SET(it, ACK_FLOOR, ack_floor, g->ack_floor);
+		WIRE_SET(it, LAG, lag, group_lag(g));
+		WIRE_SET(it, INFLIGHT, inflight, g->n_inflight);
+		WIRE_SET(it, CONSUMERS, consumers, group_consumers(g));
+		WIRE_SET(it, ACK_TIMEOUT_MS, ack_timeout_ms, g->conf.ack_timeout_ms);
+		WIRE_SET(it, MAX_DELIVER, max_deliver, g->conf.max_deliver);
+	}
+	wire_msg r;
+	fill_topic(&r, t);
+	WIRE_SET(&r, RID, rid, m->rid);
+	WIRE_SET(&r, OK, ok, true);
+	WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));
+	conn_reply(c, &r);
+	free(items);
+}
+
+/* topic_delete {rid, topic} -> {rid, ok} | NOT_FOUND §5.7 */
+static void cmd_topic_delete(conn *c, const wire_msg *m)
+{
+	topic *t = topic_or_reply(c, m);
+	if (!t)
+		return;
+	bop *r = bop_new(c, m, STORE_OP_TOPIC_DELETE);
+	if (!r) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	r->op.u.topic.id = t->id;
+	copy_name(r->op.u.topic.name, m->topic);
+	broker_submit(c->b, &r->op);
+}
+
+/* check_msg_fields_or_reply: the limits of §6 on key, tags, props, body. */
+static bool check_msg_fields_or_reply(conn *c, const wire_msg *m)
+{
+	broker *b = c->b;
+	if (m->body.len > b->conf.max_body_bytes) {
+		conn_reply_err(c, m, ESCROW_ERR_TOO_LARGE, "body of %u bytes is over the limit of %u",
+		               m->body.len, b->conf.max_body_bytes);
+		return false;
+	}
+	if (WIRE_HAS(m, KEY) && m->key.len > LIMIT_KEY_BYTES) {
+		conn_reply_err(c, m, ESCROW_ERR_TOO_LARGE, "key over %d bytes", LIMIT_KEY_BYTES);
+		return false;
+	}
+	if (WIRE_HAS(m, TAGS)) {
+		if (m->tags.n > LIMIT_TAGS) {
+			conn_reply_err(c, m, ESCROW_ERR_TOO_LARGE, "more than %d tags", LIMIT_TAGS);
+			return false;
+		}
+		for (uint32_t i = 0; i < m->tags.n; i++)
+			if (m->tags.v[i].len > LIMIT_TAG_BYTES) {
+				conn_reply_err(c, m, ESCROW_ERR_TOO_LARGE, "tag over %d bytes",
+				               LIMIT_TAG_BYTES);
+				return false;
+			}
+	}
+	if (WIRE_HAS(m, PROPS)) {
+		if (m->props.n > LIMIT_PROPS) {
+			conn_reply_err(c, m, ESCROW_ERR_TOO_LARGE, "more than %d properties",
+			               LIMIT_PROPS);
+			return false;
+		}
+		for (uint32_t i = 0; i < m->props.n; i++)
+			if (m->props.k[i].len > LIMIT_PROP_BYTES || m->props.v[i].len > LIMIT_PROP_BYTES) {
+				conn_reply_err(c, m, ESCROW_ERR_TOO_LARGE,
+				               "property name or value over %d bytes", LIMIT_PROP_BYTES);
+				return false;
+			}
+	}
+	if (WIRE_HAS(m, DELAY_MS) || WIRE_HAS(m, AT_MS)) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID,
+		               "delayed messages are not supported by this broker version");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * build_record encodes the stored form of a message (doc/storage.md, msgs):
+ * the map {id, key?, tags?, props?, body, born_ms?, stored_ms}. Returns a
+ * malloc'd buffer and its length in *len, or NULL when out of memory.
+ */
+static char *build_record(const wire_msg *m, uint32_t *len)
+{
+	wire_msg rec = {0};
+	WIRE_SET(&rec, ID, id, m->id);
+	if (WIRE_HAS(m, KEY) && m->key.len)
+		WIRE_SET(&rec, KEY, key, m->key);
+	if (WIRE_HAS(m, TAGS) && m->tags.n)
+		WIRE_SET(&rec, TAGS, tags, m->tags);
+	if (WIRE_HAS(m, PROPS) && m->props.n)
+		WIRE_SET(&rec, PROPS, props, m->props);
+	WIRE_SET(&rec, BODY, body, m->body);
+	if (WIRE_HAS(m, BORN_MS))
+		WIRE_SET(&rec, BORN_MS, born_ms, m->born_ms);
+	WIRE_SET(&rec, STORED_MS, stored_ms, now_ms());
+	wire_buf buf = {0};
+	if (wire_encode_map(&rec, &buf)) {
+		wire_buf_free(&buf);
+		return NULL;
+	}
+	*len = (uint32_t)buf.len;
+	return buf.p;
+}
+
+/* send {rid, topic, id, body, key?, tags?, props?, born_ms?} -> {rid, ok,
+ * seq, dup?} once durable §5.8 */
+static void cmd_send(conn *c, const wire_msg *m)
+{
+	topic *t = topic_or_reply(c, m);
+	if (!t || !check_msg_fields_or_reply(c, m))
+		return;
+	bop *r = bop_new(c, m, STORE_OP_APPEND);
+	char *rec = NULL, *key = NULL;
+	uint32_t rec_len = 0;
+	if (r)
+		rec = build_record(m, &rec_len);
+	if (r && WIRE_HAS(m, KEY) && m->key.len)
+		key = wire_str_dup(m->key);
+	if (!r || !rec || (WIRE_HAS(m, KEY) && m->key.len && !key)) {
+		free(rec);
+		free(key);
+		if (r) {
+			if (r->c)
+				conn_unref(r->c);
+			free(r);
+		}
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	r->op.u.append.topic_id = t->id;
+	r->op.u.append.id = m->id;
+	r->op.u.append.key = key;
+	r->op.u.append.key_len = key ? m->key.len : 0;
+	r->op.u.append.rec = rec;
+	r->op.u.append.rec_len = rec_len;
+	c->b->msgs_in++;
+	broker_submit(c->b, &r->op);
+}
+
+static sub *sub_new(conn *c, group *g, uint32_t prefetch)
+{
+	sub *s = calloc(1, sizeof *s);
+	BROKER_ASSERT(s);
+	s->sid = ++c->b->next_sid;
+	s->c = c;
+	s->g = g;
+	s->prefetch = prefetch;
+	s->next_in_group = g->subs;
+	g->subs = s;
+	s->next_in_conn = c->subs;
+	c->subs = s;
+	dispatch_mark(c->b, g);
+	return s;
+}
+
+static void reply_sid(conn *c, uint64_t rid, uint64_t sid)
+{
+	wire_msg r = {0};
+	WIRE_SET(&r, RID, rid, rid);
+	WIRE_SET(&r, OK, ok, true);
+	WIRE_SET(&r, SID, sid, sid);
+	conn_reply(c, &r);
+}
+
+/* subscribe {rid, topic, group, prefetch?} -> {rid, ok, sid} §5.9
+ * Creates the group, starting at the earliest retained message, if needed. */
+static void cmd_subscribe(conn *c, const wire_msg *m)
+{
+	if (!name_valid(m->group)) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID,
+		               "group name must be 1-255 bytes of [A-Za-z0-9._-]");
+		return;
+	}
+	topic *t = topic_or_reply(c, m);
+	if (!t)
+		return;
+	uint64_t prefetch = WIRE_HAS(m, PREFETCH) ? m->prefetch : 256;
+	if (prefetch == 0 || prefetch > LIMIT_PREFETCH) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "prefetch must be 1..%d", LIMIT_PREFETCH);
+		return;
+	}
+	group *g = group_find(t, m->group);
+	if (g) {
+		sub *s = sub_new(c, g, (uint32_t)prefetch);
+		reply_sid(c, m->rid, s->sid);
+		return;
+	}
+	bop *r = bop_new(c, m, STORE_OP_GROUP_CREATE);
+	if (!r) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	r->prefetch = (uint32_t)prefetch;
+	r->op.u.group.topic_id = t->id;
+	copy_name(r->op.u.group.name, m->group);
+	r->op.u.group.conf = c->b->conf.group_defaults;
+	r->op.u.group.latest = false;
+	broker_submit(c->b, &r->op);
+}
+
+/* ack {sid, seq, rid?} -> {rid, ok} once durable, if rid was given §5.11 */
+static void cmd_ack(conn *c, const wire_msg *m)
+{
+	broker *b = c->b;
+	sub *s = c->subs;
+	while (s && s->sid != m->sid)
+		s = s->next_in_conn;
+	flight *f = NULL;
+	if (s)
+		HASH_FIND(hh, s->g->flights, &m->seq, sizeof m->seq, f);
+	if (!s || !f || f->s != s) {
+		if (WIRE_HAS(m, RID))
+			conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND,
+			               "no delivery of seq %llu awaiting ack on subscription %llu",
+			               (unsigned long long)m->seq, (unsigned long long)m->sid);
+		return;
+	}
+	group *g = s->g;
+	HASH_DEL(g->flights, f);
+	free(f);
+	s->inflight--;
+	g->n_inflight--;
+	b->acks_in++;
+	dispatch_mark(b, g);
+	uint64_t before, after;
+	if (!group_ack(g, m->seq, &before, &after)) {
+		if (WIRE_HAS(m, RID))
+			reply_ok(c, m);
+		return;
+	}
+	bop *r = bop_new(c, m, STORE_OP_ACK);
+	if (!r) {
+		/* the ack stays in memory; a restart redelivers the message */
+		log_error("out of memory queueing an ack");
+		if (WIRE_HAS(m, RID))
+			conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	r->op.u.ack.group_id = g->id;
+	r->op.u.ack.seq = m->seq;
+	r->op.u.ack.floor_before = before;
+	r->op.u.ack.floor_after = after;
+	broker_submit(b, &r->op);
+}
+
+typedef void cmd_fn(conn *c, const wire_msg *m);
+
+static cmd_fn *const handlers[WIRE_OP__COUNT] = {
+	[WIRE_OP_HELLO] = cmd_hello,
+	[WIRE_OP_PING] = cmd_ping,
+	[WIRE_OP_STATUS] = cmd_status,
+	[WIRE_OP_TOPIC_CREATE] = cmd_topic_create,
+	[WIRE_OP_TOPIC_LIST] = cmd_topic_list,
+	[WIRE_OP_TOPIC_DESCRIBE] = cmd_topic_describe,
+	[WIRE_OP_TOPIC_DELETE] = cmd_topic_delete,
+	[WIRE_OP_SEND] = cmd_send,
+	[WIRE_OP_SUBSCRIBE] = cmd_subscribe,
+	[WIRE_OP_ACK] = cmd_ack,
+};
+
+void cmd_dispatch(conn *c, const wire_msg *m)
+{
+	if (c->b->stopping) {
+		conn_reply_err(c, m, ESCROW_ERR_NOT_READY, "broker is shutting down");
+		return;
+	}
+	if (wire_op_dir(m->op) != WIRE_REQ || !handlers[m->op]) {
+		conn_reply_err(c, m, ESCROW_ERR_UNKNOWN_OP, "'%s' is not a request op",
+		               wire_op_name(m->op));
+		return;
+	}
+	int missing = wire_check_required(m);
+	if (missing) {
+		conn_reply_err(c, m, ESCROW_ERR_BAD_REQUEST, "%s: missing field %s",
+		               wire_op_name(m->op), wire_field_key((wire_field)(missing - 1)));
+		return;
+	}
+	if (!c->hello && m->op != WIRE_OP_HELLO) {
+		conn_reply_err(c, m, ESCROW_ERR_NOT_READY, "send hello first");
+		return;
+	}
+	handlers[m->op](c, m);
+}
+
+/* ---- completions ------------------------------------------------------- */
+
+static void reply_done_err(conn *c, uint64_t rid, const store_op *op)
+{
+	wire_msg req = {0};
+	WIRE_SET(&req, RID, rid, rid);
+	const char *what = "";
+	switch (op->err) {
+	case ESCROW_ERR_EXISTS: what = "already exists"; break;
+	case ESCROW_ERR_NOT_FOUND: what = "not found (deleted meanwhile?)"; break;
+	case ESCROW_ERR_STORAGE_FULL: what = "storage is full; nothing was written (free space, or restart with a larger --map-size)"; break;
+	case ESCROW_ERR_STORAGE: what = "storage error; nothing was written (see the broker log)"; break;
+	case ESCROW_ERR_NOT_READY: what = "broker is shutting down; nothing was written"; break;
+	default: what = escrow_err2str(op->err); break;
+	}
+	conn_reply_err(c, &req, op->err, "%s", what);
+}
+
+void cmd_done(broker *b, store_op *op)
+{
+	bop *r = (bop *)op;
+	conn *c = r->c;
+	wire_msg rep = {0};
+	WIRE_SET(&rep, RID, rid, r->rid);
+	WIRE_SET(&rep, OK, ok, true);
+	if (op->err) {
+		if (op->err != ESCROW_ERR_NOT_READY && op->kind != STORE_OP_ACK)
+			log_warn("store op %d failed: %s", op->kind, escrow_err2name(op->err));
+		if (c)
+			reply_done_err(c, r->rid, op);
+		goto out;
+	}
+	switch (op->kind) {
+	case STORE_OP_TOPIC_CREATE:
+		if (!topic_by_id(b, op->u.topic.id))
+			topic_add(b, op->u.topic.id, op->u.topic.name, &op->u.topic.conf,
+			          op->u.topic.created_ms, 1, 1);
+		log_info("topic %s created (id %u)", op->u.topic.name, op->u.topic.id);
+		if (c)
+			conn_reply(c, &rep);
+		break;
+	case STORE_OP_TOPIC_DELETE: {
+		topic *t = topic_by_id(b, op->u.topic.id);
+		if (t)
+			topic_remove(b, t);
+		log_info("topic %s deleted", op->u.topic.name);
+		if (c)
+			conn_reply(c, &rep);
+		break;
+	}
+	case STORE_OP_GROUP_CREATE: {
+		topic *t = topic_by_id(b, op->u.group.topic_id);
+		group *g = t ? group_by_id(b, op->u.group.id) : NULL;
+		if (t && !g)
+			g = group_add(b, t, op->u.group.id, op->u.group.name, &op->u.group.conf,
+			              op->u.group.created_ms, op->u.group.ack_floor);
+		if (g)
+			log_info("group %s of topic %s created at seq %llu", g->name, t->name,
+			         (unsigned long long)g->ack_floor);
+		if (c && !c->closed) {
+			if (!g) {
+				op->err = ESCROW_ERR_NOT_FOUND;
+				reply_done_err(c, r->rid, op);
+			} else if (r->prefetch) {
+				sub *s = sub_new(c, g, r->prefetch);
+				reply_sid(c, r->rid, s->sid);
+			} else {
+				conn_reply(c, &rep);
+			}
+		}
+		break;
+	}
+	case STORE_OP_GROUP_DELETE:
+		if (c)
+			conn_reply(c, &rep);
+		break;
+	case STORE_OP_APPEND: {
+		topic *t = topic_by_id(b, op->u.append.topic_id);
+		if (t && !op->u.append.dup && op->u.append.seq >= t->next_seq) {
+			t->next_seq = op->u.append.seq + 1;
+			for (group *g = t->groups; g; g = g->next)
+				dispatch_mark(b, g);
+		}
+		if (c) {
+			WIRE_SET(&rep, SEQ, seq, op->u.append.seq);
+			if (op->u.append.dup)
+				WIRE_SET(&rep, DUP, dup, true);
+			conn_reply(c, &rep);
+		}
+		break;
+	}
+	case STORE_OP_ACK:
+		if (c)
+			conn_reply(c, &rep);
+		break;
+	}
+out:
+	if (c)
+		conn_unref(c);
+	store_op_free(op);
+}

@@ -1,0 +1,244 @@
+/*
+ * conn.c - client connections: accept, framing (doc/protocol.md §2), error
+ * replies, closing. A connection is freed only when its socket is gone AND no
+ * store op that will reply to it is still with the writer (refs == 0).
+ *
+ * @locality network thread
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen)
+{
+	if (b->stopping) {
+		evutil_closesocket(fd);
+		return;
+	}
+	conn *c = calloc(1, sizeof *c);
+	if (!c) {
+		log_error("out of memory accepting a connection");
+		evutil_closesocket(fd);
+		return;
+	}
+	c->b = b;
+	c->id = ++b->next_conn_id;
+	if (sa->sa_family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)sa;
+		char ip[INET_ADDRSTRLEN];
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+		snprintf(c->peer, sizeof c->peer, "%s:%u", ip, ntohs(in->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+		char ip[INET6_ADDRSTRLEN];
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+		snprintf(c->peer, sizeof c->peer, "[%s]:%u", ip, ntohs(in6->sin6_port));
+	} else {
+		snprintf(c->peer, sizeof c->peer, "local");
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	c->bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!c->bev) {
+		log_error("bufferevent_socket_new failed for %s", c->peer);
+		evutil_closesocket(fd);
+		free(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->next = b->conns;
+	if (b->conns)
+		b->conns->prev = c;
+	b->conns = c;
+	b->n_conns++;
+	log_debug("conn %llu from %s", (unsigned long long)c->id, c->peer);
+}
+
+static void conn_free(conn *c)
+{
+	free(c->name);
+	free(c->pgroup);
+	free(c);
+}
+
+void conn_unref(conn *c)
+{
+	BROKER_ASSERT(c->refs > 0);
+	c->refs--;
+	if (c->read_paused && !c->closed && c->refs < c->b->conf.max_pending_ops / 2) {
+		c->read_paused = false;
+		bufferevent_enable(c->bev, EV_READ);
+		/* frames may already be buffered: handle them now */
+		conn_read_cb(c->bev, c);
+	}
+	if (c->closed && c->refs == 0)
+		conn_free(c);
+}
+
+void conn_close(conn *c, const char *why)
+{
+	if (c->closed)
+		return;
+	broker *b = c->b;
+	log_debug("conn %llu %s closed: %s", (unsigned long long)c->id, c->peer, why);
+	c->closed = true;
+	while (c->subs)
+		sub_detach(b, c->subs);
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		b->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	b->n_conns--;
+	if (c->refs == 0)
+		conn_free(c);
+}
+
+void conn_close_after_flush(conn *c)
+{
+	if (c->closed)
+		return;
+	c->closing = true;
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_close(c, "closed after error");
+}
+
+void conn_reply(conn *c, const wire_msg *m)
+{
+	if (c->closed)
+		return;
+	wire_buf *out = &c->b->out;
+	out->len = 0;
+	if (wire_encode(m, out)) {
+		log_error("out of memory encoding a reply to %s", c->peer);
+		conn_close(c, "out of memory");
+		return;
+	}
+	bufferevent_write(c->bev, out->p, out->len);
+}
+
+void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	wire_msg r;
+	wire_reply_err(&r, req, code, msg);
+	conn_reply(c, &r);
+	log_debug("conn %llu %s: %s %s: %s", (unsigned long long)c->id, c->peer,
+	          wire_op_name(req->op), escrow_err2name(code), msg);
+}
+
+/*
+ * conn_read_cb takes every whole frame out of the input buffer and hands it
+ * to cmd_dispatch. A frame over the limit, of length zero or that does not
+ * decode gets an error reply and the connection is closed once that reply is
+ * written (doc/protocol.md §2.2): after such a frame the byte stream cannot be
+ * trusted to be in sync.
+ */
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	conn *c = arg;
+	broker *b = c->b;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	while (!c->closed && !c->closing && !c->read_paused) {
+		size_t have = evbuffer_get_length(in);
+		if (have < WIRE_HDR_BYTES)
+			break;
+		unsigned char hdr[WIRE_HDR_BYTES];
+		evbuffer_copyout(in, hdr, sizeof hdr);
+		uint32_t len = wire_frame_len(hdr);
+		wire_msg none = {0};
+		if (len > b->conf.max_frame_bytes) {
+			conn_reply_err(c, &none, ESCROW_ERR_FRAME_TOO_LARGE,
+			               "frame of %u bytes is over the limit of %u bytes", len,
+			               b->conf.max_frame_bytes);
+			log_info("conn %llu %s: frame of %u bytes over the limit; closing",
+			         (unsigned long long)c->id, c->peer, len);
+			conn_close_after_flush(c);
+			return;
+		}
+		if (len == 0) {
+			conn_reply_err(c, &none, ESCROW_ERR_BAD_REQUEST, "empty frame");
+			conn_close_after_flush(c);
+			return;
+		}
+		if (have < WIRE_HDR_BYTES + (size_t)len) {
+			/* wait for the rest; cap what libevent reads ahead */
+			break;
+		}
+		const char *data = (const char *)evbuffer_pullup(in, WIRE_HDR_BYTES + (ssize_t)len);
+		if (!data) {
+			log_error("out of memory reading a frame of %u bytes from %s", len, c->peer);
+			conn_close(c, "out of memory");
+			return;
+		}
+		wire_frame f;
+		wire_str unknown = {0};
+		char err[256];
+		int rc = wire_decode(data + WIRE_HDR_BYTES, len, &f, &unknown, err, sizeof err);
+		if (rc) {
+			conn_reply_err(c, &none, rc == ESCROW_ERR__NO_MEM ? ESCROW_ERR_INTERNAL : rc,
+			               "%s", err);
+			log_info("conn %llu %s: bad frame (%s); closing", (unsigned long long)c->id,
+			         c->peer, err);
+			conn_close_after_flush(c);
+			return;
+		}
+		if (f.m.op == WIRE_OP__COUNT) {
+			conn_reply_err(c, &f.m, ESCROW_ERR_UNKNOWN_OP, "unknown op '%.*s'",
+			               (int)(unknown.len > 64 ? 64 : unknown.len),
+			               unknown.p ? unknown.p : "");
+		} else {
+			cmd_dispatch(c, &f.m);
+		}
+		wire_frame_free(&f);
+		if (c->closed)
+			return;
+		evbuffer_drain(in, WIRE_HDR_BYTES + (size_t)len);
+		if (c->refs >= b->conf.max_pending_ops && !c->read_paused) {
+			/* back-pressure: the writer is behind; resume in conn_unref */
+			c->read_paused = true;
+			bufferevent_disable(bev, EV_READ);
+		}
+	}
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	conn *c = arg;
+	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		conn_close(c, "closed after error");
+		return;
+	}
+	/* output drained: a consumer skipped for a full buffer may take more */
+	for (sub *s = c->subs; s; s = s->next_in_conn)
+		dispatch_mark(c->b, s->g);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	conn *c = arg;
+	if (what & BEV_EVENT_EOF)
+		conn_close(c, "peer closed");
+	else if (what & BEV_EVENT_ERROR)
+		conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}

@@ -1,0 +1,202 @@
+/*
+ * dispatch.c - delivery of stored messages to the consumers of each group.
+ *
+ * Each group reads its topic in seq order from its cursor; a message goes to
+ * one subscription of the group, picked round-robin among those with credit
+ * (prefetch minus deliveries unacked) and an output buffer that is not
+ * backed up, so one slow consumer never holds up the others. Deliveries of a
+ * subscription that goes away are queued for redelivery, ahead of new
+ * messages, with the attempt count raised.
+ *
+ * Dispatch runs once per event-loop pass for every group marked dirty
+ * (dispatch_mark), inside one LMDB read snapshot, after the pass's replies:
+ * a message becomes visible only once the batch that stored it is durable
+ * (cmd_done raises topic->next_seq then).
+ *
+ * @locality network thread
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+
+/* A consumer whose socket has this much unsent is skipped until it drains. */
+#define OUTPUT_HIGH_BYTES (8u << 20)
+
+void dispatch_mark(broker *b, group *g)
+{
+	if (g->dirty)
+		return;
+	g->dirty = true;
+	g->next_dirty = b->dirty;
+	b->dirty = g;
+	broker_schedule_flush(b);
+}
+
+static bool sub_ready(const sub *s)
+{
+	return s->inflight < s->prefetch && !s->c->closed && !s->c->closing &&
+	       evbuffer_get_length(bufferevent_get_output(s->c->bev)) < OUTPUT_HIGH_BYTES;
+}
+
+/* next_sub picks the next subscription with room, round-robin. */
+static sub *next_sub(group *g)
+{
+	sub *start = g->rr ? g->rr : g->subs;
+	sub *s = start;
+	if (!s)
+		return NULL;
+	do {
+		sub *nx = s->next_in_group ? s->next_in_group : g->subs;
+		if (sub_ready(s)) {
+			g->rr = nx;
+			return s;
+		}
+		s = nx;
+	} while (s != start);
+	return NULL;
+}
+
+/*
+ * deliver sends message @seq of @g to @s. Returns false if the record is
+ * gone or unreadable (the caller forgets the delivery).
+ */
+static bool deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
+{
+	wire_str rec;
+	int rc = store_msg_get(rt, g->t->id, f->seq, &rec);
+	if (rc) {
+		if (rc != ESCROW_ERR_NOT_FOUND)
+			log_error("reading %s seq %llu: %s", g->t->name, (unsigned long long)f->seq,
+			          escrow_err2name(rc));
+		return false;
+	}
+	wire_frame fr;
+	char err[128];
+	if (wire_decode(rec.p, rec.len, &fr, NULL, err, sizeof err)) {
+		log_error("stored record %s seq %llu does not decode: %s", g->t->name,
+		          (unsigned long long)f->seq, err);
+		return false;
+	}
+	wire_msg d = fr.m; /* id, key, tags, props, body, born_ms, stored_ms */
+	d.op = WIRE_OP_DELIVER;
+	WIRE_SET(&d, SID, sid, s->sid);
+	WIRE_SET(&d, SEQ, seq, f->seq);
+	WIRE_SET(&d, ATTEMPT, attempt, f->attempt);
+	WIRE_SET(&d, TOPIC, topic, wire_cstr(g->t->name));
+	WIRE_SET(&d, GROUP, group, wire_cstr(g->name));
+	conn_reply(s->c, &d);
+	wire_frame_free(&fr);
+	f->s = s;
+	s->inflight++;
+	g->n_inflight++;
+	b->msgs_out++;
+	return true;
+}
+
+static flight *flight_new(group *g, uint64_t seq)
+{
+	flight *f = calloc(1, sizeof *f);
+	BROKER_ASSERT(f);
+	f->seq = seq;
+	f->attempt = 1;
+	HASH_ADD(hh, g->flights, seq, sizeof f->seq, f);
+	return f;
+}
+
+static void flight_drop(group *g, flight *f)
+{
+	HASH_DEL(g->flights, f);
+	free(f);
+}
+
+/* group_dispatch delivers as much as credit allows: redeliveries first. */
+static void group_dispatch(broker *b, store_rtxn *rt, group *g)
+{
+	topic *t = g->t;
+	for (;;) {
+		if (!g->redo_head && g->cursor >= t->next_seq)
+			return;
+		sub *s = next_sub(g);
+		if (!s)
+			return;
+		flight *f;
+		if (g->redo_head) {
+			f = g->redo_head;
+			g->redo_head = f->next;
+			if (!g->redo_head)
+				g->redo_tail = NULL;
+			f->next = NULL;
+		} else {
+			uint64_t seq = g->cursor;
+			flight *busy = NULL;
+			while (seq < t->next_seq) {
+				HASH_FIND(hh, g->flights, &seq, sizeof seq, busy);
+				if (!busy && !group_is_acked(g, seq))
+					break;
+				seq++;
+			}
+			g->cursor = seq;
+			if (seq >= t->next_seq)
+				continue;
+			g->cursor = seq + 1;
+			f = flight_new(g, seq);
+		}
+		if (!deliver(b, rt, g, s, f))
+			flight_drop(g, f);
+	}
+}
+
+void dispatch_run(broker *b)
+{
+	if (!b->dirty || b->stopping)
+		return;
+	store_rtxn *rt;
+	int rc = store_rtxn_begin(b->st, &rt);
+	if (rc) {
+		log_error("cannot begin a read transaction: %s", escrow_err2name(rc));
+		return;
+	}
+	while (b->dirty) {
+		group *g = b->dirty;
+		b->dirty = g->next_dirty;
+		g->dirty = false;
+		g->next_dirty = NULL;
+		group_dispatch(b, rt, g);
+	}
+	store_rtxn_end(rt);
+}
+
+void sub_detach(broker *b, sub *s)
+{
+	group *g = s->g;
+	conn *c = s->c;
+	flight *f, *tmp;
+	HASH_ITER(hh, g->flights, f, tmp) {
+		if (f->s != s)
+			continue;
+		f->s = NULL;
+		f->attempt++;
+		f->next = NULL;
+		if (g->redo_tail)
+			g->redo_tail->next = f;
+		else
+			g->redo_head = f;
+		g->redo_tail = f;
+		g->n_inflight--;
+	}
+	for (sub **pp = &g->subs; *pp; pp = &(*pp)->next_in_group)
+		if (*pp == s) {
+			*pp = s->next_in_group;
+			break;
+		}
+	for (sub **pp = &c->subs; *pp; pp = &(*pp)->next_in_conn)
+		if (*pp == s) {
+			*pp = s->next_in_conn;
+			break;
+		}
+	if (g->rr == s)
+		g->rr = NULL;
+	free(s);
+	dispatch_mark(b, g);
+}

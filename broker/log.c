@@ -1,0 +1,73 @@
+/*
+ * log.c - the broker's levelled log: one line per event on stderr,
+ * "2026-11-21T10:00:00.123Z W conn.c:88 message". Warnings and errors carry
+ * file:line (style rule 35).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "broker/broker.h"
+
+int log_level = ESCROW_LOG_INFO;
+
+uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static char level_char(int level)
+{
+	switch (level) {
+	case ESCROW_LOG_ERROR: return 'E';
+	case ESCROW_LOG_WARN: return 'W';
+	case ESCROW_LOG_INFO: return 'I';
+	default: return 'D';
+	}
+}
+
+void log_line(int level, const char *file, int line, const char *fmt, ...)
+{
+	if (level > log_level)
+		return;
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	uint64_t ms = now_ms();
+	time_t sec = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&sec, &tm);
+	char ts[32];
+	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+	const char *base = strrchr(file, '/');
+	base = base ? base + 1 : file;
+	if (level <= ESCROW_LOG_WARN)
+		fprintf(stderr, "%s.%03uZ %c %s:%d %s\n", ts, (unsigned)(ms % 1000),
+		        level_char(level), base, line, msg);
+	else
+		fprintf(stderr, "%s.%03uZ %c %s\n", ts, (unsigned)(ms % 1000), level_char(level),
+		        msg);
+}
+
+void log_store_sink(int level, const char *line)
+{
+	log_line(level, "store", 0, "%s", line);
+}
+
+int log_level_parse(const char *s)
+{
+	static const struct { const char *name; int level; } names[] = {
+		{"error", ESCROW_LOG_ERROR}, {"warn", ESCROW_LOG_WARN},
+		{"info", ESCROW_LOG_INFO},   {"debug", ESCROW_LOG_DEBUG},
+	};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (strcmp(s, names[i].name) == 0)
+			return names[i].level;
+	return -1;
+}

@@ -1,0 +1,202 @@
+/*
+ * main.c - escrowd: parse the configuration, open the store, load topics,
+ * groups and acks into memory, listen, print the ready line, run the event
+ * loop; on SIGINT/SIGTERM stop reading, let the writer finish and reply to
+ * the last batch, close LMDB, exit 0.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/thread.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+#include "escrow/version.h"
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+	conn_accept(arg, fd, sa, salen);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+	log_error("accept: %s", evutil_socket_error_to_string(err));
+	/* EMFILE and friends: keep serving the connections we have */
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	broker *b = arg;
+	log_info("signal %d: shutting down", (int)sig);
+	b->stopping = true;
+	event_base_loopbreak(b->base);
+}
+
+static int load_topic(void *arg, const store_topic_info *ti)
+{
+	topic_add(arg, ti->id, ti->name, &ti->conf, ti->created_ms, ti->next_seq, ti->first_seq);
+	return 0;
+}
+
+static int load_ack(void *arg, uint64_t seq)
+{
+	group *g = arg;
+	ack_ent *a = malloc(sizeof *a);
+	BROKER_ASSERT(a);
+	a->seq = seq;
+	HASH_ADD(hh, g->acks, seq, sizeof a->seq, a);
+	g->n_acks++;
+	return 0;
+}
+
+static int load_group(void *arg, const store_group_info *gi)
+{
+	broker *b = arg;
+	topic *t = topic_by_id(b, gi->topic_id);
+	if (!t) {
+		log_warn("group %s refers to missing topic id %u; skipped", gi->name, gi->topic_id);
+		return 0;
+	}
+	group *g = group_add(b, t, gi->id, gi->name, &gi->conf, gi->created_ms, gi->ack_floor);
+	return store_load_acks(b->st, g->id, load_ack, g);
+}
+
+static int listen_on(broker *b)
+{
+	struct sockaddr_storage ss;
+	int sslen = sizeof ss;
+	char addr[300];
+	snprintf(addr, sizeof addr, "%s:%d", b->conf.listen_host, b->conf.listen_port);
+	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen)) {
+		fprintf(stderr, "escrowd: cannot parse listen address '%s' (want IP:PORT)\n", addr);
+		return -1;
+	}
+	b->lst = evconnlistener_new_bind(b->base, accept_cb, b,
+	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
+	                                 (struct sockaddr *)&ss, sslen);
+	if (!b->lst) {
+		fprintf(stderr, "escrowd: cannot listen on %s: %s\n", addr, strerror(errno));
+		return -1;
+	}
+	evconnlistener_set_error_cb(b->lst, accept_error_cb);
+	return 0;
+}
+
+static int bound_port(broker *b)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	if (getsockname(evconnlistener_get_fd(b->lst), (struct sockaddr *)&ss, &len))
+		return -1;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/*
+ * shutdown_broker: nothing new is read; what the writer has, or is queued
+ * for it, is committed and answered before LMDB closes.
+ */
+static void shutdown_broker(broker *b)
+{
+	evconnlistener_disable(b->lst);
+	for (conn *c = b->conns; c; c = c->next)
+		bufferevent_disable(c->bev, EV_READ);
+	if (b->ops_head) {
+		store_submit(b->st, b->ops_head);
+		b->ops_head = b->ops_tail = NULL;
+	}
+	store_close(b->st); /* drains the writer; ops come back via store_done_cb */
+	b->st = NULL;
+	broker_process_done(b);
+	/* give the last replies a moment to reach their sockets */
+	struct timeval tv = {0, 200000};
+	event_base_loopexit(b->base, &tv);
+	event_base_dispatch(b->base);
+}
+
+int main(int argc, char **argv)
+{
+	broker bk, *b = &bk;
+	memset(b, 0, sizeof *b);
+	int rc = config_parse(&b->conf, argc, argv);
+	if (rc)
+		return rc == 1 ? 0 : 2;
+	signal(SIGPIPE, SIG_IGN);
+	evthread_use_pthreads();
+	pthread_mutex_init(&b->done_mu, NULL);
+	b->start_ms = now_ms();
+
+	store_opts so = {
+		.dir = b->conf.data_dir,
+		.map_size_bytes = b->conf.map_size_bytes,
+		.sync = b->conf.sync,
+		.done = store_done_cb,
+		.done_arg = b,
+		.log = log_store_sink,
+	};
+	char err[512] = "";
+	b->base = event_base_new();
+	if (!b->base) {
+		fprintf(stderr, "escrowd: cannot create the event loop\n");
+		return 1;
+	}
+	event_base_priority_init(b->base, 2);
+	b->done_ev = event_new(b->base, -1, 0, broker_done_event, b);
+	b->flush_ev = event_new(b->base, -1, 0, broker_flush_event, b);
+	event_priority_set(b->done_ev, 0);
+	event_priority_set(b->flush_ev, 1);
+
+	if (store_open(&b->st, &so, err, sizeof err)) {
+		fprintf(stderr, "escrowd: cannot open data dir %s: %s\n", b->conf.data_dir, err);
+		return 1;
+	}
+	if (store_load_topics(b->st, load_topic, b) || store_load_groups(b->st, load_group, b)) {
+		fprintf(stderr, "escrowd: cannot load %s (see the log above)\n", b->conf.data_dir);
+		store_close(b->st);
+		return 1;
+	}
+	if (listen_on(b)) {
+		store_close(b->st);
+		return 1;
+	}
+	struct event *sigint = evsignal_new(b->base, SIGINT, signal_cb, b);
+	struct event *sigterm = evsignal_new(b->base, SIGTERM, signal_cb, b);
+	event_add(sigint, NULL);
+	event_add(sigterm, NULL);
+
+	int port = bound_port(b);
+	log_info("escrowd %s serving %s:%d, data dir %s, sync %s, %u topics", ESCROW_VERSION_STR,
+	         b->conf.listen_host, port, b->conf.data_dir,
+	         b->conf.sync == STORE_SYNC_FULL ? "full" : "none",
+	         HASH_CNT(hh_name, b->topics_by_name));
+	printf("escrowd ready listen=%s:%d port=%d data_dir=%s pid=%d\n", b->conf.listen_host, port,
+	       port, b->conf.data_dir, (int)getpid());
+	fflush(stdout);
+
+	event_base_dispatch(b->base);
+	shutdown_broker(b);
+
+	while (b->conns)
+		conn_close(b->conns, "shutdown");
+	while (b->topics_by_id)
+		topic_remove(b, b->topics_by_id);
+	event_free(sigint);
+	event_free(sigterm);
+	event_free(b->done_ev);
+	event_free(b->flush_ev);
+	evconnlistener_free(b->lst);
+	event_base_free(b->base);
+	wire_buf_free(&b->out);
+	config_free(&b->conf);
+	pthread_mutex_destroy(&b->done_mu);
+	log_info("stopped");
+	return 0;
+}

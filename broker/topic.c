@@ -1,0 +1,194 @@
+/*
+ * topic.c - the in-memory registry of topics and consumer groups, and a
+ * group's ack bookkeeping: an advancing ack floor plus sparse acks above it
+ * (so the store keeps one record per out-of-order ack, not one per message).
+ *
+ * @locality network thread
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+
+bool name_valid(wire_str s)
+{
+	if (s.len == 0 || s.len > LIMIT_NAME_BYTES)
+		return false;
+	for (uint32_t i = 0; i < s.len; i++) {
+		char ch = s.p[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '.' || ch == '_' || ch == '-'))
+			return false;
+	}
+	return true;
+}
+
+topic *topic_by_name(broker *b, wire_str name)
+{
+	topic *t = NULL;
+	HASH_FIND(hh_name, b->topics_by_name, name.p, name.len, t);
+	return t;
+}
+
+topic *topic_by_id(broker *b, uint32_t id)
+{
+	topic *t = NULL;
+	HASH_FIND(hh_id, b->topics_by_id, &id, sizeof id, t);
+	return t;
+}
+
+group *group_by_id(broker *b, uint32_t id)
+{
+	group *g = NULL;
+	HASH_FIND(hh_id, b->groups_by_id, &id, sizeof id, g);
+	return g;
+}
+
+group *group_find(topic *t, wire_str name)
+{
+	for (group *g = t->groups; g; g = g->next)
+		if (wire_str_eq(name, g->name))
+			return g;
+	return NULL;
+}
+
+topic *topic_add(broker *b, uint32_t id, const char *name, const store_topic_conf *conf,
+                 uint64_t created_ms, uint64_t next_seq, uint64_t first_seq)
+{
+	topic *t = calloc(1, sizeof *t);
+	BROKER_ASSERT(t);
+	t->id = id;
+	t->name = strdup(name);
+	BROKER_ASSERT(t->name);
+	t->conf = *conf;
+	t->created_ms = created_ms;
+	t->next_seq = next_seq ? next_seq : 1;
+	t->first_seq = first_seq ? first_seq : t->next_seq;
+	HASH_ADD_KEYPTR(hh_name, b->topics_by_name, t->name, strlen(t->name), t);
+	HASH_ADD(hh_id, b->topics_by_id, id, sizeof t->id, t);
+	return t;
+}
+
+group *group_add(broker *b, topic *t, uint32_t id, const char *name,
+                 const store_group_conf *conf, uint64_t created_ms, uint64_t ack_floor)
+{
+	group *g = calloc(1, sizeof *g);
+	BROKER_ASSERT(g);
+	g->id = id;
+	g->t = t;
+	g->name = strdup(name);
+	BROKER_ASSERT(g->name);
+	g->conf = *conf;
+	g->created_ms = created_ms;
+	g->ack_floor = ack_floor ? ack_floor : 1;
+	g->cursor = g->ack_floor;
+	g->next = t->groups;
+	t->groups = g;
+	HASH_ADD(hh_id, b->groups_by_id, id, sizeof g->id, g);
+	return g;
+}
+
+static void group_free(broker *b, group *g)
+{
+	while (g->subs)
+		sub_detach(b, g->subs);
+	ack_ent *a, *atmp;
+	HASH_ITER(hh, g->acks, a, atmp) {
+		HASH_DEL(g->acks, a);
+		free(a);
+	}
+	flight *f, *ftmp;
+	HASH_ITER(hh, g->flights, f, ftmp) {
+		HASH_DEL(g->flights, f);
+		free(f);
+	}
+	/* unlink from the dirty list if queued */
+	for (group **pp = &b->dirty; *pp; pp = &(*pp)->next_dirty)
+		if (*pp == g) {
+			*pp = g->next_dirty;
+			break;
+		}
+	HASH_DELETE(hh_id, b->groups_by_id, g);
+	free(g->name);
+	free(g);
+}
+
+void group_remove(broker *b, group *g)
+{
+	for (group **pp = &g->t->groups; *pp; pp = &(*pp)->next)
+		if (*pp == g) {
+			*pp = g->next;
+			break;
+		}
+	group_free(b, g);
+}
+
+void topic_remove(broker *b, topic *t)
+{
+	while (t->groups) {
+		group *g = t->groups;
+		t->groups = g->next;
+		group_free(b, g);
+	}
+	HASH_DELETE(hh_name, b->topics_by_name, t);
+	HASH_DELETE(hh_id, b->topics_by_id, t);
+	free(t->name);
+	free(t);
+}
+
+bool group_is_acked(const group *g, uint64_t seq)
+{
+	if (seq < g->ack_floor)
+		return true;
+	ack_ent *a = NULL;
+	HASH_FIND(hh, g->acks, &seq, sizeof seq, a);
+	return a != NULL;
+}
+
+/*
+ * group_ack records that @seq is acked. If it is the floor, the floor moves
+ * up past every consecutive sparse ack (which are dropped); otherwise @seq
+ * becomes a sparse ack. Fills the before/after floors for the store op.
+ */
+bool group_ack(group *g, uint64_t seq, uint64_t *floor_before, uint64_t *floor_after)
+{
+	if (group_is_acked(g, seq) || seq >= g->t->next_seq)
+		return false;
+	*floor_before = g->ack_floor;
+	if (seq == g->ack_floor) {
+		uint64_t f = seq + 1;
+		for (;;) {
+			ack_ent *a = NULL;
+			HASH_FIND(hh, g->acks, &f, sizeof f, a);
+			if (!a)
+				break;
+			HASH_DEL(g->acks, a);
+			free(a);
+			g->n_acks--;
+			f++;
+		}
+		g->ack_floor = f;
+	} else {
+		ack_ent *a = malloc(sizeof *a);
+		BROKER_ASSERT(a);
+		a->seq = seq;
+		HASH_ADD(hh, g->acks, seq, sizeof a->seq, a);
+		g->n_acks++;
+	}
+	*floor_after = g->ack_floor;
+	return true;
+}
+
+uint64_t group_lag(const group *g)
+{
+	uint64_t total = g->t->next_seq > g->ack_floor ? g->t->next_seq - g->ack_floor : 0;
+	return total > g->n_acks ? total - g->n_acks : 0;
+}
+
+uint32_t group_consumers(const group *g)
+{
+	uint32_t n = 0;
+	for (sub *s = g->subs; s; s = s->next_in_group)
+		n++;
+	return n;
+}
