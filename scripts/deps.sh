@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# deps.sh - install what escrow needs to build and test on Debian 12, only
+# what is missing. Runs as root, or through sudo when not root. Quiet unless
+# it has something to install.
+set -euo pipefail
+
+pkgs=(build-essential meson ninja-build pkg-config python3
+      libevent-dev liblmdb-dev libmsgpack-dev uthash-dev
+      libsqlite3-dev) # sqlite: examples/bank-transfer
+
+missing=()
+for p in "${pkgs[@]}"; do
+	# "install ok installed" only; a removed package leaves "deinstall ok config-files".
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+	echo "deps.sh: missing ${missing[*]}, and no apt-get here: install them by hand" >&2
+	exit 1
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		sudo=(sudo)
+	else
+		echo "deps.sh: missing ${missing[*]}; run as root or install sudo" >&2
+		exit 1
+	fi
+fi
+
+echo "deps.sh: installing ${missing[*]}" >&2
+apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -qq -o=Dpkg::Use-Pty=0)
+"${apt[@]}" update >/dev/null
+"${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null

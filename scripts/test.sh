@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# test.sh - the one test command: install missing dependencies, configure and
+# build, run every meson test suite, then print as the LAST line
+#
+#     N passed, N failed
+#
+# where N counts individual test cases: each "ok"/"not ok" line of a TAP test
+# (protocol : 'tap' in tests/meson.build) and each other test as one case.
+# Exits 0 only when something ran and nothing failed.
+#
+# usage: scripts/test.sh [--sanitize] [--build-dir DIR] [--suite NAME]... [-- MESON-TEST-ARGS]
+#   --sanitize     build with ASan+UBSan (-Dsanitize=true) in build-asan
+#   --build-dir    build directory [build-test, or build-asan with --sanitize]
+#   --suite NAME   run only that suite (unit, integration, ...); repeatable
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+
+sanitize=false
+dir=
+mtest_args=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--sanitize) sanitize=true ;;
+	--build-dir) dir=${2:?--build-dir needs a directory}; shift ;;
+	--suite) mtest_args+=(--suite "${2:?--suite needs a name}"); shift ;;
+	--) shift; mtest_args+=("$@"); break ;;
+	-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "test.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+if [ -z "$dir" ]; then
+	if $sanitize; then dir=build-asan; else dir=build-test; fi
+fi
+
+# summary PASSED FAILED: the last line, and the exit status.
+summary() {
+	echo "$1 passed, $2 failed"
+	[ "$2" -eq 0 ] && [ "$1" -gt 0 ]
+	exit $?
+}
+
+scripts/deps.sh || { echo "test.sh: installing dependencies failed" >&2; summary 0 1; }
+
+opts=(-Dtests=true -Dsanitize=$sanitize)
+if [ -f "$dir/meson-private/coredata.dat" ]; then
+	meson setup --reconfigure "$dir" "${opts[@]}" >/dev/null ||
+		meson setup --wipe "$dir" "${opts[@]}" >/dev/null
+else
+	meson setup "$dir" "${opts[@]}" >/dev/null
+fi || { echo "test.sh: meson setup failed; see $dir/meson-logs/meson-log.txt" >&2; summary 0 1; }
+
+ninja -C "$dir" || { echo "test.sh: build failed" >&2; summary 0 1; }
+
+rm -f "$dir/meson-logs/testlog.json"
+# Two at a time: integration tests use port 0 and private data dirs, so they
+# may overlap; more than two slows the broker-heavy ones on small machines.
+meson test -C "$dir" --print-errorlogs --num-processes 2 "${mtest_args[@]}"
+mrc=$?
+
+# Count cases from the JSON test log; the TAP-ness of each test comes from
+# meson's introspection, not from guessing at its output.
+counts=$(python3 - "$dir" <<'PY'
+import json, re, sys
+d = sys.argv[1]
+tap = set()
+try:
+    for t in json.load(open(f"{d}/meson-info/intro-tests.json")):
+        if t.get("protocol") == "tap":
+            tap.add(t["name"])
+except (OSError, ValueError):
+    pass
+passed = failed = skipped = 0
+try:
+    lines = open(f"{d}/meson-logs/testlog.json").read().splitlines()
+except OSError:
+    lines = []
+bad = {"FAIL", "ERROR", "TIMEOUT", "INTERRUPT", "UNEXPECTEDPASS"}
+for line in lines:
+    if not line.strip():
+        continue
+    r = json.loads(line)
+    name = r["name"].split(" / ")[-1]   # "suite / name" or "project:suite / name"
+    res = r.get("result", "ERROR")
+    if name in tap:
+        p = f = s = 0
+        plan = None
+        for l in (r.get("stdout") or "").splitlines():
+            m = re.match(r"(not )?ok\b(.*)", l)
+            if m:
+                directive = m.group(2).upper()
+                if m.group(1):
+                    if "# TODO" in directive:
+                        p += 1
+                    else:
+                        f += 1
+                elif "# SKIP" in directive:
+                    s += 1
+                else:
+                    p += 1
+                continue
+            m = re.match(r"1\.\.(\d+)", l)
+            if m:
+                plan = int(m.group(1))
+            elif l.startswith("Bail out!"):
+                f += 1
+        seen = p + f + s
+        if plan is not None and plan > seen:
+            f += plan - seen          # crashed or exited before the rest
+        if res in bad and f == 0:
+            f = 1                     # died, timed out, or exited nonzero
+        if res == "SKIP" and seen == 0:
+            s += 1
+        passed += p; failed += f; skipped += s
+        if f:
+            print(f"failed: {name} ({f} case{'s' if f > 1 else ''}, {res})", file=sys.stderr)
+    else:
+        if res in ("OK", "EXPECTEDFAIL"):
+            passed += 1
+        elif res == "SKIP":
+            skipped += 1
+        else:
+            failed += 1
+            print(f"failed: {name} ({res})", file=sys.stderr)
+print(passed, failed, skipped)
+PY
+) || counts="0 1 0"
+read -r passed failed skipped <<<"$counts"
+if [ "$mrc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+	echo "test.sh: meson test exited $mrc without a failed case in the log" >&2
+	failed=1
+fi
+[ "$skipped" -gt 0 ] && echo "($skipped skipped)"
+summary "$passed" "$failed"

@@ -1,0 +1,99 @@
+/*
+ * test.c - the TAP runner behind test.h.
+ *
+ * Cases run one after another in this process. Diagnostics go to stdout as
+ * TAP comments, flushed at once, so they stay next to their case even when a
+ * later case crashes.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "tests/harness/test.h"
+
+static int failed;          /* the running case failed */
+static const char *skipped; /* the running case skipped, and why */
+
+void test_fail_(const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+	printf("# %s:%d: ", file, line);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	failed = 1;
+}
+
+void test_skip_(const char *why)
+{
+	skipped = why ? why : "";
+}
+
+void test_diag(const char *fmt, ...)
+{
+	va_list ap;
+	printf("# ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+}
+
+int test_failed(void)
+{
+	return failed;
+}
+
+int64_t test_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int test_run(const test_case *cases, size_t n)
+{
+	const char *only = getenv("TEST_ONLY");
+	size_t planned = 0, num = 0;
+	int nfail = 0;
+
+	/* A peer that closes makes write() fail with EPIPE instead of killing us. */
+	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	for (size_t i = 0; i < n; i++)
+		if (!only || !*only || strcmp(only, cases[i].name) == 0)
+			planned++;
+	printf("1..%zu\n", planned);
+	for (size_t i = 0; i < n; i++) {
+		if (only && *only && strcmp(only, cases[i].name) != 0)
+			continue;
+		failed = 0;
+		skipped = NULL;
+		int64_t t0 = test_now_ms();
+		cases[i].fn();
+		num++;
+		if (failed) {
+			nfail++;
+			printf("not ok %zu - %s\n", num, cases[i].name);
+		} else if (skipped) {
+			printf("ok %zu - %s # SKIP %s\n", num, cases[i].name, skipped);
+		} else {
+			printf("ok %zu - %s\n", num, cases[i].name);
+		}
+		int64_t ms = test_now_ms() - t0;
+		if (ms >= 1000)
+			test_diag("%s took %" PRId64 " ms", cases[i].name, ms);
+		fflush(stdout);
+	}
+	if (planned == 0) {
+		fprintf(stderr, "no test case named %s\n", only ? only : "");
+		return 1;
+	}
+	return nfail ? 1 : 0;
+}
