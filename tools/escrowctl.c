@@ -1,0 +1,1231 @@
+/*
+ * escrowctl.c - the escrow admin and scripting CLI (design.md §9,
+ * doc/man/escrowctl.1).
+ *
+ *   escrowctl [-s HOST:PORT] [--json] [--timeout DUR] COMMAND [SUB] ARGS...
+ *
+ * Every command is one line of the `cmds` table below: its words, its
+ * handler, its usage line and its help. Dispatch, `--help` at every level and
+ * the usage hints all come from that table, so a later command (`group ...`,
+ * `tx ...`, `dlq ...`, `msg ...`) is one handler plus one table line.
+ *
+ * It talks to the broker through the client core (client/client.h) with
+ * role "admin" and no_reconnect: one connection attempt, so an unreachable
+ * broker fails at once instead of retrying. Requests are synchronous;
+ * deliveries (consume) arrive on the client's I/O thread and are handed to
+ * the main thread through a small locked queue.
+ *
+ * Exit codes: 0 ok; 1 the broker said no, or could not be reached; 2 usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/client.h"
+#include "ctl_out.h"
+#include "escrow/common.h"
+#include "escrow/version.h"
+#include "wire/wire.h"
+
+#define PROG "escrowctl"
+#define DEFAULT_SERVER "127.0.0.1:7420"
+#define DEFAULT_TIMEOUT_MS 10000 /* one request, incl. connect */
+#define CONNECT_TIMEOUT_MAX_MS 5000
+#define CONSUME_WAIT_MS 5000   /* consume: idle time before giving up */
+#define CONSUME_PREFETCH_MAX 1024
+
+enum { EXIT_OK = 0, EXIT_BROKER = 1, EXIT_USAGE = 2 };
+
+struct cmd;
+
+/* Global state of one run. */
+struct ctl {
+	const char *server;    /* host:port */
+	bool json;             /* --json */
+	int verbose;           /* -v: client log lines to stderr */
+	int timeout_ms;        /* request timeout */
+	const struct cmd *cmd; /* the command running, for usage hints */
+	client *cl;            /* connected client, NULL until ctl_connect */
+};
+
+/*
+ * A command: `name` (and `sub` for two-word commands such as "topic
+ * create"), its handler, the arguments after the command words for the
+ * usage line, a one-line summary and the option lines of its --help.
+ * The handler gets argv starting at the last command word and returns the
+ * exit code.
+ */
+struct cmd {
+	const char *name;
+	const char *sub;
+	int (*run)(struct ctl *c, int argc, char **argv);
+	const char *args;
+	const char *summary;
+	const char *help;
+};
+
+static const struct cmd cmds[];
+
+/* ---- messages and usage ---------------------------------------------------- */
+
+static void errx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void errx_(const char *fmt, ...)
+{
+	va_list ap;
+	fputs(PROG ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* cmd_words writes "topic create" or "send" into buf. */
+static const char *cmd_words(const struct cmd *k, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s%s%s", k->name, k->sub ? " " : "", k->sub ? k->sub : "");
+	return buf;
+}
+
+/* usage_err prints the problem, the usage line and a hint; returns 2. */
+static int usage_err(struct ctl *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_err(struct ctl *c, const char *fmt, ...)
+{
+	char w[64];
+	va_list ap;
+	fputs(PROG ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (c->cmd) {
+		cmd_words(c->cmd, w, sizeof w);
+		fprintf(stderr, "usage: " PROG " %s%s%s\nTry '" PROG " %s --help'.\n", w,
+		        c->cmd->args[0] ? " " : "", c->cmd->args, w);
+	} else {
+		fprintf(stderr, "Try '" PROG " --help'.\n");
+	}
+	return EXIT_USAGE;
+}
+
+static const char global_help[] =
+	"Global options (before or after the command):\n"
+	"  -s, --server HOST:PORT  broker address [$ESCROW_SERVER or " DEFAULT_SERVER "]\n"
+	"      --json              machine-readable JSON output\n"
+	"      --timeout DUR       request timeout (before the command) [10s]\n"
+	"  -v, --verbose           client log lines to stderr\n"
+	"  -h, --help              this help\n"
+	"Durations: a number with ms, s, m, h or d (no unit: ms), e.g. 500ms, 72h.\n"
+	"Exit status: 0 ok, 1 the broker said no or cannot be reached, 2 usage error.\n";
+
+static void cmd_help(const struct cmd *k)
+{
+	char w[64];
+	printf("usage: " PROG " [global options] %s%s%s\n\n%s\n", cmd_words(k, w, sizeof w),
+	       k->args[0] ? " " : "", k->args, k->summary);
+	if (k->help)
+		printf("\n%s", k->help);
+	printf("\n%s", global_help);
+}
+
+/* cmd_list writes "  words args   summary" lines for the commands of
+ * group @name (NULL: all); a long usage puts the summary on its own line. */
+static void cmd_list(FILE *f, const char *name)
+{
+	char w[64], line[200];
+	for (const struct cmd *k = cmds; k->name; k++) {
+		if (name && strcmp(k->name, name) != 0)
+			continue;
+		snprintf(line, sizeof line, "%s%s%s", cmd_words(k, w, sizeof w), k->args[0] ? " " : "",
+		         k->args);
+		if (strlen(line) <= 40)
+			fprintf(f, "  %-40s  %s\n", line, k->summary);
+		else
+			fprintf(f, "  %s\n  %-40s  %s\n", line, "", k->summary);
+	}
+}
+
+/* group_help lists the subcommands of @name to @f. */
+static void group_help(FILE *f, const char *name)
+{
+	fprintf(f, "usage: " PROG " [global options] %s COMMAND ...\n\nCommands:\n", name);
+	cmd_list(f, name);
+	fprintf(f, "\nRun '" PROG " %s COMMAND --help' for a command's options.\n", name);
+}
+
+static void main_help(FILE *f)
+{
+	fprintf(f, "usage: " PROG " [-s HOST:PORT] [--json] [--timeout DUR] COMMAND ...\n\n"
+	           "Administer and script an escrow broker.\n\nCommands:\n");
+	cmd_list(f, NULL);
+	fprintf(f, "\n%s\nRun '" PROG " COMMAND --help' for a command's options; "
+	           "see escrowctl(1).\n", global_help);
+}
+
+/* ---- option parsing ---------------------------------------------------------- */
+
+enum {
+	O_JSON = 1000,
+	O_TIMEOUT,
+	O_HELP_EXIT, /* parse result: --help printed */
+	O_OWN = 1100 /* first code of a command's own options */
+};
+
+/* The options every command accepts. */
+static const struct option common_opts[] = {
+	{"server", required_argument, NULL, 's'},
+	{"json", no_argument, NULL, O_JSON},
+	{"timeout", required_argument, NULL, O_TIMEOUT},
+	{"verbose", no_argument, NULL, 'v'},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+/* set_timeout parses a request timeout into c->timeout_ms. */
+static int set_timeout(struct ctl *c, const char *arg)
+{
+	uint64_t ms;
+	if (parse_dur(arg, &ms) < 0 || ms == 0 || ms > INT32_MAX / 2)
+		return usage_err(c, "--timeout: bad duration '%s' (e.g. 500ms, 10s)", arg);
+	c->timeout_ms = (int)ms;
+	return 0;
+}
+
+/*
+ * parse_opts runs getopt_long over a command's argv with its own options
+ * @own (listed before the common ones, so a command may redefine one such
+ * as consume's --timeout) and the common ones. @fn handles the command's
+ * own option codes. Returns -1 to go on (optind is at the first
+ * positional), or an exit code: 0 after --help, 2 after a usage error.
+ */
+typedef int (*opt_fn)(struct ctl *c, int opt, const char *arg, void *st);
+
+static int parse_opts(struct ctl *c, int argc, char **argv, const struct option *own, opt_fn fn,
+                      void *st)
+{
+	struct option all[32];
+	int n = 0, opt;
+	for (; own && own[0].name && n < 24; own++)
+		all[n++] = *own;
+	for (const struct option *o = common_opts; o->name; o++)
+		all[n++] = *o;
+	memset(&all[n], 0, sizeof all[n]);
+	optind = 0; /* GNU: full re-initialisation for each parse */
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "s:vh", all, NULL)) != -1) {
+		int rc;
+		switch (opt) {
+		case 's':
+			c->server = optarg;
+			break;
+		case O_JSON:
+			c->json = true;
+			break;
+		case O_TIMEOUT:
+			if ((rc = set_timeout(c, optarg)))
+				return rc;
+			break;
+		case 'v':
+			c->verbose++;
+			break;
+		case 'h':
+			cmd_help(c->cmd);
+			return EXIT_OK;
+		case ':':
+			return usage_err(c, "option '%s' needs a value", argv[optind - 1]);
+		case '?':
+			if (optopt)
+				return usage_err(c, "unknown option '-%c'", optopt);
+			return usage_err(c, "unknown option '%s'", argv[optind - 1]);
+		default:
+			if (!fn)
+				return usage_err(c, "unknown option '%s'", argv[optind - 1]);
+			if ((rc = fn(c, opt, optarg, st)) >= 0)
+				return rc;
+		}
+	}
+	return -1;
+}
+
+/* ---- talking to the broker ------------------------------------------------------ */
+
+static void log_to_stderr(int level, const char *line, void *arg)
+{
+	(void)level;
+	(void)arg;
+	fprintf(stderr, PROG ": client: %s\n", line);
+}
+
+/*
+ * ctl_connect connects c->cl to c->server and waits for the hello, at most
+ * min(timeout, 5 s). @o may carry push callbacks. Returns 0, 1 (cannot
+ * connect; printed) or 2 (bad --server).
+ */
+static int ctl_connect(struct ctl *c, client_opts *o)
+{
+	char err[256] = "", num[32];
+	int connect_ms = c->timeout_ms < CONNECT_TIMEOUT_MAX_MS ? c->timeout_ms
+	                                                        : CONNECT_TIMEOUT_MAX_MS;
+	escrow_conf_t *conf = escrow_conf_new();
+	client_opts dflt = {0};
+	int rc;
+	if (!conf) {
+		errx_("out of memory");
+		return EXIT_BROKER;
+	}
+	if (escrow_conf_set(conf, "server", c->server, err, sizeof err)) {
+		escrow_conf_free(conf);
+		return usage_err(c, "--server: %s", err);
+	}
+	snprintf(num, sizeof num, "%d", connect_ms);
+	escrow_conf_set(conf, "connect.timeout.ms", num, NULL, 0);
+	snprintf(num, sizeof num, "%d", c->timeout_ms);
+	escrow_conf_set(conf, "request.timeout.ms", num, NULL, 0);
+	escrow_conf_set(conf, "client.name", PROG, NULL, 0);
+	if (c->verbose) {
+		escrow_conf_set(conf, "log.level", c->verbose > 1 ? "debug" : "info", NULL, 0);
+		escrow_conf_set_log_cb(conf, log_to_stderr, NULL);
+	}
+	if (!o)
+		o = &dflt;
+	o->conf = conf;
+	o->role = "admin";
+	o->no_reconnect = 1;
+	rc = client_new(&c->cl, o, err, sizeof err);
+	escrow_conf_free(conf);
+	if (rc) {
+		errx_("cannot connect to %s: %s", c->server, err[0] ? err : escrow_err2str(rc));
+		return EXIT_BROKER;
+	}
+	rc = client_wait_connected(c->cl, connect_ms + 500);
+	if (rc) {
+		const char *why;
+		size_t pre;
+		client_last_error(c->cl, err, sizeof err);
+		/* "connect HOST:PORT: Connection refused" -> "Connection refused" */
+		why = err;
+		pre = strlen("connect ") + strlen(c->server) + 2;
+		if (strncmp(err, "connect ", 8) == 0 && strlen(err) > pre &&
+		    strncmp(err + 8, c->server, strlen(c->server)) == 0)
+			why = err + pre;
+		if (!why[0])
+			why = rc == ESCROW_ERR__TIMED_OUT ? "no answer to hello in time"
+			                                  : escrow_err2str(rc);
+		errx_("cannot connect to %s: %s", c->server, why);
+		client_free(c->cl);
+		c->cl = NULL;
+		return EXIT_BROKER;
+	}
+	return 0;
+}
+
+/*
+ * ctl_request sends @req and waits for the reply (connecting first if
+ * needed). On success returns 0 and *rep holds the reply (free it with
+ * client_reply_free). Otherwise prints "escrowctl: WHAT: NAME: message" and
+ * returns the exit code (1, or 2 for a bad --server).
+ */
+static int ctl_request(struct ctl *c, const char *what, const wire_msg *req, int flags,
+                       client_reply **rep)
+{
+	char why[256];
+	int rc;
+	*rep = NULL;
+	if (!c->cl && (rc = ctl_connect(c, NULL)))
+		return rc;
+	rc = client_request(c->cl, req, flags, c->timeout_ms, rep);
+	if (rc == 0)
+		return EXIT_OK;
+	if (rc > 0) {
+		const wire_msg *m = client_reply_msg(*rep);
+		if (WIRE_HAS(m, EMSG) && m->emsg.len)
+			errx_("%s: %s: %.*s", what, escrow_err2name(rc), (int)m->emsg.len, m->emsg.p);
+		else
+			errx_("%s: %s: %s", what, escrow_err2name(rc), escrow_err2str(rc));
+	} else if (rc == ESCROW_ERR__TRANSPORT && client_last_error(c->cl, why, sizeof why)[0]) {
+		errx_("%s: %s: %s", what, escrow_err2name(rc), why);
+	} else if (rc == ESCROW_ERR__TIMED_OUT) {
+		errx_("%s: %s: no reply within %d ms", what, escrow_err2name(rc), c->timeout_ms);
+	} else {
+		errx_("%s: %s: %s", what, escrow_err2name(rc), escrow_err2str(rc));
+	}
+	client_reply_free(*rep);
+	*rep = NULL;
+	return EXIT_BROKER;
+}
+
+/* need_args checks the positional count: between @min and @max. */
+static int need_args(struct ctl *c, int have, int min, int max)
+{
+	if (have < min)
+		return usage_err(c, "missing argument");
+	if (have > max)
+		return usage_err(c, "too many arguments");
+	return 0;
+}
+
+/* ---- topic create|list|describe|delete ---------------------------------------------- */
+
+struct topic_create_opts {
+	uint64_t retention_ms;
+	bool has_retention;
+};
+
+static int topic_create_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	struct topic_create_opts *o = st;
+	if (opt != O_OWN)
+		return usage_err(c, "unknown option");
+	if (parse_dur(arg, &o->retention_ms) < 0)
+		return usage_err(c, "--retention: bad duration '%s' (e.g. 72h, 30m)", arg);
+	o->has_retention = true;
+	return -1;
+}
+
+/* topic_create {topic, retention_ms?} -> ok | EXISTS | INVALID */
+static int cmd_topic_create(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"retention", required_argument, NULL, O_OWN},
+	                                    {NULL, 0, NULL, 0}};
+	struct topic_create_opts o = {0};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_TOPIC_CREATE};
+	char what[300];
+	int rc = parse_opts(c, argc, argv, own, topic_create_opt, &o);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)))
+		return rc;
+	const char *topic = argv[optind];
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
+	if (o.has_retention)
+		WIRE_SET(&req, RETENTION_MS, retention_ms, o.retention_ms);
+	snprintf(what, sizeof what, "topic create %s", topic);
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	if (c->json) {
+		printf("{\"ok\":true,\"topic\":");
+		json_cstr(stdout, topic);
+		if (o.has_retention)
+			printf(",\"retention_ms\":%llu", (unsigned long long)o.retention_ms);
+		printf("}\n");
+	} else {
+		char d[64];
+		printf("created topic %s", topic);
+		if (o.has_retention)
+			printf(" (retention %s)", fmt_dur(o.retention_ms, d, sizeof d));
+		printf("\n");
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* In topic records the broker's stored_ms is when the topic was created. */
+static const char *topic_label(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "created" : NULL;
+}
+
+/* topic_list {} -> {items: [{topic, first_seq, last_seq, count, retention_ms, ...}]} */
+static int cmd_topic_list(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_TOPIC, WIRE_F_COUNT, WIRE_F_FIRST_SEQ, WIRE_F_LAST_SEQ,
+	                            WIRE_F_RETENTION_MS, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_TOPIC_LIST};
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 0, 0)))
+		return rc;
+	if ((rc = ctl_request(c, "topic list", &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	static const wire_items none = {0, NULL};
+	if (c->json) {
+		/* always an array, even when the broker left items out */
+		if (WIRE_HAS(m, ITEMS)) {
+			json_msg(stdout, m, 0, "topics");
+		} else {
+			printf("{\"topics\":[]}");
+		}
+		printf("\n");
+	} else {
+		items_table(stdout, WIRE_HAS(m, ITEMS) ? &m->items : &none, first, 0, topic_label);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* topic_describe {topic} -> {topic, first_seq, ..., items: [per group]} | NOT_FOUND */
+static int cmd_topic_describe(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_TOPIC, WIRE_F_COUNT, WIRE_F_FIRST_SEQ, WIRE_F_LAST_SEQ,
+	                            WIRE_F_RETENTION_MS, -1};
+	static const int gfirst[] = {WIRE_F_GROUP, WIRE_F_LAG, WIRE_F_ACK_FLOOR, WIRE_F_INFLIGHT,
+	                             WIRE_F_CONSUMERS, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_TOPIC_DESCRIBE};
+	char what[300];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)))
+		return rc;
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	snprintf(what, sizeof what, "topic describe %s", argv[optind]);
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "groups");
+		printf("\n");
+	} else {
+		record_print(stdout, m, first, 0, topic_label);
+		printf("\n");
+		if (WIRE_HAS(m, ITEMS) && m->items.n)
+			items_table(stdout, &m->items, gfirst, WF(TOPIC), NULL);
+		else
+			printf("no consumer groups\n");
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* topic_delete {topic} -> ok | NOT_FOUND */
+static int cmd_topic_delete(struct ctl *c, int argc, char **argv)
+{
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_TOPIC_DELETE};
+	char what[300];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)))
+		return rc;
+	const char *topic = argv[optind];
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
+	snprintf(what, sizeof what, "topic delete %s", topic);
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	if (c->json) {
+		printf("{\"ok\":true,\"topic\":");
+		json_cstr(stdout, topic);
+		printf("}\n");
+	} else {
+		printf("deleted topic %s\n", topic);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* ---- send ------------------------------------------------------------------------- */
+
+struct send_opts {
+	const char *key;
+	wire_str *tags; /* argc slots */
+	uint32_t ntags;
+	wire_str *pk, *pv; /* argc slots */
+	uint32_t nprops;
+};
+
+enum { O_KEY = O_OWN, O_TAG, O_PROP };
+
+static int send_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	struct send_opts *o = st;
+	const char *eq;
+	switch (opt) {
+	case O_KEY:
+		o->key = arg;
+		return -1;
+	case O_TAG:
+		if (!arg[0])
+			return usage_err(c, "--tag: empty tag");
+		o->tags[o->ntags++] = wire_cstr(arg);
+		return -1;
+	case O_PROP:
+		eq = strchr(arg, '=');
+		if (!eq || eq == arg)
+			return usage_err(c, "--prop: expected KEY=VALUE, got '%s'", arg);
+		o->pk[o->nprops] = (wire_str){arg, (uint32_t)(eq - arg)};
+		o->pv[o->nprops] = wire_cstr(eq + 1);
+		o->nprops++;
+		return -1;
+	}
+	return usage_err(c, "unknown option");
+}
+
+/*
+ * send_one sends one message with a fresh id and prints "ID SEQ" (or a JSON
+ * line). send {topic, id, key?, tags?, props?, body, born_ms} -> {seq, dup?}
+ */
+static int send_one(struct ctl *c, const char *topic, const struct send_opts *o, const char *body,
+                    size_t len, bool *header_done)
+{
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_SEND};
+	escrow_id_t id = escrow_id_new();
+	char hex[33], what[300];
+	int rc;
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
+	WIRE_SET(&req, ID, id, id);
+	WIRE_SET(&req, BODY, body, ((wire_str){body, (uint32_t)len}));
+	WIRE_SET(&req, BORN_MS, born_ms, client_now_unix_ms());
+	if (o->key)
+		WIRE_SET(&req, KEY, key, wire_cstr(o->key));
+	if (o->ntags)
+		WIRE_SET(&req, TAGS, tags, ((wire_strs){o->ntags, o->tags}));
+	if (o->nprops)
+		WIRE_SET(&req, PROPS, props, ((wire_props){o->nprops, o->pk, o->pv}));
+	escrow_id_fmt(&id, hex);
+	snprintf(what, sizeof what, "send %s", topic);
+	/* CLIENT_RETRY: the id makes a re-send harmless (the broker de-duplicates) */
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	unsigned long long seq = WIRE_HAS(m, SEQ) ? (unsigned long long)m->seq : 0;
+	bool dup = WIRE_HAS(m, DUP) && m->dup;
+	if (c->json) {
+		printf("{\"topic\":");
+		json_cstr(stdout, topic);
+		printf(",\"id\":\"%s\",\"seq\":%llu,\"dup\":%s}\n", hex, seq, dup ? "true" : "false");
+	} else {
+		if (!*header_done) {
+			printf("%-32s  %s\n", "ID", "SEQ");
+			*header_done = true;
+		}
+		printf("%s  %llu%s\n", hex, seq, dup ? "  (duplicate)" : "");
+	}
+	fflush(stdout);
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+static int cmd_send(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"key", required_argument, NULL, O_KEY},
+	                                    {"tag", required_argument, NULL, O_TAG},
+	                                    {"prop", required_argument, NULL, O_PROP},
+	                                    {NULL, 0, NULL, 0}};
+	struct send_opts o = {0};
+	bool header = false;
+	int rc, npos;
+	o.tags = calloc((size_t)argc, sizeof *o.tags);
+	o.pk = calloc((size_t)argc, sizeof *o.pk);
+	o.pv = calloc((size_t)argc, sizeof *o.pv);
+	if (!o.tags || !o.pk || !o.pv) {
+		errx_("out of memory");
+		rc = EXIT_BROKER;
+		goto out;
+	}
+	if ((rc = parse_opts(c, argc, argv, own, send_opt, &o)) >= 0)
+		goto out;
+	npos = argc - optind;
+	if ((rc = need_args(c, npos, 1, 2)))
+		goto out;
+	const char *topic = argv[optind];
+	const char *body = npos == 2 ? argv[optind + 1] : "";
+	if (strcmp(body, "-") != 0) {
+		rc = send_one(c, topic, &o, body, strlen(body), &header);
+		goto out;
+	}
+	/* one message per line of stdin; empty lines are skipped */
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	unsigned long sent = 0;
+	rc = EXIT_OK;
+	while ((n = getline(&line, &cap, stdin)) >= 0) {
+		if (n > 0 && line[n - 1] == '\n')
+			n--;
+		if (n > 0 && line[n - 1] == '\r')
+			n--;
+		if (n == 0)
+			continue;
+		if ((rc = send_one(c, topic, &o, line, (size_t)n, &header)))
+			break;
+		sent++;
+	}
+	if (rc == EXIT_OK && ferror(stdin)) {
+		errx_("reading stdin: %s", strerror(errno));
+		rc = EXIT_BROKER;
+	}
+	if (!c->json && rc == EXIT_OK)
+		fprintf(stderr, "sent %lu message%s\n", sent, sent == 1 ? "" : "s");
+	free(line);
+out:
+	free(o.tags);
+	free(o.pk);
+	free(o.pv);
+	return rc;
+}
+
+/* ---- consume ------------------------------------------------------------------------ */
+
+/*
+ * Deliveries cross from the client's I/O thread to the main thread as deep
+ * copies (the pushed frame is only borrowed for the callback).
+ */
+struct chunk {
+	struct chunk *next;
+	max_align_t data[];
+};
+
+struct qmsg {
+	struct qmsg *next;
+	wire_msg m;        /* points into mem */
+	struct chunk *mem; /* every copy made for m */
+};
+
+struct delivq {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct qmsg *head, *tail;
+	bool broken;   /* the connection went down */
+	bool oom;      /* a delivery could not be copied */
+};
+
+static void *qalloc(struct qmsg *q, size_t n)
+{
+	struct chunk *ch = malloc(sizeof *ch + (n ? n : 1));
+	if (!ch)
+		return NULL;
+	ch->next = q->mem;
+	q->mem = ch;
+	return ch->data;
+}
+
+static void qmsg_free(struct qmsg *q)
+{
+	while (q && q->mem) {
+		struct chunk *ch = q->mem;
+		q->mem = ch->next;
+		free(ch);
+	}
+	free(q);
+}
+
+/* The deep copiers per field type: 0 ok, -1 out of memory. */
+static int dup_str(struct qmsg *q, wire_str *s)
+{
+	char *p = qalloc(q, s->len);
+	if (!p)
+		return -1;
+	if (s->len)
+		memcpy(p, s->p, s->len);
+	s->p = p;
+	return 0;
+}
+
+static int d_U64(struct qmsg *q, uint64_t *v) { (void)q; (void)v; return 0; }
+static int d_I64(struct qmsg *q, int64_t *v) { (void)q; (void)v; return 0; }
+static int d_BOOL(struct qmsg *q, bool *v) { (void)q; (void)v; return 0; }
+static int d_ID(struct qmsg *q, escrow_id_t *v) { (void)q; (void)v; return 0; }
+static int d_STR(struct qmsg *q, wire_str *v) { return dup_str(q, v); }
+static int d_BIN(struct qmsg *q, wire_str *v) { return dup_str(q, v); }
+
+static int d_STRS(struct qmsg *q, wire_strs *v)
+{
+	wire_str *a = qalloc(q, v->n * sizeof *a);
+	if (!a)
+		return -1;
+	memcpy(a, v->v, v->n * sizeof *a);
+	v->v = a;
+	for (uint32_t i = 0; i < v->n; i++)
+		if (dup_str(q, &a[i]))
+			return -1;
+	return 0;
+}
+
+static int d_PROPS(struct qmsg *q, wire_props *v)
+{
+	wire_strs k = {v->n, v->k}, val = {v->n, v->v};
+	if (d_STRS(q, &k) || d_STRS(q, &val))
+		return -1;
+	v->k = k.v;
+	v->v = val.v;
+	return 0;
+}
+
+static int d_U64S(struct qmsg *q, wire_u64s *v)
+{
+	uint64_t *a = qalloc(q, v->n * sizeof *a);
+	if (!a)
+		return -1;
+	memcpy(a, v->v, v->n * sizeof *a);
+	v->v = a;
+	return 0;
+}
+
+/* Nested records are not part of a delivery; they are dropped. */
+static int d_ITEMS(struct qmsg *q, wire_items *v)
+{
+	(void)q;
+	v->n = 0;
+	v->v = NULL;
+	return 0;
+}
+
+static struct qmsg *qmsg_dup(const wire_msg *m)
+{
+	struct qmsg *q = calloc(1, sizeof *q);
+	if (!q)
+		return NULL;
+	q->m = *m;
+	q->m.has &= ~WF(ITEMS);
+#define FIELD(E, k, T, mem, d)                                                                   \
+	if (WIRE_HAS(&q->m, E) && d_##T(q, &q->m.mem)) {                                         \
+		qmsg_free(q);                                                                    \
+		return NULL;                                                                     \
+	}
+#include "wire/fields.def"
+#undef FIELD
+	return q;
+}
+
+/* @locality client I/O thread */
+static void on_deliver(void *arg, const wire_msg *m)
+{
+	struct delivq *dq = arg;
+	struct qmsg *q;
+	if (m->op != WIRE_OP_DELIVER)
+		return;
+	q = qmsg_dup(m);
+	pthread_mutex_lock(&dq->mu);
+	if (!q) {
+		dq->oom = true;
+	} else {
+		if (dq->tail)
+			dq->tail->next = q;
+		else
+			dq->head = q;
+		dq->tail = q;
+	}
+	pthread_cond_signal(&dq->cv);
+	pthread_mutex_unlock(&dq->mu);
+}
+
+/* @locality client I/O thread */
+static void on_broken(void *arg, int err)
+{
+	struct delivq *dq = arg;
+	(void)err;
+	pthread_mutex_lock(&dq->mu);
+	dq->broken = true;
+	pthread_cond_signal(&dq->cv);
+	pthread_mutex_unlock(&dq->mu);
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * delivq_pop waits until a delivery is queued, the connection breaks, ^C,
+ * or @wait_ms pass (< 0: forever). Returns the delivery or NULL; waits in
+ * slices so that SIGINT is noticed.
+ */
+static struct qmsg *delivq_pop(struct delivq *dq, int64_t wait_ms)
+{
+	uint64_t end = wait_ms < 0 ? UINT64_MAX : mono_ms() + (uint64_t)wait_ms;
+	struct qmsg *q = NULL;
+	pthread_mutex_lock(&dq->mu);
+	while (!dq->head && !dq->broken && !dq->oom && !interrupted) {
+		uint64_t now = mono_ms();
+		if (now >= end)
+			break;
+		uint64_t slice = end - now < 100 ? end - now : 100;
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += (long)(slice * 1000000);
+		ts.tv_sec += ts.tv_nsec / 1000000000;
+		ts.tv_nsec %= 1000000000;
+		pthread_cond_timedwait(&dq->cv, &dq->mu, &ts);
+	}
+	if (dq->head) {
+		q = dq->head;
+		dq->head = q->next;
+		if (!dq->head)
+			dq->tail = NULL;
+		q->next = NULL;
+	}
+	pthread_mutex_unlock(&dq->mu);
+	return q;
+}
+
+struct consume_opts {
+	uint64_t count;
+	int64_t wait_ms; /* idle wait; < 0 forever */
+	bool no_ack;
+};
+
+enum { O_COUNT = O_OWN, O_WAIT, O_NO_ACK };
+
+static int consume_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	struct consume_opts *o = st;
+	uint64_t v;
+	char *end;
+	switch (opt) {
+	case O_COUNT:
+		errno = 0;
+		v = strtoull(arg, &end, 10);
+		if (errno || end == arg || *end || v == 0 || arg[0] == '-')
+			return usage_err(c, "--count: expected a number of messages >= 1, got '%s'",
+			                 arg);
+		o->count = v;
+		return -1;
+	case O_WAIT:
+		if (parse_dur(arg, &v) < 0 || v > INT64_MAX)
+			return usage_err(c, "--timeout: bad duration '%s' (e.g. 5s, 500ms)", arg);
+		o->wait_ms = v == 0 ? -1 : (int64_t)v;
+		return -1;
+	case O_NO_ACK:
+		o->no_ack = true;
+		return -1;
+	}
+	return usage_err(c, "unknown option");
+}
+
+/* print_delivery prints one delivery as a record or a JSON line. */
+static void print_delivery(struct ctl *c, const wire_msg *m, uint64_t nth)
+{
+	static const int first[] = {WIRE_F_SEQ, WIRE_F_ID, WIRE_F_ATTEMPT, WIRE_F_KEY,
+	                            WIRE_F_TAGS, WIRE_F_PROPS, WIRE_F_BORN_MS, WIRE_F_STORED_MS,
+	                            WIRE_F_BODY, -1};
+	if (c->json) {
+		json_msg(stdout, m, WF(SID), NULL);
+		printf("\n");
+	} else {
+		if (nth > 1)
+			printf("\n");
+		record_print(stdout, m, first, WF(SID) | WF(TOPIC) | WF(GROUP), NULL);
+	}
+	fflush(stdout);
+}
+
+/*
+ * consume: subscribe {topic, group, prefetch} -> {sid}; deliveries are
+ * printed in arrival order, each acked with ack {sid, seq, rid} (the reply
+ * comes once the ack is durable) unless --no-ack.
+ */
+static int cmd_consume(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"count", required_argument, NULL, O_COUNT},
+	                                    {"timeout", required_argument, NULL, O_WAIT},
+	                                    {"no-ack", no_argument, NULL, O_NO_ACK},
+	                                    {NULL, 0, NULL, 0}};
+	struct consume_opts o = {.count = 1, .wait_ms = CONSUME_WAIT_MS};
+	struct delivq dq = {.head = NULL};
+	pthread_condattr_t ca;
+	client_opts co = {.on_push = on_deliver, .on_disconnect = on_broken, .arg = &dq};
+	client_reply *rep = NULL;
+	wire_msg req = {.op = WIRE_OP_SUBSCRIBE};
+	char what[600];
+	uint64_t got = 0;
+	struct qmsg *q;
+	struct sigaction sa = {.sa_handler = on_sigint}, old_int, old_term;
+	int rc = parse_opts(c, argc, argv, own, consume_opt, &o);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)))
+		return rc;
+	const char *topic = argv[optind], *group = argv[optind + 1];
+
+	pthread_mutex_init(&dq.mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&dq.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, &old_int);
+	sigaction(SIGTERM, &sa, &old_term);
+
+	if ((rc = ctl_connect(c, &co)))
+		goto out;
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
+	WIRE_SET(&req, GROUP, group, wire_cstr(group));
+	/* credit for exactly what we will print, so nothing extra is delivered */
+	WIRE_SET(&req, PREFETCH, prefetch,
+	         o.count < CONSUME_PREFETCH_MAX ? o.count : CONSUME_PREFETCH_MAX);
+	snprintf(what, sizeof what, "consume %s %s", topic, group);
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		goto out;
+	client_reply_free(rep);
+	rep = NULL;
+
+	while (got < o.count && (q = delivq_pop(&dq, o.wait_ms))) {
+		got++;
+		print_delivery(c, &q->m, got);
+		if (!o.no_ack) {
+			wire_msg ack = {.op = WIRE_OP_ACK};
+			WIRE_SET(&ack, SID, sid, q->m.sid);
+			WIRE_SET(&ack, SEQ, seq, q->m.seq);
+			snprintf(what, sizeof what, "ack %s %s seq %llu", topic, group,
+			         (unsigned long long)q->m.seq);
+			rc = ctl_request(c, what, &ack, 0, &rep);
+			client_reply_free(rep);
+			rep = NULL;
+		}
+		qmsg_free(q);
+		if (rc)
+			goto out;
+	}
+	if (dq.oom) {
+		errx_("%s: out of memory copying a delivery", what);
+		rc = EXIT_BROKER;
+	} else if (got < o.count && dq.broken) {
+		char why[256];
+		client_last_error(c->cl, why, sizeof why);
+		errx_("consume %s %s: connection lost: %s", topic, group,
+		      why[0] ? why : "closed by the broker");
+		rc = EXIT_BROKER;
+	}
+	if (!c->json) {
+		char d[64];
+		printf("%s%llu message%s %s", got ? "\n" : "", (unsigned long long)got,
+		       got == 1 ? "" : "s", o.no_ack ? "received (not acked)" : "consumed and acked");
+		if (got < o.count && interrupted)
+			printf(" (interrupted)");
+		else if (got < o.count && dq.broken)
+			printf(" (connection lost)");
+		else if (got < o.count && !dq.broken)
+			printf(" (nothing more within %s)", fmt_dur((uint64_t)o.wait_ms, d, sizeof d));
+		printf("\n");
+	}
+out:
+	/* closing the connection hands back what was delivered but not acked */
+	client_free(c->cl);
+	c->cl = NULL;
+	while ((q = dq.head)) {
+		dq.head = q->next;
+		qmsg_free(q);
+	}
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	pthread_cond_destroy(&dq.cv);
+	pthread_mutex_destroy(&dq.mu);
+	return rc;
+}
+
+/* ---- status ---------------------------------------------------------------------------- */
+
+static const char *status_label(wire_field f)
+{
+	return f == WIRE_F_COUNT ? "topics" : NULL;
+}
+
+/* status {} -> {version, name, uptime_ms, conns, count, ...} */
+static int cmd_status(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_NAME, WIRE_F_VERSION, WIRE_F_UPTIME_MS, WIRE_F_CONNS,
+	                            WIRE_F_COUNT, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_STATUS};
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 0, 0)))
+		return rc;
+	if ((rc = ctl_request(c, "status", &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, NULL);
+		printf("\n");
+	} else {
+		record_print(stdout, m, first, 0, status_label);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* ---- help ------------------------------------------------------------------------------- */
+
+static const struct cmd *find_cmd(const char *name, const char *sub);
+static bool is_group(const char *name);
+
+/* help [COMMAND [SUB]]: the same text as --help at that level. */
+static int cmd_help_run(struct ctl *c, int argc, char **argv)
+{
+	const struct cmd *k;
+	(void)c;
+	if (argc < 2) {
+		main_help(stdout);
+		return EXIT_OK;
+	}
+	if (argc < 3 && is_group(argv[1])) {
+		group_help(stdout, argv[1]);
+		return EXIT_OK;
+	}
+	k = find_cmd(argv[1], argc > 2 ? argv[2] : NULL);
+	if (!k) {
+		errx_("help: unknown command '%s%s%s'", argv[1], argc > 2 ? " " : "",
+		      argc > 2 ? argv[2] : "");
+		return EXIT_USAGE;
+	}
+	cmd_help(k);
+	return EXIT_OK;
+}
+
+/* ---- the command table ----------------------------------------------------------------- */
+
+static const struct cmd cmds[] = {
+	{"topic", "create", cmd_topic_create, "TOPIC [--retention DUR]",
+	 "create a topic",
+	 "Options:\n"
+	 "      --retention DUR   keep acked messages this long (e.g. 72h) [broker default]\n"},
+	{"topic", "list", cmd_topic_list, "",
+	 "list topics with their message counts and sequence range", NULL},
+	{"topic", "describe", cmd_topic_describe, "TOPIC",
+	 "show a topic and the lag of each consumer group", NULL},
+	{"topic", "delete", cmd_topic_delete, "TOPIC",
+	 "delete a topic and all its messages and groups", NULL},
+	{"send", NULL, cmd_send, "TOPIC [--key K] [--tag T]... [--prop K=V]... [BODY | -]",
+	 "send a message (with '-': one message per line of stdin)",
+	 "Prints the id and seq of each message stored. Without BODY the body is empty;\n"
+	 "with '-' every non-empty line of stdin (without its newline) is one message.\n\n"
+	 "Options:\n"
+	 "      --key K           business key of the message\n"
+	 "      --tag T           a tag; repeat for more\n"
+	 "      --prop K=V        a user property; repeat for more\n"},
+	{"consume", NULL, cmd_consume, "TOPIC GROUP [--count N] [--timeout DUR] [--no-ack]",
+	 "receive messages as consumer group GROUP, print and ack them",
+	 "Prints each message (seq, id, attempt, key, tags, props, times, body) and acks\n"
+	 "it once printed; the ack is confirmed durable before the next message. Stops\n"
+	 "after N messages, or when none arrives for DUR; exits 0 with what it got.\n"
+	 "A body that is not printable UTF-8 is shown as base64:...\n"
+	 "With --json: one JSON object per message per line.\n\n"
+	 "Options:\n"
+	 "      --count N         messages to receive [1]\n"
+	 "      --timeout DUR     stop when no message came for DUR; 0 waits forever [5s]\n"
+	 "      --no-ack          do not ack; the broker delivers the messages again\n"},
+	{"status", NULL, cmd_status, "", "show the broker's version, uptime and counters", NULL},
+	{"help", NULL, cmd_help_run, "[COMMAND [SUBCOMMAND]]", "show help for a command", NULL},
+	{NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+static bool is_group(const char *name)
+{
+	for (const struct cmd *k = cmds; k->name; k++)
+		if (k->sub && strcmp(k->name, name) == 0)
+			return true;
+	return false;
+}
+
+static const struct cmd *find_cmd(const char *name, const char *sub)
+{
+	for (const struct cmd *k = cmds; k->name; k++) {
+		if (strcmp(k->name, name) != 0)
+			continue;
+		if (!k->sub || (sub && strcmp(k->sub, sub) == 0))
+			return k;
+	}
+	return NULL;
+}
+
+/* ---- main --------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+	static const struct option gopts[] = {
+		{"server", required_argument, NULL, 's'},
+		{"json", no_argument, NULL, O_JSON},
+		{"timeout", required_argument, NULL, O_TIMEOUT},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	struct ctl c = {.timeout_ms = DEFAULT_TIMEOUT_MS};
+	const char *env = getenv("ESCROW_SERVER");
+	const struct cmd *k;
+	int opt, rc;
+
+	c.server = env && env[0] ? env : DEFAULT_SERVER;
+	opterr = 0;
+	/* "+": stop at the command word; its options are parsed by the command */
+	while ((opt = getopt_long(argc, argv, "+s:vhV", gopts, NULL)) != -1) {
+		switch (opt) {
+		case 's':
+			c.server = optarg;
+			break;
+		case O_JSON:
+			c.json = true;
+			break;
+		case O_TIMEOUT:
+			if ((rc = set_timeout(&c, optarg)))
+				return rc;
+			break;
+		case 'v':
+			c.verbose++;
+			break;
+		case 'h':
+			main_help(stdout);
+			return EXIT_OK;
+		case 'V':
+			printf(PROG " %s\n", ESCROW_VERSION_STR);
+			return EXIT_OK;
+		case ':':
+			return usage_err(&c, "option '%s' needs a value", argv[optind - 1]);
+		default:
+			if (optopt)
+				return usage_err(&c, "unknown option '-%c'", optopt);
+			return usage_err(&c, "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc) {
+		return usage_err(&c, "missing command");
+	}
+	char **av = argv + optind;
+	int ac = argc - optind;
+	if (is_group(av[0])) {
+		if (ac < 2 || av[1][0] == '-') {
+			bool help = ac >= 2 && (strcmp(av[1], "--help") == 0 || strcmp(av[1], "-h") == 0);
+			if (!help)
+				fprintf(stderr, PROG ": %s: %s\n", av[0],
+				        ac < 2 ? "missing command" : "expected a command before options");
+			group_help(help ? stdout : stderr, av[0]);
+			return help ? EXIT_OK : EXIT_USAGE;
+		}
+		k = find_cmd(av[0], av[1]);
+		if (!k) {
+			fprintf(stderr, PROG ": %s: unknown command '%s'\n", av[0], av[1]);
+			group_help(stderr, av[0]);
+			return EXIT_USAGE;
+		}
+		av++;
+		ac--;
+	} else {
+		k = find_cmd(av[0], NULL);
+		if (!k)
+			return usage_err(&c, "unknown command '%s'", av[0]);
+	}
+	c.cmd = k;
+	rc = k->run(&c, ac, av);
+	client_free(c.cl);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		errx_("writing output: %s", strerror(errno));
+		if (rc == EXIT_OK)
+			rc = EXIT_BROKER;
+	}
+	return rc;
+}
