@@ -91,7 +91,7 @@ typedef struct client_opts {
 /*
  * client_new creates a client and starts its I/O thread, which connects in
  * the background (client_new never waits for the broker). Returns 0 and
- * sets *out, or ESCROW_ERR__INVALID_ARG (bad opts or an unparsable
+ * sets *out (before the thread starts, so callbacks may read it), or ESCROW_ERR__INVALID_ARG (bad opts or an unparsable
  * `server`), ESCROW_ERR__NO_MEM, ESCROW_ERR__TRANSPORT (thread or event
  * base could not be created) with a sentence in errstr (may be NULL).
  */
@@ -160,6 +160,15 @@ int client_send_noreply(client *cl, const wire_msg *m);
  * and the connection attempt failed. Not from a callback.
  */
 int client_wait_connected(client *cl, int timeout_ms);
+
+/*
+ * client_wait_first waits for the outcome of the first connection attempt
+ * (connect + hello) since client_new: 0 connected, ESCROW_ERR__TRANSPORT it
+ * failed (client_last_error says why; the client keeps reconnecting unless
+ * no_reconnect), ESCROW_ERR__TIMED_OUT. timeout_ms < 0 waits forever.
+ * Not from a callback.
+ */
+int client_wait_first(client *cl, int timeout_ms);
 
 /* client_is_connected: 1 when the hello succeeded and the connection is up. */
 int client_is_connected(client *cl);

@@ -1,0 +1,1110 @@
+/*
+ * client.c - the client core: I/O thread, connection, hello, reconnect with
+ * backoff, request/reply matching by rid, per-request timeouts and retries.
+ * The contract is in client.h; the protocol in doc/protocol.md §2.
+ *
+ * Where a request is at any moment (each request is in exactly one place):
+ *
+ *   inbox    locked list filled by any thread; drained by the I/O thread
+ *   waiting  accepted, not yet written (connection down or in hello)
+ *   pending  written, waiting for the reply; uthash keyed by rid
+ *   backoff  got a retriable broker error, waiting for its retry timer
+ *
+ * Everything except the inbox and the few fields marked "lock" below is
+ * touched by the I/O thread only.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <event2/util.h>
+#include <uthash.h>
+
+#include "client/client.h"
+
+/* Placeholder rid encoded into every request: msgpack always packs it as
+ * 0xcf + 8 bytes, which are overwritten with the real rid at each send. */
+#define RID_PLACEHOLDER UINT64_MAX
+static const char rid_pattern[] = "\xa3rid\xcf\xff\xff\xff\xff\xff\xff\xff\xff";
+#define RID_PATTERN_LEN (sizeof rid_pattern - 1)
+
+enum req_where { R_INBOX, R_WAITING, R_PENDING, R_BACKOFF };
+
+struct sync_wait;
+
+typedef struct req {
+	struct client *cl;        /* owner */
+	uint64_t rid;             /* rid of the current send (0: never sent) */
+	UT_hash_handle hh;        /* in cl->pending by rid */
+	TAILQ_ENTRY(req) link;    /* in inbox, waiting or backoff */
+	enum req_where where;
+	wire_buf frame;           /* the encoded frame, header included */
+	size_t rid_off;           /* offset of the 8 rid bytes in frame.p; 0: none */
+	int flags;                /* CLIENT_RETRY */
+	int noreply;              /* client_send_noreply: written once, no reply */
+	int is_hello;             /* the connection's hello */
+	uint64_t conn_id;         /* noreply: the connection it was meant for */
+	uint64_t deadline_us;     /* monotonic, us */
+	struct event *timer;      /* timeout */
+	struct event *retry_ev;   /* backoff before a retry; lazily created */
+	unsigned retries;         /* retriable broker errors so far */
+	int last_err;             /* last retriable error (RETRY only); 0: none */
+	char *last_raw;           /* its reply frame body when last_err > 0 */
+	size_t last_raw_len;      /* bytes */
+	client_reply_cb *cb;      /* completion; may be NULL */
+	void *arg;                /* for cb */
+	struct sync_wait *sync;   /* client_request's waiter instead of cb */
+} req;
+
+TAILQ_HEAD(req_list, req);
+
+enum conn_state { S_IDLE, S_CONNECTING, S_HELLO, S_READY, S_DEAD };
+
+struct client {
+	escrow_conf_t conf;       /* own copy */
+	char role[16];            /* hello role */
+	client_opts opts;         /* callbacks and flags; conf/role point at our copies */
+	char host[CONF_STR_MAX];  /* from conf.server, without [] */
+	char port[8];
+
+	struct event_base *base;
+	pthread_t thread;
+	int thread_started;
+	struct event *wake_ev;      /* activated to drain the inbox */
+	struct event *exit_ev;      /* activated by client_free */
+	struct event *reconnect_ev; /* backoff before the next connect */
+	struct event *conn_timer;   /* connect + hello deadline */
+	struct bufferevent *bev;
+	enum conn_state state;
+	unsigned failures;          /* connection failures since the last hello */
+	uint64_t next_rid;
+	req *pending;               /* uthash by rid */
+	req *hello;                 /* the hello in flight, also in pending */
+	struct req_list waiting;
+	struct req_list backoff;
+	unsigned seed;              /* rand_r state for jitter */
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;        /* connected/dead changes */
+	struct req_list inbox;      /* lock */
+	int closing;                /* lock: client_free started */
+	int connected;              /* lock: hello done, connection up */
+	int dead;                   /* lock: no_reconnect and the connection is gone */
+	unsigned failed_attempts;   /* lock: connect/hello attempts that failed */
+	uint64_t conn_id;           /* lock: successful hellos so far */
+	char last_error[256];       /* lock */
+	char broker_name[128];      /* lock */
+	char broker_version[64];    /* lock */
+};
+
+struct client_reply {
+	wire_frame f;
+	char *raw; /* the frame body f points into */
+};
+
+struct sync_wait {
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	int done;
+	int err;
+	client_reply *reply;
+};
+
+static void conn_lost(client *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void req_send(client *cl, req *r);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static struct timeval tv_ms(uint64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	return tv;
+}
+
+void client_log(const client *cl, int level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	conf_vlog(&cl->conf, level, fmt, ap);
+	va_end(ap);
+}
+
+/* set_last_error records a connection problem (lock taken here) and logs it. */
+static void set_last_error(client *cl, int level, const char *msg)
+{
+	pthread_mutex_lock(&cl->lock);
+	snprintf(cl->last_error, sizeof cl->last_error, "%s", msg);
+	pthread_mutex_unlock(&cl->lock);
+	client_log(cl, level, "%s", msg);
+}
+
+/*
+ * backoff_ms returns base * 2^n capped at max, minus up to 20 % of jitter so
+ * that many clients of a restarted broker do not reconnect in step.
+ */
+static uint64_t backoff_ms(client *cl, unsigned n)
+{
+	uint64_t d = (uint64_t)cl->conf.reconnect_backoff_ms;
+	uint64_t max = (uint64_t)cl->conf.reconnect_backoff_max_ms;
+	for (unsigned i = 0; i < n && d < max; i++)
+		d *= 2;
+	if (d > max)
+		d = max;
+	uint64_t jitter = d / 5 * (uint64_t)rand_r(&cl->seed) / ((uint64_t)RAND_MAX + 1);
+	return d - jitter;
+}
+
+static void req_free(req *r)
+{
+	if (!r)
+		return;
+	if (r->timer)
+		event_free(r->timer);
+	if (r->retry_ev)
+		event_free(r->retry_ev);
+	wire_buf_free(&r->frame);
+	free(r->last_raw);
+	free(r);
+}
+
+static client_reply *reply_copy(const char *raw, size_t len)
+{
+	client_reply *rp = calloc(1, sizeof *rp);
+	if (!rp)
+		return NULL;
+	rp->raw = malloc(len ? len : 1);
+	if (!rp->raw) {
+		free(rp);
+		return NULL;
+	}
+	memcpy(rp->raw, raw, len);
+	char err[128];
+	if (wire_decode(rp->raw, len, &rp->f, NULL, err, sizeof err)) {
+		free(rp->raw);
+		free(rp);
+		return NULL;
+	}
+	return rp;
+}
+
+/*
+ * complete ends request @r: removes nothing (the caller already took it out
+ * of its list), calls its callback or wakes its waiter, and frees it.
+ * @raw/@raw_len is the reply's frame body when reply != NULL.
+ * @locality I/O thread (or client_free after the thread stopped)
+ */
+static void complete(client *cl, req *r, int err, const wire_msg *reply, const char *raw,
+                     size_t raw_len)
+{
+	(void)cl;
+	if (r->timer)
+		evtimer_del(r->timer);
+	if (r->sync) {
+		struct sync_wait *sw = r->sync;
+		client_reply *rp = NULL;
+		if (reply && raw) {
+			rp = reply_copy(raw, raw_len);
+			if (!rp)
+				err = ESCROW_ERR__NO_MEM;
+		}
+		pthread_mutex_lock(&sw->m);
+		sw->err = err;
+		sw->reply = rp;
+		sw->done = 1;
+		pthread_cond_signal(&sw->c);
+		pthread_mutex_unlock(&sw->m);
+	} else if (r->cb) {
+		r->cb(r->arg, err, reply);
+	}
+	req_free(r);
+}
+
+/* complete_saved ends @r with its last retriable error (and that reply). */
+static void complete_saved(client *cl, req *r, int fallback)
+{
+	int err = r->last_err ? r->last_err : fallback;
+	if (err > 0 && r->last_raw) {
+		wire_frame f;
+		char e[128];
+		if (wire_decode(r->last_raw, r->last_raw_len, &f, NULL, e, sizeof e) == 0) {
+			char *raw = r->last_raw;
+			size_t len = r->last_raw_len;
+			r->last_raw = NULL; /* keep it alive past req_free inside complete */
+			complete(cl, r, err, &f.m, raw, len);
+			wire_frame_free(&f);
+			free(raw);
+			return;
+		}
+	}
+	if (err > 0) /* no reply to hand over: never happens, but keep the contract */
+		err = ESCROW_ERR__TIMED_OUT;
+	complete(cl, r, err, NULL, NULL, 0);
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+/* req_timeout_cb: the request's deadline passed wherever it is. */
+static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	req *r = arg;
+	client *cl = r->cl;
+	(void)fd;
+	(void)what;
+	int fallback = ESCROW_ERR__TRANSPORT;
+	switch (r->where) {
+	case R_PENDING:
+		HASH_DEL(cl->pending, r);
+		fallback = ESCROW_ERR__TIMED_OUT;
+		break;
+	case R_WAITING:
+		TAILQ_REMOVE(&cl->waiting, r, link);
+		break;
+	case R_BACKOFF:
+		TAILQ_REMOVE(&cl->backoff, r, link);
+		evtimer_del(r->retry_ev);
+		break;
+	case R_INBOX:
+		return; /* cannot happen: the timer starts when the inbox is drained */
+	}
+	if (fallback == ESCROW_ERR__TIMED_OUT)
+		client_log(cl, ESCROW_LOG_DEBUG, "request rid %llu timed out",
+		           (unsigned long long)r->rid);
+	complete_saved(cl, r, fallback);
+}
+
+/* retry_cb: a retriable broker error's backoff is over; send again. */
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	req *r = arg;
+	client *cl = r->cl;
+	(void)fd;
+	(void)what;
+	TAILQ_REMOVE(&cl->backoff, r, link);
+	if (cl->state == S_READY) {
+		req_send(cl, r);
+	} else if (cl->state == S_DEAD) {
+		r->where = R_WAITING;
+		complete_saved(cl, r, ESCROW_ERR__TRANSPORT);
+	} else {
+		r->where = R_WAITING;
+		TAILQ_INSERT_TAIL(&cl->waiting, r, link);
+	}
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+static void patch_rid(req *r, uint64_t rid)
+{
+	unsigned char *p = (unsigned char *)r->frame.p + r->rid_off;
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(rid >> (56 - 8 * i));
+}
+
+/* req_send writes @r on the ready connection with a fresh rid. */
+static void req_send(client *cl, req *r)
+{
+	r->rid = ++cl->next_rid;
+	if (r->rid_off)
+		patch_rid(r, r->rid);
+	r->where = R_PENDING;
+	HASH_ADD(hh, cl->pending, rid, sizeof r->rid, r);
+	if (bufferevent_write(cl->bev, r->frame.p, r->frame.len)) {
+		/* only on ENOMEM; the connection is useless then */
+		conn_lost(cl, "connection to %s:%s: cannot queue %zu bytes for writing", cl->host,
+		          cl->port, r->frame.len);
+	}
+}
+
+/* fail_waiting completes every waiting request with @err. */
+static void fail_waiting(client *cl, int err)
+{
+	req *r;
+	while ((r = TAILQ_FIRST(&cl->waiting))) {
+		TAILQ_REMOVE(&cl->waiting, r, link);
+		complete_saved(cl, r, err);
+	}
+}
+
+/* ---- connection --------------------------------------------------------- */
+
+static void schedule_reconnect(client *cl)
+{
+	uint64_t ms = backoff_ms(cl, cl->failures);
+	cl->failures++;
+	struct timeval tv = tv_ms(ms);
+	client_log(cl, ESCROW_LOG_DEBUG, "reconnecting to %s:%s in %llu ms", cl->host, cl->port,
+	           (unsigned long long)ms);
+	evtimer_add(cl->reconnect_ev, &tv);
+}
+
+/*
+ * conn_lost tears the connection down after a failure described by fmt:
+ * non-retry requests written on it fail with _TRANSPORT, retry requests go
+ * back to the front of the waiting list, and a reconnect is scheduled (or,
+ * with no_reconnect, everything waiting fails and the client is dead).
+ * @locality I/O thread
+ */
+static void conn_lost(client *cl, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+
+	int was_ready = cl->state == S_READY;
+	if (cl->bev) {
+		bufferevent_free(cl->bev);
+		cl->bev = NULL;
+	}
+	evtimer_del(cl->conn_timer);
+	cl->state = S_IDLE;
+	set_last_error(cl, was_ready ? ESCROW_LOG_WARN : ESCROW_LOG_INFO, msg);
+	pthread_mutex_lock(&cl->lock);
+	cl->connected = 0;
+	if (!was_ready)
+		cl->failed_attempts++;
+	pthread_cond_broadcast(&cl->cond);
+	pthread_mutex_unlock(&cl->lock);
+
+	if (cl->hello) {
+		HASH_DEL(cl->pending, cl->hello);
+		req_free(cl->hello);
+		cl->hello = NULL;
+	}
+	/* uthash iterates in insertion order, which is rid order here */
+	struct req_list again = TAILQ_HEAD_INITIALIZER(again);
+	req *r, *tmp;
+	HASH_ITER(hh, cl->pending, r, tmp) {
+		HASH_DEL(cl->pending, r);
+		if (r->flags & CLIENT_RETRY) {
+			r->last_err = ESCROW_ERR__TRANSPORT;
+			free(r->last_raw);
+			r->last_raw = NULL;
+			r->where = R_WAITING;
+			TAILQ_INSERT_TAIL(&again, r, link);
+		} else {
+			complete(cl, r, ESCROW_ERR__TRANSPORT, NULL, NULL, 0);
+		}
+	}
+	while ((r = TAILQ_LAST(&again, req_list))) {
+		TAILQ_REMOVE(&again, r, link);
+		TAILQ_INSERT_HEAD(&cl->waiting, r, link);
+	}
+	if (was_ready && cl->opts.on_disconnect)
+		cl->opts.on_disconnect(cl->opts.arg, ESCROW_ERR__TRANSPORT);
+
+	if (cl->opts.no_reconnect) {
+		cl->state = S_DEAD;
+		pthread_mutex_lock(&cl->lock);
+		cl->dead = 1;
+		pthread_cond_broadcast(&cl->cond);
+		pthread_mutex_unlock(&cl->lock);
+		fail_waiting(cl, ESCROW_ERR__TRANSPORT);
+		/* backoff requests fail when their retry timer fires (retry_cb) */
+		return;
+	}
+	schedule_reconnect(cl);
+}
+
+static void hello_done(client *cl, req *r, int err, const wire_msg *m)
+{
+	cl->hello = NULL;
+	req_free(r);
+	if (err) {
+		wire_str emsg = m && WIRE_HAS(m, EMSG) ? m->emsg : wire_cstr(escrow_err2str(err));
+		conn_lost(cl, "hello to %s:%s refused: %.*s (%s)", cl->host, cl->port, (int)emsg.len,
+		          emsg.p, escrow_err2name(err));
+		return;
+	}
+	evtimer_del(cl->conn_timer);
+	cl->state = S_READY;
+	cl->failures = 0;
+	pthread_mutex_lock(&cl->lock);
+	snprintf(cl->broker_name, sizeof cl->broker_name, "%.*s",
+	         WIRE_HAS(m, NAME) ? (int)m->name.len : 0, WIRE_HAS(m, NAME) ? m->name.p : "");
+	snprintf(cl->broker_version, sizeof cl->broker_version, "%.*s",
+	         WIRE_HAS(m, VERSION) ? (int)m->version.len : 0,
+	         WIRE_HAS(m, VERSION) ? m->version.p : "");
+	cl->connected = 1;
+	cl->conn_id++;
+	pthread_cond_broadcast(&cl->cond);
+	client_log(cl, ESCROW_LOG_INFO, "connected to %s:%s (broker %s %s) as %s", cl->host,
+	           cl->port, cl->broker_name, cl->broker_version, cl->role);
+	pthread_mutex_unlock(&cl->lock);
+
+	if (cl->opts.on_connect)
+		cl->opts.on_connect(cl->opts.arg);
+	req *w;
+	while (cl->state == S_READY && (w = TAILQ_FIRST(&cl->waiting))) {
+		TAILQ_REMOVE(&cl->waiting, w, link);
+		req_send(cl, w);
+	}
+}
+
+static void send_hello(client *cl)
+{
+	wire_msg h = {0};
+	h.op = WIRE_OP_HELLO;
+	WIRE_SET(&h, RID, rid, RID_PLACEHOLDER);
+	WIRE_SET(&h, VER, ver, WIRE_PROTOCOL_VERSION);
+	WIRE_SET(&h, NAME, name, wire_cstr(cl->conf.client_name));
+	WIRE_SET(&h, ROLE, role, wire_cstr(cl->role));
+	if (strcmp(cl->role, "producer") == 0)
+		WIRE_SET(&h, PGROUP, pgroup, wire_cstr(cl->conf.producer_group));
+	req *r = calloc(1, sizeof *r);
+	if (r)
+		r->cl = cl;
+	if (!r || wire_encode(&h, &r->frame)) {
+		req_free(r);
+		conn_lost(cl, "hello to %s:%s: out of memory", cl->host, cl->port);
+		return;
+	}
+	char *at = memmem(r->frame.p, r->frame.len, rid_pattern, RID_PATTERN_LEN);
+	r->rid_off = (size_t)(at - r->frame.p) + 5;
+	r->is_hello = 1;
+	cl->hello = r;
+	cl->state = S_HELLO;
+	req_send(cl, r);
+}
+
+/* handle_reply matches a reply to its request by rid. */
+static void handle_reply(client *cl, const wire_msg *m, const char *raw, size_t len)
+{
+	if (!WIRE_HAS(m, RID)) {
+		wire_str e = WIRE_HAS(m, EMSG) ? m->emsg : wire_cstr("");
+		client_log(cl, ESCROW_LOG_WARN, "broker %s:%s sent a reply without rid: %s %.*s",
+		           cl->host, cl->port, escrow_err2name((int)m->err), (int)e.len, e.p);
+		return;
+	}
+	req *r;
+	HASH_FIND(hh, cl->pending, &m->rid, sizeof m->rid, r);
+	if (!r) {
+		client_log(cl, ESCROW_LOG_DEBUG, "reply for unknown rid %llu dropped (late?)",
+		           (unsigned long long)m->rid);
+		return;
+	}
+	HASH_DEL(cl->pending, r);
+	int err;
+	if (WIRE_HAS(m, ERR))
+		err = m->err > 0 && m->err <= INT32_MAX ? (int)m->err : ESCROW_ERR__BAD_REPLY;
+	else if (WIRE_HAS(m, OK) && m->ok)
+		err = 0;
+	else
+		err = ESCROW_ERR__BAD_REPLY;
+	if (r->is_hello) {
+		hello_done(cl, r, err, err == ESCROW_ERR__BAD_REPLY ? NULL : m);
+		return;
+	}
+	if ((r->flags & CLIENT_RETRY) && err > 0 && escrow_err_is_retriable(err)) {
+		char *copy = malloc(len ? len : 1);
+		if (copy) {
+			memcpy(copy, raw, len);
+			free(r->last_raw);
+			r->last_raw = copy;
+			r->last_raw_len = len;
+			r->last_err = err;
+			uint64_t ms = backoff_ms(cl, r->retries++);
+			struct timeval tv = tv_ms(ms);
+			client_log(cl, ESCROW_LOG_DEBUG, "rid %llu: %s, retrying in %llu ms",
+			           (unsigned long long)r->rid, escrow_err2name(err),
+			           (unsigned long long)ms);
+			r->where = R_BACKOFF;
+			TAILQ_INSERT_TAIL(&cl->backoff, r, link);
+			evtimer_add(r->retry_ev, &tv);
+			return;
+		}
+	}
+	complete(cl, r, err, m, raw, len);
+}
+
+static void handle_frame(client *cl, const wire_msg *m, const char *raw, size_t len,
+                         wire_str unknown_op)
+{
+	if (m->op == WIRE_OP_NONE) {
+		handle_reply(cl, m, raw, len);
+	} else if (m->op == WIRE_OP__COUNT) {
+		client_log(cl, ESCROW_LOG_DEBUG, "push with unknown op \"%.*s\" ignored",
+		           (int)unknown_op.len, unknown_op.p);
+	} else if (wire_op_dir(m->op) == WIRE_PUSH) {
+		if (cl->opts.on_push)
+			cl->opts.on_push(cl->opts.arg, m);
+	} else {
+		client_log(cl, ESCROW_LOG_WARN, "broker sent request op \"%s\"; ignored",
+		           wire_op_name(m->op));
+	}
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	client *cl = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	for (;;) {
+		size_t have = evbuffer_get_length(in);
+		if (have < WIRE_HDR_BYTES)
+			return;
+		unsigned char hdr[WIRE_HDR_BYTES];
+		evbuffer_copyout(in, hdr, sizeof hdr);
+		uint32_t n = wire_frame_len(hdr);
+		if (n > WIRE_FRAME_MAX_DEFAULT) {
+			conn_lost(cl, "broker %s:%s sent a frame of %u bytes, over the limit of %u",
+			          cl->host, cl->port, n, (unsigned)WIRE_FRAME_MAX_DEFAULT);
+			return;
+		}
+		if (have < WIRE_HDR_BYTES + (size_t)n)
+			return;
+		const char *p = (const char *)evbuffer_pullup(in, WIRE_HDR_BYTES + (ssize_t)n);
+		if (!p) {
+			conn_lost(cl, "connection to %s:%s: out of memory reading a frame", cl->host,
+			          cl->port);
+			return;
+		}
+		wire_frame f;
+		wire_str unknown_op;
+		char err[160];
+		if (wire_decode(p + WIRE_HDR_BYTES, n, &f, &unknown_op, err, sizeof err)) {
+			conn_lost(cl, "broker %s:%s sent an unreadable frame: %s", cl->host, cl->port,
+			          err);
+			return;
+		}
+		handle_frame(cl, &f.m, p + WIRE_HDR_BYTES, n, unknown_op);
+		wire_frame_free(&f);
+		if (cl->bev != bev)
+			return; /* the connection was closed inside (hello refused) */
+		evbuffer_drain(in, WIRE_HDR_BYTES + (size_t)n);
+	}
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	client *cl = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		evutil_socket_t fd = bufferevent_getfd(bev);
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		bufferevent_enable(bev, EV_READ | EV_WRITE);
+		client_log(cl, ESCROW_LOG_DEBUG, "TCP connected to %s:%s, sending hello", cl->host,
+		           cl->port);
+		send_hello(cl);
+		return;
+	}
+	int e = EVUTIL_SOCKET_ERROR();
+	if (cl->state == S_CONNECTING)
+		conn_lost(cl, "connect %s:%s: %s", cl->host, cl->port,
+		          e ? evutil_socket_error_to_string(e) : "failed");
+	else if (what & BEV_EVENT_EOF)
+		conn_lost(cl, "connection to %s:%s closed by the broker", cl->host, cl->port);
+	else
+		conn_lost(cl, "connection to %s:%s: %s", cl->host, cl->port,
+		          e ? evutil_socket_error_to_string(e) : "error");
+}
+
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	client *cl = arg;
+	(void)fd;
+	(void)what;
+	if (cl->state == S_CONNECTING)
+		conn_lost(cl, "connect %s:%s: timed out after %d ms", cl->host, cl->port,
+		          cl->conf.connect_timeout_ms);
+	else if (cl->state == S_HELLO)
+		conn_lost(cl, "hello to %s:%s: no answer within %d ms", cl->host, cl->port,
+		          cl->conf.connect_timeout_ms);
+}
+
+/* reconnect_cb resolves the server and starts one connect attempt. */
+static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
+{
+	client *cl = arg;
+	(void)fd;
+	(void)what;
+	struct addrinfo hints = {0}, *ai = NULL;
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	int rc = getaddrinfo(cl->host, cl->port, &hints, &ai);
+	if (rc) {
+		cl->state = S_CONNECTING; /* so conn_lost reports it as a connect failure */
+		conn_lost(cl, "resolve %s: %s", cl->host, gai_strerror(rc));
+		return;
+	}
+	cl->bev = bufferevent_socket_new(cl->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (!cl->bev) {
+		freeaddrinfo(ai);
+		cl->state = S_CONNECTING;
+		conn_lost(cl, "connect %s:%s: out of memory", cl->host, cl->port);
+		return;
+	}
+	bufferevent_setcb(cl->bev, read_cb, NULL, event_cb, cl);
+	cl->state = S_CONNECTING;
+	struct timeval tv = tv_ms((uint64_t)cl->conf.connect_timeout_ms);
+	evtimer_add(cl->conn_timer, &tv);
+	client_log(cl, ESCROW_LOG_DEBUG, "connecting to %s:%s", cl->host, cl->port);
+	rc = bufferevent_socket_connect(cl->bev, ai->ai_addr, (int)ai->ai_addrlen);
+	freeaddrinfo(ai);
+	if (rc) {
+		int e = EVUTIL_SOCKET_ERROR();
+		conn_lost(cl, "connect %s:%s: %s", cl->host, cl->port,
+		          e ? evutil_socket_error_to_string(e) : "failed");
+	}
+}
+
+/* ---- inbox, exit, thread ------------------------------------------------ */
+
+/* arm_request gives a drained request its timers and sends or parks it. */
+static void arm_request(client *cl, req *r, uint64_t now)
+{
+	uint64_t left_us = r->deadline_us > now ? r->deadline_us - now : 0;
+	struct timeval tv = {(time_t)(left_us / 1000000), (suseconds_t)(left_us % 1000000)};
+	evtimer_add(r->timer, &tv);
+	if (cl->state == S_READY) {
+		req_send(cl, r);
+	} else if (cl->state == S_DEAD) {
+		r->where = R_WAITING; /* complete_saved expects it out of every list */
+		complete_saved(cl, r, ESCROW_ERR__TRANSPORT);
+	} else {
+		r->where = R_WAITING;
+		TAILQ_INSERT_TAIL(&cl->waiting, r, link);
+	}
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	client *cl = arg;
+	(void)fd;
+	(void)what;
+	struct req_list got = TAILQ_HEAD_INITIALIZER(got);
+	pthread_mutex_lock(&cl->lock);
+	TAILQ_CONCAT(&got, &cl->inbox, link);
+	pthread_mutex_unlock(&cl->lock);
+	uint64_t now = mono_us();
+	req *r;
+	while ((r = TAILQ_FIRST(&got))) {
+		TAILQ_REMOVE(&got, r, link);
+		if (r->noreply) {
+			if (cl->state == S_READY && r->conn_id == client_connection_id(cl))
+				bufferevent_write(cl->bev, r->frame.p, r->frame.len);
+			req_free(r);
+			continue;
+		}
+		arm_request(cl, r, now);
+	}
+}
+
+/* exit_cb ends every request with _DESTROYED and stops the loop. */
+static void exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	client *cl = arg;
+	(void)fd;
+	(void)what;
+	wake_cb(-1, 0, cl); /* nothing more can enter the inbox: closing is set */
+	if (cl->hello) {
+		HASH_DEL(cl->pending, cl->hello);
+		req_free(cl->hello);
+		cl->hello = NULL;
+	}
+	req *r, *tmp;
+	HASH_ITER(hh, cl->pending, r, tmp) {
+		HASH_DEL(cl->pending, r);
+		complete(cl, r, ESCROW_ERR__DESTROYED, NULL, NULL, 0);
+	}
+	fail_waiting(cl, ESCROW_ERR__DESTROYED);
+	while ((r = TAILQ_FIRST(&cl->backoff))) {
+		TAILQ_REMOVE(&cl->backoff, r, link);
+		complete(cl, r, ESCROW_ERR__DESTROYED, NULL, NULL, 0);
+	}
+	if (cl->bev) {
+		bufferevent_free(cl->bev);
+		cl->bev = NULL;
+	}
+	event_base_loopbreak(cl->base);
+}
+
+static void *io_main(void *arg)
+{
+	client *cl = arg;
+	event_base_loop(cl->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+/* ---- public (internal API) ---------------------------------------------- */
+
+static pthread_once_t evthread_once = PTHREAD_ONCE_INIT;
+static int evthread_rc;
+static void evthread_init(void)
+{
+	evthread_rc = evthread_use_pthreads();
+}
+
+static int split_server(client *cl, char *errstr, size_t errlen)
+{
+	const char *s = cl->conf.server;
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s || strlen(colon + 1) >= sizeof cl->port) {
+		snprintf(errstr, errlen, "server \"%s\": expected host:port", s);
+		return ESCROW_ERR__INVALID_ARG;
+	}
+	size_t hl = (size_t)(colon - s);
+	if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
+		s++;
+		hl -= 2;
+	}
+	memcpy(cl->host, s, hl);
+	cl->host[hl] = 0;
+	snprintf(cl->port, sizeof cl->port, "%s", colon + 1);
+	return 0;
+}
+
+int client_new(client **out, const client_opts *o, char *errstr, size_t errlen)
+{
+	char dummy[8];
+	if (!errstr || !errlen) {
+		errstr = dummy;
+		errlen = sizeof dummy;
+	}
+	errstr[0] = 0;
+	if (!out || !o || !o->role ||
+	    (strcmp(o->role, "producer") && strcmp(o->role, "consumer") && strcmp(o->role, "admin"))) {
+		snprintf(errstr, errlen, "client_new: role must be producer, consumer or admin");
+		return ESCROW_ERR__INVALID_ARG;
+	}
+	*out = NULL;
+	pthread_once(&evthread_once, evthread_init);
+	if (evthread_rc) {
+		snprintf(errstr, errlen, "libevent: cannot enable pthread support");
+		return ESCROW_ERR__TRANSPORT;
+	}
+	client *cl = calloc(1, sizeof *cl);
+	if (!cl) {
+		snprintf(errstr, errlen, "out of memory");
+		return ESCROW_ERR__NO_MEM;
+	}
+	if (o->conf)
+		cl->conf = *o->conf;
+	else
+		conf_init(&cl->conf);
+	snprintf(cl->role, sizeof cl->role, "%s", o->role);
+	cl->opts = *o;
+	cl->opts.conf = &cl->conf;
+	cl->opts.role = cl->role;
+	cl->seed = (unsigned)mono_us() ^ (unsigned)(uintptr_t)cl;
+	TAILQ_INIT(&cl->waiting);
+	TAILQ_INIT(&cl->backoff);
+	TAILQ_INIT(&cl->inbox);
+	pthread_mutex_init(&cl->lock, NULL);
+	pthread_cond_init(&cl->cond, NULL);
+	int rc = split_server(cl, errstr, errlen);
+	if (rc)
+		goto fail;
+	rc = ESCROW_ERR__NO_MEM;
+	snprintf(errstr, errlen, "out of memory");
+	cl->base = event_base_new();
+	if (!cl->base)
+		goto fail;
+	cl->wake_ev = event_new(cl->base, -1, 0, wake_cb, cl);
+	cl->exit_ev = event_new(cl->base, -1, 0, exit_cb, cl);
+	cl->reconnect_ev = evtimer_new(cl->base, reconnect_cb, cl);
+	cl->conn_timer = evtimer_new(cl->base, conn_timer_cb, cl);
+	if (!cl->wake_ev || !cl->exit_ev || !cl->reconnect_ev || !cl->conn_timer)
+		goto fail;
+	struct timeval zero = {0, 0};
+	evtimer_add(cl->reconnect_ev, &zero);
+	*out = cl; /* before the thread starts: callbacks may read it */
+	if (pthread_create(&cl->thread, NULL, io_main, cl)) {
+		snprintf(errstr, errlen, "cannot start the I/O thread: %s", strerror(errno));
+		rc = ESCROW_ERR__TRANSPORT;
+		goto fail;
+	}
+	cl->thread_started = 1;
+	errstr[0] = 0;
+	return 0;
+fail:
+	*out = NULL;
+	client_free(cl);
+	return rc;
+}
+
+void client_free(client *cl)
+{
+	if (!cl)
+		return;
+	if (cl->thread_started) {
+		pthread_mutex_lock(&cl->lock);
+		cl->closing = 1;
+		pthread_cond_broadcast(&cl->cond);
+		pthread_mutex_unlock(&cl->lock);
+		event_active(cl->exit_ev, 0, 0);
+		pthread_join(cl->thread, NULL);
+	}
+	if (cl->wake_ev)
+		event_free(cl->wake_ev);
+	if (cl->exit_ev)
+		event_free(cl->exit_ev);
+	if (cl->reconnect_ev)
+		event_free(cl->reconnect_ev);
+	if (cl->conn_timer)
+		event_free(cl->conn_timer);
+	if (cl->base)
+		event_base_free(cl->base);
+	pthread_mutex_destroy(&cl->lock);
+	pthread_cond_destroy(&cl->cond);
+	free(cl);
+}
+
+/* submit puts @r in the inbox and wakes the I/O thread. */
+static int submit(client *cl, req *r)
+{
+	pthread_mutex_lock(&cl->lock);
+	if (cl->closing) {
+		pthread_mutex_unlock(&cl->lock);
+		req_free(r);
+		return ESCROW_ERR__DESTROYED;
+	}
+	if (r->noreply && (!cl->connected || cl->dead)) {
+		pthread_mutex_unlock(&cl->lock);
+		req_free(r);
+		return ESCROW_ERR__TRANSPORT;
+	}
+	r->conn_id = cl->conn_id;
+	r->where = R_INBOX;
+	TAILQ_INSERT_TAIL(&cl->inbox, r, link);
+	pthread_mutex_unlock(&cl->lock);
+	event_active(cl->wake_ev, 0, 0);
+	return 0;
+}
+
+/* req_build encodes @m into a new request (rid placeholder when with_rid). */
+static int req_build(client *cl, const wire_msg *m, int with_rid, req **out)
+{
+	if (!m || m->op == WIRE_OP_NONE || m->op >= WIRE_OP__COUNT)
+		return ESCROW_ERR__INVALID_ARG;
+	req *r = calloc(1, sizeof *r);
+	if (!r)
+		return ESCROW_ERR__NO_MEM;
+	r->cl = cl;
+	wire_msg copy = *m;
+	copy.has &= ~WF(RID);
+	if (with_rid)
+		WIRE_SET(&copy, RID, rid, RID_PLACEHOLDER);
+	if (wire_encode(&copy, &r->frame)) {
+		req_free(r);
+		return ESCROW_ERR__NO_MEM;
+	}
+	if (r->frame.len - WIRE_HDR_BYTES > WIRE_FRAME_MAX_DEFAULT) {
+		client_log(cl, ESCROW_LOG_WARN, "%s request of %zu bytes is over the frame limit",
+		           wire_op_name(m->op), r->frame.len);
+		req_free(r);
+		return ESCROW_ERR_TOO_LARGE;
+	}
+	if (with_rid) {
+		char *at = memmem(r->frame.p, r->frame.len, rid_pattern, RID_PATTERN_LEN);
+		if (!at) { /* cannot happen: the codec packs rid right after op */
+			req_free(r);
+			return ESCROW_ERR__INVALID_ARG;
+		}
+		r->rid_off = (size_t)(at - r->frame.p) + 5;
+	}
+	*out = r;
+	return 0;
+}
+
+static int request_submit(client *cl, const wire_msg *m, int flags, int timeout_ms,
+                          client_reply_cb *cb, void *arg, struct sync_wait *sw)
+{
+	if (!cl)
+		return ESCROW_ERR__INVALID_ARG;
+	req *r;
+	int rc = req_build(cl, m, 1, &r);
+	if (rc)
+		return rc;
+	if (timeout_ms <= 0)
+		timeout_ms = cl->conf.request_timeout_ms;
+	r->flags = flags;
+	r->cb = cb;
+	r->arg = arg;
+	r->sync = sw;
+	r->deadline_us = mono_us() + (uint64_t)timeout_ms * 1000;
+	r->timer = evtimer_new(cl->base, req_timeout_cb, r);
+	r->retry_ev = evtimer_new(cl->base, retry_cb, r);
+	if (!r->timer || !r->retry_ev) {
+		req_free(r);
+		return ESCROW_ERR__NO_MEM;
+	}
+	return submit(cl, r);
+}
+
+int client_request_async(client *cl, const wire_msg *req_msg, int flags, int timeout_ms,
+                         client_reply_cb *cb, void *arg)
+{
+	return request_submit(cl, req_msg, flags, timeout_ms, cb, arg, NULL);
+}
+
+int client_request(client *cl, const wire_msg *req_msg, int flags, int timeout_ms,
+                   client_reply **out)
+{
+	if (out)
+		*out = NULL;
+	if (!cl)
+		return ESCROW_ERR__INVALID_ARG;
+	if (pthread_equal(pthread_self(), cl->thread))
+		return ESCROW_ERR__STATE;
+	struct sync_wait sw = {.done = 0};
+	pthread_mutex_init(&sw.m, NULL);
+	pthread_cond_init(&sw.c, NULL);
+	int rc = request_submit(cl, req_msg, flags, timeout_ms, NULL, NULL, &sw);
+	if (rc == 0) {
+		pthread_mutex_lock(&sw.m);
+		while (!sw.done)
+			pthread_cond_wait(&sw.c, &sw.m);
+		pthread_mutex_unlock(&sw.m);
+		rc = sw.err;
+		if (out && rc >= 0)
+			*out = sw.reply;
+		else
+			client_reply_free(sw.reply);
+	}
+	pthread_mutex_destroy(&sw.m);
+	pthread_cond_destroy(&sw.c);
+	return rc;
+}
+
+const wire_msg *client_reply_msg(const client_reply *r)
+{
+	return r ? &r->f.m : NULL;
+}
+
+void client_reply_free(client_reply *r)
+{
+	if (!r)
+		return;
+	wire_frame_free(&r->f);
+	free(r->raw);
+	free(r);
+}
+
+int client_send_noreply(client *cl, const wire_msg *m)
+{
+	if (!cl)
+		return ESCROW_ERR__INVALID_ARG;
+	req *r;
+	int rc = req_build(cl, m, 0, &r);
+	if (rc)
+		return rc;
+	r->noreply = 1;
+	return submit(cl, r);
+}
+
+/* wait_until waits for a connection, or with @first for the first failure. */
+static int wait_until(client *cl, int timeout_ms, int first)
+{
+	if (!cl)
+		return ESCROW_ERR__INVALID_ARG;
+	if (pthread_equal(pthread_self(), cl->thread))
+		return ESCROW_ERR__STATE;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	if (timeout_ms >= 0) {
+		until.tv_sec += timeout_ms / 1000;
+		until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+	}
+	int rc = 0;
+	pthread_mutex_lock(&cl->lock);
+	while (!cl->connected) {
+		if (cl->dead || (first && cl->failed_attempts)) {
+			rc = ESCROW_ERR__TRANSPORT;
+			break;
+		}
+		if (cl->closing) {
+			rc = ESCROW_ERR__DESTROYED;
+			break;
+		}
+		int w = timeout_ms < 0 ? pthread_cond_wait(&cl->cond, &cl->lock)
+		                       : pthread_cond_timedwait(&cl->cond, &cl->lock, &until);
+		if (w == ETIMEDOUT && !cl->connected) {
+			rc = ESCROW_ERR__TIMED_OUT;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&cl->lock);
+	return rc;
+}
+
+int client_wait_connected(client *cl, int timeout_ms)
+{
+	return wait_until(cl, timeout_ms, 0);
+}
+
+int client_wait_first(client *cl, int timeout_ms)
+{
+	return wait_until(cl, timeout_ms, 1);
+}
+
+int client_is_connected(client *cl)
+{
+	pthread_mutex_lock(&cl->lock);
+	int c = cl->connected;
+	pthread_mutex_unlock(&cl->lock);
+	return c;
+}
+
+uint64_t client_connection_id(client *cl)
+{
+	pthread_mutex_lock(&cl->lock);
+	uint64_t id = cl->conn_id;
+	pthread_mutex_unlock(&cl->lock);
+	return id;
+}
+
+static const char *copy_locked(client *cl, const char *src, char *buf, size_t len)
+{
+	if (!buf || !len)
+		return buf;
+	pthread_mutex_lock(&cl->lock);
+	snprintf(buf, len, "%s", src);
+	pthread_mutex_unlock(&cl->lock);
+	return buf;
+}
+
+const char *client_last_error(client *cl, char *buf, size_t len)
+{
+	return copy_locked(cl, cl->last_error, buf, len);
+}
+
+const char *client_broker_name(client *cl, char *buf, size_t len)
+{
+	return copy_locked(cl, cl->broker_name, buf, len);
+}
+
+const char *client_broker_version(client *cl, char *buf, size_t len)
+{
+	return copy_locked(cl, cl->broker_version, buf, len);
+}
+
+const escrow_conf_t *client_conf(const client *cl)
+{
+	return cl ? &cl->conf : NULL;
+}

@@ -1,0 +1,255 @@
+/*
+ * conf.c - escrow_conf_t: string key/value configuration of the producer and
+ * consumer libraries (include/escrow/common.h), in the manner of librdkafka's
+ * rd_kafka_conf_set(). One table below holds every key with its type,
+ * default, range and meaning; escrow_conf_set/get and conf_init are driven by
+ * it, and doc/config.md lists the same keys.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/client.h"
+
+enum ctype { C_STR, C_INT, C_LEVEL, C_SERVER };
+
+static const struct conf_prop {
+	const char *name;
+	enum ctype type;
+	size_t off;      /* offset in struct escrow_conf */
+	const char *def; /* default, as text */
+	long min, max;   /* C_INT range, inclusive */
+	const char *desc;
+} props[] = {
+	{"server", C_SERVER, offsetof(escrow_conf_t, server), "127.0.0.1:7420", 0, 0,
+	 "broker address host:port"},
+	{"client.name", C_STR, offsetof(escrow_conf_t, client_name), "escrow-client", 0, 0,
+	 "name shown in broker logs and escrowctl status"},
+	{"producer.group", C_STR, offsetof(escrow_conf_t, producer_group), "default", 0, 0,
+	 "producer group: who may answer check-backs"},
+	{"request.timeout.ms", C_INT, offsetof(escrow_conf_t, request_timeout_ms), "30000", 1,
+	 INT_MAX / 2, "time a request may wait for its reply, including retries, ms"},
+	{"connect.timeout.ms", C_INT, offsetof(escrow_conf_t, connect_timeout_ms), "5000", 1,
+	 INT_MAX / 2, "one connect attempt including hello, ms"},
+	{"reconnect.backoff.ms", C_INT, offsetof(escrow_conf_t, reconnect_backoff_ms), "100", 1,
+	 INT_MAX / 4, "first delay before reconnecting, doubled per failure, ms"},
+	{"reconnect.backoff.max.ms", C_INT, offsetof(escrow_conf_t, reconnect_backoff_max_ms),
+	 "5000", 1, INT_MAX / 4, "cap of the reconnect delay, ms"},
+	{"send.window", C_INT, offsetof(escrow_conf_t, send_window), "256", 1, 1000000,
+	 "async sends outstanding at once before escrow_send_async blocks"},
+	{"consumer.prefetch", C_INT, offsetof(escrow_conf_t, consumer_prefetch), "256", 1, 100000,
+	 "deliveries unacked at once per consumer (credit)"},
+	{"log.level", C_LEVEL, offsetof(escrow_conf_t, log_level), "warn", 0, 0,
+	 "error, warn, info or debug"},
+};
+
+#define NPROPS (sizeof props / sizeof props[0])
+
+static const struct {
+	const char *name;
+	int level;
+} levels[] = {
+	{"error", ESCROW_LOG_ERROR},
+	{"warn", ESCROW_LOG_WARN},
+	{"info", ESCROW_LOG_INFO},
+	{"debug", ESCROW_LOG_DEBUG},
+};
+
+static const struct conf_prop *find_prop(const char *name)
+{
+	for (size_t i = 0; i < NPROPS; i++)
+		if (strcmp(props[i].name, name) == 0)
+			return &props[i];
+	return NULL;
+}
+
+/* errf writes a sentence into errstr (if any) and returns _BAD_CONF. */
+static int errf(char *errstr, size_t errstr_size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int errf(char *errstr, size_t errstr_size, const char *fmt, ...)
+{
+	if (errstr && errstr_size) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(errstr, errstr_size, fmt, ap);
+		va_end(ap);
+	}
+	return ESCROW_ERR__BAD_CONF;
+}
+
+/* check_server accepts "host:port" (IPv6 hosts as "[addr]:port"). */
+static int check_server(const char *v, char *errstr, size_t errstr_size)
+{
+	const char *colon = strrchr(v, ':');
+	if (!colon || colon == v)
+		return errf(errstr, errstr_size,
+		            "server \"%s\": expected host:port, e.g. 127.0.0.1:7420", v);
+	char *end;
+	errno = 0;
+	long port = strtol(colon + 1, &end, 10);
+	if (errno || end == colon + 1 || *end || port < 1 || port > 65535)
+		return errf(errstr, errstr_size,
+		            "server \"%s\": the port must be a number from 1 to 65535", v);
+	return 0;
+}
+
+static int set_prop(escrow_conf_t *conf, const struct conf_prop *p, const char *value,
+                    char *errstr, size_t errstr_size)
+{
+	char *field = (char *)conf + p->off;
+	switch (p->type) {
+	case C_SERVER:
+		if (check_server(value, errstr, errstr_size))
+			return ESCROW_ERR__BAD_CONF;
+		/* fall through */
+	case C_STR: {
+		size_t n = strlen(value);
+		if (n == 0)
+			return errf(errstr, errstr_size, "%s must not be empty", p->name);
+		if (n >= CONF_STR_MAX)
+			return errf(errstr, errstr_size, "%s is longer than %d bytes", p->name,
+			            CONF_STR_MAX - 1);
+		if (!wire_utf8_valid(value, n))
+			return errf(errstr, errstr_size, "%s is not valid UTF-8 text", p->name);
+		memcpy(field, value, n + 1);
+		return ESCROW_OK;
+	}
+	case C_INT: {
+		char *end;
+		errno = 0;
+		long v = strtol(value, &end, 10);
+		if (errno || end == value || *end)
+			return errf(errstr, errstr_size, "%s \"%s\": expected an integer", p->name,
+			            value);
+		if (v < p->min || v > p->max)
+			return errf(errstr, errstr_size, "%s %ld: must be from %ld to %ld", p->name, v,
+			            p->min, p->max);
+		*(int *)field = (int)v;
+		return ESCROW_OK;
+	}
+	case C_LEVEL:
+		for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
+			if (strcmp(levels[i].name, value) == 0) {
+				*(int *)field = levels[i].level;
+				return ESCROW_OK;
+			}
+		return errf(errstr, errstr_size,
+		            "%s \"%s\": expected error, warn, info or debug", p->name, value);
+	}
+	return ESCROW_ERR__BAD_CONF;
+}
+
+void conf_init(escrow_conf_t *conf)
+{
+	memset(conf, 0, sizeof *conf);
+	for (size_t i = 0; i < NPROPS; i++) {
+		int rc = set_prop(conf, &props[i], props[i].def, NULL, 0);
+		(void)rc; /* the defaults are valid by construction */
+	}
+}
+
+escrow_conf_t *escrow_conf_new(void)
+{
+	escrow_conf_t *conf = malloc(sizeof *conf);
+	if (conf)
+		conf_init(conf);
+	return conf;
+}
+
+escrow_conf_t *escrow_conf_dup(const escrow_conf_t *conf)
+{
+	if (!conf)
+		return NULL;
+	escrow_conf_t *c = malloc(sizeof *c);
+	if (c)
+		*c = *conf;
+	return c;
+}
+
+void escrow_conf_free(escrow_conf_t *conf)
+{
+	free(conf);
+}
+
+int escrow_conf_set(escrow_conf_t *conf, const char *name, const char *value, char *errstr,
+                    size_t errstr_size)
+{
+	if (errstr && errstr_size)
+		errstr[0] = 0;
+	if (!conf || !name || !value) {
+		if (errstr && errstr_size)
+			snprintf(errstr, errstr_size, "escrow_conf_set: conf, name and value must not be NULL");
+		return ESCROW_ERR__INVALID_ARG;
+	}
+	const struct conf_prop *p = find_prop(name);
+	if (!p)
+		return errf(errstr, errstr_size, "unknown configuration key \"%s\"", name);
+	return set_prop(conf, p, value, errstr, errstr_size);
+}
+
+int escrow_conf_get(const escrow_conf_t *conf, const char *name, char *buf, size_t buf_size)
+{
+	if (!conf || !name || !buf)
+		return ESCROW_ERR__INVALID_ARG;
+	const struct conf_prop *p = find_prop(name);
+	if (!p)
+		return ESCROW_ERR__BAD_CONF;
+	const char *field = (const char *)conf + p->off;
+	int n = 0;
+	switch (p->type) {
+	case C_STR:
+	case C_SERVER:
+		n = snprintf(buf, buf_size, "%s", field);
+		break;
+	case C_INT:
+		n = snprintf(buf, buf_size, "%d", *(const int *)field);
+		break;
+	case C_LEVEL: {
+		const char *s = "warn";
+		for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
+			if (levels[i].level == *(const int *)field)
+				s = levels[i].name;
+		n = snprintf(buf, buf_size, "%s", s);
+		break;
+	}
+	}
+	if (n < 0 || (size_t)n >= buf_size)
+		return ESCROW_ERR__INVALID_ARG;
+	return ESCROW_OK;
+}
+
+void escrow_conf_set_log_cb(escrow_conf_t *conf, escrow_log_cb *cb, void *arg)
+{
+	if (!conf)
+		return;
+	conf->log_cb = cb;
+	conf->log_arg = arg;
+}
+
+void conf_vlog(const escrow_conf_t *conf, int level, const char *fmt, va_list ap)
+{
+	if (!conf || !conf->log_cb || level > conf->log_level)
+		return;
+	char line[1024];
+	vsnprintf(line, sizeof line, fmt, ap);
+	conf->log_cb(level, line, conf->log_arg);
+}
+
+void conf_log(const escrow_conf_t *conf, int level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	conf_vlog(conf, level, fmt, ap);
+	va_end(ap);
+}
+
+uint64_t client_now_unix_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}

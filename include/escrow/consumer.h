@@ -1,0 +1,168 @@
+/**
+ * @file consumer.h
+ * @brief The escrow consumer: receive the messages of one topic as a member
+ *        of one consumer group, and acknowledge them.
+ *
+ * ## Model
+ * An ::escrow_consumer_t is one member of one **consumer group** of one
+ * **topic**. Every group of a topic gets every message of the topic; the
+ * members of one group share them, each message going to one member at a
+ * time (RocketMQ's clustering consumption, Kafka's consumer group). A
+ * group is created by its first subscribe (or by `escrowctl group
+ * create`) and starts at the earliest message the topic still retains, so
+ * nothing sent before the first consumer came up is skipped.
+ *
+ * The consumer owns one connection to the broker (conf `server`), served
+ * by a background I/O thread. After each (re)connect it subscribes with a
+ * credit of `consumer.prefetch`: the broker pushes deliveries until that
+ * many are unacknowledged, then waits for acks. Deliveries are queued
+ * inside the consumer; escrow_consumer_poll() hands them out one at a
+ * time, as librdkafka's rd_kafka_consumer_poll().
+ *
+ * ## Delivery guarantee: at least once
+ * A message stays the group's responsibility until it is acknowledged with
+ * escrow_ack() (or escrow_ack_sync()). It is delivered again, with the same
+ * id and a higher escrow_msg_attempt(), when
+ * - the consumer's connection breaks before the ack reached the broker
+ *   (messages queued in the consumer and not yet polled are dropped at
+ *   that moment: they will come again);
+ * - the ack does not arrive within the group's ack timeout (30 s by
+ *   default; see doc/semantics.md).
+ * So a consumer must tolerate duplicates: make the processing idempotent,
+ * typically by recording escrow_msg_id() or escrow_msg_key() in a
+ * de-duplication table in the same local transaction as the work itself,
+ * then acking. escrow_ack() is fire-and-forget (cheap, may be lost with the
+ * connection: then the message is simply delivered again);
+ * escrow_ack_sync() returns once the broker has stored the ack durably.
+ *
+ * ## Threads
+ * Every function may be called from any thread. Several threads may poll
+ * one consumer; each message is returned to one of them. No callback of
+ * the application runs on the I/O thread except the log callback.
+ *
+ * ## Coming later
+ * escrow_nack() (redeliver after a delay), escrow_touch() (extend the ack
+ * deadline) and escrow_consumer_run() (a loop with a handler returning
+ * SUCCESS or RECONSUME_LATER, RocketMQ's MessageListenerConcurrently) are
+ * planned additions to this header; nothing here will change for them.
+ *
+ * ## Caveats
+ * - escrow_consumer_new() fails only when the broker is reachable and
+ *   refuses the subscription (no such topic, bad group name). An
+ *   unreachable broker is not an error: the consumer keeps trying in the
+ *   background and polls return nothing meanwhile.
+ * - If a later re-subscribe is refused (the topic was deleted), the
+ *   consumer logs the error and tries again on later polls.
+ * - An ack for a message received on an earlier connection is not sent
+ *   (ESCROW_ERR__TRANSPORT): the broker has already given it back to the
+ *   group.
+ */
+#ifndef ESCROW_CONSUMER_H
+#define ESCROW_CONSUMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "escrow/common.h"
+#include "escrow/msg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @brief A consumer; opaque. */
+typedef struct escrow_consumer escrow_consumer_t;
+
+/**
+ * @brief Create a consumer of @p topic in consumer group @p group, start its
+ *        I/O thread and subscribe.
+ *
+ * Waits up to `connect.timeout.ms` for the first connection attempt and,
+ * when it succeeds, up to `request.timeout.ms` for the broker's answer to
+ * the subscribe, so that a wrong topic is reported here.
+ *
+ * @param[in]  conf         configuration (include/escrow/common.h); copied,
+ *                          the caller keeps and frees its own; NULL: all
+ *                          defaults
+ * @param[in]  topic        topic name, UTF-8, not NULL; must exist
+ * @param[in]  group        consumer group name, UTF-8, not NULL; created on
+ *                          first use
+ * @param[out] errstr       room for a sentence on failure; may be NULL
+ * @param[in]  errstr_size  size of @p errstr in bytes
+ * @return the consumer, or NULL with the reason in @p errstr: the broker
+ *         refused the subscription (e.g. "subscribe orders/billing:
+ *         topic orders not found (NOT_FOUND)"), an argument was invalid,
+ *         out of memory, `server` is not host:port, or no thread could be
+ *         started.
+ * @note free with escrow_consumer_free().
+ * @remark any thread. Blocks as described above.
+ */
+ESCROW_EXPORT escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, const char *topic,
+                                                     const char *group, char *errstr,
+                                                     size_t errstr_size);
+
+/**
+ * @brief Close the connection, stop the I/O thread and free @p c.
+ *
+ * Messages polled but not acknowledged, and those still queued, go back to
+ * the group (redelivered to another member or a later consumer). Messages
+ * already returned by escrow_consumer_poll() stay valid: free each with
+ * escrow_msg_free(). NULL-safe.
+ * @remark any thread, but not while other threads still use @p c.
+ */
+ESCROW_EXPORT void escrow_consumer_free(escrow_consumer_t *c);
+
+/**
+ * @brief The next message, waiting up to @p timeout_ms for one.
+ *
+ * @param[in] c           the consumer; not NULL
+ * @param[in] timeout_ms  0: do not wait; -1: wait until a message comes; ms
+ * @return a message, owned by the caller (free it with escrow_msg_free()
+ *         after acking it), or NULL when none came in time (also for a
+ *         NULL @p c). Its escrow_msg_attempt() is above 1 for redeliveries.
+ * @remark any thread, several at once; like rd_kafka_consumer_poll().
+ */
+ESCROW_EXPORT escrow_msg_t *escrow_consumer_poll(escrow_consumer_t *c, int timeout_ms);
+
+/**
+ * @brief Acknowledge @p msg: the group is done with it. Does not wait.
+ *
+ * The ack frees one unit of prefetch credit at the broker, which then
+ * sends the next delivery. It is written to the broker without waiting for
+ * an answer; if the connection breaks first, it is lost and the message is
+ * delivered again (at least once).
+ *
+ * @param[in] c    the consumer that returned @p msg; not NULL
+ * @param[in] msg  a message from escrow_consumer_poll() of @p c; not NULL;
+ *                 not freed by this call
+ * @return ESCROW_OK (queued for writing), or
+ *         ESCROW_ERR__TRANSPORT: not connected, or @p msg came on an
+ *         earlier connection (it will be delivered again);
+ *         ESCROW_ERR__INVALID_ARG: NULL argument or @p msg not a received
+ *         message; ESCROW_ERR__NO_MEM.
+ * @remark any thread.
+ */
+ESCROW_EXPORT int escrow_ack(escrow_consumer_t *c, const escrow_msg_t *msg);
+
+/**
+ * @brief Acknowledge @p msg and wait until the broker has stored the ack
+ *        durably.
+ *
+ * @param[in] c           the consumer that returned @p msg; not NULL
+ * @param[in] msg         as for escrow_ack(); not freed
+ * @param[in] timeout_ms  longest wait, ms; 0 or less: `request.timeout.ms`
+ * @return ESCROW_OK (the group will not see @p msg again, barring a
+ *         broker restart with `--sync none`), or ESCROW_ERR__TRANSPORT
+ *         (not connected, message from an earlier connection, or the
+ *         connection broke before the answer), ESCROW_ERR__TIMED_OUT,
+ *         ESCROW_ERR__INVALID_ARG, ESCROW_ERR__NO_MEM, or a broker error
+ *         (ESCROW_ERR_NOT_FOUND: the subscription is gone; ESCROW_ERR_STORAGE,
+ *         ESCROW_ERR_STORAGE_FULL).
+ * @remark any thread; blocks.
+ */
+ESCROW_EXPORT int escrow_ack_sync(escrow_consumer_t *c, const escrow_msg_t *msg, int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
