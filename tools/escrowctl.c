@@ -211,14 +211,19 @@ static int parse_opts(struct ctl *c, int argc, char **argv, const struct option 
 {
 	struct option all[32];
 	int n = 0, opt;
-	for (; own && own[0].name && n < 24; own++)
-		all[n++] = *own;
-	for (const struct option *o = common_opts; o->name; o++)
-		all[n++] = *o;
+	for (; own && own[n].name && n < 24; n++)
+		all[n] = own[n];
+	for (const struct option *o = common_opts; o->name; o++) {
+		bool mine = false;
+		for (int i = 0; i < n && !mine; i++)
+			mine = strcmp(all[i].name, o->name) == 0;
+		if (!mine) /* a command's own option of that name wins */
+			all[n++] = *o;
+	}
 	memset(&all[n], 0, sizeof all[n]);
 	optind = 0; /* GNU: full re-initialisation for each parse */
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "s:vh", all, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":s:vh", all, NULL)) != -1) {
 		int rc;
 		switch (opt) {
 		case 's':
@@ -242,7 +247,7 @@ static int parse_opts(struct ctl *c, int argc, char **argv, const struct option 
 		case '?':
 			if (optopt)
 				return usage_err(c, "unknown option '-%c'", optopt);
-			return usage_err(c, "unknown option '%s'", argv[optind - 1]);
+			return usage_err(c, "unknown or ambiguous option '%s'", argv[optind - 1]);
 		default:
 			if (!fn)
 				return usage_err(c, "unknown option '%s'", argv[optind - 1]);
@@ -343,8 +348,10 @@ static int ctl_request(struct ctl *c, const char *what, const wire_msg *req, int
 	if (rc == 0)
 		return EXIT_OK;
 	if (rc > 0) {
+		/* the client core may refuse with a broker code and no reply
+		 * (TOO_LARGE for a frame over its limit) */
 		const wire_msg *m = client_reply_msg(*rep);
-		if (WIRE_HAS(m, EMSG) && m->emsg.len)
+		if (m && WIRE_HAS(m, EMSG) && m->emsg.len)
 			errx_("%s: %s: %.*s", what, escrow_err2name(rc), (int)m->emsg.len, m->emsg.p);
 		else
 			errx_("%s: %s: %s", what, escrow_err2name(rc), escrow_err2str(rc));
@@ -657,7 +664,7 @@ static int cmd_send(struct ctl *c, int argc, char **argv)
 		errx_("reading stdin: %s", strerror(errno));
 		rc = EXIT_BROKER;
 	}
-	if (!c->json && rc == EXIT_OK)
+	if (!c->json)
 		fprintf(stderr, "sent %lu message%s\n", sent, sent == 1 ? "" : "s");
 	free(line);
 out:
@@ -1163,7 +1170,7 @@ int main(int argc, char **argv)
 	c.server = env && env[0] ? env : DEFAULT_SERVER;
 	opterr = 0;
 	/* "+": stop at the command word; its options are parsed by the command */
-	while ((opt = getopt_long(argc, argv, "+s:vhV", gopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+:s:vhV", gopts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			c.server = optarg;
