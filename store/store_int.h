@@ -1,0 +1,152 @@
+/*
+ * store_int.h - private to store/: the store struct, the database table, key
+ * packing and the record codecs shared by store.c (open, close, submit),
+ * schema.c (layout, version check), writer.c (the writer thread) and read.c
+ * (read transactions and startup loading). Layout: doc/storage.md.
+ *
+ * Nothing outside store/ includes this file, except tests/unit/test_store.c,
+ * which uses store_closing() to reach the "close has begun" window
+ * deterministically.
+ */
+#ifndef ESCROW_STORE_INT_H
+#define ESCROW_STORE_INT_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "store/store.h"
+
+/* The named databases, in the order of schema.c's table (doc/storage.md §2).
+ * Appending a value here is a schema change: see the bump procedure in
+ * schema.c. */
+typedef enum store_dbi {
+	DBI_META,      /* name -> schema version, id counters */
+	DBI_TOPICS,    /* topic name -> topic_id | topic record */
+	DBI_TOPIC_IDS, /* topic_id -> next_seq | topic name */
+	DBI_GROUPS,    /* topic_id | group name -> group_id | group record */
+	DBI_GROUP_IDS, /* group_id -> topic_id | group name */
+	DBI_MSGS,      /* topic_id | seq -> message record */
+	DBI_MSG_IDS,   /* msg id -> topic_id | seq */
+	DBI_KEYS,      /* topic_id | key | seq -> empty */
+	DBI_HALF,      /* tx id | n -> half message record (later) */
+	DBI_TXS,       /* tx id -> transaction record (later) */
+	DBI_TX_DUE,    /* next_check_ms | tx id -> empty (later) */
+	DBI_TX_DONE,   /* tx id -> outcome | ms (later) */
+	DBI_ACKS,      /* group_id | 0 -> ack floor; group_id | seq -> empty */
+	DBI_RETRY,     /* group_id | seq -> retry record (later) */
+	DBI_RETRY_DUE, /* due_ms | group_id | seq -> empty (later) */
+	DBI_DLQ,       /* group_id | seq -> dead-letter record (later) */
+	DBI__COUNT
+} store_dbi;
+
+/* Room for named databases beyond DBI__COUNT, so a later schema can add
+ * some without touching mdb_env_set_maxdbs. */
+#define STORE_MAXDBS 24
+
+/* Keys of the meta database (ASCII, no NUL). */
+#define META_SCHEMA_VERSION "schema_version" /* u32 BE */
+#define META_NEXT_TOPIC_ID "next_topic_id"   /* u32 BE: id the next topic gets */
+#define META_NEXT_GROUP_ID "next_group_id"   /* u32 BE: id the next group gets */
+
+#define STORE_DEFAULT_MAP_SIZE (UINT64_C(16) << 30) /* 16 GiB, sparse */
+
+/* Key sizes. */
+#define K_TOPIC_SEQ 12 /* topic_id(4) | seq(8) */
+#define K_GROUP_SEQ 12 /* group_id(4) | seq(8) */
+/* Longest business key indexed in keys: LMDB's default key limit (511)
+ * minus topic_id and seq. A longer key is refused with TOO_LARGE. */
+#define KEYS_KEY_MAX (511 - 12)
+
+/* ---- big-endian packing ------------------------------------------------ */
+
+static inline void put_u32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+static inline void put_u64(unsigned char *p, uint64_t v)
+{
+	put_u32(p, (uint32_t)(v >> 32));
+	put_u32(p + 4, (uint32_t)v);
+}
+
+static inline uint32_t get_u32(const void *vp)
+{
+	const unsigned char *p = vp;
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline uint64_t get_u64(const void *vp)
+{
+	const unsigned char *p = vp;
+	return (uint64_t)get_u32(p) << 32 | get_u32(p + 4);
+}
+
+/* A 12-byte id(4) | seq(8) key, used by msgs and acks. */
+static inline MDB_val key_id_seq(unsigned char buf[12], uint32_t id, uint64_t seq)
+{
+	put_u32(buf, id);
+	put_u64(buf + 4, seq);
+	return (MDB_val){12, buf};
+}
+
+/* ---- the store --------------------------------------------------------- */
+
+/* A read transaction handed to the network thread. */
+struct store_rtxn {
+	store *s;
+	MDB_txn *txn;      /* reset (not live) while the rtxn is not in use */
+	MDB_cursor *msgs;  /* cursor on msgs, renewed with the txn; NULL until first use */
+	bool heap;         /* a second rtxn begun while the cached one was in use */
+};
+
+struct store {
+	MDB_env *env;
+	MDB_dbi dbi[DBI__COUNT];
+	store_opts o;          /* copy of the caller's options; o.dir points to dir */
+	char *dir;             /* owned copy */
+	unsigned maxkey;       /* mdb_env_get_maxkeysize */
+
+	/* Writer queue. @locks mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;     /* signalled when ops are queued or closing is set */
+	store_op *qhead;       /* FIFO of submitted ops, chained through ->next */
+	store_op *qtail;
+	bool closing;          /* set once by store_close; never cleared */
+	pthread_t writer;
+	bool writer_started;
+
+	/* Writer counters, read by store_get_stats from any thread. */
+	uint64_t n_batches;    /* @atomic committed write transactions */
+	uint64_t n_ops;        /* @atomic ops applied in committed transactions */
+
+	/* Read side. @locality network thread */
+	struct store_rtxn rtxn; /* the cached one (rtxn.txn NULL until first begin) */
+	bool rtxn_busy;
+};
+
+/* store.c */
+void store_log(store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int store_map_mdb(int rc); /* MDB or errno code -> ESCROW_ERR_STORAGE_FULL / _STORAGE */
+bool store_closing(store *s); /* for tests: store_close has begun */
+
+/* schema.c */
+int store_schema_open(store *s, char *err, size_t errlen);
+int store_topic_rec_encode(const char *name, uint64_t created_ms, const store_topic_conf *c,
+                           uint32_t id, MDB_val *out, void **to_free);
+int store_topic_rec_decode(const MDB_val *v, store_topic_info *t, char name[STORE_NAME_MAX + 1]);
+int store_group_rec_encode(const char *name, uint64_t created_ms, bool latest,
+                           const store_group_conf *c, uint32_t id, MDB_val *out, void **to_free);
+int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STORE_NAME_MAX + 1]);
+
+/* writer.c */
+void *store_writer_main(void *arg);
+
+#endif
