@@ -377,6 +377,17 @@ static int need_args(struct ctl *c, int have, int min, int max)
 	return 0;
 }
 
+/*
+ * need_text refuses a name that is not UTF-8: the wire carries names as
+ * msgpack str, and the broker closes the connection on a malformed one.
+ */
+static int need_text(struct ctl *c, const char *what, const char *s)
+{
+	if (!wire_utf8_valid(s, strlen(s)))
+		return usage_err(c, "%s: not valid UTF-8 text", what);
+	return 0;
+}
+
 /* ---- topic create|list|describe|delete ---------------------------------------------- */
 
 struct topic_create_opts {
@@ -407,7 +418,7 @@ static int cmd_topic_create(struct ctl *c, int argc, char **argv)
 	int rc = parse_opts(c, argc, argv, own, topic_create_opt, &o);
 	if (rc >= 0)
 		return rc;
-	if ((rc = need_args(c, argc - optind, 1, 1)))
+	if ((rc = need_args(c, argc - optind, 1, 1)) || (rc = need_text(c, "TOPIC", argv[optind])))
 		return rc;
 	const char *topic = argv[optind];
 	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
@@ -483,7 +494,7 @@ static int cmd_topic_describe(struct ctl *c, int argc, char **argv)
 	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
 	if (rc >= 0)
 		return rc;
-	if ((rc = need_args(c, argc - optind, 1, 1)))
+	if ((rc = need_args(c, argc - optind, 1, 1)) || (rc = need_text(c, "TOPIC", argv[optind])))
 		return rc;
 	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
 	snprintf(what, sizeof what, "topic describe %s", argv[optind]);
@@ -514,7 +525,7 @@ static int cmd_topic_delete(struct ctl *c, int argc, char **argv)
 	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
 	if (rc >= 0)
 		return rc;
-	if ((rc = need_args(c, argc - optind, 1, 1)))
+	if ((rc = need_args(c, argc - optind, 1, 1)) || (rc = need_text(c, "TOPIC", argv[optind])))
 		return rc;
 	const char *topic = argv[optind];
 	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
@@ -550,17 +561,23 @@ static int send_opt(struct ctl *c, int opt, const char *arg, void *st)
 	const char *eq;
 	switch (opt) {
 	case O_KEY:
+		if (!wire_utf8_valid(arg, strlen(arg)))
+			return usage_err(c, "--key: not valid UTF-8 text");
 		o->key = arg;
 		return -1;
 	case O_TAG:
 		if (!arg[0])
 			return usage_err(c, "--tag: empty tag");
+		if (!wire_utf8_valid(arg, strlen(arg)))
+			return usage_err(c, "--tag: not valid UTF-8 text");
 		o->tags[o->ntags++] = wire_cstr(arg);
 		return -1;
 	case O_PROP:
 		eq = strchr(arg, '=');
 		if (!eq || eq == arg)
 			return usage_err(c, "--prop: expected KEY=VALUE, got '%s'", arg);
+		if (!wire_utf8_valid(arg, strlen(arg)))
+			return usage_err(c, "--prop: not valid UTF-8 text");
 		o->pk[o->nprops] = (wire_str){arg, (uint32_t)(eq - arg)};
 		o->pv[o->nprops] = wire_cstr(eq + 1);
 		o->nprops++;
@@ -635,7 +652,7 @@ static int cmd_send(struct ctl *c, int argc, char **argv)
 	if ((rc = parse_opts(c, argc, argv, own, send_opt, &o)) >= 0)
 		goto out;
 	npos = argc - optind;
-	if ((rc = need_args(c, npos, 1, 2)))
+	if ((rc = need_args(c, npos, 1, 2)) || (rc = need_text(c, "TOPIC", argv[optind])))
 		goto out;
 	const char *topic = argv[optind];
 	const char *body = npos == 2 ? argv[optind + 1] : "";
@@ -953,7 +970,8 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 	int rc = parse_opts(c, argc, argv, own, consume_opt, &o);
 	if (rc >= 0)
 		return rc;
-	if ((rc = need_args(c, argc - optind, 2, 2)))
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
 		return rc;
 	const char *topic = argv[optind], *group = argv[optind + 1];
 
