@@ -578,16 +578,29 @@ static int apply_append(struct wctx *w, store_op *op)
 	MDB_val ik = {16, op->u.append.id.b}, iv;
 	int rc = mdb_get(w->txn, w->s->dbi[DBI_MSG_IDS], &ik, &iv);
 	if (rc == 0 && iv.mv_size == K_TOPIC_SEQ) {
-		op->u.append.dup = true;
-		op->u.append.dup_topic_id = get_u32(iv.mv_data);
-		op->u.append.seq = get_u64((char *)iv.mv_data + 4);
-		return 0;
-	}
-	if (rc == 0)
+		/* A duplicate only if the message it points at is still stored:
+		 * an entry left behind (a record without an id field when its
+		 * topic was deleted) must not swallow a new message. */
+		MDB_val sk = {K_TOPIC_SEQ, iv.mv_data}, sv;
+		uint32_t dtid = get_u32(iv.mv_data);
+		uint64_t dseq = get_u64((char *)iv.mv_data + 4);
+		rc = mdb_get(w->txn, w->s->dbi[DBI_MSGS], &sk, &sv);
+		if (rc == 0) {
+			op->u.append.dup = true;
+			op->u.append.dup_topic_id = dtid;
+			op->u.append.seq = dseq;
+			return 0;
+		}
+		if (rc != MDB_NOTFOUND)
+			return wfail(w, rc, "msgs get (dedup)", "topic_id=%u seq=%llu", dtid,
+			             (unsigned long long)dseq);
+		/* stale: fall through, the put below overwrites it */
+	} else if (rc == 0) {
 		return wfail(w, MDB_CORRUPTED, "msg_ids value size", "id=%s",
 		             escrow_id_fmt(&op->u.append.id, hex));
-	if (rc != MDB_NOTFOUND)
+	} else if (rc != MDB_NOTFOUND) {
 		return wfail(w, rc, "msg_ids get", "id=%s", escrow_id_fmt(&op->u.append.id, hex));
+	}
 	struct tcache *t = NULL;
 	if ((rc = tcache_get(w, tid, &t)))
 		return rc;

@@ -806,6 +806,35 @@ end:
 	return fail;
 }
 
+static int t_group_delete(void)
+{
+	int fail = 1;
+	store_op *g = op_group(t_audit, "tmp", false), *a = NULL, *d = NULL, *d2 = NULL, *a2 = NULL;
+	struct loaded lg = {0}, la = {0};
+	CHECK_ERR(run1(S, g), 0);
+	CHECK(g->u.group.ack_floor == 2); /* audit's first message is gone: next_seq */
+	a = op_ack(g->u.group.id, 7, 2, 2);
+	CHECK_ERR(run1(S, a), 0);
+	d = new_op(STORE_OP_GROUP_DELETE);
+	d->u.group.id = g->u.group.id;
+	d2 = new_op(STORE_OP_GROUP_DELETE);
+	d2->u.group.id = g->u.group.id;
+	a2 = op_ack(g->u.group.id, 8, 2, 2);
+	store_op *chain[3] = {d, d2, a2}; /* one batch: the cache must forget it */
+	run(S, chain, 3);
+	CHECK_ERR(d->err, 0);
+	CHECK_ERR(d2->err, ESCROW_ERR_NOT_FOUND);
+	CHECK_ERR(a2->err, ESCROW_ERR_NOT_FOUND);
+	CHECK_ERR(store_load_groups(S, on_group, &lg), 0);
+	CHECK(find_group(&lg, "tmp") == NULL);
+	CHECK_ERR(store_load_acks(S, g->u.group.id, on_ack, &la), 0);
+	CHECK(la.nacks == 0);
+	fail = 0;
+end:
+	free_op(g), free_op(a), free_op(d), free_op(d2), free_op(a2);
+	return fail;
+}
+
 static int t_stats(void)
 {
 	int fail = 1;
@@ -840,6 +869,7 @@ int main(void)
 		{"recovery: reopen keeps topics, groups, floors, acks, next_seq", t_recovery},
 		{"next_seq survives deletion of all messages of a topic", t_next_seq_survives},
 		{"topic delete removes groups, acks, messages, ids, keys", t_topic_delete},
+		{"group delete removes the group and its acks", t_group_delete},
 		{"stats", t_stats},
 		{"MDB_MAP_FULL -> STORAGE_FULL, an ack still fits", t_map_full},
 		{"NOT_READY after close began", t_not_ready},
