@@ -175,6 +175,8 @@ struct sub {
 	group *g;
 	uint32_t prefetch;  /* most deliveries unacked at once */
 	uint32_t inflight;  /* deliveries unacked now */
+	bool limited;       /* subscribe gave a count: stop after it */
+	uint64_t remaining; /* deliveries left when limited */
 	sub *next_in_group;
 	sub *next_in_conn;
 };

@@ -22,6 +22,7 @@ typedef struct bop {
 	conn *c;           /* reply here (NULL: nobody waits) */
 	uint64_t rid;
 	uint32_t prefetch; /* subscribe: credit of the new subscription */
+	uint64_t limit;    /* subscribe: deliveries in all, 0 = no limit */
 } bop;
 
 static bop *bop_new(conn *c, const wire_msg *req, store_op_kind kind)
@@ -56,10 +57,13 @@ static void copy_name(char dst[STORE_NAME_MAX + 1], wire_str s)
 static topic *topic_or_reply(conn *c, const wire_msg *m)
 {
 	topic *t = topic_by_name(c->b, m->topic);
-	if (!t)
+	if (!t && (m->op == WIRE_OP_SEND || m->op == WIRE_OP_SUBSCRIBE))
 		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND,
 		               "topic '%.*s' does not exist (create it with: escrowctl topic create %.*s)",
 		               (int)m->topic.len, m->topic.p, (int)m->topic.len, m->topic.p);
+	else if (!t)
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
+		               (int)m->topic.len, m->topic.p);
 	return t;
 }
 
@@ -349,7 +353,7 @@ static void cmd_send(conn *c, const wire_msg *m)
 	broker_submit(c->b, &r->op);
 }
 
-static sub *sub_new(conn *c, group *g, uint32_t prefetch)
+static sub *sub_new(conn *c, group *g, uint32_t prefetch, uint64_t limit)
 {
 	sub *s = calloc(1, sizeof *s);
 	BROKER_ASSERT(s);
@@ -357,6 +361,8 @@ static sub *sub_new(conn *c, group *g, uint32_t prefetch)
 	s->c = c;
 	s->g = g;
 	s->prefetch = prefetch;
+	s->remaining = limit;
+	s->limited = limit != 0;
 	s->next_in_group = g->subs;
 	g->subs = s;
 	s->next_in_conn = c->subs;
@@ -374,7 +380,7 @@ static void reply_sid(conn *c, uint64_t rid, uint64_t sid)
 	conn_reply(c, &r);
 }
 
-/* subscribe {rid, topic, group, prefetch?} -> {rid, ok, sid} §5.9
+/* subscribe {rid, topic, group, prefetch?, count?} -> {rid, ok, sid} §5.9
  * Creates the group, starting at the earliest retained message, if needed. */
 static void cmd_subscribe(conn *c, const wire_msg *m)
 {
@@ -393,7 +399,7 @@ static void cmd_subscribe(conn *c, const wire_msg *m)
 	}
 	group *g = group_find(t, m->group);
 	if (g) {
-		sub *s = sub_new(c, g, (uint32_t)prefetch);
+		sub *s = sub_new(c, g, (uint32_t)prefetch, WIRE_HAS(m, COUNT) ? m->count : 0);
 		reply_sid(c, m->rid, s->sid);
 		return;
 	}
@@ -403,6 +409,7 @@ static void cmd_subscribe(conn *c, const wire_msg *m)
 		return;
 	}
 	r->prefetch = (uint32_t)prefetch;
+	r->limit = WIRE_HAS(m, COUNT) ? m->count : 0;
 	r->op.u.group.topic_id = t->id;
 	copy_name(r->op.u.group.name, m->group);
 	r->op.u.group.conf = c->b->conf.group_defaults;
@@ -558,7 +565,7 @@ void cmd_done(broker *b, store_op *op)
 				op->err = ESCROW_ERR_NOT_FOUND;
 				reply_done_err(c, r->rid, op);
 			} else if (r->prefetch) {
-				sub *s = sub_new(c, g, r->prefetch);
+				sub *s = sub_new(c, g, r->prefetch, r->limit);
 				reply_sid(c, r->rid, s->sid);
 			} else {
 				conn_reply(c, &rep);

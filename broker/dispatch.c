@@ -35,7 +35,7 @@ void dispatch_mark(broker *b, group *g)
 
 static bool sub_ready(const sub *s)
 {
-	return s->inflight < s->prefetch && !s->c->closed && !s->c->closing &&
+	return s->inflight < s->prefetch && (!s->limited || s->remaining > 0) && !s->c->closed && !s->c->closing &&
 	       evbuffer_get_length(bufferevent_get_output(s->c->bev)) < OUTPUT_HIGH_BYTES;
 }
 
@@ -88,6 +88,8 @@ static bool deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 	conn_reply(s->c, &d);
 	wire_frame_free(&fr);
 	f->s = s;
+	if (s->limited)
+		s->remaining--;
 	s->inflight++;
 	g->n_inflight++;
 	b->msgs_out++;

@@ -70,19 +70,26 @@ static int load_group(void *arg, const store_group_info *gi)
 
 static int listen_on(broker *b)
 {
+	/* evutil_parse_sockaddr_port refuses port 0, which tests rely on: parse
+	 * the host alone and set the port ourselves */
 	struct sockaddr_storage ss;
 	int sslen = sizeof ss;
-	char addr[300];
-	snprintf(addr, sizeof addr, "%s:%d", b->conf.listen_host, b->conf.listen_port);
-	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen)) {
-		fprintf(stderr, "escrowd: cannot parse listen address '%s' (want IP:PORT)\n", addr);
+	memset(&ss, 0, sizeof ss);
+	if (evutil_parse_sockaddr_port(b->conf.listen_host, (struct sockaddr *)&ss, &sslen)) {
+		fprintf(stderr, "escrowd: cannot parse listen host '%s' (want an IP address)\n",
+		        b->conf.listen_host);
 		return -1;
 	}
+	if (ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)b->conf.listen_port);
+	else
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)b->conf.listen_port);
 	b->lst = evconnlistener_new_bind(b->base, accept_cb, b,
 	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
 	                                 (struct sockaddr *)&ss, sslen);
 	if (!b->lst) {
-		fprintf(stderr, "escrowd: cannot listen on %s: %s\n", addr, strerror(errno));
+		fprintf(stderr, "escrowd: cannot listen on %s:%d: %s\n", b->conf.listen_host,
+		        b->conf.listen_port, strerror(errno));
 		return -1;
 	}
 	evconnlistener_set_error_cb(b->lst, accept_error_cb);

@@ -991,6 +991,8 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 	/* credit for exactly what we will print, so nothing extra is delivered */
 	WIRE_SET(&req, PREFETCH, prefetch,
 	         o.count < CONSUME_PREFETCH_MAX ? o.count : CONSUME_PREFETCH_MAX);
+	/* and a limit in all, so acking returns no credit for an extra one */
+	WIRE_SET(&req, COUNT, count, o.count);
 	snprintf(what, sizeof what, "consume %s %s", topic, group);
 	if ((rc = ctl_request(c, what, &req, 0, &rep)))
 		goto out;
