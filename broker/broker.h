@@ -86,7 +86,7 @@ int parse_duration_ms(const char *s, uint64_t *out);
 
 /* Limits checked on every request (doc/protocol.md §6). */
 #define LIMIT_NAME_BYTES 255
-#define LIMIT_KEY_BYTES 1024
+#define LIMIT_KEY_BYTES 499 /* LMDB keys are <= 511 bytes: topic id + key + seq */
 #define LIMIT_TAGS 32
 #define LIMIT_TAG_BYTES 255
 #define LIMIT_PROPS 64
