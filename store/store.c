@@ -195,6 +195,12 @@ void store_op_free(store_op *op)
 		free(op->u.append.key);
 		free(op->u.append.rec);
 	}
+	if (op->kind >= STORE_OP_TX_HALF_ADD && op->kind <= STORE_OP_TX_GC) {
+		free(op->u.tx.key);
+		free(op->u.tx.rec);
+		free(op->u.tx.out_topic);
+		free(op->u.tx.out_seq);
+	}
 	free(op);
 }
 

@@ -152,6 +152,45 @@ typedef struct store_stats {
 } store_stats;
 void store_get_stats(store *s, store_stats *st);
 
+/* ---- transactions (store/tx.c) ------------------------------------------ */
+
+typedef struct store_tx_info {
+	escrow_id_t tx;
+	int state;            /* STORE_TX_PENDING / _EXPIRED */
+	uint32_t n;           /* half messages */
+	uint32_t checks;      /* checks counted */
+	uint64_t created_ms;  /* broker clock */
+	uint64_t due_ms;      /* next check (PENDING) */
+	uint64_t conn_id;     /* opener connection (this process or an earlier one) */
+	char pgroup[STORE_NAME_MAX + 1];
+} store_tx_info;
+
+typedef struct store_half_info {
+	uint32_t topic_id;
+	uint64_t delay_ms;
+	escrow_id_t id;
+	wire_str key;         /* may be empty */
+	wire_str rec;         /* the stored message record (wire map) */
+} store_half_info;
+
+/* store_tx_due: calls @cb for tx_due entries with due <= @now_ms, earliest
+ * first, at most @max. Returns 0, the callback's nonzero, or STORAGE. */
+int store_tx_due(store_rtxn *r, uint64_t now_ms, uint32_t max,
+                 int (*cb)(void *arg, const escrow_id_t *tx, uint64_t due_ms), void *arg);
+/* store_tx_get reads txs[tx]. 0, NOT_FOUND, STORAGE. */
+int store_tx_get(store_rtxn *r, const escrow_id_t *tx, store_tx_info *out);
+/* store_tx_done_get reads tx_done[tx]: outcome and ms. 0, NOT_FOUND, STORAGE. */
+int store_tx_done_get(store_rtxn *r, const escrow_id_t *tx, int *outcome, uint64_t *ms);
+/* store_tx_halves calls @cb for each half message of @tx in order. */
+int store_tx_halves(store_rtxn *r, const escrow_id_t *tx,
+                    int (*cb)(void *arg, const store_half_info *h), void *arg);
+/* store_tx_scan calls @cb for each transaction (txs order) from @from
+ * (NULL: the first). Operators' listing only; never on a timer. */
+int store_tx_scan(store_rtxn *r, const escrow_id_t *from,
+                  int (*cb)(void *arg, const store_tx_info *t), void *arg);
+/* store_load_tx_counts: pending and expired transactions (startup). */
+int store_load_tx_counts(store *s, uint64_t *pending, uint64_t *expired);
+
 /* ---- writes ----------------------------------------------------------- */
 
 typedef enum store_op_kind {
@@ -182,7 +221,40 @@ typedef enum store_op_kind {
 	 * and sparse acks in [floor_before, floor_after) are deleted; otherwise
 	 * ack.seq is added as a sparse ack. Nobody waits on it. */
 	STORE_OP_ACK,
+	/* Transactions (store/tx.c; doc/storage.md half, txs, tx_due, tx_done).
+	 * TX_HALF_ADD: in: tx.tx, tx.pgroup, tx.conn_id, tx.topic_id, tx.id,
+	 * tx.key, tx.rec (owned), tx.delay_ms, tx.due_ms (first check, used
+	 * when the op opens the tx). Adds half[tx|n]; opens txs[tx] (PENDING)
+	 * and tx_due[due|tx] if new. out: tx.count (messages in the tx),
+	 * tx.dup (this id was already in the tx: nothing written), tx.created_ms.
+	 * err: CONFLICT (tx ended or EXPIRED), NOT_FOUND (topic), TOO_LARGE. */
+	STORE_OP_TX_HALF_ADD,
+	/* TX_END: in: tx.tx, tx.action (STORE_TX_COMMIT / _ROLLBACK). Commit
+	 * appends every half message to its topic exactly like APPEND (skipping
+	 * ids already stored and topics deleted meanwhile); both delete the
+	 * half, txs and tx_due entries and write tx_done[tx] = outcome|ms.
+	 * out: tx.already (tombstone with the same outcome: nothing written),
+	 * tx.count, tx.n_out + tx.out_topic/out_seq (owned: appended seqs).
+	 * err: NOT_FOUND (no tx, no tombstone), CONFLICT (other outcome). */
+	STORE_OP_TX_END,
+	/* TX_CHECKED: in: tx.tx, tx.due_ms. checks += 1, tx_due moves to due.
+	 * TX_RESCHEDULE: the same without counting. TX_EXPIRE: checks += 1,
+	 * state EXPIRED, off tx_due. out: tx.checks. err: NOT_FOUND (not
+	 * PENDING any more). The txs value is rewritten in place. */
+	STORE_OP_TX_CHECKED,
+	STORE_OP_TX_RESCHEDULE,
+	STORE_OP_TX_EXPIRE,
+	/* TX_GC: in: tx.tx (resume key), tx.due_ms (delete tombstones older
+	 * than this), tx.count (entries to look at at most). out: tx.tx (where
+	 * to resume; zero id = wrapped), tx.n_out (deleted). */
+	STORE_OP_TX_GC,
 } store_op_kind;
+
+/* Transaction states and outcomes (txs, tx_done). */
+#define STORE_TX_PENDING 1
+#define STORE_TX_EXPIRED 2
+#define STORE_TX_COMMIT 1
+#define STORE_TX_ROLLBACK 2
 
 typedef struct store_op {
 	struct store_op *next; /* chain; owned by whoever holds the op */
@@ -222,6 +294,28 @@ typedef struct store_op {
 			uint64_t floor_before;
 			uint64_t floor_after;
 		} ack;
+		struct {
+			escrow_id_t tx;
+			char pgroup[STORE_NAME_MAX + 1];
+			uint64_t conn_id;
+			uint32_t topic_id;
+			escrow_id_t id;
+			char *key;       /* owned, may be NULL */
+			uint32_t key_len;
+			char *rec;       /* owned: the record as for APPEND */
+			uint32_t rec_len;
+			uint64_t delay_ms;
+			uint64_t due_ms;
+			int action;      /* STORE_TX_COMMIT / _ROLLBACK */
+			uint32_t count;
+			uint32_t checks;
+			bool dup;
+			bool already;
+			uint64_t created_ms;
+			uint32_t n_out;
+			uint32_t *out_topic; /* owned */
+			uint64_t *out_seq;   /* owned */
+		} tx;
 	} u;
 } store_op;
 

@@ -148,5 +148,23 @@ int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STOR
 
 /* writer.c */
 void *store_writer_main(void *arg);
+/* The writer's per-transaction context and what store/tx.c may use of it. */
+struct wctx;
+struct tcache;
+int wfail(struct wctx *w, int rc, const char *what, const char *keyfmt, ...)
+	__attribute__((format(printf, 4, 5)));
+MDB_txn *store_w_txn(struct wctx *w);
+store *store_w_store(struct wctx *w);
+uint64_t store_w_now(struct wctx *w);  /* writer clock at txn start, Unix ms */
+int store_w_poisoned(struct wctx *w); /* nonzero: an LMDB write failed */
+/* APPEND's check phase (reads only) and write phase, shared with TX_END. */
+int store_w_append_check(struct wctx *w, uint32_t tid, const escrow_id_t *id, uint32_t key_len,
+                         struct tcache **tc, bool *dup, uint32_t *dup_tid, uint64_t *dup_seq);
+int store_w_append_write(struct wctx *w, struct tcache *t, const escrow_id_t *id,
+                         const char *key, uint32_t klen, const char *rec, uint32_t rec_len,
+                         uint64_t *seq_out);
+
+/* tx.c */
+int store_tx_apply(struct wctx *w, store_op *op); /* the TX_* ops */
 
 #endif

@@ -77,9 +77,7 @@ static uint64_t now_ms(void)
  * The log line is written by the batch runner, which knows whether the op
  * will be retried. Returns the escrow code for the op.
  */
-static int wfail(struct wctx *w, int rc, const char *what, const char *keyfmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int wfail(struct wctx *w, int rc, const char *what, const char *keyfmt, ...)
+int wfail(struct wctx *w, int rc, const char *what, const char *keyfmt, ...)
 {
 	if (!w->mdb_rc) {
 		w->mdb_rc = rc;
@@ -90,6 +88,26 @@ static int wfail(struct wctx *w, int rc, const char *what, const char *keyfmt, .
 		va_end(ap);
 	}
 	return store_map_mdb(rc);
+}
+
+MDB_txn *store_w_txn(struct wctx *w)
+{
+	return w->txn;
+}
+
+store *store_w_store(struct wctx *w)
+{
+	return w->s;
+}
+
+uint64_t store_w_now(struct wctx *w)
+{
+	return w->now_ms;
+}
+
+int store_w_poisoned(struct wctx *w)
+{
+	return w->mdb_rc;
 }
 
 /* ---- caches ------------------------------------------------------------ */
@@ -563,7 +581,8 @@ static int apply_group_delete(struct wctx *w, store_op *op)
 }
 
 /*
- * APPEND: msgs[topic_id|seq] = rec, msg_ids[id] = topic_id|seq and
+ * APPEND (store_w_append_check = its check phase, store_w_append_write =
+ * its write phase; TX_END commits through the same two): msgs[topic_id|seq] = rec, msg_ids[id] = topic_id|seq and
  * keys[topic_id|key|seq] = empty. The topic's next_seq moves in the cache
  * only once every put of the op succeeded; topic_ids is written at flush.
  * MDB_APPEND is tried first (msgs is append-only per topic, and the newest
@@ -571,11 +590,12 @@ static int apply_group_delete(struct wctx *w, store_op *op)
  * topic (a later topic's keys follow), plain puts are used for that topic
  * for the rest of the transaction.
  */
-static int apply_append(struct wctx *w, store_op *op)
+int store_w_append_check(struct wctx *w, uint32_t tid, const escrow_id_t *id, uint32_t key_len,
+                         struct tcache **tc, bool *dup, uint32_t *dup_tid, uint64_t *dup_seq)
 {
-	uint32_t tid = op->u.append.topic_id;
 	char hex[33];
-	MDB_val ik = {16, op->u.append.id.b}, iv;
+	*dup = false;
+	MDB_val ik = {16, (void *)id->b}, iv;
 	int rc = mdb_get(w->txn, w->s->dbi[DBI_MSG_IDS], &ik, &iv);
 	if (rc == 0 && iv.mv_size == K_TOPIC_SEQ) {
 		/* A duplicate only if the message it points at is still stored:
@@ -586,9 +606,9 @@ static int apply_append(struct wctx *w, store_op *op)
 		uint64_t dseq = get_u64((char *)iv.mv_data + 4);
 		rc = mdb_get(w->txn, w->s->dbi[DBI_MSGS], &sk, &sv);
 		if (rc == 0) {
-			op->u.append.dup = true;
-			op->u.append.dup_topic_id = dtid;
-			op->u.append.seq = dseq;
+			*dup = true;
+			*dup_tid = dtid;
+			*dup_seq = dseq;
 			return 0;
 		}
 		if (rc != MDB_NOTFOUND)
@@ -597,22 +617,28 @@ static int apply_append(struct wctx *w, store_op *op)
 		/* stale: fall through, the put below overwrites it */
 	} else if (rc == 0) {
 		return wfail(w, MDB_CORRUPTED, "msg_ids value size", "id=%s",
-		             escrow_id_fmt(&op->u.append.id, hex));
+		             escrow_id_fmt(id, hex));
 	} else if (rc != MDB_NOTFOUND) {
-		return wfail(w, rc, "msg_ids get", "id=%s", escrow_id_fmt(&op->u.append.id, hex));
+		return wfail(w, rc, "msg_ids get", "id=%s", escrow_id_fmt(id, hex));
 	}
-	struct tcache *t = NULL;
-	if ((rc = tcache_get(w, tid, &t)))
+	if ((rc = tcache_get(w, tid, tc)))
 		return rc;
-	uint32_t klen = op->u.append.key ? op->u.append.key_len : 0;
-	if ((size_t)4 + klen + 8 > w->s->maxkey || klen > KEYS_KEY_MAX)
+	if ((size_t)4 + key_len + 8 > w->s->maxkey || key_len > KEYS_KEY_MAX)
 		return ESCROW_ERR_TOO_LARGE;
+	return 0;
+}
 
-	/* write phase */
+int store_w_append_write(struct wctx *w, struct tcache *t, const escrow_id_t *id,
+                         const char *key, uint32_t klen, const char *rec, uint32_t rec_len,
+                         uint64_t *seq_out)
+{
+	char hex[33];
+	uint32_t tid = t->id;
 	uint64_t seq = t->next_seq;
+	MDB_val ik = {16, (void *)id->b};
 	unsigned char mb[K_TOPIC_SEQ];
-	MDB_val mk = key_id_seq(mb, tid, seq), mv = {op->u.append.rec_len, op->u.append.rec};
-	rc = MDB_KEYEXIST;
+	MDB_val mk = key_id_seq(mb, tid, seq), mv = {rec_len, (void *)rec};
+	int rc = MDB_KEYEXIST;
 	if (!t->no_append) {
 		rc = mdb_put(w->txn, w->s->dbi[DBI_MSGS], &mk, &mv, MDB_APPEND);
 		if (rc == MDB_KEYEXIST)
@@ -632,11 +658,11 @@ static int apply_append(struct wctx *w, store_op *op)
 	if (rc)
 		return wfail(w, rc, "msgs put", "topic_id=%u seq=%llu", tid, (unsigned long long)seq);
 	if ((rc = mdb_put(w->txn, w->s->dbi[DBI_MSG_IDS], &ik, &mk, 0)))
-		return wfail(w, rc, "msg_ids put", "id=%s", escrow_id_fmt(&op->u.append.id, hex));
+		return wfail(w, rc, "msg_ids put", "id=%s", escrow_id_fmt(id, hex));
 	if (klen) {
 		unsigned char kb[4 + KEYS_KEY_MAX + 8];
 		put_u32(kb, tid);
-		memcpy(kb + 4, op->u.append.key, klen);
+		memcpy(kb + 4, key, klen);
 		put_u64(kb + 4 + klen, seq);
 		MDB_val kk = {4 + klen + 8, kb}, kv = {0, NULL};
 		if ((rc = mdb_put(w->txn, w->s->dbi[DBI_KEYS], &kk, &kv, 0)))
@@ -645,8 +671,22 @@ static int apply_append(struct wctx *w, store_op *op)
 	}
 	t->next_seq = seq + 1;
 	t->dirty = true;
-	op->u.append.seq = seq;
+	*seq_out = seq;
 	return 0;
+}
+
+static int apply_append(struct wctx *w, store_op *op)
+{
+	struct tcache *t = NULL;
+	uint32_t klen = op->u.append.key ? op->u.append.key_len : 0;
+	int rc = store_w_append_check(w, op->u.append.topic_id, &op->u.append.id, klen, &t,
+	                              &op->u.append.dup, &op->u.append.dup_topic_id,
+	                              &op->u.append.seq);
+	if (rc || op->u.append.dup)
+		return rc;
+	/* write phase */
+	return store_w_append_write(w, t, &op->u.append.id, op->u.append.key, klen,
+	                            op->u.append.rec, op->u.append.rec_len, &op->u.append.seq);
 }
 
 /*
@@ -712,6 +752,13 @@ static int apply(struct wctx *w, store_op *op)
 		return apply_append(w, op);
 	case STORE_OP_ACK:
 		return apply_ack(w, op);
+	case STORE_OP_TX_HALF_ADD:
+	case STORE_OP_TX_END:
+	case STORE_OP_TX_CHECKED:
+	case STORE_OP_TX_RESCHEDULE:
+	case STORE_OP_TX_EXPIRE:
+	case STORE_OP_TX_GC:
+		return store_tx_apply(w, op);
 	}
 	store_log(w->s, ESCROW_LOG_ERROR, "store: unknown op kind %d", (int)op->kind);
 	return ESCROW_ERR_INTERNAL;
@@ -797,6 +844,14 @@ static const char *describe_op(const store_op *op, char *buf, size_t len)
 	case STORE_OP_ACK:
 		snprintf(buf, len, "ack group_id=%u seq=%llu floor=%llu", op->u.ack.group_id,
 		         (unsigned long long)op->u.ack.seq, (unsigned long long)op->u.ack.floor_after);
+		break;
+	case STORE_OP_TX_HALF_ADD:
+	case STORE_OP_TX_END:
+	case STORE_OP_TX_CHECKED:
+	case STORE_OP_TX_RESCHEDULE:
+	case STORE_OP_TX_EXPIRE:
+	case STORE_OP_TX_GC:
+		snprintf(buf, len, "tx op %d tx=%s", (int)op->kind, escrow_id_fmt(&op->u.tx.tx, hex));
 		break;
 	default:
 		snprintf(buf, len, "op kind %d", (int)op->kind);

@@ -1,0 +1,589 @@
+/*
+ * tx.c - transactional half messages in the store: the TX_* write ops (run
+ * by the writer thread from writer.c's op switch) and their reads.
+ * Layout (doc/storage.md §half, txs, tx_due, tx_done):
+ *
+ *   half    tx(16) | n(u32 BE)      -> topic_id(u32) | delay_ms(u64) | id(16)
+ *                                      | key_len(u16) | key | record
+ *   txs     tx(16)                  -> ver(u8)=1 | state(u8) | n(u32) |
+ *                                      checks(u32) | created_ms(u64) |
+ *                                      due_ms(u64) | conn_id(u64) |
+ *                                      pgroup_len(u8) | pgroup
+ *   tx_due  due_ms(u64 BE) | tx(16) -> empty   (PENDING transactions only)
+ *   tx_done tx(16)                  -> outcome(u8) | ms(u64)
+ *
+ * All integers big-endian. A check rewrites only the small txs value and
+ * moves the tx_due key; half records are written once and deleted once.
+ * Every op reads (checks) before its first write, as writer.c requires.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "store/store_int.h"
+
+#define TXS_FIXED 35 /* txs value bytes before the pgroup */
+#define HALF_FIXED 30 /* half value bytes before the key */
+
+/* ---- codecs ------------------------------------------------------------- */
+
+static void txs_encode(const store_tx_info *t, unsigned char *vb, size_t *len)
+{
+	size_t pl = strnlen(t->pgroup, STORE_NAME_MAX);
+	vb[0] = 1;
+	vb[1] = (unsigned char)t->state;
+	put_u32(vb + 2, t->n);
+	put_u32(vb + 6, t->checks);
+	put_u64(vb + 10, t->created_ms);
+	put_u64(vb + 18, t->due_ms);
+	put_u64(vb + 26, t->conn_id);
+	vb[34] = (unsigned char)pl;
+	memcpy(vb + TXS_FIXED, t->pgroup, pl);
+	*len = TXS_FIXED + pl;
+}
+
+static int txs_decode(const MDB_val *v, const void *txkey, store_tx_info *t)
+{
+	const unsigned char *p = v->mv_data;
+	if (v->mv_size < TXS_FIXED || p[0] != 1 || v->mv_size != (size_t)TXS_FIXED + p[34])
+		return ESCROW_ERR_STORAGE;
+	memset(t, 0, sizeof *t);
+	memcpy(t->tx.b, txkey, 16);
+	t->state = p[1];
+	t->n = get_u32(p + 2);
+	t->checks = get_u32(p + 6);
+	t->created_ms = get_u64(p + 10);
+	t->due_ms = get_u64(p + 18);
+	t->conn_id = get_u64(p + 26);
+	memcpy(t->pgroup, p + TXS_FIXED, p[34]);
+	t->pgroup[p[34]] = 0;
+	return 0;
+}
+
+static int half_decode(const MDB_val *v, store_half_info *h)
+{
+	const unsigned char *p = v->mv_data;
+	if (v->mv_size < HALF_FIXED)
+		return ESCROW_ERR_STORAGE;
+	uint32_t kl = (uint32_t)p[28] << 8 | p[29];
+	if (v->mv_size < (size_t)HALF_FIXED + kl)
+		return ESCROW_ERR_STORAGE;
+	h->topic_id = get_u32(p);
+	h->delay_ms = get_u64(p + 4);
+	memcpy(h->id.b, p + 12, 16);
+	h->key = (wire_str){(const char *)p + HALF_FIXED, kl};
+	h->rec = (wire_str){(const char *)p + HALF_FIXED + kl,
+	                    (uint32_t)(v->mv_size - HALF_FIXED - kl)};
+	return 0;
+}
+
+static MDB_val due_key(unsigned char kb[24], uint64_t due, const escrow_id_t *tx)
+{
+	put_u64(kb, due);
+	memcpy(kb + 8, tx->b, 16);
+	return (MDB_val){24, kb};
+}
+
+/* ---- writer side -------------------------------------------------------- */
+
+#define DB(w, d) (store_w_store(w)->dbi[d])
+
+/* done_get: tx_done[tx] -> *outcome. 0, NOT_FOUND, or storage (poisoned). */
+static int done_get(struct wctx *w, const escrow_id_t *tx, int *outcome)
+{
+	MDB_val k = {16, (void *)tx->b}, d;
+	int rc = mdb_get(store_w_txn(w), DB(w, DBI_TX_DONE), &k, &d);
+	if (rc == MDB_NOTFOUND)
+		return ESCROW_ERR_NOT_FOUND;
+	if (rc)
+		return wfail(w, rc, "tx_done get", "tx");
+	if (d.mv_size != 9)
+		return wfail(w, MDB_CORRUPTED, "tx_done value size", "tx");
+	*outcome = ((unsigned char *)d.mv_data)[0];
+	return 0;
+}
+
+/* txs_get: txs[tx]. 0, NOT_FOUND, or storage (poisoned). */
+static int txs_get(struct wctx *w, const escrow_id_t *tx, store_tx_info *t)
+{
+	MDB_val k = {16, (void *)tx->b}, d;
+	int rc = mdb_get(store_w_txn(w), DB(w, DBI_TXS), &k, &d);
+	if (rc == MDB_NOTFOUND)
+		return ESCROW_ERR_NOT_FOUND;
+	if (rc)
+		return wfail(w, rc, "txs get", "tx");
+	if (txs_decode(&d, tx->b, t))
+		return wfail(w, MDB_CORRUPTED, "txs value", "tx");
+	return 0;
+}
+
+static int txs_put(struct wctx *w, const store_tx_info *t)
+{
+	unsigned char vb[TXS_FIXED + STORE_NAME_MAX];
+	size_t len;
+	txs_encode(t, vb, &len);
+	MDB_val k = {16, (void *)t->tx.b}, d = {len, vb};
+	int rc = mdb_put(store_w_txn(w), DB(w, DBI_TXS), &k, &d, 0);
+	return rc ? wfail(w, rc, "txs put", "tx") : 0;
+}
+
+static int due_put(struct wctx *w, uint64_t due, const escrow_id_t *tx)
+{
+	unsigned char kb[24];
+	MDB_val k = due_key(kb, due, tx), d = {0, NULL};
+	int rc = mdb_put(store_w_txn(w), DB(w, DBI_TX_DUE), &k, &d, 0);
+	return rc ? wfail(w, rc, "tx_due put", "tx") : 0;
+}
+
+static int due_del(struct wctx *w, uint64_t due, const escrow_id_t *tx)
+{
+	unsigned char kb[24];
+	MDB_val k = due_key(kb, due, tx);
+	int rc = mdb_del(store_w_txn(w), DB(w, DBI_TX_DUE), &k, NULL);
+	return rc && rc != MDB_NOTFOUND ? wfail(w, rc, "tx_due del", "tx") : 0;
+}
+
+/* TX_HALF_ADD */
+static int apply_half_add(struct wctx *w, store_op *op)
+{
+	MDB_txn *txn = store_w_txn(w);
+	const escrow_id_t *tx = &op->u.tx.tx;
+	int outcome, rc = done_get(w, tx, &outcome);
+	if (rc == 0)
+		return ESCROW_ERR_CONFLICT;
+	if (rc != ESCROW_ERR_NOT_FOUND)
+		return rc;
+	store_tx_info t;
+	bool fresh = false;
+	rc = txs_get(w, tx, &t);
+	if (rc == ESCROW_ERR_NOT_FOUND) {
+		fresh = true;
+		memset(&t, 0, sizeof t);
+		t.tx = *tx;
+		t.state = STORE_TX_PENDING;
+		t.created_ms = store_w_now(w);
+		t.due_ms = op->u.tx.due_ms;
+		t.conn_id = op->u.tx.conn_id;
+		memcpy(t.pgroup, op->u.tx.pgroup, sizeof t.pgroup);
+	} else if (rc) {
+		return rc;
+	} else if (t.state != STORE_TX_PENDING) {
+		return ESCROW_ERR_CONFLICT;
+	}
+	uint32_t klen = op->u.tx.key ? op->u.tx.key_len : 0;
+	if (klen > KEYS_KEY_MAX || klen > 0xffff)
+		return ESCROW_ERR_TOO_LARGE;
+	/* the topic must exist */
+	unsigned char tb[4];
+	put_u32(tb, op->u.tx.topic_id);
+	MDB_val tk = {4, tb}, tv;
+	rc = mdb_get(txn, DB(w, DBI_TOPIC_IDS), &tk, &tv);
+	if (rc == MDB_NOTFOUND)
+		return ESCROW_ERR_NOT_FOUND;
+	if (rc)
+		return wfail(w, rc, "topic_ids get", "topic_id=%u", op->u.tx.topic_id);
+	/* a repeated send_half (same message id) is a no-op */
+	for (uint32_t i = 0; !fresh && i < t.n; i++) {
+		unsigned char hk[20];
+		memcpy(hk, tx->b, 16);
+		put_u32(hk + 16, i);
+		MDB_val k = {20, hk}, d;
+		rc = mdb_get(txn, DB(w, DBI_HALF), &k, &d);
+		if (rc == MDB_NOTFOUND)
+			continue;
+		if (rc)
+			return wfail(w, rc, "half get", "n=%u", i);
+		if (d.mv_size >= HALF_FIXED && memcmp((char *)d.mv_data + 12, op->u.tx.id.b, 16) == 0) {
+			op->u.tx.dup = true;
+			op->u.tx.count = t.n;
+			op->u.tx.created_ms = t.created_ms;
+			return 0;
+		}
+	}
+
+	/* write phase */
+	size_t vlen = HALF_FIXED + klen + op->u.tx.rec_len;
+	unsigned char hk[20];
+	memcpy(hk, tx->b, 16);
+	put_u32(hk + 16, t.n);
+	MDB_val k = {20, hk}, d = {vlen, NULL};
+	if ((rc = mdb_put(txn, DB(w, DBI_HALF), &k, &d, MDB_RESERVE)))
+		return wfail(w, rc, "half put", "n=%u", t.n);
+	unsigned char *p = d.mv_data;
+	put_u32(p, op->u.tx.topic_id);
+	put_u64(p + 4, op->u.tx.delay_ms);
+	memcpy(p + 12, op->u.tx.id.b, 16);
+	p[28] = (unsigned char)(klen >> 8);
+	p[29] = (unsigned char)klen;
+	if (klen)
+		memcpy(p + HALF_FIXED, op->u.tx.key, klen);
+	memcpy(p + HALF_FIXED + klen, op->u.tx.rec, op->u.tx.rec_len);
+	t.n++;
+	if ((rc = txs_put(w, &t)))
+		return rc;
+	if (fresh && (rc = due_put(w, t.due_ms, tx)))
+		return rc;
+	op->u.tx.count = t.n;
+	op->u.tx.created_ms = t.created_ms;
+	return 0;
+}
+
+/* One half message copied out of the map for a commit. */
+struct hcopy {
+	store_half_info h;
+	struct tcache *tc;
+	bool skip;
+	void *mem;
+};
+
+static void hcopies_free(struct hcopy *hc, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		free(hc[i].mem);
+	free(hc);
+}
+
+/* delete_tx removes the half records, txs and tx_due entries and writes the
+ * tombstone. Write phase. */
+static int delete_tx(struct wctx *w, const store_tx_info *t, int outcome)
+{
+	MDB_txn *txn = store_w_txn(w);
+	int rc;
+	for (uint32_t i = 0; i < t->n; i++) {
+		unsigned char hk[20];
+		memcpy(hk, t->tx.b, 16);
+		put_u32(hk + 16, i);
+		MDB_val k = {20, hk};
+		rc = mdb_del(txn, DB(w, DBI_HALF), &k, NULL);
+		if (rc && rc != MDB_NOTFOUND)
+			return wfail(w, rc, "half del", "n=%u", i);
+	}
+	MDB_val k = {16, (void *)t->tx.b};
+	if ((rc = mdb_del(txn, DB(w, DBI_TXS), &k, NULL)))
+		return wfail(w, rc, "txs del", "tx");
+	if (t->state == STORE_TX_PENDING && (rc = due_del(w, t->due_ms, &t->tx)))
+		return rc;
+	unsigned char vb[9];
+	vb[0] = (unsigned char)outcome;
+	put_u64(vb + 1, store_w_now(w));
+	MDB_val d = {9, vb};
+	if ((rc = mdb_put(txn, DB(w, DBI_TX_DONE), &k, &d, 0)))
+		return wfail(w, rc, "tx_done put", "tx");
+	return 0;
+}
+
+/* TX_END */
+static int apply_end(struct wctx *w, store_op *op)
+{
+	MDB_txn *txn = store_w_txn(w);
+	const escrow_id_t *tx = &op->u.tx.tx;
+	int action = op->u.tx.action;
+	if (action != STORE_TX_COMMIT && action != STORE_TX_ROLLBACK)
+		return ESCROW_ERR_INVALID;
+	int outcome, rc = done_get(w, tx, &outcome);
+	if (rc == 0) {
+		if (outcome != action)
+			return ESCROW_ERR_CONFLICT;
+		op->u.tx.already = true;
+		return 0;
+	}
+	if (rc != ESCROW_ERR_NOT_FOUND)
+		return rc;
+	store_tx_info t;
+	if ((rc = txs_get(w, tx, &t)))
+		return rc;
+	op->u.tx.count = t.n;
+	if (action == STORE_TX_ROLLBACK)
+		return delete_tx(w, &t, action);
+
+	/* commit: copy each half out (the map pages may move once we write),
+	 * run APPEND's checks on all of them, then write. */
+	struct hcopy *hc = calloc(t.n ? t.n : 1, sizeof *hc);
+	op->u.tx.out_topic = calloc(t.n ? t.n : 1, sizeof *op->u.tx.out_topic);
+	op->u.tx.out_seq = calloc(t.n ? t.n : 1, sizeof *op->u.tx.out_seq);
+	if (!hc || !op->u.tx.out_topic || !op->u.tx.out_seq) {
+		free(hc);
+		return wfail(w, ENOMEM, "tx commit arrays", "n=%u", t.n);
+	}
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < t.n; i++) {
+		unsigned char hk[20];
+		memcpy(hk, tx->b, 16);
+		put_u32(hk + 16, i);
+		MDB_val k = {20, hk}, d;
+		rc = mdb_get(txn, DB(w, DBI_HALF), &k, &d);
+		if (rc == MDB_NOTFOUND)
+			continue;
+		if (rc) {
+			hcopies_free(hc, n);
+			return wfail(w, rc, "half get", "n=%u", i);
+		}
+		struct hcopy *c = &hc[n];
+		c->mem = malloc(d.mv_size ? d.mv_size : 1);
+		if (!c->mem) {
+			hcopies_free(hc, n);
+			return wfail(w, ENOMEM, "half copy", "n=%u", i);
+		}
+		memcpy(c->mem, d.mv_data, d.mv_size);
+		MDB_val cv = {d.mv_size, c->mem};
+		n++;
+		if (half_decode(&cv, &c->h)) {
+			hcopies_free(hc, n);
+			return wfail(w, MDB_CORRUPTED, "half value", "n=%u", i);
+		}
+		bool dup = false;
+		uint32_t dtid;
+		uint64_t dseq;
+		rc = store_w_append_check(w, c->h.topic_id, &c->h.id, c->h.key.len, &c->tc, &dup,
+		                          &dtid, &dseq);
+		if (rc == ESCROW_ERR_NOT_FOUND && !store_w_poisoned(w)) {
+			store_log(store_w_store(w), ESCROW_LOG_WARN,
+			          "store: tx commit: topic_id=%u is gone; its message is dropped",
+			          c->h.topic_id);
+			c->skip = true;
+		} else if (rc) {
+			hcopies_free(hc, n);
+			return rc;
+		} else if (dup) {
+			c->skip = true;
+		}
+	}
+	/* write phase */
+	uint32_t out = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		struct hcopy *c = &hc[i];
+		if (c->skip)
+			continue;
+		uint64_t seq;
+		rc = store_w_append_write(w, c->tc, &c->h.id, c->h.key.p, c->h.key.len, c->h.rec.p,
+		                          c->h.rec.len, &seq);
+		if (rc) {
+			hcopies_free(hc, n);
+			return rc;
+		}
+		op->u.tx.out_topic[out] = c->h.topic_id;
+		op->u.tx.out_seq[out] = seq;
+		out++;
+	}
+	hcopies_free(hc, n);
+	op->u.tx.n_out = out;
+	return delete_tx(w, &t, action);
+}
+
+/* TX_CHECKED, TX_RESCHEDULE, TX_EXPIRE */
+static int apply_check(struct wctx *w, store_op *op)
+{
+	const escrow_id_t *tx = &op->u.tx.tx;
+	store_tx_info t;
+	int rc = txs_get(w, tx, &t);
+	if (rc)
+		return rc;
+	if (t.state != STORE_TX_PENDING)
+		return ESCROW_ERR_NOT_FOUND;
+	/* write phase */
+	if ((rc = due_del(w, t.due_ms, tx)))
+		return rc;
+	if (op->kind != STORE_OP_TX_RESCHEDULE)
+		t.checks++;
+	if (op->kind == STORE_OP_TX_EXPIRE) {
+		t.state = STORE_TX_EXPIRED;
+		t.due_ms = 0;
+	} else {
+		t.due_ms = op->u.tx.due_ms;
+		if ((rc = due_put(w, t.due_ms, tx)))
+			return rc;
+	}
+	if ((rc = txs_put(w, &t)))
+		return rc;
+	op->u.tx.checks = t.checks;
+	op->u.tx.count = t.n;
+	return 0;
+}
+
+/* TX_GC: look at up to count tombstones from the resume key on. */
+static int apply_gc(struct wctx *w, store_op *op)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(store_w_txn(w), DB(w, DBI_TX_DONE), &c);
+	if (rc)
+		return wfail(w, rc, "tx_done cursor", "gc");
+	unsigned char at[16];
+	memcpy(at, op->u.tx.tx.b, 16);
+	MDB_val k = {16, at}, d;
+	uint32_t seen = 0, del = 0;
+	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	while (rc == 0 && seen < op->u.tx.count) {
+		seen++;
+		if (d.mv_size == 9 && get_u64((char *)d.mv_data + 1) < op->u.tx.due_ms) {
+			/* re-seek after a delete rather than trust the cursor */
+			if (k.mv_size == 16)
+				memcpy(at, k.mv_data, 16);
+			if ((rc = mdb_cursor_del(c, 0)))
+				break;
+			del++;
+			k = (MDB_val){16, at};
+			rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+			continue;
+		}
+		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+	}
+	if (rc == 0 && k.mv_size == 16)
+		memcpy(op->u.tx.tx.b, k.mv_data, 16);
+	else
+		memset(op->u.tx.tx.b, 0, 16);
+	mdb_cursor_close(c);
+	if (rc && rc != MDB_NOTFOUND)
+		return wfail(w, rc, "tx_done gc", "gc");
+	op->u.tx.n_out = del;
+	return 0;
+}
+
+int store_tx_apply(struct wctx *w, store_op *op)
+{
+	switch (op->kind) {
+	case STORE_OP_TX_HALF_ADD:
+		op->u.tx.dup = false;
+		op->u.tx.count = 0;
+		return apply_half_add(w, op);
+	case STORE_OP_TX_END:
+		op->u.tx.already = false;
+		op->u.tx.n_out = 0;
+		return apply_end(w, op);
+	case STORE_OP_TX_CHECKED:
+	case STORE_OP_TX_RESCHEDULE:
+	case STORE_OP_TX_EXPIRE:
+		return apply_check(w, op);
+	case STORE_OP_TX_GC:
+		return apply_gc(w, op);
+	default:
+		return ESCROW_ERR_INTERNAL;
+	}
+}
+
+/* ---- read side ----------------------------------------------------------- */
+
+int store_tx_due(store_rtxn *r, uint64_t now, uint32_t max,
+                 int (*cb)(void *arg, const escrow_id_t *tx, uint64_t due_ms), void *arg)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(r->txn, r->s->dbi[DBI_TX_DUE], &c);
+	if (rc)
+		return ESCROW_ERR_STORAGE;
+	MDB_val k, d;
+	uint32_t n = 0;
+	rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
+	int ret = 0;
+	while (rc == 0 && n < max) {
+		if (k.mv_size != 24)
+			break;
+		uint64_t due = get_u64(k.mv_data);
+		if (due > now)
+			break;
+		escrow_id_t tx;
+		memcpy(tx.b, (char *)k.mv_data + 8, 16);
+		if ((ret = cb(arg, &tx, due)))
+			break;
+		n++;
+		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (rc && rc != MDB_NOTFOUND)
+		return ESCROW_ERR_STORAGE;
+	return ret;
+}
+
+int store_tx_get(store_rtxn *r, const escrow_id_t *tx, store_tx_info *out)
+{
+	MDB_val k = {16, (void *)tx->b}, d;
+	int rc = mdb_get(r->txn, r->s->dbi[DBI_TXS], &k, &d);
+	if (rc == MDB_NOTFOUND)
+		return ESCROW_ERR_NOT_FOUND;
+	if (rc)
+		return ESCROW_ERR_STORAGE;
+	return txs_decode(&d, tx->b, out);
+}
+
+int store_tx_done_get(store_rtxn *r, const escrow_id_t *tx, int *outcome, uint64_t *ms)
+{
+	MDB_val k = {16, (void *)tx->b}, d;
+	int rc = mdb_get(r->txn, r->s->dbi[DBI_TX_DONE], &k, &d);
+	if (rc == MDB_NOTFOUND)
+		return ESCROW_ERR_NOT_FOUND;
+	if (rc || d.mv_size != 9)
+		return ESCROW_ERR_STORAGE;
+	*outcome = ((unsigned char *)d.mv_data)[0];
+	*ms = get_u64((char *)d.mv_data + 1);
+	return 0;
+}
+
+int store_tx_halves(store_rtxn *r, const escrow_id_t *tx,
+                    int (*cb)(void *arg, const store_half_info *h), void *arg)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(r->txn, r->s->dbi[DBI_HALF], &c);
+	if (rc)
+		return ESCROW_ERR_STORAGE;
+	unsigned char kb[20];
+	memcpy(kb, tx->b, 16);
+	put_u32(kb + 16, 0);
+	MDB_val k = {20, kb}, d;
+	int ret = 0;
+	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size == 20 && memcmp(k.mv_data, tx->b, 16) == 0) {
+		store_half_info h;
+		if (half_decode(&d, &h)) {
+			ret = ESCROW_ERR_STORAGE;
+			break;
+		}
+		if ((ret = cb(arg, &h)))
+			break;
+		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (!ret && rc && rc != MDB_NOTFOUND)
+		return ESCROW_ERR_STORAGE;
+	return ret;
+}
+
+int store_tx_scan(store_rtxn *r, const escrow_id_t *from,
+                  int (*cb)(void *arg, const store_tx_info *t), void *arg)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(r->txn, r->s->dbi[DBI_TXS], &c);
+	if (rc)
+		return ESCROW_ERR_STORAGE;
+	MDB_val k = {16, from ? (void *)from->b : NULL}, d;
+	rc = mdb_cursor_get(c, &k, &d, from ? MDB_SET_RANGE : MDB_FIRST);
+	int ret = 0;
+	while (rc == 0) {
+		store_tx_info t;
+		if (k.mv_size == 16 && txs_decode(&d, k.mv_data, &t) == 0 && (ret = cb(arg, &t)))
+			break;
+		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (!ret && rc && rc != MDB_NOTFOUND)
+		return ESCROW_ERR_STORAGE;
+	return ret;
+}
+
+static int count_cb(void *arg, const store_tx_info *t)
+{
+	uint64_t *n = arg;
+	n[t->state == STORE_TX_EXPIRED ? 1 : 0]++;
+	return 0;
+}
+
+int store_load_tx_counts(store *s, uint64_t *pending, uint64_t *expired)
+{
+	store_rtxn *r;
+	int rc = store_rtxn_begin(s, &r);
+	if (rc)
+		return rc;
+	uint64_t n[2] = {0, 0};
+	rc = store_tx_scan(r, NULL, count_cb, n);
+	store_rtxn_end(r);
+	*pending = n[0];
+	*expired = n[1];
+	return rc;
+}

@@ -1,0 +1,291 @@
+/*
+ * test_store_tx.c - the store's transaction ops (store/tx.c): half add,
+ * commit (all messages appended in one op), rollback, tombstones and their
+ * conflicts, checks moving tx_due, expiry, reopen, tombstone GC.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/store.h"
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int fails;
+
+#define CHECK(c)                                                                      \
+	do {                                                                          \
+		if (!(c)) {                                                           \
+			printf("# %s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
+			fails++;                                                      \
+		}                                                                     \
+	} while (0)
+
+static void on_log(int level, const char *line)
+{
+	printf("# log %d: %s\n", level, line);
+}
+
+static void on_done(void *arg, store_op *ops)
+{
+	(void)arg;
+	for (store_op *op = ops, *next; op; op = next) {
+		next = op->next;
+		pthread_mutex_lock(&mu);
+		*(int *)op->ctx = 1;
+		pthread_cond_broadcast(&cv);
+		pthread_mutex_unlock(&mu);
+	}
+}
+
+static int flags[64];
+static int nflags;
+
+static store_op *new_op(store_op_kind kind)
+{
+	store_op *op = calloc(1, sizeof *op);
+	op->kind = kind;
+	op->ctx = &flags[nflags++ % 64];
+	*(int *)op->ctx = 0;
+	return op;
+}
+
+static int run(store *s, store_op *op)
+{
+	op->next = NULL;
+	store_submit(s, op);
+	pthread_mutex_lock(&mu);
+	while (!*(int *)op->ctx)
+		pthread_cond_wait(&cv, &mu);
+	pthread_mutex_unlock(&mu);
+	return op->err;
+}
+
+static escrow_id_t mkid(unsigned n)
+{
+	escrow_id_t id;
+	memset(&id, 0, sizeof id);
+	id.b[0] = 0x42;
+	id.b[15] = (uint8_t)n;
+	id.b[14] = (uint8_t)(n >> 8);
+	return id;
+}
+
+static store_op *half(escrow_id_t tx, uint32_t tid, unsigned idn, const char *key, uint64_t due)
+{
+	store_op *op = new_op(STORE_OP_TX_HALF_ADD);
+	op->u.tx.tx = tx;
+	snprintf(op->u.tx.pgroup, sizeof op->u.tx.pgroup, "pg");
+	op->u.tx.conn_id = 7;
+	op->u.tx.topic_id = tid;
+	op->u.tx.id = mkid(idn);
+	if (key) {
+		op->u.tx.key = strdup(key);
+		op->u.tx.key_len = (uint32_t)strlen(key);
+	}
+	wire_msg rec = {0};
+	WIRE_SET(&rec, ID, id, op->u.tx.id);
+	WIRE_SET(&rec, BODY, body, wire_cstr("body"));
+	wire_buf b = {0};
+	wire_encode_map(&rec, &b);
+	op->u.tx.rec = b.p;
+	op->u.tx.rec_len = (uint32_t)b.len;
+	op->u.tx.due_ms = due;
+	return op;
+}
+
+static int run_end(store *s, escrow_id_t tx, int action, store_op **keep)
+{
+	store_op *op = new_op(STORE_OP_TX_END);
+	op->u.tx.tx = tx;
+	op->u.tx.action = action;
+	int rc = run(s, op);
+	if (keep)
+		*keep = op;
+	else
+		store_op_free(op);
+	return rc;
+}
+
+static int run_ck(store *s, store_op_kind k, escrow_id_t tx, uint64_t due, uint32_t *checks)
+{
+	store_op *op = new_op(k);
+	op->u.tx.tx = tx;
+	op->u.tx.due_ms = due;
+	int rc = run(s, op);
+	if (checks)
+		*checks = op->u.tx.checks;
+	store_op_free(op);
+	return rc;
+}
+
+struct due_seen {
+	int n;
+	escrow_id_t tx[16];
+	uint64_t due[16];
+};
+
+static int due_cb(void *arg, const escrow_id_t *tx, uint64_t due)
+{
+	struct due_seen *d = arg;
+	if (d->n < 16) {
+		d->tx[d->n] = *tx;
+		d->due[d->n] = due;
+	}
+	d->n++;
+	return 0;
+}
+
+static int half_cb(void *arg, const store_half_info *h)
+{
+	(*(int *)arg)++;
+	(void)h;
+	return 0;
+}
+
+static store *open_at(const char *dir)
+{
+	store_opts o = {.dir = dir, .sync = STORE_SYNC_NONE, .done = on_done, .log = on_log};
+	store *s = NULL;
+	char err[256];
+	if (store_open(&s, &o, err, sizeof err)) {
+		printf("# store_open: %s\n", err);
+		return NULL;
+	}
+	return s;
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	char base[64] = "/tmp/escrow-test-storetx-XXXXXX", dir[128];
+	if (!mkdtemp(base)) {
+		printf("Bail out! mkdtemp: %s\n", strerror(errno));
+		return 1;
+	}
+	snprintf(dir, sizeof dir, "%s/data", base);
+	printf("1..1\n");
+	store *s = open_at(dir);
+	if (!s) {
+		printf("Bail out! open\n");
+		return 1;
+	}
+	store_op *op = new_op(STORE_OP_TOPIC_CREATE);
+	snprintf(op->u.topic.name, sizeof op->u.topic.name, "a");
+	CHECK(run(s, op) == 0);
+	uint32_t ta = op->u.topic.id;
+	store_op_free(op);
+	op = new_op(STORE_OP_TOPIC_CREATE);
+	snprintf(op->u.topic.name, sizeof op->u.topic.name, "b");
+	CHECK(run(s, op) == 0);
+	uint32_t tb = op->u.topic.id;
+	store_op_free(op);
+
+	escrow_id_t t1 = mkid(1001), t2 = mkid(1002), t3 = mkid(1003);
+	/* t1: 3 messages on 2 topics; a repeated id is a dup */
+	op = half(t1, ta, 1, "k1", 100);
+	CHECK(run(s, op) == 0 && op->u.tx.count == 1 && !op->u.tx.dup);
+	store_op_free(op);
+	op = half(t1, tb, 2, NULL, 999);
+	CHECK(run(s, op) == 0 && op->u.tx.count == 2);
+	store_op_free(op);
+	op = half(t1, ta, 3, NULL, 999);
+	CHECK(run(s, op) == 0 && op->u.tx.count == 3);
+	store_op_free(op);
+	op = half(t1, ta, 3, NULL, 999);
+	CHECK(run(s, op) == 0 && op->u.tx.dup && op->u.tx.count == 3);
+	store_op_free(op);
+	op = half(t2, 999, 4, NULL, 200);
+	CHECK(run(s, op) == ESCROW_ERR_NOT_FOUND);
+	store_op_free(op);
+	op = half(t2, ta, 4, NULL, 200);
+	CHECK(run(s, op) == 0);
+	store_op_free(op);
+
+	store_rtxn *r;
+	struct due_seen d = {0};
+	CHECK(store_rtxn_begin(s, &r) == 0);
+	CHECK(store_tx_due(r, 150, 10, due_cb, &d) == 0 && d.n == 1 &&
+	      memcmp(&d.tx[0], &t1, 16) == 0 && d.due[0] == 100);
+	int nh = 0;
+	CHECK(store_tx_halves(r, &t1, half_cb, &nh) == 0 && nh == 3);
+	uint64_t seq;
+	wire_str rec;
+	CHECK(store_msg_next(r, ta, 1, &seq, &rec) == ESCROW_ERR_NOT_FOUND); /* invisible */
+	store_rtxn_end(r);
+
+	/* checks move tx_due, expiry takes it off */
+	uint32_t checks = 0;
+	CHECK(run_ck(s, STORE_OP_TX_CHECKED, t1, 500, &checks) == 0 && checks == 1);
+	CHECK(run_ck(s, STORE_OP_TX_RESCHEDULE, t1, 600, &checks) == 0 && checks == 1);
+	CHECK(run_ck(s, STORE_OP_TX_EXPIRE, t2, 0, &checks) == 0 && checks == 1);
+	CHECK(run_ck(s, STORE_OP_TX_CHECKED, t2, 700, NULL) == ESCROW_ERR_NOT_FOUND);
+	memset(&d, 0, sizeof d);
+	CHECK(store_rtxn_begin(s, &r) == 0);
+	CHECK(store_tx_due(r, 10000, 10, due_cb, &d) == 0 && d.n == 1 && d.due[0] == 600);
+	store_tx_info ti;
+	CHECK(store_tx_get(r, &t1, &ti) == 0 && ti.checks == 1 && ti.n == 3 &&
+	      ti.state == STORE_TX_PENDING && ti.conn_id == 7 && strcmp(ti.pgroup, "pg") == 0);
+	CHECK(store_tx_get(r, &t2, &ti) == 0 && ti.state == STORE_TX_EXPIRED);
+	store_rtxn_end(r);
+
+	/* commit t1: all 3 visible; idempotent; rollback conflicts */
+	store_op *keep;
+	CHECK(run_end(s, t1, STORE_TX_COMMIT, &keep) == 0 && keep->u.tx.n_out == 3 &&
+	      !keep->u.tx.already);
+	store_op_free(keep);
+	CHECK(run_end(s, t1, STORE_TX_COMMIT, &keep) == 0 && keep->u.tx.already);
+	store_op_free(keep);
+	CHECK(run_end(s, t1, STORE_TX_ROLLBACK, NULL) == ESCROW_ERR_CONFLICT);
+	CHECK(run_end(s, t3, STORE_TX_COMMIT, NULL) == ESCROW_ERR_NOT_FOUND);
+	op = half(t1, ta, 9, NULL, 999);
+	CHECK(run(s, op) == ESCROW_ERR_CONFLICT);
+	store_op_free(op);
+	/* expired t2 can still be rolled back by an operator */
+	CHECK(run_end(s, t2, STORE_TX_ROLLBACK, NULL) == 0);
+	CHECK(run_end(s, t2, STORE_TX_COMMIT, NULL) == ESCROW_ERR_CONFLICT);
+
+	CHECK(store_rtxn_begin(s, &r) == 0);
+	uint64_t n = 0;
+	CHECK(store_topic_count(r, ta, &n) == 0 && n == 2);
+	CHECK(store_topic_count(r, tb, &n) == 0 && n == 1);
+	CHECK(store_tx_get(r, &t1, &ti) == ESCROW_ERR_NOT_FOUND);
+	nh = 0;
+	CHECK(store_tx_halves(r, &t1, half_cb, &nh) == 0 && nh == 0);
+	memset(&d, 0, sizeof d);
+	CHECK(store_tx_due(r, UINT64_MAX, 10, due_cb, &d) == 0 && d.n == 0);
+	int outc;
+	uint64_t ms;
+	CHECK(store_tx_done_get(r, &t1, &outc, &ms) == 0 && outc == STORE_TX_COMMIT);
+	store_rtxn_end(r);
+
+	/* survives reopen */
+	op = half(t3, tb, 20, NULL, 50);
+	CHECK(run(s, op) == 0);
+	store_op_free(op);
+	store_close(s);
+	s = open_at(dir);
+	CHECK(s != NULL);
+	uint64_t pend = 0, exp = 0;
+	CHECK(store_load_tx_counts(s, &pend, &exp) == 0 && pend == 1 && exp == 0);
+	CHECK(run_end(s, t1, STORE_TX_COMMIT, NULL) == 0);
+
+	/* GC: everything older than far future goes */
+	op = new_op(STORE_OP_TX_GC);
+	op->u.tx.due_ms = UINT64_MAX;
+	op->u.tx.count = 100;
+	CHECK(run(s, op) == 0 && op->u.tx.n_out == 2);
+	store_op_free(op);
+	CHECK(run_end(s, t1, STORE_TX_COMMIT, NULL) == ESCROW_ERR_NOT_FOUND);
+	store_close(s);
+	char cmd[200];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", base);
+	if (system(cmd)) {
+	}
+	printf("%sok 1 - tx ops: half add, commit, rollback, tombstones, checks, expiry, reopen, gc\n",
+	       fails ? "not " : "");
+	return fails ? 1 : 0;
+}
