@@ -74,6 +74,13 @@ typedef struct broker_conf {
 	uint32_t max_pending_ops; /* per connection: stop reading above it */
 	store_topic_conf topic_defaults;
 	store_group_conf group_defaults;
+	/* transactions (tx.c) */
+	uint64_t tx_timeout_ms;       /* --tx-timeout: first check after this age */
+	store_group_conf tx_backoff;  /* --tx-check-backoff (n_backoff, backoff_ms) */
+	uint32_t tx_max_checks;       /* --tx-max-checks */
+	bool tx_policy_rollback;      /* --tx-policy rollback (else expire) */
+	uint64_t tx_check_timeout_ms; /* --tx-check-timeout */
+	uint64_t tx_tombstone_ms;     /* --tx-tombstone */
 } broker_conf;
 
 /* config_parse fills @c from argv. Returns 0 to run, 1 when --help or
@@ -215,6 +222,24 @@ void cmd_dispatch(conn *c, const wire_msg *m);
 /* cmd_done handles an op the writer handed back (reply + side effects). */
 void cmd_done(broker *b, store_op *op);
 
+/* ---- transactions and check-back (tx.c) -------------------------------- */
+
+struct txstate;
+int tx_init(broker *b);           /* after topics are loaded; 0 or -1 */
+void tx_shutdown(broker *b);
+void cmd_send_half(conn *c, const wire_msg *m);
+void cmd_end_tx(conn *c, const wire_msg *m);
+void cmd_tx_list(conn *c, const wire_msg *m);
+void tx_done(broker *b, store_op *op);
+/* cmd.c helpers shared with tx.c */
+char *build_record(const wire_msg *m, uint32_t *len);
+bool check_msg_fields_or_reply(conn *c, const wire_msg *m);   /* a TX_* op handed back */
+void tx_on_hello(conn *c);               /* a producer said hello: check at once */
+void tx_counts(broker *b, uint64_t *pending, uint64_t *expired, uint64_t *checks);
+/* topic_made_visible raises next_seq to cover @seq and marks every group of
+ * the topic for dispatch (APPEND and TX_END commits). */
+void topic_made_visible(broker *b, topic *t, uint64_t seq);
+
 /* ---- delivery (dispatch.c) ---------------------------------------------- */
 
 void dispatch_mark(broker *b, group *g); /* deliver what can be at the end of this pass */
@@ -245,6 +270,7 @@ struct broker {
 	wire_buf out;             /* scratch encode buffer */
 	bool stopping;
 	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
+	struct txstate *tx;       /* transactions (tx.c) */
 };
 
 /* broker_submit queues @op for the writer at the end of this pass. */

@@ -107,6 +107,7 @@ static void cmd_hello(conn *c, const wire_msg *m)
 	WIRE_SET(&r, VERSION, version, wire_cstr(ESCROW_VERSION_STR));
 	WIRE_SET(&r, VER, ver, WIRE_PROTOCOL_VERSION);
 	conn_reply(c, &r);
+	tx_on_hello(c);
 }
 
 /* ping {rid} -> {rid, ok} §5.2 */
@@ -133,6 +134,11 @@ static void cmd_status(conn *c, const wire_msg *m)
 	}
 	WIRE_SET(&r, CONSUMERS, consumers, consumers);
 	WIRE_SET(&r, INFLIGHT, inflight, inflight);
+	uint64_t txs, expired, checks;
+	tx_counts(b, &txs, &expired, &checks);
+	WIRE_SET(&r, TXS, txs, txs);
+	WIRE_SET(&r, EXPIRED, expired, expired);
+	WIRE_SET(&r, CHECKS, checks, checks);
 	conn_reply(c, &r);
 }
 
@@ -245,7 +251,7 @@ static void cmd_topic_delete(conn *c, const wire_msg *m)
 }
 
 /* check_msg_fields_or_reply: the limits of §6 on key, tags, props, body. */
-static bool check_msg_fields_or_reply(conn *c, const wire_msg *m)
+bool check_msg_fields_or_reply(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
 	if (m->body.len > b->conf.max_body_bytes) {
@@ -295,7 +301,7 @@ static bool check_msg_fields_or_reply(conn *c, const wire_msg *m)
  * the map {id, key?, tags?, props?, body, born_ms?, stored_ms}. Returns a
  * malloc'd buffer and its length in *len, or NULL when out of memory.
  */
-static char *build_record(const wire_msg *m, uint32_t *len)
+char *build_record(const wire_msg *m, uint32_t *len)
 {
 	wire_msg rec = {0};
 	WIRE_SET(&rec, ID, id, m->id);
@@ -475,6 +481,9 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_SEND] = cmd_send,
 	[WIRE_OP_SUBSCRIBE] = cmd_subscribe,
 	[WIRE_OP_ACK] = cmd_ack,
+	[WIRE_OP_SEND_HALF] = cmd_send_half,
+	[WIRE_OP_END_TX] = cmd_end_tx,
+	[WIRE_OP_TX_LIST] = cmd_tx_list,
 };
 
 void cmd_dispatch(conn *c, const wire_msg *m)
@@ -519,8 +528,21 @@ static void reply_done_err(conn *c, uint64_t rid, const store_op *op)
 	conn_reply_err(c, &req, op->err, "%s", what);
 }
 
+void topic_made_visible(broker *b, topic *t, uint64_t seq)
+{
+	if (t && seq >= t->next_seq) {
+		t->next_seq = seq + 1;
+		for (group *g = t->groups; g; g = g->next)
+			dispatch_mark(b, g);
+	}
+}
+
 void cmd_done(broker *b, store_op *op)
 {
+	if (op->kind >= STORE_OP_TX_HALF_ADD && op->kind <= STORE_OP_TX_GC) {
+		tx_done(b, op);
+		return;
+	}
 	bop *r = (bop *)op;
 	conn *c = r->c;
 	wire_msg rep = {0};
@@ -579,11 +601,8 @@ void cmd_done(broker *b, store_op *op)
 		break;
 	case STORE_OP_APPEND: {
 		topic *t = topic_by_id(b, op->u.append.topic_id);
-		if (t && !op->u.append.dup && op->u.append.seq >= t->next_seq) {
-			t->next_seq = op->u.append.seq + 1;
-			for (group *g = t->groups; g; g = g->next)
-				dispatch_mark(b, g);
-		}
+		if (!op->u.append.dup)
+			topic_made_visible(b, t, op->u.append.seq);
 		if (c) {
 			WIRE_SET(&rep, SEQ, seq, op->u.append.seq);
 			if (op->u.append.dup)
@@ -595,6 +614,8 @@ void cmd_done(broker *b, store_op *op)
 	case STORE_OP_ACK:
 		if (c)
 			conn_reply(c, &rep);
+		break;
+	default:
 		break;
 	}
 out:

@@ -173,6 +173,44 @@ static int set_max_pending(broker_conf *c, const char *v)
 	return 0;
 }
 
+static int set_tx_timeout(broker_conf *c, const char *v)
+{
+	return parse_duration_ms(v, &c->tx_timeout_ms);
+}
+
+static int set_tx_backoff(broker_conf *c, const char *v)
+{
+	return parse_schedule(v, &c->tx_backoff);
+}
+
+static int set_tx_max_checks(broker_conf *c, const char *v)
+{
+	char *end;
+	long n = strtol(v, &end, 10);
+	if (*end || n < 1 || n > 1000000)
+		return -1;
+	c->tx_max_checks = (uint32_t)n;
+	return 0;
+}
+
+static int set_tx_policy(broker_conf *c, const char *v)
+{
+	if (strcmp(v, "expire") && strcmp(v, "rollback"))
+		return -1;
+	c->tx_policy_rollback = strcmp(v, "rollback") == 0;
+	return 0;
+}
+
+static int set_tx_check_timeout(broker_conf *c, const char *v)
+{
+	return parse_duration_ms(v, &c->tx_check_timeout_ms) || c->tx_check_timeout_ms == 0 ? -1 : 0;
+}
+
+static int set_tx_tombstone(broker_conf *c, const char *v)
+{
+	return parse_duration_ms(v, &c->tx_tombstone_ms);
+}
+
 static const struct option_desc {
 	const char *name;
 	const char *arg;
@@ -190,6 +228,12 @@ static const struct option_desc {
 	{"ack-timeout", "DUR", "30s", "default ack timeout of consumer groups", set_ack_timeout},
 	{"max-deliveries", "N", "16", "default deliveries before a message is dead-lettered", set_max_deliveries},
 	{"backoff", "\"DUR ...\"", "10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h", "default redelivery backoff schedule", set_backoff},
+	{"tx-timeout", "DUR", "6s", "age of a transaction without end_tx at its first check-back (broker clock)", set_tx_timeout},
+	{"tx-check-backoff", "\"DUR ...\"", "6s 12s 30s 1m 2m 5m", "delay before each next check-back; the last step repeats", set_tx_backoff},
+	{"tx-max-checks", "N", "15", "check-backs answered UNKNOWN (or unanswered) before --tx-policy applies", set_tx_max_checks},
+	{"tx-policy", "expire|rollback", "expire", "after max checks: expire (kept, listed, resolved by an operator) or rollback", set_tx_policy},
+	{"tx-check-timeout", "DUR", "10s", "reply timeout of one check-back; no answer counts as UNKNOWN", set_tx_check_timeout},
+	{"tx-tombstone", "DUR", "24h", "how long an ended transaction's outcome is kept for end_tx idempotency", set_tx_tombstone},
 	{"max-pending", "N", "4096", "store ops in flight per connection before escrowd stops reading from it", set_max_pending},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])

@@ -170,6 +170,11 @@ int main(int argc, char **argv)
 		store_close(b->st);
 		return 1;
 	}
+	if (tx_init(b)) {
+		fprintf(stderr, "escrowd: cannot load transactions of %s\n", b->conf.data_dir);
+		store_close(b->st);
+		return 1;
+	}
 	if (listen_on(b)) {
 		store_close(b->st);
 		return 1;
@@ -190,6 +195,7 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(b->base);
 	shutdown_broker(b);
+	tx_shutdown(b);
 
 	while (b->conns)
 		conn_close(b->conns, "shutdown");

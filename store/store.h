@@ -234,6 +234,7 @@ typedef enum store_op_kind {
 	 * ids already stored and topics deleted meanwhile); both delete the
 	 * half, txs and tx_due entries and write tx_done[tx] = outcome|ms.
 	 * out: tx.already (tombstone with the same outcome: nothing written),
+	 * tx.dup (the tx was EXPIRED),
 	 * tx.count, tx.n_out + tx.out_topic/out_seq (owned: appended seqs).
 	 * err: NOT_FOUND (no tx, no tombstone), CONFLICT (other outcome). */
 	STORE_OP_TX_END,

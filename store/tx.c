@@ -293,6 +293,7 @@ static int apply_end(struct wctx *w, store_op *op)
 	if ((rc = txs_get(w, tx, &t)))
 		return rc;
 	op->u.tx.count = t.n;
+	op->u.tx.dup = t.state == STORE_TX_EXPIRED;
 	if (action == STORE_TX_ROLLBACK)
 		return delete_tx(w, &t, action);
 
