@@ -216,6 +216,8 @@ struct escrow_conf {
 	int log_level;                     /* ESCROW_LOG_* */
 	escrow_log_cb *log_cb;             /* NULL: lines are dropped */
 	void *log_arg;                     /* for log_cb */
+	void *check_cb;                    /* escrow_check_tx_cb * (producer/tx.c) */
+	void *check_arg;                   /* for check_cb */
 };
 
 /* conf_log is client_log for code that has a conf but no client. */

@@ -21,6 +21,7 @@
 #include "client/client.h"
 #include "client/msg_int.h"
 #include "escrow/producer.h"
+#include "producer/tx_int.h"
 
 /* One async send from acceptance until its report is served. */
 typedef struct dr {
@@ -61,7 +62,7 @@ escrow_producer_t *escrow_producer_new(const escrow_conf_t *conf, char *errstr,
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	TAILQ_INIT(&p->ready);
-	client_opts o = {.conf = conf, .role = "producer", .arg = p};
+	client_opts o = {.conf = conf, .role = "producer", .arg = p, .on_push = producer_on_push};
 	if (client_new(&p->cl, &o, errstr, errstr_size)) {
 		pthread_mutex_destroy(&p->lock);
 		pthread_cond_destroy(&p->cond);
@@ -267,6 +268,16 @@ int escrow_producer_flush(escrow_producer_t *p, int timeout_ms)
 	}
 	pthread_mutex_unlock(&p->lock);
 	return rc;
+}
+
+client *producer_client(escrow_producer_t *p)
+{
+	return p->cl;
+}
+
+int producer_timeout_ms(escrow_producer_t *p)
+{
+	return p->timeout_ms;
 }
 
 int escrow_producer_outq_len(escrow_producer_t *p)

@@ -234,6 +234,146 @@ ESCROW_EXPORT int escrow_producer_flush(escrow_producer_t *p, int timeout_ms);
  */
 ESCROW_EXPORT int escrow_producer_outq_len(escrow_producer_t *p);
 
+/* ---- transactions (producer/tx.c) ------------------------------------ */
+
+/**
+ * @brief A transaction: one or more half messages, to any topics, that the
+ *        broker stores durably but delivers only once the transaction is
+ *        committed (doc/semantics.md, "Transactions"). Opaque.
+ *
+ * The local-transaction pattern of RocketMQ's TransactionMQProducer:
+ * 1. escrow_tx_begin(), escrow_tx_send() each message (durable, invisible);
+ * 2. run the local database transaction;
+ * 3. escrow_tx_commit() if it committed, escrow_tx_rollback() if not.
+ * If the process dies between 2 and 3, or step 3 cannot reach the broker,
+ * the broker asks a producer of the same `producer.group` (the one that
+ * opened the transaction if it is still connected) through the check
+ * handler registered with escrow_conf_set_check_cb().
+ */
+typedef struct escrow_tx escrow_tx_t;
+
+/** @brief What a local transaction (or a check) says about a transaction. */
+typedef enum escrow_tx_state {
+	ESCROW_TX_COMMIT = 1,   /**< deliver the messages */
+	ESCROW_TX_ROLLBACK = 2, /**< drop them */
+	ESCROW_TX_UNKNOWN = 3,  /**< not decided yet: the broker asks again later */
+} escrow_tx_state_t;
+
+/**
+ * @brief Open a transaction on @p p with a new client-side id
+ *        (escrow_id_new()). Nothing is sent until escrow_tx_send().
+ * @param[in]  p    the producer; not NULL
+ * @param[out] out  the transaction; free with escrow_tx_free()
+ * @return ESCROW_OK, ESCROW_ERR__INVALID_ARG, ESCROW_ERR__NO_MEM.
+ * @remark any thread.
+ */
+ESCROW_EXPORT int escrow_tx_begin(escrow_producer_t *p, escrow_tx_t **out);
+
+/** @brief The transaction id (16 bytes), valid until escrow_tx_free(). */
+ESCROW_EXPORT const escrow_id_t *escrow_tx_id(const escrow_tx_t *tx);
+
+/**
+ * @brief Add @p msg to the transaction as a half message and wait until the
+ *        broker stored it durably (it stays invisible until the commit).
+ * Retried with the same ids like escrow_send(): a repeat is recognised.
+ * @param[in]  tx      the transaction; not NULL
+ * @param[in]  msg     the message (any topic; a delay is kept); read only
+ * @param[out] id_out  the message id used; may be NULL
+ * @return ESCROW_OK, or the errors of escrow_send(), plus
+ *         ESCROW_ERR_CONFLICT: the transaction already ended (or EXPIRED).
+ * @remark any thread, but one transaction from one thread at a time.
+ */
+ESCROW_EXPORT int escrow_tx_send(escrow_tx_t *tx, const escrow_msg_t *msg, escrow_id_t *id_out);
+
+/**
+ * @brief Commit: every message of the transaction becomes visible, all
+ *        together, once durable. Idempotent (committing twice is OK).
+ * @return ESCROW_OK, ESCROW_ERR_CONFLICT (it was rolled back, e.g. by a
+ *         check answer or an operator), ESCROW_ERR_NOT_FOUND (no message was
+ *         ever sent in it, or its tombstone is older than --tx-tombstone),
+ *         or the transport errors of escrow_send().
+ */
+ESCROW_EXPORT int escrow_tx_commit(escrow_tx_t *tx);
+
+/** @brief Roll back: the messages are dropped. Idempotent; ESCROW_ERR_CONFLICT
+ *         if it was committed. Other returns as escrow_tx_commit(). */
+ESCROW_EXPORT int escrow_tx_rollback(escrow_tx_t *tx);
+
+/** @brief Free the handle (does not end the transaction). NULL-safe. */
+ESCROW_EXPORT void escrow_tx_free(escrow_tx_t *tx);
+
+/**
+ * @brief The local transaction of escrow_send_in_transaction(), as
+ *        RocketMQ's executeLocalTransaction.
+ * @param[in] msg    the message, already stored as a half message
+ * @param[in] tx_id  its transaction id (store it with the local change so
+ *                   the check handler can find it)
+ * @param[in] arg    the @p arg of escrow_send_in_transaction()
+ * @return the local outcome. Runs on the calling thread.
+ */
+typedef escrow_tx_state_t(escrow_local_tx_cb)(const escrow_msg_t *msg, const escrow_id_t *tx_id,
+                                              void *arg);
+
+/** @brief Outcome of escrow_send_in_transaction(). */
+typedef struct escrow_tx_result {
+	escrow_id_t tx_id;             /**< the transaction id */
+	escrow_id_t msg_id;            /**< the message id */
+	escrow_tx_state_t local_state; /**< what the callback returned */
+	int end_err;                   /**< end_tx result (ESCROW_OK; for UNKNOWN: not sent, 0) */
+} escrow_tx_result_t;
+
+/**
+ * @brief Send @p msg as the one half message of a new transaction, run
+ *        @p local_cb, then commit or roll back as it says, as RocketMQ's
+ *        TransactionMQProducer.sendMessageInTransaction.
+ * UNKNOWN, or a process that dies inside @p local_cb, leaves the decision to
+ * check-back (the handler of escrow_conf_set_check_cb()).
+ * @return ESCROW_OK when the half message was stored (see
+ *         @p result->end_err for the end_tx); else the escrow_tx_send() error
+ *         and @p local_cb was not called.
+ * @remark any thread; @p local_cb runs on it.
+ */
+ESCROW_EXPORT int escrow_send_in_transaction(escrow_producer_t *p, const escrow_msg_t *msg,
+                                             escrow_local_tx_cb *local_cb, void *arg,
+                                             escrow_tx_result_t *result);
+
+/** @brief A transaction the broker asks about: its id and messages. Opaque;
+ *         valid only during the check handler call. */
+typedef struct escrow_tx_view escrow_tx_view_t;
+
+/** @brief The transaction id. */
+ESCROW_EXPORT const escrow_id_t *escrow_tx_view_id(const escrow_tx_view_t *v);
+/** @brief How many messages the transaction holds. */
+ESCROW_EXPORT size_t escrow_tx_view_count(const escrow_tx_view_t *v);
+/** @brief Message @p i (topic, id, key, tags, props, body through the
+ *         escrow_msg_* accessors); NULL when out of range. Borrowed. */
+ESCROW_EXPORT const escrow_msg_t *escrow_tx_view_msg(const escrow_tx_view_t *v, size_t i);
+/** @brief Checks the broker already counted for this transaction. */
+ESCROW_EXPORT uint32_t escrow_tx_view_checks(const escrow_tx_view_t *v);
+
+/**
+ * @brief The check handler, as RocketMQ's checkLocalTransaction: tell the
+ *        broker what became of a transaction whose end it never heard.
+ * Look the transaction id up in the local database (where the local
+ * transaction recorded it): COMMIT if the local change is there, ROLLBACK if
+ * it can never be, UNKNOWN if it cannot tell yet (asked again later; after
+ * `--tx-max-checks` the broker applies its policy, by default EXPIRED).
+ * @remark called on the library's I/O thread, also while the application
+ *         is idle: must be thread-safe, must be quick and must not block
+ *         (return UNKNOWN rather than wait) and must not call escrow_*
+ *         functions that wait for the broker. Any producer of the group may
+ *         be asked about any transaction of the group.
+ */
+typedef escrow_tx_state_t(escrow_check_tx_cb)(const escrow_tx_view_t *tx, void *arg);
+
+/**
+ * @brief Register the check handler in @p conf, before escrow_producer_new(),
+ *        so no check that arrives right after the connection is missed.
+ * Without a handler checks go unanswered (each counts as UNKNOWN when its
+ * reply timeout passes).
+ */
+ESCROW_EXPORT void escrow_conf_set_check_cb(escrow_conf_t *conf, escrow_check_tx_cb *cb, void *arg);
+
 #ifdef __cplusplus
 }
 #endif
