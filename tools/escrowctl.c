@@ -53,6 +53,7 @@ struct ctl {
 	int timeout_ms;        /* request timeout */
 	const struct cmd *cmd; /* the command running, for usage hints */
 	client *cl;            /* connected client, NULL until ctl_connect */
+	const char *pgroup;    /* producer group for the hello (tx send --group) */
 };
 
 /*
@@ -293,6 +294,8 @@ static int ctl_connect(struct ctl *c, client_opts *o)
 	snprintf(num, sizeof num, "%d", c->timeout_ms);
 	escrow_conf_set(conf, "request.timeout.ms", num, NULL, 0);
 	escrow_conf_set(conf, "client.name", PROG, NULL, 0);
+	if (c->pgroup)
+		escrow_conf_set(conf, "producer.group", c->pgroup, NULL, 0);
 	if (c->verbose) {
 		escrow_conf_set(conf, "log.level", c->verbose > 1 ? "debug" : "info", NULL, 0);
 		escrow_conf_set_log_cb(conf, log_to_stderr, NULL);
@@ -300,7 +303,9 @@ static int ctl_connect(struct ctl *c, client_opts *o)
 	if (!o)
 		o = &dflt;
 	o->conf = conf;
-	o->role = "admin";
+	/* tx send opens transactions of a producer group: say hello as a producer
+	 * of it (the client core sends pgroup only for producers) */
+	o->role = c->pgroup ? "producer" : "admin";
 	o->no_reconnect = 1;
 	rc = client_new(&c->cl, o, err, sizeof err);
 	escrow_conf_free(conf);
@@ -1085,6 +1090,238 @@ static int cmd_status(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* ---- tx list|commit|rollback|send ------------------------------------------------------ */
+
+enum { O_TX_EXPIRED = O_OWN + 40, O_TX_GROUP, O_TX_ID, O_TX_KEY };
+
+struct tx_opts {
+	bool expired;
+	const char *group;
+	const char *tx;
+	const char *key;
+};
+
+static int tx_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	struct tx_opts *o = st;
+	switch (opt) {
+	case O_TX_EXPIRED:
+		o->expired = true;
+		return -1;
+	case O_TX_GROUP:
+		if (!wire_utf8_valid(arg, strlen(arg)) || !arg[0])
+			return usage_err(c, "--group: expected a producer group name");
+		o->group = arg;
+		return -1;
+	case O_TX_ID:
+		o->tx = arg;
+		return -1;
+	case O_TX_KEY:
+		if (!wire_utf8_valid(arg, strlen(arg)))
+			return usage_err(c, "--key: not valid UTF-8 text");
+		o->key = arg;
+		return -1;
+	}
+	return usage_err(c, "unknown option");
+}
+
+/* tx_list {state?, pgroup?} -> {items: [{tx, pgroup, state, stored_ms, checks, count,
+ * items: [{topic, id, key?}]}]} */
+static int cmd_tx_list(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"expired", no_argument, NULL, O_TX_EXPIRED},
+	                                    {"group", required_argument, NULL, O_TX_GROUP},
+	                                    {NULL, 0, NULL, 0}};
+	struct tx_opts o = {0};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_TX_LIST};
+	int rc = parse_opts(c, argc, argv, own, tx_opt, &o);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 0, 0)))
+		return rc;
+	if (o.expired)
+		WIRE_SET(&req, STATE, state, wire_cstr("expired"));
+	if (o.group)
+		WIRE_SET(&req, PGROUP, pgroup, wire_cstr(o.group));
+	if ((rc = ctl_request(c, "tx list", &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		if (WIRE_HAS(m, ITEMS))
+			json_msg(stdout, m, 0, "txs");
+		else
+			printf("{\"txs\":[]}");
+		printf("\n");
+		client_reply_free(rep);
+		return EXIT_OK;
+	}
+	static const char *const hdr[] = {"ID", "GROUP", "TOPICS", "KEYS", "AGE", "CHECKS", "STATE"};
+	table t;
+	if (table_init(&t, 7, hdr)) {
+		client_reply_free(rep);
+		errx_("out of memory");
+		return EXIT_BROKER;
+	}
+	uint64_t now = client_now_unix_ms();
+	for (uint32_t i = 0; WIRE_HAS(m, ITEMS) && i < m->items.n; i++) {
+		const wire_msg *it = &m->items.v[i];
+		char hex[33], topics[512] = "", keys[512] = "", age[32], num[32];
+		escrow_id_fmt(&it->tx, hex);
+		for (uint32_t j = 0; j < it->items.n; j++) {
+			const wire_msg *h = &it->items.v[j];
+			size_t tl = strlen(topics), kl = strlen(keys);
+			/* each topic once */
+			char one[300];
+			snprintf(one, sizeof one, "%.*s", (int)h->topic.len, h->topic.p);
+			bool seen = false;
+			for (uint32_t k = 0; k < j && !seen; k++)
+				seen = it->items.v[k].topic.len == h->topic.len &&
+				       memcmp(it->items.v[k].topic.p, h->topic.p, h->topic.len) == 0;
+			if (!seen)
+				snprintf(topics + tl, sizeof topics - tl, "%s%s", tl ? "," : "", one);
+			if (WIRE_HAS(h, KEY) && h->key.len)
+				snprintf(keys + kl, sizeof keys - kl, "%s%.*s", kl ? "," : "",
+				         (int)h->key.len, h->key.p);
+		}
+		fmt_dur(now > it->stored_ms ? now - it->stored_ms : 0, age, sizeof age);
+		snprintf(num, sizeof num, "%llu", (unsigned long long)it->checks);
+		char **cells = calloc(7, sizeof *cells); /* the table takes the array too */
+		if (!cells)
+			break;
+		cells[0] = strdup(hex);
+		cells[1] = wire_str_dup(it->pgroup);
+		cells[2] = strdup(topics);
+		cells[3] = keys[0] ? strdup(keys) : NULL;
+		cells[4] = strdup(age);
+		cells[5] = strdup(num);
+		cells[6] = wire_str_dup(it->state);
+		table_row(&t, cells);
+	}
+	table_print(&t, stdout);
+	table_free(&t);
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* end_tx {tx, action} -> {state}: operator resolution (audited by escrowd) */
+static int tx_end(struct ctl *c, int argc, char **argv, const char *action)
+{
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_END_TX};
+	escrow_id_t id;
+	char what[100];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)))
+		return rc;
+	if (escrow_id_parse(argv[optind], &id))
+		return usage_err(c, "ID: expected 32 hex digits, got '%s'", argv[optind]);
+	WIRE_SET(&req, TX, tx, id);
+	WIRE_SET(&req, ACTION, action, wire_cstr(action));
+	WIRE_SET(&req, REASON, reason, wire_cstr("escrowctl"));
+	snprintf(what, sizeof what, "tx %s %s", action, argv[optind]);
+	/* idempotent at the broker: a repeat finds the tombstone */
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, NULL);
+		printf("\n");
+	} else {
+		printf("%s %.*s\n", argv[optind], (int)m->state.len, m->state.p ? m->state.p : "");
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+static int cmd_tx_commit(struct ctl *c, int argc, char **argv)
+{
+	return tx_end(c, argc, argv, "commit");
+}
+
+static int cmd_tx_rollback(struct ctl *c, int argc, char **argv)
+{
+	return tx_end(c, argc, argv, "rollback");
+}
+
+/* send_half {tx, topic, id, body, key?} -> {count}: prints the tx id */
+static int cmd_tx_send(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"group", required_argument, NULL, O_TX_GROUP},
+	                                    {"tx", required_argument, NULL, O_TX_ID},
+	                                    {"key", required_argument, NULL, O_TX_KEY},
+	                                    {NULL, 0, NULL, 0}};
+	struct tx_opts o = {0};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_SEND_HALF};
+	escrow_id_t tx, id = escrow_id_new();
+	char hex[33], what[300];
+	char *body = NULL;
+	size_t len = 0;
+	int rc = parse_opts(c, argc, argv, own, tx_opt, &o);
+	if (rc >= 0)
+		return rc;
+	int npos = argc - optind;
+	if ((rc = need_args(c, npos, 1, 2)) || (rc = need_text(c, "TOPIC", argv[optind])))
+		return rc;
+	if (!o.group)
+		return usage_err(c, "--group G is required (the producer group that answers checks)");
+	if (o.tx) {
+		if (escrow_id_parse(o.tx, &tx))
+			return usage_err(c, "--tx: expected 32 hex digits, got '%s'", o.tx);
+	} else {
+		tx = escrow_id_new();
+	}
+	const char *topic = argv[optind];
+	if (npos == 2 && strcmp(argv[optind + 1], "-") == 0) {
+		/* the whole of stdin is the body */
+		size_t cap = 0;
+		char buf[65536];
+		size_t n;
+		while ((n = fread(buf, 1, sizeof buf, stdin)) > 0) {
+			char *nb = realloc(body, cap + n + 1);
+			if (!nb) {
+				free(body);
+				errx_("out of memory");
+				return EXIT_BROKER;
+			}
+			body = nb;
+			memcpy(body + cap, buf, n);
+			cap += n;
+		}
+		len = cap;
+	} else if (npos == 2) {
+		body = strdup(argv[optind + 1]);
+		len = body ? strlen(body) : 0;
+	}
+	c->pgroup = o.group;
+	WIRE_SET(&req, TX, tx, tx);
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
+	WIRE_SET(&req, ID, id, id);
+	WIRE_SET(&req, BODY, body, ((wire_str){body ? body : "", (uint32_t)len}));
+	WIRE_SET(&req, BORN_MS, born_ms, client_now_unix_ms());
+	if (o.key)
+		WIRE_SET(&req, KEY, key, wire_cstr(o.key));
+	snprintf(what, sizeof what, "tx send %s", topic);
+	rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep);
+	free(body);
+	if (rc)
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	escrow_id_fmt(&tx, hex);
+	if (c->json) {
+		char mid[33];
+		printf("{\"tx\":\"%s\",\"id\":\"%s\",\"count\":%llu}\n", hex, escrow_id_fmt(&id, mid),
+		       (unsigned long long)m->count);
+	} else {
+		printf("%s\n", hex);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
 /* ---- help ------------------------------------------------------------------------------- */
 
 static const struct cmd *find_cmd(const char *name, const char *sub);
@@ -1146,6 +1383,25 @@ static const struct cmd cmds[] = {
 	 "      --timeout DUR     stop when no message came for DUR; 0 waits forever [5s]\n"
 	 "      --no-ack          do not ack; the broker delivers the messages again\n"},
 	{"status", NULL, cmd_status, "", "show the broker's version, uptime and counters", NULL},
+	{"tx", "list", cmd_tx_list, "[--expired] [--group G]",
+	 "list open transactions (pending or expired)",
+	 "Columns: transaction id, producer group, topics, keys, age, checks, state.\n\n"
+	 "Options:\n"
+	 "      --expired         only EXPIRED ones (waiting for an operator)\n"
+	 "      --group G         only producer group G\n"},
+	{"tx", "commit", cmd_tx_commit, "ID",
+	 "commit a transaction: its messages are delivered (audited in the broker log)", NULL},
+	{"tx", "rollback", cmd_tx_rollback, "ID",
+	 "roll back a transaction: its messages are dropped (audited in the broker log)", NULL},
+	{"tx", "send", cmd_tx_send, "TOPIC --group G [--tx ID] [--key K] [BODY | -]",
+	 "add a half message to transaction ID (a new one without --tx); prints its id",
+	 "The message stays invisible until 'tx commit ID'. If nobody commits or rolls\n"
+	 "it back, the broker asks producers of group G (check-back), then expires it.\n"
+	 "With '-' the whole of stdin is the body.\n\n"
+	 "Options:\n"
+	 "      --group G         producer group that owns the transaction (required)\n"
+	 "      --tx ID           add to this transaction (32 hex digits)\n"
+	 "      --key K           business key of the message\n"},
 	{"help", NULL, cmd_help_run, "[COMMAND [SUBCOMMAND]]", "show help for a command", NULL},
 	{NULL, NULL, NULL, NULL, NULL, NULL},
 };
