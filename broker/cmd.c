@@ -227,6 +227,10 @@ static void cmd_topic_describe(conn *c, const wire_msg *m)
 	}
 	wire_msg r;
 	fill_topic(&r, t);
+	uint64_t txs, expired;
+	tx_topic_counts(c->b, t->id, &txs, &expired);
+	WIRE_SET(&r, TXS, txs, txs);
+	WIRE_SET(&r, EXPIRED, expired, expired);
 	WIRE_SET(&r, RID, rid, m->rid);
 	WIRE_SET(&r, OK, ok, true);
 	WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));

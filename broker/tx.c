@@ -743,3 +743,51 @@ void tx_shutdown(broker *b)
 	free(b->tx);
 	b->tx = NULL;
 }
+
+/* ---- per-topic counts (topic_describe) ------------------------------------ */
+
+#define TX_TOPIC_SCAN_MAX 100000
+
+struct tcount_ctx {
+	store_rtxn *rt;
+	uint32_t topic_id;
+	uint64_t n[2];
+	uint32_t seen;
+	bool hit;
+};
+
+static int tcount_half_cb(void *arg, const store_half_info *h)
+{
+	struct tcount_ctx *tc = arg;
+	if (h->topic_id == tc->topic_id) {
+		tc->hit = true;
+		return 1;
+	}
+	return 0;
+}
+
+static int tcount_cb(void *arg, const store_tx_info *t)
+{
+	struct tcount_ctx *tc = arg;
+	if (++tc->seen > TX_TOPIC_SCAN_MAX)
+		return 1;
+	tc->hit = false;
+	store_tx_halves(tc->rt, &t->tx, tcount_half_cb, tc);
+	if (tc->hit)
+		tc->n[t->state == STORE_TX_EXPIRED ? 1 : 0]++;
+	return 0;
+}
+
+void tx_topic_counts(broker *b, uint32_t topic_id, uint64_t *pending, uint64_t *expired)
+{
+	struct tcount_ctx tc = {.topic_id = topic_id};
+	*pending = *expired = 0;
+	if (!b->tx || (b->tx->pending == 0 && b->tx->expired == 0))
+		return;
+	if (store_rtxn_begin(b->st, &tc.rt))
+		return;
+	store_tx_scan(tc.rt, NULL, tcount_cb, &tc);
+	store_rtxn_end(tc.rt);
+	*pending = tc.n[0];
+	*expired = tc.n[1];
+}
