@@ -235,6 +235,7 @@ void tx_done(broker *b, store_op *op);
 char *build_record(const wire_msg *m, uint32_t *len);
 bool check_msg_fields_or_reply(conn *c, const wire_msg *m);   /* a TX_* op handed back */
 void tx_on_hello(conn *c);               /* a producer said hello: check at once */
+void tx_on_close(conn *c);               /* its unanswered checks are asked elsewhere */
 void tx_counts(broker *b, uint64_t *pending, uint64_t *expired, uint64_t *checks);
 /* transactions with a message for the topic (reads txs and half: operators only) */
 void tx_topic_counts(broker *b, uint32_t topic_id, uint64_t *pending, uint64_t *expired);

@@ -96,6 +96,7 @@ void conn_close(conn *c, const char *why)
 	c->closed = true;
 	while (c->subs)
 		sub_detach(b, c->subs);
+	tx_on_close(c);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	if (c->prev)

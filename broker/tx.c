@@ -41,6 +41,7 @@ typedef struct txw {
 	uint64_t chk;
 	uint64_t deadline_ms;
 	uint32_t checks; /* counted checks when this one was sent */
+	uint64_t conn_id; /* the connection asked (conn->id) */
 	char pgroup[STORE_NAME_MAX + 1];
 	UT_hash_handle hh;
 } txw;
@@ -519,6 +520,7 @@ static void check_one(broker *b, store_rtxn *rt, const escrow_id_t *tx)
 		return;
 	}
 	w->state = W_CHECKING;
+	w->conn_id = c->id;
 	w->deadline_ms = now_ms() + b->conf.tx_check_timeout_ms;
 	b->tx->checks++;
 	char hex[33];
@@ -596,6 +598,23 @@ void tx_on_hello(conn *c)
 	}
 	store_rtxn_end(rt);
 	scan(b);
+}
+
+/*
+ * tx_on_close: a connection that was asked and did not answer is gone (a
+ * producer that died or was stopped): ask again, another producer of the
+ * group if there is one, without counting this check.
+ */
+void tx_on_close(conn *c)
+{
+	broker *b = c->b;
+	if (!b->tx || b->stopping)
+		return;
+	txw *w, *tmp;
+	HASH_ITER(hh, b->tx->w, w, tmp) {
+		if (w->state == W_CHECKING && w->conn_id == c->id)
+			submit_timer_op(b, STORE_OP_TX_RESCHEDULE, &w->tx, now_ms(), false);
+	}
 }
 
 /* ---- completions ---------------------------------------------------------- */

@@ -10,6 +10,7 @@
  * --tx-check-timeout 300ms, so a transaction nobody answers expires within
  * about 1.5 s.
  */
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +30,21 @@ static const char *const targs[] = {"--tx-timeout", "200ms", "--tx-check-backoff
                                     "--log-level", "warn", NULL};
 
 /* ---- helpers -------------------------------------------------------------- */
+
+/* recv_within waits up to @ms for the start of a frame, then reads the
+ * whole frame with the harness's long timeout: a short timeout that expired
+ * between a frame's header and its body would desynchronise the stream. */
+static int recv_within(int fd, raw_frame *r, int ms)
+{
+	struct pollfd pf = {fd, POLLIN, 0};
+	memset(r, 0, sizeof *r);
+	int n = poll(&pf, 1, ms < 0 ? 0 : ms);
+	if (n == 0)
+		return RAW_TIMEOUT;
+	if (n < 0)
+		return RAW_ERROR;
+	return raw_recv(fd, r, RAW_TIMEOUT_MS);
+}
 
 static int pconn(const char *name, const char *role, const char *pgroup)
 {
@@ -130,7 +146,7 @@ static int drain(int fd, int ms, void (*seen)(const escrow_id_t *id, void *arg),
 		if (left <= 0)
 			break;
 		raw_frame r;
-		int rc = raw_recv(fd, &r, (int)left);
+		int rc = recv_within(fd, &r, (int)left);
 		if (rc == RAW_OK && r.f.m.op == WIRE_OP_DELIVER) {
 			n++;
 			if (seen)
@@ -157,7 +173,7 @@ static uint64_t wait_check(int fd, int ms, escrow_id_t *tx, int *nitems)
 		if (left <= 0)
 			return 0;
 		raw_frame r;
-		int rc = raw_recv(fd, &r, (int)left);
+		int rc = recv_within(fd, &r, (int)left);
 		uint64_t chk = 0;
 		if (rc == RAW_OK && r.f.m.op == WIRE_OP_CHECK) {
 			chk = r.f.m.chk;
