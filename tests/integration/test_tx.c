@@ -508,7 +508,7 @@ end:
 /* 8: many transactions from 4 threads, random commit / rollback / unknown
  * (then the check decides by the id's last byte): delivered == committed. */
 #define T8 4
-#define N8 1000
+#define N8 2500
 static escrow_id_t ids8[T8][N8];
 static int decided8[T8][N8]; /* 1 commit, 2 rollback, 3 unknown */
 static escrow_id_t tx8[T8][N8];
