@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
 	--build-dir) dir=${2:?--build-dir needs a directory}; shift ;;
 	--suite) mtest_args+=(--suite "${2:?--suite needs a name}"); shift ;;
 	--) shift; mtest_args+=("$@"); break ;;
-	-h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "test.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
