@@ -257,6 +257,11 @@ int escrow_producer_flush(escrow_producer_t *p, int timeout_ms)
 		serve_locked(p);
 		if (p->outstanding == 0)
 			break;
+		/* serve_locked drops the lock while it runs callbacks: reports that
+		 * came in meanwhile are already queued and their broadcast is gone,
+		 * so sleeping now would wait for a wake-up that never comes */
+		if (!TAILQ_EMPTY(&p->ready))
+			continue;
 		int w = timeout_ms < 0 ? pthread_cond_wait(&p->cond, &p->lock)
 		                       : pthread_cond_timedwait(&p->cond, &p->lock, &until);
 		if (w == ETIMEDOUT) {

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -33,14 +34,22 @@ void test_skip_(const char *why)
 	skipped = why ? why : "";
 }
 
+/* test_diag prints a TAP comment: every line of the text gets its "# ". */
 void test_diag(const char *fmt, ...)
 {
+	char buf[8192];
 	va_list ap;
-	printf("# ");
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
-	printf("\n");
+	for (char *line = buf, *nl; line; line = nl) {
+		nl = strchr(line, '\n');
+		if (nl)
+			*nl++ = 0;
+		if (nl && !*nl)
+			nl = NULL; /* no empty comment for a trailing newline */
+		printf("# %s\n", line);
+	}
 	fflush(stdout);
 }
 
