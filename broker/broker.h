@@ -112,6 +112,10 @@ typedef struct flight {
 	uint32_t attempt;    /* attempt of the current (or next) delivery, from 1 */
 	sub *s;              /* holder; NULL while queued for redelivery */
 	struct flight *next; /* redelivery queue link */
+	uint64_t due_ms;     /* held: ack deadline; parked: when to deliver */
+	uint32_t gen;        /* bumped when due_ms changes: older timer entries are stale */
+	bool parked;         /* waiting for due_ms (backoff or deliver-at), not queued */
+	bool has_retry;      /* a retry record is stored for it */
 	UT_hash_handle hh;   /* in group->flights, keyed by seq */
 } flight;
 
@@ -140,6 +144,9 @@ struct group {
 	flight *flights;     /* in flight or queued for redelivery, by seq */
 	uint32_t n_inflight; /* flights held by a subscription */
 	flight *redo_head, *redo_tail; /* redelivery queue, FIFO */
+	ack_ent *dead;       /* dead-lettered seqs (also counted as acked for the floor) */
+	uint32_t n_dead;
+	bool dying;          /* being removed: failures are not recorded */
 	sub *subs;           /* list via sub->next_in_group */
 	sub *rr;             /* round-robin position */
 	bool dirty;          /* queued for dispatch */
@@ -212,6 +219,9 @@ void conn_unref(conn *c);
 /* ---- request handlers (cmd.c) ------------------------------------------- */
 
 void cmd_dispatch(conn *c, const wire_msg *m);
+/* cmd_op_new: a store op whose completion replies {rid, ok} (or the error)
+ * to @c when @req has a rid. NULL when out of memory. */
+store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind);
 /* cmd_done handles an op the writer handed back (reply + side effects). */
 void cmd_done(broker *b, store_op *op);
 
@@ -220,6 +230,35 @@ void cmd_done(broker *b, store_op *op);
 void dispatch_mark(broker *b, group *g); /* deliver what can be at the end of this pass */
 void dispatch_run(broker *b);            /* deliver for every marked group */
 void sub_detach(broker *b, sub *s);      /* requeue its deliveries, unlink, free */
+flight *flight_new(group *g, uint64_t seq);
+void flight_drop(group *g, flight *f);
+void redo_push(group *g, flight *f);     /* queue for delivery ahead of new messages */
+
+/* ---- redelivery timers, nack, touch, dead letters (redeliver.c) -------- */
+
+/* One timer entry: flight (group_id, seq) is due at due_ms if its gen still
+ * matches. Kept in a binary min-heap on b->tq. */
+typedef struct tq_ent {
+	uint64_t due_ms;
+	uint64_t seq;
+	uint32_t group_id;
+	uint32_t gen;
+} tq_ent;
+
+int redeliver_init(broker *b);
+void redeliver_free(broker *b);
+/* rd_arm sets f->due_ms and schedules the timer for it. */
+void rd_arm(broker *b, group *g, flight *f, uint64_t due_ms);
+/* rd_fail: the current delivery of @f failed (nack, ack timeout, consumer
+ * gone): schedule the next attempt after @delay_ms (UINT64_MAX: the group's
+ * backoff step), or dead-letter it after max_deliver attempts. */
+void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_ms);
+/* rd_settle: @f was acked: forget its retry record. Frees nothing. */
+void rd_settle(broker *b, group *g, flight *f);
+int redeliver_load(broker *b); /* retry and dlq records at startup */
+void cmd_nack(conn *c, const wire_msg *m);
+void cmd_touch(conn *c, const wire_msg *m);
+void cmd_group_create(conn *c, const wire_msg *m);
 
 /* ---- the broker and its group-commit plumbing (commit.c, main.c) ------- */
 
@@ -244,6 +283,10 @@ struct broker {
 	store_op *done_head, *done_tail; /* guarded by done_mu */
 	wire_buf out;             /* scratch encode buffer */
 	bool stopping;
+	struct event *timer_ev;   /* redeliver.c: earliest due of tq */
+	tq_ent *tq;               /* min-heap by due_ms */
+	size_t tq_n, tq_cap;
+	uint64_t timer_at;        /* when timer_ev fires; 0 = not armed */
 	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
 };
 

@@ -114,6 +114,17 @@ int store_load_groups(store *s, int (*cb)(void *arg, const store_group_info *g),
 /* Sparse acks of one group above its floor, in seq order. */
 int store_load_acks(store *s, uint32_t group_id, int (*cb)(void *arg, uint64_t seq), void *arg);
 
+/* Retry and dead-letter records, any order (store/retry.c). */
+typedef struct store_retry_info {
+	uint32_t group_id;
+	uint64_t seq;
+	uint32_t attempts;  /* retry: attempt of the next delivery; dlq: made */
+	uint64_t ms;        /* retry: due_ms; dlq: when dead-lettered */
+	const char *reason; /* NUL-terminated, valid during the callback */
+} store_retry_info;
+int store_load_retry(store *s, int (*cb)(void *arg, const store_retry_info *r), void *arg);
+int store_load_dlq(store *s, int (*cb)(void *arg, const store_retry_info *r), void *arg);
+
 /* ---- reads (network thread) --------------------------------------------- */
 
 typedef struct store_rtxn store_rtxn;
@@ -182,7 +193,22 @@ typedef enum store_op_kind {
 	 * and sparse acks in [floor_before, floor_after) are deleted; otherwise
 	 * ack.seq is added as a sparse ack. Nobody waits on it. */
 	STORE_OP_ACK,
+	/* Redelivery state (store/retry.c, doc/storage.md §retry).
+	 * RETRY in: retry.group_id, seq, attempts (attempt the next delivery
+	 * gets), due_ms, reason. Writes retry[group|seq] and
+	 * retry_due[due|group|seq], replacing an older due entry. Nobody waits.
+	 * RETRY_DEL in: retry.group_id, seq: drops both (absent is fine).
+	 * DEAD in: retry.group_id, seq, attempts (made), reason: writes
+	 * dlq[group|seq] = {attempts, now, reason}, drops the retry entries.
+	 * DLQ_DEL in: retry.group_id, seq: drops dlq[group|seq] (redrive, purge).
+	 * err: NOT_FOUND (group gone). */
+	STORE_OP_RETRY,
+	STORE_OP_RETRY_DEL,
+	STORE_OP_DEAD,
+	STORE_OP_DLQ_DEL,
 } store_op_kind;
+
+#define STORE_REASON_MAX 200 /* bytes of a nack / dead-letter reason kept */
 
 typedef struct store_op {
 	struct store_op *next; /* chain; owned by whoever holds the op */
@@ -222,6 +248,13 @@ typedef struct store_op {
 			uint64_t floor_before;
 			uint64_t floor_after;
 		} ack;
+		struct {
+			uint32_t group_id;
+			uint64_t seq;
+			uint32_t attempts;
+			uint64_t due_ms;
+			char reason[STORE_REASON_MAX + 1];
+		} retry;
 	} u;
 } store_op;
 

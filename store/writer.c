@@ -712,6 +712,16 @@ static int apply(struct wctx *w, store_op *op)
 		return apply_append(w, op);
 	case STORE_OP_ACK:
 		return apply_ack(w, op);
+	case STORE_OP_RETRY:
+	case STORE_OP_RETRY_DEL:
+	case STORE_OP_DEAD:
+	case STORE_OP_DLQ_DEL: {
+		int mrc = 0, rc = store_apply_retry(w->txn, w->s, op, w->now_ms, &mrc);
+		if (mrc)
+			return wfail(w, mrc, "retry/dlq", "group_id=%u seq=%llu", op->u.retry.group_id,
+			             (unsigned long long)op->u.retry.seq);
+		return rc;
+	}
 	}
 	store_log(w->s, ESCROW_LOG_ERROR, "store: unknown op kind %d", (int)op->kind);
 	return ESCROW_ERR_INTERNAL;
@@ -797,6 +807,13 @@ static const char *describe_op(const store_op *op, char *buf, size_t len)
 	case STORE_OP_ACK:
 		snprintf(buf, len, "ack group_id=%u seq=%llu floor=%llu", op->u.ack.group_id,
 		         (unsigned long long)op->u.ack.seq, (unsigned long long)op->u.ack.floor_after);
+		break;
+	case STORE_OP_RETRY:
+	case STORE_OP_RETRY_DEL:
+	case STORE_OP_DEAD:
+	case STORE_OP_DLQ_DEL:
+		snprintf(buf, len, "retry/dlq kind %d group_id=%u seq=%llu", (int)op->kind,
+		         op->u.retry.group_id, (unsigned long long)op->u.retry.seq);
 		break;
 	default:
 		snprintf(buf, len, "op kind %d", (int)op->kind);
