@@ -259,6 +259,12 @@ int redeliver_load(broker *b); /* retry and dlq records at startup */
 void cmd_nack(conn *c, const wire_msg *m);
 void cmd_touch(conn *c, const wire_msg *m);
 void cmd_group_create(conn *c, const wire_msg *m);
+/* dlq.c */
+void cmd_dlq_list(conn *c, const wire_msg *m);
+void cmd_dlq_redrive(conn *c, const wire_msg *m);
+void cmd_dlq_purge(conn *c, const wire_msg *m);
+void cmd_msg_get(conn *c, const wire_msg *m);
+void cmd_msg_find(conn *c, const wire_msg *m);
 
 /* ---- the broker and its group-commit plumbing (commit.c, main.c) ------- */
 

@@ -496,6 +496,11 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_NACK] = cmd_nack,
 	[WIRE_OP_TOUCH] = cmd_touch,
 	[WIRE_OP_GROUP_CREATE] = cmd_group_create,
+	[WIRE_OP_DLQ_LIST] = cmd_dlq_list,
+	[WIRE_OP_DLQ_REDRIVE] = cmd_dlq_redrive,
+	[WIRE_OP_DLQ_PURGE] = cmd_dlq_purge,
+	[WIRE_OP_MSG_GET] = cmd_msg_get,
+	[WIRE_OP_MSG_FIND] = cmd_msg_find,
 };
 
 void cmd_dispatch(conn *c, const wire_msg *m)
