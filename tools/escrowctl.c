@@ -1230,6 +1230,222 @@ static int cmd_group_create(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* ---- dlq, msg ------------------------------------------------------------------------- */
+
+static const char *dlq_label(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "dead_since" : f == WIRE_F_ATTEMPT ? "attempts" : NULL;
+}
+
+/* dlq_list {topic, group} -> {count, items: [{seq, id, key?, attempt, reason, stored_ms}]} */
+static int cmd_dlq_list(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_SEQ, WIRE_F_ID, WIRE_F_ATTEMPT, WIRE_F_STORED_MS,
+	                            WIRE_F_REASON, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_DLQ_LIST};
+	char what[600];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
+	snprintf(what, sizeof what, "dlq list %s %s", argv[optind], argv[optind + 1]);
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "items");
+		printf("\n");
+	} else if (WIRE_HAS(m, ITEMS) && m->items.n) {
+		items_table(stdout, &m->items, first, 0, dlq_label);
+		if (WIRE_HAS(m, COUNT) && m->count > m->items.n)
+			printf("(%llu more)\n", (unsigned long long)(m->count - m->items.n));
+	} else {
+		printf("the dead-letter queue of %s/%s is empty\n", argv[optind], argv[optind + 1]);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+enum { O_ALL = O_OWN };
+
+static int all_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	(void)arg;
+	if (opt != O_ALL)
+		return usage_err(c, "unknown option");
+	*(bool *)st = true;
+	return -1;
+}
+
+/* dlq_redrive / dlq_purge {topic, group, items: [{seq}] | all} -> ok */
+static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char *verb)
+{
+	static const struct option own[] = {{"all", no_argument, NULL, O_ALL}, {NULL, 0, NULL, 0}};
+	bool all = false;
+	client_reply *rep;
+	wire_msg req = {.op = op};
+	char what[600];
+	int rc = parse_opts(c, argc, argv, own, all_opt, &all);
+	if (rc >= 0)
+		return rc;
+	int npos = argc - optind;
+	if ((rc = need_args(c, npos, 2, 1 << 20)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	if (all == (npos > 2))
+		return usage_err(c, "give SEQ... or --all");
+	wire_msg *items = calloc((size_t)npos, sizeof *items);
+	if (!items) {
+		errx_("out of memory");
+		return EXIT_BROKER;
+	}
+	for (int i = 2; i < npos; i++) {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(argv[optind + i], &end, 10);
+		if (errno || end == argv[optind + i] || *end || v == 0 || argv[optind + i][0] == '-') {
+			free(items);
+			return usage_err(c, "SEQ: expected a sequence number >= 1, got '%s'",
+			                 argv[optind + i]);
+		}
+		WIRE_SET(&items[i - 2], SEQ, seq, v);
+	}
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
+	if (all)
+		WIRE_SET(&req, ALL, all, true);
+	else
+		WIRE_SET(&req, ITEMS, items, ((wire_items){(uint32_t)(npos - 2), items}));
+	snprintf(what, sizeof what, "dlq %s %s %s", verb, argv[optind], argv[optind + 1]);
+	rc = ctl_request(c, what, &req, 0, &rep);
+	free(items);
+	if (rc)
+		return rc;
+	if (c->json)
+		printf("{\"ok\":true}\n");
+	else
+		printf("%s %s dead letters of %s/%s\n",
+		       op == WIRE_OP_DLQ_REDRIVE ? "redrove" : "purged",
+		       all ? "all" : "the named", argv[optind], argv[optind + 1]);
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+static int cmd_dlq_redrive(struct ctl *c, int argc, char **argv)
+{
+	return dlq_move(c, argc, argv, WIRE_OP_DLQ_REDRIVE, "redrive");
+}
+
+static int cmd_dlq_purge(struct ctl *c, int argc, char **argv)
+{
+	return dlq_move(c, argc, argv, WIRE_OP_DLQ_PURGE, "purge");
+}
+
+/* parse_id reads 32 hex digits. 0 or -1. */
+static int parse_id(const char *s, escrow_id_t *id)
+{
+	if (strlen(s) != 32)
+		return -1;
+	for (int i = 0; i < 16; i++) {
+		unsigned v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", s[2 * i]) ||
+		    !strchr("0123456789abcdefABCDEF", s[2 * i + 1]))
+			return -1;
+		id->b[i] = (unsigned char)v;
+	}
+	return 0;
+}
+
+/* msg_get {id} -> {topic, seq, ..., items: [{group, state, attempt}]} */
+static int cmd_msg_get(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_TOPIC, WIRE_F_SEQ, WIRE_F_ID, WIRE_F_KEY, WIRE_F_TAGS,
+	                            WIRE_F_PROPS, WIRE_F_BORN_MS, WIRE_F_STORED_MS, WIRE_F_AT_MS,
+	                            WIRE_F_BODY, -1};
+	static const int gfirst[] = {WIRE_F_GROUP, WIRE_F_STATE, WIRE_F_ATTEMPT, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_MSG_GET};
+	escrow_id_t id;
+	char what[300];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)))
+		return rc;
+	if (parse_id(argv[optind], &id))
+		return usage_err(c, "ID: expected 32 hex digits, got '%s'", argv[optind]);
+	WIRE_SET(&req, ID, id, id);
+	snprintf(what, sizeof what, "msg get %s", argv[optind]);
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "groups");
+		printf("\n");
+	} else {
+		record_print(stdout, m, first, WF(ITEMS), NULL);
+		printf("\n");
+		if (WIRE_HAS(m, ITEMS) && m->items.n)
+			items_table(stdout, &m->items, gfirst, 0, NULL);
+		else
+			printf("no consumer groups\n");
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+enum { O_FIND_KEY = O_OWN };
+
+static int find_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	if (opt != O_FIND_KEY)
+		return usage_err(c, "unknown option");
+	if (!wire_utf8_valid(arg, strlen(arg)))
+		return usage_err(c, "--key: not valid UTF-8 text");
+	*(const char **)st = arg;
+	return -1;
+}
+
+/* msg_find {topic, key} -> {items: [{seq, id, stored_ms}]} */
+static int cmd_msg_find(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"key", required_argument, NULL, O_FIND_KEY},
+	                                    {NULL, 0, NULL, 0}};
+	static const int first[] = {WIRE_F_SEQ, WIRE_F_ID, WIRE_F_STORED_MS, -1};
+	const char *key = NULL;
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_MSG_FIND};
+	char what[900];
+	int rc = parse_opts(c, argc, argv, own, find_opt, &key);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)) || (rc = need_text(c, "TOPIC", argv[optind])))
+		return rc;
+	if (!key)
+		return usage_err(c, "--key K is required");
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, KEY, key, wire_cstr(key));
+	snprintf(what, sizeof what, "msg find %s --key %.500s", argv[optind], key);
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "items");
+		printf("\n");
+	} else if (WIRE_HAS(m, ITEMS) && m->items.n) {
+		items_table(stdout, &m->items, first, 0, NULL);
+	} else {
+		printf("no message of %s has key %s\n", argv[optind], key);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
 /* ---- status ---------------------------------------------------------------------------- */
 
 static const char *status_label(wire_field f)
@@ -1313,6 +1529,17 @@ static const struct cmd cmds[] = {
 	 "      --max-deliveries N      dead-letter a message after N failed deliveries [16]\n"
 	 "      --backoff \"DUR ...\"   redelivery delay per attempt, the last repeating\n"
 	 "                              [10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h]\n"},
+	{"dlq", "list", cmd_dlq_list, "TOPIC GROUP",
+	 "list the dead-letter queue of a group (attempts, last reason, since when)", NULL},
+	{"dlq", "redrive", cmd_dlq_redrive, "TOPIC GROUP [SEQ... | --all]",
+	 "deliver dead letters to the group again, attempts reset (audited)", NULL},
+	{"dlq", "purge", cmd_dlq_purge, "TOPIC GROUP [SEQ... | --all]",
+	 "drop dead letters for good: the group treats them as acked (audited)", NULL},
+	{"msg", "get", cmd_msg_get, "ID",
+	 "show a message and its state in each group (READY, DELAYED, IN_FLIGHT, ACKED, DEAD)",
+	 NULL},
+	{"msg", "find", cmd_msg_find, "TOPIC --key K",
+	 "find the messages of a topic with business key K", NULL},
 	{"send", NULL, cmd_send,
 	 "TOPIC [--key K] [--tag T]... [--prop K=V]... [--delay DUR | --at TIME] [BODY | -]",
 	 "send a message (with '-': one message per line of stdin)",

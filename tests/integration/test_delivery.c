@@ -381,6 +381,34 @@ static void test_dead_letter_two_groups(void)
 	CHECK_INT(group_field("t4", "acking", 0), ==, 0);
 	CHECK_INT(wait_field("t4", "acking", 1, 0), ==, 0);
 	CHECK_INT(next_deliver(good, 200, &d), ==, RAW_TIMEOUT);
+	{
+		/* visible in dlq_list with attempts and reason */
+		wire_msg m = {0};
+		raw_frame r = {0};
+		m.op = WIRE_OP_DLQ_LIST;
+		WIRE_SET(&m, TOPIC, topic, wire_cstr("t4"));
+		WIRE_SET(&m, GROUP, group, wire_cstr("failing"));
+		int rc = raw_call(admin, &m, &r, RAW_TIMEOUT_MS);
+		int ok = rc == RAW_OK && WIRE_HAS(&r.f.m, ITEMS) && r.f.m.items.n == 2 &&
+		         r.f.m.items.v[0].seq == 1 && r.f.m.items.v[0].attempt == 3 &&
+		         wire_str_eq(r.f.m.items.v[0].reason, "test says no");
+		raw_frame_free(&r);
+		CHECK(ok);
+		/* redrive one: delivered again, attempt 1 */
+		wire_msg it = {0};
+		WIRE_SET(&it, SEQ, seq, 2);
+		memset(&m, 0, sizeof m);
+		m.op = WIRE_OP_DLQ_REDRIVE;
+		WIRE_SET(&m, TOPIC, topic, wire_cstr("t4"));
+		WIRE_SET(&m, GROUP, group, wire_cstr("failing"));
+		WIRE_SET(&m, ITEMS, items, ((wire_items){1, &it}));
+		CHECK_INT(call_ok(admin, &m), ==, 0);
+	}
+	CHECK_INT(next_deliver(bad, 3000, &d), ==, 0);
+	CHECK_UINT(d.seq, ==, 2);
+	CHECK_UINT(d.attempt, ==, 1);
+	CHECK_INT(settle(bad, WIRE_OP_ACK, &d, 0), ==, 0);
+	CHECK_INT(wait_field("t4", "failing", 0, 1), ==, 1);
 end:
 	raw_close(bad);
 	raw_close(good);
