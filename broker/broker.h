@@ -259,6 +259,10 @@ int redeliver_load(broker *b); /* retry and dlq records at startup */
 void cmd_nack(conn *c, const wire_msg *m);
 void cmd_touch(conn *c, const wire_msg *m);
 void cmd_group_create(conn *c, const wire_msg *m);
+void cmd_group_list(conn *c, const wire_msg *m);
+void cmd_group_describe(conn *c, const wire_msg *m);
+void cmd_group_reset(conn *c, const wire_msg *m);
+void cmd_group_delete(conn *c, const wire_msg *m);
 /* dlq.c */
 void cmd_dlq_list(conn *c, const wire_msg *m);
 void cmd_dlq_redrive(conn *c, const wire_msg *m);

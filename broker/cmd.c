@@ -501,6 +501,10 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_DLQ_PURGE] = cmd_dlq_purge,
 	[WIRE_OP_MSG_GET] = cmd_msg_get,
 	[WIRE_OP_MSG_FIND] = cmd_msg_find,
+	[WIRE_OP_GROUP_LIST] = cmd_group_list,
+	[WIRE_OP_GROUP_DESCRIBE] = cmd_group_describe,
+	[WIRE_OP_GROUP_RESET] = cmd_group_reset,
+	[WIRE_OP_GROUP_DELETE] = cmd_group_delete,
 };
 
 void cmd_dispatch(conn *c, const wire_msg *m)
@@ -626,6 +630,7 @@ void cmd_done(broker *b, store_op *op)
 		break;
 	}
 	case STORE_OP_ACK:
+	case STORE_OP_GROUP_RESET:
 	case STORE_OP_RETRY:
 	case STORE_OP_RETRY_DEL:
 	case STORE_OP_DEAD:

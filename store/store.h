@@ -215,6 +215,10 @@ typedef enum store_op_kind {
 	STORE_OP_RETRY_DEL,
 	STORE_OP_DEAD,
 	STORE_OP_DLQ_DEL,
+	/* in: group.id, group.ack_floor (the new floor, computed by the caller).
+	 * The group's floor becomes ack_floor (backwards too) and its sparse
+	 * acks, retry and dlq entries are deleted. err: NOT_FOUND. */
+	STORE_OP_GROUP_RESET,
 } store_op_kind;
 
 #define STORE_REASON_MAX 200 /* bytes of a nack / dead-letter reason kept */

@@ -300,6 +300,30 @@ static int delete_group_data(struct wctx *w, uint32_t gid)
 
 /* ---- ops --------------------------------------------------------------- */
 
+/* GROUP_RESET: acks[id|0] = the new floor; the group's sparse acks, retry
+ * and dlq entries go (its retry_due entries are left, see doc/storage.md). */
+static int apply_group_reset(struct wctx *w, store_op *op)
+{
+	uint32_t gid = op->u.group.id;
+	struct gcache *g = NULL;
+	int rc = gcache_get(w, gid, &g);
+	if (rc)
+		return rc;
+	if (op->u.group.ack_floor == 0)
+		return ESCROW_ERR_INVALID;
+	/* write phase */
+	unsigned char kb[4];
+	put_u32(kb, gid);
+	static const store_dbi per_group[] = {DBI_ACKS, DBI_RETRY, DBI_DLQ};
+	for (size_t i = 0; i < sizeof per_group / sizeof per_group[0]; i++)
+		if ((rc = del_prefix(w, per_group[i], kb, 4, 4, NULL)))
+			return wfail(w, rc, "reset group records", "group_id=%u dbi=%d", gid,
+			             (int)per_group[i]);
+	g->floor = op->u.group.ack_floor; /* the floor record is rewritten at flush */
+	g->dirty = true;
+	return 0;
+}
+
 /* TOPIC_CREATE: topics[name] = id|rec, topic_ids[id] = next_seq 1|name,
  * meta next_topic_id += 1. */
 static int apply_topic_create(struct wctx *w, store_op *op)
@@ -712,6 +736,8 @@ static int apply(struct wctx *w, store_op *op)
 		return apply_append(w, op);
 	case STORE_OP_ACK:
 		return apply_ack(w, op);
+	case STORE_OP_GROUP_RESET:
+		return apply_group_reset(w, op);
 	case STORE_OP_RETRY:
 	case STORE_OP_RETRY_DEL:
 	case STORE_OP_DEAD:
@@ -799,6 +825,10 @@ static const char *describe_op(const store_op *op, char *buf, size_t len)
 		break;
 	case STORE_OP_GROUP_DELETE:
 		snprintf(buf, len, "group_delete group_id=%u", op->u.group.id);
+		break;
+	case STORE_OP_GROUP_RESET:
+		snprintf(buf, len, "group_reset group_id=%u floor=%llu", op->u.group.id,
+		         (unsigned long long)op->u.group.ack_floor);
 		break;
 	case STORE_OP_APPEND:
 		snprintf(buf, len, "append topic_id=%u id=%s", op->u.append.topic_id,

@@ -1230,6 +1230,146 @@ static int cmd_group_create(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+static const char *group_label(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "created" : NULL;
+}
+
+/* group_list {topic?} -> {items: [...]} */
+static int cmd_group_list(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_LAG, WIRE_F_INFLIGHT,
+	                            WIRE_F_DLQ, WIRE_F_CONSUMERS, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_GROUP_LIST};
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 0, 1)))
+		return rc;
+	if (argc - optind == 1) {
+		if ((rc = need_text(c, "TOPIC", argv[optind])))
+			return rc;
+		WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	}
+	if ((rc = ctl_request(c, "group list", &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "items");
+		printf("\n");
+	} else if (WIRE_HAS(m, ITEMS) && m->items.n) {
+		items_table(stdout, &m->items, first, 0, group_label);
+	} else {
+		printf("no consumer groups\n");
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* group_describe {topic, group} -> {group fields} */
+static int cmd_group_describe(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_ACK_FLOOR, WIRE_F_LAG,
+	                            WIRE_F_INFLIGHT, WIRE_F_DLQ, WIRE_F_CONSUMERS, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_GROUP_DESCRIBE};
+	char what[600];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
+	snprintf(what, sizeof what, "group describe %s %s", argv[optind], argv[optind + 1]);
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "items");
+		printf("\n");
+	} else {
+		record_print(stdout, m, first, 0, group_label);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+enum { O_TO = O_OWN };
+
+static int reset_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	if (opt != O_TO)
+		return usage_err(c, "unknown option");
+	*(const char **)st = arg;
+	return -1;
+}
+
+/* group_reset {topic, group, from? | at_ms?} -> ok */
+static int cmd_group_reset(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"to", required_argument, NULL, O_TO},
+	                                    {NULL, 0, NULL, 0}};
+	const char *to = NULL;
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_GROUP_RESET};
+	char what[600];
+	uint64_t at;
+	int rc = parse_opts(c, argc, argv, own, reset_opt, &to);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	if (!to)
+		return usage_err(c, "--to earliest|latest|TIME is required");
+	if (strcmp(to, "earliest") == 0 || strcmp(to, "latest") == 0)
+		WIRE_SET(&req, FROM, from, wire_cstr(to));
+	else if (parse_time(to, &at) == 0)
+		WIRE_SET(&req, AT_MS, at_ms, at);
+	else
+		return usage_err(c, "--to: expected earliest, latest, Unix ms or "
+		                    "YYYY-MM-DDTHH:MM:SSZ, got '%s'", to);
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
+	snprintf(what, sizeof what, "group reset %s %s", argv[optind], argv[optind + 1]);
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	if (c->json)
+		printf("{\"ok\":true}\n");
+	else
+		printf("reset group %s of topic %s to %s\n", argv[optind + 1], argv[optind], to);
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* group_delete {topic, group} -> ok */
+static int cmd_group_delete(struct ctl *c, int argc, char **argv)
+{
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_GROUP_DELETE};
+	char what[600];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
+	snprintf(what, sizeof what, "group delete %s %s", argv[optind], argv[optind + 1]);
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	if (c->json)
+		printf("{\"ok\":true}\n");
+	else
+		printf("deleted group %s of topic %s\n", argv[optind + 1], argv[optind]);
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
 /* ---- dlq, msg ------------------------------------------------------------------------- */
 
 static const char *dlq_label(wire_field f)
@@ -1529,6 +1669,16 @@ static const struct cmd cmds[] = {
 	 "      --max-deliveries N      dead-letter a message after N failed deliveries [16]\n"
 	 "      --backoff \"DUR ...\"   redelivery delay per attempt, the last repeating\n"
 	 "                              [10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h]\n"},
+	{"group", "list", cmd_group_list, "[TOPIC]",
+	 "list consumer groups with lag, in-flight count, DLQ size and consumers", NULL},
+	{"group", "describe", cmd_group_describe, "TOPIC GROUP",
+	 "show a group's settings, ack floor, lag, in-flight count, DLQ size", NULL},
+	{"group", "reset", cmd_group_reset, "TOPIC GROUP --to earliest|latest|TIME",
+	 "move a group to a new start, forgetting its acks, retries and DLQ (audited)",
+	 "TIME is Unix ms or YYYY-MM-DDTHH:MM:SSZ: the group restarts at the first\n"
+	 "message stored at or after it.\n"},
+	{"group", "delete", cmd_group_delete, "TOPIC GROUP",
+	 "delete a consumer group with its acks, retries and DLQ", NULL},
 	{"dlq", "list", cmd_dlq_list, "TOPIC GROUP",
 	 "list the dead-letter queue of a group (attempts, last reason, since when)", NULL},
 	{"dlq", "redrive", cmd_dlq_redrive, "TOPIC GROUP [SEQ... | --all]",
