@@ -127,6 +127,7 @@ typedef struct topic {
 	uint64_t next_seq;  /* durable and visible: every seq < next_seq is stored */
 	uint64_t first_seq; /* lowest retained seq */
 	group *groups;      /* list via group->next */
+	bool retaining;     /* a RETAIN op is with the writer (retain.c) */
 	UT_hash_handle hh_name;
 	UT_hash_handle hh_id;
 } topic;
@@ -256,6 +257,10 @@ void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_
 /* rd_settle: @f was acked: forget its retry record. Frees nothing. */
 void rd_settle(broker *b, group *g, flight *f);
 int redeliver_load(broker *b); /* retry and dlq records at startup */
+/* retain.c: the retention timer, incremental deletes of settled old messages */
+int retain_init(broker *b);
+void retain_free(broker *b);
+void retain_done(broker *b, store_op *op); /* a RETAIN op came back */
 void cmd_nack(conn *c, const wire_msg *m);
 void cmd_touch(conn *c, const wire_msg *m);
 void cmd_group_create(conn *c, const wire_msg *m);
@@ -297,6 +302,7 @@ struct broker {
 	tq_ent *tq;               /* min-heap by due_ms */
 	size_t tq_n, tq_cap;
 	uint64_t timer_at;        /* when timer_ev fires; 0 = not armed */
+	struct event *retain_ev;  /* retain.c: periodic retention tick */
 	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
 };
 

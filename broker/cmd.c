@@ -552,7 +552,9 @@ static void reply_done_err(conn *c, uint64_t rid, const store_op *op)
 void cmd_done(broker *b, store_op *op)
 {
 	if (!op->ctx) {
-		/* queued by the broker itself (redeliver.c): nobody waits */
+		/* queued by the broker itself (redeliver.c, retain.c): nobody waits */
+		if (op->kind == STORE_OP_RETAIN)
+			retain_done(b, op);
 		if (op->err && op->err != ESCROW_ERR_NOT_READY && op->err != ESCROW_ERR_NOT_FOUND)
 			log_warn("store op %d failed: %s", op->kind, escrow_err2name(op->err));
 		store_op_free(op);
@@ -631,6 +633,7 @@ void cmd_done(broker *b, store_op *op)
 	}
 	case STORE_OP_ACK:
 	case STORE_OP_GROUP_RESET:
+	case STORE_OP_RETAIN:
 	case STORE_OP_RETRY:
 	case STORE_OP_RETRY_DEL:
 	case STORE_OP_DEAD:

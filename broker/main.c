@@ -165,7 +165,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "escrowd: cannot open data dir %s: %s\n", b->conf.data_dir, err);
 		return 1;
 	}
-	if (redeliver_init(b)) {
+	if (redeliver_init(b) || retain_init(b)) {
 		fprintf(stderr, "escrowd: cannot create the redelivery timer\n");
 		return 1;
 	}
@@ -205,6 +205,7 @@ int main(int argc, char **argv)
 	event_free(b->done_ev);
 	event_free(b->flush_ev);
 	redeliver_free(b);
+	retain_free(b);
 	evconnlistener_free(b->lst);
 	event_base_free(b->base);
 	wire_buf_free(&b->out);

@@ -219,6 +219,12 @@ typedef enum store_op_kind {
 	 * The group's floor becomes ack_floor (backwards too) and its sparse
 	 * acks, retry and dlq entries are deleted. err: NOT_FOUND. */
 	STORE_OP_GROUP_RESET,
+	/* Retention (store/retain.c). in: retain.topic_id, below_seq,
+	 * stored_before_ms, max. Deletes the topic's oldest messages while their
+	 * seq < below_seq and their stored_ms < stored_before_ms, at most max of
+	 * them, with their msg_ids and keys entries. out: retain.deleted,
+	 * retain.first_seq (lowest seq left; next_seq when none). err: NOT_FOUND. */
+	STORE_OP_RETAIN,
 } store_op_kind;
 
 #define STORE_REASON_MAX 200 /* bytes of a nack / dead-letter reason kept */
@@ -261,6 +267,14 @@ typedef struct store_op {
 			uint64_t floor_before;
 			uint64_t floor_after;
 		} ack;
+		struct {
+			uint32_t topic_id;
+			uint64_t below_seq;
+			uint64_t stored_before_ms;
+			uint32_t max;
+			uint32_t deleted;
+			uint64_t first_seq;
+		} retain;
 		struct {
 			uint32_t group_id;
 			uint64_t seq;

@@ -151,6 +151,9 @@ int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STOR
  * LMDB failure of a write set *mdb_rc (the transaction is then poisoned). */
 int store_apply_retry(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int *mdb_rc);
 
+/* retain.c: STORE_OP_RETAIN, same contract as store_apply_retry. */
+int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc);
+
 /* writer.c */
 void *store_writer_main(void *arg);
 

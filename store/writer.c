@@ -738,6 +738,12 @@ static int apply(struct wctx *w, store_op *op)
 		return apply_ack(w, op);
 	case STORE_OP_GROUP_RESET:
 		return apply_group_reset(w, op);
+	case STORE_OP_RETAIN: {
+		int mrc = 0, rc = store_apply_retain(w->txn, w->s, op, &mrc);
+		if (mrc)
+			return wfail(w, mrc, "retain", "topic_id=%u", op->u.retain.topic_id);
+		return rc;
+	}
 	case STORE_OP_RETRY:
 	case STORE_OP_RETRY_DEL:
 	case STORE_OP_DEAD:
@@ -825,6 +831,10 @@ static const char *describe_op(const store_op *op, char *buf, size_t len)
 		break;
 	case STORE_OP_GROUP_DELETE:
 		snprintf(buf, len, "group_delete group_id=%u", op->u.group.id);
+		break;
+	case STORE_OP_RETAIN:
+		snprintf(buf, len, "retain topic_id=%u below=%llu", op->u.retain.topic_id,
+		         (unsigned long long)op->u.retain.below_seq);
 		break;
 	case STORE_OP_GROUP_RESET:
 		snprintf(buf, len, "group_reset group_id=%u floor=%llu", op->u.group.id,

@@ -484,6 +484,80 @@ end:
 	raw_close(fd);
 }
 
+/* topic_first_seq: first_seq of @t from topic_describe, or -1. */
+static int64_t topic_first_seq(const char *t)
+{
+	wire_msg m = {0};
+	raw_frame r = {0};
+	m.op = WIRE_OP_TOPIC_DESCRIBE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(t));
+	int64_t v = -1;
+	if (raw_call(admin, &m, &r, RAW_TIMEOUT_MS) == RAW_OK && WIRE_HAS(&r.f.m, FIRST_SEQ))
+		v = (int64_t)r.f.m.first_seq;
+	raw_frame_free(&r);
+	return v;
+}
+
+/* msg_exists: 1 when msg_get finds @id, 0 on NOT_FOUND, -1 otherwise. */
+static int msg_exists(const escrow_id_t *id)
+{
+	wire_msg m = {0};
+	raw_frame r = {0};
+	m.op = WIRE_OP_MSG_GET;
+	WIRE_SET(&m, ID, id, *id);
+	int v = -1;
+	if (raw_call(admin, &m, &r, RAW_TIMEOUT_MS) == RAW_OK)
+		v = !WIRE_HAS(&r.f.m, ERR) ? 1 : r.f.m.err == ESCROW_ERR_NOT_FOUND ? 0 : -1;
+	raw_frame_free(&r);
+	return v;
+}
+
+/* 8. retention: acked and expired messages disappear (ids, index), unacked
+ * ones never do, nor ones a second group has not acked. */
+static void test_retention(void)
+{
+	escrow_id_t id[5];
+	dlv d;
+	int fd = -1, fd2 = -1;
+	uint64_t sid;
+	wire_msg m = {0};
+	m.op = WIRE_OP_TOPIC_CREATE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr("t8"));
+	WIRE_SET(&m, RETENTION_MS, retention_ms, 300);
+	CHECK_INT(call_ok(admin, &m), ==, 0);
+	CHECK_INT(group_create("t8", "a", 30000, 16, 1000, 1000), ==, 0);
+	CHECK_INT(group_create("t8", "b", 30000, 16, 1000, 1000), ==, 0);
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(send_msg("t8", "r", 0, &id[i]), ==, 0);
+	fd = subscribe("t8", "a", 5, &sid);
+	fd2 = subscribe("t8", "b", 5, &sid);
+	CHECK(fd >= 0 && fd2 >= 0);
+	/* a acks 1..3 and holds 4, 5; b acks 1..2 only */
+	for (int i = 0; i < 5; i++) {
+		CHECK_INT(next_deliver(fd, 3000, &d), ==, 0);
+		if (d.seq <= 3)
+			CHECK_INT(settle(fd, WIRE_OP_ACK, &d, 0), ==, 0);
+		CHECK_INT(next_deliver(fd2, 3000, &d), ==, 0);
+		if (d.seq <= 2)
+			CHECK_INT(settle(fd2, WIRE_OP_ACK, &d, 0), ==, 0);
+	}
+	int64_t end = test_now_ms() + 5000;
+	while (topic_first_seq("t8") != 3 && test_now_ms() < end)
+		usleep(50 * 1000);
+	CHECK_INT(topic_first_seq("t8"), ==, 3);
+	CHECK_INT(msg_exists(&id[0]), ==, 0);
+	CHECK_INT(msg_exists(&id[1]), ==, 0);
+	CHECK_INT(msg_exists(&id[2]), ==, 1);
+	/* 3 is unacked by b, 4 and 5 by a: they stay, however long */
+	usleep(1500 * 1000);
+	CHECK_INT(topic_first_seq("t8"), ==, 3);
+	CHECK_INT(msg_exists(&id[3]), ==, 1);
+	CHECK_INT(msg_exists(&id[4]), ==, 1);
+end:
+	raw_close(fd);
+	raw_close(fd2);
+}
+
 static void test_stop(void)
 {
 	raw_close(admin);
@@ -505,6 +579,7 @@ int main(int argc, char **argv)
 		TEST_CASE(test_dead_letter_two_groups),
 		TEST_CASE(test_delay_does_not_block),
 		TEST_CASE(test_restart_mid_backoff_and_delay),
+		TEST_CASE(test_retention),
 		TEST_CASE(test_stop),
 	};
 	return test_run(cases, TEST_COUNT(cases));
