@@ -113,7 +113,8 @@ typedef struct flight {
 	sub *s;              /* holder; NULL while queued for redelivery */
 	struct flight *next; /* redelivery queue link */
 	uint64_t due_ms;     /* held: ack deadline; parked: when to deliver */
-	uint32_t gen;        /* bumped when due_ms changes: older timer entries are stale */
+	uint64_t gen;        /* set from a broker-wide counter whenever due_ms changes:
+	                      * older timer entries (also a freed flight's) are stale */
 	bool parked;         /* waiting for due_ms (backoff or deliver-at), not queued */
 	bool has_retry;      /* a retry record is stored for it */
 	UT_hash_handle hh;   /* in group->flights, keyed by seq */
@@ -242,8 +243,8 @@ void redo_push(group *g, flight *f);     /* queue for delivery ahead of new mess
 typedef struct tq_ent {
 	uint64_t due_ms;
 	uint64_t seq;
+	uint64_t gen;
 	uint32_t group_id;
-	uint32_t gen;
 } tq_ent;
 
 int redeliver_init(broker *b);

@@ -6,11 +6,13 @@
  * Every flight (broker.h) has a due_ms: while a subscription holds it, its
  * ack deadline; while parked, when it may be delivered again (a backoff step,
  * a nack's delay, or a delayed message's deliver-at time). Each time due_ms
- * changes, flight->gen is bumped and an entry {due_ms, group, seq, gen} goes
- * into a binary min-heap (b->tq). Entries are never removed early: when one
- * comes due and its gen no longer matches (the flight was acked, touched or
- * rescheduled) it is dropped. One evtimer (b->timer_ev) is armed at the
- * heap's top.
+ * changes, flight->gen takes the next value of a broker-wide counter (so a
+ * later flight of the same seq never matches an old entry) and an entry
+ * {due_ms, group, seq, gen} goes into a binary min-heap (b->tq). Entries are
+ * never removed early: when one comes due and its gen no longer matches (the
+ * flight was acked, touched or rescheduled) it is dropped. So the heap holds
+ * up to one entry per delivery made within the last ack timeout. One evtimer
+ * (b->timer_ev) is armed at the heap's top.
  *
  * Persistence: a failure writes retry[group|seq] = {next attempt, due, reason}
  * (and retry_due) through the writer, nobody waiting (design.md §4); the ack
@@ -104,9 +106,10 @@ static void timer_rearm(broker *b)
 
 void rd_arm(broker *b, group *g, flight *f, uint64_t due_ms)
 {
+	static uint64_t next_gen;
 	f->due_ms = due_ms;
-	f->gen++;
-	tq_push(b, (tq_ent){due_ms, f->seq, g->id, f->gen});
+	f->gen = ++next_gen;
+	tq_push(b, (tq_ent){.due_ms = due_ms, .seq = f->seq, .gen = f->gen, .group_id = g->id});
 	timer_rearm(b);
 }
 
@@ -192,6 +195,11 @@ void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_
 	}
 	if (g->dying) {
 		flight_drop(g, f);
+		return;
+	}
+	if (b->stopping) {
+		/* a clean shutdown closing connections is no failure: the
+		 * message comes again after the restart, attempt unchanged */
 		return;
 	}
 	dispatch_mark(b, g);

@@ -55,6 +55,15 @@ int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 		}
 		unsigned char mk[K_TOPIC_SEQ];
 		memcpy(mk, k.mv_data, K_TOPIC_SEQ);
+		/* the decoded strings point into the page: copy the key first */
+		unsigned char kb[4 + KEYS_KEY_MAX + 8];
+		size_t klen = 0;
+		if (WIRE_HAS(&f.m, KEY) && f.m.key.len && f.m.key.len <= KEYS_KEY_MAX) {
+			klen = f.m.key.len;
+			memcpy(kb, tb, 4);
+			memcpy(kb + 4, f.m.key.p, klen);
+			put_u64(kb + 4 + klen, seq);
+		}
 		/* write phase of this message */
 		if ((rc = mdb_cursor_del(c, 0))) {
 			wire_frame_free(&f);
@@ -68,12 +77,8 @@ int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 			else if (rc == MDB_NOTFOUND || rc == 0)
 				rc = 0;
 		}
-		if (!rc && WIRE_HAS(&f.m, KEY) && f.m.key.len && f.m.key.len <= KEYS_KEY_MAX) {
-			unsigned char kb[4 + KEYS_KEY_MAX + 8];
-			memcpy(kb, tb, 4);
-			memcpy(kb + 4, f.m.key.p, f.m.key.len);
-			put_u64(kb + 4 + f.m.key.len, seq);
-			MDB_val kk = {4 + f.m.key.len + 8, kb};
+		if (!rc && klen) {
+			MDB_val kk = {4 + klen + 8, kb};
 			rc = mdb_del(txn, s->dbi[DBI_KEYS], &kk, NULL);
 			if (rc == MDB_NOTFOUND)
 				rc = 0;
