@@ -380,7 +380,9 @@ static void conn_lost(client *cl, const char *fmt, ...)
 	}
 	evtimer_del(cl->conn_timer);
 	cl->state = S_IDLE;
-	set_last_error(cl, was_ready ? ESCROW_LOG_WARN : ESCROW_LOG_INFO, msg);
+	/* one warning per outage: the break itself or the first failed attempt;
+	 * the retries that follow are info */
+	set_last_error(cl, was_ready || cl->failures == 0 ? ESCROW_LOG_WARN : ESCROW_LOG_INFO, msg);
 	pthread_mutex_lock(&cl->lock);
 	cl->connected = 0;
 	if (!was_ready)

@@ -122,7 +122,8 @@ typedef void(client_reply_cb)(void *arg, int err, const wire_msg *reply);
  * in @req is ignored). timeout_ms <= 0 means the conf's request.timeout.ms.
  * Returns 0 when accepted (cb will be called exactly once), else the error
  * and cb is never called: ESCROW_ERR__INVALID_ARG, ESCROW_ERR__NO_MEM,
- * ESCROW_ERR__DESTROYED. Thread-safe, also from callbacks. cb may be NULL.
+ * ESCROW_ERR__DESTROYED, ESCROW_ERR_TOO_LARGE (the encoded frame is over
+ * WIRE_FRAME_MAX_DEFAULT, the broker's frame limit; nothing was sent). Thread-safe, also from callbacks. cb may be NULL.
  */
 int client_request_async(client *cl, const wire_msg *req, int flags, int timeout_ms,
                          client_reply_cb *cb, void *arg);

@@ -12,20 +12,25 @@
 #   --sanitize     build with ASan+UBSan (-Dsanitize=true) in build-asan
 #   --build-dir    build directory [build-test, or build-asan with --sanitize]
 #   --suite NAME   run only that suite (unit, integration, ...); repeatable
+#   --no-fuzz      skip the short seeded libFuzzer run (scripts/fuzz.sh), which
+#                  otherwise runs each fuzz target for $ESCROW_FUZZ_SECONDS (20)
+#                  seconds with seed 1 and counts as one case per target
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 
 sanitize=false
+fuzz=true
 dir=
 mtest_args=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--sanitize) sanitize=true ;;
 	--build-dir) dir=${2:?--build-dir needs a directory}; shift ;;
+	--no-fuzz) fuzz=false ;;
 	--suite) mtest_args+=(--suite "${2:?--suite needs a name}"); shift ;;
 	--) shift; mtest_args+=("$@"); break ;;
-	-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "test.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -130,6 +135,14 @@ read -r passed failed skipped <<<"$counts"
 if [ "$mrc" -ne 0 ] && [ "$failed" -eq 0 ]; then
 	echo "test.sh: meson test exited $mrc without a failed case in the log" >&2
 	failed=1
+fi
+if $fuzz && [ ${#mtest_args[@]} -eq 0 ]; then
+	if scripts/fuzz.sh --seconds "${ESCROW_FUZZ_SECONDS:-20}" --seed 1; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		echo "failed: fuzz (scripts/fuzz.sh --seed 1)" >&2
+	fi
 fi
 [ "$skipped" -gt 0 ] && echo "($skipped skipped)"
 summary "$passed" "$failed"

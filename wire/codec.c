@@ -459,12 +459,98 @@ static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int dept
 	return 0;
 }
 
+/*
+ * msgpack_bounded checks, before msgpack-c sees the bytes, that no container
+ * claims more elements than the frame has bytes left: msgpack-c allocates a
+ * container's element array from its declared count, so a 10-byte frame
+ * claiming 2^32 elements would otherwise ask for 96 GiB. Every element takes
+ * at least one byte, so objects still owed can never outnumber the bytes
+ * left. Returns 0 if the bytes are bounded and well-formed as far as sizes
+ * go, -1 otherwise.
+ */
+static int msgpack_bounded(const unsigned char *p, size_t len)
+{
+	const unsigned char *end = p + len;
+	size_t owed = 1;
+	while (owed > 0) {
+		if (p >= end || owed > (size_t)(end - p))
+			return -1;
+		owed--;
+		unsigned c = *p++;
+		size_t skip = 0, n = 0, lenbytes = 0, extra = 0;
+		int kind = 0; /* 0 scalar/bytes, 1 array, 2 map */
+		if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
+			continue;
+		} else if (c >= 0x80 && c <= 0x8f) {
+			kind = 2;
+			n = c & 0x0f;
+		} else if (c >= 0x90 && c <= 0x9f) {
+			kind = 1;
+			n = c & 0x0f;
+		} else if (c >= 0xa0 && c <= 0xbf) {
+			skip = c & 0x1f;
+		} else {
+			switch (c) {
+			case 0xc4: case 0xd9: lenbytes = 1; break;        /* bin8, str8 */
+			case 0xc5: case 0xda: lenbytes = 2; break;        /* bin16, str16 */
+			case 0xc6: case 0xdb: lenbytes = 4; break;        /* bin32, str32 */
+			case 0xc7: lenbytes = 1; extra = 1; break;        /* ext8 */
+			case 0xc8: lenbytes = 2; extra = 1; break;        /* ext16 */
+			case 0xc9: lenbytes = 4; extra = 1; break;        /* ext32 */
+			case 0xca: skip = 4; break;
+			case 0xcb: skip = 8; break;
+			case 0xcc: case 0xd0: skip = 1; break;
+			case 0xcd: case 0xd1: skip = 2; break;
+			case 0xce: case 0xd2: skip = 4; break;
+			case 0xcf: case 0xd3: skip = 8; break;
+			case 0xd4: skip = 2; break;
+			case 0xd5: skip = 3; break;
+			case 0xd6: skip = 5; break;
+			case 0xd7: skip = 9; break;
+			case 0xd8: skip = 17; break;
+			case 0xdc: kind = 1; lenbytes = 2; break;
+			case 0xdd: kind = 1; lenbytes = 4; break;
+			case 0xde: kind = 2; lenbytes = 2; break;
+			case 0xdf: kind = 2; lenbytes = 4; break;
+			default: return -1; /* 0xc1: never used */
+			}
+		}
+		if (lenbytes) {
+			if ((size_t)(end - p) < lenbytes)
+				return -1;
+			size_t v = 0;
+			for (size_t i = 0; i < lenbytes; i++)
+				v = v << 8 | *p++;
+			if (kind)
+				n = v;
+			else
+				skip = v + extra;
+		}
+		if (kind) {
+			size_t need = kind == 2 ? 2 * n : n;
+			if (need > (size_t)(end - p) - owed)
+				return -1;
+			owed += need;
+		} else {
+			if (skip > (size_t)(end - p))
+				return -1;
+			p += skip;
+		}
+	}
+	return 0;
+}
+
 int wire_decode(const char *data, size_t len, wire_frame *f, wire_str *unknown_op, char *err,
                 size_t errlen)
 {
 	memset(f, 0, sizeof *f);
 	if (unknown_op)
 		*unknown_op = (wire_str){0};
+	if (msgpack_bounded((const unsigned char *)data, len)) {
+		snprintf(err, errlen, "frame is not valid msgpack (truncated, or a length or count "
+		                      "larger than the frame)");
+		return ESCROW_ERR_BAD_REQUEST;
+	}
 	msgpack_zone *z = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
 	if (!z)
 		return ESCROW_ERR__NO_MEM;

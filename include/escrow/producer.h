@@ -159,9 +159,11 @@ ESCROW_EXPORT void escrow_producer_free(escrow_producer_t *p);
  *         - ESCROW_ERR_STORAGE_FULL: still full when the time ran out;
  *         - ESCROW_ERR_STORAGE: the broker's store failed;
  *           nothing was written;
- *         - ESCROW_ERR_BAD_REQUEST, ESCROW_ERR_NOT_READY, ESCROW_ERR_BUSY,
- *           ESCROW_ERR_INTERNAL: other broker answers (the last two are
- *           retried until the time runs out);
+ *         - ESCROW_ERR_NOT_READY, ESCROW_ERR_BUSY: the broker was shutting
+ *           down or overloaded for the whole of `request.timeout.ms`
+ *           (both are retried until then);
+ *         - ESCROW_ERR_BAD_REQUEST, ESCROW_ERR_INTERNAL: the broker could
+ *           not read or apply the request (a bug on one side);
  *         - ESCROW_ERR__TRANSPORT: no connection to the broker during
  *           `request.timeout.ms` (the log says why);
  *         - ESCROW_ERR__TIMED_OUT: sent, no answer in time; the message

@@ -9,6 +9,7 @@
  * keys, unknown ops) are written byte by byte with the harness's own msgpack
  * writer, so the decoder is checked against an independent encoding.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,10 +41,14 @@ static void *palloc(size_t n)
 	return p;
 }
 
-static wire_str pstr(const char *fmt, int a, int b)
+static wire_str pstr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static wire_str pstr(const char *fmt, ...)
 {
 	char tmp[256];
-	int n = snprintf(tmp, sizeof tmp, fmt, a, b);
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+	va_end(ap);
 	char *p = palloc((size_t)n + 1);
 	memcpy(p, tmp, (size_t)n + 1);
 	return (wire_str){p, (uint32_t)n};
@@ -90,7 +95,7 @@ static void fill_STRS(wire_strs *v, int f, int seed)
 	v->n = 3;
 	v->v = palloc(3 * sizeof *v->v);
 	v->v[0] = pstr("tag%d-%d", f, seed);
-	v->v[1] = pstr("", 0, 0);
+	v->v[1] = pstr("%s", "");
 	v->v[2] = pstr("\xe4\xb8\xad%d%d", f, seed); /* 中 */
 }
 static void fill_PROPS(wire_props *v, int f, int seed)
@@ -101,7 +106,7 @@ static void fill_PROPS(wire_props *v, int f, int seed)
 	v->k[0] = pstr("k%d-%d", f, seed);
 	v->v[0] = pstr("v%d-%d", f, seed);
 	v->k[1] = pstr("empty-%d-%d", f, seed);
-	v->v[1] = pstr("", 0, 0);
+	v->v[1] = pstr("%s", "");
 }
 static void fill_U64S(wire_u64s *v, int f, int seed)
 {
@@ -851,6 +856,12 @@ static void test_reject_huge_counts(void)
 	/* an array32 of 4 G items inside a valid-looking map */
 	CHECK_INT(wire_decode("\x81\xa4tags\xdd\xff\xff\xff\xff", 11, &f, NULL, err, sizeof err),
 	          ==, ESCROW_ERR_BAD_REQUEST);
+	/* 100 M entries: small enough that a plain malloc would succeed (3.2 GB) */
+	CHECK_INT(wire_decode("\xdf\x05\xf5\xe1\x00", 5, &f, NULL, err, sizeof err), ==,
+	          ESCROW_ERR_BAD_REQUEST);
+	/* a count that fits the bytes exactly is still fine */
+	CHECK_INT(wire_decode("\x81\xa3rid\x01", 6, &f, NULL, err, sizeof err), ==, 0);
+	CHECK_UINT(f.m.rid, ==, 1);
 end:
 	wire_frame_free(&f);
 }
