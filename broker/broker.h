@@ -119,6 +119,11 @@ typedef struct flight {
 	uint32_t attempt;    /* attempt of the current (or next) delivery, from 1 */
 	sub *s;              /* holder; NULL while queued for redelivery */
 	struct flight *next; /* redelivery queue link */
+	uint64_t due_ms;     /* held: ack deadline; parked: when to deliver */
+	uint64_t gen;        /* set from a broker-wide counter whenever due_ms changes:
+	                      * older timer entries (also a freed flight's) are stale */
+	bool parked;         /* waiting for due_ms (backoff or deliver-at), not queued */
+	bool has_retry;      /* a retry record is stored for it */
 	UT_hash_handle hh;   /* in group->flights, keyed by seq */
 } flight;
 
@@ -130,6 +135,7 @@ typedef struct topic {
 	uint64_t next_seq;  /* durable and visible: every seq < next_seq is stored */
 	uint64_t first_seq; /* lowest retained seq */
 	group *groups;      /* list via group->next */
+	bool retaining;     /* a RETAIN op is with the writer (retain.c) */
 	UT_hash_handle hh_name;
 	UT_hash_handle hh_id;
 } topic;
@@ -147,6 +153,9 @@ struct group {
 	flight *flights;     /* in flight or queued for redelivery, by seq */
 	uint32_t n_inflight; /* flights held by a subscription */
 	flight *redo_head, *redo_tail; /* redelivery queue, FIFO */
+	ack_ent *dead;       /* dead-lettered seqs (also counted as acked for the floor) */
+	uint32_t n_dead;
+	bool dying;          /* being removed: failures are not recorded */
 	sub *subs;           /* list via sub->next_in_group */
 	sub *rr;             /* round-robin position */
 	bool dirty;          /* queued for dispatch */
@@ -219,6 +228,9 @@ void conn_unref(conn *c);
 /* ---- request handlers (cmd.c) ------------------------------------------- */
 
 void cmd_dispatch(conn *c, const wire_msg *m);
+/* cmd_op_new: a store op whose completion replies {rid, ok} (or the error)
+ * to @c when @req has a rid. NULL when out of memory. */
+store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind);
 /* cmd_done handles an op the writer handed back (reply + side effects). */
 void cmd_done(broker *b, store_op *op);
 
@@ -248,6 +260,49 @@ void topic_made_visible(broker *b, topic *t, uint64_t seq);
 void dispatch_mark(broker *b, group *g); /* deliver what can be at the end of this pass */
 void dispatch_run(broker *b);            /* deliver for every marked group */
 void sub_detach(broker *b, sub *s);      /* requeue its deliveries, unlink, free */
+flight *flight_new(group *g, uint64_t seq);
+void flight_drop(group *g, flight *f);
+void redo_push(group *g, flight *f);     /* queue for delivery ahead of new messages */
+
+/* ---- redelivery timers, nack, touch, dead letters (redeliver.c) -------- */
+
+/* One timer entry: flight (group_id, seq) is due at due_ms if its gen still
+ * matches. Kept in a binary min-heap on b->tq. */
+typedef struct tq_ent {
+	uint64_t due_ms;
+	uint64_t seq;
+	uint64_t gen;
+	uint32_t group_id;
+} tq_ent;
+
+int redeliver_init(broker *b);
+void redeliver_free(broker *b);
+/* rd_arm sets f->due_ms and schedules the timer for it. */
+void rd_arm(broker *b, group *g, flight *f, uint64_t due_ms);
+/* rd_fail: the current delivery of @f failed (nack, ack timeout, consumer
+ * gone): schedule the next attempt after @delay_ms (UINT64_MAX: the group's
+ * backoff step), or dead-letter it after max_deliver attempts. */
+void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_ms);
+/* rd_settle: @f was acked: forget its retry record. Frees nothing. */
+void rd_settle(broker *b, group *g, flight *f);
+int redeliver_load(broker *b); /* retry and dlq records at startup */
+/* retain.c: the retention timer, incremental deletes of settled old messages */
+int retain_init(broker *b);
+void retain_free(broker *b);
+void retain_done(broker *b, store_op *op); /* a RETAIN op came back */
+void cmd_nack(conn *c, const wire_msg *m);
+void cmd_touch(conn *c, const wire_msg *m);
+void cmd_group_create(conn *c, const wire_msg *m);
+void cmd_group_list(conn *c, const wire_msg *m);
+void cmd_group_describe(conn *c, const wire_msg *m);
+void cmd_group_reset(conn *c, const wire_msg *m);
+void cmd_group_delete(conn *c, const wire_msg *m);
+/* dlq.c */
+void cmd_dlq_list(conn *c, const wire_msg *m);
+void cmd_dlq_redrive(conn *c, const wire_msg *m);
+void cmd_dlq_purge(conn *c, const wire_msg *m);
+void cmd_msg_get(conn *c, const wire_msg *m);
+void cmd_msg_find(conn *c, const wire_msg *m);
 
 /* ---- the broker and its group-commit plumbing (commit.c, main.c) ------- */
 
@@ -272,6 +327,11 @@ struct broker {
 	store_op *done_head, *done_tail; /* guarded by done_mu */
 	wire_buf out;             /* scratch encode buffer */
 	bool stopping;
+	struct event *timer_ev;   /* redeliver.c: earliest due of tq */
+	tq_ent *tq;               /* min-heap by due_ms */
+	size_t tq_n, tq_cap;
+	uint64_t timer_at;        /* when timer_ev fires; 0 = not armed */
+	struct event *retain_ev;  /* retain.c: periodic retention tick */
 	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
 	struct txstate *tx;       /* transactions (tx.c) */
 };

@@ -40,6 +40,12 @@ static bop *bop_new(conn *c, const wire_msg *req, store_op_kind kind)
 	return r;
 }
 
+store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind)
+{
+	bop *r = bop_new(c, req, kind);
+	return r ? &r->op : NULL;
+}
+
 static void reply_ok(conn *c, const wire_msg *req)
 {
 	wire_msg r;
@@ -224,6 +230,8 @@ static void cmd_topic_describe(conn *c, const wire_msg *m)
 		WIRE_SET(it, CONSUMERS, consumers, group_consumers(g));
 		WIRE_SET(it, ACK_TIMEOUT_MS, ack_timeout_ms, g->conf.ack_timeout_ms);
 		WIRE_SET(it, MAX_DELIVER, max_deliver, g->conf.max_deliver);
+		WIRE_SET(it, DLQ, dlq, g->n_dead);
+		WIRE_SET(it, BACKOFF_MS, backoff_ms, ((wire_u64s){g->conf.n_backoff, g->conf.backoff_ms}));
 	}
 	wire_msg r;
 	fill_topic(&r, t);
@@ -292,9 +300,12 @@ bool check_msg_fields_or_reply(conn *c, const wire_msg *m)
 				return false;
 			}
 	}
-	if (WIRE_HAS(m, DELAY_MS) || WIRE_HAS(m, AT_MS)) {
-		conn_reply_err(c, m, ESCROW_ERR_INVALID,
-		               "delayed messages are not supported by this broker version");
+	if (WIRE_HAS(m, DELAY_MS) && WIRE_HAS(m, AT_MS)) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "give delay_ms or at_ms, not both");
+		return false;
+	}
+	if (WIRE_HAS(m, DELAY_MS) && m->delay_ms > UINT64_C(10) * 365 * 86400000) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "delay_ms over 10 years");
 		return false;
 	}
 	return true;
@@ -318,7 +329,13 @@ char *build_record(const wire_msg *m, uint32_t *len)
 	WIRE_SET(&rec, BODY, body, m->body);
 	if (WIRE_HAS(m, BORN_MS))
 		WIRE_SET(&rec, BORN_MS, born_ms, m->born_ms);
-	WIRE_SET(&rec, STORED_MS, stored_ms, now_ms());
+	uint64_t now = now_ms();
+	WIRE_SET(&rec, STORED_MS, stored_ms, now);
+	/* delayed message: not delivered before at_ms (redeliver.c parks it) */
+	if (WIRE_HAS(m, AT_MS) && m->at_ms > now)
+		WIRE_SET(&rec, AT_MS, at_ms, m->at_ms);
+	else if (WIRE_HAS(m, DELAY_MS) && m->delay_ms)
+		WIRE_SET(&rec, AT_MS, at_ms, now + m->delay_ms);
 	wire_buf buf = {0};
 	if (wire_encode_map(&rec, &buf)) {
 		wire_buf_free(&buf);
@@ -445,6 +462,7 @@ static void cmd_ack(conn *c, const wire_msg *m)
 		return;
 	}
 	group *g = s->g;
+	rd_settle(b, g, f);
 	HASH_DEL(g->flights, f);
 	free(f);
 	s->inflight--;
@@ -488,6 +506,18 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_SEND_HALF] = cmd_send_half,
 	[WIRE_OP_END_TX] = cmd_end_tx,
 	[WIRE_OP_TX_LIST] = cmd_tx_list,
+	[WIRE_OP_NACK] = cmd_nack,
+	[WIRE_OP_TOUCH] = cmd_touch,
+	[WIRE_OP_GROUP_CREATE] = cmd_group_create,
+	[WIRE_OP_DLQ_LIST] = cmd_dlq_list,
+	[WIRE_OP_DLQ_REDRIVE] = cmd_dlq_redrive,
+	[WIRE_OP_DLQ_PURGE] = cmd_dlq_purge,
+	[WIRE_OP_MSG_GET] = cmd_msg_get,
+	[WIRE_OP_MSG_FIND] = cmd_msg_find,
+	[WIRE_OP_GROUP_LIST] = cmd_group_list,
+	[WIRE_OP_GROUP_DESCRIBE] = cmd_group_describe,
+	[WIRE_OP_GROUP_RESET] = cmd_group_reset,
+	[WIRE_OP_GROUP_DELETE] = cmd_group_delete,
 };
 
 void cmd_dispatch(conn *c, const wire_msg *m)
@@ -545,6 +575,15 @@ void cmd_done(broker *b, store_op *op)
 {
 	if (op->kind >= STORE_OP_TX_HALF_ADD && op->kind <= STORE_OP_TX_GC) {
 		tx_done(b, op);
+		return;
+	}
+	if (!op->ctx) {
+		/* queued by the broker itself (redeliver.c, retain.c): nobody waits */
+		if (op->kind == STORE_OP_RETAIN)
+			retain_done(b, op);
+		if (op->err && op->err != ESCROW_ERR_NOT_READY && op->err != ESCROW_ERR_NOT_FOUND)
+			log_warn("store op %d failed: %s", op->kind, escrow_err2name(op->err));
+		store_op_free(op);
 		return;
 	}
 	bop *r = (bop *)op;
@@ -616,6 +655,12 @@ void cmd_done(broker *b, store_op *op)
 		break;
 	}
 	case STORE_OP_ACK:
+	case STORE_OP_GROUP_RESET:
+	case STORE_OP_RETAIN:
+	case STORE_OP_RETRY:
+	case STORE_OP_RETRY_DEL:
+	case STORE_OP_DEAD:
+	case STORE_OP_DLQ_DEL:
 		if (c)
 			conn_reply(c, &rep);
 		break;

@@ -6,7 +6,9 @@
  * (prefetch minus deliveries unacked) and an output buffer that is not
  * backed up, so one slow consumer never holds up the others. Deliveries of a
  * subscription that goes away are queued for redelivery, ahead of new
- * messages, with the attempt count raised.
+ * messages, with the attempt count raised, once the group's backoff step
+ * has passed (redeliver.c). A message whose deliver-at time is in the
+ * future is parked on the timer when the cursor reaches it.
  *
  * Dispatch runs once per event-loop pass for every group marked dirty
  * (dispatch_mark), inside one LMDB read snapshot, after the pass's replies:
@@ -57,11 +59,15 @@ static sub *next_sub(group *g)
 	return NULL;
 }
 
+enum { DELIVERED = 0, PARKED = 1, GONE = -1 };
+
 /*
- * deliver sends message @seq of @g to @s. Returns false if the record is
- * gone or unreadable (the caller forgets the delivery).
+ * deliver sends message @seq of @g to @s and starts its ack deadline.
+ * Returns DELIVERED; PARKED when the message has a deliver-at time still in
+ * the future (the flight waits on the timer, @s is not used); GONE if the
+ * record is gone or unreadable (the caller forgets the delivery).
  */
-static bool deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
+static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 {
 	wire_str rec;
 	int rc = store_msg_get(rt, g->t->id, f->seq, &rec);
@@ -69,14 +75,21 @@ static bool deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 		if (rc != ESCROW_ERR_NOT_FOUND)
 			log_error("reading %s seq %llu: %s", g->t->name, (unsigned long long)f->seq,
 			          escrow_err2name(rc));
-		return false;
+		return GONE;
 	}
 	wire_frame fr;
 	char err[128];
 	if (wire_decode(rec.p, rec.len, &fr, NULL, err, sizeof err)) {
 		log_error("stored record %s seq %llu does not decode: %s", g->t->name,
 		          (unsigned long long)f->seq, err);
-		return false;
+		return GONE;
+	}
+	uint64_t now = now_ms();
+	if (WIRE_HAS(&fr.m, AT_MS) && fr.m.at_ms > now) {
+		wire_frame_free(&fr);
+		f->parked = true;
+		rd_arm(b, g, f, fr.m.at_ms);
+		return PARKED;
 	}
 	wire_msg d = fr.m; /* id, key, tags, props, body, born_ms, stored_ms */
 	d.op = WIRE_OP_DELIVER;
@@ -93,10 +106,11 @@ static bool deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 	s->inflight++;
 	g->n_inflight++;
 	b->msgs_out++;
-	return true;
+	rd_arm(b, g, f, now + g->conf.ack_timeout_ms);
+	return DELIVERED;
 }
 
-static flight *flight_new(group *g, uint64_t seq)
+flight *flight_new(group *g, uint64_t seq)
 {
 	flight *f = calloc(1, sizeof *f);
 	BROKER_ASSERT(f);
@@ -106,7 +120,7 @@ static flight *flight_new(group *g, uint64_t seq)
 	return f;
 }
 
-static void flight_drop(group *g, flight *f)
+void flight_drop(group *g, flight *f)
 {
 	HASH_DEL(g->flights, f);
 	free(f);
@@ -144,8 +158,11 @@ static void group_dispatch(broker *b, store_rtxn *rt, group *g)
 			g->cursor = seq + 1;
 			f = flight_new(g, seq);
 		}
-		if (!deliver(b, rt, g, s, f))
+		if (deliver(b, rt, g, s, f) == GONE) {
+			if (f->has_retry)
+				rd_settle(b, g, f);
 			flight_drop(g, f);
+		}
 	}
 }
 
@@ -177,15 +194,7 @@ void sub_detach(broker *b, sub *s)
 	HASH_ITER(hh, g->flights, f, tmp) {
 		if (f->s != s)
 			continue;
-		f->s = NULL;
-		f->attempt++;
-		f->next = NULL;
-		if (g->redo_tail)
-			g->redo_tail->next = f;
-		else
-			g->redo_head = f;
-		g->redo_tail = f;
-		g->n_inflight--;
+		rd_fail(b, g, f, "consumer gone", UINT64_MAX);
 	}
 	for (sub **pp = &g->subs; *pp; pp = &(*pp)->next_in_group)
 		if (*pp == s) {

@@ -165,7 +165,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "escrowd: cannot open data dir %s: %s\n", b->conf.data_dir, err);
 		return 1;
 	}
-	if (store_load_topics(b->st, load_topic, b) || store_load_groups(b->st, load_group, b)) {
+	if (redeliver_init(b) || retain_init(b)) {
+		fprintf(stderr, "escrowd: cannot create the redelivery timer\n");
+		return 1;
+	}
+	if (store_load_topics(b->st, load_topic, b) || store_load_groups(b->st, load_group, b) ||
+	    redeliver_load(b)) {
 		fprintf(stderr, "escrowd: cannot load %s (see the log above)\n", b->conf.data_dir);
 		store_close(b->st);
 		return 1;
@@ -205,6 +210,8 @@ int main(int argc, char **argv)
 	event_free(sigterm);
 	event_free(b->done_ev);
 	event_free(b->flush_ev);
+	redeliver_free(b);
+	retain_free(b);
 	evconnlistener_free(b->lst);
 	event_base_free(b->base);
 	wire_buf_free(&b->out);

@@ -90,11 +90,16 @@ group *group_add(broker *b, topic *t, uint32_t id, const char *name,
 
 static void group_free(broker *b, group *g)
 {
+	g->dying = true;
 	while (g->subs)
 		sub_detach(b, g->subs);
 	ack_ent *a, *atmp;
 	HASH_ITER(hh, g->acks, a, atmp) {
 		HASH_DEL(g->acks, a);
+		free(a);
+	}
+	HASH_ITER(hh, g->dead, a, atmp) {
+		HASH_DEL(g->dead, a);
 		free(a);
 	}
 	flight *f, *ftmp;

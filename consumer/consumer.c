@@ -17,6 +17,7 @@
 #include "client/client.h"
 #include "client/msg_int.h"
 #include "escrow/consumer.h"
+#include "consumer/consumer_int.h"
 
 struct escrow_consumer {
 	client *cl;
@@ -38,7 +39,18 @@ struct escrow_consumer {
 	unsigned sub_answers;     /* lock: subscribe answers so far */
 	int sub_err;              /* lock: the last answer's code */
 	char sub_emsg[256];       /* lock: the last failure, as a sentence */
+	int stop;                 /* @atomic escrow_consumer_stop() was called (run.c) */
 };
+
+client *consumer_client(escrow_consumer_t *c)
+{
+	return c->cl;
+}
+
+int *consumer_stop_flag(escrow_consumer_t *c)
+{
+	return &c->stop;
+}
 
 static uint64_t mono_ms(void)
 {
@@ -314,12 +326,17 @@ escrow_msg_t *escrow_consumer_poll(escrow_consumer_t *c, int timeout_ms)
 /* ack_frame fills @w as an ack of @msg, after checking it is current. */
 static int ack_frame(escrow_consumer_t *c, const escrow_msg_t *msg, wire_msg *w)
 {
+	return consumer_settle_frame(c, msg, WIRE_OP_ACK, w);
+}
+
+int consumer_settle_frame(escrow_consumer_t *c, const escrow_msg_t *msg, int op, wire_msg *w)
+{
 	if (!c || !msg || !msg->sid || !msg->seq)
 		return ESCROW_ERR__INVALID_ARG;
 	if (msg->conn_id != client_connection_id(c->cl) || !client_is_connected(c->cl))
 		return ESCROW_ERR__TRANSPORT;
 	memset(w, 0, sizeof *w);
-	w->op = WIRE_OP_ACK;
+	w->op = (wire_op)op;
 	WIRE_SET(w, SID, sid, msg->sid);
 	WIRE_SET(w, SEQ, seq, msg->seq);
 	return 0;

@@ -114,6 +114,17 @@ int store_load_groups(store *s, int (*cb)(void *arg, const store_group_info *g),
 /* Sparse acks of one group above its floor, in seq order. */
 int store_load_acks(store *s, uint32_t group_id, int (*cb)(void *arg, uint64_t seq), void *arg);
 
+/* Retry and dead-letter records, any order (store/retry.c). */
+typedef struct store_retry_info {
+	uint32_t group_id;
+	uint64_t seq;
+	uint32_t attempts;  /* retry: attempt of the next delivery; dlq: made */
+	uint64_t ms;        /* retry: due_ms; dlq: when dead-lettered */
+	const char *reason; /* NUL-terminated, valid during the callback */
+} store_retry_info;
+int store_load_retry(store *s, int (*cb)(void *arg, const store_retry_info *r), void *arg);
+int store_load_dlq(store *s, int (*cb)(void *arg, const store_retry_info *r), void *arg);
+
 /* ---- reads (network thread) --------------------------------------------- */
 
 typedef struct store_rtxn store_rtxn;
@@ -142,6 +153,15 @@ int store_msg_lookup(store_rtxn *r, const escrow_id_t *id, uint32_t *topic_id, u
 
 /* store_count: messages stored for a topic (msgs entries). */
 int store_topic_count(store_rtxn *r, uint32_t topic_id, uint64_t *count);
+
+/* store_dlq_scan: the dead letters of @group_id in seq order (lookup.c).
+ * store_key_scan: the seqs of @topic_id's messages with business key @key,
+ * in seq order. Both stop when @cb returns nonzero (returned) and return 0
+ * or a storage code. */
+int store_dlq_scan(store_rtxn *r, uint32_t group_id,
+                   int (*cb)(void *arg, const store_retry_info *ri), void *arg);
+int store_key_scan(store_rtxn *r, uint32_t topic_id, const char *key, uint32_t key_len,
+                   int (*cb)(void *arg, uint64_t seq), void *arg);
 
 /* Environment figures for `status`. */
 typedef struct store_stats {
@@ -249,6 +269,29 @@ typedef enum store_op_kind {
 	 * than this), tx.count (entries to look at at most). out: tx.tx (where
 	 * to resume; zero id = wrapped), tx.n_out (deleted). */
 	STORE_OP_TX_GC,
+	/* Redelivery state (store/retry.c, doc/storage.md §retry).
+	 * RETRY in: retry.group_id, seq, attempts (attempt the next delivery
+	 * gets), due_ms, reason. Writes retry[group|seq] and
+	 * retry_due[due|group|seq], replacing an older due entry. Nobody waits.
+	 * RETRY_DEL in: retry.group_id, seq: drops both (absent is fine).
+	 * DEAD in: retry.group_id, seq, attempts (made), reason: writes
+	 * dlq[group|seq] = {attempts, now, reason}, drops the retry entries.
+	 * DLQ_DEL in: retry.group_id, seq: drops dlq[group|seq] (redrive, purge).
+	 * err: NOT_FOUND (group gone). */
+	STORE_OP_RETRY,
+	STORE_OP_RETRY_DEL,
+	STORE_OP_DEAD,
+	STORE_OP_DLQ_DEL,
+	/* in: group.id, group.ack_floor (the new floor, computed by the caller).
+	 * The group's floor becomes ack_floor (backwards too) and its sparse
+	 * acks, retry and dlq entries are deleted. err: NOT_FOUND. */
+	STORE_OP_GROUP_RESET,
+	/* Retention (store/retain.c). in: retain.topic_id, below_seq,
+	 * stored_before_ms, max. Deletes the topic's oldest messages while their
+	 * seq < below_seq and their stored_ms < stored_before_ms, at most max of
+	 * them, with their msg_ids and keys entries. out: retain.deleted,
+	 * retain.first_seq (lowest seq left; next_seq when none). err: NOT_FOUND. */
+	STORE_OP_RETAIN,
 } store_op_kind;
 
 /* Transaction states and outcomes (txs, tx_done). */
@@ -256,6 +299,8 @@ typedef enum store_op_kind {
 #define STORE_TX_EXPIRED 2
 #define STORE_TX_COMMIT 1
 #define STORE_TX_ROLLBACK 2
+
+#define STORE_REASON_MAX 200 /* bytes of a nack / dead-letter reason kept */
 
 typedef struct store_op {
 	struct store_op *next; /* chain; owned by whoever holds the op */
@@ -317,6 +362,21 @@ typedef struct store_op {
 			uint32_t *out_topic; /* owned */
 			uint64_t *out_seq;   /* owned */
 		} tx;
+		struct {
+			uint32_t topic_id;
+			uint64_t below_seq;
+			uint64_t stored_before_ms;
+			uint32_t max;
+			uint32_t deleted;
+			uint64_t first_seq;
+		} retain;
+		struct {
+			uint32_t group_id;
+			uint64_t seq;
+			uint32_t attempts;
+			uint64_t due_ms;
+			char reason[STORE_REASON_MAX + 1];
+		} retry;
 	} u;
 } store_op;
 

@@ -146,6 +146,14 @@ int store_group_rec_encode(const char *name, uint64_t created_ms, bool latest,
                            const store_group_conf *c, uint32_t id, MDB_val *out, void **to_free);
 int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STORE_NAME_MAX + 1]);
 
+/* retry.c: apply functions for the RETRY family, called by writer.c's
+ * apply() inside its write transaction. Return 0 or an escrow code; on an
+ * LMDB failure of a write set *mdb_rc (the transaction is then poisoned). */
+int store_apply_retry(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int *mdb_rc);
+
+/* retain.c: STORE_OP_RETAIN, same contract as store_apply_retry. */
+int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc);
+
 /* writer.c */
 void *store_writer_main(void *arg);
 /* The writer's per-transaction context and what store/tx.c may use of it. */

@@ -318,6 +318,30 @@ static int delete_group_data(struct wctx *w, uint32_t gid)
 
 /* ---- ops --------------------------------------------------------------- */
 
+/* GROUP_RESET: acks[id|0] = the new floor; the group's sparse acks, retry
+ * and dlq entries go (its retry_due entries are left, see doc/storage.md). */
+static int apply_group_reset(struct wctx *w, store_op *op)
+{
+	uint32_t gid = op->u.group.id;
+	struct gcache *g = NULL;
+	int rc = gcache_get(w, gid, &g);
+	if (rc)
+		return rc;
+	if (op->u.group.ack_floor == 0)
+		return ESCROW_ERR_INVALID;
+	/* write phase */
+	unsigned char kb[4];
+	put_u32(kb, gid);
+	static const store_dbi per_group[] = {DBI_ACKS, DBI_RETRY, DBI_DLQ};
+	for (size_t i = 0; i < sizeof per_group / sizeof per_group[0]; i++)
+		if ((rc = del_prefix(w, per_group[i], kb, 4, 4, NULL)))
+			return wfail(w, rc, "reset group records", "group_id=%u dbi=%d", gid,
+			             (int)per_group[i]);
+	g->floor = op->u.group.ack_floor; /* the floor record is rewritten at flush */
+	g->dirty = true;
+	return 0;
+}
+
 /* TOPIC_CREATE: topics[name] = id|rec, topic_ids[id] = next_seq 1|name,
  * meta next_topic_id += 1. */
 static int apply_topic_create(struct wctx *w, store_op *op)
@@ -759,6 +783,24 @@ static int apply(struct wctx *w, store_op *op)
 	case STORE_OP_TX_EXPIRE:
 	case STORE_OP_TX_GC:
 		return store_tx_apply(w, op);
+	case STORE_OP_GROUP_RESET:
+		return apply_group_reset(w, op);
+	case STORE_OP_RETAIN: {
+		int mrc = 0, rc = store_apply_retain(w->txn, w->s, op, &mrc);
+		if (mrc)
+			return wfail(w, mrc, "retain", "topic_id=%u", op->u.retain.topic_id);
+		return rc;
+	}
+	case STORE_OP_RETRY:
+	case STORE_OP_RETRY_DEL:
+	case STORE_OP_DEAD:
+	case STORE_OP_DLQ_DEL: {
+		int mrc = 0, rc = store_apply_retry(w->txn, w->s, op, w->now_ms, &mrc);
+		if (mrc)
+			return wfail(w, mrc, "retry/dlq", "group_id=%u seq=%llu", op->u.retry.group_id,
+			             (unsigned long long)op->u.retry.seq);
+		return rc;
+	}
 	}
 	store_log(w->s, ESCROW_LOG_ERROR, "store: unknown op kind %d", (int)op->kind);
 	return ESCROW_ERR_INTERNAL;
@@ -837,6 +879,14 @@ static const char *describe_op(const store_op *op, char *buf, size_t len)
 	case STORE_OP_GROUP_DELETE:
 		snprintf(buf, len, "group_delete group_id=%u", op->u.group.id);
 		break;
+	case STORE_OP_RETAIN:
+		snprintf(buf, len, "retain topic_id=%u below=%llu", op->u.retain.topic_id,
+		         (unsigned long long)op->u.retain.below_seq);
+		break;
+	case STORE_OP_GROUP_RESET:
+		snprintf(buf, len, "group_reset group_id=%u floor=%llu", op->u.group.id,
+		         (unsigned long long)op->u.group.ack_floor);
+		break;
 	case STORE_OP_APPEND:
 		snprintf(buf, len, "append topic_id=%u id=%s", op->u.append.topic_id,
 		         escrow_id_fmt(&op->u.append.id, hex));
@@ -852,6 +902,13 @@ static const char *describe_op(const store_op *op, char *buf, size_t len)
 	case STORE_OP_TX_EXPIRE:
 	case STORE_OP_TX_GC:
 		snprintf(buf, len, "tx op %d tx=%s", (int)op->kind, escrow_id_fmt(&op->u.tx.tx, hex));
+		break;
+	case STORE_OP_RETRY:
+	case STORE_OP_RETRY_DEL:
+	case STORE_OP_DEAD:
+	case STORE_OP_DLQ_DEL:
+		snprintf(buf, len, "retry/dlq kind %d group_id=%u seq=%llu", (int)op->kind,
+		         op->u.retry.group_id, (unsigned long long)op->u.retry.seq);
 		break;
 	default:
 		snprintf(buf, len, "op kind %d", (int)op->kind);

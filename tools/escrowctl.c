@@ -556,15 +556,58 @@ struct send_opts {
 	uint32_t ntags;
 	wire_str *pk, *pv; /* argc slots */
 	uint32_t nprops;
+	uint64_t delay_ms; /* --delay; 0: none */
+	uint64_t at_ms;    /* --at; 0: none */
 };
 
-enum { O_KEY = O_OWN, O_TAG, O_PROP };
+enum { O_KEY = O_OWN, O_TAG, O_PROP, O_DELAY, O_AT };
+
+/*
+ * parse_time reads a point in time: Unix ms (digits only) or UTC
+ * "YYYY-MM-DDTHH:MM:SS[Z]" (also with a space for T). 0 ok, -1 bad.
+ */
+static int parse_time(const char *s, uint64_t *ms)
+{
+	if (s[0] >= '0' && s[0] <= '9' && !strchr(s, '-')) {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(s, &end, 10);
+		if (errno || *end)
+			return -1;
+		*ms = v;
+		return 0;
+	}
+	int y, mo, d, h, mi, se, n = 0;
+	char sep;
+	if (sscanf(s, "%4d-%2d-%2d%c%2d:%2d:%2d%n", &y, &mo, &d, &sep, &h, &mi, &se, &n) != 7 ||
+	    (sep != 'T' && sep != ' ') || (s[n] && strcmp(s + n, "Z") != 0) || y < 1970 ||
+	    mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 || h < 0 ||
+	    mi < 0 || se < 0)
+		return -1;
+	/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
+	int yy = mo <= 2 ? y - 1 : y;
+	int era = yy / 400, yoe = yy - era * 400;
+	int doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	int64_t days = (int64_t)era * 146097 + doe - 719468;
+	*ms = (uint64_t)((days * 86400 + h * 3600 + mi * 60 + se) * 1000);
+	return 0;
+}
 
 static int send_opt(struct ctl *c, int opt, const char *arg, void *st)
 {
 	struct send_opts *o = st;
 	const char *eq;
 	switch (opt) {
+	case O_DELAY:
+		if (parse_dur(arg, &o->delay_ms) < 0)
+			return usage_err(c, "--delay: bad duration '%s' (e.g. 30s, 5m)", arg);
+		return -1;
+	case O_AT:
+		if (parse_time(arg, &o->at_ms) < 0)
+			return usage_err(c, "--at: bad time '%s' (Unix ms or YYYY-MM-DDTHH:MM:SSZ)",
+			                 arg);
+		return -1;
 	case O_KEY:
 		if (!wire_utf8_valid(arg, strlen(arg)))
 			return usage_err(c, "--key: not valid UTF-8 text");
@@ -609,6 +652,10 @@ static int send_one(struct ctl *c, const char *topic, const struct send_opts *o,
 	WIRE_SET(&req, BORN_MS, born_ms, client_now_unix_ms());
 	if (o->key)
 		WIRE_SET(&req, KEY, key, wire_cstr(o->key));
+	if (o->delay_ms)
+		WIRE_SET(&req, DELAY_MS, delay_ms, o->delay_ms);
+	if (o->at_ms)
+		WIRE_SET(&req, AT_MS, at_ms, o->at_ms);
 	if (o->ntags)
 		WIRE_SET(&req, TAGS, tags, ((wire_strs){o->ntags, o->tags}));
 	if (o->nprops)
@@ -642,6 +689,8 @@ static int cmd_send(struct ctl *c, int argc, char **argv)
 	static const struct option own[] = {{"key", required_argument, NULL, O_KEY},
 	                                    {"tag", required_argument, NULL, O_TAG},
 	                                    {"prop", required_argument, NULL, O_PROP},
+	                                    {"delay", required_argument, NULL, O_DELAY},
+	                                    {"at", required_argument, NULL, O_AT},
 	                                    {NULL, 0, NULL, 0}};
 	struct send_opts o = {0};
 	bool header = false;
@@ -659,6 +708,10 @@ static int cmd_send(struct ctl *c, int argc, char **argv)
 	npos = argc - optind;
 	if ((rc = need_args(c, npos, 1, 2)) || (rc = need_text(c, "TOPIC", argv[optind])))
 		goto out;
+	if (o.delay_ms && o.at_ms) {
+		rc = usage_err(c, "give --delay or --at, not both");
+		goto out;
+	}
 	const char *topic = argv[optind];
 	const char *body = npos == 2 ? argv[optind + 1] : "";
 	if (strcmp(body, "-") != 0) {
@@ -904,9 +957,12 @@ struct consume_opts {
 	uint64_t count;
 	int64_t wait_ms; /* idle wait; < 0 forever */
 	bool no_ack;
+	bool nack;       /* nack each message instead of acking it */
+	bool has_delay;
+	uint64_t delay_ms; /* --delay with --nack */
 };
 
-enum { O_COUNT = O_OWN, O_WAIT, O_NO_ACK };
+enum { O_COUNT = O_OWN, O_WAIT, O_NO_ACK, O_NACK, O_NACK_DELAY };
 
 static int consume_opt(struct ctl *c, int opt, const char *arg, void *st)
 {
@@ -929,6 +985,14 @@ static int consume_opt(struct ctl *c, int opt, const char *arg, void *st)
 		return -1;
 	case O_NO_ACK:
 		o->no_ack = true;
+		return -1;
+	case O_NACK:
+		o->nack = true;
+		return -1;
+	case O_NACK_DELAY:
+		if (parse_dur(arg, &o->delay_ms) < 0)
+			return usage_err(c, "--delay: bad duration '%s' (e.g. 500ms, 10s)", arg);
+		o->has_delay = true;
 		return -1;
 	}
 	return usage_err(c, "unknown option");
@@ -961,6 +1025,8 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 	static const struct option own[] = {{"count", required_argument, NULL, O_COUNT},
 	                                    {"timeout", required_argument, NULL, O_WAIT},
 	                                    {"no-ack", no_argument, NULL, O_NO_ACK},
+	                                    {"nack", no_argument, NULL, O_NACK},
+	                                    {"delay", required_argument, NULL, O_NACK_DELAY},
 	                                    {NULL, 0, NULL, 0}};
 	struct consume_opts o = {.count = 1, .wait_ms = CONSUME_WAIT_MS};
 	struct delivq dq = {.head = NULL};
@@ -979,6 +1045,10 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 	    (rc = need_text(c, "GROUP", argv[optind + 1])))
 		return rc;
 	const char *topic = argv[optind], *group = argv[optind + 1];
+	if (o.nack && o.no_ack)
+		return usage_err(c, "give --nack or --no-ack, not both");
+	if (o.has_delay && !o.nack)
+		return usage_err(c, "--delay goes with --nack");
 
 	pthread_mutex_init(&dq.mu, NULL);
 	pthread_condattr_init(&ca);
@@ -1008,11 +1078,16 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 		got++;
 		print_delivery(c, &q->m, got);
 		if (!o.no_ack) {
-			wire_msg ack = {.op = WIRE_OP_ACK};
+			wire_msg ack = {.op = o.nack ? WIRE_OP_NACK : WIRE_OP_ACK};
 			WIRE_SET(&ack, SID, sid, q->m.sid);
 			WIRE_SET(&ack, SEQ, seq, q->m.seq);
-			snprintf(what, sizeof what, "ack %s %s seq %llu", topic, group,
-			         (unsigned long long)q->m.seq);
+			if (o.nack) {
+				WIRE_SET(&ack, REASON, reason, wire_cstr("escrowctl consume --nack"));
+				if (o.has_delay)
+					WIRE_SET(&ack, DELAY_MS, delay_ms, o.delay_ms);
+			}
+			snprintf(what, sizeof what, "%s %s %s seq %llu", o.nack ? "nack" : "ack", topic,
+			         group, (unsigned long long)q->m.seq);
 			rc = ctl_request(c, what, &ack, 0, &rep);
 			client_reply_free(rep);
 			rep = NULL;
@@ -1034,7 +1109,10 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 	if (!c->json) {
 		char d[64];
 		printf("%s%llu message%s %s", got ? "\n" : "", (unsigned long long)got,
-		       got == 1 ? "" : "s", o.no_ack ? "received (not acked)" : "consumed and acked");
+		       got == 1 ? "" : "s",
+		       o.no_ack ? "received (not acked)"
+		       : o.nack ? "received and nacked (will be redelivered)"
+		                : "consumed and acked");
 		if (got < o.count && interrupted)
 			printf(" (interrupted)");
 		else if (got < o.count && dq.broken)
@@ -1056,6 +1134,461 @@ out:
 	pthread_cond_destroy(&dq.cv);
 	pthread_mutex_destroy(&dq.mu);
 	return rc;
+}
+
+/* ---- group ---------------------------------------------------------------------------- */
+
+struct group_create_opts {
+	const char *from;
+	uint64_t ack_ms;
+	uint64_t max;
+	uint64_t backoff[32];
+	uint32_t nbackoff;
+	bool has_ack, has_max;
+};
+
+enum { O_FROM = O_OWN, O_ACK_TIMEOUT, O_MAX_DELIV, O_BACKOFF };
+
+static int group_create_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	struct group_create_opts *o = st;
+	char *end;
+	switch (opt) {
+	case O_FROM:
+		if (strcmp(arg, "earliest") != 0 && strcmp(arg, "latest") != 0)
+			return usage_err(c, "--from: expected earliest or latest, got '%s'", arg);
+		o->from = arg;
+		return -1;
+	case O_ACK_TIMEOUT:
+		if (parse_dur(arg, &o->ack_ms) < 0 || o->ack_ms == 0)
+			return usage_err(c, "--ack-timeout: bad duration '%s' (e.g. 30s)", arg);
+		o->has_ack = true;
+		return -1;
+	case O_MAX_DELIV:
+		errno = 0;
+		o->max = strtoull(arg, &end, 10);
+		if (errno || end == arg || *end || o->max == 0 || arg[0] == '-')
+			return usage_err(c, "--max-deliveries: expected a number >= 1, got '%s'", arg);
+		o->has_max = true;
+		return -1;
+	case O_BACKOFF: {
+		char buf[1024];
+		snprintf(buf, sizeof buf, "%s", arg);
+		o->nbackoff = 0;
+		for (char *sv = NULL, *tok = strtok_r(buf, " ,", &sv); tok;
+		     tok = strtok_r(NULL, " ,", &sv)) {
+			if (o->nbackoff == 32 || parse_dur(tok, &o->backoff[o->nbackoff]) < 0)
+				return usage_err(c, "--backoff: expected up to 32 durations, e.g. "
+				                    "\"10s 30s 1m\"; bad '%s'", tok);
+			o->nbackoff++;
+		}
+		if (!o->nbackoff)
+			return usage_err(c, "--backoff: no durations given");
+		return -1;
+	}
+	}
+	return usage_err(c, "unknown option");
+}
+
+/* group_create {topic, group, from?, ack_timeout_ms?, max_deliver?, backoff_ms?} -> ok */
+static int cmd_group_create(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"from", required_argument, NULL, O_FROM},
+	                                    {"ack-timeout", required_argument, NULL, O_ACK_TIMEOUT},
+	                                    {"max-deliveries", required_argument, NULL, O_MAX_DELIV},
+	                                    {"backoff", required_argument, NULL, O_BACKOFF},
+	                                    {NULL, 0, NULL, 0}};
+	struct group_create_opts o = {0};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_GROUP_CREATE};
+	char what[600];
+	int rc = parse_opts(c, argc, argv, own, group_create_opt, &o);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	const char *topic = argv[optind], *group = argv[optind + 1];
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
+	WIRE_SET(&req, GROUP, group, wire_cstr(group));
+	if (o.from)
+		WIRE_SET(&req, FROM, from, wire_cstr(o.from));
+	if (o.has_ack)
+		WIRE_SET(&req, ACK_TIMEOUT_MS, ack_timeout_ms, o.ack_ms);
+	if (o.has_max)
+		WIRE_SET(&req, MAX_DELIVER, max_deliver, o.max);
+	if (o.nbackoff)
+		WIRE_SET(&req, BACKOFF_MS, backoff_ms, ((wire_u64s){o.nbackoff, o.backoff}));
+	snprintf(what, sizeof what, "group create %s %s", topic, group);
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	if (c->json) {
+		printf("{\"ok\":true,\"topic\":");
+		json_cstr(stdout, topic);
+		printf(",\"group\":");
+		json_cstr(stdout, group);
+		printf("}\n");
+	} else {
+		printf("created group %s of topic %s\n", group, topic);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+static const char *group_label(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "created" : NULL;
+}
+
+/* group_list {topic?} -> {items: [...]} */
+static int cmd_group_list(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_LAG, WIRE_F_INFLIGHT,
+	                            WIRE_F_DLQ, WIRE_F_CONSUMERS, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_GROUP_LIST};
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 0, 1)))
+		return rc;
+	if (argc - optind == 1) {
+		if ((rc = need_text(c, "TOPIC", argv[optind])))
+			return rc;
+		WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	}
+	if ((rc = ctl_request(c, "group list", &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "items");
+		printf("\n");
+	} else if (WIRE_HAS(m, ITEMS) && m->items.n) {
+		items_table(stdout, &m->items, first, 0, group_label);
+	} else {
+		printf("no consumer groups\n");
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* group_describe {topic, group} -> {group fields} */
+static int cmd_group_describe(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_ACK_FLOOR, WIRE_F_LAG,
+	                            WIRE_F_INFLIGHT, WIRE_F_DLQ, WIRE_F_CONSUMERS, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_GROUP_DESCRIBE};
+	char what[600];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
+	snprintf(what, sizeof what, "group describe %s %s", argv[optind], argv[optind + 1]);
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "items");
+		printf("\n");
+	} else {
+		record_print(stdout, m, first, 0, group_label);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+enum { O_TO = O_OWN };
+
+static int reset_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	if (opt != O_TO)
+		return usage_err(c, "unknown option");
+	*(const char **)st = arg;
+	return -1;
+}
+
+/* group_reset {topic, group, from? | at_ms?} -> ok */
+static int cmd_group_reset(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"to", required_argument, NULL, O_TO},
+	                                    {NULL, 0, NULL, 0}};
+	const char *to = NULL;
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_GROUP_RESET};
+	char what[600];
+	uint64_t at;
+	int rc = parse_opts(c, argc, argv, own, reset_opt, &to);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	if (!to)
+		return usage_err(c, "--to earliest|latest|TIME is required");
+	if (strcmp(to, "earliest") == 0 || strcmp(to, "latest") == 0)
+		WIRE_SET(&req, FROM, from, wire_cstr(to));
+	else if (parse_time(to, &at) == 0)
+		WIRE_SET(&req, AT_MS, at_ms, at);
+	else
+		return usage_err(c, "--to: expected earliest, latest, Unix ms or "
+		                    "YYYY-MM-DDTHH:MM:SSZ, got '%s'", to);
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
+	snprintf(what, sizeof what, "group reset %s %s", argv[optind], argv[optind + 1]);
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	if (c->json)
+		printf("{\"ok\":true}\n");
+	else
+		printf("reset group %s of topic %s to %s\n", argv[optind + 1], argv[optind], to);
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* group_delete {topic, group} -> ok */
+static int cmd_group_delete(struct ctl *c, int argc, char **argv)
+{
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_GROUP_DELETE};
+	char what[600];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
+	snprintf(what, sizeof what, "group delete %s %s", argv[optind], argv[optind + 1]);
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	if (c->json)
+		printf("{\"ok\":true}\n");
+	else
+		printf("deleted group %s of topic %s\n", argv[optind + 1], argv[optind]);
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* ---- dlq, msg ------------------------------------------------------------------------- */
+
+static const char *dlq_label(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "dead_since" : f == WIRE_F_ATTEMPT ? "attempts" : NULL;
+}
+
+/* dlq_list {topic, group} -> {count, items: [{seq, id, key?, attempt, reason, stored_ms}]} */
+static int cmd_dlq_list(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_SEQ, WIRE_F_ID, WIRE_F_ATTEMPT, WIRE_F_STORED_MS,
+	                            WIRE_F_REASON, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_DLQ_LIST};
+	char what[600];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
+	snprintf(what, sizeof what, "dlq list %s %s", argv[optind], argv[optind + 1]);
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "items");
+		printf("\n");
+	} else if (WIRE_HAS(m, ITEMS) && m->items.n) {
+		items_table(stdout, &m->items, first, 0, dlq_label);
+		if (WIRE_HAS(m, COUNT) && m->count > m->items.n)
+			printf("(%llu more)\n", (unsigned long long)(m->count - m->items.n));
+	} else {
+		printf("the dead-letter queue of %s/%s is empty\n", argv[optind], argv[optind + 1]);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+enum { O_ALL = O_OWN };
+
+static int all_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	(void)arg;
+	if (opt != O_ALL)
+		return usage_err(c, "unknown option");
+	*(bool *)st = true;
+	return -1;
+}
+
+/* dlq_redrive / dlq_purge {topic, group, items: [{seq}] | all} -> ok */
+static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char *verb)
+{
+	static const struct option own[] = {{"all", no_argument, NULL, O_ALL}, {NULL, 0, NULL, 0}};
+	bool all = false;
+	client_reply *rep;
+	wire_msg req = {.op = op};
+	char what[600];
+	int rc = parse_opts(c, argc, argv, own, all_opt, &all);
+	if (rc >= 0)
+		return rc;
+	int npos = argc - optind;
+	if ((rc = need_args(c, npos, 2, 1 << 20)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	if (all == (npos > 2))
+		return usage_err(c, "give SEQ... or --all");
+	wire_msg *items = calloc((size_t)npos, sizeof *items);
+	if (!items) {
+		errx_("out of memory");
+		return EXIT_BROKER;
+	}
+	for (int i = 2; i < npos; i++) {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(argv[optind + i], &end, 10);
+		if (errno || end == argv[optind + i] || *end || v == 0 || argv[optind + i][0] == '-') {
+			free(items);
+			return usage_err(c, "SEQ: expected a sequence number >= 1, got '%s'",
+			                 argv[optind + i]);
+		}
+		WIRE_SET(&items[i - 2], SEQ, seq, v);
+	}
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
+	if (all)
+		WIRE_SET(&req, ALL, all, true);
+	else
+		WIRE_SET(&req, ITEMS, items, ((wire_items){(uint32_t)(npos - 2), items}));
+	snprintf(what, sizeof what, "dlq %s %s %s", verb, argv[optind], argv[optind + 1]);
+	rc = ctl_request(c, what, &req, 0, &rep);
+	free(items);
+	if (rc)
+		return rc;
+	if (c->json)
+		printf("{\"ok\":true}\n");
+	else
+		printf("%s %s dead letters of %s/%s\n",
+		       op == WIRE_OP_DLQ_REDRIVE ? "redrove" : "purged",
+		       all ? "all" : "the named", argv[optind], argv[optind + 1]);
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+static int cmd_dlq_redrive(struct ctl *c, int argc, char **argv)
+{
+	return dlq_move(c, argc, argv, WIRE_OP_DLQ_REDRIVE, "redrive");
+}
+
+static int cmd_dlq_purge(struct ctl *c, int argc, char **argv)
+{
+	return dlq_move(c, argc, argv, WIRE_OP_DLQ_PURGE, "purge");
+}
+
+/* parse_id reads 32 hex digits. 0 or -1. */
+static int parse_id(const char *s, escrow_id_t *id)
+{
+	if (strlen(s) != 32)
+		return -1;
+	for (int i = 0; i < 16; i++) {
+		unsigned v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", s[2 * i]) ||
+		    !strchr("0123456789abcdefABCDEF", s[2 * i + 1]))
+			return -1;
+		id->b[i] = (unsigned char)v;
+	}
+	return 0;
+}
+
+/* msg_get {id} -> {topic, seq, ..., items: [{group, state, attempt}]} */
+static int cmd_msg_get(struct ctl *c, int argc, char **argv)
+{
+	static const int first[] = {WIRE_F_TOPIC, WIRE_F_SEQ, WIRE_F_ID, WIRE_F_KEY, WIRE_F_TAGS,
+	                            WIRE_F_PROPS, WIRE_F_BORN_MS, WIRE_F_STORED_MS, WIRE_F_AT_MS,
+	                            WIRE_F_BODY, -1};
+	static const int gfirst[] = {WIRE_F_GROUP, WIRE_F_STATE, WIRE_F_ATTEMPT, -1};
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_MSG_GET};
+	escrow_id_t id;
+	char what[300];
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)))
+		return rc;
+	if (parse_id(argv[optind], &id))
+		return usage_err(c, "ID: expected 32 hex digits, got '%s'", argv[optind]);
+	WIRE_SET(&req, ID, id, id);
+	snprintf(what, sizeof what, "msg get %s", argv[optind]);
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "groups");
+		printf("\n");
+	} else {
+		record_print(stdout, m, first, WF(ITEMS), NULL);
+		printf("\n");
+		if (WIRE_HAS(m, ITEMS) && m->items.n)
+			items_table(stdout, &m->items, gfirst, 0, NULL);
+		else
+			printf("no consumer groups\n");
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+enum { O_FIND_KEY = O_OWN };
+
+static int find_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	if (opt != O_FIND_KEY)
+		return usage_err(c, "unknown option");
+	if (!wire_utf8_valid(arg, strlen(arg)))
+		return usage_err(c, "--key: not valid UTF-8 text");
+	*(const char **)st = arg;
+	return -1;
+}
+
+/* msg_find {topic, key} -> {items: [{seq, id, stored_ms}]} */
+static int cmd_msg_find(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"key", required_argument, NULL, O_FIND_KEY},
+	                                    {NULL, 0, NULL, 0}};
+	static const int first[] = {WIRE_F_SEQ, WIRE_F_ID, WIRE_F_STORED_MS, -1};
+	const char *key = NULL;
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_MSG_FIND};
+	char what[900];
+	int rc = parse_opts(c, argc, argv, own, find_opt, &key);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)) || (rc = need_text(c, "TOPIC", argv[optind])))
+		return rc;
+	if (!key)
+		return usage_err(c, "--key K is required");
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
+	WIRE_SET(&req, KEY, key, wire_cstr(key));
+	snprintf(what, sizeof what, "msg find %s --key %.500s", argv[optind], key);
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (c->json) {
+		json_msg(stdout, m, 0, "items");
+		printf("\n");
+	} else if (WIRE_HAS(m, ITEMS) && m->items.n) {
+		items_table(stdout, &m->items, first, 0, NULL);
+	} else {
+		printf("no message of %s has key %s\n", argv[optind], key);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
 }
 
 /* ---- status ---------------------------------------------------------------------------- */
@@ -1363,15 +1896,51 @@ static const struct cmd cmds[] = {
 	 "show a topic and the lag of each consumer group", NULL},
 	{"topic", "delete", cmd_topic_delete, "TOPIC",
 	 "delete a topic and all its messages and groups", NULL},
-	{"send", NULL, cmd_send, "TOPIC [--key K] [--tag T]... [--prop K=V]... [BODY | -]",
+	{"group", "create", cmd_group_create,
+	 "TOPIC GROUP [--from earliest|latest] [--ack-timeout DUR] [--max-deliveries N] "
+	 "[--backoff \"DUR ...\"]",
+	 "create a consumer group with its delivery settings",
+	 "Options (default: the broker's):\n"
+	 "      --from earliest|latest  start at the first retained message or the next one [earliest]\n"
+	 "      --ack-timeout DUR       redeliver a message not acked within DUR [30s]\n"
+	 "      --max-deliveries N      dead-letter a message after N failed deliveries [16]\n"
+	 "      --backoff \"DUR ...\"   redelivery delay per attempt, the last repeating\n"
+	 "                              [10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h]\n"},
+	{"group", "list", cmd_group_list, "[TOPIC]",
+	 "list consumer groups with lag, in-flight count, DLQ size and consumers", NULL},
+	{"group", "describe", cmd_group_describe, "TOPIC GROUP",
+	 "show a group's settings, ack floor, lag, in-flight count, DLQ size", NULL},
+	{"group", "reset", cmd_group_reset, "TOPIC GROUP --to earliest|latest|TIME",
+	 "move a group to a new start, forgetting its acks, retries and DLQ (audited)",
+	 "TIME is Unix ms or YYYY-MM-DDTHH:MM:SSZ: the group restarts at the first\n"
+	 "message stored at or after it.\n"},
+	{"group", "delete", cmd_group_delete, "TOPIC GROUP",
+	 "delete a consumer group with its acks, retries and DLQ", NULL},
+	{"dlq", "list", cmd_dlq_list, "TOPIC GROUP",
+	 "list the dead-letter queue of a group (attempts, last reason, since when)", NULL},
+	{"dlq", "redrive", cmd_dlq_redrive, "TOPIC GROUP [SEQ... | --all]",
+	 "deliver dead letters to the group again, attempts reset (audited)", NULL},
+	{"dlq", "purge", cmd_dlq_purge, "TOPIC GROUP [SEQ... | --all]",
+	 "drop dead letters for good: the group treats them as acked (audited)", NULL},
+	{"msg", "get", cmd_msg_get, "ID",
+	 "show a message and its state in each group (READY, DELAYED, IN_FLIGHT, ACKED, DEAD)",
+	 NULL},
+	{"msg", "find", cmd_msg_find, "TOPIC --key K",
+	 "find the messages of a topic with business key K", NULL},
+	{"send", NULL, cmd_send,
+	 "TOPIC [--key K] [--tag T]... [--prop K=V]... [--delay DUR | --at TIME] [BODY | -]",
 	 "send a message (with '-': one message per line of stdin)",
 	 "Prints the id and seq of each message stored. Without BODY the body is empty;\n"
 	 "with '-' every non-empty line of stdin (without its newline) is one message.\n\n"
 	 "Options:\n"
 	 "      --key K           business key of the message\n"
 	 "      --tag T           a tag; repeat for more\n"
-	 "      --prop K=V        a user property; repeat for more\n"},
-	{"consume", NULL, cmd_consume, "TOPIC GROUP [--count N] [--timeout DUR] [--no-ack]",
+	 "      --prop K=V        a user property; repeat for more\n"
+	 "      --delay DUR       deliver no earlier than DUR from now\n"
+	 "      --at TIME         deliver no earlier than TIME (Unix ms, or\n"
+	 "                        YYYY-MM-DDTHH:MM:SSZ in UTC)\n"},
+	{"consume", NULL, cmd_consume,
+	 "TOPIC GROUP [--count N] [--timeout DUR] [--no-ack | --nack [--delay DUR]]",
 	 "receive messages as consumer group GROUP, print and ack them",
 	 "Prints each message (seq, id, attempt, key, tags, props, times, body) and acks\n"
 	 "it once printed; the ack is confirmed durable before the next message. Stops\n"
@@ -1381,7 +1950,11 @@ static const struct cmd cmds[] = {
 	 "Options:\n"
 	 "      --count N         messages to receive [1]\n"
 	 "      --timeout DUR     stop when no message came for DUR; 0 waits forever [5s]\n"
-	 "      --no-ack          do not ack; the broker delivers the messages again\n"},
+	 "      --no-ack          do not ack; the broker delivers the messages again\n"
+	 "                        after the group's ack timeout or once we disconnect\n"
+	 "      --nack            nack each message: redelivered after the group's backoff\n"
+	 "                        step (dead-lettered after its max deliveries)\n"
+	 "      --delay DUR       with --nack: redeliver after DUR instead\n"},
 	{"status", NULL, cmd_status, "", "show the broker's version, uptime and counters", NULL},
 	{"tx", "list", cmd_tx_list, "[--expired] [--group G]",
 	 "list open transactions (pending or expired)",

@@ -40,11 +40,14 @@
  * one consumer; each message is returned to one of them. No callback of
  * the application runs on the I/O thread except the log callback.
  *
- * ## Coming later
- * escrow_nack() (redeliver after a delay), escrow_touch() (extend the ack
- * deadline) and escrow_consumer_run() (a loop with a handler returning
- * SUCCESS or RECONSUME_LATER, RocketMQ's MessageListenerConcurrently) are
- * planned additions to this header; nothing here will change for them.
+ * ## Failing and long work
+ * escrow_nack() gives a message back for redelivery after a delay (the
+ * group's backoff step by default; after the group's max deliveries it goes
+ * to the group's dead-letter queue instead). escrow_touch() extends the ack
+ * deadline of a message still being worked on. escrow_consumer_run() is the
+ * loop most applications want: poll, call a handler, ack on
+ * ::ESCROW_CONSUME_SUCCESS, nack on ::ESCROW_CONSUME_RECONSUME_LATER
+ * (RocketMQ's MessageListenerConcurrently), until escrow_consumer_stop().
  *
  * ## Caveats
  * - escrow_consumer_new() fails only when the broker is reachable and
@@ -161,6 +164,90 @@ ESCROW_EXPORT int escrow_ack(escrow_consumer_t *c, const escrow_msg_t *msg);
  * @remark any thread; blocks.
  */
 ESCROW_EXPORT int escrow_ack_sync(escrow_consumer_t *c, const escrow_msg_t *msg, int timeout_ms);
+
+/**
+ * @brief Give @p msg back: the group delivers it again after a delay. Does
+ *        not wait.
+ *
+ * The next delivery has escrow_msg_attempt() one higher and the same id.
+ * When this was the group's max-deliveries-th attempt (default 16) the
+ * message goes to the group's dead-letter queue instead (see `escrowctl
+ * dlq`). Like escrow_ack() the nack is written without waiting; if it is
+ * lost with the connection, the message is redelivered anyway.
+ *
+ * @param[in] c         the consumer that returned @p msg; not NULL
+ * @param[in] msg       a message from escrow_consumer_poll() of @p c; not
+ *                      NULL; not freed by this call
+ * @param[in] delay_ms  redeliver after this many ms; -1: the group's backoff
+ *                      step for this attempt (10s 30s 1m ... by default)
+ * @param[in] reason    why, kept with the message if it is dead-lettered
+ *                      (UTF-8, at most 200 bytes kept); may be NULL
+ * @return ESCROW_OK (queued for writing), ESCROW_ERR__TRANSPORT (not
+ *         connected, or @p msg came on an earlier connection: it will be
+ *         delivered again anyway), ESCROW_ERR__INVALID_ARG, ESCROW_ERR__NO_MEM.
+ * @remark any thread.
+ */
+ESCROW_EXPORT int escrow_nack(escrow_consumer_t *c, const escrow_msg_t *msg, int64_t delay_ms,
+                              const char *reason);
+
+/**
+ * @brief Tell the broker @p msg is still being worked on: its ack deadline
+ *        becomes now + the group's ack timeout. Does not wait.
+ *
+ * Call it more often than the ack timeout (30 s by default) during long
+ * work; a message whose deadline passes is redelivered to another member.
+ *
+ * @param[in] c    the consumer that returned @p msg; not NULL
+ * @param[in] msg  a message from escrow_consumer_poll() of @p c; not NULL
+ * @return as escrow_nack().
+ * @remark any thread.
+ */
+ESCROW_EXPORT int escrow_touch(escrow_consumer_t *c, const escrow_msg_t *msg);
+
+/** @brief What an escrow_consumer_run() handler decided about a message. */
+typedef enum escrow_consume_result {
+	ESCROW_CONSUME_SUCCESS = 0,         /**< done: the message is acked */
+	ESCROW_CONSUME_RECONSUME_LATER = 1, /**< failed: nacked, redelivered after the group's backoff */
+} escrow_consume_result_t;
+
+/**
+ * @brief The handler of escrow_consumer_run(): process one message.
+ *
+ * @param[in] msg  the message; owned by the run loop, valid during the call
+ *                 only (copy what you keep)
+ * @param[in] arg  the @p arg given to escrow_consumer_run()
+ * @return ::ESCROW_CONSUME_SUCCESS or ::ESCROW_CONSUME_RECONSUME_LATER. A
+ *         handler that never returns gets its message redelivered to
+ *         another member after the ack deadline.
+ */
+typedef escrow_consume_result_t escrow_consume_fn(const escrow_msg_t *msg, void *arg);
+
+/**
+ * @brief Run the consume loop on the calling thread: poll, call @p handler,
+ *        then ack (SUCCESS) or nack with the group's backoff
+ *        (RECONSUME_LATER, or any other value), until escrow_consumer_stop().
+ *
+ * Broken connections are not an error: the loop keeps polling while the
+ * consumer reconnects (messages are then delivered again).
+ *
+ * @param[in] c        the consumer; not NULL
+ * @param[in] handler  called once per message, on this thread; not NULL
+ * @param[in] arg      passed to @p handler
+ * @return ESCROW_OK after escrow_consumer_stop(), ESCROW_ERR__INVALID_ARG
+ *         (NULL argument), or ESCROW_ERR__NO_MEM when an ack or nack could
+ *         not be queued.
+ * @remark any one thread per consumer; blocks. Several threads may each run
+ *         a loop on the same consumer.
+ */
+ESCROW_EXPORT int escrow_consumer_run(escrow_consumer_t *c, escrow_consume_fn *handler, void *arg);
+
+/**
+ * @brief Make escrow_consumer_run() return after the message it is handling
+ *        (within about 100 ms when idle). Does not wait.
+ * @param[in] c  the consumer; NULL-safe
+ * @remark any thread, also from inside the handler or a signal handler.
+ */
+ESCROW_EXPORT void escrow_consumer_stop(escrow_consumer_t *c);
 
 #ifdef __cplusplus
 }

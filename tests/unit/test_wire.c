@@ -451,8 +451,9 @@ static void test_op_table(void)
 		CHECK_STR(wire_op_name(want[i].op), ==, want[i].name);
 		CHECK_INT(wire_op_lookup(want[i].name, strlen(want[i].name)), ==, want[i].op);
 		CHECK_INT(wire_op_dir(want[i].op), ==, want[i].dir);
-		/* every request but ack carries a rid (ops.def header) */
-		if (want[i].dir == WIRE_REQ && want[i].op != WIRE_OP_ACK)
+		/* every request but ack, nack and touch carries a rid (ops.def header) */
+		if (want[i].dir == WIRE_REQ && want[i].op != WIRE_OP_ACK &&
+		    want[i].op != WIRE_OP_NACK && want[i].op != WIRE_OP_TOUCH)
 			CHECK(wire_op_required(want[i].op) & WF(RID));
 		for (size_t j = 0; j < i; j++)
 			CHECK_STR(want[i].name, !=, want[j].name);

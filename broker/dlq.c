@@ -1,0 +1,373 @@
+/*
+ * dlq.c - operator requests on dead letters and single messages
+ * (doc/protocol.md §5.15-5.19): dlq_list, dlq_redrive, dlq_purge, msg_get,
+ * msg_find.
+ *
+ * @locality network thread
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+
+#define DLQ_LIST_MAX 10000 /* items in one dlq_list reply */
+#define FIND_MAX 1000      /* items in one msg_find reply */
+
+/* group_or_reply: the group named by m->topic / m->group, or NULL after an
+ * error reply. */
+static group *group_or_reply(conn *c, const wire_msg *m)
+{
+	topic *t = topic_by_name(c->b, m->topic);
+	if (!t) {
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
+		               (int)m->topic.len, m->topic.p);
+		return NULL;
+	}
+	group *g = group_find(t, m->group);
+	if (!g)
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "group '%.*s' of topic %s does not exist",
+		               (int)m->group.len, m->group.p, t->name);
+	return g;
+}
+
+/* decode_rec decodes a stored record into @fr; false (logged) if it does not. */
+static bool decode_rec(wire_str rec, wire_frame *fr)
+{
+	char err[128];
+	if (wire_decode(rec.p, rec.len, fr, NULL, err, sizeof err)) {
+		log_error("stored record does not decode: %s", err);
+		return false;
+	}
+	return true;
+}
+
+struct dlq_list_st {
+	store_rtxn *rt;
+	group *g;
+	wire_msg *items;
+	wire_frame *frames;
+	char **reasons;
+	uint32_t n;
+};
+
+static int dlq_list_cb(void *arg, const store_retry_info *ri)
+{
+	struct dlq_list_st *st = arg;
+	if (st->n == DLQ_LIST_MAX)
+		return 1;
+	wire_msg *it = &st->items[st->n];
+	memset(it, 0, sizeof *it);
+	wire_str rec;
+	if (store_msg_get(st->rt, st->g->t->id, ri->seq, &rec) == 0 &&
+	    decode_rec(rec, &st->frames[st->n])) {
+		const wire_msg *m = &st->frames[st->n].m;
+		if (WIRE_HAS(m, ID))
+			WIRE_SET(it, ID, id, m->id);
+		if (WIRE_HAS(m, KEY))
+			WIRE_SET(it, KEY, key, m->key);
+	}
+	st->reasons[st->n] = strdup(ri->reason);
+	WIRE_SET(it, SEQ, seq, ri->seq);
+	WIRE_SET(it, ATTEMPT, attempt, ri->attempts);
+	WIRE_SET(it, STORED_MS, stored_ms, ri->ms);
+	if (st->reasons[st->n])
+		WIRE_SET(it, REASON, reason, wire_cstr(st->reasons[st->n]));
+	st->n++;
+	return 0;
+}
+
+/* dlq_list {rid, topic, group} -> {rid, ok, count, items: [{seq, id, key?,
+ * attempt, reason, stored_ms}]} §5.15 */
+void cmd_dlq_list(conn *c, const wire_msg *m)
+{
+	group *g = group_or_reply(c, m);
+	if (!g)
+		return;
+	uint32_t cap = g->n_dead < DLQ_LIST_MAX ? g->n_dead : DLQ_LIST_MAX;
+	struct dlq_list_st st = {.g = g};
+	st.items = calloc(cap + 1, sizeof *st.items);
+	st.frames = calloc(cap + 1, sizeof *st.frames);
+	st.reasons = calloc(cap + 1, sizeof *st.reasons);
+	int rc = ESCROW_ERR_INTERNAL;
+	if (st.items && st.frames && st.reasons && (rc = store_rtxn_begin(c->b->st, &st.rt)) == 0) {
+		/* the memory count bounds the reply; the store is the truth */
+		uint32_t want = cap;
+		rc = 0;
+		if (want) {
+			struct dlq_list_st *sp = &st;
+			rc = store_dlq_scan(st.rt, g->id, dlq_list_cb, sp);
+			if (rc == 1)
+				rc = 0;
+		}
+		if (!rc) {
+			wire_msg r;
+			wire_reply_ok(&r, m);
+			WIRE_SET(&r, COUNT, count, g->n_dead);
+			WIRE_SET(&r, ITEMS, items, ((wire_items){st.n, st.items}));
+			conn_reply(c, &r);
+		}
+		store_rtxn_end(st.rt);
+	}
+	if (rc)
+		conn_reply_err(c, m, rc, "cannot read the dead-letter queue");
+	for (uint32_t i = 0; st.frames && i < st.n; i++)
+		wire_frame_free(&st.frames[i]);
+	for (uint32_t i = 0; st.reasons && i < st.n; i++)
+		free(st.reasons[i]);
+	free(st.items);
+	free(st.frames);
+	free(st.reasons);
+}
+
+static void submit_dlq_op(broker *b, group *g, uint64_t seq, store_op_kind kind, store_op *op)
+{
+	if (!op)
+		op = calloc(1, sizeof *op);
+	if (!op) {
+		log_error("out of memory recording a dead-letter change");
+		return;
+	}
+	op->kind = kind;
+	op->u.retry.group_id = g->id;
+	op->u.retry.seq = seq;
+	op->u.retry.attempts = 1;
+	op->u.retry.due_ms = now_ms();
+	if (kind == STORE_OP_RETRY)
+		snprintf(op->u.retry.reason, sizeof op->u.retry.reason, "redrive");
+	broker_submit(b, op);
+}
+
+/* dlq_take: for redrive (@redrive) or purge, the dead letters named by
+ * m->items or all of them (m->all). Returns how many were taken. */
+static uint32_t dlq_take(conn *c, const wire_msg *m, group *g, bool redrive)
+{
+	broker *b = c->b;
+	uint32_t n = 0;
+	uint64_t *seqs = NULL;
+	uint32_t ns = 0;
+	if (WIRE_HAS(m, ALL) && m->all) {
+		seqs = malloc((g->n_dead + 1) * sizeof *seqs);
+		if (!seqs)
+			return 0;
+		for (ack_ent *a = g->dead; a; a = a->hh.next)
+			seqs[ns++] = a->seq;
+	} else {
+		seqs = malloc((m->items.n + 1) * sizeof *seqs);
+		if (!seqs)
+			return 0;
+		for (uint32_t i = 0; i < m->items.n; i++)
+			if (WIRE_HAS(&m->items.v[i], SEQ))
+				seqs[ns++] = m->items.v[i].seq;
+	}
+	for (uint32_t i = 0; i < ns; i++) {
+		ack_ent *a = NULL;
+		HASH_FIND(hh, g->dead, &seqs[i], sizeof seqs[i], a);
+		if (!a)
+			continue;
+		HASH_DEL(g->dead, a);
+		free(a);
+		g->n_dead--;
+		n++;
+		submit_dlq_op(b, g, seqs[i], STORE_OP_DLQ_DEL, NULL);
+		if (!redrive)
+			continue;
+		flight *f = NULL;
+		HASH_FIND(hh, g->flights, &seqs[i], sizeof seqs[i], f);
+		if (f)
+			continue;
+		f = flight_new(g, seqs[i]);
+		f->has_retry = true;
+		submit_dlq_op(b, g, seqs[i], STORE_OP_RETRY, NULL);
+		redo_push(g, f);
+	}
+	free(seqs);
+	if (n && redrive)
+		dispatch_mark(b, g);
+	return n;
+}
+
+static void dlq_move(conn *c, const wire_msg *m, bool redrive)
+{
+	group *g = group_or_reply(c, m);
+	if (!g)
+		return;
+	bool all = WIRE_HAS(m, ALL) && m->all;
+	if (!all && (!WIRE_HAS(m, ITEMS) || m->items.n == 0)) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "give items: [{seq}, ...] or all: true");
+		return;
+	}
+	uint32_t n = dlq_take(c, m, g, redrive);
+	log_info("audit: conn %llu %s (%s) %s %u dead letter%s of %s/%s%s",
+	         (unsigned long long)c->id, c->peer, c->name ? c->name : "-",
+	         redrive ? "redrove" : "purged", n, n == 1 ? "" : "s", g->t->name, g->name,
+	         all ? " (all)" : "");
+	/* the reply waits for the batch holding the changes: an empty op of
+	 * the same batch (a DLQ_DEL of seq 0 would be INVALID, so use RETRY_DEL
+	 * of a seq that has none) */
+	store_op *op = cmd_op_new(c, m, STORE_OP_RETRY_DEL);
+	if (!op) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	op->u.retry.group_id = g->id;
+	op->u.retry.seq = UINT64_MAX;
+	op->u.retry.attempts = n;
+	broker_submit(c->b, op);
+}
+
+/* dlq_redrive {rid, topic, group, items?: [{seq}], all?} -> {rid, ok} §5.16 */
+void cmd_dlq_redrive(conn *c, const wire_msg *m)
+{
+	dlq_move(c, m, true);
+}
+
+/* dlq_purge {rid, topic, group, items?: [{seq}], all?} -> {rid, ok} §5.17 */
+void cmd_dlq_purge(conn *c, const wire_msg *m)
+{
+	dlq_move(c, m, false);
+}
+
+/* state_of: a message's state in group @g (doc/semantics.md). */
+static const char *state_of(group *g, uint64_t seq, uint64_t at_ms, uint32_t *attempt)
+{
+	*attempt = 0;
+	ack_ent *a = NULL;
+	HASH_FIND(hh, g->dead, &seq, sizeof seq, a);
+	if (a)
+		return "DEAD";
+	flight *f = NULL;
+	HASH_FIND(hh, g->flights, &seq, sizeof seq, f);
+	if (f) {
+		*attempt = f->attempt;
+		return f->s ? "IN_FLIGHT" : f->parked ? "DELAYED" : "READY";
+	}
+	if (group_is_acked(g, seq))
+		return "ACKED";
+	return at_ms > now_ms() ? "DELAYED" : "READY";
+}
+
+/* msg_get {rid, id} -> {rid, ok, topic, seq, id, key?, tags?, props?, body,
+ * born_ms?, stored_ms, at_ms?, items: [{group, state, attempt}]} §5.18 */
+void cmd_msg_get(conn *c, const wire_msg *m)
+{
+	broker *b = c->b;
+	store_rtxn *rt;
+	int rc = store_rtxn_begin(b->st, &rt);
+	if (rc) {
+		conn_reply_err(c, m, rc, "cannot read the store");
+		return;
+	}
+	uint32_t tid;
+	uint64_t seq;
+	wire_str rec;
+	wire_frame fr;
+	topic *t = NULL;
+	rc = store_msg_lookup(rt, &m->id, &tid, &seq);
+	if (!rc)
+		rc = store_msg_get(rt, tid, seq, &rec);
+	if (!rc && !(t = topic_by_id(b, tid)))
+		rc = ESCROW_ERR_NOT_FOUND;
+	if (!rc && !decode_rec(rec, &fr))
+		rc = ESCROW_ERR_STORAGE;
+	if (rc) {
+		char hex[33];
+		if (rc == ESCROW_ERR_NOT_FOUND)
+			conn_reply_err(c, m, rc, "no message with id %s is stored",
+			               escrow_id_fmt(&m->id, hex));
+		else
+			conn_reply_err(c, m, rc, "cannot read the message");
+		store_rtxn_end(rt);
+		return;
+	}
+	uint32_t n = 0;
+	for (group *g = t->groups; g; g = g->next)
+		n++;
+	wire_msg *items = calloc(n + 1, sizeof *items);
+	if (!items) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+	} else {
+		uint64_t at = WIRE_HAS(&fr.m, AT_MS) ? fr.m.at_ms : 0;
+		uint32_t i = 0;
+		for (group *g = t->groups; g; g = g->next, i++) {
+			uint32_t attempt;
+			const char *st = state_of(g, seq, at, &attempt);
+			WIRE_SET(&items[i], GROUP, group, wire_cstr(g->name));
+			WIRE_SET(&items[i], STATE, state, wire_cstr(st));
+			WIRE_SET(&items[i], ATTEMPT, attempt, attempt);
+		}
+		wire_msg r = fr.m;
+		r.op = WIRE_OP_NONE;
+		WIRE_SET(&r, RID, rid, m->rid);
+		WIRE_SET(&r, OK, ok, true);
+		WIRE_SET(&r, TOPIC, topic, wire_cstr(t->name));
+		WIRE_SET(&r, SEQ, seq, seq);
+		WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));
+		conn_reply(c, &r);
+		free(items);
+	}
+	wire_frame_free(&fr);
+	store_rtxn_end(rt);
+}
+
+struct find_st {
+	store_rtxn *rt;
+	topic *t;
+	wire_msg *items;
+	wire_frame *frames;
+	uint32_t n;
+};
+
+static int find_cb(void *arg, uint64_t seq)
+{
+	struct find_st *st = arg;
+	if (st->n == FIND_MAX)
+		return 1;
+	wire_str rec;
+	wire_msg *it = &st->items[st->n];
+	memset(it, 0, sizeof *it);
+	WIRE_SET(it, SEQ, seq, seq);
+	if (store_msg_get(st->rt, st->t->id, seq, &rec) == 0 && decode_rec(rec, &st->frames[st->n])) {
+		const wire_msg *m = &st->frames[st->n].m;
+		if (WIRE_HAS(m, ID))
+			WIRE_SET(it, ID, id, m->id);
+		if (WIRE_HAS(m, STORED_MS))
+			WIRE_SET(it, STORED_MS, stored_ms, m->stored_ms);
+	} else {
+		return 0; /* the index entry outlived its message */
+	}
+	st->n++;
+	return 0;
+}
+
+/* msg_find {rid, topic, key} -> {rid, ok, items: [{seq, id, stored_ms}]} §5.19 */
+void cmd_msg_find(conn *c, const wire_msg *m)
+{
+	topic *t = topic_by_name(c->b, m->topic);
+	if (!t) {
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
+		               (int)m->topic.len, m->topic.p);
+		return;
+	}
+	struct find_st st = {.t = t};
+	st.items = calloc(FIND_MAX, sizeof *st.items);
+	st.frames = calloc(FIND_MAX, sizeof *st.frames);
+	int rc = ESCROW_ERR_INTERNAL;
+	if (st.items && st.frames && (rc = store_rtxn_begin(c->b->st, &st.rt)) == 0) {
+		rc = store_key_scan(st.rt, t->id, m->key.p, m->key.len, find_cb, &st);
+		if (rc == 1 || rc == ESCROW_ERR_NOT_FOUND)
+			rc = 0;
+		if (!rc) {
+			wire_msg r;
+			wire_reply_ok(&r, m);
+			WIRE_SET(&r, ITEMS, items, ((wire_items){st.n, st.items}));
+			conn_reply(c, &r);
+		}
+		store_rtxn_end(st.rt);
+	}
+	if (rc)
+		conn_reply_err(c, m, rc, "cannot read the key index");
+	for (uint32_t i = 0; st.frames && i < st.n; i++)
+		wire_frame_free(&st.frames[i]);
+	free(st.items);
+	free(st.frames);
+}

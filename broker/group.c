@@ -1,0 +1,263 @@
+/*
+ * group.c - consumer group administration requests (doc/protocol.md §5.14).
+ *
+ * @locality network thread
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+
+/* group_create {rid, topic, group, from?, ack_timeout_ms?, max_deliver?,
+ * backoff_ms?} -> {rid, ok} durable | EXISTS | NOT_FOUND | INVALID §5.14 */
+void cmd_group_create(conn *c, const wire_msg *m)
+{
+	if (!name_valid(m->group)) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID,
+		               "group name must be 1-255 bytes of [A-Za-z0-9._-]");
+		return;
+	}
+	topic *t = topic_by_name(c->b, m->topic);
+	if (!t) {
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
+		               (int)m->topic.len, m->topic.p);
+		return;
+	}
+	if (group_find(t, m->group)) {
+		conn_reply_err(c, m, ESCROW_ERR_EXISTS, "group '%.*s' of topic %s already exists",
+		               (int)m->group.len, m->group.p, t->name);
+		return;
+	}
+	bool latest = false;
+	if (WIRE_HAS(m, FROM)) {
+		if (wire_str_eq(m->from, "latest"))
+			latest = true;
+		else if (!wire_str_eq(m->from, "earliest")) {
+			conn_reply_err(c, m, ESCROW_ERR_INVALID, "from must be earliest or latest");
+			return;
+		}
+	}
+	store_group_conf conf = c->b->conf.group_defaults;
+	if (WIRE_HAS(m, ACK_TIMEOUT_MS)) {
+		if (m->ack_timeout_ms == 0 || m->ack_timeout_ms > UINT64_C(86400000) * 7) {
+			conn_reply_err(c, m, ESCROW_ERR_INVALID, "ack_timeout_ms must be 1..7 days");
+			return;
+		}
+		conf.ack_timeout_ms = m->ack_timeout_ms;
+	}
+	if (WIRE_HAS(m, MAX_DELIVER)) {
+		if (m->max_deliver == 0 || m->max_deliver > 100000) {
+			conn_reply_err(c, m, ESCROW_ERR_INVALID, "max_deliver must be 1..100000");
+			return;
+		}
+		conf.max_deliver = (uint32_t)m->max_deliver;
+	}
+	if (WIRE_HAS(m, BACKOFF_MS)) {
+		if (m->backoff_ms.n == 0 || m->backoff_ms.n > STORE_BACKOFF_MAX) {
+			conn_reply_err(c, m, ESCROW_ERR_INVALID, "backoff_ms must have 1..%d steps",
+			               STORE_BACKOFF_MAX);
+			return;
+		}
+		conf.n_backoff = m->backoff_ms.n;
+		for (uint32_t i = 0; i < m->backoff_ms.n; i++)
+			conf.backoff_ms[i] = m->backoff_ms.v[i];
+	}
+	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_CREATE);
+	if (!op) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	op->u.group.topic_id = t->id;
+	memcpy(op->u.group.name, m->group.p, m->group.len);
+	op->u.group.name[m->group.len] = 0;
+	op->u.group.conf = conf;
+	op->u.group.latest = latest;
+	broker_submit(c->b, op);
+}
+
+/* group_or_reply: the group named by m->topic / m->group, or NULL after an
+ * error reply. */
+static group *named_group(conn *c, const wire_msg *m)
+{
+	topic *t = topic_by_name(c->b, m->topic);
+	if (!t) {
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
+		               (int)m->topic.len, m->topic.p);
+		return NULL;
+	}
+	group *g = group_find(t, m->group);
+	if (!g)
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "group '%.*s' of topic %s does not exist",
+		               (int)m->group.len, m->group.p, t->name);
+	return g;
+}
+
+/* fill_group: the fields of group_list items and the group_describe reply. */
+static void fill_group(wire_msg *it, group *g)
+{
+	WIRE_SET(it, TOPIC, topic, wire_cstr(g->t->name));
+	WIRE_SET(it, GROUP, group, wire_cstr(g->name));
+	WIRE_SET(it, ACK_FLOOR, ack_floor, g->ack_floor);
+	WIRE_SET(it, LAG, lag, group_lag(g));
+	WIRE_SET(it, INFLIGHT, inflight, g->n_inflight);
+	WIRE_SET(it, DLQ, dlq, g->n_dead);
+	WIRE_SET(it, CONSUMERS, consumers, group_consumers(g));
+	WIRE_SET(it, ACK_TIMEOUT_MS, ack_timeout_ms, g->conf.ack_timeout_ms);
+	WIRE_SET(it, MAX_DELIVER, max_deliver, g->conf.max_deliver);
+	WIRE_SET(it, BACKOFF_MS, backoff_ms, ((wire_u64s){g->conf.n_backoff, g->conf.backoff_ms}));
+	WIRE_SET(it, STORED_MS, stored_ms, g->created_ms);
+}
+
+/* group_list {rid, topic?} -> {rid, ok, items: [<group fields>]} §5.20 */
+void cmd_group_list(conn *c, const wire_msg *m)
+{
+	broker *b = c->b;
+	topic *only = NULL;
+	if (WIRE_HAS(m, TOPIC) && !(only = topic_by_name(b, m->topic))) {
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
+		               (int)m->topic.len, m->topic.p);
+		return;
+	}
+	uint32_t n = 0;
+	for (group *g = b->groups_by_id; g; g = g->hh_id.next)
+		if (!only || g->t == only)
+			n++;
+	wire_msg *items = calloc(n + 1, sizeof *items);
+	if (!items) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	uint32_t i = 0;
+	for (group *g = b->groups_by_id; g; g = g->hh_id.next)
+		if (!only || g->t == only)
+			fill_group(&items[i++], g);
+	wire_msg r;
+	wire_reply_ok(&r, m);
+	WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));
+	conn_reply(c, &r);
+	free(items);
+}
+
+/* group_describe {rid, topic, group} -> {rid, ok, <group fields>} §5.21 */
+void cmd_group_describe(conn *c, const wire_msg *m)
+{
+	group *g = named_group(c, m);
+	if (!g)
+		return;
+	wire_msg r;
+	wire_reply_ok(&r, m);
+	fill_group(&r, g);
+	conn_reply(c, &r);
+}
+
+/* first_at: the first seq of @t stored at or after @at_ms (binary search over
+ * stored_ms, which grows with seq), or t->next_seq when none. */
+static uint64_t first_at(broker *b, topic *t, uint64_t at_ms)
+{
+	store_rtxn *rt;
+	if (store_rtxn_begin(b->st, &rt))
+		return t->first_seq;
+	uint64_t lo = t->first_seq, hi = t->next_seq; /* answer in [lo, hi] */
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2, seq;
+		wire_str rec;
+		wire_frame fr;
+		uint64_t stored = 0;
+		if (store_msg_next(rt, t->id, mid, &seq, &rec) == 0 && seq < t->next_seq &&
+		    wire_decode(rec.p, rec.len, &fr, NULL, NULL, 0) == 0) {
+			stored = WIRE_HAS(&fr.m, STORED_MS) ? fr.m.stored_ms : 0;
+			wire_frame_free(&fr);
+		} else {
+			hi = mid;
+			continue;
+		}
+		if (stored >= at_ms)
+			hi = mid;
+		else
+			lo = seq + 1;
+	}
+	store_rtxn_end(rt);
+	return lo;
+}
+
+/*
+ * group_reset {rid, topic, group, from?: earliest|latest, at_ms?} -> {rid, ok,
+ * ack_floor} durable §5.22. The group forgets everything: acks, deliveries in
+ * flight (their acks get NOT_FOUND), retries, dead letters; it goes on from
+ * the new floor.
+ */
+void cmd_group_reset(conn *c, const wire_msg *m)
+{
+	broker *b = c->b;
+	group *g = named_group(c, m);
+	if (!g)
+		return;
+	topic *t = g->t;
+	uint64_t floor;
+	if (WIRE_HAS(m, AT_MS))
+		floor = first_at(b, t, m->at_ms);
+	else if (!WIRE_HAS(m, FROM) || wire_str_eq(m->from, "earliest"))
+		floor = t->first_seq;
+	else if (wire_str_eq(m->from, "latest"))
+		floor = t->next_seq;
+	else {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "from must be earliest or latest");
+		return;
+	}
+	if (floor == 0)
+		floor = 1;
+	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_RESET);
+	if (!op) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	/* memory first: later requests see the reset group */
+	flight *f, *ftmp;
+	HASH_ITER(hh, g->flights, f, ftmp) {
+		if (f->s)
+			f->s->inflight--;
+		HASH_DEL(g->flights, f);
+		free(f);
+	}
+	g->n_inflight = 0;
+	g->redo_head = g->redo_tail = NULL;
+	ack_ent *a, *atmp;
+	HASH_ITER(hh, g->acks, a, atmp) {
+		HASH_DEL(g->acks, a);
+		free(a);
+	}
+	HASH_ITER(hh, g->dead, a, atmp) {
+		HASH_DEL(g->dead, a);
+		free(a);
+	}
+	g->n_acks = g->n_dead = 0;
+	g->ack_floor = g->cursor = floor;
+	dispatch_mark(b, g);
+	log_info("audit: conn %llu %s (%s) reset group %s of %s to seq %llu",
+	         (unsigned long long)c->id, c->peer, c->name ? c->name : "-", g->name, t->name,
+	         (unsigned long long)floor);
+	op->u.group.id = g->id;
+	op->u.group.topic_id = t->id;
+	op->u.group.ack_floor = floor;
+	broker_submit(b, op);
+}
+
+/* group_delete {rid, topic, group} -> {rid, ok} durable §5.23 */
+void cmd_group_delete(conn *c, const wire_msg *m)
+{
+	group *g = named_group(c, m);
+	if (!g)
+		return;
+	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_DELETE);
+	if (!op) {
+		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	op->u.group.id = g->id;
+	op->u.group.topic_id = g->t->id;
+	memcpy(op->u.group.name, g->name, strlen(g->name) + 1);
+	log_info("group %s of topic %s deleted by conn %llu %s", g->name, g->t->name,
+	         (unsigned long long)c->id, c->peer);
+	group_remove(c->b, g); /* its subscriptions end; their connections stay */
+	broker_submit(c->b, op);
+}
