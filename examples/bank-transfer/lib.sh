@@ -9,6 +9,9 @@ BT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${MAX_DELIVERIES:=3}"         # group bank2: deliveries before the DLQ
 : "${BACKOFF:=200ms}"            # group bank2: redelivery backoff
 : "${ACK_TIMEOUT:=3s}"           # group bank2: ack timeout
+for v in ESCROWD ESCROWCTL BANK1 BANK2; do
+	[ -x "${!v:-}" ] || { echo "lib.sh: \$$v must name the built program (meson sets it)" >&2; exit 2; }
+done
 ESCROWD_PID= BANK1_PID= BANK2_PID= ESCROW_PORT= BANK1_PORT=
 
 bt_setup() { # [DIR]: work in DIR (kept) or a temp dir (removed at exit)
@@ -38,7 +41,7 @@ say() { echo "# $*"; }
 # wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds.
 wait_for() {
 	local n=$(( $1 * 10 )); shift
-	while [ $n -gt 0 ]; do "$@" && return 0; sleep 0.1; n=$((n - 1)); done
+	while [ $n -gt 0 ]; do "$@" 2>/dev/null && return 0; sleep 0.1; n=$((n - 1)); done
 	return 1
 }
 
