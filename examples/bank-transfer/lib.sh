@@ -82,7 +82,7 @@ start_bank2() { # [bank2 options]
 }
 
 kill9() { # PID: SIGKILL and reap
-	kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null || true
+	kill -9 "$1" 2>/dev/null; { wait "$1"; } 2>/dev/null || true
 }
 
 # transfer FROM TO AMOUNT [FAULT]: POST /transfer, print bank1's JSON answer
