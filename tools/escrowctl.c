@@ -6,8 +6,11 @@
  *
  * Every command is one line of the `cmds` table below: its words, its
  * handler, its usage line and its help. Dispatch, `--help` at every level and
- * the usage hints all come from that table, so a later command (`group ...`,
- * `tx ...`, `dlq ...`, `msg ...`) is one handler plus one table line.
+ * the usage hints all come from that table. Most commands send one request
+ * and print its reply; each of those is a `struct simple` (positional
+ * arguments and options -> request fields, then a record, a list or an ok
+ * sentence) run by run_simple, so such a command is a description plus one
+ * table line. Commands that do more have handlers of their own.
  *
  * It talks to the broker through the client core (client/client.h) with
  * role "admin" and no_reconnect: one connection attempt, so an unreachable
@@ -61,12 +64,17 @@ struct ctl {
  * create"), its handler, the arguments after the command words for the
  * usage line, a one-line summary and the option lines of its --help.
  * The handler gets argv starting at the last command word and returns the
- * exit code.
+ * exit code. A simple command (one request, one printed reply) has the
+ * generic handler run_simple and a description of its request and output
+ * in `simple`; the others have their own handler and no `simple`.
  */
+struct simple;
+
 struct cmd {
 	const char *name;
 	const char *sub;
 	int (*run)(struct ctl *c, int argc, char **argv);
+	const struct simple *simple;
 	const char *args;
 	const char *summary;
 	const char *help;
@@ -393,159 +401,358 @@ static int need_text(struct ctl *c, const char *what, const char *s)
 	return 0;
 }
 
-/* ---- topic create|list|describe|delete ---------------------------------------------- */
+/* ---- simple commands: one request, one printed reply ------------------------------------ */
 
-struct topic_create_opts {
-	uint64_t retention_ms;
-	bool has_retention;
+/*
+ * Most commands are the same steps: parse the options, check the positional
+ * arguments, build one request from them, send it, print the reply (a record,
+ * a list or an ok sentence) and free it. Such a command is a `struct simple`
+ * below, run by run_simple; only commands that do more (send, consume, group
+ * reset, dlq redrive|purge, tx send) have handlers of their own.
+ */
+
+/* How a positional argument is checked and where it goes in the request. */
+enum pos_kind {
+	P_TEXT,  /* UTF-8 text (need_text) -> a str field */
+	P_MSGID, /* 32 hex digits (parse_id) -> an id field */
+	P_TXID,  /* 32 hex digits (escrow_id_parse) -> an id field */
 };
 
-static int topic_create_opt(struct ctl *c, int opt, const char *arg, void *st)
+struct pos_map {
+	const char *name; /* "TOPIC": for messages */
+	wire_field f;
+	enum pos_kind kind;
+};
+
+/* How a command's own option is checked and where it goes in the request. */
+enum opt_kind {
+	K_DUR,    /* a duration -> u64 field; bad: "--NAME: bad duration ... (e.g. HINT)" */
+	K_DUR_NZ, /* the same, and not 0 */
+	K_COUNT,  /* a number >= 1 -> u64 field */
+	K_FROM,   /* earliest or latest -> str field */
+	K_DURS,   /* up to 32 durations split by spaces or commas -> u64s field */
+	K_TEXT,   /* UTF-8 text -> str field */
+	K_NAME,   /* UTF-8 text, not empty (a producer group) -> str field */
+	K_FLAG,   /* no value; sets a str field to @value */
+};
+
+struct opt_map {
+	const char *name; /* long option, without "--" */
+	wire_field f;
+	enum opt_kind kind;
+	const char *value;    /* K_DUR*: the example in the error; K_FLAG: the value set */
+	const char *required; /* the usage error when the option is missing; NULL: optional */
+	bool in_what;         /* name it in error messages: "... --key K" */
+};
+
+enum out_kind {
+	OUT_OK,     /* an ok sentence; JSON {"ok":true, the @echo fields of the request} */
+	OUT_RECORD, /* the reply as "label: value" lines, then its items if @sub_first */
+	OUT_LIST,   /* the reply's items as a table, or the @empty sentence */
+};
+
+typedef const char *(*label_fn)(wire_field);
+
+struct simple {
+	wire_op op;
+	int flags;        /* ctl_request flags: CLIENT_RETRY when a repeat is harmless */
+	size_t what_size; /* the error prefix "topic create T" is cut to this size (0: 300) */
+	bool what_bare;   /* the error prefix is the command words only */
+	int min, max;     /* positional arguments */
+	struct pos_map pos[2];
+	const struct opt_map *opts;   /* ended by a NULL name; at most 8 */
+	int opt_code;                 /* getopt code of the first option (0: O_OWN); it shows
+	                               * in "unknown option '-X'" for "--flag=value" */
+	struct {
+		wire_field f;
+		const char *s;
+	} fixed[2];                   /* str fields every request carries (s NULL: none) */
+	enum out_kind out;
+	/* OUT_OK */
+	const int *echo;              /* request fields echoed in JSON, -1 ended */
+	const char *say;              /* the sentence, a say_tpl() template */
+	/* OUT_RECORD, OUT_LIST */
+	const char *json_key;         /* key of the items in JSON (NULL: "items") */
+	bool json_items_always;       /* JSON {"KEY":[]} when the reply has no items */
+	const int *first;             /* record or table columns first, -1 ended */
+	uint64_t skip;                /* fields not shown (WF() mask) */
+	label_fn label;
+	const int *sub_first;         /* OUT_RECORD: then its items as a table */
+	uint64_t sub_skip;
+	const char *empty;            /* no items: this sentence (NULL: an empty table) */
+	bool more;                    /* OUT_LIST: "(N more)" when count > items */
+	/* a human output of its own instead of the above (JSON stays generic) */
+	int (*human)(struct ctl *c, const wire_msg *rep, char **pos);
+};
+
+/* parse_id reads 32 hex digits. 0 or -1. */
+static int parse_id(const char *s, escrow_id_t *id)
 {
-	struct topic_create_opts *o = st;
-	if (opt != O_OWN)
-		return usage_err(c, "unknown option");
-	if (parse_dur(arg, &o->retention_ms) < 0)
-		return usage_err(c, "--retention: bad duration '%s' (e.g. 72h, 30m)", arg);
-	o->has_retention = true;
+	if (strlen(s) != 32)
+		return -1;
+	for (int i = 0; i < 16; i++) {
+		unsigned v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", s[2 * i]) ||
+		    !strchr("0123456789abcdefABCDEF", s[2 * i + 1]))
+			return -1;
+		id->b[i] = (unsigned char)v;
+	}
+	return 0;
+}
+
+/* field_at returns where the value of field @f of @m is. */
+static const void *field_at(const wire_msg *m, wire_field f)
+{
+	switch (f) {
+#define FIELD(E, k, T, mem, d)                                                                   \
+	case WIRE_F_##E:                                                                         \
+		return &m->mem;
+#include "wire/fields.def"
+#undef FIELD
+	default:
+		return NULL;
+	}
+}
+
+/* field_set marks field @f of @m present and returns where its value goes. */
+static void *field_set(wire_msg *m, wire_field f)
+{
+	m->has |= UINT64_C(1) << f;
+	return (void *)field_at(m, f);
+}
+
+/* field_is_str: the field is a wire str (else the ones used here are u64). */
+static bool field_is_str(wire_field f)
+{
+	static const char *const type[WIRE_F__COUNT] = {
+#define FIELD(E, k, T, mem, d) [WIRE_F_##E] = #T,
+#include "wire/fields.def"
+#undef FIELD
+	};
+	return strcmp(type[f], "STR") == 0;
+}
+
+static int field_by_key(const char *k, size_t len)
+{
+	for (int f = 0; f < WIRE_F__COUNT; f++)
+		if (strlen(wire_field_key((wire_field)f)) == len &&
+		    memcmp(wire_field_key((wire_field)f), k, len) == 0)
+			return f;
 	return -1;
 }
 
-/* topic_create {topic, retention_ms?} -> ok | EXISTS | INVALID */
-static int cmd_topic_create(struct ctl *c, int argc, char **argv)
+/*
+ * say_tpl prints template @t with the values of request @m: "{key}" is the
+ * field of that key (strings as they are, others as in a record), and a
+ * "[...]" part is printed only when every field it names is present.
+ */
+static void say_tpl(FILE *f, const char *t, const wire_msg *m)
 {
-	static const struct option own[] = {{"retention", required_argument, NULL, O_OWN},
-	                                    {NULL, 0, NULL, 0}};
-	struct topic_create_opts o = {0};
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_TOPIC_CREATE};
-	char what[300];
-	int rc = parse_opts(c, argc, argv, own, topic_create_opt, &o);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 1, 1)) || (rc = need_text(c, "TOPIC", argv[optind])))
-		return rc;
-	const char *topic = argv[optind];
-	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
-	if (o.has_retention)
-		WIRE_SET(&req, RETENTION_MS, retention_ms, o.retention_ms);
-	snprintf(what, sizeof what, "topic create %s", topic);
-	if ((rc = ctl_request(c, what, &req, 0, &rep)))
-		return rc;
-	if (c->json) {
-		printf("{\"ok\":true,\"topic\":");
-		json_cstr(stdout, topic);
-		if (o.has_retention)
-			printf(",\"retention_ms\":%llu", (unsigned long long)o.retention_ms);
-		printf("}\n");
-	} else {
-		char d[64];
-		printf("created topic %s", topic);
-		if (o.has_retention)
-			printf(" (retention %s)", fmt_dur(o.retention_ms, d, sizeof d));
-		printf("\n");
-	}
-	client_reply_free(rep);
-	return EXIT_OK;
-}
-
-/* In topic records the broker's stored_ms is when the topic was created. */
-static const char *topic_label(wire_field f)
-{
-	return f == WIRE_F_STORED_MS ? "created" : NULL;
-}
-
-/* topic_list {} -> {items: [{topic, first_seq, last_seq, count, retention_ms, ...}]} */
-static int cmd_topic_list(struct ctl *c, int argc, char **argv)
-{
-	static const int first[] = {WIRE_F_TOPIC, WIRE_F_COUNT, WIRE_F_FIRST_SEQ, WIRE_F_LAST_SEQ,
-	                            WIRE_F_RETENTION_MS, -1};
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_TOPIC_LIST};
-	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 0, 0)))
-		return rc;
-	if ((rc = ctl_request(c, "topic list", &req, CLIENT_RETRY, &rep)))
-		return rc;
-	const wire_msg *m = client_reply_msg(rep);
-	static const wire_items none = {0, NULL};
-	if (c->json) {
-		/* always an array, even when the broker left items out */
-		if (WIRE_HAS(m, ITEMS)) {
-			json_msg(stdout, m, 0, "topics");
+	while (*t) {
+		if (*t == '[') {
+			const char *end = strchr(t, ']'), *p = t;
+			bool all = true;
+			while ((p = strchr(p + 1, '{')) && p < end) {
+				int fld = field_by_key(p + 1, strcspn(p + 1, "}"));
+				all = all && fld >= 0 && (m->has & (UINT64_C(1) << fld));
+			}
+			if (all) {
+				char part[256];
+				snprintf(part, sizeof part, "%.*s", (int)(end - t - 1), t + 1);
+				say_tpl(f, part, m);
+			}
+			t = end + 1;
+		} else if (*t == '{') {
+			size_t len = strcspn(t + 1, "}");
+			int fld = field_by_key(t + 1, len);
+			if (fld >= 0 && field_is_str((wire_field)fld)) {
+				const wire_str *s = field_at(m, (wire_field)fld);
+				fwrite(s->p, 1, s->len, f);
+			} else if (fld >= 0) {
+				char *v = fmt_field(m, (wire_field)fld);
+				fputs(v ? v : "", f);
+				free(v);
+			}
+			t += len + 2;
 		} else {
-			printf("{\"topics\":[]}");
+			fputc(*t++, f);
 		}
-		printf("\n");
-	} else {
-		items_table(stdout, WIRE_HAS(m, ITEMS) ? &m->items : &none, first, 0, topic_label);
 	}
-	client_reply_free(rep);
-	return EXIT_OK;
 }
 
-/* topic_describe {topic} -> {topic, first_seq, ..., items: [per group]} | NOT_FOUND */
-static int cmd_topic_describe(struct ctl *c, int argc, char **argv)
+/* simple_opt checks one of a simple command's options into the request @st. */
+static int simple_opt(struct ctl *c, int opt, const char *arg, void *st)
 {
-	static const int first[] = {WIRE_F_TOPIC, WIRE_F_COUNT, WIRE_F_FIRST_SEQ, WIRE_F_LAST_SEQ,
-	                            WIRE_F_RETENTION_MS, -1};
-	static const int gfirst[] = {WIRE_F_GROUP, WIRE_F_LAG, WIRE_F_ACK_FLOOR, WIRE_F_INFLIGHT,
-	                             WIRE_F_CONSUMERS, -1};
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_TOPIC_DESCRIBE};
-	char what[300];
-	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 1, 1)) || (rc = need_text(c, "TOPIC", argv[optind])))
-		return rc;
-	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
-	snprintf(what, sizeof what, "topic describe %s", argv[optind]);
-	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
-		return rc;
-	const wire_msg *m = client_reply_msg(rep);
+	wire_msg *req = st;
+	const struct simple *d = c->cmd->simple;
+	const struct opt_map *o = &d->opts[opt - (d->opt_code ? d->opt_code : O_OWN)];
+	void *v = field_set(req, o->f);
+	char *end;
+	switch (o->kind) {
+	case K_DUR:
+	case K_DUR_NZ:
+		if (parse_dur(arg, v) < 0 || (o->kind == K_DUR_NZ && *(uint64_t *)v == 0))
+			return usage_err(c, "--%s: bad duration '%s' (e.g. %s)", o->name, arg, o->value);
+		return -1;
+	case K_COUNT:
+		errno = 0;
+		*(uint64_t *)v = strtoull(arg, &end, 10);
+		if (errno || end == arg || *end || *(uint64_t *)v == 0 || arg[0] == '-')
+			return usage_err(c, "--%s: expected a number >= 1, got '%s'", o->name, arg);
+		return -1;
+	case K_FROM:
+		if (strcmp(arg, "earliest") != 0 && strcmp(arg, "latest") != 0)
+			return usage_err(c, "--%s: expected earliest or latest, got '%s'", o->name, arg);
+		*(wire_str *)v = wire_cstr(arg);
+		return -1;
+	case K_DURS: {
+		/* the values live in the request's own array (see run_simple) */
+		wire_u64s *u = v;
+		char buf[1024];
+		snprintf(buf, sizeof buf, "%s", arg);
+		u->n = 0;
+		for (char *sv = NULL, *tok = strtok_r(buf, " ,", &sv); tok;
+		     tok = strtok_r(NULL, " ,", &sv)) {
+			if (u->n == 32 || parse_dur(tok, &u->v[u->n]) < 0)
+				return usage_err(c, "--%s: expected up to 32 durations, e.g. "
+				                    "\"10s 30s 1m\"; bad '%s'", o->name, tok);
+			u->n++;
+		}
+		if (!u->n)
+			return usage_err(c, "--%s: no durations given", o->name);
+		return -1;
+	}
+	case K_TEXT:
+		if (!wire_utf8_valid(arg, strlen(arg)))
+			return usage_err(c, "--%s: not valid UTF-8 text", o->name);
+		*(wire_str *)v = wire_cstr(arg);
+		return -1;
+	case K_NAME:
+		if (!wire_utf8_valid(arg, strlen(arg)) || !arg[0])
+			return usage_err(c, "--%s: expected a producer group name", o->name);
+		*(wire_str *)v = wire_cstr(arg);
+		return -1;
+	case K_FLAG:
+		*(wire_str *)v = wire_cstr(o->value);
+		return -1;
+	}
+	return usage_err(c, "unknown option");
+}
+
+/* simple_print prints the reply @m to request @req as @d says. */
+static int simple_print(struct ctl *c, const struct simple *d, const wire_msg *req,
+                        const wire_msg *m, char **pos)
+{
+	static const wire_items none = {0, NULL};
+	bool items = WIRE_HAS(m, ITEMS) && m->items.n;
+	if (d->out == OUT_OK) {
+		if (c->json) {
+			printf("{\"ok\":true");
+			for (const int *f = d->echo; f && *f >= 0; f++) {
+				const void *v = field_at(req, (wire_field)*f);
+				if (!(req->has & (UINT64_C(1) << *f)))
+					continue;
+				printf(",\"%s\":", wire_field_key((wire_field)*f));
+				if (field_is_str((wire_field)*f))
+					json_str(stdout, ((const wire_str *)v)->p, ((const wire_str *)v)->len);
+				else
+					printf("%llu", (unsigned long long)*(const uint64_t *)v);
+			}
+			printf("}\n");
+		} else {
+			say_tpl(stdout, d->say, req);
+			printf("\n");
+		}
+		return EXIT_OK;
+	}
 	if (c->json) {
-		json_msg(stdout, m, 0, "groups");
-		printf("\n");
-	} else {
-		record_print(stdout, m, first, 0, topic_label);
-		printf("\n");
-		if (WIRE_HAS(m, ITEMS) && m->items.n)
-			items_table(stdout, &m->items, gfirst, WF(TOPIC), NULL);
+		/* a list is always an array, even when the broker left items out */
+		if (d->json_items_always && !WIRE_HAS(m, ITEMS))
+			printf("{\"%s\":[]}", d->json_key);
 		else
-			printf("no consumer groups\n");
+			json_msg(stdout, m, 0, d->json_key);
+		printf("\n");
+		return EXIT_OK;
 	}
-	client_reply_free(rep);
+	if (d->human)
+		return d->human(c, m, pos);
+	if (d->out == OUT_RECORD) {
+		record_print(stdout, m, d->first, d->skip, d->label);
+		if (!d->sub_first)
+			return EXIT_OK;
+		printf("\n");
+		if (items)
+			items_table(stdout, &m->items, d->sub_first, d->sub_skip, NULL);
+		else
+			printf("%s\n", d->empty);
+	} else if (items || !d->empty) {
+		items_table(stdout, WIRE_HAS(m, ITEMS) ? &m->items : &none, d->first, d->skip,
+		            d->label);
+		if (d->more && WIRE_HAS(m, COUNT) && m->count > m->items.n)
+			printf("(%llu more)\n", (unsigned long long)(m->count - m->items.n));
+	} else {
+		say_tpl(stdout, d->empty, req);
+		printf("\n");
+	}
 	return EXIT_OK;
 }
 
-/* topic_delete {topic} -> ok | NOT_FOUND */
-static int cmd_topic_delete(struct ctl *c, int argc, char **argv)
+/* run_simple runs the command c->cmd->simple describes. */
+static int run_simple(struct ctl *c, int argc, char **argv)
 {
+	const struct simple *d = c->cmd->simple;
+	struct option own[9] = {{NULL, 0, NULL, 0}};
+	uint64_t durs[32];
+	wire_msg req = {.op = d->op, .backoff_ms = {0, durs}};
 	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_TOPIC_DELETE};
-	char what[300];
-	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
-	if (rc >= 0)
+	char what[1024], w[64];
+	size_t cap = d->what_size ? d->what_size : 300, len;
+	int rc, i, npos;
+	for (i = 0; d->opts && d->opts[i].name; i++)
+		own[i] = (struct option){d->opts[i].name,
+		                         d->opts[i].kind == K_FLAG ? no_argument : required_argument,
+		                         NULL, (d->opt_code ? d->opt_code : O_OWN) + i};
+	if ((rc = parse_opts(c, argc, argv, own, simple_opt, &req)) >= 0)
 		return rc;
-	if ((rc = need_args(c, argc - optind, 1, 1)) || (rc = need_text(c, "TOPIC", argv[optind])))
+	npos = argc - optind;
+	if ((rc = need_args(c, npos, d->min, d->max)))
 		return rc;
-	const char *topic = argv[optind];
-	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
-	snprintf(what, sizeof what, "topic delete %s", topic);
-	if ((rc = ctl_request(c, what, &req, 0, &rep)))
-		return rc;
-	if (c->json) {
-		printf("{\"ok\":true,\"topic\":");
-		json_cstr(stdout, topic);
-		printf("}\n");
-	} else {
-		printf("deleted topic %s\n", topic);
+	char **pos = argv + optind;
+	for (i = 0; i < npos; i++) {
+		const struct pos_map *p = &d->pos[i];
+		void *v = field_set(&req, p->f);
+		if (p->kind == P_TEXT && (rc = need_text(c, p->name, pos[i])))
+			return rc;
+		if ((p->kind == P_MSGID && parse_id(pos[i], v)) ||
+		    (p->kind == P_TXID && escrow_id_parse(pos[i], v)))
+			return usage_err(c, "%s: expected 32 hex digits, got '%s'", p->name, pos[i]);
+		if (p->kind == P_TEXT)
+			*(wire_str *)v = wire_cstr(pos[i]);
 	}
+	for (i = 0; d->opts && d->opts[i].name; i++)
+		if (d->opts[i].required && !(req.has & (UINT64_C(1) << d->opts[i].f)))
+			return usage_err(c, "%s", d->opts[i].required);
+	for (i = 0; i < 2 && d->fixed[i].s; i++)
+		*(wire_str *)field_set(&req, d->fixed[i].f) = wire_cstr(d->fixed[i].s);
+
+	/* the error prefix: "group describe T G", "msg find T --key K" */
+	snprintf(what, cap, "%s", cmd_words(c->cmd, w, sizeof w));
+	for (i = 0; i < npos && !d->what_bare; i++) {
+		len = strlen(what);
+		snprintf(what + len, cap - len, " %s", pos[i]);
+	}
+	for (i = 0; d->opts && d->opts[i].name; i++) {
+		const wire_str *s = field_at(&req, d->opts[i].f);
+		len = strlen(what);
+		if (d->opts[i].in_what)
+			snprintf(what + len, cap - len, " --%s %.*s", d->opts[i].name,
+			         (int)(s->len < 500 ? s->len : 500), s->p);
+	}
+	if ((rc = ctl_request(c, what, &req, d->flags, &rep)))
+		return rc;
+	rc = simple_print(c, d, &req, client_reply_msg(rep), pos);
 	client_reply_free(rep);
-	return EXIT_OK;
+	return rc;
 }
 
 /* ---- send ------------------------------------------------------------------------- */
@@ -1136,171 +1343,7 @@ out:
 	return rc;
 }
 
-/* ---- group ---------------------------------------------------------------------------- */
-
-struct group_create_opts {
-	const char *from;
-	uint64_t ack_ms;
-	uint64_t max;
-	uint64_t backoff[32];
-	uint32_t nbackoff;
-	bool has_ack, has_max;
-};
-
-enum { O_FROM = O_OWN, O_ACK_TIMEOUT, O_MAX_DELIV, O_BACKOFF };
-
-static int group_create_opt(struct ctl *c, int opt, const char *arg, void *st)
-{
-	struct group_create_opts *o = st;
-	char *end;
-	switch (opt) {
-	case O_FROM:
-		if (strcmp(arg, "earliest") != 0 && strcmp(arg, "latest") != 0)
-			return usage_err(c, "--from: expected earliest or latest, got '%s'", arg);
-		o->from = arg;
-		return -1;
-	case O_ACK_TIMEOUT:
-		if (parse_dur(arg, &o->ack_ms) < 0 || o->ack_ms == 0)
-			return usage_err(c, "--ack-timeout: bad duration '%s' (e.g. 30s)", arg);
-		o->has_ack = true;
-		return -1;
-	case O_MAX_DELIV:
-		errno = 0;
-		o->max = strtoull(arg, &end, 10);
-		if (errno || end == arg || *end || o->max == 0 || arg[0] == '-')
-			return usage_err(c, "--max-deliveries: expected a number >= 1, got '%s'", arg);
-		o->has_max = true;
-		return -1;
-	case O_BACKOFF: {
-		char buf[1024];
-		snprintf(buf, sizeof buf, "%s", arg);
-		o->nbackoff = 0;
-		for (char *sv = NULL, *tok = strtok_r(buf, " ,", &sv); tok;
-		     tok = strtok_r(NULL, " ,", &sv)) {
-			if (o->nbackoff == 32 || parse_dur(tok, &o->backoff[o->nbackoff]) < 0)
-				return usage_err(c, "--backoff: expected up to 32 durations, e.g. "
-				                    "\"10s 30s 1m\"; bad '%s'", tok);
-			o->nbackoff++;
-		}
-		if (!o->nbackoff)
-			return usage_err(c, "--backoff: no durations given");
-		return -1;
-	}
-	}
-	return usage_err(c, "unknown option");
-}
-
-/* group_create {topic, group, from?, ack_timeout_ms?, max_deliver?, backoff_ms?} -> ok */
-static int cmd_group_create(struct ctl *c, int argc, char **argv)
-{
-	static const struct option own[] = {{"from", required_argument, NULL, O_FROM},
-	                                    {"ack-timeout", required_argument, NULL, O_ACK_TIMEOUT},
-	                                    {"max-deliveries", required_argument, NULL, O_MAX_DELIV},
-	                                    {"backoff", required_argument, NULL, O_BACKOFF},
-	                                    {NULL, 0, NULL, 0}};
-	struct group_create_opts o = {0};
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_GROUP_CREATE};
-	char what[600];
-	int rc = parse_opts(c, argc, argv, own, group_create_opt, &o);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
-	    (rc = need_text(c, "GROUP", argv[optind + 1])))
-		return rc;
-	const char *topic = argv[optind], *group = argv[optind + 1];
-	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
-	WIRE_SET(&req, GROUP, group, wire_cstr(group));
-	if (o.from)
-		WIRE_SET(&req, FROM, from, wire_cstr(o.from));
-	if (o.has_ack)
-		WIRE_SET(&req, ACK_TIMEOUT_MS, ack_timeout_ms, o.ack_ms);
-	if (o.has_max)
-		WIRE_SET(&req, MAX_DELIVER, max_deliver, o.max);
-	if (o.nbackoff)
-		WIRE_SET(&req, BACKOFF_MS, backoff_ms, ((wire_u64s){o.nbackoff, o.backoff}));
-	snprintf(what, sizeof what, "group create %s %s", topic, group);
-	if ((rc = ctl_request(c, what, &req, 0, &rep)))
-		return rc;
-	if (c->json) {
-		printf("{\"ok\":true,\"topic\":");
-		json_cstr(stdout, topic);
-		printf(",\"group\":");
-		json_cstr(stdout, group);
-		printf("}\n");
-	} else {
-		printf("created group %s of topic %s\n", group, topic);
-	}
-	client_reply_free(rep);
-	return EXIT_OK;
-}
-
-static const char *group_label(wire_field f)
-{
-	return f == WIRE_F_STORED_MS ? "created" : NULL;
-}
-
-/* group_list {topic?} -> {items: [...]} */
-static int cmd_group_list(struct ctl *c, int argc, char **argv)
-{
-	static const int first[] = {WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_LAG, WIRE_F_INFLIGHT,
-	                            WIRE_F_DLQ, WIRE_F_CONSUMERS, -1};
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_GROUP_LIST};
-	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 0, 1)))
-		return rc;
-	if (argc - optind == 1) {
-		if ((rc = need_text(c, "TOPIC", argv[optind])))
-			return rc;
-		WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
-	}
-	if ((rc = ctl_request(c, "group list", &req, CLIENT_RETRY, &rep)))
-		return rc;
-	const wire_msg *m = client_reply_msg(rep);
-	if (c->json) {
-		json_msg(stdout, m, 0, "items");
-		printf("\n");
-	} else if (WIRE_HAS(m, ITEMS) && m->items.n) {
-		items_table(stdout, &m->items, first, 0, group_label);
-	} else {
-		printf("no consumer groups\n");
-	}
-	client_reply_free(rep);
-	return EXIT_OK;
-}
-
-/* group_describe {topic, group} -> {group fields} */
-static int cmd_group_describe(struct ctl *c, int argc, char **argv)
-{
-	static const int first[] = {WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_ACK_FLOOR, WIRE_F_LAG,
-	                            WIRE_F_INFLIGHT, WIRE_F_DLQ, WIRE_F_CONSUMERS, -1};
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_GROUP_DESCRIBE};
-	char what[600];
-	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
-	    (rc = need_text(c, "GROUP", argv[optind + 1])))
-		return rc;
-	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
-	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
-	snprintf(what, sizeof what, "group describe %s %s", argv[optind], argv[optind + 1]);
-	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
-		return rc;
-	const wire_msg *m = client_reply_msg(rep);
-	if (c->json) {
-		json_msg(stdout, m, 0, "items");
-		printf("\n");
-	} else {
-		record_print(stdout, m, first, 0, group_label);
-	}
-	client_reply_free(rep);
-	return EXIT_OK;
-}
+/* ---- group reset, dlq redrive|purge ------------------------------------------------------ */
 
 enum { O_TO = O_OWN };
 
@@ -1351,70 +1394,6 @@ static int cmd_group_reset(struct ctl *c, int argc, char **argv)
 }
 
 /* group_delete {topic, group} -> ok */
-static int cmd_group_delete(struct ctl *c, int argc, char **argv)
-{
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_GROUP_DELETE};
-	char what[600];
-	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
-	    (rc = need_text(c, "GROUP", argv[optind + 1])))
-		return rc;
-	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
-	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
-	snprintf(what, sizeof what, "group delete %s %s", argv[optind], argv[optind + 1]);
-	if ((rc = ctl_request(c, what, &req, 0, &rep)))
-		return rc;
-	if (c->json)
-		printf("{\"ok\":true}\n");
-	else
-		printf("deleted group %s of topic %s\n", argv[optind + 1], argv[optind]);
-	client_reply_free(rep);
-	return EXIT_OK;
-}
-
-/* ---- dlq, msg ------------------------------------------------------------------------- */
-
-static const char *dlq_label(wire_field f)
-{
-	return f == WIRE_F_STORED_MS ? "dead_since" : f == WIRE_F_ATTEMPT ? "attempts" : NULL;
-}
-
-/* dlq_list {topic, group} -> {count, items: [{seq, id, key?, attempt, reason, stored_ms}]} */
-static int cmd_dlq_list(struct ctl *c, int argc, char **argv)
-{
-	static const int first[] = {WIRE_F_SEQ, WIRE_F_ID, WIRE_F_ATTEMPT, WIRE_F_STORED_MS,
-	                            WIRE_F_REASON, -1};
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_DLQ_LIST};
-	char what[600];
-	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
-	    (rc = need_text(c, "GROUP", argv[optind + 1])))
-		return rc;
-	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
-	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
-	snprintf(what, sizeof what, "dlq list %s %s", argv[optind], argv[optind + 1]);
-	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
-		return rc;
-	const wire_msg *m = client_reply_msg(rep);
-	if (c->json) {
-		json_msg(stdout, m, 0, "items");
-		printf("\n");
-	} else if (WIRE_HAS(m, ITEMS) && m->items.n) {
-		items_table(stdout, &m->items, first, 0, dlq_label);
-		if (WIRE_HAS(m, COUNT) && m->count > m->items.n)
-			printf("(%llu more)\n", (unsigned long long)(m->count - m->items.n));
-	} else {
-		printf("the dead-letter queue of %s/%s is empty\n", argv[optind], argv[optind + 1]);
-	}
-	client_reply_free(rep);
-	return EXIT_OK;
-}
 
 enum { O_ALL = O_OWN };
 
@@ -1490,145 +1469,11 @@ static int cmd_dlq_purge(struct ctl *c, int argc, char **argv)
 {
 	return dlq_move(c, argc, argv, WIRE_OP_DLQ_PURGE, "purge");
 }
-
-/* parse_id reads 32 hex digits. 0 or -1. */
-static int parse_id(const char *s, escrow_id_t *id)
-{
-	if (strlen(s) != 32)
-		return -1;
-	for (int i = 0; i < 16; i++) {
-		unsigned v;
-		if (sscanf(s + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", s[2 * i]) ||
-		    !strchr("0123456789abcdefABCDEF", s[2 * i + 1]))
-			return -1;
-		id->b[i] = (unsigned char)v;
-	}
-	return 0;
-}
-
-/* msg_get {id} -> {topic, seq, ..., items: [{group, state, attempt}]} */
-static int cmd_msg_get(struct ctl *c, int argc, char **argv)
-{
-	static const int first[] = {WIRE_F_TOPIC, WIRE_F_SEQ, WIRE_F_ID, WIRE_F_KEY, WIRE_F_TAGS,
-	                            WIRE_F_PROPS, WIRE_F_BORN_MS, WIRE_F_STORED_MS, WIRE_F_AT_MS,
-	                            WIRE_F_BODY, -1};
-	static const int gfirst[] = {WIRE_F_GROUP, WIRE_F_STATE, WIRE_F_ATTEMPT, -1};
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_MSG_GET};
-	escrow_id_t id;
-	char what[300];
-	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 1, 1)))
-		return rc;
-	if (parse_id(argv[optind], &id))
-		return usage_err(c, "ID: expected 32 hex digits, got '%s'", argv[optind]);
-	WIRE_SET(&req, ID, id, id);
-	snprintf(what, sizeof what, "msg get %s", argv[optind]);
-	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
-		return rc;
-	const wire_msg *m = client_reply_msg(rep);
-	if (c->json) {
-		json_msg(stdout, m, 0, "groups");
-		printf("\n");
-	} else {
-		record_print(stdout, m, first, WF(ITEMS), NULL);
-		printf("\n");
-		if (WIRE_HAS(m, ITEMS) && m->items.n)
-			items_table(stdout, &m->items, gfirst, 0, NULL);
-		else
-			printf("no consumer groups\n");
-	}
-	client_reply_free(rep);
-	return EXIT_OK;
-}
-
-enum { O_FIND_KEY = O_OWN };
-
-static int find_opt(struct ctl *c, int opt, const char *arg, void *st)
-{
-	if (opt != O_FIND_KEY)
-		return usage_err(c, "unknown option");
-	if (!wire_utf8_valid(arg, strlen(arg)))
-		return usage_err(c, "--key: not valid UTF-8 text");
-	*(const char **)st = arg;
-	return -1;
-}
-
-/* msg_find {topic, key} -> {items: [{seq, id, stored_ms}]} */
-static int cmd_msg_find(struct ctl *c, int argc, char **argv)
-{
-	static const struct option own[] = {{"key", required_argument, NULL, O_FIND_KEY},
-	                                    {NULL, 0, NULL, 0}};
-	static const int first[] = {WIRE_F_SEQ, WIRE_F_ID, WIRE_F_STORED_MS, -1};
-	const char *key = NULL;
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_MSG_FIND};
-	char what[900];
-	int rc = parse_opts(c, argc, argv, own, find_opt, &key);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 1, 1)) || (rc = need_text(c, "TOPIC", argv[optind])))
-		return rc;
-	if (!key)
-		return usage_err(c, "--key K is required");
-	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
-	WIRE_SET(&req, KEY, key, wire_cstr(key));
-	snprintf(what, sizeof what, "msg find %s --key %.500s", argv[optind], key);
-	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
-		return rc;
-	const wire_msg *m = client_reply_msg(rep);
-	if (c->json) {
-		json_msg(stdout, m, 0, "items");
-		printf("\n");
-	} else if (WIRE_HAS(m, ITEMS) && m->items.n) {
-		items_table(stdout, &m->items, first, 0, NULL);
-	} else {
-		printf("no message of %s has key %s\n", argv[optind], key);
-	}
-	client_reply_free(rep);
-	return EXIT_OK;
-}
-
-/* ---- status ---------------------------------------------------------------------------- */
-
-static const char *status_label(wire_field f)
-{
-	return f == WIRE_F_COUNT ? "topics" : NULL;
-}
-
-/* status {} -> {version, name, uptime_ms, conns, count, ...} */
-static int cmd_status(struct ctl *c, int argc, char **argv)
-{
-	static const int first[] = {WIRE_F_NAME, WIRE_F_VERSION, WIRE_F_UPTIME_MS, WIRE_F_CONNS,
-	                            WIRE_F_COUNT, -1};
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_STATUS};
-	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 0, 0)))
-		return rc;
-	if ((rc = ctl_request(c, "status", &req, CLIENT_RETRY, &rep)))
-		return rc;
-	const wire_msg *m = client_reply_msg(rep);
-	if (c->json) {
-		json_msg(stdout, m, 0, NULL);
-		printf("\n");
-	} else {
-		record_print(stdout, m, first, 0, status_label);
-	}
-	client_reply_free(rep);
-	return EXIT_OK;
-}
-
 /* ---- tx list|commit|rollback|send ------------------------------------------------------ */
 
-enum { O_TX_EXPIRED = O_OWN + 40, O_TX_GROUP, O_TX_ID, O_TX_KEY };
+enum { O_TX_GROUP = O_OWN + 40, O_TX_ID, O_TX_KEY };
 
 struct tx_opts {
-	bool expired;
 	const char *group;
 	const char *tx;
 	const char *key;
@@ -1638,9 +1483,6 @@ static int tx_opt(struct ctl *c, int opt, const char *arg, void *st)
 {
 	struct tx_opts *o = st;
 	switch (opt) {
-	case O_TX_EXPIRED:
-		o->expired = true;
-		return -1;
 	case O_TX_GROUP:
 		if (!wire_utf8_valid(arg, strlen(arg)) || !arg[0])
 			return usage_err(c, "--group: expected a producer group name");
@@ -1658,41 +1500,12 @@ static int tx_opt(struct ctl *c, int opt, const char *arg, void *st)
 	return usage_err(c, "unknown option");
 }
 
-/* tx_list {state?, pgroup?} -> {items: [{tx, pgroup, state, stored_ms, checks, count,
- * items: [{topic, id, key?}]}]} */
-static int cmd_tx_list(struct ctl *c, int argc, char **argv)
+/* tx list's table: each transaction with its topics and keys once, and its age. */
+static int tx_list_table(struct ctl *c, const wire_msg *m, char **pos)
 {
-	static const struct option own[] = {{"expired", no_argument, NULL, O_TX_EXPIRED},
-	                                    {"group", required_argument, NULL, O_TX_GROUP},
-	                                    {NULL, 0, NULL, 0}};
-	struct tx_opts o = {0};
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_TX_LIST};
-	int rc = parse_opts(c, argc, argv, own, tx_opt, &o);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 0, 0)))
-		return rc;
-	if (o.expired)
-		WIRE_SET(&req, STATE, state, wire_cstr("expired"));
-	if (o.group)
-		WIRE_SET(&req, PGROUP, pgroup, wire_cstr(o.group));
-	if ((rc = ctl_request(c, "tx list", &req, CLIENT_RETRY, &rep)))
-		return rc;
-	const wire_msg *m = client_reply_msg(rep);
-	if (c->json) {
-		if (WIRE_HAS(m, ITEMS))
-			json_msg(stdout, m, 0, "txs");
-		else
-			printf("{\"txs\":[]}");
-		printf("\n");
-		client_reply_free(rep);
-		return EXIT_OK;
-	}
 	static const char *const hdr[] = {"ID", "GROUP", "TOPICS", "KEYS", "AGE", "CHECKS", "STATE"};
 	table t;
 	if (table_init(&t, 7, hdr)) {
-		client_reply_free(rep);
 		errx_("out of memory");
 		return EXIT_BROKER;
 	}
@@ -1733,50 +1546,14 @@ static int cmd_tx_list(struct ctl *c, int argc, char **argv)
 	}
 	table_print(&t, stdout);
 	table_free(&t);
-	client_reply_free(rep);
 	return EXIT_OK;
 }
 
-/* end_tx {tx, action} -> {state}: operator resolution (audited by escrowd) */
-static int tx_end(struct ctl *c, int argc, char **argv, const char *action)
+/* tx commit|rollback: "ID STATE" */
+static int tx_end_say(struct ctl *c, const wire_msg *m, char **pos)
 {
-	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_END_TX};
-	escrow_id_t id;
-	char what[100];
-	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
-	if (rc >= 0)
-		return rc;
-	if ((rc = need_args(c, argc - optind, 1, 1)))
-		return rc;
-	if (escrow_id_parse(argv[optind], &id))
-		return usage_err(c, "ID: expected 32 hex digits, got '%s'", argv[optind]);
-	WIRE_SET(&req, TX, tx, id);
-	WIRE_SET(&req, ACTION, action, wire_cstr(action));
-	WIRE_SET(&req, REASON, reason, wire_cstr("escrowctl"));
-	snprintf(what, sizeof what, "tx %s %s", action, argv[optind]);
-	/* idempotent at the broker: a repeat finds the tombstone */
-	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
-		return rc;
-	const wire_msg *m = client_reply_msg(rep);
-	if (c->json) {
-		json_msg(stdout, m, 0, NULL);
-		printf("\n");
-	} else {
-		printf("%s %.*s\n", argv[optind], (int)m->state.len, m->state.p ? m->state.p : "");
-	}
-	client_reply_free(rep);
+	printf("%s %.*s\n", pos[0], (int)m->state.len, m->state.p ? m->state.p : "");
 	return EXIT_OK;
-}
-
-static int cmd_tx_commit(struct ctl *c, int argc, char **argv)
-{
-	return tx_end(c, argc, argv, "commit");
-}
-
-static int cmd_tx_rollback(struct ctl *c, int argc, char **argv)
-{
-	return tx_end(c, argc, argv, "rollback");
 }
 
 /* send_half {tx, topic, id, body, key?} -> {count}: prints the tx id */
@@ -1855,6 +1632,168 @@ static int cmd_tx_send(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* ---- the simple commands ---------------------------------------------------------------- */
+
+/* In topic and group records the broker's stored_ms is when it was created. */
+static const char *created_label(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "created" : NULL;
+}
+
+static const char *dlq_label(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "dead_since" : f == WIRE_F_ATTEMPT ? "attempts" : NULL;
+}
+
+static const char *status_label(wire_field f)
+{
+	return f == WIRE_F_COUNT ? "topics" : NULL;
+}
+
+static const int topic_first[] = {WIRE_F_TOPIC, WIRE_F_COUNT, WIRE_F_FIRST_SEQ, WIRE_F_LAST_SEQ,
+                                  WIRE_F_RETENTION_MS, -1};
+static const int group_first[] = {WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_LAG, WIRE_F_INFLIGHT,
+                                  WIRE_F_DLQ, WIRE_F_CONSUMERS, -1};
+
+#define TOPIC_ARG {"TOPIC", WIRE_F_TOPIC, P_TEXT}
+#define GROUP_ARG {"GROUP", WIRE_F_GROUP, P_TEXT}
+
+/* topic_create {topic, retention_ms?} -> ok | EXISTS | INVALID */
+static const struct simple topic_create = {
+	.op = WIRE_OP_TOPIC_CREATE, .min = 1, .max = 1, .pos = {TOPIC_ARG},
+	.opts = (const struct opt_map[]){{"retention", WIRE_F_RETENTION_MS, K_DUR, .value = "72h, 30m"},
+	                                 {NULL}},
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_RETENTION_MS, -1},
+	.say = "created topic {topic}[ (retention {retention_ms})]",
+};
+
+/* topic_list {} -> {items: [{topic, first_seq, last_seq, count, retention_ms, ...}]} */
+static const struct simple topic_list = {
+	.op = WIRE_OP_TOPIC_LIST, .flags = CLIENT_RETRY,
+	.out = OUT_LIST, .json_key = "topics", .json_items_always = true,
+	.first = topic_first, .label = created_label,
+};
+
+/* topic_describe {topic} -> {topic, first_seq, ..., items: [per group]} | NOT_FOUND */
+static const struct simple topic_describe = {
+	.op = WIRE_OP_TOPIC_DESCRIBE, .flags = CLIENT_RETRY, .min = 1, .max = 1, .pos = {TOPIC_ARG},
+	.out = OUT_RECORD, .json_key = "groups", .first = topic_first, .label = created_label,
+	.sub_first = (const int[]){WIRE_F_GROUP, WIRE_F_LAG, WIRE_F_ACK_FLOOR, WIRE_F_INFLIGHT,
+	                           WIRE_F_CONSUMERS, -1},
+	.sub_skip = WF(TOPIC), .empty = "no consumer groups",
+};
+
+/* topic_delete {topic} -> ok | NOT_FOUND */
+static const struct simple topic_delete = {
+	.op = WIRE_OP_TOPIC_DELETE, .min = 1, .max = 1, .pos = {TOPIC_ARG},
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, -1}, .say = "deleted topic {topic}",
+};
+
+/* group_create {topic, group, from?, ack_timeout_ms?, max_deliver?, backoff_ms?} -> ok */
+static const struct simple group_create = {
+	.op = WIRE_OP_GROUP_CREATE, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG},
+	.opts = (const struct opt_map[]){{"from", WIRE_F_FROM, K_FROM, .value = NULL},
+	                                 {"ack-timeout", WIRE_F_ACK_TIMEOUT_MS, K_DUR_NZ, .value = "30s"},
+	                                 {"max-deliveries", WIRE_F_MAX_DELIVER, K_COUNT, .value = NULL},
+	                                 {"backoff", WIRE_F_BACKOFF_MS, K_DURS, .value = NULL},
+	                                 {NULL}},
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, -1},
+	.say = "created group {group} of topic {topic}",
+};
+
+/* group_list {topic?} -> {items: [...]} */
+static const struct simple group_list = {
+	.op = WIRE_OP_GROUP_LIST, .flags = CLIENT_RETRY, .what_bare = true, .min = 0, .max = 1,
+	.pos = {TOPIC_ARG},
+	.out = OUT_LIST, .json_key = "items", .first = group_first, .label = created_label,
+	.empty = "no consumer groups",
+};
+
+/* group_describe {topic, group} -> {group fields} */
+static const struct simple group_describe = {
+	.op = WIRE_OP_GROUP_DESCRIBE, .flags = CLIENT_RETRY, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG},
+	.out = OUT_RECORD, .json_key = "items",
+	.first = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_ACK_FLOOR, WIRE_F_LAG,
+	                       WIRE_F_INFLIGHT, WIRE_F_DLQ, WIRE_F_CONSUMERS, -1},
+	.label = created_label,
+};
+
+/* group_delete {topic, group} -> ok */
+static const struct simple group_delete = {
+	.op = WIRE_OP_GROUP_DELETE, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG},
+	.out = OUT_OK, .say = "deleted group {group} of topic {topic}",
+};
+
+/* dlq_list {topic, group} -> {count, items: [{seq, id, key?, attempt, reason, stored_ms}]} */
+static const struct simple dlq_list = {
+	.op = WIRE_OP_DLQ_LIST, .flags = CLIENT_RETRY, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG},
+	.out = OUT_LIST, .json_key = "items",
+	.first = (const int[]){WIRE_F_SEQ, WIRE_F_ID, WIRE_F_ATTEMPT, WIRE_F_STORED_MS,
+	                       WIRE_F_REASON, -1},
+	.label = dlq_label, .more = true,
+	.empty = "the dead-letter queue of {topic}/{group} is empty",
+};
+
+/* msg_get {id} -> {topic, seq, ..., items: [{group, state, attempt}]} */
+static const struct simple msg_get = {
+	.op = WIRE_OP_MSG_GET, .flags = CLIENT_RETRY, .min = 1, .max = 1,
+	.pos = {{"ID", WIRE_F_ID, P_MSGID}},
+	.out = OUT_RECORD, .json_key = "groups",
+	.first = (const int[]){WIRE_F_TOPIC, WIRE_F_SEQ, WIRE_F_ID, WIRE_F_KEY, WIRE_F_TAGS,
+	                       WIRE_F_PROPS, WIRE_F_BORN_MS, WIRE_F_STORED_MS, WIRE_F_AT_MS,
+	                       WIRE_F_BODY, -1},
+	.skip = WF(ITEMS),
+	.sub_first = (const int[]){WIRE_F_GROUP, WIRE_F_STATE, WIRE_F_ATTEMPT, -1},
+	.empty = "no consumer groups",
+};
+
+/* msg_find {topic, key} -> {items: [{seq, id, stored_ms}]} */
+static const struct simple msg_find = {
+	.op = WIRE_OP_MSG_FIND, .flags = CLIENT_RETRY, .what_size = 900, .min = 1, .max = 1,
+	.pos = {TOPIC_ARG},
+	.opts = (const struct opt_map[]){{"key", WIRE_F_KEY, K_TEXT, NULL, "--key K is required",
+	                                  true},
+	                                 {NULL}},
+	.out = OUT_LIST, .json_key = "items",
+	.first = (const int[]){WIRE_F_SEQ, WIRE_F_ID, WIRE_F_STORED_MS, -1},
+	.empty = "no message of {topic} has key {key}",
+};
+
+/* status {} -> {version, name, uptime_ms, conns, count, ...} */
+static const struct simple status = {
+	.op = WIRE_OP_STATUS, .flags = CLIENT_RETRY,
+	.out = OUT_RECORD,
+	.first = (const int[]){WIRE_F_NAME, WIRE_F_VERSION, WIRE_F_UPTIME_MS, WIRE_F_CONNS,
+	                       WIRE_F_COUNT, -1},
+	.label = status_label,
+};
+
+/* tx_list {state?, pgroup?} -> {items: [{tx, pgroup, state, stored_ms, checks, count,
+ * items: [{topic, id, key?}]}]} */
+static const struct simple tx_list = {
+	.op = WIRE_OP_TX_LIST, .flags = CLIENT_RETRY, .opt_code = O_OWN + 40,
+	.opts = (const struct opt_map[]){{"expired", WIRE_F_STATE, K_FLAG, .value = "expired"},
+	                                 {"group", WIRE_F_PGROUP, K_NAME, .value = NULL},
+	                                 {NULL}},
+	.out = OUT_LIST, .json_key = "txs", .json_items_always = true, .human = tx_list_table,
+};
+
+/* end_tx {tx, action} -> {state}: operator resolution (audited by escrowd); idempotent at
+ * the broker: a repeat finds the tombstone */
+#define TX_END(action)                                                                           \
+	{                                                                                        \
+		.op = WIRE_OP_END_TX, .flags = CLIENT_RETRY, .what_size = 100, .min = 1,         \
+		.max = 1, .pos = {{"ID", WIRE_F_TX, P_TXID}},                                     \
+		.fixed = {{WIRE_F_ACTION, action}, {WIRE_F_REASON, "escrowctl"}},                \
+		.out = OUT_RECORD, .human = tx_end_say,                                          \
+	}
+static const struct simple tx_commit = TX_END("commit");
+static const struct simple tx_rollback = TX_END("rollback");
+
 /* ---- help ------------------------------------------------------------------------------- */
 
 static const struct cmd *find_cmd(const char *name, const char *sub);
@@ -1885,18 +1824,22 @@ static int cmd_help_run(struct ctl *c, int argc, char **argv)
 
 /* ---- the command table ----------------------------------------------------------------- */
 
+/* SIMPLE(d): run by run_simple as d describes; HANDLER(f): a handler of its own. */
+#define SIMPLE(d) run_simple, &d
+#define HANDLER(f) f, NULL
+
 static const struct cmd cmds[] = {
-	{"topic", "create", cmd_topic_create, "TOPIC [--retention DUR]",
+	{"topic", "create", SIMPLE(topic_create), "TOPIC [--retention DUR]",
 	 "create a topic",
 	 "Options:\n"
 	 "      --retention DUR   keep acked messages this long (e.g. 72h) [broker default]\n"},
-	{"topic", "list", cmd_topic_list, "",
+	{"topic", "list", SIMPLE(topic_list), "",
 	 "list topics with their message counts and sequence range", NULL},
-	{"topic", "describe", cmd_topic_describe, "TOPIC",
+	{"topic", "describe", SIMPLE(topic_describe), "TOPIC",
 	 "show a topic and the lag of each consumer group", NULL},
-	{"topic", "delete", cmd_topic_delete, "TOPIC",
+	{"topic", "delete", SIMPLE(topic_delete), "TOPIC",
 	 "delete a topic and all its messages and groups", NULL},
-	{"group", "create", cmd_group_create,
+	{"group", "create", SIMPLE(group_create),
 	 "TOPIC GROUP [--from earliest|latest] [--ack-timeout DUR] [--max-deliveries N] "
 	 "[--backoff \"DUR ...\"]",
 	 "create a consumer group with its delivery settings",
@@ -1906,28 +1849,28 @@ static const struct cmd cmds[] = {
 	 "      --max-deliveries N      dead-letter a message after N failed deliveries [16]\n"
 	 "      --backoff \"DUR ...\"   redelivery delay per attempt, the last repeating\n"
 	 "                              [10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h]\n"},
-	{"group", "list", cmd_group_list, "[TOPIC]",
+	{"group", "list", SIMPLE(group_list), "[TOPIC]",
 	 "list consumer groups with lag, in-flight count, DLQ size and consumers", NULL},
-	{"group", "describe", cmd_group_describe, "TOPIC GROUP",
+	{"group", "describe", SIMPLE(group_describe), "TOPIC GROUP",
 	 "show a group's settings, ack floor, lag, in-flight count, DLQ size", NULL},
-	{"group", "reset", cmd_group_reset, "TOPIC GROUP --to earliest|latest|TIME",
+	{"group", "reset", HANDLER(cmd_group_reset), "TOPIC GROUP --to earliest|latest|TIME",
 	 "move a group to a new start, forgetting its acks, retries and DLQ (audited)",
 	 "TIME is Unix ms or YYYY-MM-DDTHH:MM:SSZ: the group restarts at the first\n"
 	 "message stored at or after it.\n"},
-	{"group", "delete", cmd_group_delete, "TOPIC GROUP",
+	{"group", "delete", SIMPLE(group_delete), "TOPIC GROUP",
 	 "delete a consumer group with its acks, retries and DLQ", NULL},
-	{"dlq", "list", cmd_dlq_list, "TOPIC GROUP",
+	{"dlq", "list", SIMPLE(dlq_list), "TOPIC GROUP",
 	 "list the dead-letter queue of a group (attempts, last reason, since when)", NULL},
-	{"dlq", "redrive", cmd_dlq_redrive, "TOPIC GROUP [SEQ... | --all]",
+	{"dlq", "redrive", HANDLER(cmd_dlq_redrive), "TOPIC GROUP [SEQ... | --all]",
 	 "deliver dead letters to the group again, attempts reset (audited)", NULL},
-	{"dlq", "purge", cmd_dlq_purge, "TOPIC GROUP [SEQ... | --all]",
+	{"dlq", "purge", HANDLER(cmd_dlq_purge), "TOPIC GROUP [SEQ... | --all]",
 	 "drop dead letters for good: the group treats them as acked (audited)", NULL},
-	{"msg", "get", cmd_msg_get, "ID",
+	{"msg", "get", SIMPLE(msg_get), "ID",
 	 "show a message and its state in each group (READY, DELAYED, IN_FLIGHT, ACKED, DEAD)",
 	 NULL},
-	{"msg", "find", cmd_msg_find, "TOPIC --key K",
+	{"msg", "find", SIMPLE(msg_find), "TOPIC --key K",
 	 "find the messages of a topic with business key K", NULL},
-	{"send", NULL, cmd_send,
+	{"send", NULL, HANDLER(cmd_send),
 	 "TOPIC [--key K] [--tag T]... [--prop K=V]... [--delay DUR | --at TIME] [BODY | -]",
 	 "send a message (with '-': one message per line of stdin)",
 	 "Prints the id and seq of each message stored. Without BODY the body is empty;\n"
@@ -1939,7 +1882,7 @@ static const struct cmd cmds[] = {
 	 "      --delay DUR       deliver no earlier than DUR from now\n"
 	 "      --at TIME         deliver no earlier than TIME (Unix ms, or\n"
 	 "                        YYYY-MM-DDTHH:MM:SSZ in UTC)\n"},
-	{"consume", NULL, cmd_consume,
+	{"consume", NULL, HANDLER(cmd_consume),
 	 "TOPIC GROUP [--count N] [--timeout DUR] [--no-ack | --nack [--delay DUR]]",
 	 "receive messages as consumer group GROUP, print and ack them",
 	 "Prints each message (seq, id, attempt, key, tags, props, times, body) and acks\n"
@@ -1955,18 +1898,18 @@ static const struct cmd cmds[] = {
 	 "      --nack            nack each message: redelivered after the group's backoff\n"
 	 "                        step (dead-lettered after its max deliveries)\n"
 	 "      --delay DUR       with --nack: redeliver after DUR instead\n"},
-	{"status", NULL, cmd_status, "", "show the broker's version, uptime and counters", NULL},
-	{"tx", "list", cmd_tx_list, "[--expired] [--group G]",
+	{"status", NULL, SIMPLE(status), "", "show the broker's version, uptime and counters", NULL},
+	{"tx", "list", SIMPLE(tx_list), "[--expired] [--group G]",
 	 "list open transactions (pending or expired)",
 	 "Columns: transaction id, producer group, topics, keys, age, checks, state.\n\n"
 	 "Options:\n"
 	 "      --expired         only EXPIRED ones (waiting for an operator)\n"
 	 "      --group G         only producer group G\n"},
-	{"tx", "commit", cmd_tx_commit, "ID",
+	{"tx", "commit", SIMPLE(tx_commit), "ID",
 	 "commit a transaction: its messages are delivered (audited in the broker log)", NULL},
-	{"tx", "rollback", cmd_tx_rollback, "ID",
+	{"tx", "rollback", SIMPLE(tx_rollback), "ID",
 	 "roll back a transaction: its messages are dropped (audited in the broker log)", NULL},
-	{"tx", "send", cmd_tx_send, "TOPIC --group G [--tx ID] [--key K] [BODY | -]",
+	{"tx", "send", HANDLER(cmd_tx_send), "TOPIC --group G [--tx ID] [--key K] [BODY | -]",
 	 "add a half message to transaction ID (a new one without --tx); prints its id",
 	 "The message stays invisible until 'tx commit ID'. If nobody commits or rolls\n"
 	 "it back, the broker asks producers of group G (check-back), then expires it.\n"
@@ -1975,8 +1918,8 @@ static const struct cmd cmds[] = {
 	 "      --group G         producer group that owns the transaction (required)\n"
 	 "      --tx ID           add to this transaction (32 hex digits)\n"
 	 "      --key K           business key of the message\n"},
-	{"help", NULL, cmd_help_run, "[COMMAND [SUBCOMMAND]]", "show help for a command", NULL},
-	{NULL, NULL, NULL, NULL, NULL, NULL},
+	{"help", NULL, HANDLER(cmd_help_run), "[COMMAND [SUBCOMMAND]]", "show help for a command", NULL},
+	{NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
 static bool is_group(const char *name)
