@@ -207,6 +207,26 @@ static int set_timeout(struct ctl *c, const char *arg)
 }
 
 /*
+ * bad_option_err explains why getopt_long refused argv[optind - 1]. For a
+ * long option given a value it does not take ("--expired=x") getopt sets
+ * optopt to the option's internal code, which must not be printed as if it
+ * were a short option letter.
+ */
+static int bad_option_err(struct ctl *c, char **argv)
+{
+	const char *word = argv[optind - 1];
+	if (strncmp(word, "--", 2) == 0) {
+		const char *eq = strchr(word, '=');
+		if (eq)
+			return usage_err(c, "option '%.*s' takes no value", (int)(eq - word), word);
+		return usage_err(c, "unknown or ambiguous option '%s'", word);
+	}
+	if (optopt > 0 && optopt < 128)
+		return usage_err(c, "unknown option '-%c'", optopt);
+	return usage_err(c, "unknown option '%s'", word);
+}
+
+/*
  * parse_opts runs getopt_long over a command's argv with its own options
  * @own (listed before the common ones, so a command may redefine one such
  * as consume's --timeout) and the common ones. @fn handles the command's
@@ -254,9 +274,7 @@ static int parse_opts(struct ctl *c, int argc, char **argv, const struct option 
 		case ':':
 			return usage_err(c, "option '%s' needs a value", argv[optind - 1]);
 		case '?':
-			if (optopt)
-				return usage_err(c, "unknown option '-%c'", optopt);
-			return usage_err(c, "unknown or ambiguous option '%s'", argv[optind - 1]);
+			return bad_option_err(c, argv);
 		default:
 			if (!fn)
 				return usage_err(c, "unknown option '%s'", argv[optind - 1]);
@@ -461,8 +479,6 @@ struct simple {
 	int min, max;     /* positional arguments */
 	struct pos_map pos[2];
 	const struct opt_map *opts;   /* ended by a NULL name; at most 8 */
-	int opt_code;                 /* getopt code of the first option (0: O_OWN); it shows
-	                               * in "unknown option '-X'" for "--flag=value" */
 	struct {
 		wire_field f;
 		const char *s;
@@ -585,7 +601,7 @@ static int simple_opt(struct ctl *c, int opt, const char *arg, void *st)
 {
 	wire_msg *req = st;
 	const struct simple *d = c->cmd->simple;
-	const struct opt_map *o = &d->opts[opt - (d->opt_code ? d->opt_code : O_OWN)];
+	const struct opt_map *o = &d->opts[opt - O_OWN];
 	void *v = field_set(req, o->f);
 	char *end;
 	switch (o->kind) {
@@ -711,7 +727,7 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 	for (i = 0; d->opts && d->opts[i].name; i++)
 		own[i] = (struct option){d->opts[i].name,
 		                         d->opts[i].kind == K_FLAG ? no_argument : required_argument,
-		                         NULL, (d->opt_code ? d->opt_code : O_OWN) + i};
+		                         NULL, O_OWN + i};
 	if ((rc = parse_opts(c, argc, argv, own, simple_opt, &req)) >= 0)
 		return rc;
 	npos = argc - optind;
@@ -1775,7 +1791,7 @@ static const struct simple status = {
 /* tx_list {state?, pgroup?} -> {items: [{tx, pgroup, state, stored_ms, checks, count,
  * items: [{topic, id, key?}]}]} */
 static const struct simple tx_list = {
-	.op = WIRE_OP_TX_LIST, .flags = CLIENT_RETRY, .opt_code = O_OWN + 40,
+	.op = WIRE_OP_TX_LIST, .flags = CLIENT_RETRY,
 	.opts = (const struct opt_map[]){{"expired", WIRE_F_STATE, K_FLAG, .value = "expired"},
 	                                 {"group", WIRE_F_PGROUP, K_NAME, .value = NULL},
 	                                 {NULL}},
@@ -1986,9 +2002,7 @@ int main(int argc, char **argv)
 		case ':':
 			return usage_err(&c, "option '%s' needs a value", argv[optind - 1]);
 		default:
-			if (optopt)
-				return usage_err(&c, "unknown option '-%c'", optopt);
-			return usage_err(&c, "unknown option '%s'", argv[optind - 1]);
+			return bad_option_err(&c, argv);
 		}
 	}
 	if (optind >= argc) {
