@@ -520,7 +520,9 @@ static void handle_reply(client *cl, const wire_msg *m, const char *raw, size_t 
 		return;
 	}
 	if ((r->flags & CLIENT_RETRY) && err > 0 && escrow_err_is_retriable(err)) {
-		char *copy = malloc(len ? len : 1);
+		if (!r->retry_ev) /* created on the first retry only */
+			r->retry_ev = evtimer_new(cl->base, retry_cb, r);
+		char *copy = r->retry_ev ? malloc(len ? len : 1) : NULL;
 		if (copy) {
 			memcpy(copy, raw, len);
 			free(r->last_raw);
@@ -889,9 +891,16 @@ static int submit(client *cl, req *r)
 	}
 	r->conn_id = cl->conn_id;
 	r->where = R_INBOX;
+	/* Wake the I/O thread only for the first request of a batch: wake_cb
+	 * takes the whole inbox under the lock, so a non-empty inbox means a
+	 * wake-up is already on its way. (event_active from another thread
+	 * writes the base's notify fd: a syscall and a context switch per
+	 * request otherwise.) */
+	int was_empty = TAILQ_EMPTY(&cl->inbox);
 	TAILQ_INSERT_TAIL(&cl->inbox, r, link);
 	pthread_mutex_unlock(&cl->lock);
-	event_active(cl->wake_ev, 0, 0);
+	if (was_empty)
+		event_active(cl->wake_ev, 0, 0);
 	return 0;
 }
 
@@ -947,8 +956,7 @@ static int request_submit(client *cl, const wire_msg *m, int flags, int timeout_
 	r->sync = sw;
 	r->deadline_us = mono_us() + (uint64_t)timeout_ms * 1000;
 	r->timer = evtimer_new(cl->base, req_timeout_cb, r);
-	r->retry_ev = evtimer_new(cl->base, retry_cb, r);
-	if (!r->timer || !r->retry_ev) {
+	if (!r->timer) {
 		req_free(r);
 		return ESCROW_ERR__NO_MEM;
 	}
