@@ -551,6 +551,12 @@ static int msgpack_bounded(const unsigned char *p, size_t len)
  * cache. The cache is emptied when the thread exits.
  */
 #define ZCACHE_MAX 4
+/* First chunk of a new zone: msgpack's default (8 KiB) is a slow-path malloc;
+ * this one, with the 8-byte chunk header, stays within glibc's tcache (1032
+ * bytes) and holds the object tree of a frame of ~18 fields; larger frames
+ * grow the zone. Matters when zones are freed on another thread than the one
+ * that decodes (a library's I/O thread decodes, the application frees). */
+#define ZONE_CHUNK 1016
 struct zcache {
 	unsigned n;
 	msgpack_zone *z[ZCACHE_MAX];
@@ -593,7 +599,7 @@ static msgpack_zone *zone_take(void)
 	struct zcache *c = zcache_get(0);
 	if (c && c->n)
 		return c->z[--c->n];
-	return msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+	return msgpack_zone_new(ZONE_CHUNK);
 }
 
 static void zone_give(msgpack_zone *z)
