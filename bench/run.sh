@@ -109,7 +109,7 @@ if [ "$SMOKE" = 1 ]; then
 	"$BENCH" produce -s "$SERVER" -t "$T" -n 100 -w 32 -q --timeout 30
 	"$BENCH" consume -s "$SERVER" -t "$T" -n 200 -q --timeout 30
 	"$BENCH" e2e -s "$SERVER" -t "$T" -n 200 -q --timeout 30 --json
-	"$BENCH" tx -s "$SERVER" -t "$T" -q 2>/dev/null && { echo "tx mode should say it needs transactions" >&2; exit 1; }
+	"$BENCH" tx -s "$SERVER" -t "$T" -n 100 -w 8 -q --timeout 30 --json
 	echo "smoke ok"
 	exit 0
 fi
@@ -122,6 +122,7 @@ while [ $r -le "$RUNS" ]; do
 		produce256) run_bench produce256 produce -w 256 -n "${N:-200000}" -q ;;
 		e2e) run_bench e2e e2e -w 256 -p 256 -n "${N:-200000}" -q ;;
 		paced) run_bench paced paced -r 1000 -n 3000 -q ;;
+		tx) run_bench tx tx -w "${TX_WINDOW:-64}" -p 256 -n "${N:-100000}" -q ;;
 		*) echo "run.sh: unknown mode $m" >&2; exit 2 ;;
 		esac
 	done

@@ -120,6 +120,11 @@ static void shutdown_broker(broker *b)
 		store_submit(b->st, b->ops_head);
 		b->ops_head = b->ops_tail = NULL;
 	}
+	store_stats st;
+	store_get_stats(b->st, &st);
+	log_info("store: %llu write batches, %llu ops, %.1f ops per batch (group commit)",
+	         (unsigned long long)st.batches, (unsigned long long)st.ops,
+	         st.batches ? (double)st.ops / (double)st.batches : 0.0);
 	store_close(b->st); /* drains the writer; ops come back via store_done_cb */
 	b->st = NULL;
 	broker_process_done(b);

@@ -59,7 +59,8 @@ typedef struct req {
 	int is_hello;             /* the connection's hello */
 	uint64_t conn_id;         /* noreply: the connection it was meant for */
 	uint64_t deadline_us;     /* monotonic, us */
-	struct event *timer;      /* timeout */
+	TAILQ_ENTRY(req) dlink;   /* in cl->deadlines, by deadline_us */
+	int in_deadlines;         /* dlink is in use */
 	struct event *retry_ev;   /* backoff before a retry; lazily created */
 	unsigned retries;         /* retriable broker errors so far */
 	int last_err;             /* last retriable error (RETRY only); 0: none */
@@ -88,6 +89,9 @@ struct client {
 	struct event *exit_ev;      /* activated by client_free */
 	struct event *reconnect_ev; /* backoff before the next connect */
 	struct event *conn_timer;   /* connect + hello deadline */
+	struct event *deadline_ev;  /* one timer for every request's deadline */
+	uint64_t deadline_armed_us; /* when deadline_ev fires; 0: not armed */
+	struct req_list deadlines;  /* armed requests, earliest deadline first */
 	struct bufferevent *bev;
 	enum conn_state state;
 	unsigned failures;          /* connection failures since the last hello */
@@ -179,8 +183,6 @@ static void req_free(req *r)
 {
 	if (!r)
 		return;
-	if (r->timer)
-		event_free(r->timer);
 	if (r->retry_ev)
 		event_free(r->retry_ev);
 	wire_buf_free(&r->frame);
@@ -217,9 +219,10 @@ static client_reply *reply_copy(const char *raw, size_t len)
 static void complete(client *cl, req *r, int err, const wire_msg *reply, const char *raw,
                      size_t raw_len)
 {
-	(void)cl;
-	if (r->timer)
-		evtimer_del(r->timer);
+	if (r->in_deadlines) {
+		TAILQ_REMOVE(&cl->deadlines, r, dlink);
+		r->in_deadlines = 0;
+	}
 	if (r->sync) {
 		struct sync_wait *sw = r->sync;
 		client_reply *rp = NULL;
@@ -264,13 +267,9 @@ static void complete_saved(client *cl, req *r, int fallback)
 
 /* ---- timers ------------------------------------------------------------- */
 
-/* req_timeout_cb: the request's deadline passed wherever it is. */
-static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
+/* req_timed_out: the request's deadline passed wherever it is. */
+static void req_timed_out(client *cl, req *r)
 {
-	req *r = arg;
-	client *cl = r->cl;
-	(void)fd;
-	(void)what;
 	int fallback = ESCROW_ERR__TRANSPORT;
 	switch (r->where) {
 	case R_PENDING:
@@ -291,6 +290,57 @@ static void req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		client_log(cl, ESCROW_LOG_DEBUG, "request rid %llu timed out",
 		           (unsigned long long)r->rid);
 	complete_saved(cl, r, fallback);
+}
+
+/*
+ * Request deadlines: instead of an evtimer per request (two mallocs and a
+ * min-heap insert and delete under the base lock per request), armed
+ * requests sit in cl->deadlines in deadline order (requests mostly share one
+ * timeout, so an insert walks back from the tail a step or two) and one
+ * timer is armed for the earliest. It may fire early (its request completed
+ * meanwhile); then it is armed again for the new head.
+ */
+static void deadline_arm(client *cl, uint64_t now)
+{
+	req *h = TAILQ_FIRST(&cl->deadlines);
+	if (!h)
+		return; /* an armed timer fires once for nothing and is not rearmed */
+	if (cl->deadline_armed_us && cl->deadline_armed_us <= h->deadline_us)
+		return;
+	uint64_t left = h->deadline_us > now ? h->deadline_us - now : 0;
+	struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
+	evtimer_add(cl->deadline_ev, &tv);
+	cl->deadline_armed_us = h->deadline_us > now ? h->deadline_us : now;
+}
+
+static void deadline_insert(client *cl, req *r, uint64_t now)
+{
+	req *at = TAILQ_LAST(&cl->deadlines, req_list);
+	while (at && at->deadline_us > r->deadline_us)
+		at = TAILQ_PREV(at, req_list, dlink);
+	if (at)
+		TAILQ_INSERT_AFTER(&cl->deadlines, at, r, dlink);
+	else
+		TAILQ_INSERT_HEAD(&cl->deadlines, r, dlink);
+	r->in_deadlines = 1;
+	if (TAILQ_FIRST(&cl->deadlines) == r)
+		deadline_arm(cl, now);
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	client *cl = arg;
+	(void)fd;
+	(void)what;
+	cl->deadline_armed_us = 0;
+	uint64_t now = mono_us();
+	req *r;
+	while ((r = TAILQ_FIRST(&cl->deadlines)) && r->deadline_us <= now) {
+		TAILQ_REMOVE(&cl->deadlines, r, dlink);
+		r->in_deadlines = 0;
+		req_timed_out(cl, r);
+	}
+	deadline_arm(cl, now);
 }
 
 /* retry_cb: a retriable broker error's backoff is over; send again. */
@@ -520,7 +570,9 @@ static void handle_reply(client *cl, const wire_msg *m, const char *raw, size_t 
 		return;
 	}
 	if ((r->flags & CLIENT_RETRY) && err > 0 && escrow_err_is_retriable(err)) {
-		char *copy = malloc(len ? len : 1);
+		if (!r->retry_ev) /* created on the first retry only */
+			r->retry_ev = evtimer_new(cl->base, retry_cb, r);
+		char *copy = r->retry_ev ? malloc(len ? len : 1) : NULL;
 		if (copy) {
 			memcpy(copy, raw, len);
 			free(r->last_raw);
@@ -676,9 +728,7 @@ static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
 /* arm_request gives a drained request its timers and sends or parks it. */
 static void arm_request(client *cl, req *r, uint64_t now)
 {
-	uint64_t left_us = r->deadline_us > now ? r->deadline_us - now : 0;
-	struct timeval tv = {(time_t)(left_us / 1000000), (suseconds_t)(left_us % 1000000)};
-	evtimer_add(r->timer, &tv);
+	deadline_insert(cl, r, now);
 	if (cl->state == S_READY) {
 		req_send(cl, r);
 	} else if (cl->state == S_DEAD) {
@@ -813,6 +863,7 @@ int client_new(client **out, const client_opts *o, char *errstr, size_t errlen)
 	TAILQ_INIT(&cl->waiting);
 	TAILQ_INIT(&cl->backoff);
 	TAILQ_INIT(&cl->inbox);
+	TAILQ_INIT(&cl->deadlines);
 	pthread_mutex_init(&cl->lock, NULL);
 	pthread_cond_init(&cl->cond, NULL);
 	int rc = split_server(cl, errstr, errlen);
@@ -827,7 +878,9 @@ int client_new(client **out, const client_opts *o, char *errstr, size_t errlen)
 	cl->exit_ev = event_new(cl->base, -1, 0, exit_cb, cl);
 	cl->reconnect_ev = evtimer_new(cl->base, reconnect_cb, cl);
 	cl->conn_timer = evtimer_new(cl->base, conn_timer_cb, cl);
-	if (!cl->wake_ev || !cl->exit_ev || !cl->reconnect_ev || !cl->conn_timer)
+	cl->deadline_ev = evtimer_new(cl->base, deadline_cb, cl);
+	if (!cl->wake_ev || !cl->exit_ev || !cl->reconnect_ev || !cl->conn_timer ||
+	    !cl->deadline_ev)
 		goto fail;
 	struct timeval zero = {0, 0};
 	evtimer_add(cl->reconnect_ev, &zero);
@@ -866,6 +919,8 @@ void client_free(client *cl)
 		event_free(cl->reconnect_ev);
 	if (cl->conn_timer)
 		event_free(cl->conn_timer);
+	if (cl->deadline_ev)
+		event_free(cl->deadline_ev);
 	if (cl->base)
 		event_base_free(cl->base);
 	pthread_mutex_destroy(&cl->lock);
@@ -889,9 +944,16 @@ static int submit(client *cl, req *r)
 	}
 	r->conn_id = cl->conn_id;
 	r->where = R_INBOX;
+	/* Wake the I/O thread only for the first request of a batch: wake_cb
+	 * takes the whole inbox under the lock, so a non-empty inbox means a
+	 * wake-up is already on its way. (event_active from another thread
+	 * writes the base's notify fd: a syscall and a context switch per
+	 * request otherwise.) */
+	int was_empty = TAILQ_EMPTY(&cl->inbox);
 	TAILQ_INSERT_TAIL(&cl->inbox, r, link);
 	pthread_mutex_unlock(&cl->lock);
-	event_active(cl->wake_ev, 0, 0);
+	if (was_empty)
+		event_active(cl->wake_ev, 0, 0);
 	return 0;
 }
 
@@ -946,12 +1008,6 @@ static int request_submit(client *cl, const wire_msg *m, int flags, int timeout_
 	r->arg = arg;
 	r->sync = sw;
 	r->deadline_us = mono_us() + (uint64_t)timeout_ms * 1000;
-	r->timer = evtimer_new(cl->base, req_timeout_cb, r);
-	r->retry_ev = evtimer_new(cl->base, retry_cb, r);
-	if (!r->timer || !r->retry_ev) {
-		req_free(r);
-		return ESCROW_ERR__NO_MEM;
-	}
 	return submit(cl, r);
 }
 
