@@ -14,6 +14,9 @@ Fails (exit 1, one line per violation, at most 20 of each kind) on:
               a consumer of that group its ack was durable (in the run: more
               than --slack-ms later; in the drain after the final crash: at all)
   attempts    a delivery whose attempt exceeds the group's max deliveries
+  tx-state    at the end, a transaction still pending, or one whose producers
+              answer commit/rollback left open, or one answered UNKNOWN that
+              is not EXPIRED with every half message it was told was stored
   state       a confirmed-acked message that escrowctl msg get does not show
               ACKED for that group (a sample of --sample ids)
 The torture driver itself fails when escrowd does not start on its data dir.
@@ -105,6 +108,46 @@ for g in GROUPS:
                 dlq[g].add(it["id"])
     except (OSError, ValueError) as e:
         bad["state"].append(f"cannot read the DLQ of {g}: {e}")
+
+# the transactions left at the end: every one UNKNOWN to its producers is
+# EXPIRED with every half message it was told was stored; no other is left
+try:
+    left = {t["tx"]: t for t in json.load(open(os.path.join(a.dir, "tx-all.json"))).get("txs", [])}
+except (OSError, ValueError) as e:
+    left = {}
+    bad["tx-state"].append(f"cannot read the final tx list: {e}")
+for txid, t in left.items():
+    if t.get("state") != "expired":
+        bad["tx-state"].append(f"tx {txid} still {t.get('state')} after the drain")
+    if tx_intent.get(txid) != "u":
+        bad["tx-state"].append(f"tx {txid} (intent {tx_intent.get(txid)}) left {t.get('state')}: "
+                               "its check-back should have settled it")
+# tx_list answers at most 1000 (doc/protocol.md §5.15): beyond that, check
+# the EXPIRED count of status instead of each one
+truncated = len(left) >= 1000
+try:
+    n_expired = json.load(open(os.path.join(a.dir, "status.json"))).get("expired")
+except (OSError, ValueError):
+    n_expired = None
+u_stored = sum(1 for t, ids in half_ok.items() if tx_intent.get(t) == "u" and ids)
+u_all = sum(1 for t in tx_intent.values() if t == "u")
+if n_expired is None:
+    bad["tx-state"].append("no expired count in escrowctl status")
+elif not u_stored <= n_expired <= u_all:
+    bad["tx-state"].append(f"{n_expired} EXPIRED transactions, but {u_stored} answered UNKNOWN "
+                           f"with stored half messages (and {u_all} UNKNOWN in all)")
+for txid, ids in half_ok.items():
+    if tx_intent.get(txid) != "u" or not ids:
+        continue
+    if txid not in left and truncated:
+        continue
+    if txid not in left:
+        bad["tx-state"].append(f"tx {txid} answered UNKNOWN with {len(ids)} stored half "
+                               "messages is gone (not EXPIRED)")
+        continue
+    kept = {x.get("id") for x in left[txid].get("items", [])}
+    if not ids <= kept:
+        bad["tx-state"].append(f"EXPIRED tx {txid} lost half messages {sorted(ids - kept)[:3]}")
 
 # every acknowledged message must reach every group (or its DLQ)
 must = set(send_ok)

@@ -316,6 +316,7 @@ static void consumer_main(int slot, int gen)
 static pid_t prod_pid[NPROD], cons_pid[NCONS];
 static int prod_gen[NPROD], cons_gen[NCONS];
 static unsigned long n_broker_kills, n_client_kills, n_restarts;
+static int workload_stopped;
 
 static pid_t spawn(int is_prod, int slot)
 {
@@ -338,6 +339,8 @@ static void reap(void)
 	int st;
 	pid_t pid;
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (!workload_stopped && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
+			n_client_kills++; /* by the fault loop or by itself (a crash) */
 		for (int i = 0; i < NPROD; i++)
 			if (prod_pid[i] == pid)
 				prod_pid[i] = 0;
@@ -388,7 +391,7 @@ static int free_port(void)
 	return p;
 }
 
-/* pending_txs: how many transactions are still PENDING (tx list) */
+/* pending_txs: how many transactions are still pending (tx list --json) */
 static int pending_txs(void)
 {
 	if (ctl("tx-pending.json", "tx list") != 0)
@@ -402,7 +405,7 @@ static int pending_txs(void)
 	fclose(f);
 	buf[n] = 0;
 	int cnt = 0;
-	for (char *p = buf; (p = strstr(p, "PENDING")); p++)
+	for (char *p = buf; (p = strstr(p, "\"state\":\"pending\"")); p++)
 		cnt++;
 	return cnt;
 }
@@ -538,11 +541,11 @@ int main(int argc, char **argv)
 		} else if (r < 70) {
 			int i = (int)(rnd() % NPROD);
 			if (prod_pid[i] > 0)
-				kill(prod_pid[i], SIGKILL), n_client_kills++;
+				kill(prod_pid[i], SIGKILL);
 		} else if (r < 90) {
 			int i = (int)(rnd() % NCONS);
 			if (cons_pid[i] > 0)
-				kill(cons_pid[i], SIGKILL), n_client_kills++;
+				kill(cons_pid[i], SIGKILL);
 		}
 		reap();
 		for (int i = 0; i < NPROD; i++)
@@ -558,6 +561,8 @@ int main(int argc, char **argv)
 		}
 	}
 	/* stop the workload: ask, then insist */
+	reap();
+	workload_stopped = 1;
 	close(open(stopfile, O_CREAT | O_WRONLY, 0644));
 	int64_t t = now_ms();
 	for (;;) {
@@ -595,11 +600,12 @@ int main(int argc, char **argv)
 		ctl("dlq-g2.json", "dlq list %s g2", TOPIC);
 		ctl("tx-expired.json", "tx list --expired");
 		ctl("tx-all.json", "tx list");
+		ctl("status.json", "status");
 		ctl("group-g1.json", "group describe %s g1", TOPIC);
 		ctl("group-g2.json", "group describe %s g2", TOPIC);
 		ctl("topic.json", "topic describe %s", TOPIC);
 	}
-	printf("# faults: %lu broker kills (%lu restarts), %lu client kills\n", n_broker_kills,
+	printf("# faults: %lu broker kills (%lu restarts), %lu producer/consumer kills\n", n_broker_kills,
 	       n_restarts, n_client_kills);
 	if (!fail) {
 		char cmd[2048];
