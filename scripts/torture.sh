@@ -7,7 +7,9 @@
 # its histories are kept (the path is printed).
 #
 # usage: scripts/torture.sh [--minutes N (30)] [--seconds N] [--seed S]
-#                           [--sync full|none (full)] [--keep]
+#                           [--sync full|none (full)] [--keep] [--resume DIR]
+#   --resume DIR  drain and check a kept run's dir again (e.g. after a fix to
+#                 the checker), without a new workload
 # The CI profile is the registered meson test `recovery` (seed 1, 45 s,
 # --sync none): meson test -C build recovery
 set -euo pipefail
@@ -23,7 +25,8 @@ while [ $# -gt 0 ]; do
 	--seed) seed=$2; shift 2 ;;
 	--sync) sync=$2; shift 2 ;;
 	--keep) extra+=(--keep); shift ;;
-	-h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--resume) extra+=(--resume "$2"); shift 2 ;;
+	-h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "torture.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
