@@ -179,6 +179,9 @@ void group_remove(broker *b, group *g);
  * false if @seq is not acked by this call (already acked or unknown). */
 bool group_ack(group *g, uint64_t seq, uint64_t *floor_before, uint64_t *floor_after);
 bool group_is_acked(const group *g, uint64_t seq);
+/* group_or_reply: the group named by m->topic / m->group, or NULL after a
+ * NOT_FOUND reply naming which of the two is missing. */
+group *group_or_reply(conn *c, const wire_msg *m);
 uint64_t group_lag(const group *g);
 uint32_t group_consumers(const group *g);
 /* name_valid: 1..255 bytes of [A-Za-z0-9._-]. */
@@ -262,7 +265,11 @@ void topic_made_visible(broker *b, topic *t, uint64_t seq);
 
 void dispatch_mark(broker *b, group *g); /* deliver what can be at the end of this pass */
 void dispatch_run(broker *b);            /* deliver for every marked group */
-void sub_detach(broker *b, sub *s);      /* requeue its deliveries, unlink, free */
+void sub_detach(broker *b, sub *s);
+/* held_or_reply: the delivery (m->sid, m->seq) held on @c with its
+ * subscription in *sp, or NULL after a NOT_FOUND reply (when a rid was
+ * given). Shared by ack, nack and touch (redeliver.c). */
+flight *held_or_reply(conn *c, const wire_msg *m, sub **sp);      /* requeue its deliveries, unlink, free */
 flight *flight_new(group *g, uint64_t seq);
 void flight_drop(group *g, flight *f);
 void redo_push(group *g, flight *f);     /* queue for delivery ahead of new messages */

@@ -448,19 +448,10 @@ static void cmd_subscribe(conn *c, const wire_msg *m)
 static void cmd_ack(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
-	sub *s = c->subs;
-	while (s && s->sid != m->sid)
-		s = s->next_in_conn;
-	flight *f = NULL;
-	if (s)
-		HASH_FIND(hh, s->g->flights, &m->seq, sizeof m->seq, f);
-	if (!s || !f || f->s != s) {
-		if (WIRE_HAS(m, RID))
-			conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND,
-			               "no delivery of seq %llu awaiting ack on subscription %llu",
-			               (unsigned long long)m->seq, (unsigned long long)m->sid);
+	sub *s;
+	flight *f = held_or_reply(c, m, &s);
+	if (!f)
 		return;
-	}
 	group *g = s->g;
 	rd_settle(b, g, f);
 	HASH_DEL(g->flights, f);

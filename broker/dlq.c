@@ -13,23 +13,6 @@
 #define DLQ_LIST_MAX 10000 /* items in one dlq_list reply */
 #define FIND_MAX 1000      /* items in one msg_find reply */
 
-/* group_or_reply: the group named by m->topic / m->group, or NULL after an
- * error reply. */
-static group *group_or_reply(conn *c, const wire_msg *m)
-{
-	topic *t = topic_by_name(c->b, m->topic);
-	if (!t) {
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
-		               (int)m->topic.len, m->topic.p);
-		return NULL;
-	}
-	group *g = group_find(t, m->group);
-	if (!g)
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "group '%.*s' of topic %s does not exist",
-		               (int)m->group.len, m->group.p, t->name);
-	return g;
-}
-
 /* decode_rec decodes a stored record into @fr; false (logged) if it does not. */
 static bool decode_rec(wire_str rec, wire_frame *fr)
 {

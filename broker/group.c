@@ -75,23 +75,6 @@ void cmd_group_create(conn *c, const wire_msg *m)
 	broker_submit(c->b, op);
 }
 
-/* group_or_reply: the group named by m->topic / m->group, or NULL after an
- * error reply. */
-static group *named_group(conn *c, const wire_msg *m)
-{
-	topic *t = topic_by_name(c->b, m->topic);
-	if (!t) {
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
-		               (int)m->topic.len, m->topic.p);
-		return NULL;
-	}
-	group *g = group_find(t, m->group);
-	if (!g)
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "group '%.*s' of topic %s does not exist",
-		               (int)m->group.len, m->group.p, t->name);
-	return g;
-}
-
 /* fill_group: the fields of group_list items and the group_describe reply. */
 static void fill_group(wire_msg *it, group *g)
 {
@@ -141,7 +124,7 @@ void cmd_group_list(conn *c, const wire_msg *m)
 /* group_describe {rid, topic, group} -> {rid, ok, <group fields>} §5.21 */
 void cmd_group_describe(conn *c, const wire_msg *m)
 {
-	group *g = named_group(c, m);
+	group *g = group_or_reply(c, m);
 	if (!g)
 		return;
 	wire_msg r;
@@ -189,7 +172,7 @@ static uint64_t first_at(broker *b, topic *t, uint64_t at_ms)
 void cmd_group_reset(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
-	group *g = named_group(c, m);
+	group *g = group_or_reply(c, m);
 	if (!g)
 		return;
 	topic *t = g->t;
@@ -245,7 +228,7 @@ void cmd_group_reset(conn *c, const wire_msg *m)
 /* group_delete {rid, topic, group} -> {rid, ok} durable §5.23 */
 void cmd_group_delete(conn *c, const wire_msg *m)
 {
-	group *g = named_group(c, m);
+	group *g = group_or_reply(c, m);
 	if (!g)
 		return;
 	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_DELETE);

@@ -315,7 +315,7 @@ int redeliver_load(broker *b)
 
 /* held_or_reply finds the delivery (sid, seq) held on @c, or replies
  * NOT_FOUND (when a rid was given) and returns NULL. */
-static flight *held_or_reply(conn *c, const wire_msg *m, sub **sp)
+flight *held_or_reply(conn *c, const wire_msg *m, sub **sp)
 {
 	sub *s = c->subs;
 	while (s && s->sid != m->sid)

@@ -197,3 +197,20 @@ uint32_t group_consumers(const group *g)
 		n++;
 	return n;
 }
+
+/* group_or_reply: the group named by m->topic / m->group, or NULL after an
+ * error reply. */
+group *group_or_reply(conn *c, const wire_msg *m)
+{
+	topic *t = topic_by_name(c->b, m->topic);
+	if (!t) {
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
+		               (int)m->topic.len, m->topic.p);
+		return NULL;
+	}
+	group *g = group_find(t, m->group);
+	if (!g)
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "group '%.*s' of topic %s does not exist",
+		               (int)m->group.len, m->group.p, t->name);
+	return g;
+}

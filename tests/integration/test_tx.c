@@ -317,6 +317,34 @@ end:
 	raw_close(cb);
 }
 
+/* a delayed half message: the delay counts from the commit, not from the
+ * send_half (the committed record carries at_ms = commit time + delay) */
+static void test_delay_counts_from_commit(void)
+{
+	int p = pconn("pd", "producer", "pgd"), c = -1;
+	CHECK(p >= 0);
+	c = pconn("cd", "consumer", NULL);
+	CHECK(c >= 0 && subscribe(c, "tb", "g-delay"));
+	drain(c, 100, NULL, NULL); /* what earlier cases committed */
+	escrow_id_t tx = escrow_id_new();
+	wire_msg m = {0};
+	m.op = WIRE_OP_SEND_HALF;
+	WIRE_SET(&m, TX, tx, tx);
+	WIRE_SET(&m, TOPIC, topic, wire_cstr("tb"));
+	WIRE_SET(&m, ID, id, escrow_id_new());
+	WIRE_SET(&m, BODY, body, wire_cstr("later"));
+	WIRE_SET(&m, DELAY_MS, delay_ms, 800);
+	CHECK_INT(call(p, &m, NULL, NULL), ==, 0);
+	usleep(900 * 1000); /* longer than the delay: it must not count yet */
+	CHECK_INT(end_tx(p, tx, "commit", 0, NULL), ==, 0);
+	/* had the delay counted from send_half it would be due already */
+	CHECK_INT(drain(c, 500, NULL, NULL), ==, 0);
+	CHECK_INT(drain(c, 1500, NULL, NULL), ==, 1);
+end:
+	raw_close(p);
+	raw_close(c);
+}
+
 /* 2 and 3: the producer process dies between its local decision and end_tx;
  * a second producer of the group answers the check. */
 static void dead_producer(const char *action, int want)
@@ -641,6 +669,7 @@ int main(int argc, char **argv)
 	static const test_case cases[] = {
 		TEST_CASE(test_start),
 		TEST_CASE(test_commit_rollback_idempotent),
+		TEST_CASE(test_delay_counts_from_commit),
 		TEST_CASE(test_killed_after_local_commit),
 		TEST_CASE(test_killed_before_local_commit),
 		TEST_CASE(test_unknown_expires),
