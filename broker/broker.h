@@ -72,6 +72,7 @@ typedef struct broker_conf {
 	uint32_t max_body_bytes;  /* --max-body */
 	uint32_t max_frame_bytes; /* derived: max_body + 64 KiB */
 	uint32_t max_pending_ops; /* per connection: stop reading above it */
+	uint64_t frame_timeout_ms; /* --frame-timeout: partial frame / unread output */
 	store_topic_conf topic_defaults;
 	store_group_conf group_defaults;
 	/* transactions (tx.c) */
@@ -214,6 +215,8 @@ struct conn {
 	bool closing;       /* close once the output is flushed */
 	bool closed;        /* socket gone; freed when refs reaches 0 */
 	bool read_paused;   /* too many ops in the writer */
+	bool out_paused;    /* too many unread replies: not reading (CONN_OUTPUT_MAX) */
+	struct event *stall_ev; /* --frame-timeout: partial frame or unread output */
 	uint32_t refs;      /* store ops in flight that reply to this conn */
 	sub *subs;
 	conn *prev, *next;

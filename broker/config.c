@@ -173,6 +173,11 @@ static int set_max_pending(broker_conf *c, const char *v)
 	return 0;
 }
 
+static int set_frame_timeout(broker_conf *c, const char *v)
+{
+	return parse_duration_ms(v, &c->frame_timeout_ms) || c->frame_timeout_ms == 0 ? -1 : 0;
+}
+
 static int set_tx_timeout(broker_conf *c, const char *v)
 {
 	return parse_duration_ms(v, &c->tx_timeout_ms);
@@ -235,6 +240,7 @@ static const struct option_desc {
 	{"tx-check-timeout", "DUR", "10s", "reply timeout of one check-back; no answer counts as UNKNOWN", set_tx_check_timeout},
 	{"tx-tombstone", "DUR", "24h", "how long an ended transaction's outcome is kept for end_tx idempotency", set_tx_tombstone},
 	{"max-pending", "N", "4096", "store ops in flight per connection before escrowd stops reading from it", set_max_pending},
+	{"frame-timeout", "DUR", "30s", "a connection with a frame begun but not finished, or with over 16 MiB of replies it does not read, for this long is closed", set_frame_timeout},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 

@@ -19,6 +19,15 @@
 static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_stall_cb(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * Replies a client has not read yet, above which escrowd stops reading its
+ * requests until the output drains (a client that never reads cannot make
+ * escrowd buffer without bound); after --frame-timeout so stuck it is
+ * closed. Deliveries have their own, lower cap (dispatch.c).
+ */
+#define CONN_OUTPUT_MAX (16u << 20)
 
 void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen)
 {
@@ -56,6 +65,13 @@ void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen)
 		free(c);
 		return;
 	}
+	c->stall_ev = evtimer_new(b->base, conn_stall_cb, c);
+	if (!c->stall_ev) {
+		log_error("out of memory accepting %s", c->peer);
+		bufferevent_free(c->bev);
+		free(c);
+		return;
+	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	c->next = b->conns;
@@ -79,9 +95,11 @@ void conn_unref(conn *c)
 	c->refs--;
 	if (c->read_paused && !c->closed && c->refs < c->b->conf.max_pending_ops / 2) {
 		c->read_paused = false;
-		bufferevent_enable(c->bev, EV_READ);
-		/* frames may already be buffered: handle them now */
-		conn_read_cb(c->bev, c);
+		if (!c->out_paused) {
+			bufferevent_enable(c->bev, EV_READ);
+			/* frames may already be buffered: handle them now */
+			conn_read_cb(c->bev, c);
+		}
 	}
 	if (c->closed && c->refs == 0)
 		conn_free(c);
@@ -99,6 +117,8 @@ void conn_close(conn *c, const char *why)
 	tx_on_close(c);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
+	event_free(c->stall_ev);
+	c->stall_ev = NULL;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -155,12 +175,54 @@ void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...
  * written (doc/protocol.md §2.2): after such a frame the byte stream cannot be
  * trusted to be in sync.
  */
+/*
+ * stall_update arms the --frame-timeout timer while the connection is
+ * stalled by its client (a frame begun and not finished, or replies it does
+ * not read), re-arming it when @progressed (a whole frame came), and
+ * disarms it otherwise. Waiting for our own writer (read_paused) is not the
+ * client's stall.
+ */
+static void stall_update(conn *c, bool progressed)
+{
+	if (c->closed || c->closing)
+		return;
+	bool stalled = c->out_paused ||
+	               (!c->read_paused && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0);
+	if (!stalled) {
+		evtimer_del(c->stall_ev);
+		return;
+	}
+	if (progressed || !evtimer_pending(c->stall_ev, NULL)) {
+		uint64_t ms = c->b->conf.frame_timeout_ms;
+		struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+		evtimer_add(c->stall_ev, &tv);
+	}
+}
+
+static void conn_stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn *c = arg;
+	log_info("conn %llu %s: %s for %llu ms; closing", (unsigned long long)c->id, c->peer,
+	         c->out_paused ? "replies not read" : "frame not finished",
+	         (unsigned long long)c->b->conf.frame_timeout_ms);
+	conn_close(c, c->out_paused ? "output stalled" : "partial frame timeout");
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	conn *c = arg;
 	broker *b = c->b;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	while (!c->closed && !c->closing && !c->read_paused) {
+	bool progressed = false;
+	while (!c->closed && !c->closing && !c->read_paused && !c->out_paused) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) >= CONN_OUTPUT_MAX) {
+			/* the client is not reading its replies: stop reading it */
+			c->out_paused = true;
+			bufferevent_disable(bev, EV_READ);
+			break;
+		}
 		size_t have = evbuffer_get_length(in);
 		if (have < WIRE_HDR_BYTES)
 			break;
@@ -215,12 +277,14 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		if (c->closed)
 			return;
 		evbuffer_drain(in, WIRE_HDR_BYTES + (size_t)len);
+		progressed = true;
 		if (c->refs >= b->conf.max_pending_ops && !c->read_paused) {
 			/* back-pressure: the writer is behind; resume in conn_unref */
 			c->read_paused = true;
 			bufferevent_disable(bev, EV_READ);
 		}
 	}
+	stall_update(c, progressed);
 }
 
 static void conn_write_cb(struct bufferevent *bev, void *arg)
@@ -229,6 +293,17 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
 		conn_close(c, "closed after error");
 		return;
+	}
+	if (c->out_paused) {
+		/* the client read its replies: take its requests again */
+		c->out_paused = false;
+		if (!c->read_paused) {
+			bufferevent_enable(bev, EV_READ);
+			conn_read_cb(bev, c);
+			if (c->closed)
+				return;
+		}
+		stall_update(c, true);
 	}
 	/* output drained: a consumer skipped for a full buffer may take more */
 	for (sub *s = c->subs; s; s = s->next_in_conn)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -134,6 +135,24 @@ static void shutdown_broker(broker *b)
 	event_base_dispatch(b->base);
 }
 
+/*
+ * raise_fd_limit lifts the soft RLIMIT_NOFILE to the hard limit: each client
+ * is a descriptor, and a login shell's soft limit of 1024 would make accept
+ * fail (EMFILE) long before the machine runs out (issue 6: 5,000 idle
+ * connections).
+ */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rlim_t was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		fprintf(stderr, "escrowd: cannot raise the open files limit above %llu\n",
+		        (unsigned long long)was);
+}
+
 int main(int argc, char **argv)
 {
 	broker bk, *b = &bk;
@@ -142,6 +161,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc == 1 ? 0 : 2;
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	evthread_use_pthreads();
 	pthread_mutex_init(&b->done_mu, NULL);
 	b->start_ms = now_ms();

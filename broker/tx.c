@@ -330,6 +330,12 @@ void cmd_tx_list(conn *c, const wire_msg *m)
 		}
 	}
 	if (WIRE_HAS(m, PGROUP)) {
+		if (!name_valid(m->pgroup)) {
+			/* no transaction can have it: say so rather than list nothing */
+			conn_reply_err(c, m, ESCROW_ERR_INVALID,
+			               "producer group must be 1-255 bytes of [A-Za-z0-9._-]");
+			return;
+		}
 		lc.by_pgroup = true;
 		lc.pgroup = m->pgroup;
 	}

@@ -8,7 +8,8 @@ pkgs=(build-essential meson ninja-build pkg-config python3
       libevent-dev liblmdb-dev libmsgpack-dev uthash-dev
       libsqlite3-dev   # sqlite: examples/bank-transfer
       libjansson-dev curl  # JSON + load driver: examples/bank-transfer
-      clang libclang-rt-dev) # libFuzzer targets (scripts/fuzz.sh)
+      clang libclang-rt-dev  # libFuzzer targets (scripts/fuzz.sh)
+      valgrind)              # memcheck test (tests/recovery/test_valgrind.c)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -27,7 +27,7 @@ fi
 ninja -C build-fuzz >/dev/null
 mkdir -p build-fuzz/crashes
 rc=0
-for t in frame; do
+for t in frame handler; do
 	work=build-fuzz/corpus-$t
 	rm -rf "$work"; mkdir -p "$work"
 	cp tests/fuzz/corpus/$t/* "$work/"
