@@ -27,6 +27,26 @@
  *   escrow_send_async() that waits for room in the window: the
  *   librdkafka rd_kafka_produce() + rd_kafka_poll() model (dr_msg_cb).
  *
+ * ## Transactions, synchronous or asynchronous
+ * escrow_send_in_transaction() (RocketMQ's sendMessageInTransaction) does
+ * half send, local transaction, commit/rollback on the calling thread: two
+ * durable round trips per transaction. escrow_send_in_transaction_async()
+ * pipelines them: up to `send.window` transactions in flight, the local
+ * transaction runs on the thread that polls once the half is durable, and
+ * one ::escrow_tx_dr_cb report per transaction comes from poll/flush:
+ * @code
+ * static escrow_tx_state_t local(const escrow_msg_t *m, const escrow_id_t *tx, void *a)
+ * {   // the half is durable; record tx with the local change
+ *     return db_apply(a, tx) == 0 ? ESCROW_TX_COMMIT : ESCROW_TX_ROLLBACK;
+ * }
+ * static void report(int err, const escrow_tx_result_t *r, void *a)
+ * {   // once per transaction: err 0 + r->local_state says what happened
+ * }
+ * for (i = 0; i < n; i++)   // waits for room (serving reports) when full
+ *     escrow_send_in_transaction_async(p, msg[i], local, db, report, NULL);
+ * escrow_producer_flush(p, -1);
+ * @endcode
+ *
  * ## Retries and duplicates
  * Every message has a 128-bit id, assigned on the client when it is sent
  * (escrow_id_new()) unless the application set one (escrow_msg_set_id()).
