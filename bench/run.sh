@@ -4,6 +4,9 @@
 #
 #   bench/run.sh [--sync full|none] [--runs N] [--modes "produce1 produce256 e2e paced"]
 #                [--n N] [--no-build] [--json] [--smoke]
+#   more modes: tx = escrow_send_in_transaction_async from one thread,
+#   txsync = the same with --tx-sync (one thread per transaction); both
+#   with $TX_WINDOW [64] in flight
 #
 # Every escrow-bench run uses its own fresh topic. Output: each run's summary
 # (or JSON line with --json), then medians when --runs > 1.
@@ -22,7 +25,7 @@ JSON=0
 SMOKE=0
 
 usage() {
-	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do
@@ -123,6 +126,7 @@ while [ $r -le "$RUNS" ]; do
 		e2e) run_bench e2e e2e -w 256 -p 256 -n "${N:-200000}" -q ;;
 		paced) run_bench paced paced -r 1000 -n 3000 -q ;;
 		tx) run_bench tx tx -w "${TX_WINDOW:-64}" -p 256 -n "${N:-100000}" -q ;;
+		txsync) run_bench txsync tx --tx-sync -w "${TX_WINDOW:-64}" -p 256 -n "${N:-100000}" -q ;;
 		*) echo "run.sh: unknown mode $m" >&2; exit 2 ;;
 		esac
 	done

@@ -10,6 +10,12 @@
  * (librdkafka's _poll model, style.md rule 17). `outstanding` counts sends
  * from acceptance until their report has been served, and that count is
  * the window.
+ *
+ * The ready list holds producer_jobs (producer/tx_int.h): a plain send's
+ * report (dr) or a transaction of escrow_send_in_transaction_async
+ * (producer/tx.c), which comes through twice (half reply: run the local
+ * transaction and queue end_tx; end_tx reply: the report). A job's serve
+ * says whether it finished; only finished jobs leave the window.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -25,16 +31,16 @@
 
 /* One async send from acceptance until its report is served. */
 typedef struct dr {
+	producer_job job;         /* first: the ready-list entry */
 	escrow_producer_t *p;
 	escrow_id_t id;           /* message id used */
 	escrow_dr_cb *cb;         /* may be NULL */
 	void *arg;                /* for cb */
 	int err;                  /* outcome */
 	uint64_t seq;             /* on success */
-	TAILQ_ENTRY(dr) link;     /* in p->ready */
 } dr;
 
-TAILQ_HEAD(dr_list, dr);
+TAILQ_HEAD(job_list, producer_job);
 
 struct escrow_producer {
 	client *cl;
@@ -42,7 +48,7 @@ struct escrow_producer {
 	int timeout_ms;           /* conf request.timeout.ms */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;      /* a report became ready or was served */
-	struct dr_list ready;     /* lock: completed, not yet served */
+	struct job_list ready;    /* lock: completed, not yet served */
 	int outstanding;          /* lock: accepted, report not yet served */
 };
 
@@ -120,6 +126,24 @@ int escrow_send(escrow_producer_t *p, const escrow_msg_t *msg, escrow_id_t *id_o
 	return rc;
 }
 
+void producer_job_ready(escrow_producer_t *p, producer_job *j)
+{
+	pthread_mutex_lock(&p->lock);
+	TAILQ_INSERT_TAIL(&p->ready, j, link);
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* serve_dr: a plain send's report. Always finishes. */
+static int serve_dr(producer_job *j)
+{
+	dr *d = (dr *)j;
+	if (d->cb)
+		d->cb(d->err, &d->id, d->seq, d->arg);
+	free(d);
+	return 1;
+}
+
 /* on_send_done: the core finished an async send. @locality I/O thread */
 static void on_send_done(void *arg, int err, const wire_msg *reply)
 {
@@ -131,38 +155,34 @@ static void on_send_done(void *arg, int err, const wire_msg *reply)
 		client_log(p->cl, ESCROW_LOG_DEBUG, "async send %s failed: %s",
 		           escrow_id_fmt(&d->id, hex), escrow_err2name(d->err));
 	}
-	pthread_mutex_lock(&p->lock);
-	TAILQ_INSERT_TAIL(&p->ready, d, link);
-	pthread_cond_broadcast(&p->cond);
-	pthread_mutex_unlock(&p->lock);
+	producer_job_ready(p, &d->job);
 }
 
 /*
- * serve_locked takes every ready report, calls them without the lock and
- * returns how many it served. Called and returns with p->lock held.
+ * serve_locked takes every ready job, serves them without the lock and
+ * returns how many reports it served (jobs that finished). Called and
+ * returns with p->lock held. Jobs that continue (a transaction whose
+ * end_tx was just queued) stay outstanding.
  */
 static int serve_locked(escrow_producer_t *p)
 {
-	struct dr_list got = TAILQ_HEAD_INITIALIZER(got);
+	struct job_list got = TAILQ_HEAD_INITIALIZER(got);
 	TAILQ_CONCAT(&got, &p->ready, link);
 	if (TAILQ_EMPTY(&got))
 		return 0;
 	pthread_mutex_unlock(&p->lock);
 	int n = 0;
-	dr *d;
-	while ((d = TAILQ_FIRST(&got))) {
-		TAILQ_REMOVE(&got, d, link);
-		if (d->cb) {
-			in_dr_cb++;
-			d->cb(d->err, &d->id, d->seq, d->arg);
-			in_dr_cb--;
-		}
-		free(d);
-		n++;
+	producer_job *j;
+	while ((j = TAILQ_FIRST(&got))) {
+		TAILQ_REMOVE(&got, j, link);
+		in_dr_cb++;
+		n += j->serve(j);
+		in_dr_cb--;
 	}
 	pthread_mutex_lock(&p->lock);
 	p->outstanding -= n;
-	pthread_cond_broadcast(&p->cond);
+	if (n)
+		pthread_cond_broadcast(&p->cond);
 	return n;
 }
 
@@ -184,6 +204,7 @@ int escrow_send_async(escrow_producer_t *p, const escrow_msg_t *msg, escrow_dr_c
 	dr *d = calloc(1, sizeof *d);
 	if (!d)
 		return ESCROW_ERR__NO_MEM;
+	d->job.serve = serve_dr;
 	d->p = p;
 	d->cb = cb;
 	d->arg = arg;
@@ -195,30 +216,45 @@ int escrow_send_async(escrow_producer_t *p, const escrow_msg_t *msg, escrow_dr_c
 		return rc;
 	}
 
+	rc = producer_admit(p);
+	if (rc) {
+		free(scratch);
+		free(d);
+		return rc;
+	}
+	rc = client_request_async(p->cl, &w, CLIENT_RETRY, p->timeout_ms, on_send_done, d);
+	free(scratch);
+	if (rc) {
+		producer_unadmit(p);
+		free(d);
+	}
+	return rc;
+}
+
+int producer_admit(escrow_producer_t *p)
+{
 	pthread_mutex_lock(&p->lock);
 	while (p->outstanding >= p->window) {
 		if (in_dr_cb) {
 			pthread_mutex_unlock(&p->lock);
-			free(scratch);
-			free(d);
 			return ESCROW_ERR__QUEUE_FULL;
 		}
-		if (!serve_locked(p) && p->outstanding >= p->window)
+		/* serve_locked drops the lock: a job queued meanwhile already
+		 * broadcast, so only sleep when nothing is ready */
+		if (!serve_locked(p) && p->outstanding >= p->window && TAILQ_EMPTY(&p->ready))
 			pthread_cond_wait(&p->cond, &p->lock);
 	}
 	p->outstanding++;
 	pthread_mutex_unlock(&p->lock);
+	return ESCROW_OK;
+}
 
-	rc = client_request_async(p->cl, &w, CLIENT_RETRY, p->timeout_ms, on_send_done, d);
-	free(scratch);
-	if (rc) {
-		pthread_mutex_lock(&p->lock);
-		p->outstanding--;
-		pthread_cond_broadcast(&p->cond);
-		pthread_mutex_unlock(&p->lock);
-		free(d);
-	}
-	return rc;
+void producer_unadmit(escrow_producer_t *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->outstanding--;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
 }
 
 int escrow_producer_poll(escrow_producer_t *p, int timeout_ms)
@@ -233,6 +269,8 @@ int escrow_producer_poll(escrow_producer_t *p, int timeout_ms)
 	while (!(n = serve_locked(p))) {
 		if (timeout_ms == 0 || p->outstanding == 0)
 			break;
+		if (!TAILQ_EMPTY(&p->ready))
+			continue; /* queued while serve_locked ran unlocked */
 		int w = timeout_ms < 0 ? pthread_cond_wait(&p->cond, &p->lock)
 		                       : pthread_cond_timedwait(&p->cond, &p->lock, &until);
 		if (w == ETIMEDOUT) {

@@ -119,6 +119,160 @@ int escrow_send_in_transaction(escrow_producer_t *p, const escrow_msg_t *msg,
 	return rc;
 }
 
+/* ---- escrow_send_in_transaction_async ---------------------------------- */
+
+/*
+ * One asynchronous transaction, a producer_job (producer/tx_int.h) that is
+ * served twice: after the half's reply (stage HALF: run the local
+ * transaction on the serving application thread, queue end_tx) and after
+ * end_tx's reply (stage END: the report). It holds one window slot from
+ * acceptance until the report.
+ */
+enum { ATX_HALF, ATX_END };
+
+typedef struct atx {
+	producer_job job;            /* first */
+	escrow_producer_t *p;
+	escrow_msg_t *msg;           /* our copy, id set; for local_cb */
+	escrow_local_tx_cb *local_cb;
+	void *local_arg;
+	escrow_tx_dr_cb *cb;         /* may be NULL */
+	void *cb_arg;
+	escrow_tx_result_t r;
+	int stage;                   /* ATX_HALF or ATX_END: what is in flight */
+	int half_err;                /* the half's outcome */
+} atx;
+
+/* msg_copy: a deep copy of an outgoing message, through the public setters,
+ * with id @id. NULL on ENOMEM. */
+static escrow_msg_t *msg_copy(const escrow_msg_t *m, const escrow_id_t *id)
+{
+	escrow_msg_t *c = escrow_msg_new(m->topic, m->body, m->len);
+	if (!c)
+		return NULL;
+	if (m->key && escrow_msg_set_key(c, m->key))
+		goto fail;
+	for (size_t i = 0; i < m->ntags; i++)
+		if (escrow_msg_add_tag(c, m->tags[i]))
+			goto fail;
+	for (size_t i = 0; i < m->nprops; i++)
+		if (escrow_msg_set_prop(c, m->pname[i], m->pvalue[i]))
+			goto fail;
+	if (m->delay_ms && escrow_msg_set_delay_ms(c, m->delay_ms))
+		goto fail;
+	if (escrow_msg_set_id(c, id))
+		goto fail;
+	return c;
+fail:
+	escrow_msg_free(c);
+	return NULL;
+}
+
+/* atx_finish: the report; frees @a. Returns 1 (finished). */
+static int atx_finish(atx *a, int err)
+{
+	if (a->cb)
+		a->cb(err, &a->r, a->cb_arg);
+	escrow_msg_free(a->msg);
+	free(a);
+	return 1;
+}
+
+/* on_atx_reply: the half's or end_tx's completion. @locality I/O thread */
+static void on_atx_reply(void *arg, int err, const wire_msg *reply)
+{
+	(void)reply;
+	atx *a = arg;
+	if (a->stage == ATX_HALF)
+		a->half_err = err;
+	else
+		a->r.end_err = err;
+	if (err) {
+		char hex[33];
+		client_log(producer_client(a->p), ESCROW_LOG_DEBUG, "async tx %s: %s failed: %s",
+		           escrow_id_fmt(&a->r.tx_id, hex),
+		           a->stage == ATX_HALF ? "send_half" : "end_tx", escrow_err2name(err));
+	}
+	producer_job_ready(a->p, &a->job);
+}
+
+/* serve_atx: on an application thread, in callback context. */
+static int serve_atx(producer_job *j)
+{
+	atx *a = (atx *)j;
+	if (a->stage == ATX_END)
+		return atx_finish(a, a->r.end_err);
+	if (a->half_err)
+		return atx_finish(a, a->half_err); /* local_cb not run: local_state 0 */
+	escrow_tx_state_t st = a->local_cb(a->msg, &a->r.tx_id, a->local_arg);
+	if (st != ESCROW_TX_COMMIT && st != ESCROW_TX_ROLLBACK) {
+		a->r.local_state = ESCROW_TX_UNKNOWN; /* check-back decides */
+		return atx_finish(a, ESCROW_OK);
+	}
+	a->r.local_state = st;
+	const char *action = st == ESCROW_TX_COMMIT ? "commit" : "rollback";
+	wire_msg w = {0};
+	w.op = WIRE_OP_END_TX;
+	WIRE_SET(&w, TX, tx, a->r.tx_id);
+	WIRE_SET(&w, ACTION, action, wire_cstr(action));
+	a->stage = ATX_END;
+	int rc = client_request_async(producer_client(a->p), &w, CLIENT_RETRY,
+	                              producer_timeout_ms(a->p), on_atx_reply, a);
+	if (rc) {
+		a->r.end_err = rc;
+		return atx_finish(a, rc);
+	}
+	return 0; /* continues: served again when end_tx completes */
+}
+
+int escrow_send_in_transaction_async(escrow_producer_t *p, const escrow_msg_t *msg,
+                                     escrow_local_tx_cb *local_cb, void *local_arg,
+                                     escrow_tx_dr_cb *cb, void *cb_arg)
+{
+	if (!p || !msg || !local_cb)
+		return ESCROW_ERR__INVALID_ARG;
+	atx *a = calloc(1, sizeof *a);
+	if (!a)
+		return ESCROW_ERR__NO_MEM;
+	a->job.serve = serve_atx;
+	a->p = p;
+	a->local_cb = local_cb;
+	a->local_arg = local_arg;
+	a->cb = cb;
+	a->cb_arg = cb_arg;
+	a->stage = ATX_HALF;
+	a->r.tx_id = escrow_id_new();
+	a->r.msg_id = msg->has_id ? msg->id : escrow_id_new();
+	a->msg = msg_copy(msg, &a->r.msg_id);
+	if (!a->msg) {
+		free(a);
+		return ESCROW_ERR__NO_MEM;
+	}
+	wire_msg w;
+	void *scratch = NULL;
+	int rc = msg_send_frame(a->msg, &a->r.msg_id, client_now_unix_ms(), &w, &scratch);
+	if (rc)
+		goto fail;
+	w.op = WIRE_OP_SEND_HALF;
+	WIRE_SET(&w, TX, tx, a->r.tx_id);
+	rc = producer_admit(p);
+	if (rc)
+		goto fail;
+	rc = client_request_async(producer_client(p), &w, CLIENT_RETRY, producer_timeout_ms(p),
+	                          on_atx_reply, a);
+	if (rc) {
+		producer_unadmit(p);
+		goto fail;
+	}
+	free(scratch);
+	return ESCROW_OK;
+fail:
+	free(scratch);
+	escrow_msg_free(a->msg);
+	free(a);
+	return rc;
+}
+
 const escrow_id_t *escrow_tx_view_id(const escrow_tx_view_t *v)
 {
 	return v ? &v->id : NULL;

@@ -57,6 +57,7 @@ static struct {
 	double rate;
 	int timeout_s;
 	bool json, quiet, messages_set;
+	bool tx_sync; /* tx: the old thread-per-transaction mode */
 } o = {
 	.server = "127.0.0.1:7420", .topic = "bench", .group = "bench",
 	.messages = 100000, .size = 128, .window = 256, .prefetch = 256,
@@ -260,7 +261,65 @@ static void *tx_worker(void *argp)
 	return NULL;
 }
 
-static void tx_producer(escrow_producer_t *p, const struct prod_arg *a)
+/* tx_report: the final report of one async transaction (arg = seq). */
+static void tx_report(int err, const escrow_tx_result_t *r, void *arg)
+{
+	long s = (long)(uintptr_t)arg;
+	if (err || r->local_state != ESCROW_TX_COMMIT) {
+		int zero = 0;
+		atomic_fetch_add(&g.send_errors, 1);
+		atomic_compare_exchange_strong(&g.first_err, &zero, err);
+		fail("transaction of message %ld failed: %s (%s), local state %d", s,
+		     escrow_err2str(err), escrow_err2name(err), (int)r->local_state);
+		return;
+	}
+	g.conf_ns[s] = now_ns();
+	atomic_fetch_add(&g.confirmed, 1);
+}
+
+/* tx_async_producer: one thread, escrow_send_in_transaction_async with
+ * --window transactions in flight; the local transaction (a no-op COMMIT)
+ * and the reports run on this thread, inside the calls that wait for room
+ * and the final flush. */
+static void tx_async_producer(escrow_producer_t *p, const struct prod_arg *a)
+{
+	char *body = malloc((size_t)o.size);
+	if (!body) {
+		fail("out of memory");
+		return;
+	}
+	memset(body, 'x', (size_t)o.size);
+	put_hex16(body + 32, g.tag);
+	long n = a->to - a->from;
+	for (long i = 0; i < n && !atomic_load(&g.done); i++) {
+		long s = a->from + i;
+		int64_t t = now_ns();
+		put_hex16(body, (uint64_t)s);
+		put_hex16(body + 16, (uint64_t)t);
+		g.send_ns[s] = t;
+		escrow_msg_t *m = escrow_msg_new(o.topic, body, (size_t)o.size);
+		if (!m) {
+			fail("escrow_msg_new: out of memory or bad topic name");
+			break;
+		}
+		int rc = escrow_send_in_transaction_async(p, m, tx_local_commit, NULL, tx_report,
+		                                          (void *)(uintptr_t)s);
+		escrow_msg_free(m);
+		if (rc) {
+			fail("transaction of message %ld to topic %s failed: %s (%s)", s, o.topic,
+			     escrow_err2str(rc), escrow_err2name(rc));
+			break;
+		}
+		escrow_producer_poll(p, 0);
+		atomic_fetch_add(&g.sent, 1);
+	}
+	while (!atomic_load(&g.done) && escrow_producer_outq_len(p) > 0)
+		escrow_producer_flush(p, POLL_MS);
+	free(body);
+}
+
+/* tx_sync_producer: --tx-sync, --window threads of tx_worker. */
+static void tx_sync_producer(escrow_producer_t *p, const struct prod_arg *a)
 {
 	struct tx_ctx x = {.p = p, .a = a};
 	atomic_init(&x.next, 0);
@@ -285,6 +344,14 @@ static void tx_producer(escrow_producer_t *p, const struct prod_arg *a)
 	for (int i = 0; i < started; i++)
 		pthread_join(t[i], NULL);
 	free(t);
+}
+
+static void tx_producer(escrow_producer_t *p, const struct prod_arg *a)
+{
+	if (o.tx_sync)
+		tx_sync_producer(p, a);
+	else
+		tx_async_producer(p, a);
 }
 
 static void *producer_main(void *argp)
@@ -535,9 +602,11 @@ static void usage(FILE *f)
 	  "            acked on its own; throughput = N / (last ack confirmed - first send),\n"
 	  "            latency = receive - send timestamp in the payload\n"
 	  "  paced     e2e with the producer paced at --rate msgs/s (default N 3000)\n"
-	  "  tx        e2e where each message is a one-message transaction\n"
-	  "            (escrow_send_in_transaction: half, then commit), --window of\n"
-	  "            them in flight per producer (one thread each, shared handle)\n"
+	  "  tx        e2e where each message is a one-message transaction (half,\n"
+	  "            local no-op COMMIT, commit): escrow_send_in_transaction_async\n"
+	  "            from ONE thread per producer with --window of them in flight;\n"
+	  "            with --tx-sync, escrow_send_in_transaction on --window threads\n"
+	  "            per producer (shared handle), one transaction each at a time\n"
 	  "\n"
 	  "options:\n"
 	  "  -s, --server HOST:PORT  broker [127.0.0.1:7420]\n"
@@ -551,6 +620,7 @@ static void usage(FILE *f)
 	  "      --consumers N       consumer threads, each its own handle [1]\n"
 	  "  -r, --rate N            paced: total msgs/s [1000]\n"
 	  "      --timeout SEC       give up after SEC seconds [300]\n"
+	  "      --tx-sync           tx: thread-per-transaction synchronous API\n"
 	  "      --json              print one JSON object on stdout instead of text\n"
 	  "  -q, --quiet             no progress line on stderr\n"
 	  "  -h, --help              this text\n"
@@ -578,7 +648,8 @@ static void parse_args(int argc, char **argv)
 		{"messages", 1, 0, 'n'}, {"size", 1, 0, 'S'},     {"window", 1, 0, 'w'},
 		{"prefetch", 1, 0, 'p'}, {"producers", 1, 0, 'P'}, {"consumers", 1, 0, 'C'},
 		{"rate", 1, 0, 'r'},     {"timeout", 1, 0, 'T'},  {"json", 0, 0, 'j'},
-		{"quiet", 0, 0, 'q'},    {"help", 0, 0, 'h'},     {0, 0, 0, 0},
+		{"quiet", 0, 0, 'q'},    {"help", 0, 0, 'h'},     {"tx-sync", 0, 0, 'X'},
+		{0, 0, 0, 0},
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "s:t:g:n:w:p:r:qh", lo, NULL)) != -1) {
@@ -596,6 +667,7 @@ static void parse_args(int argc, char **argv)
 		case 'T': o.timeout_s = (int)num_arg("timeout", optarg, 1, 86400); break;
 		case 'j': o.json = true; break;
 		case 'q': o.quiet = true; break;
+		case 'X': o.tx_sync = true; break;
 		case 'h': usage(stdout); exit(0);
 		default: fprintf(stderr, "try '" PROG " --help'\n"); exit(2);
 		}
@@ -728,7 +800,11 @@ int main(int argc, char **argv)
 	const char *shape = "producer and consumer are threads of one process, each with its own "
 	                    "libescrow handle (the peers use processes)";
 	if (o.json) {
-		printf("{\"mode\":\"%s\",\"messages\":%ld,\"size\":%ld,\"window\":%d,\"prefetch\":%d,"
+		if (o.mode == M_TX)
+			printf("{\"tx_api\":\"%s\",", o.tx_sync ? "sync" : "async");
+		else
+			printf("{");
+		printf("\"mode\":\"%s\",\"messages\":%ld,\"size\":%ld,\"window\":%d,\"prefetch\":%d,"
 		       "\"producers\":%d,\"consumers\":%d,",
 		       mode_names[o.mode], n, o.size, o.window, o.prefetch, np, nc);
 		if (o.mode == M_PACED)
@@ -760,7 +836,8 @@ int main(int argc, char **argv)
 			printf("  producer: %.0f durable sends/s (%s); send->confirm p50 %.0f us, p99 "
 			       "%.0f us, p99.9 %.0f us, max %.0f us\n",
 			       prod_rate,
-			       o.mode == M_TX ? "escrow_send_in_transaction"
+			       o.mode == M_TX ? (o.tx_sync ? "escrow_send_in_transaction, thread each"
+			                                   : "escrow_send_in_transaction_async")
 			       : o.window <= 1 ? "escrow_send" : "escrow_send_async", cl.p50,
 			       cl.p99, cl.p999, cl.max);
 		if (o.mode == M_CONSUME)

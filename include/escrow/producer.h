@@ -27,6 +27,26 @@
  *   escrow_send_async() that waits for room in the window: the
  *   librdkafka rd_kafka_produce() + rd_kafka_poll() model (dr_msg_cb).
  *
+ * ## Transactions, synchronous or asynchronous
+ * escrow_send_in_transaction() (RocketMQ's sendMessageInTransaction) does
+ * half send, local transaction, commit/rollback on the calling thread: two
+ * durable round trips per transaction. escrow_send_in_transaction_async()
+ * pipelines them: up to `send.window` transactions in flight, the local
+ * transaction runs on the thread that polls once the half is durable, and
+ * one ::escrow_tx_dr_cb report per transaction comes from poll/flush:
+ * @code
+ * static escrow_tx_state_t local(const escrow_msg_t *m, const escrow_id_t *tx, void *a)
+ * {   // the half is durable; record tx with the local change
+ *     return db_apply(a, tx) == 0 ? ESCROW_TX_COMMIT : ESCROW_TX_ROLLBACK;
+ * }
+ * static void report(int err, const escrow_tx_result_t *r, void *a)
+ * {   // once per transaction: err 0 + r->local_state says what happened
+ * }
+ * for (i = 0; i < n; i++)   // waits for room (serving reports) when full
+ *     escrow_send_in_transaction_async(p, msg[i], local, db, report, NULL);
+ * escrow_producer_flush(p, -1);
+ * @endcode
+ *
  * ## Retries and duplicates
  * Every message has a 128-bit id, assigned on the client when it is sent
  * (escrow_id_new()) unless the application set one (escrow_msg_set_id()).
@@ -205,7 +225,10 @@ ESCROW_EXPORT int escrow_send_async(escrow_producer_t *p, const escrow_msg_t *ms
  * @brief Serve the delivery reports that are ready, waiting up to
  *        @p timeout_ms for the first one.
  *
- * Callbacks it may call: ::escrow_dr_cb (of escrow_send_async()).
+ * Callbacks it may call: ::escrow_dr_cb (of escrow_send_async()),
+ * ::escrow_local_tx_cb and ::escrow_tx_dr_cb (of
+ * escrow_send_in_transaction_async()). A transaction whose local callback
+ * ran here but whose end_tx is still in flight is not counted as served.
  * @param[in] p           the producer; not NULL
  * @param[in] timeout_ms  0: do not wait; -1: wait until a report is ready
  *                        (or there is nothing outstanding); ms
@@ -338,6 +361,116 @@ typedef struct escrow_tx_result {
 ESCROW_EXPORT int escrow_send_in_transaction(escrow_producer_t *p, const escrow_msg_t *msg,
                                              escrow_local_tx_cb *local_cb, void *arg,
                                              escrow_tx_result_t *result);
+
+/**
+ * @brief Final report of one transaction of
+ *        escrow_send_in_transaction_async(), as RocketMQ's SendResult +
+ *        LocalTransactionState of sendMessageInTransaction, delivered
+ *        asynchronously (librdkafka's dr_msg_cb model).
+ *
+ * @param[in] err  the transaction's outcome at the broker:
+ *                 - ESCROW_OK: the half message is durable and the local
+ *                   transaction's decision is settled: @p r->local_state
+ *                   COMMIT (committed: the message is or will be
+ *                   delivered), ROLLBACK (rolled back: never delivered) or
+ *                   UNKNOWN (nothing sent: the broker's check-back, through
+ *                   the handler of escrow_conf_set_check_cb(), decides);
+ *                 - the half send failed (@p r->local_state is 0: the
+ *                   local transaction was NOT run): the errors of
+ *                   escrow_send(); with ESCROW_ERR__TIMED_OUT the half may
+ *                   be stored, and then the broker's check-back decides;
+ *                 - the end_tx failed (@p r->local_state says what was
+ *                   decided; @p r->end_err == @p err): ESCROW_ERR_CONFLICT
+ *                   (the broker had already ended it the other way, e.g. a
+ *                   check answer or an operator), ESCROW_ERR_NOT_FOUND
+ *                   (its tombstone expired), or a transport error
+ *                   (ESCROW_ERR__TRANSPORT, ESCROW_ERR__TIMED_OUT, ...:
+ *                   the commit/rollback may not have arrived; the
+ *                   transaction stays open and check-back decides);
+ *                 - ESCROW_ERR__DESTROYED: escrow_producer_free() stopped
+ *                   the I/O thread before the outcome was known.
+ * @param[in] r    tx id, message id, local state, end_tx result; borrowed,
+ *                 valid during the call. r->end_err is ESCROW_OK when no
+ *                 end_tx was sent (UNKNOWN, or the half failed).
+ * @param[in] arg  the @p cb_arg given to escrow_send_in_transaction_async().
+ * @remark called exactly once per transaction accepted by
+ *         escrow_send_in_transaction_async(), on the application thread,
+ *         from the same functions that serve ::escrow_dr_cb
+ *         (escrow_producer_poll(), escrow_producer_flush(),
+ *         escrow_producer_free(), a waiting escrow_send_async() or
+ *         escrow_send_in_transaction_async()). Same rules as ::escrow_dr_cb.
+ */
+typedef void(escrow_tx_dr_cb)(int err, const escrow_tx_result_t *r, void *arg);
+
+/**
+ * @brief Asynchronous escrow_send_in_transaction(): send @p msg as the one
+ *        half message of a new transaction and return at once; when the
+ *        broker has stored the half durably, run @p local_cb, then commit
+ *        or roll back as it says, without waiting; the final outcome
+ *        comes back once through @p cb. As RocketMQ's
+ *        TransactionMQProducer.sendMessageInTransaction, pipelined.
+ *
+ * Steps and threads:
+ * 1. this call copies @p msg, picks its ids (the message id set on @p msg,
+ *    else a new one; always a new transaction id) and queues the half send
+ *    (retried with the same ids like escrow_send_async());
+ * 2. when the half's durable reply has arrived, @p local_cb runs **on the
+ *    application thread that next serves reports**: inside
+ *    escrow_producer_poll(), escrow_producer_flush(),
+ *    escrow_producer_free() or a waiting escrow_send_async() /
+ *    escrow_send_in_transaction_async() call, never on the I/O thread and
+ *    never before the half is durable (RocketMQ runs
+ *    executeLocalTransaction on the sending thread after the half send
+ *    returns; here the sending thread is whichever thread polls). It gets
+ *    the library's copy of the message with its id set;
+ * 3. COMMIT or ROLLBACK: an end_tx is queued at once (retried like the
+ *    half; end_tx of many transactions are in flight together, which
+ *    lets the broker group-commit them); UNKNOWN (or any other value): no
+ *    end_tx, check-back decides;
+ * 4. @p cb is called exactly once with the outcome, from a later
+ *    poll/flush (for UNKNOWN or a failed half: in the same serving call).
+ *
+ * The window: a transaction counts as one of `send.window` outstanding
+ * sends from acceptance until @p cb has been served (so it holds its slot
+ * across both round trips and the local transaction); when the window is
+ * full this call first waits for room, serving reports (and running
+ * local transactions) meanwhile. Called from inside a report or a local
+ * transaction callback it does not wait but returns ESCROW_ERR__QUEUE_FULL.
+ * Reports of different transactions may come in any order.
+ *
+ * Durability and crashes: if the process dies before @p local_cb ran, or
+ * before the end_tx arrived, the half stays invisible and the broker asks
+ * the group's check handler (escrow_conf_set_check_cb()), exactly as for
+ * escrow_send_in_transaction().
+ *
+ * @param[in] p          the producer; not NULL
+ * @param[in] msg        the message (any topic; a delay is kept); not
+ *                       NULL; copied before the call returns
+ * @param[in] local_cb   the local transaction; not NULL. Runs once if the
+ *                       half is stored, on the polling thread (step 2);
+ *                       must not call escrow_producer_free(); may call
+ *                       the *_async sends (QUEUE_FULL rather than waiting)
+ * @param[in] local_arg  passed to @p local_cb
+ * @param[in] cb         final report; may be NULL (the transaction still
+ *                       runs to the end and counts in the window until a
+ *                       poll serves it)
+ * @param[in] cb_arg     passed to @p cb
+ * @return ESCROW_OK: accepted; @p local_cb runs at most once and @p cb is
+ *         called exactly once. Possible errors (then neither callback is
+ *         ever called): ESCROW_ERR__INVALID_ARG (NULL @p p, @p msg or
+ *         @p local_cb), ESCROW_ERR_TOO_LARGE (the encoded message is larger
+ *         than a frame may be), ESCROW_ERR__QUEUE_FULL (window full,
+ *         called from a callback), ESCROW_ERR__NO_MEM,
+ *         ESCROW_ERR__DESTROYED.
+ * @remark any thread, several at once. The synchronous API is unchanged;
+ *         both may be mixed on one producer (the sync calls do not count
+ *         in the window).
+ */
+ESCROW_EXPORT int escrow_send_in_transaction_async(escrow_producer_t *p,
+                                                   const escrow_msg_t *msg,
+                                                   escrow_local_tx_cb *local_cb,
+                                                   void *local_arg, escrow_tx_dr_cb *cb,
+                                                   void *cb_arg);
 
 /** @brief A transaction the broker asks about: its id and messages. Opaque;
  *         valid only during the check handler call. */
