@@ -179,6 +179,8 @@ void group_remove(broker *b, group *g);
  * false if @seq is not acked by this call (already acked or unknown). */
 bool group_ack(group *g, uint64_t seq, uint64_t *floor_before, uint64_t *floor_after);
 bool group_is_acked(const group *g, uint64_t seq);
+/* ack_set_clear frees every entry of a sparse-ack or dead set. */
+void ack_set_clear(ack_ent **set);
 /* group_or_reply: the group named by m->topic / m->group, or NULL after a
  * NOT_FOUND reply naming which of the two is missing. */
 group *group_or_reply(conn *c, const wire_msg *m);

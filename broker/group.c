@@ -204,15 +204,8 @@ void cmd_group_reset(conn *c, const wire_msg *m)
 	}
 	g->n_inflight = 0;
 	g->redo_head = g->redo_tail = NULL;
-	ack_ent *a, *atmp;
-	HASH_ITER(hh, g->acks, a, atmp) {
-		HASH_DEL(g->acks, a);
-		free(a);
-	}
-	HASH_ITER(hh, g->dead, a, atmp) {
-		HASH_DEL(g->dead, a);
-		free(a);
-	}
+	ack_set_clear(&g->acks);
+	ack_set_clear(&g->dead);
 	g->n_acks = g->n_dead = 0;
 	g->ack_floor = g->cursor = floor;
 	dispatch_mark(b, g);

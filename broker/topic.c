@@ -88,20 +88,22 @@ group *group_add(broker *b, topic *t, uint32_t id, const char *name,
 	return g;
 }
 
+void ack_set_clear(ack_ent **set)
+{
+	ack_ent *a, *atmp;
+	HASH_ITER(hh, *set, a, atmp) {
+		HASH_DEL(*set, a);
+		free(a);
+	}
+}
+
 static void group_free(broker *b, group *g)
 {
 	g->dying = true;
 	while (g->subs)
 		sub_detach(b, g->subs);
-	ack_ent *a, *atmp;
-	HASH_ITER(hh, g->acks, a, atmp) {
-		HASH_DEL(g->acks, a);
-		free(a);
-	}
-	HASH_ITER(hh, g->dead, a, atmp) {
-		HASH_DEL(g->dead, a);
-		free(a);
-	}
+	ack_set_clear(&g->acks);
+	ack_set_clear(&g->dead);
 	flight *f, *ftmp;
 	HASH_ITER(hh, g->flights, f, ftmp) {
 		HASH_DEL(g->flights, f);
