@@ -216,6 +216,64 @@ static int set_tx_tombstone(broker_conf *c, const char *v)
 	return parse_duration_ms(v, &c->tx_tombstone_ms);
 }
 
+static int set_http(broker_conf *c, const char *v)
+{
+	free(c->http_host);
+	c->http_host = NULL;
+	c->http_port = 0;
+	if (!*v)
+		return 0; /* off */
+	const char *colon = strrchr(v, ':');
+	if (!colon || colon == v)
+		return -1;
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	if (*end || port < 0 || port > 65535 || colon[1] == 0)
+		return -1;
+	c->http_host = strndup(v, (size_t)(colon - v));
+	c->http_port = (int)port;
+	return 0;
+}
+
+static int set_u32(uint32_t *out, const char *v, long min, long max)
+{
+	char *end;
+	long n = strtol(v, &end, 10);
+	if (!*v || *end || n < min || n > max)
+		return -1;
+	*out = (uint32_t)n;
+	return 0;
+}
+
+static int set_http_max_conns(broker_conf *c, const char *v)
+{
+	return set_u32(&c->http_max_conns, v, 1, 1000000);
+}
+
+static int set_http_max_pending(broker_conf *c, const char *v)
+{
+	return set_u32(&c->http_max_pending, v, 1, 1000000);
+}
+
+static int set_http_timeout(broker_conf *c, const char *v)
+{
+	return parse_duration_ms(v, &c->http_timeout_ms) || c->http_timeout_ms < 1000 ? -1 : 0;
+}
+
+static int set_http_max_body(broker_conf *c, const char *v)
+{
+	uint64_t n;
+	if (parse_size(v, &n) || n < 1024 || n > (1u << 30))
+		return -1;
+	c->http_max_body_bytes = (uint32_t)n;
+	return 0;
+}
+
+static int set_http_check_concurrency(broker_conf *c, const char *v)
+{
+	return set_u32(&c->http_check_concurrency, v, 1, 100000);
+}
+
 static const struct option_desc {
 	const char *name;
 	const char *arg;
@@ -240,6 +298,12 @@ static const struct option_desc {
 	{"tx-check-timeout", "DUR", "10s", "reply timeout of one check-back; no answer counts as UNKNOWN", set_tx_check_timeout},
 	{"tx-tombstone", "DUR", "24h", "how long an ended transaction's outcome is kept for end_tx idempotency", set_tx_tombstone},
 	{"max-pending", "N", "4096", "store ops in flight per connection before escrowd stops reading from it", set_max_pending},
+	{"http", "HOST:PORT", "", "also serve the HTTP/JSON API (doc/http.md) here; off when empty; port 0 picks a free port", set_http},
+	{"http-max-conns", "N", "1024", "HTTP connections served at once; a request on one more gets 429 and the connection is closed", set_http_max_conns},
+	{"http-max-pending", "N", "10000", "HTTP requests waiting for the store or a long poll at once; more get 429", set_http_max_pending},
+	{"http-timeout", "DUR", "30s", "an HTTP connection idle, or slow to send its request or read its reply, for this long is closed", set_http_timeout},
+	{"http-max-body", "SIZE", "16MiB", "largest HTTP request body (a batch of messages with base64 payloads included)", set_http_max_body},
+	{"http-check-concurrency", "N", "64", "HTTP check-back requests outstanding at once", set_http_check_concurrency},
 	{"frame-timeout", "DUR", "30s", "a connection with a frame begun but not finished, or with over 16 MiB of replies it does not read, for this long is closed", set_frame_timeout},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -310,4 +374,5 @@ void config_free(broker_conf *c)
 {
 	free(c->listen_host);
 	free(c->data_dir);
+	free(c->http_host);
 }
