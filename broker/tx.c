@@ -233,6 +233,9 @@ void cmd_end_tx(conn *c, const wire_msg *m)
 		return;
 	}
 	r->op.u.tx.action = action;
+	/* stamped here, in the order ops reach the writer, like a send's
+	 * stored_ms: the committed messages' stored_ms grows with their seq */
+	r->op.u.tx.stored_ms = now_ms();
 	if (w && w->state == W_CHECKING)
 		w->state = W_OP; /* answered (or settled another way): no timeout */
 	broker_submit(b, &r->op);

@@ -249,9 +249,11 @@ typedef enum store_op_kind {
 	 * tx.dup (this id was already in the tx: nothing written), tx.created_ms.
 	 * err: CONFLICT (tx ended or EXPIRED), NOT_FOUND (topic), TOO_LARGE. */
 	STORE_OP_TX_HALF_ADD,
-	/* TX_END: in: tx.tx, tx.action (STORE_TX_COMMIT / _ROLLBACK). Commit
+	/* TX_END: in: tx.tx, tx.action (STORE_TX_COMMIT / _ROLLBACK),
+	 * tx.stored_ms (the commit's time, Unix ms, taken by the caller when it
+	 * queued the op, as for a send's record; 0: the writer's clock). Commit
 	 * appends every half message to its topic exactly like APPEND (skipping
-	 * ids already stored and topics deleted meanwhile); both delete the
+	 * ids already stored), each with stored_ms = tx.stored_ms; both delete the
 	 * half, txs and tx_due entries and write tx_done[tx] = outcome|ms.
 	 * out: tx.already (tombstone with the same outcome: nothing written),
 	 * tx.dup (the tx was EXPIRED),
@@ -358,6 +360,7 @@ typedef struct store_op {
 			bool dup;
 			bool already;
 			uint64_t created_ms;
+			uint64_t stored_ms; /* TX_END: the commit's time, Unix ms */
 			uint32_t n_out;
 			uint32_t *out_topic; /* owned */
 			uint64_t *out_seq;   /* owned */
