@@ -219,7 +219,8 @@ typedef enum store_op_kind {
 	STORE_OP_TOPIC_CREATE = 1,
 	/* in: topic.id. Deletes the topic, its groups, messages, id and key
 	 * index entries and acks. err: NOT_FOUND. */
-	STORE_OP_TOPIC_DELETE,
+	STORE_OP_TOPIC_DELETE, /* err: NOT_FOUND; CONFLICT while a transaction
+	                        * holds a half message for the topic */
 	/* in: group.topic_id, group.name, group.conf, group.latest (false:
 	 * start at the earliest retained message; true: at the next one).
 	 * out: group.id, group.ack_floor, group.created_ms. err: EXISTS,

@@ -365,8 +365,11 @@ static int apply_end(struct wctx *w, store_op *op)
 		rc = store_w_append_check(w, c->h.topic_id, &c->h.id, c->h.key.len, &c->tc, &dup,
 		                          &dtid, &dseq);
 		if (rc == ESCROW_ERR_NOT_FOUND && !store_w_poisoned(w)) {
-			store_log(store_w_store(w), ESCROW_LOG_WARN,
-			          "store: tx commit: topic_id=%u is gone; its message is dropped",
+			/* topic_delete is refused while halves are held for it, so
+			 * only a store written before that rule gets here */
+			store_log(store_w_store(w), ESCROW_LOG_ERROR,
+			          "store: tx commit: topic_id=%u was deleted before this rule; its "
+			          "message is dropped",
 			          c->h.topic_id);
 			c->skip = true;
 		} else if (rc) {
@@ -471,6 +474,27 @@ static int apply_gc(struct wctx *w, store_op *op)
 		return wfail(w, rc, "tx_done gc", "gc");
 	op->u.tx.n_out = del;
 	return 0;
+}
+
+int store_tx_topic_held(struct wctx *w, uint32_t tid)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(store_w_txn(w), DB(w, DBI_HALF), &c);
+	if (rc)
+		return wfail(w, rc, "half cursor", "topic_id=%u", tid);
+	MDB_val k, d;
+	int ret = 0;
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		if (d.mv_size >= HALF_FIXED && get_u32(d.mv_data) == tid) {
+			ret = ESCROW_ERR_CONFLICT;
+			break;
+		}
+	}
+	mdb_cursor_close(c);
+	if (!ret && rc != MDB_NOTFOUND)
+		return wfail(w, rc, "half scan", "topic_id=%u", tid);
+	return ret;
 }
 
 int store_tx_apply(struct wctx *w, store_op *op)

@@ -276,6 +276,148 @@ end:
 	stop();
 }
 
+/* ---- item 12: only connections with a check handler are asked ----------- */
+
+/*
+ * Producer group pg12: the opener and one more member have no check handler
+ * (hello without checker), one member has one. With --tx-policy rollback and
+ * two checks allowed, the transaction must be committed by the answering
+ * member; the others never see a check. Before the fix the opener was asked
+ * first, timed out twice and the transaction was rolled back.
+ */
+static void test_checks_only_to_handlers(void)
+{
+	static const char *const args[] = {"--tx-timeout", "200ms", "--tx-check-backoff", "100ms",
+	                                   "--tx-max-checks", "2", "--tx-check-timeout", "300ms",
+	                                   "--tx-policy", "rollback", "--log-level", "warn", NULL};
+	int opener = -1, mute = -1, answering = -1;
+	CHECK_INT(start("txb12", args), ==, 0);
+	CHECK_INT(topic_create(admin, "t12"), ==, 0);
+	opener = pconn("opener", "producer", "pg12", false);
+	mute = pconn("mute", "producer", "pg12", false);
+	answering = pconn("answering", "producer", "pg12", true);
+	CHECK(opener >= 0 && mute >= 0 && answering >= 0);
+	for (int round = 0; round < 3; round++) {
+		escrow_id_t tx = escrow_id_new(), got;
+		CHECK_INT(half(opener, tx, "t12", "decided by the answering member"), ==, 0);
+		uint64_t chk = wait_check(answering, 3000, &got);
+		CHECK(chk != 0);
+		CHECK_MEM(got.b, tx.b, 16);
+		CHECK_INT(end_tx(answering, tx, "commit", chk, NULL), ==, 0);
+		char st[32];
+		tx_state(admin, tx, st);
+		CHECK_STR(st, ==, "committed");
+	}
+	CHECK_UINT(wait_check(opener, 100, &(escrow_id_t){0}), ==, 0);
+	CHECK_UINT(wait_check(mute, 100, &(escrow_id_t){0}), ==, 0);
+end:
+	raw_close(opener);
+	raw_close(mute);
+	raw_close(answering);
+	stop();
+}
+
+/* ---- --tx-max-age: pending with no producer online ----------------------- */
+
+/* A transaction opened by a producer without a handler that then leaves
+ * (as escrowctl tx send does) gets the policy after --tx-max-age: EXPIRED,
+ * its message kept. Before, it stayed PENDING forever. */
+static void test_max_age(void)
+{
+	static const char *const args[] = {"--tx-timeout", "200ms", "--tx-max-age", "1s",
+	                                   "--log-level", "warn", NULL};
+	int p = -1;
+	CHECK_INT(start("txbage", args), ==, 0);
+	CHECK_INT(topic_create(admin, "tage"), ==, 0);
+	p = pconn("shell", "producer", "nobody-home", false);
+	CHECK(p >= 0);
+	escrow_id_t tx = escrow_id_new();
+	CHECK_INT(half(p, tx, "tage", "kept for an operator"), ==, 0);
+	raw_close(p);
+	p = -1;
+	char st[32] = "";
+	int64_t t0 = test_now_ms();
+	while (test_now_ms() - t0 < 5000) {
+		tx_state(admin, tx, st);
+		if (strcmp(st, "pending"))
+			break;
+		msleep(100);
+	}
+	test_diag("state %s after %lld ms", st, (long long)(test_now_ms() - t0));
+	CHECK_STR(st, ==, "expired");
+	/* nothing lost: the operator commits it */
+	CHECK_INT(end_tx(admin, tx, "commit", 0, NULL), ==, 0);
+	tx_state(admin, tx, st);
+	CHECK_STR(st, ==, "committed");
+end:
+	raw_close(p);
+	stop();
+}
+
+/* ---- item 17: --at bound, topic delete under halves ------------------------ */
+
+static int send_at(int fd, const char *topic, uint64_t at_ms, char *emsg)
+{
+	wire_msg m = {0};
+	m.op = WIRE_OP_SEND;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(topic));
+	WIRE_SET(&m, ID, id, escrow_id_new());
+	WIRE_SET(&m, BODY, body, wire_cstr("later"));
+	WIRE_SET(&m, AT_MS, at_ms, at_ms);
+	return call(fd, &m, emsg);
+}
+
+static int topic_delete(int fd, const char *t, char *emsg)
+{
+	wire_msg m = {0};
+	m.op = WIRE_OP_TOPIC_DELETE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(t));
+	return call(fd, &m, emsg);
+}
+
+/* at_ms is refused beyond 10 years ahead, like delay_ms (before: three
+ * million years were accepted). A topic holding halves of a pending
+ * transaction cannot be deleted (before: deleted, and the commit answered
+ * committed and dropped the message); once the transaction is committed,
+ * its message is delivered and then the topic can go. */
+static void test_small_promises(void)
+{
+	static const char *const args[] = {"--log-level", "warn", NULL};
+	int p = -1;
+	char emsg[256];
+	CHECK_INT(start("txb17", args), ==, 0);
+	CHECK_INT(topic_create(admin, "t17"), ==, 0);
+	const uint64_t year = UINT64_C(365) * 86400000;
+	CHECK_INT(send_at(admin, "t17", unix_ms() + 3000000 * year, emsg), ==, ESCROW_ERR_INVALID);
+	test_diag("far at_ms: %s", emsg);
+	CHECK_INT(send_at(admin, "t17", unix_ms() + 11 * year, NULL), ==, ESCROW_ERR_INVALID);
+	CHECK_INT(send_at(admin, "t17", unix_ms() + 9 * year, NULL), ==, 0);
+
+	p = pconn("p17", "producer", "pg17", true);
+	CHECK(p >= 0);
+	escrow_id_t tx = escrow_id_new();
+	CHECK_INT(half(p, tx, "t17", "must not be dropped"), ==, 0);
+	CHECK_INT(topic_delete(admin, "t17", emsg), ==, ESCROW_ERR_CONFLICT);
+	test_diag("topic delete under a pending transaction: %s", emsg);
+	CHECK(strstr(emsg, "transaction") != NULL);
+	uint64_t seq_before;
+	CHECK_INT(send_msg(admin, "t17", "still here", &seq_before), ==, 0);
+	CHECK_INT(end_tx(p, tx, "commit", 0, NULL), ==, 0);
+	/* the committed message is in the topic, after the plain one */
+	wire_msg d = {0};
+	d.op = WIRE_OP_TOPIC_DESCRIBE;
+	WIRE_SET(&d, TOPIC, topic, wire_cstr("t17"));
+	raw_frame r;
+	CHECK_INT(raw_call(admin, &d, &r, RAW_TIMEOUT_MS), ==, RAW_OK);
+	uint64_t last = r.f.m.last_seq;
+	raw_frame_free(&r);
+	CHECK_UINT(last, ==, seq_before + 1);
+	CHECK_INT(topic_delete(admin, "t17", NULL), ==, 0);
+end:
+	raw_close(p);
+	stop();
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
@@ -284,6 +426,9 @@ int main(int argc, char **argv)
 		broker_set_path(argv[1]);
 	static const test_case cases[] = {
 		TEST_CASE(test_reset_time_with_tx),
+		TEST_CASE(test_checks_only_to_handlers),
+		TEST_CASE(test_max_age),
+		TEST_CASE(test_small_promises),
 	};
 	return test_run(cases, TEST_COUNT(cases));
 }
