@@ -120,6 +120,9 @@ typedef struct ack_ent {
 typedef struct flight {
 	uint64_t seq;
 	uint32_t attempt;    /* attempt of the current (or next) delivery, from 1 */
+	uint64_t dlv;        /* token of the current delivery (b->next_dlv when it
+	                      * was sent; 0 while not held): acks, nacks and touches
+	                      * that name another delivery get NOT_FOUND (§5.11) */
 	sub *s;              /* holder; NULL while queued for redelivery */
 	struct flight *next; /* redelivery queue link */
 	uint64_t due_ms;     /* held: ack deadline; parked: when to deliver */
@@ -271,10 +274,10 @@ void topic_made_visible(broker *b, topic *t, uint64_t seq);
 void dispatch_mark(broker *b, group *g); /* deliver what can be at the end of this pass */
 void dispatch_run(broker *b);            /* deliver for every marked group */
 void sub_detach(broker *b, sub *s);
-/* held_or_reply: the delivery (m->sid, m->seq) held on @c with its
- * subscription in *sp, or NULL after a NOT_FOUND reply (when a rid was
- * given). Shared by ack, nack and touch (redeliver.c). */
-flight *held_or_reply(conn *c, const wire_msg *m, sub **sp);      /* requeue its deliveries, unlink, free */
+/* held_or_reply: the delivery (m->sid, m->seq, and m->dlv when given) held
+ * on @c with its subscription in *sp, or NULL after a NOT_FOUND reply (when
+ * a rid was given). Shared by ack, nack and touch (redeliver.c). */
+flight *held_or_reply(conn *c, const wire_msg *m, sub **sp);
 flight *flight_new(group *g, uint64_t seq);
 void flight_drop(group *g, flight *f);
 void redo_push(group *g, flight *f);     /* queue for delivery ahead of new messages */
@@ -329,6 +332,7 @@ struct broker {
 	uint64_t start_ms;
 	uint64_t next_conn_id;
 	uint64_t next_sid;
+	uint64_t next_dlv;        /* last delivery token handed out (flight->dlv) */
 	uint32_t n_conns;
 	conn *conns;
 	topic *topics_by_name;    /* uthash, hh_name */

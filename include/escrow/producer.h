@@ -259,6 +259,16 @@ ESCROW_EXPORT int escrow_producer_flush(escrow_producer_t *p, int timeout_ms);
  */
 ESCROW_EXPORT int escrow_producer_outq_len(escrow_producer_t *p);
 
+/**
+ * @brief The producer group @p p says hello with (conf `producer.group`),
+ *        e.g. for a record written with its transactions (the barrier
+ *        library, include/escrow/barrier.h, stores it in each row).
+ * @return a NUL-terminated string owned by @p p, valid until
+ *         escrow_producer_free(); "" for a NULL @p p.
+ * @remark any thread.
+ */
+ESCROW_EXPORT const char *escrow_producer_group(const escrow_producer_t *p);
+
 /* ---- transactions (producer/tx.c) ------------------------------------ */
 
 /**
