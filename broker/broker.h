@@ -84,6 +84,7 @@ typedef struct broker_conf {
 	bool tx_policy_rollback;      /* --tx-policy rollback (else expire) */
 	uint64_t tx_check_timeout_ms; /* --tx-check-timeout */
 	uint64_t tx_tombstone_ms;     /* --tx-tombstone */
+	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
 } broker_conf;
 
 /* config_parse fills @c from argv. Returns 0 to run, 1 when --help or
@@ -102,6 +103,7 @@ int parse_duration_ms(const char *s, uint64_t *out);
 #define LIMIT_PROPS 64
 #define LIMIT_PROP_BYTES 4096
 #define LIMIT_PREFETCH 65536
+#define LIMIT_DELAY_MS (UINT64_C(10) * 365 * 86400000) /* delay_ms, and at_ms - now */
 
 /* ---- the registry of topics and groups (topic.c) ------------------------ */
 
@@ -120,6 +122,9 @@ typedef struct ack_ent {
 typedef struct flight {
 	uint64_t seq;
 	uint32_t attempt;    /* attempt of the current (or next) delivery, from 1 */
+	uint64_t dlv;        /* token of the current delivery (b->next_dlv when it
+	                      * was sent; 0 while not held): acks, nacks and touches
+	                      * that name another delivery get NOT_FOUND (§5.11) */
 	sub *s;              /* holder; NULL while queued for redelivery */
 	struct flight *next; /* redelivery queue link */
 	uint64_t due_ms;     /* held: ack deadline; parked: when to deliver */
@@ -214,6 +219,7 @@ struct conn {
 	char peer[64];      /* "127.0.0.1:51234" */
 	char *name;         /* client name from hello */
 	char *pgroup;       /* producer group from hello */
+	bool checker;       /* hello said checker: it answers check-backs */
 	conn_role role;
 	bool hello;         /* hello done */
 	bool closing;       /* close once the output is flushed */
@@ -281,10 +287,10 @@ void topic_made_visible(broker *b, topic *t, uint64_t seq);
 void dispatch_mark(broker *b, group *g); /* deliver what can be at the end of this pass */
 void dispatch_run(broker *b);            /* deliver for every marked group */
 void sub_detach(broker *b, sub *s);
-/* held_or_reply: the delivery (m->sid, m->seq) held on @c with its
- * subscription in *sp, or NULL after a NOT_FOUND reply (when a rid was
- * given). Shared by ack, nack and touch (redeliver.c). */
-flight *held_or_reply(conn *c, const wire_msg *m, sub **sp);      /* requeue its deliveries, unlink, free */
+/* held_or_reply: the delivery (m->sid, m->seq, and m->dlv when given) held
+ * on @c with its subscription in *sp, or NULL after a NOT_FOUND reply (when
+ * a rid was given). Shared by ack, nack and touch (redeliver.c). */
+flight *held_or_reply(conn *c, const wire_msg *m, sub **sp);
 flight *flight_new(group *g, uint64_t seq);
 void flight_drop(group *g, flight *f);
 void redo_push(group *g, flight *f);     /* queue for delivery ahead of new messages */
@@ -340,6 +346,7 @@ struct broker {
 	uint64_t start_ms;
 	uint64_t next_conn_id;
 	uint64_t next_sid;
+	uint64_t next_dlv;        /* last delivery token handed out (flight->dlv) */
 	uint32_t n_conns;
 	conn *conns;
 	topic *topics_by_name;    /* uthash, hh_name */

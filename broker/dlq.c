@@ -54,8 +54,13 @@ static int dlq_list_cb(void *arg, const store_retry_info *ri)
 	WIRE_SET(it, SEQ, seq, ri->seq);
 	WIRE_SET(it, ATTEMPT, attempt, ri->attempts);
 	WIRE_SET(it, STORED_MS, stored_ms, ri->ms);
-	if (st->reasons[st->n])
-		WIRE_SET(it, REASON, reason, wire_cstr(st->reasons[st->n]));
+	if (st->reasons[st->n]) {
+		/* a record written by an older broker may hold a reason cut
+		 * mid-character: send its valid part, never an unreadable frame */
+		const char *r = st->reasons[st->n];
+		wire_str rs = {r, (uint32_t)wire_utf8_prefix(r, strlen(r), STORE_REASON_MAX)};
+		WIRE_SET(it, REASON, reason, rs);
+	}
 	st->n++;
 	return 0;
 }

@@ -339,6 +339,8 @@ int consumer_settle_frame(escrow_consumer_t *c, const escrow_msg_t *msg, int op,
 	w->op = (wire_op)op;
 	WIRE_SET(w, SID, sid, msg->sid);
 	WIRE_SET(w, SEQ, seq, msg->seq);
+	if (msg->dlv) /* names this delivery, not a later one of the same seq */
+		WIRE_SET(w, DLV, dlv, msg->dlv);
 	return 0;
 }
 

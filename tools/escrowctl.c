@@ -1488,6 +1488,8 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 			wire_msg ack = {.op = o.nack ? WIRE_OP_NACK : WIRE_OP_ACK};
 			WIRE_SET(&ack, SID, sid, q->m.sid);
 			WIRE_SET(&ack, SEQ, seq, q->m.seq);
+			if (WIRE_HAS(&q->m, DLV))
+				WIRE_SET(&ack, DLV, dlv, q->m.dlv);
 			if (o.nack) {
 				WIRE_SET(&ack, REASON, reason, wire_cstr("escrowctl consume --nack"));
 				if (o.has_delay)

@@ -165,6 +165,11 @@ bool wire_str_eq(wire_str a, const char *s);
 char *wire_str_dup(wire_str s);
 /* wire_utf8_valid: 1 if the bytes are valid UTF-8 without NULs. */
 int wire_utf8_valid(const char *p, size_t len);
+/* wire_utf8_prefix: the length in bytes of the longest prefix of the first
+ * min(@len, @max) bytes at @p that is valid UTF-8 without NUL. Cuts a text
+ * to a byte limit on a character boundary (and drops anything after an
+ * invalid byte, for text read back from elsewhere). */
+size_t wire_utf8_prefix(const char *p, size_t len, size_t max);
 
 /*
  * wire_reply_err fills @r as an error reply to @req's rid: err=@code and

@@ -73,6 +73,11 @@
 extern "C" {
 #endif
 
+/** @brief Bytes of a nack reason the broker keeps; a longer reason is cut
+ *         to this on a UTF-8 character boundary (by the library and again by
+ *         the broker), never refused. */
+#define ESCROW_NACK_REASON_MAX 200
+
 /** @brief A consumer; opaque. */
 typedef struct escrow_consumer escrow_consumer_t;
 
@@ -181,10 +186,14 @@ ESCROW_EXPORT int escrow_ack_sync(escrow_consumer_t *c, const escrow_msg_t *msg,
  * @param[in] delay_ms  redeliver after this many ms; -1: the group's backoff
  *                      step for this attempt (10s 30s 1m ... by default)
  * @param[in] reason    why, kept with the message if it is dead-lettered
- *                      (UTF-8, at most 200 bytes kept); may be NULL
+ *                      (`escrowctl dlq list`); UTF-8 text, NUL-terminated;
+ *                      the first ::ESCROW_NACK_REASON_MAX bytes are kept, cut
+ *                      on a character boundary; NULL or "": "nack"
  * @return ESCROW_OK (queued for writing), ESCROW_ERR__TRANSPORT (not
  *         connected, or @p msg came on an earlier connection: it will be
- *         delivered again anyway), ESCROW_ERR__INVALID_ARG, ESCROW_ERR__NO_MEM.
+ *         delivered again anyway), ESCROW_ERR__INVALID_ARG (NULL @p c or
+ *         @p msg, or @p reason is not valid UTF-8: nothing was sent),
+ *         ESCROW_ERR__NO_MEM.
  * @remark any thread.
  */
 ESCROW_EXPORT int escrow_nack(escrow_consumer_t *c, const escrow_msg_t *msg, int64_t delay_ms,
