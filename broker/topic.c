@@ -12,15 +12,7 @@
 
 bool name_valid(wire_str s)
 {
-	if (s.len == 0 || s.len > LIMIT_NAME_BYTES)
-		return false;
-	for (uint32_t i = 0; i < s.len; i++) {
-		char ch = s.p[i];
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		      ch == '.' || ch == '_' || ch == '-'))
-			return false;
-	}
-	return true;
+	return wire_name_valid(s);
 }
 
 topic *topic_by_name(broker *b, wire_str name)

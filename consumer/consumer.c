@@ -197,6 +197,14 @@ escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, const char *to
 		         "escrow_consumer_new: topic and group must be non-empty UTF-8 text");
 		return NULL;
 	}
+	/* the broker's rule, checked here so it is a clear error at once */
+	if (!wire_name_valid(wire_cstr(topic)) || !wire_name_valid(wire_cstr(group))) {
+		snprintf(errstr, errstr_size,
+		         "escrow_consumer_new: topic and group names must be 1-%d bytes of "
+		         "[A-Za-z0-9._-] (got \"%.64s\", \"%.64s\")",
+		         WIRE_NAME_MAX, topic, group);
+		return NULL;
+	}
 	escrow_consumer_t *c = calloc(1, sizeof *c);
 	if (!c || !(c->topic = strdup(topic)) || !(c->group = strdup(group))) {
 		if (c)
