@@ -153,9 +153,36 @@ static void on_disconnect(void *arg, int err)
 }
 
 /* on_push: a delivery. @locality I/O thread */
+/*
+ * on_sub_end: the broker ended our subscription because its group or topic
+ * was deleted (doc/protocol.md §5.28). Queued deliveries belong to the
+ * deleted group: drop them, say so, and subscribe again (creating the group
+ * anew; if the topic is gone the refusal is logged and retried on later
+ * polls, so a re-created topic is picked up). @locality I/O thread
+ */
+static void on_sub_end(escrow_consumer_t *c, const wire_msg *m)
+{
+	pthread_mutex_lock(&c->lock);
+	if (m->sid == c->sid) {
+		wire_str why = WIRE_HAS(m, REASON) ? m->reason : wire_cstr("ended by the broker");
+		client_log(c->cl, ESCROW_LOG_WARN,
+		           "subscription to %s/%s ended: %.*s; %zu queued deliveries dropped; "
+		           "subscribing again",
+		           c->topic, c->group, (int)why.len, why.p, c->qlen);
+		c->sid = 0;
+		queue_drop_locked(c);
+		subscribe_locked(c);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 static void on_push(void *arg, const wire_msg *m)
 {
 	escrow_consumer_t *c = arg;
+	if (m->op == WIRE_OP_SUB_END) {
+		on_sub_end(c, m);
+		return;
+	}
 	if (m->op != WIRE_OP_DELIVER)
 		return;
 	escrow_msg_t *msg = msg_from_deliver(m, c->topic, c->group);

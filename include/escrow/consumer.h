@@ -54,8 +54,15 @@
  *   refuses the subscription (no such topic, bad group name). An
  *   unreachable broker is not an error: the consumer keeps trying in the
  *   background and polls return nothing meanwhile.
- * - If a later re-subscribe is refused (the topic was deleted), the
- *   consumer logs the error and tries again on later polls.
+ * - When the group or the topic is deleted while the consumer runs, the
+ *   broker ends the subscription; the consumer logs it (warn: "subscription
+ *   to T/G ended: topic deleted; ... subscribing again"), drops the
+ *   deliveries it had queued, and subscribes again. That creates the group
+ *   anew (from the earliest retained message); while the topic does not
+ *   exist the subscribe is refused, logged as an error, and tried again on
+ *   later polls every `reconnect.backoff.max.ms`, so a re-created topic is
+ *   picked up without a restart. Messages of the deleted group that were
+ *   polled and not yet acked can no longer be acked (NOT_FOUND).
  * - An ack for a message received on an earlier connection is not sent
  *   (ESCROW_ERR__TRANSPORT): the broker has already given it back to the
  *   group.
