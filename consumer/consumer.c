@@ -284,10 +284,36 @@ escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, const char *to
 	return c;
 }
 
+/* Longest wait of escrow_consumer_free() for its acks to reach the broker. */
+#define FREE_FLUSH_MAX_MS 5000
+
+/*
+ * flush_settles makes sure every ack, nack and touch queued so far was read
+ * by the broker: a ping goes out after them on the same connection and the
+ * broker handles a connection's frames in order, so its reply means they
+ * were applied. Waits at most FREE_FLUSH_MAX_MS (or request.timeout.ms if
+ * shorter); not at all while disconnected (such acks are void anyway).
+ */
+static void flush_settles(escrow_consumer_t *c)
+{
+	if (!c->cl || !client_is_connected(c->cl))
+		return;
+	wire_msg w = {0};
+	w.op = WIRE_OP_PING;
+	int ms = c->timeout_ms < FREE_FLUSH_MAX_MS ? c->timeout_ms : FREE_FLUSH_MAX_MS;
+	int rc = client_request(c->cl, &w, 0, ms, NULL);
+	if (rc)
+		client_log(c->cl, ESCROW_LOG_WARN,
+		           "closing: queued acks may not have reached the broker (%s); those "
+		           "messages come again",
+		           escrow_err2name(rc));
+}
+
 void escrow_consumer_free(escrow_consumer_t *c)
 {
 	if (!c)
 		return;
+	flush_settles(c);
 	client_free(c->cl);
 	queue_drop_locked(c); /* the I/O thread is gone: no lock needed */
 	pthread_mutex_destroy(&c->lock);

@@ -119,11 +119,17 @@ ESCROW_EXPORT escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, 
 /**
  * @brief Close the connection, stop the I/O thread and free @p c.
  *
- * Messages polled but not acknowledged, and those still queued, go back to
- * the group (redelivered to another member or a later consumer). Messages
- * already returned by escrow_consumer_poll() stay valid: free each with
- * escrow_msg_free(). NULL-safe.
- * @remark any thread, but not while other threads still use @p c.
+ * Acks, nacks and touches already made with escrow_ack(), escrow_nack()
+ * and escrow_touch() are delivered first: while connected, this waits until
+ * the broker has read them (one round trip after them), at most 5 s or
+ * `request.timeout.ms` if shorter; if that fails it logs a warning and those
+ * messages are delivered again (at least once). Messages polled but not
+ * acknowledged, and those still queued, go back to the group (redelivered
+ * to another member or a later consumer). Messages already returned by
+ * escrow_consumer_poll() stay valid: free each with escrow_msg_free().
+ * NULL-safe.
+ * @remark any thread, but not while other threads still use @p c. Blocks
+ *         as described.
  */
 ESCROW_EXPORT void escrow_consumer_free(escrow_consumer_t *c);
 
