@@ -82,6 +82,7 @@ typedef struct broker_conf {
 	bool tx_policy_rollback;      /* --tx-policy rollback (else expire) */
 	uint64_t tx_check_timeout_ms; /* --tx-check-timeout */
 	uint64_t tx_tombstone_ms;     /* --tx-tombstone */
+	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
 } broker_conf;
 
 /* config_parse fills @c from argv. Returns 0 to run, 1 when --help or
@@ -100,6 +101,7 @@ int parse_duration_ms(const char *s, uint64_t *out);
 #define LIMIT_PROPS 64
 #define LIMIT_PROP_BYTES 4096
 #define LIMIT_PREFETCH WIRE_PREFETCH_MAX
+#define LIMIT_DELAY_MS (UINT64_C(10) * 365 * 86400000) /* delay_ms, and at_ms - now */
 
 /* ---- the registry of topics and groups (topic.c) ------------------------ */
 
@@ -215,6 +217,7 @@ struct conn {
 	char peer[64];      /* "127.0.0.1:51234" */
 	char *name;         /* client name from hello */
 	char *pgroup;       /* producer group from hello */
+	bool checker;       /* hello said checker: it answers check-backs */
 	conn_role role;
 	bool hello;         /* hello done */
 	bool closing;       /* close once the output is flushed */

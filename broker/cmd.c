@@ -73,7 +73,8 @@ static topic *topic_or_reply(conn *c, const wire_msg *m)
 	return t;
 }
 
-/* hello {rid, ver, name?, role?, pgroup?} -> {rid, ok, name, version, ver} §5.1 */
+/* hello {rid, ver, name?, role?, pgroup?, checker?} -> {rid, ok, name, version, ver}
+ * §5.1 */
 static void cmd_hello(conn *c, const wire_msg *m)
 {
 	if (m->ver != WIRE_PROTOCOL_VERSION) {
@@ -104,6 +105,7 @@ static void cmd_hello(conn *c, const wire_msg *m)
 	c->name = WIRE_HAS(m, NAME) ? wire_str_dup(m->name) : NULL;
 	c->pgroup = WIRE_HAS(m, PGROUP) ? wire_str_dup(m->pgroup) : NULL;
 	c->role = role;
+	c->checker = role == ROLE_PRODUCER && WIRE_HAS(m, CHECKER) && m->checker;
 	c->hello = true;
 	log_debug("conn %llu %s hello name=%s role=%.*s", (unsigned long long)c->id, c->peer,
 	          c->name ? c->name : "-", (int)m->role.len, m->role.p ? m->role.p : "");
@@ -252,6 +254,16 @@ static void cmd_topic_delete(conn *c, const wire_msg *m)
 	topic *t = topic_or_reply(c, m);
 	if (!t)
 		return;
+	/* a commit must never find its topic gone (the store checks again) */
+	uint64_t pending, expired;
+	tx_topic_counts(c->b, t->id, &pending, &expired);
+	if (pending || expired) {
+		conn_reply_err(c, m, ESCROW_ERR_CONFLICT,
+		               "topic %s holds messages of %llu pending and %llu expired "
+		               "transaction(s); commit or roll them back first (escrowctl tx list)",
+		               t->name, (unsigned long long)pending, (unsigned long long)expired);
+		return;
+	}
 	bop *r = bop_new(c, m, STORE_OP_TOPIC_DELETE);
 	if (!r) {
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
@@ -304,8 +316,13 @@ bool check_msg_fields_or_reply(conn *c, const wire_msg *m)
 		conn_reply_err(c, m, ESCROW_ERR_INVALID, "give delay_ms or at_ms, not both");
 		return false;
 	}
-	if (WIRE_HAS(m, DELAY_MS) && m->delay_ms > UINT64_C(10) * 365 * 86400000) {
+	if (WIRE_HAS(m, DELAY_MS) && m->delay_ms > LIMIT_DELAY_MS) {
 		conn_reply_err(c, m, ESCROW_ERR_INVALID, "delay_ms over 10 years");
+		return false;
+	}
+	/* the same bound for a point in time: at most 10 years ahead */
+	if (WIRE_HAS(m, AT_MS) && m->at_ms > now_ms() + LIMIT_DELAY_MS) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "at_ms more than 10 years ahead");
 		return false;
 	}
 	return true;
@@ -548,6 +565,12 @@ static void reply_done_err(conn *c, uint64_t rid, const store_op *op)
 	case ESCROW_ERR_STORAGE_FULL: what = "storage is full; nothing was written (free space, or restart with a larger --map-size)"; break;
 	case ESCROW_ERR_STORAGE: what = "storage error; nothing was written (see the broker log)"; break;
 	case ESCROW_ERR_NOT_READY: what = "broker is shutting down; nothing was written"; break;
+	case ESCROW_ERR_CONFLICT:
+		what = op->kind == STORE_OP_TOPIC_DELETE
+		               ? "a transaction holds messages for this topic; commit or roll it "
+		                 "back first (escrowctl tx list)"
+		               : escrow_err2str(op->err);
+		break;
 	default: what = escrow_err2str(op->err); break;
 	}
 	conn_reply_err(c, &req, op->err, "%s", what);

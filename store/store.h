@@ -245,7 +245,8 @@ typedef enum store_op_kind {
 	STORE_OP_TOPIC_CREATE = 1,
 	/* in: topic.id. Deletes the topic, its groups, messages, id and key
 	 * index entries and acks. err: NOT_FOUND. */
-	STORE_OP_TOPIC_DELETE,
+	STORE_OP_TOPIC_DELETE, /* err: NOT_FOUND; CONFLICT while a transaction
+	                        * holds a half message for the topic */
 	/* in: group.topic_id, group.name, group.conf, group.latest (false:
 	 * start at the earliest retained message; true: at the next one).
 	 * out: group.id, group.ack_floor, group.created_ms. err: EXISTS,
@@ -275,9 +276,11 @@ typedef enum store_op_kind {
 	 * tx.dup (this id was already in the tx: nothing written), tx.created_ms.
 	 * err: CONFLICT (tx ended or EXPIRED), NOT_FOUND (topic), TOO_LARGE. */
 	STORE_OP_TX_HALF_ADD,
-	/* TX_END: in: tx.tx, tx.action (STORE_TX_COMMIT / _ROLLBACK). Commit
+	/* TX_END: in: tx.tx, tx.action (STORE_TX_COMMIT / _ROLLBACK),
+	 * tx.stored_ms (the commit's time, Unix ms, taken by the caller when it
+	 * queued the op, as for a send's record; 0: the writer's clock). Commit
 	 * appends every half message to its topic exactly like APPEND (skipping
-	 * ids already stored and topics deleted meanwhile); both delete the
+	 * ids already stored), each with stored_ms = tx.stored_ms; both delete the
 	 * half, txs and tx_due entries and write tx_done[tx] = outcome|ms.
 	 * out: tx.already (tombstone with the same outcome: nothing written),
 	 * tx.dup (the tx was EXPIRED),
@@ -384,6 +387,7 @@ typedef struct store_op {
 			bool dup;
 			bool already;
 			uint64_t created_ms;
+			uint64_t stored_ms; /* TX_END: the commit's time, Unix ms */
 			uint32_t n_out;
 			uint32_t *out_topic; /* owned */
 			uint64_t *out_seq;   /* owned */

@@ -189,5 +189,9 @@ int store_w_append_write(struct wctx *w, struct tcache *t, const escrow_id_t *id
 
 /* tx.c */
 int store_tx_apply(struct wctx *w, store_op *op); /* the TX_* ops */
+/* store_tx_topic_held: CONFLICT when a half message of any transaction is
+ * for topic @tid, 0 when none is, or storage (poisoned). Reads every half
+ * record's first 4 bytes: O(half messages stored). */
+int store_tx_topic_held(struct wctx *w, uint32_t tid);
 
 #endif
