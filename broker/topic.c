@@ -90,7 +90,7 @@ void ack_set_clear(ack_ent **set)
 }
 
 /* sub_end_push tells the consumer of @s that the broker ended its
- * subscription (§5.28), so it can subscribe again or say so. */
+ * subscription (§5.30), so it can subscribe again or say so. */
 static void sub_end_push(sub *s, const char *why)
 {
 	wire_msg m = {0};

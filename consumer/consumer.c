@@ -155,7 +155,7 @@ static void on_disconnect(void *arg, int err)
 /* on_push: a delivery. @locality I/O thread */
 /*
  * on_sub_end: the broker ended our subscription because its group or topic
- * was deleted (doc/protocol.md §5.28). Queued deliveries belong to the
+ * was deleted (doc/protocol.md §5.30). Queued deliveries belong to the
  * deleted group: drop them, say so, and subscribe again (creating the group
  * anew; if the topic is gone the refusal is logged and retried on later
  * polls, so a re-created topic is picked up). @locality I/O thread
