@@ -289,6 +289,19 @@ int wire_utf8_valid(const char *s, size_t len)
 	return 1;
 }
 
+bool wire_name_valid(wire_str s)
+{
+	if (s.len == 0 || s.len > WIRE_NAME_MAX)
+		return false;
+	for (uint32_t i = 0; i < s.len; i++) {
+		char ch = s.p[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '.' || ch == '_' || ch == '-'))
+			return false;
+	}
+	return true;
+}
+
 size_t wire_utf8_prefix(const char *s, size_t len, size_t max)
 {
 	const unsigned char *p = (const unsigned char *)s;
