@@ -274,6 +274,11 @@ static int set_http_check_concurrency(broker_conf *c, const char *v)
 	return set_u32(&c->http_check_concurrency, v, 1, 100000);
 }
 
+static int set_tx_max_age(broker_conf *c, const char *v)
+{
+	return parse_duration_ms(v, &c->tx_max_age_ms);
+}
+
 static const struct option_desc {
 	const char *name;
 	const char *arg;
@@ -297,6 +302,7 @@ static const struct option_desc {
 	{"tx-policy", "expire|rollback", "expire", "after max checks: expire (kept, listed, resolved by an operator) or rollback", set_tx_policy},
 	{"tx-check-timeout", "DUR", "10s", "reply timeout of one check-back; no answer counts as UNKNOWN", set_tx_check_timeout},
 	{"tx-tombstone", "DUR", "24h", "how long an ended transaction's outcome is kept for end_tx idempotency", set_tx_tombstone},
+	{"tx-max-age", "DUR", "24h", "a pending transaction older than this gets --tx-policy even with no producer online (0: never)", set_tx_max_age},
 	{"max-pending", "N", "4096", "store ops in flight per connection before escrowd stops reading from it", set_max_pending},
 	{"http", "HOST:PORT", "", "also serve the HTTP/JSON API (doc/http.md) here; off when empty; port 0 picks a free port", set_http},
 	{"http-max-conns", "N", "1024", "HTTP connections served at once; a request on one more gets 429 and the connection is closed", set_http_max_conns},

@@ -451,7 +451,7 @@ static void admin_finish(hreq *r)
  * fields of the body allowed by @body_mask, on the admin connection; the
  * reply's fields become the JSON reply with @ok_status.
  */
-static void admin_call(route_ctx *x, wire_op op, wire_msg *m, uint64_t body_mask,
+static void admin_call(route_ctx *x, wire_op op, wire_msg *m, wire_mask body_mask,
                        int ok_status)
 {
 	hreq *r = x->r;

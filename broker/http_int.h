@@ -125,14 +125,14 @@ void harena_free(harena *a);
 /* json_from_wire: a JSON object with every field @m carries except those in
  * @skip (WF bits); body as "payload" (UTF-8) or "payload_b64"; ids as 32
  * hex digits; items recursively. NULL when out of memory. */
-json_t *json_from_wire(const wire_msg *m, uint64_t skip);
+json_t *json_from_wire(const wire_msg *m, wire_mask skip);
 /*
  * wire_from_json sets on @m the fields of object @o whose keys are wire
  * field names allowed by @allowed (WF bits; items recursively with the same
  * mask). Returns 0, or -1 with a sentence in @err (unknown key, wrong type,
  * negative number).
  */
-int wire_from_json(wire_msg *m, json_t *o, uint64_t allowed, harena *a, char *err,
+int wire_from_json(wire_msg *m, json_t *o, wire_mask allowed, harena *a, char *err,
                    size_t errlen);
 /*
  * msg_from_json fills @m (id, body, key, tags, props, delay_ms, at_ms) from

@@ -169,7 +169,7 @@ static json_t *jv_BIN(const wire_str *v)
 	return jv_STR(v); /* only body is BIN; json_from_wire handles it */
 }
 
-json_t *json_from_wire(const wire_msg *m, uint64_t skip)
+json_t *json_from_wire(const wire_msg *m, wire_mask skip)
 {
 	json_t *o = json_object();
 	if (!o)
@@ -213,10 +213,10 @@ static int to_str(json_t *v, wire_str *out, const char *k, char *err, size_t err
 	return 0;
 }
 
-static int set_field(wire_msg *m, wire_field f, json_t *v, uint64_t allowed, harena *a,
+static int set_field(wire_msg *m, wire_field f, json_t *v, wire_mask allowed, harena *a,
                      char *err, size_t errlen);
 
-int wire_from_json(wire_msg *m, json_t *o, uint64_t allowed, harena *a, char *err,
+int wire_from_json(wire_msg *m, json_t *o, wire_mask allowed, harena *a, char *err,
                    size_t errlen)
 {
 	if (!json_is_object(o))
@@ -230,7 +230,7 @@ int wire_from_json(wire_msg *m, json_t *o, uint64_t allowed, harena *a, char *er
 				f = (wire_field)i;
 				break;
 			}
-		if (f == WIRE_F__COUNT || !(allowed & (UINT64_C(1) << f)))
+		if (f == WIRE_F__COUNT || !(allowed & (WIRE_BIT(f))))
 			return fail(err, errlen, "unknown field '%.64s'", k);
 		if (set_field(m, f, v, allowed, a, err, errlen))
 			return -1;
@@ -238,7 +238,7 @@ int wire_from_json(wire_msg *m, json_t *o, uint64_t allowed, harena *a, char *er
 	return 0;
 }
 
-static int set_field(wire_msg *m, wire_field f, json_t *v, uint64_t allowed, harena *a,
+static int set_field(wire_msg *m, wire_field f, json_t *v, wire_mask allowed, harena *a,
                      char *err, size_t errlen)
 {
 	const char *k = wire_field_key(f);
@@ -320,7 +320,7 @@ static int set_field(wire_msg *m, wire_field f, json_t *v, uint64_t allowed, har
 	default:
 		return fail(err, errlen, "field '%s' is not accepted here", k);
 	}
-	m->has |= UINT64_C(1) << f;
+	m->has |= WIRE_BIT(f);
 	return 0;
 }
 

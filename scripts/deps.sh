@@ -11,7 +11,9 @@ pkgs=(build-essential meson ninja-build pkg-config python3
       libssl-dev           # libcrypto: base64 and SHA-256 of the HTTP front
       prometheus           # promtool: tests/http checks GET /metrics
       clang libclang-rt-dev  # libFuzzer targets (scripts/fuzz.sh)
-      valgrind)              # memcheck test (tests/recovery/test_valgrind.c)
+      valgrind               # memcheck test (tests/recovery/test_valgrind.c)
+      lmdb-utils             # mdb_stat, mdb_dump: doc/operations.md, doc/storage.md
+      systemd)               # systemd-analyze verify of dist/escrowd.service (tests)
 
 missing=()
 for p in "${pkgs[@]}"; do
