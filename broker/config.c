@@ -216,6 +216,11 @@ static int set_tx_tombstone(broker_conf *c, const char *v)
 	return parse_duration_ms(v, &c->tx_tombstone_ms);
 }
 
+static int set_tx_max_age(broker_conf *c, const char *v)
+{
+	return parse_duration_ms(v, &c->tx_max_age_ms);
+}
+
 static const struct option_desc {
 	const char *name;
 	const char *arg;
@@ -239,6 +244,7 @@ static const struct option_desc {
 	{"tx-policy", "expire|rollback", "expire", "after max checks: expire (kept, listed, resolved by an operator) or rollback", set_tx_policy},
 	{"tx-check-timeout", "DUR", "10s", "reply timeout of one check-back; no answer counts as UNKNOWN", set_tx_check_timeout},
 	{"tx-tombstone", "DUR", "24h", "how long an ended transaction's outcome is kept for end_tx idempotency", set_tx_tombstone},
+	{"tx-max-age", "DUR", "24h", "a pending transaction older than this gets --tx-policy even with no producer online (0: never)", set_tx_max_age},
 	{"max-pending", "N", "4096", "store ops in flight per connection before escrowd stops reading from it", set_max_pending},
 	{"frame-timeout", "DUR", "30s", "a connection with a frame begun but not finished, or with over 16 MiB of replies it does not read, for this long is closed", set_frame_timeout},
 };

@@ -237,44 +237,77 @@ uint32_t wire_frame_len(const unsigned char h[WIRE_HDR_BYTES])
 
 /* ---- decoding ---------------------------------------------------------- */
 
+/* utf8_char: the length of the valid UTF-8 character (no NUL, no overlong
+ * form, no surrogate, at most U+10FFFF) at @p, or 0 when there is none
+ * before @end. */
+static size_t utf8_char(const unsigned char *p, const unsigned char *end)
+{
+	unsigned c = *p;
+	size_t n;
+	uint32_t cp;
+	if (c == 0)
+		return 0;
+	if (c < 0x80)
+		return 1;
+	if ((c & 0xE0) == 0xC0) {
+		n = 1;
+		cp = c & 0x1F;
+	} else if ((c & 0xF0) == 0xE0) {
+		n = 2;
+		cp = c & 0x0F;
+	} else if ((c & 0xF8) == 0xF0) {
+		n = 3;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if ((size_t)(end - p) <= n)
+		return 0;
+	for (size_t i = 1; i <= n; i++) {
+		if ((p[i] & 0xC0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3F);
+	}
+	/* reject overlong forms, surrogates and values past U+10FFFF */
+	if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+	    (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+		return 0;
+	return n + 1;
+}
+
 int wire_utf8_valid(const char *s, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)s, *end = p + len;
 	while (p < end) {
-		unsigned c = *p;
-		size_t n;
-		uint32_t cp;
-		if (c == 0)
+		size_t n = utf8_char(p, end);
+		if (!n)
 			return 0;
-		if (c < 0x80) {
-			p++;
-			continue;
-		} else if ((c & 0xE0) == 0xC0) {
-			n = 1;
-			cp = c & 0x1F;
-		} else if ((c & 0xF0) == 0xE0) {
-			n = 2;
-			cp = c & 0x0F;
-		} else if ((c & 0xF8) == 0xF0) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return 0;
-		}
-		if ((size_t)(end - p) <= n)
-			return 0;
-		for (size_t i = 1; i <= n; i++) {
-			if ((p[i] & 0xC0) != 0x80)
-				return 0;
-			cp = cp << 6 | (p[i] & 0x3F);
-		}
-		/* reject overlong forms, surrogates and values past U+10FFFF */
-		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-		    (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-			return 0;
-		p += n + 1;
+		p += n;
 	}
 	return 1;
+}
+
+bool wire_name_valid(wire_str s)
+{
+	if (s.len == 0 || s.len > WIRE_NAME_MAX)
+		return false;
+	for (uint32_t i = 0; i < s.len; i++) {
+		char ch = s.p[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '.' || ch == '_' || ch == '-'))
+			return false;
+	}
+	return true;
+}
+
+size_t wire_utf8_prefix(const char *s, size_t len, size_t max)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *end = p + (len < max ? len : max);
+	size_t n, done = 0;
+	while (p + done < end && (n = utf8_char(p + done, end)) != 0)
+		done += n;
+	return done;
 }
 
 struct dec {

@@ -24,6 +24,17 @@
 /* Default largest frame: a 4 MiB body plus room for the other fields. */
 #define WIRE_FRAME_MAX_DEFAULT (4u * 1024 * 1024 + 64 * 1024)
 
+/* Limits shared by the broker and the client libraries (doc/protocol.md §6),
+ * so that a library refuses at once what the broker would refuse later. */
+#define WIRE_NAME_MAX 255      /* bytes of a topic, group or producer group name */
+#define WIRE_PREFETCH_MAX 65536 /* most deliveries unacked per subscription */
+/* What a push may carry beyond the request frame that stored its message:
+ * deliver adds op, sid, seq, dlv, attempt, ack_timeout_ms, stored_ms, at_ms
+ * and the group name (<= 255 bytes) to what the send frame held; 4 KiB is
+ * far more than that. A client reads frames up to the broker's max_frame
+ * plus this. */
+#define WIRE_PUSH_ENVELOPE_BYTES 4096
+
 /* A string or byte range; points into a frame or a caller's buffer. */
 typedef struct wire_str {
 	const char *p; /* not NUL-terminated */
@@ -165,6 +176,14 @@ bool wire_str_eq(wire_str a, const char *s);
 char *wire_str_dup(wire_str s);
 /* wire_utf8_valid: 1 if the bytes are valid UTF-8 without NULs. */
 int wire_utf8_valid(const char *p, size_t len);
+/* wire_name_valid: 1..WIRE_NAME_MAX bytes of [A-Za-z0-9._-] (topic, group
+ * and producer group names, doc/protocol.md §3). */
+bool wire_name_valid(wire_str s);
+/* wire_utf8_prefix: the length in bytes of the longest prefix of the first
+ * min(@len, @max) bytes at @p that is valid UTF-8 without NUL. Cuts a text
+ * to a byte limit on a character boundary (and drops anything after an
+ * invalid byte, for text read back from elsewhere). */
+size_t wire_utf8_prefix(const char *p, size_t len, size_t max);
 
 /*
  * wire_reply_err fills @r as an error reply to @req's rid: err=@code and
