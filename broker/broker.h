@@ -27,6 +27,8 @@
 #include <uthash.h>
 
 #include "escrow/common.h"
+#include <stdarg.h>
+
 #include "store/store.h"
 #include "wire/wire.h"
 
@@ -247,6 +249,17 @@ void cmd_dispatch(conn *c, const wire_msg *m);
 /* cmd_op_new: a store op whose completion replies {rid, ok} (or the error)
  * to @c when @req has a rid. NULL when out of memory. */
 store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind);
+/* audit_line_new: "audit: conn ID peer HOST:PORT client NAME: WHAT" with WHAT
+ * from printf @fmt (log.c), malloc'd (NULL when out of memory); the caller
+ * logs it with log_info once the action succeeded. */
+char *audit_line_v(conn *c, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+char *audit_line_new(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* cmd_op_count: the success reply to @op (from cmd_op_new) carries count. */
+void cmd_op_count(store_op *op, uint64_t count);
+/* cmd_op_audit: once @op succeeds, log the audit line "WHAT" (printf @fmt) of
+ * conn @c (log.c audit_line_new); nothing is logged if it fails. */
+void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* cmd_done handles an op the writer handed back (reply + side effects). */
 void cmd_done(broker *b, store_op *op);
 
@@ -323,6 +336,7 @@ void cmd_dlq_redrive(conn *c, const wire_msg *m);
 void cmd_dlq_purge(conn *c, const wire_msg *m);
 void cmd_msg_get(conn *c, const wire_msg *m);
 void cmd_msg_find(conn *c, const wire_msg *m);
+void cmd_msg_peek(conn *c, const wire_msg *m);
 
 /* ---- the broker and its group-commit plumbing (commit.c, main.c) ------- */
 

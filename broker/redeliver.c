@@ -360,13 +360,17 @@ static void reply_ok_if_rid(conn *c, const wire_msg *m)
 	conn_reply(c, &r);
 }
 
-/* nack {sid, seq, rid?, delay_ms?, reason?} -> {rid, ok} at once §5.12 */
+/* nack {sid, seq, rid?, delay_ms?, reason?} -> {rid, ok, state, attempt?,
+ * at_ms?} at once §5.12: state says what the nack did, DELAYED (redelivery
+ * as attempt at at_ms) or DEAD (that was the last allowed delivery). */
 void cmd_nack(conn *c, const wire_msg *m)
 {
 	sub *s;
 	flight *f = held_or_reply(c, m, &s);
 	if (!f)
 		return;
+	group *g = s->g;
+	uint64_t seq = m->seq;
 	char reason[STORE_REASON_MAX + 1] = "nack";
 	if (WIRE_HAS(m, REASON) && m->reason.len) {
 		/* an over-long reason is cut on a character boundary, never
@@ -377,8 +381,24 @@ void cmd_nack(conn *c, const wire_msg *m)
 			reason[n] = 0;
 		}
 	}
-	rd_fail(c->b, s->g, f, reason, WIRE_HAS(m, DELAY_MS) ? m->delay_ms : UINT64_MAX);
-	reply_ok_if_rid(c, m);
+	rd_fail(c->b, g, f, reason, WIRE_HAS(m, DELAY_MS) ? m->delay_ms : UINT64_MAX);
+	if (!WIRE_HAS(m, RID))
+		return;
+	wire_msg r;
+	wire_reply_ok(&r, m);
+	f = NULL;
+	HASH_FIND(hh, g->flights, &seq, sizeof seq, f);
+	if (f && f->parked) {
+		WIRE_SET(&r, STATE, state, wire_cstr("DELAYED"));
+		WIRE_SET(&r, ATTEMPT, attempt, f->attempt);
+		WIRE_SET(&r, AT_MS, at_ms, f->due_ms);
+	} else if (!f) {
+		ack_ent *a = NULL;
+		HASH_FIND(hh, g->dead, &seq, sizeof seq, a);
+		if (a)
+			WIRE_SET(&r, STATE, state, wire_cstr("DEAD"));
+	}
+	conn_reply(c, &r);
 }
 
 /* touch {sid, seq, rid?} -> {rid, ok} §5.13: deadline = now + ack timeout */

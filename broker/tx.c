@@ -63,6 +63,7 @@ typedef struct txop {
 	conn *c;       /* reply here; NULL: the timer's own op */
 	uint64_t rid;
 	bool policy;   /* the timer's max-checks action */
+	char *audit;   /* operator end_tx: logged once it succeeded; owned */
 } txop;
 
 static txop *txop_new(conn *c, const wire_msg *req, store_op_kind kind, const escrow_id_t *tx)
@@ -196,9 +197,6 @@ void cmd_end_tx(conn *c, const wire_msg *m)
 	escrow_id_fmt(&m->tx, hex);
 	txw *w = w_find(b, &m->tx);
 	bool answers = w && w->state == W_CHECKING && WIRE_HAS(m, CHK) && m->chk == w->chk;
-	if (c->role == ROLE_ADMIN)
-		log_info("audit: operator %.*s of tx %s (conn %s, client %s)", (int)m->action.len,
-		         m->action.p, hex, c->peer, c->name ? c->name : "-");
 	if (action == 0) {
 		/* unknown: only meaningful as a check answer; else just say what
 		 * the transaction is */
@@ -235,6 +233,11 @@ void cmd_end_tx(conn *c, const wire_msg *m)
 		return;
 	}
 	r->op.u.tx.action = action;
+	if (c->role == ROLE_ADMIN) {
+		/* an operator's decision: audited once it is durable */
+		r->audit = audit_line_new(c, "operator %s of tx %s",
+		                          action == STORE_TX_COMMIT ? "commit" : "rollback", hex);
+	}
 	/* stamped here, in the order ops reach the writer, like a send's
 	 * stored_ms: the committed messages' stored_ms grows with their seq */
 	r->op.u.tx.stored_ms = now_ms();
@@ -774,6 +777,9 @@ void tx_done(broker *b, store_op *op)
 	default:
 		break;
 	}
+	if (r->audit && !op->err)
+		log_info("%s", r->audit);
+	free(r->audit);
 	if (c)
 		conn_unref(c);
 	store_op_free(op);

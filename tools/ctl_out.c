@@ -38,7 +38,7 @@ void json_str(FILE *f, const char *p, size_t len)
 	fputc('"', f);
 }
 
-static void json_items(FILE *f, const wire_items *it);
+static void json_items(FILE *f, const wire_items *it, json_key_fn key_of);
 
 /* The JSON writers per field type; @key is the output key. */
 static void j_U64(FILE *f, const char *key, const uint64_t *v)
@@ -122,28 +122,29 @@ static void j_U64S(FILE *f, const char *key, const wire_u64s *v)
 static void j_ITEMS(FILE *f, const char *key, const wire_items *v)
 {
 	(void)key;
-	json_items(f, v);
+	json_items(f, v, NULL);
 }
 
-static void json_items(FILE *f, const wire_items *it)
+static void json_items(FILE *f, const wire_items *it, json_key_fn key_of)
 {
 	fputc('[', f);
 	for (uint32_t i = 0; i < it->n; i++) {
 		if (i)
 			fputc(',', f);
-		json_msg(f, &it->v[i], 0, NULL);
+		json_msg(f, &it->v[i], 0, NULL, key_of);
 	}
 	fputc(']', f);
 }
 
-void json_msg(FILE *f, const wire_msg *m, uint64_t skip, const char *items_key)
+void json_msg(FILE *f, const wire_msg *m, uint64_t skip, const char *items_key,
+              json_key_fn key_of)
 {
 	int first = 1;
 	skip |= WF(RID) | WF(OK);
 	fputc('{', f);
 #define FIELD(E, k, T, mem, d)                                                                   \
 	if (WIRE_HAS(m, E) && !(skip & WF(E))) {                                                 \
-		const char *key_ = k;                                                            \
+		const char *key_ = key_of && key_of(WIRE_F_##E) ? key_of(WIRE_F_##E) : k;        \
 		if (WIRE_F_##E == WIRE_F_ITEMS && items_key)                                     \
 			key_ = items_key;                                                        \
 		else if (WIRE_F_##E == WIRE_F_BODY && !wire_utf8_valid(m->body.p, m->body.len)) \
@@ -152,7 +153,10 @@ void json_msg(FILE *f, const wire_msg *m, uint64_t skip, const char *items_key)
 		first = 0;                                                                       \
 		json_cstr(f, key_);                                                              \
 		fputc(':', f);                                                                   \
-		j_##T(f, key_, &m->mem);                                                         \
+		if (WIRE_F_##E == WIRE_F_ITEMS)                                                  \
+			json_items(f, &m->items, key_of);                                        \
+		else                                                                             \
+			j_##T(f, key_, &m->mem);                                                 \
 	}
 #include "wire/fields.def"
 #undef FIELD
