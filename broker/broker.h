@@ -98,13 +98,13 @@ int parse_size(const char *s, uint64_t *out);
 int parse_duration_ms(const char *s, uint64_t *out);
 
 /* Limits checked on every request (doc/protocol.md §6). */
-#define LIMIT_NAME_BYTES 255
+#define LIMIT_NAME_BYTES WIRE_NAME_MAX
 #define LIMIT_KEY_BYTES 499 /* LMDB keys are <= 511 bytes: topic id + key + seq */
 #define LIMIT_TAGS 32
 #define LIMIT_TAG_BYTES 255
 #define LIMIT_PROPS 64
 #define LIMIT_PROP_BYTES 4096
-#define LIMIT_PREFETCH 65536
+#define LIMIT_PREFETCH WIRE_PREFETCH_MAX
 #define LIMIT_DELAY_MS (UINT64_C(10) * 365 * 86400000) /* delay_ms, and at_ms - now */
 
 /* ---- the registry of topics and groups (topic.c) ------------------------ */

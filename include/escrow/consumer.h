@@ -54,8 +54,15 @@
  *   refuses the subscription (no such topic, bad group name). An
  *   unreachable broker is not an error: the consumer keeps trying in the
  *   background and polls return nothing meanwhile.
- * - If a later re-subscribe is refused (the topic was deleted), the
- *   consumer logs the error and tries again on later polls.
+ * - When the group or the topic is deleted while the consumer runs, the
+ *   broker ends the subscription; the consumer logs it (warn: "subscription
+ *   to T/G ended: topic deleted; ... subscribing again"), drops the
+ *   deliveries it had queued, and subscribes again. That creates the group
+ *   anew (from the earliest retained message); while the topic does not
+ *   exist the subscribe is refused, logged as an error, and tried again on
+ *   later polls every `reconnect.backoff.max.ms`, so a re-created topic is
+ *   picked up without a restart. Messages of the deleted group that were
+ *   polled and not yet acked can no longer be acked (NOT_FOUND).
  * - An ack for a message received on an earlier connection is not sent
  *   (ESCROW_ERR__TRANSPORT): the broker has already given it back to the
  *   group.
@@ -112,11 +119,17 @@ ESCROW_EXPORT escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, 
 /**
  * @brief Close the connection, stop the I/O thread and free @p c.
  *
- * Messages polled but not acknowledged, and those still queued, go back to
- * the group (redelivered to another member or a later consumer). Messages
- * already returned by escrow_consumer_poll() stay valid: free each with
- * escrow_msg_free(). NULL-safe.
- * @remark any thread, but not while other threads still use @p c.
+ * Acks, nacks and touches already made with escrow_ack(), escrow_nack()
+ * and escrow_touch() are delivered first: while connected, this waits until
+ * the broker has read them (one round trip after them), at most 5 s or
+ * `request.timeout.ms` if shorter; if that fails it logs a warning and those
+ * messages are delivered again (at least once). Messages polled but not
+ * acknowledged, and those still queued, go back to the group (redelivered
+ * to another member or a later consumer). Messages already returned by
+ * escrow_consumer_poll() stay valid: free each with escrow_msg_free().
+ * NULL-safe.
+ * @remark any thread, but not while other threads still use @p c. Blocks
+ *         as described.
  */
 ESCROW_EXPORT void escrow_consumer_free(escrow_consumer_t *c);
 
