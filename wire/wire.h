@@ -81,7 +81,11 @@ typedef enum wire_field {
 	WIRE_F__COUNT
 } wire_field;
 
-#define WF(E) (UINT64_C(1) << WIRE_F_##E)
+/* A set of fields, one bit per field of fields.def (128 at most). A GCC/Clang
+ * 128-bit integer, so masks stay plain values: |, &, ~, ==. */
+__extension__ typedef unsigned __int128 wire_mask;
+#define WIRE_BIT(f) ((wire_mask)1 << (f)) /* the bit of field number f */
+#define WF(E) WIRE_BIT(WIRE_F_##E)
 
 typedef enum wire_op {
 	WIRE_OP_NONE = 0, /* a reply: no "op" key */
@@ -95,7 +99,7 @@ typedef enum wire_dir { WIRE_REQ = 1, WIRE_PUSH = 2 } wire_dir;
 
 /* One decoded or to-be-encoded frame. Zero it, set members and their bits. */
 typedef struct wire_msg {
-	uint64_t has; /* WF(x) bits of the members present */
+	wire_mask has; /* WF(x) bits of the members present */
 	wire_op op;   /* WIRE_OP_NONE for replies */
 #define FIELD(E, k, T, m, d) WIRE_CTYPE_##T m;
 #include "fields.def"
@@ -109,7 +113,7 @@ typedef struct wire_msg {
 const char *wire_op_name(wire_op op);       /* "send"; "reply" for NONE; "?" if out of range */
 wire_op wire_op_lookup(const char *s, size_t len); /* WIRE_OP__COUNT if unknown */
 wire_dir wire_op_dir(wire_op op);
-uint64_t wire_op_required(wire_op op);      /* WF() mask */
+wire_mask wire_op_required(wire_op op);     /* WF() mask */
 const char *wire_field_key(wire_field f);   /* "topic" */
 
 /*

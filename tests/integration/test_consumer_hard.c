@@ -129,7 +129,7 @@ static uint64_t group_field(const char *topic, const char *group, wire_field f)
 	WIRE_SET(&m, GROUP, group, wire_cstr(group));
 	raw_frame r = {0};
 	uint64_t v = UINT64_MAX;
-	if (admin_call_reply(&m, &r) == 0 && (r.f.m.has & (UINT64_C(1) << f))) {
+	if (admin_call_reply(&m, &r) == 0 && (r.f.m.has & WIRE_BIT(f))) {
 		switch (f) {
 		case WIRE_F_ACK_FLOOR: v = r.f.m.ack_floor; break;
 		case WIRE_F_DLQ: v = r.f.m.dlq; break;
