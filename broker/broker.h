@@ -93,6 +93,8 @@ typedef struct broker_conf {
 	uint32_t http_max_body_bytes; /* --http-max-body */
 	uint32_t http_check_concurrency; /* --http-check-concurrency */
 	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
+	uint32_t tx_max_messages;     /* --tx-max-messages: half messages per tx */
+	uint64_t tx_max_bytes;        /* --tx-max-bytes: stored half bytes per tx */
 } broker_conf;
 
 /* config_parse fills @c from argv. Returns 0 to run, 1 when --help or
