@@ -29,6 +29,8 @@
 #include <uthash.h>
 
 #include "escrow/common.h"
+#include <stdarg.h>
+
 #include "store/store.h"
 #include "wire/wire.h"
 
@@ -90,6 +92,7 @@ typedef struct broker_conf {
 	bool tx_policy_rollback;      /* --tx-policy rollback (else expire) */
 	uint64_t tx_check_timeout_ms; /* --tx-check-timeout */
 	uint64_t tx_tombstone_ms;     /* --tx-tombstone */
+	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
 } broker_conf;
 
 /*
@@ -173,13 +176,14 @@ int parse_size(const char *s, uint64_t *out);
 int parse_duration_ms(const char *s, uint64_t *out);
 
 /* Limits checked on every request (doc/protocol.md §6). */
-#define LIMIT_NAME_BYTES 255
+#define LIMIT_NAME_BYTES WIRE_NAME_MAX
 #define LIMIT_KEY_BYTES 499 /* LMDB keys are <= 511 bytes: topic id + key + seq */
 #define LIMIT_TAGS 32
 #define LIMIT_TAG_BYTES 255
 #define LIMIT_PROPS 64
 #define LIMIT_PROP_BYTES 4096
-#define LIMIT_PREFETCH 65536
+#define LIMIT_PREFETCH WIRE_PREFETCH_MAX
+#define LIMIT_DELAY_MS (UINT64_C(10) * 365 * 86400000) /* delay_ms, and at_ms - now */
 
 /* ---- the registry of topics and groups (topic.c) ------------------------ */
 
@@ -198,6 +202,9 @@ typedef struct ack_ent {
 typedef struct flight {
 	uint64_t seq;
 	uint32_t attempt;    /* attempt of the current (or next) delivery, from 1 */
+	uint64_t dlv;        /* token of the current delivery (b->next_dlv when it
+	                      * was sent; 0 while not held): acks, nacks and touches
+	                      * that name another delivery get NOT_FOUND (§5.11) */
 	sub *s;              /* holder; NULL while queued for redelivery */
 	struct flight *next; /* redelivery queue link */
 	uint64_t due_ms;     /* held: ack deadline; parked: when to deliver */
@@ -292,6 +299,7 @@ struct conn {
 	char peer[64];      /* "127.0.0.1:51234" */
 	char *name;         /* client name from hello */
 	char *pgroup;       /* producer group from hello */
+	bool checker;       /* hello said checker: it answers check-backs */
 	conn_role role;
 	bool hello;         /* hello done */
 	bool closing;       /* close once the output is flushed */
@@ -319,6 +327,17 @@ void cmd_dispatch(conn *c, const wire_msg *m);
 /* cmd_op_new: a store op whose completion replies {rid, ok} (or the error)
  * to @c when @req has a rid. NULL when out of memory. */
 store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind);
+/* audit_line_new: "audit: conn ID peer HOST:PORT client NAME: WHAT" with WHAT
+ * from printf @fmt (log.c), malloc'd (NULL when out of memory); the caller
+ * logs it with log_info once the action succeeded. */
+char *audit_line_v(conn *c, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+char *audit_line_new(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* cmd_op_count: the success reply to @op (from cmd_op_new) carries count. */
+void cmd_op_count(store_op *op, uint64_t count);
+/* cmd_op_audit: once @op succeeds, log the audit line "WHAT" (printf @fmt) of
+ * conn @c (log.c audit_line_new); nothing is logged if it fails. */
+void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* cmd_done handles an op the writer handed back (reply + side effects). */
 void cmd_done(broker *b, store_op *op);
 
@@ -348,10 +367,10 @@ void topic_made_visible(broker *b, topic *t, uint64_t seq);
 void dispatch_mark(broker *b, group *g); /* deliver what can be at the end of this pass */
 void dispatch_run(broker *b);            /* deliver for every marked group */
 void sub_detach(broker *b, sub *s);
-/* held_or_reply: the delivery (m->sid, m->seq) held on @c with its
- * subscription in *sp, or NULL after a NOT_FOUND reply (when a rid was
- * given). Shared by ack, nack and touch (redeliver.c). */
-flight *held_or_reply(conn *c, const wire_msg *m, sub **sp);      /* requeue its deliveries, unlink, free */
+/* held_or_reply: the delivery (m->sid, m->seq, and m->dlv when given) held
+ * on @c with its subscription in *sp, or NULL after a NOT_FOUND reply (when
+ * a rid was given). Shared by ack, nack and touch (redeliver.c). */
+flight *held_or_reply(conn *c, const wire_msg *m, sub **sp);
 flight *flight_new(group *g, uint64_t seq);
 void flight_drop(group *g, flight *f);
 void redo_push(group *g, flight *f);     /* queue for delivery ahead of new messages */
@@ -395,6 +414,7 @@ void cmd_dlq_redrive(conn *c, const wire_msg *m);
 void cmd_dlq_purge(conn *c, const wire_msg *m);
 void cmd_msg_get(conn *c, const wire_msg *m);
 void cmd_msg_find(conn *c, const wire_msg *m);
+void cmd_msg_peek(conn *c, const wire_msg *m);
 
 /* ---- the broker and its group-commit plumbing (commit.c, main.c) ------- */
 
@@ -406,6 +426,7 @@ struct broker {
 	uint64_t start_ms;
 	uint64_t next_conn_id;
 	uint64_t next_sid;
+	uint64_t next_dlv;        /* last delivery token handed out (flight->dlv) */
 	uint32_t n_conns;
 	conn *conns;
 	topic *topics_by_name;    /* uthash, hh_name */

@@ -9,6 +9,7 @@
  *
  * @locality network thread
  */
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,9 @@ typedef struct bop {
 	uint64_t rid;
 	uint32_t prefetch; /* subscribe: credit of the new subscription */
 	uint64_t limit;    /* subscribe: deliveries in all, 0 = no limit */
+	bool has_count;    /* the reply carries count (cmd_op_count) */
+	uint64_t count;
+	char *audit;       /* logged once the op succeeded (cmd_op_audit); owned */
 } bop;
 
 static bop *bop_new(conn *c, const wire_msg *req, store_op_kind kind)
@@ -44,6 +48,23 @@ store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind)
 {
 	bop *r = bop_new(c, req, kind);
 	return r ? &r->op : NULL;
+}
+
+void cmd_op_count(store_op *op, uint64_t count)
+{
+	bop *r = (bop *)op;
+	r->has_count = true;
+	r->count = count;
+}
+
+void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
+{
+	bop *r = (bop *)op;
+	va_list ap;
+	va_start(ap, fmt);
+	free(r->audit);
+	r->audit = audit_line_v(c, fmt, ap);
+	va_end(ap);
 }
 
 static void reply_ok(conn *c, const wire_msg *req)
@@ -73,7 +94,8 @@ static topic *topic_or_reply(conn *c, const wire_msg *m)
 	return t;
 }
 
-/* hello {rid, ver, name?, role?, pgroup?} -> {rid, ok, name, version, ver} §5.1 */
+/* hello {rid, ver, name?, role?, pgroup?, checker?} -> {rid, ok, name, version, ver}
+ * §5.1 */
 static void cmd_hello(conn *c, const wire_msg *m)
 {
 	if (m->ver != WIRE_PROTOCOL_VERSION) {
@@ -104,6 +126,7 @@ static void cmd_hello(conn *c, const wire_msg *m)
 	c->name = WIRE_HAS(m, NAME) ? wire_str_dup(m->name) : NULL;
 	c->pgroup = WIRE_HAS(m, PGROUP) ? wire_str_dup(m->pgroup) : NULL;
 	c->role = role;
+	c->checker = role == ROLE_PRODUCER && WIRE_HAS(m, CHECKER) && m->checker;
 	c->hello = true;
 	log_debug("conn %llu %s hello name=%s role=%.*s", (unsigned long long)c->id, c->peer,
 	          c->name ? c->name : "-", (int)m->role.len, m->role.p ? m->role.p : "");
@@ -170,6 +193,8 @@ static void cmd_topic_create(conn *c, const wire_msg *m)
 	r->op.u.topic.conf = c->b->conf.topic_defaults;
 	if (WIRE_HAS(m, RETENTION_MS))
 		r->op.u.topic.conf.retention_ms = m->retention_ms;
+	cmd_op_audit(&r->op, c, "created topic %s (retention %llu ms)", r->op.u.topic.name,
+	             (unsigned long long)r->op.u.topic.conf.retention_ms);
 	broker_submit(c->b, &r->op);
 }
 
@@ -252,6 +277,16 @@ static void cmd_topic_delete(conn *c, const wire_msg *m)
 	topic *t = topic_or_reply(c, m);
 	if (!t)
 		return;
+	/* a commit must never find its topic gone (the store checks again) */
+	uint64_t pending, expired;
+	tx_topic_counts(c->b, t->id, &pending, &expired);
+	if (pending || expired) {
+		conn_reply_err(c, m, ESCROW_ERR_CONFLICT,
+		               "topic %s holds messages of %llu pending and %llu expired "
+		               "transaction(s); commit or roll them back first (escrowctl tx list)",
+		               t->name, (unsigned long long)pending, (unsigned long long)expired);
+		return;
+	}
 	bop *r = bop_new(c, m, STORE_OP_TOPIC_DELETE);
 	if (!r) {
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
@@ -259,6 +294,7 @@ static void cmd_topic_delete(conn *c, const wire_msg *m)
 	}
 	r->op.u.topic.id = t->id;
 	copy_name(r->op.u.topic.name, m->topic);
+	cmd_op_audit(&r->op, c, "deleted topic %s", r->op.u.topic.name);
 	broker_submit(c->b, &r->op);
 }
 
@@ -304,8 +340,13 @@ bool check_msg_fields_or_reply(conn *c, const wire_msg *m)
 		conn_reply_err(c, m, ESCROW_ERR_INVALID, "give delay_ms or at_ms, not both");
 		return false;
 	}
-	if (WIRE_HAS(m, DELAY_MS) && m->delay_ms > UINT64_C(10) * 365 * 86400000) {
+	if (WIRE_HAS(m, DELAY_MS) && m->delay_ms > LIMIT_DELAY_MS) {
 		conn_reply_err(c, m, ESCROW_ERR_INVALID, "delay_ms over 10 years");
+		return false;
+	}
+	/* the same bound for a point in time: at most 10 years ahead */
+	if (WIRE_HAS(m, AT_MS) && m->at_ms > now_ms() + LIMIT_DELAY_MS) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "at_ms more than 10 years ahead");
 		return false;
 	}
 	return true;
@@ -505,6 +546,7 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_DLQ_PURGE] = cmd_dlq_purge,
 	[WIRE_OP_MSG_GET] = cmd_msg_get,
 	[WIRE_OP_MSG_FIND] = cmd_msg_find,
+	[WIRE_OP_MSG_PEEK] = cmd_msg_peek,
 	[WIRE_OP_GROUP_LIST] = cmd_group_list,
 	[WIRE_OP_GROUP_DESCRIBE] = cmd_group_describe,
 	[WIRE_OP_GROUP_RESET] = cmd_group_reset,
@@ -548,6 +590,12 @@ static void reply_done_err(conn *c, uint64_t rid, const store_op *op)
 	case ESCROW_ERR_STORAGE_FULL: what = "storage is full; nothing was written (free space, or restart with a larger --map-size)"; break;
 	case ESCROW_ERR_STORAGE: what = "storage error; nothing was written (see the broker log)"; break;
 	case ESCROW_ERR_NOT_READY: what = "broker is shutting down; nothing was written"; break;
+	case ESCROW_ERR_CONFLICT:
+		what = op->kind == STORE_OP_TOPIC_DELETE
+		               ? "a transaction holds messages for this topic; commit or roll it "
+		                 "back first (escrowctl tx list)"
+		               : escrow_err2str(op->err);
+		break;
 	default: what = escrow_err2str(op->err); break;
 	}
 	conn_reply_err(c, &req, op->err, "%s", what);
@@ -582,6 +630,8 @@ void cmd_done(broker *b, store_op *op)
 	wire_msg rep = {0};
 	WIRE_SET(&rep, RID, rid, r->rid);
 	WIRE_SET(&rep, OK, ok, true);
+	if (r->has_count)
+		WIRE_SET(&rep, COUNT, count, r->count);
 	if (op->err) {
 		if (op->err != ESCROW_ERR_NOT_READY && op->kind != STORE_OP_ACK)
 			log_warn("store op %d failed: %s", op->kind, escrow_err2name(op->err));
@@ -645,8 +695,13 @@ void cmd_done(broker *b, store_op *op)
 		}
 		break;
 	}
-	case STORE_OP_ACK:
 	case STORE_OP_GROUP_RESET:
+		if (c) {
+			WIRE_SET(&rep, ACK_FLOOR, ack_floor, op->u.group.ack_floor);
+			conn_reply(c, &rep);
+		}
+		break;
+	case STORE_OP_ACK:
 	case STORE_OP_RETAIN:
 	case STORE_OP_RETRY:
 	case STORE_OP_RETRY_DEL:
@@ -659,6 +714,10 @@ void cmd_done(broker *b, store_op *op)
 		break;
 	}
 out:
+	/* audit only what was done (a refused or failed request is not) */
+	if (r->audit && !op->err)
+		log_info("%s", r->audit);
+	free(r->audit);
 	if (c)
 		conn_unref(c);
 	store_op_free(op);

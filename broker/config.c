@@ -84,6 +84,12 @@ const conf_row conf_rows[] = {
 	{.name = "tx-tombstone", .type = CONF_DURATION, .def = "24h", .flags = CONF_RELOAD,
 	 CONF_FIELD(tx_tombstone_ms),
 	 .help = "how long an ended transaction's outcome is kept (end_tx idempotency)"},
+	{.name = "tx-max-age", .type = CONF_DURATION, .def = "24h", .flags = CONF_RELOAD,
+	 CONF_FIELD(tx_max_age_ms),
+	 .help = "a pending transaction older than this (from its first half message, broker "
+	         "clock) gets --tx-policy even when no producer of its group is online, so one "
+	         "opened from the shell or by a group that never comes back does not stay PENDING "
+	         "forever; with expire it is kept for an operator (0: never)"},
 	{.name = "max-pending", .type = CONF_INT, .def = "4096", .min = 1, .max = 1000000,
 	 .flags = CONF_RELOAD, CONF_FIELD(max_pending_ops),
 	 .help = "store ops in flight per connection before escrowd stops reading from it"},

@@ -121,7 +121,9 @@ void config_doc_write(FILE *f)
 	      "See `include/escrow/common.h` for the authoritative list: `server`,\n"
 	      "`client.name`, `producer.group`, `request.timeout.ms`, `connect.timeout.ms`,\n"
 	      "`reconnect.backoff.ms`, `reconnect.backoff.max.ms`, `send.window`,\n"
-	      "`consumer.prefetch`, `log.level`.\n",
+	      "`consumer.prefetch`, `log.level`. Values are checked when they are set, with\n"
+	      "the broker's rules: `producer.group` is 1-255 bytes of `[A-Za-z0-9._-]`,\n"
+	      "`consumer.prefetch` is 1..65536; a refused value keeps the old one.\n",
 	      f);
 }
 

@@ -93,7 +93,10 @@ static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 	}
 	wire_msg d = fr.m; /* id, key, tags, props, body, born_ms, stored_ms */
 	d.op = WIRE_OP_DELIVER;
+	f->dlv = ++b->next_dlv;
 	WIRE_SET(&d, SID, sid, s->sid);
+	WIRE_SET(&d, DLV, dlv, f->dlv);
+	WIRE_SET(&d, ACK_TIMEOUT_MS, ack_timeout_ms, g->conf.ack_timeout_ms);
 	WIRE_SET(&d, SEQ, seq, f->seq);
 	WIRE_SET(&d, ATTEMPT, attempt, f->attempt);
 	WIRE_SET(&d, TOPIC, topic, wire_cstr(g->t->name));

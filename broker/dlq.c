@@ -1,7 +1,7 @@
 /*
  * dlq.c - operator requests on dead letters and single messages
- * (doc/protocol.md §5.15-5.19): dlq_list, dlq_redrive, dlq_purge, msg_get,
- * msg_find.
+ * (doc/protocol.md §5.15-5.19, §5.24): dlq_list, dlq_redrive, dlq_purge,
+ * msg_get, msg_find, msg_peek.
  *
  * @locality network thread
  */
@@ -12,6 +12,7 @@
 
 #define DLQ_LIST_MAX 10000 /* items in one dlq_list reply */
 #define FIND_MAX 1000      /* items in one msg_find reply */
+#define PEEK_MAX 1000      /* items in one msg_peek reply */
 
 /* decode_rec decodes a stored record into @fr; false (logged) if it does not. */
 static bool decode_rec(wire_str rec, wire_frame *fr)
@@ -53,8 +54,13 @@ static int dlq_list_cb(void *arg, const store_retry_info *ri)
 	WIRE_SET(it, SEQ, seq, ri->seq);
 	WIRE_SET(it, ATTEMPT, attempt, ri->attempts);
 	WIRE_SET(it, STORED_MS, stored_ms, ri->ms);
-	if (st->reasons[st->n])
-		WIRE_SET(it, REASON, reason, wire_cstr(st->reasons[st->n]));
+	if (st->reasons[st->n]) {
+		/* a record written by an older broker may hold a reason cut
+		 * mid-character: send its valid part, never an unreadable frame */
+		const char *r = st->reasons[st->n];
+		wire_str rs = {r, (uint32_t)wire_utf8_prefix(r, strlen(r), STORE_REASON_MAX)};
+		WIRE_SET(it, REASON, reason, rs);
+	}
 	st->n++;
 	return 0;
 }
@@ -121,7 +127,8 @@ static void submit_dlq_op(broker *b, group *g, uint64_t seq, store_op_kind kind,
 }
 
 /* dlq_take: for redrive (@redrive) or purge, the dead letters named by
- * m->items or all of them (m->all). Returns how many were taken. */
+ * m->items or all of them (m->all). Returns how many were taken (a named seq
+ * that is not a dead letter of the group is not). */
 static uint32_t dlq_take(conn *c, const wire_msg *m, group *g, bool redrive)
 {
 	broker *b = c->b;
@@ -169,6 +176,8 @@ static uint32_t dlq_take(conn *c, const wire_msg *m, group *g, bool redrive)
 	return n;
 }
 
+/* dlq_move: redrive or purge; the reply (once durable) carries count, how
+ * many dead letters were moved, and dlq, how many are left. */
 static void dlq_move(conn *c, const wire_msg *m, bool redrive)
 {
 	group *g = group_or_reply(c, m);
@@ -179,11 +188,7 @@ static void dlq_move(conn *c, const wire_msg *m, bool redrive)
 		conn_reply_err(c, m, ESCROW_ERR_INVALID, "give items: [{seq}, ...] or all: true");
 		return;
 	}
-	uint32_t n = dlq_take(c, m, g, redrive);
-	log_info("audit: conn %llu %s (%s) %s %u dead letter%s of %s/%s%s",
-	         (unsigned long long)c->id, c->peer, c->name ? c->name : "-",
-	         redrive ? "redrove" : "purged", n, n == 1 ? "" : "s", g->t->name, g->name,
-	         all ? " (all)" : "");
+	uint32_t asked = all ? g->n_dead : m->items.n;
 	/* the reply waits for the batch holding the changes: an empty op of
 	 * the same batch (a DLQ_DEL of seq 0 would be INVALID, so use RETRY_DEL
 	 * of a seq that has none) */
@@ -192,19 +197,25 @@ static void dlq_move(conn *c, const wire_msg *m, bool redrive)
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
 		return;
 	}
+	uint32_t n = dlq_take(c, m, g, redrive);
+	cmd_op_count(op, n);
+	if (n)
+		cmd_op_audit(op, c, "%s %u of %u%s dead letter%s of %s/%s",
+		             redrive ? "redrove" : "purged", n, asked, all ? " (all)" : " named",
+		             asked == 1 ? "" : "s", g->t->name, g->name);
 	op->u.retry.group_id = g->id;
 	op->u.retry.seq = UINT64_MAX;
 	op->u.retry.attempts = n;
 	broker_submit(c->b, op);
 }
 
-/* dlq_redrive {rid, topic, group, items?: [{seq}], all?} -> {rid, ok} §5.16 */
+/* dlq_redrive {rid, topic, group, items?: [{seq}], all?} -> {rid, ok, count} §5.16 */
 void cmd_dlq_redrive(conn *c, const wire_msg *m)
 {
 	dlq_move(c, m, true);
 }
 
-/* dlq_purge {rid, topic, group, items?: [{seq}], all?} -> {rid, ok} §5.17 */
+/* dlq_purge {rid, topic, group, items?: [{seq}], all?} -> {rid, ok, count} §5.17 */
 void cmd_dlq_purge(conn *c, const wire_msg *m)
 {
 	dlq_move(c, m, false);
@@ -349,6 +360,95 @@ void cmd_msg_find(conn *c, const wire_msg *m)
 	}
 	if (rc)
 		conn_reply_err(c, m, rc, "cannot read the key index");
+	for (uint32_t i = 0; st.frames && i < st.n; i++)
+		wire_frame_free(&st.frames[i]);
+	free(st.items);
+	free(st.frames);
+}
+
+/* ---- msg_peek ---------------------------------------------------------- */
+
+struct peek_st {
+	wire_msg *items;
+	wire_frame *frames;
+	uint32_t n;
+};
+
+/*
+ * msg_peek {rid, topic, group, seq?, count?} -> {rid, ok, items: [{seq,
+ * state, attempt, id, key?, tags?, props?, body, born_ms?, stored_ms,
+ * at_ms?}]} §5.24. The messages group @group has not acked yet, from its ack
+ * floor (or @seq) on, in seq order: count of them (default 1, at most
+ * PEEK_MAX), fewer when the bodies would pass half the frame limit (one at
+ * least). A read: no delivery, no attempt, no deadline; the state of each
+ * message is as msg_get gives it (READY, DELAYED, IN_FLIGHT). Acked and
+ * dead-lettered messages are not shown.
+ */
+void cmd_msg_peek(conn *c, const wire_msg *m)
+{
+	broker *b = c->b;
+	group *g = group_or_reply(c, m);
+	if (!g)
+		return;
+	topic *t = g->t;
+	uint64_t want = WIRE_HAS(m, COUNT) ? m->count : 1;
+	if (want == 0 || want > PEEK_MAX) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "count must be 1..%d", PEEK_MAX);
+		return;
+	}
+	uint64_t from = WIRE_HAS(m, SEQ) && m->seq > g->ack_floor ? m->seq : g->ack_floor;
+	if (from < t->first_seq)
+		from = t->first_seq;
+	struct peek_st st = {0};
+	st.items = calloc(want, sizeof *st.items);
+	st.frames = calloc(want, sizeof *st.frames);
+	store_rtxn *rt = NULL;
+	int rc = ESCROW_ERR_INTERNAL;
+	if (st.items && st.frames && (rc = store_rtxn_begin(b->st, &rt)) == 0) {
+		uint64_t bytes = 0, budget = b->conf.max_frame_bytes / 2, seq = from;
+		while (st.n < want && seq < t->next_seq) {
+			wire_str rec;
+			uint64_t at;
+			rc = store_msg_next(rt, t->id, seq, &seq, &rec);
+			if (rc == ESCROW_ERR_NOT_FOUND || (rc == 0 && seq >= t->next_seq)) {
+				rc = 0;
+				break;
+			}
+			if (rc)
+				break;
+			/* acked and dead ones are not shown (dlq_list has the dead) */
+			if (group_is_acked(g, seq)) {
+				seq++;
+				continue;
+			}
+			if (st.n && bytes + rec.len > budget)
+				break;
+			if (!decode_rec(rec, &st.frames[st.n])) {
+				seq++;
+				continue;
+			}
+			bytes += rec.len;
+			wire_msg *it = &st.items[st.n];
+			*it = st.frames[st.n].m;
+			it->op = WIRE_OP_NONE;
+			uint32_t attempt;
+			at = WIRE_HAS(it, AT_MS) ? it->at_ms : 0;
+			WIRE_SET(it, SEQ, seq, seq);
+			WIRE_SET(it, STATE, state, wire_cstr(state_of(g, seq, at, &attempt)));
+			WIRE_SET(it, ATTEMPT, attempt, attempt);
+			st.n++;
+			seq++;
+		}
+		if (!rc) {
+			wire_msg r;
+			wire_reply_ok(&r, m);
+			WIRE_SET(&r, ITEMS, items, ((wire_items){st.n, st.items}));
+			conn_reply(c, &r);
+		}
+		store_rtxn_end(rt);
+	}
+	if (rc)
+		conn_reply_err(c, m, rc, "cannot read the messages");
 	for (uint32_t i = 0; st.frames && i < st.n; i++)
 		wire_frame_free(&st.frames[i]);
 	free(st.items);

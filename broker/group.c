@@ -72,6 +72,7 @@ void cmd_group_create(conn *c, const wire_msg *m)
 	op->u.group.name[m->group.len] = 0;
 	op->u.group.conf = conf;
 	op->u.group.latest = latest;
+	cmd_op_audit(op, c, "created group %s of topic %s", op->u.group.name, t->name);
 	broker_submit(c->b, op);
 }
 
@@ -164,10 +165,44 @@ static uint64_t first_at(broker *b, topic *t, uint64_t at_ms)
 }
 
 /*
- * group_reset {rid, topic, group, from?: earliest|latest, at_ms?} -> {rid, ok,
- * ack_floor} durable §5.22. The group forgets everything: acks, deliveries in
- * flight (their acks get NOT_FOUND), retries, dead letters; it goes on from
- * the new floor.
+ * acked_in: how many seqs in [lo, hi) group @g has acked (dead letters
+ * count as acked: group.c's floor rule).
+ */
+static uint64_t acked_in(const group *g, uint64_t lo, uint64_t hi)
+{
+	uint64_t n = 0;
+	if (lo >= hi)
+		return 0;
+	if (lo < g->ack_floor)
+		n += (hi < g->ack_floor ? hi : g->ack_floor) - lo;
+	for (const ack_ent *a = g->acks; a; a = a->hh.next)
+		if (a->seq >= lo && a->seq < hi)
+			n++;
+	return n;
+}
+
+/*
+ * reset_moves: how many messages change state when @g restarts at @floor:
+ * those retained at or after it that are acked or dead now (delivered
+ * again) plus those before it that are not acked yet (skipped).
+ */
+static uint64_t reset_moves(const group *g, uint64_t floor)
+{
+	const topic *t = g->t;
+	uint64_t lo = t->first_seq ? t->first_seq : 1, hi = t->next_seq;
+	uint64_t f = floor < lo ? lo : floor > hi ? hi : floor;
+	uint64_t again = acked_in(g, f, hi);
+	uint64_t skipped = (f - lo) - acked_in(g, lo, f);
+	return again + skipped;
+}
+
+/*
+ * group_reset {rid, topic, group, from?: earliest|latest, at_ms?, seq?,
+ * dry_run?} -> {rid, ok, ack_floor, count} durable §5.22. The group forgets
+ * everything: acks, deliveries in flight (their acks get NOT_FOUND), retries,
+ * dead letters; it goes on from the new floor. count is how many messages
+ * change state (delivered again or skipped). With dry_run nothing changes
+ * and the reply comes at once.
  */
 void cmd_group_reset(conn *c, const wire_msg *m)
 {
@@ -177,18 +212,45 @@ void cmd_group_reset(conn *c, const wire_msg *m)
 		return;
 	topic *t = g->t;
 	uint64_t floor;
-	if (WIRE_HAS(m, AT_MS))
+	const char *how;
+	char seqbuf[64];
+	if (WIRE_HAS(m, AT_MS) + WIRE_HAS(m, SEQ) + WIRE_HAS(m, FROM) > 1) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "give one of from, at_ms or seq");
+		return;
+	}
+	if (WIRE_HAS(m, AT_MS)) {
 		floor = first_at(b, t, m->at_ms);
-	else if (!WIRE_HAS(m, FROM) || wire_str_eq(m->from, "earliest"))
+		snprintf(seqbuf, sizeof seqbuf, "time %llu ms", (unsigned long long)m->at_ms);
+		how = seqbuf;
+	} else if (WIRE_HAS(m, SEQ)) {
+		/* a seq before the first retained one starts there; one past the
+		 * end waits for the next message */
+		floor = m->seq < t->first_seq ? t->first_seq
+		        : m->seq > t->next_seq ? t->next_seq : m->seq;
+		snprintf(seqbuf, sizeof seqbuf, "seq %llu", (unsigned long long)m->seq);
+		how = seqbuf;
+	} else if (!WIRE_HAS(m, FROM) || wire_str_eq(m->from, "earliest")) {
 		floor = t->first_seq;
-	else if (wire_str_eq(m->from, "latest"))
+		how = "earliest";
+	} else if (wire_str_eq(m->from, "latest")) {
 		floor = t->next_seq;
-	else {
+		how = "latest";
+	} else {
 		conn_reply_err(c, m, ESCROW_ERR_INVALID, "from must be earliest or latest");
 		return;
 	}
 	if (floor == 0)
 		floor = 1;
+	uint64_t moves = reset_moves(g, floor);
+	if (WIRE_HAS(m, DRY_RUN) && m->dry_run) {
+		wire_msg r;
+		wire_reply_ok(&r, m);
+		WIRE_SET(&r, ACK_FLOOR, ack_floor, floor);
+		WIRE_SET(&r, COUNT, count, moves);
+		WIRE_SET(&r, LAG, lag, t->next_seq > floor ? t->next_seq - floor : 0);
+		conn_reply(c, &r);
+		return;
+	}
 	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_RESET);
 	if (!op) {
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
@@ -209,9 +271,10 @@ void cmd_group_reset(conn *c, const wire_msg *m)
 	g->n_acks = g->n_dead = 0;
 	g->ack_floor = g->cursor = floor;
 	dispatch_mark(b, g);
-	log_info("audit: conn %llu %s (%s) reset group %s of %s to seq %llu",
-	         (unsigned long long)c->id, c->peer, c->name ? c->name : "-", g->name, t->name,
-	         (unsigned long long)floor);
+	cmd_op_count(op, moves);
+	cmd_op_audit(op, c, "reset group %s of topic %s to seq %llu (%s): %llu message%s changed state",
+	             g->name, t->name, (unsigned long long)floor, how, (unsigned long long)moves,
+	             moves == 1 ? "" : "s");
 	op->u.group.id = g->id;
 	op->u.group.topic_id = t->id;
 	op->u.group.ack_floor = floor;
@@ -232,8 +295,7 @@ void cmd_group_delete(conn *c, const wire_msg *m)
 	op->u.group.id = g->id;
 	op->u.group.topic_id = g->t->id;
 	memcpy(op->u.group.name, g->name, strlen(g->name) + 1);
-	log_info("group %s of topic %s deleted by conn %llu %s", g->name, g->t->name,
-	         (unsigned long long)c->id, c->peer);
+	cmd_op_audit(op, c, "deleted group %s of topic %s", g->name, g->t->name);
 	group_remove(c->b, g); /* its subscriptions end; their connections stay */
 	broker_submit(c->b, op);
 }

@@ -5,6 +5,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -70,4 +71,35 @@ int log_level_parse(const char *s)
 		if (strcmp(s, names[i].name) == 0)
 			return names[i].level;
 	return -1;
+}
+
+/*
+ * The audit trail: one line per operator action that was done, always in
+ * the shape
+ *
+ *   audit: conn ID peer HOST:PORT client NAME: WHAT
+ *
+ * logged at info level once the action succeeded (for writes: once the
+ * batch holding it is durable), never for a refused request.
+ */
+char *audit_line_v(conn *c, const char *fmt, va_list ap)
+{
+	char what[1024];
+	size_t cap = sizeof what + 400;
+	char *line = malloc(cap);
+	vsnprintf(what, sizeof what, fmt, ap);
+	if (line)
+		snprintf(line, cap, "audit: conn %llu peer %s client %.256s: %s",
+		         (unsigned long long)c->id, c->peer,
+		         c->name && c->name[0] ? c->name : "-", what);
+	return line;
+}
+
+char *audit_line_new(conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *line = audit_line_v(c, fmt, ap);
+	va_end(ap);
+	return line;
 }

@@ -140,8 +140,11 @@ static void submit_retry(broker *b, group *g, flight *f, store_op_kind kind, con
 	op->u.retry.seq = f->seq;
 	op->u.retry.attempts = f->attempt;
 	op->u.retry.due_ms = f->due_ms;
-	if (reason)
-		snprintf(op->u.retry.reason, sizeof op->u.retry.reason, "%s", reason);
+	if (reason) { /* stored text: valid UTF-8 only, cut on a boundary */
+		size_t n = wire_utf8_prefix(reason, strlen(reason), STORE_REASON_MAX);
+		memcpy(op->u.retry.reason, reason, n);
+		op->u.retry.reason[n] = 0;
+	}
 	broker_submit(b, op);
 }
 
@@ -193,6 +196,7 @@ void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_
 		g->n_inflight--;
 		f->s = NULL;
 	}
+	f->dlv = 0;
 	if (g->dying) {
 		flight_drop(g, f);
 		return;
@@ -314,7 +318,12 @@ int redeliver_load(broker *b)
 /* ---- requests ------------------------------------------------------------ */
 
 /* held_or_reply finds the delivery (sid, seq) held on @c, or replies
- * NOT_FOUND (when a rid was given) and returns NULL. */
+ * NOT_FOUND (when a rid was given) and returns NULL. A request that names
+ * the delivery (dlv) matches only that delivery: after a group reset or a
+ * redelivery the same seq may be held again by the same subscription, and
+ * an ack of the older delivery must not settle the newer one. Requests
+ * without dlv (clients before it existed) match whatever delivery of seq
+ * the subscription holds. */
 flight *held_or_reply(conn *c, const wire_msg *m, sub **sp)
 {
 	sub *s = c->subs;
@@ -323,6 +332,14 @@ flight *held_or_reply(conn *c, const wire_msg *m, sub **sp)
 	flight *f = NULL;
 	if (s)
 		HASH_FIND(hh, s->g->flights, &m->seq, sizeof m->seq, f);
+	if (f && WIRE_HAS(m, DLV) && m->dlv != f->dlv) {
+		if (WIRE_HAS(m, RID))
+			conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND,
+			               "delivery %llu of seq %llu is no longer awaiting ack (the group "
+			               "was reset or the message redelivered)",
+			               (unsigned long long)m->dlv, (unsigned long long)m->seq);
+		return NULL;
+	}
 	if (!s || !f || f->s != s) {
 		if (WIRE_HAS(m, RID))
 			conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND,
@@ -343,21 +360,45 @@ static void reply_ok_if_rid(conn *c, const wire_msg *m)
 	conn_reply(c, &r);
 }
 
-/* nack {sid, seq, rid?, delay_ms?, reason?} -> {rid, ok} at once §5.12 */
+/* nack {sid, seq, rid?, delay_ms?, reason?} -> {rid, ok, state, attempt?,
+ * at_ms?} at once §5.12: state says what the nack did, DELAYED (redelivery
+ * as attempt at at_ms) or DEAD (that was the last allowed delivery). */
 void cmd_nack(conn *c, const wire_msg *m)
 {
 	sub *s;
 	flight *f = held_or_reply(c, m, &s);
 	if (!f)
 		return;
+	group *g = s->g;
+	uint64_t seq = m->seq;
 	char reason[STORE_REASON_MAX + 1] = "nack";
 	if (WIRE_HAS(m, REASON) && m->reason.len) {
-		uint32_t n = m->reason.len < STORE_REASON_MAX ? m->reason.len : STORE_REASON_MAX;
-		memcpy(reason, m->reason.p, n);
-		reason[n] = 0;
+		/* an over-long reason is cut on a character boundary, never
+		 * refused: the stored text stays valid UTF-8 (§5.16) */
+		size_t n = wire_utf8_prefix(m->reason.p, m->reason.len, STORE_REASON_MAX);
+		if (n) {
+			memcpy(reason, m->reason.p, n);
+			reason[n] = 0;
+		}
 	}
-	rd_fail(c->b, s->g, f, reason, WIRE_HAS(m, DELAY_MS) ? m->delay_ms : UINT64_MAX);
-	reply_ok_if_rid(c, m);
+	rd_fail(c->b, g, f, reason, WIRE_HAS(m, DELAY_MS) ? m->delay_ms : UINT64_MAX);
+	if (!WIRE_HAS(m, RID))
+		return;
+	wire_msg r;
+	wire_reply_ok(&r, m);
+	f = NULL;
+	HASH_FIND(hh, g->flights, &seq, sizeof seq, f);
+	if (f && f->parked) {
+		WIRE_SET(&r, STATE, state, wire_cstr("DELAYED"));
+		WIRE_SET(&r, ATTEMPT, attempt, f->attempt);
+		WIRE_SET(&r, AT_MS, at_ms, f->due_ms);
+	} else if (!f) {
+		ack_ent *a = NULL;
+		HASH_FIND(hh, g->dead, &seq, sizeof seq, a);
+		if (a)
+			WIRE_SET(&r, STATE, state, wire_cstr("DEAD"));
+	}
+	conn_reply(c, &r);
 }
 
 /* touch {sid, seq, rid?} -> {rid, ok} §5.13: deadline = now + ack timeout */

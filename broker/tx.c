@@ -63,6 +63,7 @@ typedef struct txop {
 	conn *c;       /* reply here; NULL: the timer's own op */
 	uint64_t rid;
 	bool policy;   /* the timer's max-checks action */
+	char *audit;   /* operator end_tx: logged once it succeeded; owned */
 } txop;
 
 static txop *txop_new(conn *c, const wire_msg *req, store_op_kind kind, const escrow_id_t *tx)
@@ -194,9 +195,6 @@ void cmd_end_tx(conn *c, const wire_msg *m)
 	escrow_id_fmt(&m->tx, hex);
 	txw *w = w_find(b, &m->tx);
 	bool answers = w && w->state == W_CHECKING && WIRE_HAS(m, CHK) && m->chk == w->chk;
-	if (c->role == ROLE_ADMIN)
-		log_info("audit: operator %.*s of tx %s (conn %s, client %s)", (int)m->action.len,
-		         m->action.p, hex, c->peer, c->name ? c->name : "-");
 	if (action == 0) {
 		/* unknown: only meaningful as a check answer; else just say what
 		 * the transaction is */
@@ -233,6 +231,14 @@ void cmd_end_tx(conn *c, const wire_msg *m)
 		return;
 	}
 	r->op.u.tx.action = action;
+	if (c->role == ROLE_ADMIN) {
+		/* an operator's decision: audited once it is durable */
+		r->audit = audit_line_new(c, "operator %s of tx %s",
+		                          action == STORE_TX_COMMIT ? "commit" : "rollback", hex);
+	}
+	/* stamped here, in the order ops reach the writer, like a send's
+	 * stored_ms: the committed messages' stored_ms grows with their seq */
+	r->op.u.tx.stored_ms = now_ms();
 	if (w && w->state == W_CHECKING)
 		w->state = W_OP; /* answered (or settled another way): no timeout */
 	broker_submit(b, &r->op);
@@ -402,13 +408,22 @@ static void submit_checked(broker *b, txw *w, bool counted_unknown)
 	submit_timer_op(b, STORE_OP_TX_CHECKED, &w->tx, now_ms() + bo->backoff_ms[i], false);
 }
 
-/* pick_conn: the opener if connected, else a producer of the group,
- * round-robin. */
+/* can_check: @c may be asked about transactions: a producer that said
+ * `checker` in hello (it has a check handler), still open. */
+static bool can_check(const conn *c)
+{
+	return !c->closed && !c->closing && c->hello && c->checker && c->role == ROLE_PRODUCER;
+}
+
+/* pick_conn: among the connections that answer check-backs (can_check),
+ * the opener if connected, else a producer of the group, round-robin. A
+ * producer without a check handler is never asked: its silence would count
+ * as UNKNOWN and bring the policy closer while an answering member waits. */
 static conn *pick_conn(broker *b, const store_tx_info *ti)
 {
 	uint32_t n = 0;
 	for (conn *c = b->conns; c; c = c->next) {
-		if (c->closed || c->closing || !c->hello)
+		if (!can_check(c))
 			continue;
 		if (conn_key(b, c) == ti->conn_id)
 			return c;
@@ -419,7 +434,7 @@ static conn *pick_conn(broker *b, const store_tx_info *ti)
 		return NULL;
 	uint32_t pick = (uint32_t)(b->tx->rr++ % n), i = 0;
 	for (conn *c = b->conns; c; c = c->next) {
-		if (c->closed || c->closing || !c->hello)
+		if (!can_check(c))
 			continue;
 		if (c->role == ROLE_PRODUCER && c->pgroup && strcmp(c->pgroup, ti->pgroup) == 0 &&
 		    i++ == pick)
@@ -509,6 +524,19 @@ static void check_one(broker *b, store_rtxn *rt, const escrow_id_t *tx)
 		apply_policy(b, tx);
 		return;
 	}
+	uint64_t now = now_ms();
+	if (b->conf.tx_max_age_ms && now >= ti.created_ms &&
+	    now - ti.created_ms >= b->conf.tx_max_age_ms) {
+		/* a transaction nobody can answer for (opened from the shell, its
+		 * producer group never online) does not stay PENDING forever */
+		char hex[33];
+		log_warn("tx %s of producer group %s is older than --tx-max-age (%llu ms, %u checks): "
+		         "--tx-policy %s applies",
+		         escrow_id_fmt(tx, hex), ti.pgroup, (unsigned long long)(now - ti.created_ms),
+		         ti.checks, b->conf.tx_policy_rollback ? "rollback" : "expire");
+		apply_policy(b, tx);
+		return;
+	}
 	conn *c = pick_conn(b, &ti);
 	if (!c) {
 		/* nobody to ask: wait without counting */
@@ -589,7 +617,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 void tx_on_hello(conn *c)
 {
 	broker *b = c->b;
-	if (!b->tx || c->role != ROLE_PRODUCER || !c->pgroup)
+	if (!b->tx || !can_check(c) || !c->pgroup)
 		return;
 	store_rtxn *rt;
 	if (store_rtxn_begin(b->st, &rt))
@@ -730,6 +758,9 @@ void tx_done(broker *b, store_op *op)
 	default:
 		break;
 	}
+	if (r->audit && !op->err)
+		log_info("%s", r->audit);
+	free(r->audit);
 	if (c)
 		conn_unref(c);
 	store_op_free(op);

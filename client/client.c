@@ -523,8 +523,12 @@ static void send_hello(client *cl)
 	WIRE_SET(&h, VER, ver, WIRE_PROTOCOL_VERSION);
 	WIRE_SET(&h, NAME, name, wire_cstr(cl->conf.client_name));
 	WIRE_SET(&h, ROLE, role, wire_cstr(cl->role));
-	if (strcmp(cl->role, "producer") == 0)
+	if (strcmp(cl->role, "producer") == 0) {
 		WIRE_SET(&h, PGROUP, pgroup, wire_cstr(cl->conf.producer_group));
+		/* only a producer with a check handler is asked about transactions */
+		if (cl->conf.check_cb)
+			WIRE_SET(&h, CHECKER, checker, true);
+	}
 	req *r = calloc(1, sizeof *r);
 	if (r)
 		r->cl = cl;

@@ -289,6 +289,8 @@ escrow_msg_t *msg_from_deliver(const wire_msg *m, const char *topic, const char 
 	msg->stored_ms = WIRE_HAS(m, STORED_MS) ? m->stored_ms : 0;
 	msg->delay_ms = 0;
 	msg->sid = WIRE_HAS(m, SID) ? m->sid : 0;
+	msg->dlv = WIRE_HAS(m, DLV) ? m->dlv : 0;
+	msg->ack_timeout_ms = WIRE_HAS(m, ACK_TIMEOUT_MS) ? m->ack_timeout_ms : 0;
 	return msg;
 nomem:
 	escrow_msg_free(msg);

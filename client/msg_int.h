@@ -31,6 +31,10 @@ struct escrow_msg {
 	uint64_t born_ms;   /* producer clock, Unix ms */
 	uint64_t stored_ms; /* broker clock, Unix ms */
 	uint64_t sid;       /* subscription it came on */
+	uint64_t dlv;       /* delivery token (0: a broker without them) */
+	uint64_t ack_timeout_ms; /* the group's ack timeout (0: not told) */
+	uint64_t recv_us;   /* consumer: monotonic us when it arrived or was last
+	                     * touched by the library while buffered */
 	uint64_t conn_id;   /* client_connection_id() when it arrived */
 	struct escrow_msg *qnext; /* consumer queue link */
 };

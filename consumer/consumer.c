@@ -153,9 +153,36 @@ static void on_disconnect(void *arg, int err)
 }
 
 /* on_push: a delivery. @locality I/O thread */
+/*
+ * on_sub_end: the broker ended our subscription because its group or topic
+ * was deleted (doc/protocol.md §5.30). Queued deliveries belong to the
+ * deleted group: drop them, say so, and subscribe again (creating the group
+ * anew; if the topic is gone the refusal is logged and retried on later
+ * polls, so a re-created topic is picked up). @locality I/O thread
+ */
+static void on_sub_end(escrow_consumer_t *c, const wire_msg *m)
+{
+	pthread_mutex_lock(&c->lock);
+	if (m->sid == c->sid) {
+		wire_str why = WIRE_HAS(m, REASON) ? m->reason : wire_cstr("ended by the broker");
+		client_log(c->cl, ESCROW_LOG_WARN,
+		           "subscription to %s/%s ended: %.*s; %zu queued deliveries dropped; "
+		           "subscribing again",
+		           c->topic, c->group, (int)why.len, why.p, c->qlen);
+		c->sid = 0;
+		queue_drop_locked(c);
+		subscribe_locked(c);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 static void on_push(void *arg, const wire_msg *m)
 {
 	escrow_consumer_t *c = arg;
+	if (m->op == WIRE_OP_SUB_END) {
+		on_sub_end(c, m);
+		return;
+	}
 	if (m->op != WIRE_OP_DELIVER)
 		return;
 	escrow_msg_t *msg = msg_from_deliver(m, c->topic, c->group);
@@ -195,6 +222,14 @@ escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, const char *to
 	if (!text_ok(topic) || !text_ok(group)) {
 		snprintf(errstr, errstr_size,
 		         "escrow_consumer_new: topic and group must be non-empty UTF-8 text");
+		return NULL;
+	}
+	/* the broker's rule, checked here so it is a clear error at once */
+	if (!wire_name_valid(wire_cstr(topic)) || !wire_name_valid(wire_cstr(group))) {
+		snprintf(errstr, errstr_size,
+		         "escrow_consumer_new: topic and group names must be 1-%d bytes of "
+		         "[A-Za-z0-9._-] (got \"%.64s\", \"%.64s\")",
+		         WIRE_NAME_MAX, topic, group);
 		return NULL;
 	}
 	escrow_consumer_t *c = calloc(1, sizeof *c);
@@ -249,10 +284,36 @@ escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, const char *to
 	return c;
 }
 
+/* Longest wait of escrow_consumer_free() for its acks to reach the broker. */
+#define FREE_FLUSH_MAX_MS 5000
+
+/*
+ * flush_settles makes sure every ack, nack and touch queued so far was read
+ * by the broker: a ping goes out after them on the same connection and the
+ * broker handles a connection's frames in order, so its reply means they
+ * were applied. Waits at most FREE_FLUSH_MAX_MS (or request.timeout.ms if
+ * shorter); not at all while disconnected (such acks are void anyway).
+ */
+static void flush_settles(escrow_consumer_t *c)
+{
+	if (!c->cl || !client_is_connected(c->cl))
+		return;
+	wire_msg w = {0};
+	w.op = WIRE_OP_PING;
+	int ms = c->timeout_ms < FREE_FLUSH_MAX_MS ? c->timeout_ms : FREE_FLUSH_MAX_MS;
+	int rc = client_request(c->cl, &w, 0, ms, NULL);
+	if (rc)
+		client_log(c->cl, ESCROW_LOG_WARN,
+		           "closing: queued acks may not have reached the broker (%s); those "
+		           "messages come again",
+		           escrow_err2name(rc));
+}
+
 void escrow_consumer_free(escrow_consumer_t *c)
 {
 	if (!c)
 		return;
+	flush_settles(c);
 	client_free(c->cl);
 	queue_drop_locked(c); /* the I/O thread is gone: no lock needed */
 	pthread_mutex_destroy(&c->lock);
@@ -339,6 +400,8 @@ int consumer_settle_frame(escrow_consumer_t *c, const escrow_msg_t *msg, int op,
 	w->op = (wire_op)op;
 	WIRE_SET(w, SID, sid, msg->sid);
 	WIRE_SET(w, SEQ, seq, msg->seq);
+	if (msg->dlv) /* names this delivery, not a later one of the same seq */
+		WIRE_SET(w, DLV, dlv, msg->dlv);
 	return 0;
 }
 

@@ -15,14 +15,19 @@ int escrow_nack(escrow_consumer_t *c, const escrow_msg_t *msg, int64_t delay_ms,
                 const char *reason)
 {
 	wire_msg w;
+	if (reason && !wire_utf8_valid(reason, strlen(reason)))
+		return ESCROW_ERR__INVALID_ARG;
 	int rc = consumer_settle_frame(c, msg, WIRE_OP_NACK, &w);
 	if (rc)
 		return rc;
 	if (delay_ms >= 0)
 		WIRE_SET(&w, DELAY_MS, delay_ms, (uint64_t)delay_ms);
 	if (reason && *reason) {
-		size_t n = strlen(reason);
-		WIRE_SET(&w, REASON, reason, ((wire_str){reason, (uint32_t)(n > 200 ? 200 : n)}));
+		/* the broker keeps 200 bytes: cut there on a character boundary
+		 * (a cut character would make the frame invalid UTF-8) */
+		size_t n = wire_utf8_prefix(reason, strlen(reason), ESCROW_NACK_REASON_MAX);
+		if (n)
+			WIRE_SET(&w, REASON, reason, ((wire_str){reason, (uint32_t)n}));
 	}
 	return client_send_noreply(consumer_client(c), &w);
 }

@@ -323,6 +323,11 @@ int producer_timeout_ms(escrow_producer_t *p)
 	return p->timeout_ms;
 }
 
+const char *escrow_producer_group(const escrow_producer_t *p)
+{
+	return p ? client_conf(p->cl)->producer_group : "";
+}
+
 int escrow_producer_outq_len(escrow_producer_t *p)
 {
 	if (!p)

@@ -9,7 +9,9 @@ pkgs=(build-essential meson ninja-build pkg-config python3
       libsqlite3-dev   # sqlite: examples/bank-transfer
       libjansson-dev curl  # JSON + load driver: examples/bank-transfer
       clang libclang-rt-dev  # libFuzzer targets (scripts/fuzz.sh)
-      valgrind)              # memcheck test (tests/recovery/test_valgrind.c)
+      valgrind               # memcheck test (tests/recovery/test_valgrind.c)
+      lmdb-utils             # mdb_stat, mdb_dump: doc/operations.md, doc/storage.md
+      systemd)               # systemd-analyze verify of dist/escrowd.service (tests)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -69,11 +69,15 @@ int store_open(store **out, const store_opts *o, char *err, size_t errlen)
 		return ESCROW_ERR__NO_MEM;
 	}
 	s->o.dir = s->dir;
+	s->lock_fd = -1;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
 
 	int rc = make_dir(s->dir, err, errlen);
 	if (rc)
+		goto fail;
+
+	if ((rc = store_dir_lock(s->dir, &s->lock_fd, err, errlen)))
 		goto fail;
 
 	uint64_t map = o->map_size_bytes ? o->map_size_bytes : STORE_DEFAULT_MAP_SIZE;
@@ -82,26 +86,8 @@ int store_open(store **out, const store_opts *o, char *err, size_t errlen)
 	 * coexist on one thread. No MDB_WRITEMAP: it forbids nested
 	 * transactions, which later ops may want. */
 	unsigned flags = MDB_NOTLS | (o->sync == STORE_SYNC_NONE ? MDB_NOSYNC : 0);
-	const char *what = "mdb_env_create";
-	int mrc = mdb_env_create(&s->env);
-	if (!mrc) {
-		what = "mdb_env_set_maxdbs";
-		mrc = mdb_env_set_maxdbs(s->env, STORE_MAXDBS);
-	}
-	if (!mrc) {
-		what = "mdb_env_set_mapsize";
-		mrc = mdb_env_set_mapsize(s->env, (size_t)map);
-	}
-	if (!mrc) {
-		what = "mdb_env_open";
-		mrc = mdb_env_open(s->env, s->dir, flags, 0600);
-	}
-	if (mrc) {
-		snprintf(err, errlen, "cannot open the store in %s: %s: %s", s->dir, what,
-		         mdb_strerror(mrc));
-		rc = ESCROW_ERR_STORAGE;
+	if ((rc = store_env_open(s->dir, map, flags, true, &s->env, err, errlen)))
 		goto fail;
-	}
 	s->maxkey = (unsigned)mdb_env_get_maxkeysize(s->env);
 
 	if ((rc = store_schema_open(s, err, errlen)))
@@ -119,6 +105,7 @@ int store_open(store **out, const store_opts *o, char *err, size_t errlen)
 fail:
 	if (s->env)
 		mdb_env_close(s->env);
+	store_dir_unlock(s->lock_fd);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s->dir);
@@ -148,6 +135,7 @@ void store_close(store *s)
 	if (s->rtxn.txn)
 		mdb_txn_abort(s->rtxn.txn);
 	mdb_env_close(s->env);
+	store_dir_unlock(s->lock_fd);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s->dir);

@@ -73,12 +73,38 @@ typedef struct store_group_conf {
 } store_group_conf;
 
 /*
- * store_open opens (creating if needed) the environment in o->dir, checks the
+ * store_open takes the data dir's lock (store_dir_lock: a second escrowd on
+ * one dir is refused, naming the holder's PID), opens (creating only if
+ * there is no data.mdb yet) the environment in o->dir, refuses a damaged
+ * data.mdb (empty, no valid meta page, shorter than its meta page says: see
+ * store_env_open in datadir.c; never re-created, never a SIGBUS), checks the
  * schema version (refusing a newer or unknown one with a sentence in @err),
  * and starts the writer thread.
  * Returns 0, ESCROW_ERR_STORAGE (with @err set), ESCROW_ERR__NO_MEM.
  */
 int store_open(store **out, const store_opts *o, char *err, size_t errlen);
+
+/* The lock file in the data dir; see store_dir_lock. */
+#define STORE_LOCK_FILE "escrowd.lock"
+
+/*
+ * store_dir_lock takes the exclusive flock(2) on @dir/escrowd.lock (creating
+ * the file, mode 0600) without waiting, and writes this process's PID into it
+ * so that a refused process can name the holder. store_open takes it itself
+ * and holds it until store_close; escrowd --check and --backup-from take it
+ * for their run. The lock goes with the process, so a crashed holder never
+ * leaves a stale lock behind (a leftover PID in the unlocked file means
+ * nothing). LMDB allows several processes on one environment; escrowd does
+ * not, because each broker keeps groups, acks and deliveries in memory
+ * (issue 10: a second broker's retention deleted the first one's messages).
+ * Returns 0 with *fd_out the descriptor holding the lock, or
+ * ESCROW_ERR_STORAGE with a sentence in @err ("... in use by another
+ * escrowd (pid N holds DIR/escrowd.lock) ...", or why the file could not be
+ * opened or written). Thread-safe; one lock per process and dir.
+ */
+int store_dir_lock(const char *dir, int *fd_out, char *err, size_t errlen);
+/* store_dir_unlock releases a lock taken by store_dir_lock; -1 is a no-op. */
+void store_dir_unlock(int fd);
 
 /*
  * store_close stops accepting ops, lets the writer finish everything already
@@ -219,7 +245,8 @@ typedef enum store_op_kind {
 	STORE_OP_TOPIC_CREATE = 1,
 	/* in: topic.id. Deletes the topic, its groups, messages, id and key
 	 * index entries and acks. err: NOT_FOUND. */
-	STORE_OP_TOPIC_DELETE,
+	STORE_OP_TOPIC_DELETE, /* err: NOT_FOUND; CONFLICT while a transaction
+	                        * holds a half message for the topic */
 	/* in: group.topic_id, group.name, group.conf, group.latest (false:
 	 * start at the earliest retained message; true: at the next one).
 	 * out: group.id, group.ack_floor, group.created_ms. err: EXISTS,
@@ -249,9 +276,11 @@ typedef enum store_op_kind {
 	 * tx.dup (this id was already in the tx: nothing written), tx.created_ms.
 	 * err: CONFLICT (tx ended or EXPIRED), NOT_FOUND (topic), TOO_LARGE. */
 	STORE_OP_TX_HALF_ADD,
-	/* TX_END: in: tx.tx, tx.action (STORE_TX_COMMIT / _ROLLBACK). Commit
+	/* TX_END: in: tx.tx, tx.action (STORE_TX_COMMIT / _ROLLBACK),
+	 * tx.stored_ms (the commit's time, Unix ms, taken by the caller when it
+	 * queued the op, as for a send's record; 0: the writer's clock). Commit
 	 * appends every half message to its topic exactly like APPEND (skipping
-	 * ids already stored and topics deleted meanwhile); both delete the
+	 * ids already stored), each with stored_ms = tx.stored_ms; both delete the
 	 * half, txs and tx_due entries and write tx_done[tx] = outcome|ms.
 	 * out: tx.already (tombstone with the same outcome: nothing written),
 	 * tx.dup (the tx was EXPIRED),
@@ -358,6 +387,7 @@ typedef struct store_op {
 			bool dup;
 			bool already;
 			uint64_t created_ms;
+			uint64_t stored_ms; /* TX_END: the commit's time, Unix ms */
 			uint32_t n_out;
 			uint32_t *out_topic; /* owned */
 			uint64_t *out_seq;   /* owned */

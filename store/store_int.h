@@ -113,6 +113,7 @@ struct store {
 	store_opts o;          /* copy of the caller's options; o.dir points to dir */
 	char *dir;             /* owned copy */
 	unsigned maxkey;       /* mdb_env_get_maxkeysize */
+	int lock_fd;           /* holds the flock on DIR/escrowd.lock; -1 if none */
 
 	/* Writer queue. @locks mu */
 	pthread_mutex_t mu;
@@ -136,6 +137,20 @@ struct store {
 void store_log(store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int store_map_mdb(int rc); /* MDB or errno code -> ESCROW_ERR_STORAGE_FULL / _STORAGE */
 bool store_closing(store *s); /* for tests: store_close has begun */
+
+/* datadir.c */
+/*
+ * store_env_open creates and opens the LMDB environment of @dir with @flags
+ * (MDB_* open flags) and @map_size_bytes (0: LMDB's default or the file's),
+ * refusing a damaged data.mdb before any page of it is mapped and read: an
+ * empty one (LMDB would write a new store over it), one without a valid meta
+ * page (MDB_INVALID), one of another LMDB version, one shorter than its meta
+ * page says (reading it would be a SIGBUS). A dir without data.mdb is opened
+ * fresh only when @may_create. Returns 0 with *out set, or
+ * ESCROW_ERR_STORAGE with a sentence in @err that names the file.
+ */
+int store_env_open(const char *dir, uint64_t map_size_bytes, unsigned flags, bool may_create,
+                   MDB_env **out, char *err, size_t errlen);
 
 /* schema.c */
 int store_schema_open(store *s, char *err, size_t errlen);
@@ -174,5 +189,9 @@ int store_w_append_write(struct wctx *w, struct tcache *t, const escrow_id_t *id
 
 /* tx.c */
 int store_tx_apply(struct wctx *w, store_op *op); /* the TX_* ops */
+/* store_tx_topic_held: CONFLICT when a half message of any transaction is
+ * for topic @tid, 0 when none is, or storage (poisoned). Reads every half
+ * record's first 4 bytes: O(half messages stored). */
+int store_tx_topic_held(struct wctx *w, uint32_t tid);
 
 #endif

@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "store/store_int.h"
 
@@ -236,7 +235,7 @@ struct hcopy {
 	struct tcache *tc;
 	bool skip;
 	void *mem;
-	wire_buf delayed; /* the record with at_ms set, for a delayed message */
+	wire_buf delayed; /* the record restamped with the commit time */
 };
 
 static void hcopies_free(struct hcopy *hc, uint32_t n)
@@ -249,18 +248,23 @@ static void hcopies_free(struct hcopy *hc, uint32_t n)
 }
 
 /*
- * delay_record: a half message's delay counts from the commit (RocketMQ
- * cannot delay transactional messages at all). Re-encodes the record with
- * at_ms = now + delay_ms, the field dispatch honours (doc/storage.md §2.5).
- * Returns 0, or -1 when the record does not decode or memory runs out.
+ * restamp_record re-encodes a half's record for its topic: stored_ms becomes
+ * the commit's time @stored_ms (so stored_ms grows with seq in every topic,
+ * which group_reset --to TIME and retention rely on), and a delayed half gets
+ * at_ms = @stored_ms + delay_ms (a half message's delay counts from the
+ * commit; RocketMQ cannot delay transactional messages at all;
+ * doc/storage.md §2.5). Returns 0, or -1 when the record does not decode or
+ * memory runs out.
  */
-static int delay_record(struct hcopy *c, uint64_t now)
+static int restamp_record(struct hcopy *c, uint64_t stored_ms)
 {
 	wire_frame f;
 	char err[128];
 	if (wire_decode(c->h.rec.p, c->h.rec.len, &f, NULL, err, sizeof err))
 		return -1;
-	WIRE_SET(&f.m, AT_MS, at_ms, now + c->h.delay_ms);
+	WIRE_SET(&f.m, STORED_MS, stored_ms, stored_ms);
+	if (c->h.delay_ms)
+		WIRE_SET(&f.m, AT_MS, at_ms, stored_ms + c->h.delay_ms);
 	int rc = wire_encode_map(&f.m, &c->delayed);
 	wire_frame_free(&f);
 	return rc ? -1 : 0;
@@ -361,8 +365,11 @@ static int apply_end(struct wctx *w, store_op *op)
 		rc = store_w_append_check(w, c->h.topic_id, &c->h.id, c->h.key.len, &c->tc, &dup,
 		                          &dtid, &dseq);
 		if (rc == ESCROW_ERR_NOT_FOUND && !store_w_poisoned(w)) {
-			store_log(store_w_store(w), ESCROW_LOG_WARN,
-			          "store: tx commit: topic_id=%u is gone; its message is dropped",
+			/* topic_delete is refused while halves are held for it, so
+			 * only a store written before that rule gets here */
+			store_log(store_w_store(w), ESCROW_LOG_ERROR,
+			          "store: tx commit: topic_id=%u was deleted before this rule; its "
+			          "message is dropped",
 			          c->h.topic_id);
 			c->skip = true;
 		} else if (rc) {
@@ -374,23 +381,17 @@ static int apply_end(struct wctx *w, store_op *op)
 	}
 	/* write phase */
 	uint32_t out = 0;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	uint64_t stored_ms = op->u.tx.stored_ms ? op->u.tx.stored_ms : store_w_now(w);
 	for (uint32_t i = 0; i < n; i++) {
 		struct hcopy *c = &hc[i];
 		if (c->skip)
 			continue;
-		const char *rec = c->h.rec.p;
-		uint32_t rec_len = c->h.rec.len;
-		if (c->h.delay_ms) {
-			if (delay_record(c, now)) {
-				hcopies_free(hc, n);
-				return wfail(w, MDB_CORRUPTED, "half record", "n=%u", i);
-			}
-			rec = c->delayed.p;
-			rec_len = (uint32_t)c->delayed.len;
+		if (restamp_record(c, stored_ms)) {
+			hcopies_free(hc, n);
+			return wfail(w, MDB_CORRUPTED, "half record", "n=%u", i);
 		}
+		const char *rec = c->delayed.p;
+		uint32_t rec_len = (uint32_t)c->delayed.len;
 		uint64_t seq;
 		rc = store_w_append_write(w, c->tc, &c->h.id, c->h.key.p, c->h.key.len, rec, rec_len,
 		                          &seq);
@@ -473,6 +474,27 @@ static int apply_gc(struct wctx *w, store_op *op)
 		return wfail(w, rc, "tx_done gc", "gc");
 	op->u.tx.n_out = del;
 	return 0;
+}
+
+int store_tx_topic_held(struct wctx *w, uint32_t tid)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(store_w_txn(w), DB(w, DBI_HALF), &c);
+	if (rc)
+		return wfail(w, rc, "half cursor", "topic_id=%u", tid);
+	MDB_val k, d;
+	int ret = 0;
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		if (d.mv_size >= HALF_FIXED && get_u32(d.mv_data) == tid) {
+			ret = ESCROW_ERR_CONFLICT;
+			break;
+		}
+	}
+	mdb_cursor_close(c);
+	if (!ret && rc != MDB_NOTFOUND)
+		return wfail(w, rc, "half scan", "topic_id=%u", tid);
+	return ret;
 }
 
 int store_tx_apply(struct wctx *w, store_op *op)

@@ -390,7 +390,9 @@ static int apply_topic_create(struct wctx *w, store_op *op)
  * its data, every message with its msg_ids entry, and the key index. The
  * msg_ids entries are found by decoding each record's id field, so the cost
  * is one decode per message; an msg_ids entry is deleted only if it still
- * points at this topic and seq.
+ * points at this topic and seq. Refused with CONFLICT while a half message
+ * of a pending or EXPIRED transaction is for the topic (its commit would
+ * have nowhere to go).
  */
 static int apply_topic_delete(struct wctx *w, store_op *op)
 {
@@ -403,6 +405,8 @@ static int apply_topic_delete(struct wctx *w, store_op *op)
 		return ESCROW_ERR_NOT_FOUND;
 	if (rc)
 		return wfail(w, rc, "topic_ids get", "topic_id=%u", tid);
+	if ((rc = store_tx_topic_held(w, tid)))
+		return rc;
 	if (d.mv_size < 8 || d.mv_size > 8 + STORE_NAME_MAX)
 		return wfail(w, MDB_CORRUPTED, "topic_ids value size", "topic_id=%u", tid);
 	char name[STORE_NAME_MAX];

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "client/client.h"
 #include "ctl_out.h"
@@ -57,6 +58,7 @@ struct ctl {
 	const struct cmd *cmd; /* the command running, for usage hints */
 	client *cl;            /* connected client, NULL until ctl_connect */
 	const char *pgroup;    /* producer group for the hello (tx send --group) */
+	bool force;            /* --force: no confirmation question */
 };
 
 /*
@@ -128,8 +130,9 @@ static const char global_help[] =
 	"  -s, --server HOST:PORT  broker address [$ESCROW_SERVER or " DEFAULT_SERVER "]\n"
 	"      --json              machine-readable JSON output\n"
 	"      --timeout DUR       request timeout (before the command) [10s]\n"
-	"  -v, --verbose           client log lines to stderr\n"
+	"  -v, --verbose           client log lines to stderr (-vv: debug lines)\n"
 	"  -h, --help              this help\n"
+	"  -V, --version           print escrowctl's version and exit (before the command)\n"
 	"Durations: a number with ms, s, m, h or d (no unit: ms), e.g. 500ms, 72h.\n"
 	"Exit status: 0 ok, 1 the broker said no or cannot be reached, 2 usage error.\n";
 
@@ -183,6 +186,7 @@ enum {
 	O_JSON = 1000,
 	O_TIMEOUT,
 	O_HELP_EXIT, /* parse result: --help printed */
+	O_FORCE,     /* --force of the commands that ask for confirmation */
 	O_OWN = 1100 /* first code of a command's own options */
 };
 
@@ -271,6 +275,9 @@ static int parse_opts(struct ctl *c, int argc, char **argv, const struct option 
 		case 'h':
 			cmd_help(c->cmd);
 			return EXIT_OK;
+		case O_FORCE:
+			c->force = true;
+			break;
 		case ':':
 			return usage_err(c, "option '%s' needs a value", argv[optind - 1]);
 		case '?':
@@ -419,6 +426,33 @@ static int need_text(struct ctl *c, const char *what, const char *s)
 	return 0;
 }
 
+/*
+ * confirm asks "@question [y/N]" on the terminal before a destructive
+ * command (as the nats CLI does) unless --force was given. Returns 0 to go
+ * on; EXIT_USAGE when stdin is not a terminal (a script must say --force)
+ * or EXIT_BROKER when the answer was not yes (nothing was changed).
+ */
+static int confirm(struct ctl *c, const char *question)
+{
+	char line[32];
+	if (c->force)
+		return 0;
+	if (!isatty(STDIN_FILENO)) {
+		char w[64];
+		errx_("%s: not confirmed: stdin is not a terminal; add --force to %s without asking",
+		      cmd_words(c->cmd, w, sizeof w), question);
+		return EXIT_USAGE;
+	}
+	fprintf(stderr, "%s? [y/N] ", question);
+	fflush(stderr);
+	if (!fgets(line, sizeof line, stdin) ||
+	    (strcmp(line, "y\n") != 0 && strcmp(line, "yes\n") != 0 && strcmp(line, "Y\n") != 0)) {
+		errx_("not confirmed; nothing was changed");
+		return EXIT_BROKER;
+	}
+	return 0;
+}
+
 /* ---- simple commands: one request, one printed reply ------------------------------------ */
 
 /*
@@ -487,14 +521,16 @@ struct simple {
 	/* OUT_OK */
 	const int *echo;              /* request fields echoed in JSON, -1 ended */
 	const char *say;              /* the sentence, a say_tpl() template */
+	const char *confirm;          /* ask this (a say_tpl template) first unless --force */
 	/* OUT_RECORD, OUT_LIST */
 	const char *json_key;         /* key of the items in JSON (NULL: "items") */
+	json_key_fn json_keys;        /* JSON keys more precise than the wire's (NULL: none) */
 	bool json_items_always;       /* JSON {"KEY":[]} when the reply has no items */
 	const int *first;             /* record or table columns first, -1 ended */
-	uint64_t skip;                /* fields not shown (WF() mask) */
+	wire_mask skip;                /* fields not shown (WF() mask) */
 	label_fn label;
 	const int *sub_first;         /* OUT_RECORD: then its items as a table */
-	uint64_t sub_skip;
+	wire_mask sub_skip;
 	const char *empty;            /* no items: this sentence (NULL: an empty table) */
 	bool more;                    /* OUT_LIST: "(N more)" when count > items */
 	/* a human output of its own instead of the above (JSON stays generic) */
@@ -533,7 +569,7 @@ static const void *field_at(const wire_msg *m, wire_field f)
 /* field_set marks field @f of @m present and returns where its value goes. */
 static void *field_set(wire_msg *m, wire_field f)
 {
-	m->has |= UINT64_C(1) << f;
+	m->has |= WIRE_BIT(f);
 	return (void *)field_at(m, f);
 }
 
@@ -570,7 +606,7 @@ static void say_tpl(FILE *f, const char *t, const wire_msg *m)
 			bool all = true;
 			while ((p = strchr(p + 1, '{')) && p < end) {
 				int fld = field_by_key(p + 1, strcspn(p + 1, "}"));
-				all = all && fld >= 0 && (m->has & (UINT64_C(1) << fld));
+				all = all && fld >= 0 && (m->has & WIRE_BIT(fld));
 			}
 			if (all) {
 				char part[256];
@@ -666,7 +702,7 @@ static int simple_print(struct ctl *c, const struct simple *d, const wire_msg *r
 			printf("{\"ok\":true");
 			for (const int *f = d->echo; f && *f >= 0; f++) {
 				const void *v = field_at(req, (wire_field)*f);
-				if (!(req->has & (UINT64_C(1) << *f)))
+				if (!(req->has & WIRE_BIT(*f)))
 					continue;
 				printf(",\"%s\":", wire_field_key((wire_field)*f));
 				if (field_is_str((wire_field)*f))
@@ -684,9 +720,9 @@ static int simple_print(struct ctl *c, const struct simple *d, const wire_msg *r
 	if (c->json) {
 		/* a list is always an array, even when the broker left items out */
 		if (d->json_items_always && !WIRE_HAS(m, ITEMS))
-			printf("{\"%s\":[]}", d->json_key);
+			printf("{\"%s\":[]}", d->json_key ? d->json_key : "items");
 		else
-			json_msg(stdout, m, 0, d->json_key);
+			json_msg(stdout, m, 0, d->json_key, d->json_keys);
 		printf("\n");
 		return EXIT_OK;
 	}
@@ -717,7 +753,7 @@ static int simple_print(struct ctl *c, const struct simple *d, const wire_msg *r
 static int run_simple(struct ctl *c, int argc, char **argv)
 {
 	const struct simple *d = c->cmd->simple;
-	struct option own[9] = {{NULL, 0, NULL, 0}};
+	struct option own[10] = {{NULL, 0, NULL, 0}};
 	uint64_t durs[32];
 	wire_msg req = {.op = d->op, .backoff_ms = {0, durs}};
 	client_reply *rep;
@@ -728,6 +764,8 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 		own[i] = (struct option){d->opts[i].name,
 		                         d->opts[i].kind == K_FLAG ? no_argument : required_argument,
 		                         NULL, O_OWN + i};
+	if (d->confirm)
+		own[i] = (struct option){"force", no_argument, NULL, O_FORCE};
 	if ((rc = parse_opts(c, argc, argv, own, simple_opt, &req)) >= 0)
 		return rc;
 	npos = argc - optind;
@@ -746,7 +784,7 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 			*(wire_str *)v = wire_cstr(pos[i]);
 	}
 	for (i = 0; d->opts && d->opts[i].name; i++)
-		if (d->opts[i].required && !(req.has & (UINT64_C(1) << d->opts[i].f)))
+		if (d->opts[i].required && !(req.has & WIRE_BIT(d->opts[i].f)))
 			return usage_err(c, "%s", d->opts[i].required);
 	for (i = 0; i < 2 && d->fixed[i].s; i++)
 		*(wire_str *)field_set(&req, d->fixed[i].f) = wire_cstr(d->fixed[i].s);
@@ -763,6 +801,18 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 		if (d->opts[i].in_what)
 			snprintf(what + len, cap - len, " --%s %.*s", d->opts[i].name,
 			         (int)(s->len < 500 ? s->len : 500), s->p);
+	}
+	if (d->confirm) {
+		char q[1200];
+		FILE *qf = fmemopen(q, sizeof q, "w");
+		if (qf) {
+			say_tpl(qf, d->confirm, &req);
+			fclose(qf);
+		} else {
+			snprintf(q, sizeof q, "%s", what);
+		}
+		if ((rc = confirm(c, q)))
+			return rc;
 	}
 	if ((rc = ctl_request(c, what, &req, d->flags, &rep)))
 		return rc;
@@ -786,12 +836,72 @@ struct send_opts {
 enum { O_KEY = O_OWN, O_TAG, O_PROP, O_DELAY, O_AT };
 
 /*
- * parse_time reads a point in time: Unix ms (digits only) or UTC
- * "YYYY-MM-DDTHH:MM:SS[Z]" (also with a space for T). 0 ok, -1 bad.
+ * parse_iso_time reads an ISO 8601 point in time: "YYYY-MM-DD", or that with
+ * "THH:MM", "THH:MM:SS" or "THH:MM:SS.fff" (also a space for T), then "Z",
+ * "+HH:MM" or "-HH:MM"; no zone is UTC. 0 ok (*ms is Unix ms), -1 bad.
+ */
+static int parse_iso_time(const char *s, uint64_t *ms)
+{
+	int y, mo, d, h = 0, mi = 0, se = 0, frac = 0, n = 0, k = 0;
+	char sep;
+	if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10)
+		return -1;
+	s += n;
+	if (*s == 'T' || *s == ' ') {
+		sep = *s;
+		(void)sep;
+		if (sscanf(s + 1, "%2d:%2d%n", &h, &mi, &k) != 2 || k != 5)
+			return -1;
+		s += 1 + k;
+		if (*s == ':') {
+			if (sscanf(s + 1, "%2d%n", &se, &k) != 1 || k != 2)
+				return -1;
+			s += 1 + k;
+			if (*s == '.') {
+				int digits = 0;
+				for (s++; *s >= '0' && *s <= '9'; s++, digits++)
+					if (digits < 3)
+						frac = frac * 10 + (*s - '0');
+				if (!digits)
+					return -1;
+				for (; digits < 3; digits++)
+					frac *= 10;
+			}
+		}
+	}
+	int64_t off_min = 0;
+	if (*s == 'Z') {
+		s++;
+	} else if (*s == '+' || *s == '-') {
+		int oh, om;
+		if (sscanf(s + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59)
+			return -1;
+		off_min = (oh * 60 + om) * (*s == '-' ? -1 : 1);
+		s += 1 + k;
+	}
+	if (*s || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 ||
+	    mi > 59 || se < 0 || se > 60)
+		return -1;
+	/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
+	int yy = mo <= 2 ? y - 1 : y;
+	int era = yy / 400, yoe = yy - era * 400;
+	int doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	int64_t days = (int64_t)era * 146097 + doe - 719468;
+	int64_t t = (days * 86400 + h * 3600 + mi * 60 + se - off_min * 60) * 1000 + frac;
+	if (t < 0)
+		return -1;
+	*ms = (uint64_t)t;
+	return 0;
+}
+
+/*
+ * parse_time reads a point in time for send --at: Unix ms (digits only) or
+ * an ISO 8601 time (parse_iso_time). 0 ok, -1 bad.
  */
 static int parse_time(const char *s, uint64_t *ms)
 {
-	if (s[0] >= '0' && s[0] <= '9' && !strchr(s, '-')) {
+	if (s[0] >= '0' && s[0] <= '9' && strspn(s, "0123456789") == strlen(s)) {
 		char *end;
 		errno = 0;
 		unsigned long long v = strtoull(s, &end, 10);
@@ -800,21 +910,7 @@ static int parse_time(const char *s, uint64_t *ms)
 		*ms = v;
 		return 0;
 	}
-	int y, mo, d, h, mi, se, n = 0;
-	char sep;
-	if (sscanf(s, "%4d-%2d-%2d%c%2d:%2d:%2d%n", &y, &mo, &d, &sep, &h, &mi, &se, &n) != 7 ||
-	    (sep != 'T' && sep != ' ') || (s[n] && strcmp(s + n, "Z") != 0) || y < 1970 ||
-	    mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 || h < 0 ||
-	    mi < 0 || se < 0)
-		return -1;
-	/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant) */
-	int yy = mo <= 2 ? y - 1 : y;
-	int era = yy / 400, yoe = yy - era * 400;
-	int doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	int64_t days = (int64_t)era * 146097 + doe - 719468;
-	*ms = (uint64_t)((days * 86400 + h * 3600 + mi * 60 + se) * 1000);
-	return 0;
+	return parse_iso_time(s, ms);
 }
 
 static int send_opt(struct ctl *c, int opt, const char *arg, void *st)
@@ -936,8 +1032,14 @@ static int cmd_send(struct ctl *c, int argc, char **argv)
 		goto out;
 	}
 	const char *topic = argv[optind];
-	const char *body = npos == 2 ? argv[optind + 1] : "";
-	if (strcmp(body, "-") != 0) {
+	const char *body = npos == 2 ? argv[optind + 1] : NULL;
+	if (!body && isatty(STDIN_FILENO)) {
+		/* an empty message is rarely meant: say how to send one */
+		rc = usage_err(c, "missing BODY (give '' for an empty body, or '-' or a pipe to send "
+		                  "the lines of stdin)");
+		goto out;
+	}
+	if (body && strcmp(body, "-") != 0) {
 		rc = send_one(c, topic, &o, body, strlen(body), &header);
 		goto out;
 	}
@@ -961,6 +1063,9 @@ static int cmd_send(struct ctl *c, int argc, char **argv)
 	if (rc == EXIT_OK && ferror(stdin)) {
 		errx_("reading stdin: %s", strerror(errno));
 		rc = EXIT_BROKER;
+	} else if (rc == EXIT_OK && !sent && !body) {
+		/* no BODY and an empty pipe: say so rather than "sent 0" and 0 */
+		rc = usage_err(c, "no BODY given and no line on stdin (give '' for an empty body)");
 	}
 	if (!c->json)
 		fprintf(stderr, "sent %lu message%s\n", sent, sent == 1 ? "" : "s");
@@ -1180,12 +1285,13 @@ struct consume_opts {
 	uint64_t count;
 	int64_t wait_ms; /* idle wait; < 0 forever */
 	bool no_ack;
+	bool peek;       /* msg_peek: read without delivering */
 	bool nack;       /* nack each message instead of acking it */
 	bool has_delay;
 	uint64_t delay_ms; /* --delay with --nack */
 };
 
-enum { O_COUNT = O_OWN, O_WAIT, O_NO_ACK, O_NACK, O_NACK_DELAY };
+enum { O_COUNT = O_OWN, O_WAIT, O_NO_ACK, O_NACK, O_NACK_DELAY, O_PEEK };
 
 static int consume_opt(struct ctl *c, int opt, const char *arg, void *st)
 {
@@ -1209,6 +1315,9 @@ static int consume_opt(struct ctl *c, int opt, const char *arg, void *st)
 	case O_NO_ACK:
 		o->no_ack = true;
 		return -1;
+	case O_PEEK:
+		o->peek = true;
+		return -1;
 	case O_NACK:
 		o->nack = true;
 		return -1;
@@ -1221,21 +1330,92 @@ static int consume_opt(struct ctl *c, int opt, const char *arg, void *st)
 	return usage_err(c, "unknown option");
 }
 
-/* print_delivery prints one delivery as a record or a JSON line. */
-static void print_delivery(struct ctl *c, const wire_msg *m, uint64_t nth)
+/*
+ * print_delivery prints one delivery (or peeked message) as a record or a
+ * JSON line; @nack, when not NULL, is the broker's answer to our nack of it
+ * {state: DELAYED, attempt, at_ms} or {state: DEAD}, shown as "nack" (in
+ * JSON: the keys nack_state, next_attempt, next_at_ms).
+ */
+static void print_delivery(struct ctl *c, const wire_msg *m, uint64_t nth, const wire_msg *nack)
 {
-	static const int first[] = {WIRE_F_SEQ, WIRE_F_ID, WIRE_F_ATTEMPT, WIRE_F_KEY,
-	                            WIRE_F_TAGS, WIRE_F_PROPS, WIRE_F_BORN_MS, WIRE_F_STORED_MS,
-	                            WIRE_F_BODY, -1};
+	static const int first[] = {WIRE_F_SEQ, WIRE_F_ID, WIRE_F_STATE, WIRE_F_ATTEMPT,
+	                            WIRE_F_KEY, WIRE_F_TAGS, WIRE_F_PROPS, WIRE_F_BORN_MS,
+	                            WIRE_F_STORED_MS, WIRE_F_BODY, -1};
+	bool dead = nack && WIRE_HAS(nack, STATE) && wire_str_eq(nack->state, "DEAD");
+	bool later = nack && WIRE_HAS(nack, STATE) && wire_str_eq(nack->state, "DELAYED");
 	if (c->json) {
-		json_msg(stdout, m, WF(SID), NULL);
+		char *obj = NULL;
+		size_t len = 0;
+		FILE *mf = nack ? open_memstream(&obj, &len) : NULL;
+		json_msg(mf ? mf : stdout, m, WF(SID), NULL, NULL);
+		if (mf && fclose(mf) == 0 && len > 1) {
+			fwrite(obj, 1, len - 1, stdout); /* without its closing brace */
+			if (dead)
+				printf(",\"nack_state\":\"DEAD\"}");
+			else if (later)
+				printf(",\"nack_state\":\"DELAYED\",\"next_attempt\":%llu,"
+				       "\"next_at_ms\":%llu}", (unsigned long long)nack->attempt,
+				       (unsigned long long)nack->at_ms);
+			else
+				printf("}");
+		}
+		free(obj);
 		printf("\n");
 	} else {
 		if (nth > 1)
 			printf("\n");
 		record_print(stdout, m, first, WF(SID) | WF(TOPIC) | WF(GROUP), NULL);
+		if (dead) {
+			printf("nack:       dead-lettered (that was the group's last delivery)\n");
+		} else if (later) {
+			char t[40], d[40];
+			uint64_t now = client_now_unix_ms();
+			printf("nack:       redelivery as attempt %llu at %s (in %s)\n",
+			       (unsigned long long)nack->attempt, fmt_time(nack->at_ms, t, sizeof t),
+			       fmt_dur(nack->at_ms > now ? nack->at_ms - now : 0, d, sizeof d));
+		}
 	}
 	fflush(stdout);
+}
+
+/*
+ * peek_print: msg_peek {topic, group, count, seq?} -> {items}: prints the
+ * messages the group has yet to consume without delivering them (no attempt
+ * is counted, nothing changes). As a JSON list {"items": [...]}.
+ */
+static int peek_print(struct ctl *c, const char *topic, const char *group, uint64_t count,
+                      uint64_t from_seq)
+{
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_MSG_PEEK};
+	char what[600];
+	int rc;
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
+	WIRE_SET(&req, GROUP, group, wire_cstr(group));
+	WIRE_SET(&req, COUNT, count, count);
+	if (from_seq)
+		WIRE_SET(&req, SEQ, seq, from_seq);
+	snprintf(what, sizeof what, "peek %s %s", topic, group);
+	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	uint32_t n = WIRE_HAS(m, ITEMS) ? m->items.n : 0;
+	if (c->json) {
+		printf("{\"items\":[");
+		for (uint32_t i = 0; i < n; i++) {
+			if (i)
+				printf(",");
+			json_msg(stdout, &m->items.v[i], 0, NULL, NULL);
+		}
+		printf("]}\n");
+	} else {
+		for (uint32_t i = 0; i < n; i++)
+			print_delivery(c, &m->items.v[i], i + 1, NULL);
+		printf("%s%u message%s peeked in %s/%s (nothing delivered, acked or counted)\n",
+		       n ? "\n" : "", n, n == 1 ? "" : "s", topic, group);
+	}
+	client_reply_free(rep);
+	return EXIT_OK;
 }
 
 /*
@@ -1248,6 +1428,7 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 	static const struct option own[] = {{"count", required_argument, NULL, O_COUNT},
 	                                    {"timeout", required_argument, NULL, O_WAIT},
 	                                    {"no-ack", no_argument, NULL, O_NO_ACK},
+	                                    {"peek", no_argument, NULL, O_PEEK},
 	                                    {"nack", no_argument, NULL, O_NACK},
 	                                    {"delay", required_argument, NULL, O_NACK_DELAY},
 	                                    {NULL, 0, NULL, 0}};
@@ -1258,7 +1439,7 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 	client_reply *rep = NULL;
 	wire_msg req = {.op = WIRE_OP_SUBSCRIBE};
 	char what[600];
-	uint64_t got = 0;
+	uint64_t got = 0, n_dead = 0, n_later = 0;
 	struct qmsg *q;
 	struct sigaction sa = {.sa_handler = on_sigint}, old_int, old_term;
 	int rc = parse_opts(c, argc, argv, own, consume_opt, &o);
@@ -1268,10 +1449,12 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 	    (rc = need_text(c, "GROUP", argv[optind + 1])))
 		return rc;
 	const char *topic = argv[optind], *group = argv[optind + 1];
-	if (o.nack && o.no_ack)
-		return usage_err(c, "give --nack or --no-ack, not both");
+	if (o.nack + o.no_ack + o.peek > 1)
+		return usage_err(c, "give one of --peek, --no-ack and --nack");
 	if (o.has_delay && !o.nack)
 		return usage_err(c, "--delay goes with --nack");
+	if (o.peek)
+		return peek_print(c, topic, group, o.count, 0);
 
 	pthread_mutex_init(&dq.mu, NULL);
 	pthread_condattr_init(&ca);
@@ -1299,11 +1482,14 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 
 	while (got < o.count && (q = delivq_pop(&dq, o.wait_ms))) {
 		got++;
-		print_delivery(c, &q->m, got);
+		if (!o.nack)
+			print_delivery(c, &q->m, got, NULL);
 		if (!o.no_ack) {
 			wire_msg ack = {.op = o.nack ? WIRE_OP_NACK : WIRE_OP_ACK};
 			WIRE_SET(&ack, SID, sid, q->m.sid);
 			WIRE_SET(&ack, SEQ, seq, q->m.seq);
+			if (WIRE_HAS(&q->m, DLV))
+				WIRE_SET(&ack, DLV, dlv, q->m.dlv);
 			if (o.nack) {
 				WIRE_SET(&ack, REASON, reason, wire_cstr("escrowctl consume --nack"));
 				if (o.has_delay)
@@ -1312,6 +1498,15 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 			snprintf(what, sizeof what, "%s %s %s seq %llu", o.nack ? "nack" : "ack", topic,
 			         group, (unsigned long long)q->m.seq);
 			rc = ctl_request(c, what, &ack, 0, &rep);
+			if (o.nack && rc == EXIT_OK) {
+				/* print the message with what the nack did to it */
+				const wire_msg *r = client_reply_msg(rep);
+				print_delivery(c, &q->m, got, r);
+				if (WIRE_HAS(r, STATE) && wire_str_eq(r->state, "DEAD"))
+					n_dead++;
+				else
+					n_later++;
+			}
 			client_reply_free(rep);
 			rep = NULL;
 		}
@@ -1333,9 +1528,12 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 		char d[64];
 		printf("%s%llu message%s %s", got ? "\n" : "", (unsigned long long)got,
 		       got == 1 ? "" : "s",
-		       o.no_ack ? "received (not acked)"
-		       : o.nack ? "received and nacked (will be redelivered)"
+		       o.no_ack ? "received, not acked: each counts as a failed delivery attempt"
+		       : o.nack ? "received and nacked"
 		                : "consumed and acked");
+		if (o.nack && got)
+			printf(": %llu scheduled for redelivery, %llu dead-lettered",
+			       (unsigned long long)n_later, (unsigned long long)n_dead);
 		if (got < o.count && interrupted)
 			printf(" (interrupted)");
 		else if (got < o.count && dq.broken)
@@ -1361,50 +1559,155 @@ out:
 
 /* ---- group reset, dlq redrive|purge ------------------------------------------------------ */
 
-enum { O_TO = O_OWN };
+enum { O_TO = O_OWN, O_TO_SEQ, O_DRY_RUN };
+
+struct reset_opts {
+	const char *to;     /* --to as given */
+	const char *to_seq; /* --to-seq as given */
+	bool dry_run;
+};
 
 static int reset_opt(struct ctl *c, int opt, const char *arg, void *st)
 {
-	if (opt != O_TO)
-		return usage_err(c, "unknown option");
-	*(const char **)st = arg;
-	return -1;
+	struct reset_opts *o = st;
+	switch (opt) {
+	case O_TO:
+		o->to = arg;
+		return -1;
+	case O_TO_SEQ:
+		o->to_seq = arg;
+		return -1;
+	case O_DRY_RUN:
+		o->dry_run = true;
+		return -1;
+	}
+	return usage_err(c, "unknown option");
 }
 
-/* group_reset {topic, group, from? | at_ms?} -> ok */
+/* json_tg writes '"topic":T,"group":G,' (JSON-escaped) to stdout. */
+static void json_tg(const char *topic, const char *group)
+{
+	fputs("\"topic\":", stdout);
+	json_cstr(stdout, topic);
+	fputs(",\"group\":", stdout);
+	json_cstr(stdout, group);
+	fputs(",", stdout);
+}
+
+/*
+ * reset_target puts where --to or --to-seq points into @req: from
+ * earliest|latest, at_ms (an ISO 8601 time, or now minus a duration for
+ * "-1h"), or seq. A bare number is refused: it used to be read as Unix ms
+ * (1970) and was never what was meant.
+ */
+static int reset_target(struct ctl *c, const struct reset_opts *o, wire_msg *req)
+{
+	uint64_t v;
+	char *end;
+	if (!o->to == !o->to_seq)
+		return usage_err(c, "give --to earliest|latest|TIME|-DUR or --to-seq N");
+	if (o->to_seq) {
+		errno = 0;
+		v = strtoull(o->to_seq, &end, 10);
+		if (errno || end == o->to_seq || *end || v == 0 || o->to_seq[0] == '-')
+			return usage_err(c, "--to-seq: expected a sequence number >= 1, got '%s'",
+			                 o->to_seq);
+		WIRE_SET(req, SEQ, seq, v);
+		return 0;
+	}
+	if (strcmp(o->to, "earliest") == 0 || strcmp(o->to, "latest") == 0) {
+		WIRE_SET(req, FROM, from, wire_cstr(o->to));
+		return 0;
+	}
+	if (o->to[0] == '-' && parse_dur(o->to + 1, &v) == 0) {
+		uint64_t now = client_now_unix_ms();
+		WIRE_SET(req, AT_MS, at_ms, now > v ? now - v : 0);
+		return 0;
+	}
+	if (strspn(o->to, "0123456789") == strlen(o->to) && o->to[0])
+		return usage_err(c, "--to: a bare number is ambiguous; for seq %s say --to-seq %s, "
+		                    "for a time say 2026-11-29T10:00:00Z or -1h", o->to, o->to);
+	if (parse_iso_time(o->to, &v) == 0) {
+		WIRE_SET(req, AT_MS, at_ms, v);
+		return 0;
+	}
+	return usage_err(c, "--to: expected earliest, latest, an ISO 8601 time "
+	                    "(2026-11-29T10:00:00Z) or -DUR (-1h), got '%s'", o->to);
+}
+
+/*
+ * group_reset {topic, group, from? | at_ms? | seq?, dry_run?} -> {ack_floor,
+ * count, lag?}. On a terminal a dry run comes first, so the question can say
+ * how many messages change state.
+ */
 static int cmd_group_reset(struct ctl *c, int argc, char **argv)
 {
 	static const struct option own[] = {{"to", required_argument, NULL, O_TO},
+	                                    {"to-seq", required_argument, NULL, O_TO_SEQ},
+	                                    {"dry-run", no_argument, NULL, O_DRY_RUN},
+	                                    {"force", no_argument, NULL, O_FORCE},
 	                                    {NULL, 0, NULL, 0}};
-	const char *to = NULL;
+	struct reset_opts o = {0};
 	client_reply *rep;
 	wire_msg req = {.op = WIRE_OP_GROUP_RESET};
-	char what[600];
-	uint64_t at;
-	int rc = parse_opts(c, argc, argv, own, reset_opt, &to);
+	char what[600], target[300];
+	int rc = parse_opts(c, argc, argv, own, reset_opt, &o);
 	if (rc >= 0)
 		return rc;
 	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
 	    (rc = need_text(c, "GROUP", argv[optind + 1])))
 		return rc;
-	if (!to)
-		return usage_err(c, "--to earliest|latest|TIME is required");
-	if (strcmp(to, "earliest") == 0 || strcmp(to, "latest") == 0)
-		WIRE_SET(&req, FROM, from, wire_cstr(to));
-	else if (parse_time(to, &at) == 0)
-		WIRE_SET(&req, AT_MS, at_ms, at);
-	else
-		return usage_err(c, "--to: expected earliest, latest, Unix ms or "
-		                    "YYYY-MM-DDTHH:MM:SSZ, got '%s'", to);
-	WIRE_SET(&req, TOPIC, topic, wire_cstr(argv[optind]));
-	WIRE_SET(&req, GROUP, group, wire_cstr(argv[optind + 1]));
-	snprintf(what, sizeof what, "group reset %s %s", argv[optind], argv[optind + 1]);
+	if ((rc = reset_target(c, &o, &req)))
+		return rc;
+	const char *topic = argv[optind], *group = argv[optind + 1];
+	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
+	WIRE_SET(&req, GROUP, group, wire_cstr(group));
+	snprintf(what, sizeof what, "group reset %s %s", topic, group);
+	snprintf(target, sizeof target, "%s%s", o.to ? "" : "seq ", o.to ? o.to : o.to_seq);
+	if (o.dry_run || (!c->force && isatty(STDIN_FILENO))) {
+		wire_msg dry = req;
+		WIRE_SET(&dry, DRY_RUN, dry_run, true);
+		if ((rc = ctl_request(c, what, &dry, CLIENT_RETRY, &rep)))
+			return rc;
+		const wire_msg *m = client_reply_msg(rep);
+		unsigned long long floor = m->ack_floor, n = m->count, lag = m->lag;
+		client_reply_free(rep);
+		if (o.dry_run) {
+			if (c->json)
+			{
+				printf("{\"dry_run\":true,");
+				json_tg(topic, group);
+				printf("\"ack_floor\":%llu,\"count\":%llu,\"lag\":%llu}\n", floor, n, lag);
+			}
+			else
+				printf("would reset group %s of topic %s to seq %llu (%s): %llu message%s "
+				       "would change state (delivered again or skipped); %llu to deliver "
+				       "from there\n", group, topic, floor, target, n, n == 1 ? "" : "s",
+				       lag);
+			return EXIT_OK;
+		}
+		char q[1200];
+		snprintf(q, sizeof q, "reset group %s of topic %s to seq %llu (%s), forgetting its "
+		         "acks, retries and dead letters: %llu message%s change state",
+		         group, topic, floor, target, n, n == 1 ? "" : "s");
+		if ((rc = confirm(c, q)))
+			return rc;
+	} else if ((rc = confirm(c, what))) {
+		return rc;
+	}
 	if ((rc = ctl_request(c, what, &req, 0, &rep)))
 		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	unsigned long long floor = m->ack_floor, n = m->count;
 	if (c->json)
-		printf("{\"ok\":true}\n");
+	{
+		printf("{\"ok\":true,");
+		json_tg(topic, group);
+		printf("\"ack_floor\":%llu,\"count\":%llu}\n", floor, n);
+	}
 	else
-		printf("reset group %s of topic %s to %s\n", argv[optind + 1], argv[optind], to);
+		printf("reset group %s of topic %s to seq %llu (%s): %llu message%s changed state\n",
+		       group, topic, floor, target, n, n == 1 ? "" : "s");
 	client_reply_free(rep);
 	return EXIT_OK;
 }
@@ -1422,10 +1725,19 @@ static int all_opt(struct ctl *c, int opt, const char *arg, void *st)
 	return -1;
 }
 
-/* dlq_redrive / dlq_purge {topic, group, items: [{seq}] | all} -> ok */
+/*
+ * dlq_redrive / dlq_purge {topic, group, items: [{seq}] | all} -> {count}:
+ * prints how many were moved; a named seq that is not a dead letter of the
+ * group is reported (exit 1), never counted as done. purge asks first.
+ */
 static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char *verb)
 {
-	static const struct option own[] = {{"all", no_argument, NULL, O_ALL}, {NULL, 0, NULL, 0}};
+	static const struct option own_redrive[] = {{"all", no_argument, NULL, O_ALL},
+	                                            {NULL, 0, NULL, 0}};
+	static const struct option own_purge[] = {{"all", no_argument, NULL, O_ALL},
+	                                          {"force", no_argument, NULL, O_FORCE},
+	                                          {NULL, 0, NULL, 0}};
+	const struct option *own = op == WIRE_OP_DLQ_PURGE ? own_purge : own_redrive;
 	bool all = false;
 	client_reply *rep;
 	wire_msg req = {.op = op};
@@ -1462,18 +1774,97 @@ static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char
 	else
 		WIRE_SET(&req, ITEMS, items, ((wire_items){(uint32_t)(npos - 2), items}));
 	snprintf(what, sizeof what, "dlq %s %s %s", verb, argv[optind], argv[optind + 1]);
+	if (op == WIRE_OP_DLQ_PURGE) {
+		char q[700];
+		if (all)
+			snprintf(q, sizeof q, "purge ALL dead letters of %s/%s for good", argv[optind],
+			         argv[optind + 1]);
+		else
+			snprintf(q, sizeof q, "purge %d dead letter%s of %s/%s for good", npos - 2,
+			         npos == 3 ? "" : "s", argv[optind], argv[optind + 1]);
+		if ((rc = confirm(c, q))) {
+			free(items);
+			return rc;
+		}
+	}
 	rc = ctl_request(c, what, &req, 0, &rep);
 	free(items);
 	if (rc)
 		return rc;
-	if (c->json)
-		printf("{\"ok\":true}\n");
-	else
-		printf("%s %s dead letters of %s/%s\n",
-		       op == WIRE_OP_DLQ_REDRIVE ? "redrove" : "purged",
-		       all ? "all" : "the named", argv[optind], argv[optind + 1]);
+	const wire_msg *m = client_reply_msg(rep);
+	unsigned long long n = WIRE_HAS(m, COUNT) ? m->count : 0;
+	unsigned long long named = all ? 0 : (unsigned long long)(npos - 2);
+	unsigned long long missing = named > n ? named - n : 0;
+	const char *done = op == WIRE_OP_DLQ_REDRIVE ? "redrove" : "purged";
+	if (c->json) {
+		printf("{\"ok\":%s,", missing ? "false" : "true");
+		json_tg(argv[optind], argv[optind + 1]);
+		printf("\"count\":%llu", n);
+		if (!all)
+			printf(",\"named\":%llu,\"missing\":%llu", named, missing);
+		printf("}\n");
+	} else if (all) {
+		printf("%s %llu dead letter%s of %s/%s (all there were)\n", done, n, n == 1 ? "" : "s",
+		       argv[optind], argv[optind + 1]);
+	} else {
+		printf("%s %llu of the %llu named dead letter%s of %s/%s\n", done, n, named,
+		       named == 1 ? "" : "s", argv[optind], argv[optind + 1]);
+	}
 	client_reply_free(rep);
+	if (missing) {
+		errx_("%s: %llu of the %llu named seqs %s not in the dead-letter queue of %s/%s "
+		      "(nothing done for %s; see 'dlq list')", what, missing, named,
+		      missing == 1 ? "is" : "are", argv[optind], argv[optind + 1],
+		      missing == 1 ? "it" : "them");
+		return EXIT_BROKER;
+	}
 	return EXIT_OK;
+}
+
+enum { O_PEEK_COUNT = O_OWN, O_PEEK_FROM };
+
+struct peek_opts {
+	uint64_t count;
+	uint64_t from_seq;
+};
+
+static int peek_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	struct peek_opts *o = st;
+	char *end;
+	errno = 0;
+	uint64_t v = strtoull(arg, &end, 10);
+	bool bad = errno || end == arg || *end || v == 0 || arg[0] == '-';
+	switch (opt) {
+	case O_PEEK_COUNT:
+		if (bad || v > 1000)
+			return usage_err(c, "--count: expected a number 1..1000, got '%s'", arg);
+		o->count = v;
+		return -1;
+	case O_PEEK_FROM:
+		if (bad)
+			return usage_err(c, "--from-seq: expected a sequence number >= 1, got '%s'",
+			                 arg);
+		o->from_seq = v;
+		return -1;
+	}
+	return usage_err(c, "unknown option");
+}
+
+/* msg peek TOPIC GROUP [--count N] [--from-seq N]: peek_print */
+static int cmd_msg_peek(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"count", required_argument, NULL, O_PEEK_COUNT},
+	                                    {"from-seq", required_argument, NULL, O_PEEK_FROM},
+	                                    {NULL, 0, NULL, 0}};
+	struct peek_opts o = {.count = 1};
+	int rc = parse_opts(c, argc, argv, own, peek_opt, &o);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 2, 2)) || (rc = need_text(c, "TOPIC", argv[optind])) ||
+	    (rc = need_text(c, "GROUP", argv[optind + 1])))
+		return rc;
+	return peek_print(c, argv[optind], argv[optind + 1], o.count, o.from_seq);
 }
 
 static int cmd_dlq_redrive(struct ctl *c, int argc, char **argv)
@@ -1666,6 +2057,32 @@ static const char *status_label(wire_field f)
 	return f == WIRE_F_COUNT ? "topics" : NULL;
 }
 
+/*
+ * JSON keys where the wire key means something more precise (escrowctl(1)
+ * "JSON OUTPUT"): one meaning per key. stored_ms is when a message was
+ * stored; a topic's or group's creation is created_ms, a dead letter's death
+ * dead_ms, a transaction's first half opened_ms; status's count is topics.
+ */
+static const char *created_key(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "created_ms" : NULL;
+}
+
+static const char *dlq_key(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "dead_ms" : NULL;
+}
+
+static const char *tx_key(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "opened_ms" : NULL;
+}
+
+static const char *status_key(wire_field f)
+{
+	return f == WIRE_F_COUNT ? "topics" : NULL;
+}
+
 static const int topic_first[] = {WIRE_F_TOPIC, WIRE_F_COUNT, WIRE_F_FIRST_SEQ, WIRE_F_LAST_SEQ,
                                   WIRE_F_RETENTION_MS, -1};
 static const int group_first[] = {WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_LAG, WIRE_F_INFLIGHT,
@@ -1686,14 +2103,15 @@ static const struct simple topic_create = {
 /* topic_list {} -> {items: [{topic, first_seq, last_seq, count, retention_ms, ...}]} */
 static const struct simple topic_list = {
 	.op = WIRE_OP_TOPIC_LIST, .flags = CLIENT_RETRY,
-	.out = OUT_LIST, .json_key = "topics", .json_items_always = true,
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true, .json_keys = created_key,
 	.first = topic_first, .label = created_label,
 };
 
 /* topic_describe {topic} -> {topic, first_seq, ..., items: [per group]} | NOT_FOUND */
 static const struct simple topic_describe = {
 	.op = WIRE_OP_TOPIC_DESCRIBE, .flags = CLIENT_RETRY, .min = 1, .max = 1, .pos = {TOPIC_ARG},
-	.out = OUT_RECORD, .json_key = "groups", .first = topic_first, .label = created_label,
+	.out = OUT_RECORD, .json_key = "groups", .json_keys = created_key, .first = topic_first,
+	.label = created_label,
 	.sub_first = (const int[]){WIRE_F_GROUP, WIRE_F_LAG, WIRE_F_ACK_FLOOR, WIRE_F_INFLIGHT,
 	                           WIRE_F_CONSUMERS, -1},
 	.sub_skip = WF(TOPIC), .empty = "no consumer groups",
@@ -1702,6 +2120,7 @@ static const struct simple topic_describe = {
 /* topic_delete {topic} -> ok | NOT_FOUND */
 static const struct simple topic_delete = {
 	.op = WIRE_OP_TOPIC_DELETE, .min = 1, .max = 1, .pos = {TOPIC_ARG},
+	.confirm = "delete topic {topic} with all its messages and consumer groups",
 	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, -1}, .say = "deleted topic {topic}",
 };
 
@@ -1722,7 +2141,8 @@ static const struct simple group_create = {
 static const struct simple group_list = {
 	.op = WIRE_OP_GROUP_LIST, .flags = CLIENT_RETRY, .what_bare = true, .min = 0, .max = 1,
 	.pos = {TOPIC_ARG},
-	.out = OUT_LIST, .json_key = "items", .first = group_first, .label = created_label,
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true, .json_keys = created_key,
+	.first = group_first, .label = created_label,
 	.empty = "no consumer groups",
 };
 
@@ -1730,7 +2150,7 @@ static const struct simple group_list = {
 static const struct simple group_describe = {
 	.op = WIRE_OP_GROUP_DESCRIBE, .flags = CLIENT_RETRY, .what_size = 600, .min = 2, .max = 2,
 	.pos = {TOPIC_ARG, GROUP_ARG},
-	.out = OUT_RECORD, .json_key = "items",
+	.out = OUT_RECORD, .json_key = "items", .json_keys = created_key,
 	.first = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_ACK_FLOOR, WIRE_F_LAG,
 	                       WIRE_F_INFLIGHT, WIRE_F_DLQ, WIRE_F_CONSUMERS, -1},
 	.label = created_label,
@@ -1740,14 +2160,16 @@ static const struct simple group_describe = {
 static const struct simple group_delete = {
 	.op = WIRE_OP_GROUP_DELETE, .what_size = 600, .min = 2, .max = 2,
 	.pos = {TOPIC_ARG, GROUP_ARG},
-	.out = OUT_OK, .say = "deleted group {group} of topic {topic}",
+	.confirm = "delete group {group} of topic {topic} with its acks, retries and dead letters",
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, -1},
+	.say = "deleted group {group} of topic {topic}",
 };
 
 /* dlq_list {topic, group} -> {count, items: [{seq, id, key?, attempt, reason, stored_ms}]} */
 static const struct simple dlq_list = {
 	.op = WIRE_OP_DLQ_LIST, .flags = CLIENT_RETRY, .what_size = 600, .min = 2, .max = 2,
 	.pos = {TOPIC_ARG, GROUP_ARG},
-	.out = OUT_LIST, .json_key = "items",
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true, .json_keys = dlq_key,
 	.first = (const int[]){WIRE_F_SEQ, WIRE_F_ID, WIRE_F_ATTEMPT, WIRE_F_STORED_MS,
 	                       WIRE_F_REASON, -1},
 	.label = dlq_label, .more = true,
@@ -1774,7 +2196,7 @@ static const struct simple msg_find = {
 	.opts = (const struct opt_map[]){{"key", WIRE_F_KEY, K_TEXT, NULL, "--key K is required",
 	                                  true},
 	                                 {NULL}},
-	.out = OUT_LIST, .json_key = "items",
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true,
 	.first = (const int[]){WIRE_F_SEQ, WIRE_F_ID, WIRE_F_STORED_MS, -1},
 	.empty = "no message of {topic} has key {key}",
 };
@@ -1782,7 +2204,7 @@ static const struct simple msg_find = {
 /* status {} -> {version, name, uptime_ms, conns, count, ...} */
 static const struct simple status = {
 	.op = WIRE_OP_STATUS, .flags = CLIENT_RETRY,
-	.out = OUT_RECORD,
+	.out = OUT_RECORD, .json_keys = status_key,
 	.first = (const int[]){WIRE_F_NAME, WIRE_F_VERSION, WIRE_F_UPTIME_MS, WIRE_F_CONNS,
 	                       WIRE_F_COUNT, -1},
 	.label = status_label,
@@ -1795,7 +2217,8 @@ static const struct simple tx_list = {
 	.opts = (const struct opt_map[]){{"expired", WIRE_F_STATE, K_FLAG, .value = "expired"},
 	                                 {"group", WIRE_F_PGROUP, K_NAME, .value = NULL},
 	                                 {NULL}},
-	.out = OUT_LIST, .json_key = "txs", .json_items_always = true, .human = tx_list_table,
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true, .json_keys = tx_key,
+	.human = tx_list_table,
 };
 
 /* end_tx {tx, action} -> {state}: operator resolution (audited by escrowd); idempotent at
@@ -1853,8 +2276,12 @@ static const struct cmd cmds[] = {
 	 "list topics with their message counts and sequence range", NULL},
 	{"topic", "describe", SIMPLE(topic_describe), "TOPIC",
 	 "show a topic and the lag of each consumer group", NULL},
-	{"topic", "delete", SIMPLE(topic_delete), "TOPIC",
-	 "delete a topic and all its messages and groups", NULL},
+	{"topic", "delete", SIMPLE(topic_delete), "TOPIC [--force]",
+	 "delete a topic and all its messages and groups",
+	 "Asks for confirmation on a terminal; refuses without --force when stdin\n"
+	 "is not a terminal.\n\n"
+	 "Options:\n"
+	 "      --force           do not ask\n"},
 	{"group", "create", SIMPLE(group_create),
 	 "TOPIC GROUP [--from earliest|latest] [--ack-timeout DUR] [--max-deliveries N] "
 	 "[--backoff \"DUR ...\"]",
@@ -1869,28 +2296,65 @@ static const struct cmd cmds[] = {
 	 "list consumer groups with lag, in-flight count, DLQ size and consumers", NULL},
 	{"group", "describe", SIMPLE(group_describe), "TOPIC GROUP",
 	 "show a group's settings, ack floor, lag, in-flight count, DLQ size", NULL},
-	{"group", "reset", HANDLER(cmd_group_reset), "TOPIC GROUP --to earliest|latest|TIME",
+	{"group", "reset", HANDLER(cmd_group_reset),
+	 "TOPIC GROUP (--to earliest|latest|TIME|-DUR | --to-seq N) [--dry-run] [--force]",
 	 "move a group to a new start, forgetting its acks, retries and DLQ (audited)",
-	 "TIME is Unix ms or YYYY-MM-DDTHH:MM:SSZ: the group restarts at the first\n"
-	 "message stored at or after it.\n"},
-	{"group", "delete", SIMPLE(group_delete), "TOPIC GROUP",
-	 "delete a consumer group with its acks, retries and DLQ", NULL},
+	 "Prints the new start seq and how many messages changed state (acked or dead\n"
+	 "ones delivered again, unacked ones skipped). Asks for confirmation on a\n"
+	 "terminal; refuses without --force when stdin is not a terminal.\n\n"
+	 "Options:\n"
+	 "      --to earliest     the first retained message\n"
+	 "      --to latest       the next message sent (skip everything stored)\n"
+	 "      --to TIME         the first message stored at or after TIME, ISO 8601:\n"
+	 "                        2026-11-29T10:00:00Z, 2026-11-29T11:00+01:00,\n"
+	 "                        2026-11-29 (no zone: UTC)\n"
+	 "      --to -DUR         the same for now minus DUR: -1h, -30m, -2d\n"
+	 "      --to-seq N        seq N (clamped to the retained range)\n"
+	 "      --dry-run         print where it would go and how many messages would\n"
+	 "                        change state; change nothing\n"
+	 "      --force           do not ask\n"
+	 "A bare number is refused: say --to-seq N for a seq.\n"},
+	{"group", "delete", SIMPLE(group_delete), "TOPIC GROUP [--force]",
+	 "delete a consumer group with its acks, retries and DLQ",
+	 "Asks for confirmation on a terminal; refuses without --force when stdin\n"
+	 "is not a terminal.\n\n"
+	 "Options:\n"
+	 "      --force           do not ask\n"},
 	{"dlq", "list", SIMPLE(dlq_list), "TOPIC GROUP",
 	 "list the dead-letter queue of a group (attempts, last reason, since when)", NULL},
 	{"dlq", "redrive", HANDLER(cmd_dlq_redrive), "TOPIC GROUP [SEQ... | --all]",
-	 "deliver dead letters to the group again, attempts reset (audited)", NULL},
-	{"dlq", "purge", HANDLER(cmd_dlq_purge), "TOPIC GROUP [SEQ... | --all]",
-	 "drop dead letters for good: the group treats them as acked (audited)", NULL},
+	 "deliver dead letters to the group again, attempts reset (audited)",
+	 "Prints how many were redriven. A named SEQ that is not a dead letter of\n"
+	 "the group is reported and makes the exit status 1.\n"},
+	{"dlq", "purge", HANDLER(cmd_dlq_purge), "TOPIC GROUP [SEQ... | --all] [--force]",
+	 "drop dead letters for good: the group treats them as acked (audited)",
+	 "Prints how many were purged. A named SEQ that is not a dead letter of the\n"
+	 "group is reported and makes the exit status 1. Asks for confirmation on a\n"
+	 "terminal; refuses without --force when stdin is not a terminal.\n\n"
+	 "Options:\n"
+	 "      --all             every dead letter of the group\n"
+	 "      --force           do not ask\n"},
 	{"msg", "get", SIMPLE(msg_get), "ID",
 	 "show a message and its state in each group (READY, DELAYED, IN_FLIGHT, ACKED, DEAD)",
 	 NULL},
 	{"msg", "find", SIMPLE(msg_find), "TOPIC --key K",
 	 "find the messages of a topic with business key K", NULL},
+	{"msg", "peek", HANDLER(cmd_msg_peek), "TOPIC GROUP [--count N] [--from-seq N]",
+	 "show the next messages GROUP has not acked, changing nothing",
+	 "A read: nothing is delivered, no attempt is counted, no deadline starts.\n"
+	 "Each message shows its state in the group: READY, DELAYED (waiting for a\n"
+	 "retry or its deliver-at time) or IN_FLIGHT (delivered, awaiting its ack).\n"
+	 "Acked and dead-lettered messages are left out (see 'dlq list').\n\n"
+	 "Options:\n"
+	 "      --count N         messages to show, 1..1000 [1]\n"
+	 "      --from-seq N      start at seq N instead of the group's ack floor\n"},
 	{"send", NULL, HANDLER(cmd_send),
 	 "TOPIC [--key K] [--tag T]... [--prop K=V]... [--delay DUR | --at TIME] [BODY | -]",
-	 "send a message (with '-': one message per line of stdin)",
-	 "Prints the id and seq of each message stored. Without BODY the body is empty;\n"
-	 "with '-' every non-empty line of stdin (without its newline) is one message.\n\n"
+	 "send a message (with '-' or no BODY from a pipe: one message per line of stdin)",
+	 "Prints the id and seq of each message stored. With '-', or without BODY when\n"
+	 "stdin is not a terminal, every non-empty line of stdin (without its newline)\n"
+	 "is one message. Without BODY on a terminal it refuses: give '' for an empty\n"
+	 "body.\n\n"
 	 "Options:\n"
 	 "      --key K           business key of the message\n"
 	 "      --tag T           a tag; repeat for more\n"
@@ -1899,20 +2363,25 @@ static const struct cmd cmds[] = {
 	 "      --at TIME         deliver no earlier than TIME (Unix ms, or\n"
 	 "                        YYYY-MM-DDTHH:MM:SSZ in UTC)\n"},
 	{"consume", NULL, HANDLER(cmd_consume),
-	 "TOPIC GROUP [--count N] [--timeout DUR] [--no-ack | --nack [--delay DUR]]",
+	 "TOPIC GROUP [--count N] [--timeout DUR] [--peek | --no-ack | --nack [--delay DUR]]",
 	 "receive messages as consumer group GROUP, print and ack them",
 	 "Prints each message (seq, id, attempt, key, tags, props, times, body) and acks\n"
 	 "it once printed; the ack is confirmed durable before the next message. Stops\n"
 	 "after N messages, or when none arrives for DUR; exits 0 with what it got.\n"
 	 "A body that is not printable UTF-8 is shown as base64:...\n"
-	 "With --json: one JSON object per message per line.\n\n"
+	 "With --json: one JSON object per message per line (with --peek: one list).\n\n"
 	 "Options:\n"
 	 "      --count N         messages to receive [1]\n"
 	 "      --timeout DUR     stop when no message came for DUR; 0 waits forever [5s]\n"
-	 "      --no-ack          do not ack; the broker delivers the messages again\n"
-	 "                        after the group's ack timeout or once we disconnect\n"
-	 "      --nack            nack each message: redelivered after the group's backoff\n"
-	 "                        step (dead-lettered after its max deliveries)\n"
+	 "      --peek            only look: show the next N messages the group has not\n"
+	 "                        acked, with their state; nothing is delivered, no attempt\n"
+	 "                        is counted (the same as 'msg peek')\n"
+	 "      --no-ack          receive without acking: each message counts as a FAILED\n"
+	 "                        delivery attempt and comes again after the group's ack\n"
+	 "                        timeout or backoff (dead-lettered after max deliveries)\n"
+	 "      --nack            nack each message and print what that did: redelivery\n"
+	 "                        scheduled (attempt, when) or dead-lettered (that was the\n"
+	 "                        group's last delivery)\n"
 	 "      --delay DUR       with --nack: redeliver after DUR instead\n"},
 	{"status", NULL, SIMPLE(status), "", "show the broker's version, uptime and counters", NULL},
 	{"tx", "list", SIMPLE(tx_list), "[--expired] [--group G]",

@@ -112,7 +112,7 @@ quiet() {
 	grp=$(ctl --json group describe transfer bank2 2>/dev/null) || return 1
 	python3 -c 'import json,sys
 t=json.loads(sys.argv[1]); g=json.loads(sys.argv[2])
-sys.exit(0 if not t["txs"] and g["lag"]==0 and g["inflight"]==0 else 1)' "$tx" "$grp"
+sys.exit(0 if not t["items"] and g["lag"]==0 and g["inflight"]==0 else 1)' "$tx" "$grp"
 }
 wait_quiet() { # SECONDS: quiet twice in a row, 0.5 s apart
 	local n=$(( $1 * 2 ))

@@ -54,8 +54,15 @@
  *   refuses the subscription (no such topic, bad group name). An
  *   unreachable broker is not an error: the consumer keeps trying in the
  *   background and polls return nothing meanwhile.
- * - If a later re-subscribe is refused (the topic was deleted), the
- *   consumer logs the error and tries again on later polls.
+ * - When the group or the topic is deleted while the consumer runs, the
+ *   broker ends the subscription; the consumer logs it (warn: "subscription
+ *   to T/G ended: topic deleted; ... subscribing again"), drops the
+ *   deliveries it had queued, and subscribes again. That creates the group
+ *   anew (from the earliest retained message); while the topic does not
+ *   exist the subscribe is refused, logged as an error, and tried again on
+ *   later polls every `reconnect.backoff.max.ms`, so a re-created topic is
+ *   picked up without a restart. Messages of the deleted group that were
+ *   polled and not yet acked can no longer be acked (NOT_FOUND).
  * - An ack for a message received on an earlier connection is not sent
  *   (ESCROW_ERR__TRANSPORT): the broker has already given it back to the
  *   group.
@@ -72,6 +79,11 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/** @brief Bytes of a nack reason the broker keeps; a longer reason is cut
+ *         to this on a UTF-8 character boundary (by the library and again by
+ *         the broker), never refused. */
+#define ESCROW_NACK_REASON_MAX 200
 
 /** @brief A consumer; opaque. */
 typedef struct escrow_consumer escrow_consumer_t;
@@ -107,11 +119,17 @@ ESCROW_EXPORT escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, 
 /**
  * @brief Close the connection, stop the I/O thread and free @p c.
  *
- * Messages polled but not acknowledged, and those still queued, go back to
- * the group (redelivered to another member or a later consumer). Messages
- * already returned by escrow_consumer_poll() stay valid: free each with
- * escrow_msg_free(). NULL-safe.
- * @remark any thread, but not while other threads still use @p c.
+ * Acks, nacks and touches already made with escrow_ack(), escrow_nack()
+ * and escrow_touch() are delivered first: while connected, this waits until
+ * the broker has read them (one round trip after them), at most 5 s or
+ * `request.timeout.ms` if shorter; if that fails it logs a warning and those
+ * messages are delivered again (at least once). Messages polled but not
+ * acknowledged, and those still queued, go back to the group (redelivered
+ * to another member or a later consumer). Messages already returned by
+ * escrow_consumer_poll() stay valid: free each with escrow_msg_free().
+ * NULL-safe.
+ * @remark any thread, but not while other threads still use @p c. Blocks
+ *         as described.
  */
 ESCROW_EXPORT void escrow_consumer_free(escrow_consumer_t *c);
 
@@ -181,10 +199,14 @@ ESCROW_EXPORT int escrow_ack_sync(escrow_consumer_t *c, const escrow_msg_t *msg,
  * @param[in] delay_ms  redeliver after this many ms; -1: the group's backoff
  *                      step for this attempt (10s 30s 1m ... by default)
  * @param[in] reason    why, kept with the message if it is dead-lettered
- *                      (UTF-8, at most 200 bytes kept); may be NULL
+ *                      (`escrowctl dlq list`); UTF-8 text, NUL-terminated;
+ *                      the first ::ESCROW_NACK_REASON_MAX bytes are kept, cut
+ *                      on a character boundary; NULL or "": "nack"
  * @return ESCROW_OK (queued for writing), ESCROW_ERR__TRANSPORT (not
  *         connected, or @p msg came on an earlier connection: it will be
- *         delivered again anyway), ESCROW_ERR__INVALID_ARG, ESCROW_ERR__NO_MEM.
+ *         delivered again anyway), ESCROW_ERR__INVALID_ARG (NULL @p c or
+ *         @p msg, or @p reason is not valid UTF-8: nothing was sent),
+ *         ESCROW_ERR__NO_MEM.
  * @remark any thread.
  */
 ESCROW_EXPORT int escrow_nack(escrow_consumer_t *c, const escrow_msg_t *msg, int64_t delay_ms,

@@ -259,6 +259,16 @@ ESCROW_EXPORT int escrow_producer_flush(escrow_producer_t *p, int timeout_ms);
  */
 ESCROW_EXPORT int escrow_producer_outq_len(escrow_producer_t *p);
 
+/**
+ * @brief The producer group @p p says hello with (conf `producer.group`),
+ *        e.g. for a record written with its transactions (the barrier
+ *        library, include/escrow/barrier.h, stores it in each row).
+ * @return a NUL-terminated string owned by @p p, valid until
+ *         escrow_producer_free(); "" for a NULL @p p.
+ * @remark any thread.
+ */
+ESCROW_EXPORT const char *escrow_producer_group(const escrow_producer_t *p);
+
 /* ---- transactions (producer/tx.c) ------------------------------------ */
 
 /**
@@ -504,8 +514,9 @@ typedef escrow_tx_state_t(escrow_check_tx_cb)(const escrow_tx_view_t *tx, void *
 /**
  * @brief Register the check handler in @p conf, before escrow_producer_new(),
  *        so no check that arrives right after the connection is missed.
- * Without a handler checks go unanswered (each counts as UNKNOWN when its
- * reply timeout passes).
+ * The library then says `checker` in its hello, and only such producers are
+ * asked: a producer without a handler is never sent a check (so its silence
+ * cannot count as UNKNOWN while a member that can answer is connected).
  */
 ESCROW_EXPORT void escrow_conf_set_check_cb(escrow_conf_t *conf, escrow_check_tx_cb *cb, void *arg);
 

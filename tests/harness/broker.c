@@ -306,3 +306,73 @@ void tmpdir_remove(const char *path)
 	}
 	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+int prog_run(const char *const *argv, char *out, size_t outlen, int timeout_ms)
+{
+	if (outlen)
+		out[0] = 0;
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		test_diag("pipe: %s", strerror(errno));
+		return -1;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		test_diag("fork: %s", strerror(errno));
+		close(pfd[0]);
+		close(pfd[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		setpgid(0, 0);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		dup2(pfd[1], 1);
+		dup2(pfd[1], 2);
+		signal(SIGPIPE, SIG_DFL);
+		execv(argv[0], (char *const *)argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	setpgid(pid, pid);
+	close(pfd[1]);
+	live_set(pid, 0);
+	size_t n = 0;
+	int64_t deadline = test_now_ms() + timeout_ms;
+	int timed_out = 0;
+	for (;;) {
+		int64_t left = deadline - test_now_ms();
+		if (left <= 0) {
+			timed_out = 1;
+			break;
+		}
+		struct pollfd pf = {pfd[0], POLLIN, 0};
+		if (poll(&pf, 1, (int)left) <= 0)
+			continue;
+		char buf[4096];
+		ssize_t r = read(pfd[0], buf, sizeof buf);
+		if (r <= 0)
+			break;
+		size_t take = (size_t)r;
+		if (outlen && n + take > outlen - 1)
+			take = outlen - 1 - n;
+		memcpy(out + n, buf, take);
+		n += take;
+		if (outlen)
+			out[n] = 0;
+	}
+	close(pfd[0]);
+	if (timed_out) {
+		test_diag("%s did not finish within %d ms: killed", argv[0], timeout_ms);
+		kill(-pid, SIGKILL);
+	}
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	live_set(0, pid);
+	return timed_out ? -1 : status;
+}

@@ -61,6 +61,15 @@ int broker_kill(test_broker *b, int sig);
  */
 int broker_stop(test_broker *b);
 
+/*
+ * prog_run runs @argv (argv[0] a path, NULL-terminated) in its own process
+ * group, with stdout and stderr both captured into @out (NUL-terminated,
+ * cut at @outlen - 1 bytes), for at most @timeout_ms (then SIGKILL).
+ * Returns the wait status (WIFEXITED/WEXITSTATUS apply), or -1 when it could
+ * not run or timed out.
+ */
+int prog_run(const char *const *argv, char *out, size_t outlen, int timeout_ms);
+
 /* tmpdir_make makes a fresh dir into @out; returns 0 or -1. */
 int tmpdir_make(char *out, size_t outlen, const char *tag);
 /* tmpdir_remove deletes @path recursively; NULL or "" is a no-op. */

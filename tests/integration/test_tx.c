@@ -58,6 +58,8 @@ static int pconn(const char *name, const char *role, const char *pgroup)
 	WIRE_SET(&m, ROLE, role, wire_cstr(role));
 	if (pgroup)
 		WIRE_SET(&m, PGROUP, pgroup, wire_cstr(pgroup));
+	if (strcmp(role, "producer") == 0)
+		WIRE_SET(&m, CHECKER, checker, true); /* these producers answer checks */
 	raw_frame r;
 	int rc = raw_call(fd, &m, &r, RAW_TIMEOUT_MS);
 	int ok = rc == RAW_OK && WIRE_HAS(&r.f.m, OK);

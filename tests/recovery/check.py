@@ -112,7 +112,7 @@ for g in GROUPS:
 # the transactions left at the end: every one UNKNOWN to its producers is
 # EXPIRED with every half message it was told was stored; no other is left
 try:
-    left = {t["tx"]: t for t in json.load(open(os.path.join(a.dir, "tx-all.json"))).get("txs", [])}
+    left = {t["tx"]: t for t in json.load(open(os.path.join(a.dir, "tx-all.json"))).get("items", [])}
 except (OSError, ValueError) as e:
     left = {}
     bad["tx-state"].append(f"cannot read the final tx list: {e}")

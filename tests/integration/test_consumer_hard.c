@@ -1,0 +1,454 @@
+/*
+ * test_consumer_hard.c - the delivery and consumer promises of issue 10,
+ * each against a real escrowd of its own (tests/harness/broker.h):
+ *
+ *   ack_after_reset      acks of deliveries made before a group reset get
+ *                        NOT_FOUND and settle nothing made after it (item 3)
+ *   nack_reason_utf8_*   an over-long nack reason is cut on a character
+ *                        boundary by the library and by the broker; nothing
+ *                        invalid is stored, dlq_list stays readable, the
+ *                        connection stays (items 8, 9)
+ *   resubscribe_after_delete  a consumer whose topic or group is deleted
+ *                        and re-created subscribes again and logs it (13)
+ *   free_flushes_acks    escrow_consumer_free() delivers the acks queued by
+ *                        escrow_ack() before closing (new-user item)
+ *
+ * usage: test_consumer_hard ESCROWD
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "escrow/consumer.h"
+#include "escrow/producer.h"
+#include "tests/harness/broker.h"
+#include "tests/harness/raw.h"
+#include "tests/harness/test.h"
+
+static test_broker broker;
+static char dir[256];
+
+/* start: a fresh broker with @extra args (NULL-terminated, may be NULL) and
+ * topic "t". 0 or -1. */
+static int start(const char *const *extra);
+static void stop(void);
+
+static escrow_conf_t *make_conf(void)
+{
+	char err[256];
+	escrow_conf_t *c = escrow_conf_new();
+	if (c && escrow_conf_set(c, "server", broker.addr, err, sizeof err)) {
+		test_diag("escrow_conf_set: %s", err);
+		escrow_conf_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* admin_call sends @m on a fresh admin connection; 0 when ok, else the
+ * broker's code or a RAW_* code. The reply goes to @out when not NULL. */
+static int admin_call_reply(wire_msg *m, raw_frame *out)
+{
+	int fd = raw_connect(broker.port);
+	if (fd < 0 || raw_hello(fd, "test-hard", "admin")) {
+		raw_close(fd);
+		return -1;
+	}
+	raw_frame r = {0};
+	int rc = raw_call(fd, m, &r, RAW_TIMEOUT_MS);
+	if (rc == RAW_OK && WIRE_HAS(&r.f.m, ERR))
+		rc = (int)r.f.m.err;
+	if (out)
+		*out = r;
+	else
+		raw_frame_free(&r);
+	raw_close(fd);
+	return rc;
+}
+
+static int admin_call(wire_msg *m)
+{
+	return admin_call_reply(m, NULL);
+}
+
+static int topic_create(const char *name)
+{
+	wire_msg m = {0};
+	m.op = WIRE_OP_TOPIC_CREATE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(name));
+	return admin_call(&m);
+}
+
+static int topic_delete(const char *name)
+{
+	wire_msg m = {0};
+	m.op = WIRE_OP_TOPIC_DELETE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(name));
+	return admin_call(&m);
+}
+
+/* group_create: @ack_ms 0 = default; one backoff step of @backoff_ms. */
+static int group_create(const char *topic, const char *group, uint64_t ack_ms, uint64_t max_deliver,
+                        uint64_t backoff_ms)
+{
+	static uint64_t steps[1];
+	steps[0] = backoff_ms;
+	wire_msg m = {0};
+	m.op = WIRE_OP_GROUP_CREATE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(topic));
+	WIRE_SET(&m, GROUP, group, wire_cstr(group));
+	if (ack_ms)
+		WIRE_SET(&m, ACK_TIMEOUT_MS, ack_timeout_ms, ack_ms);
+	if (max_deliver)
+		WIRE_SET(&m, MAX_DELIVER, max_deliver, max_deliver);
+	WIRE_SET(&m, BACKOFF_MS, backoff_ms, ((wire_u64s){1, steps}));
+	return admin_call(&m);
+}
+
+static int send_text(const char *topic, const char *body)
+{
+	wire_msg m = {0};
+	m.op = WIRE_OP_SEND;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(topic));
+	WIRE_SET(&m, ID, id, escrow_id_new());
+	WIRE_SET(&m, BODY, body, wire_cstr(body));
+	return admin_call(&m);
+}
+
+/* group_field: a numeric field of group_describe (UINT64_MAX on error). */
+static uint64_t group_field(const char *topic, const char *group, wire_field f)
+{
+	wire_msg m = {0};
+	m.op = WIRE_OP_GROUP_DESCRIBE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(topic));
+	WIRE_SET(&m, GROUP, group, wire_cstr(group));
+	raw_frame r = {0};
+	uint64_t v = UINT64_MAX;
+	if (admin_call_reply(&m, &r) == 0 && (r.f.m.has & WIRE_BIT(f))) {
+		switch (f) {
+		case WIRE_F_ACK_FLOOR: v = r.f.m.ack_floor; break;
+		case WIRE_F_DLQ: v = r.f.m.dlq; break;
+		case WIRE_F_INFLIGHT: v = r.f.m.inflight; break;
+		case WIRE_F_LAG: v = r.f.m.lag; break;
+		default: break;
+		}
+	}
+	raw_frame_free(&r);
+	return v;
+}
+
+static int start(const char *const *extra)
+{
+	if (tmpdir_make(dir, sizeof dir, "hard") || broker_start(&broker, dir, extra))
+		return -1;
+	return topic_create("t");
+}
+
+static void stop(void)
+{
+	if (broker.pid)
+		broker_kill(&broker, SIGKILL);
+	tmpdir_remove(dir);
+	dir[0] = 0;
+}
+
+/* poll_n polls until @n messages came (each within @wait_ms); returns how
+ * many came, the messages in @out. */
+static int poll_n(escrow_consumer_t *c, escrow_msg_t **out, int n, int wait_ms)
+{
+	int got = 0;
+	while (got < n) {
+		escrow_msg_t *m = escrow_consumer_poll(c, wait_ms);
+		if (!m)
+			break;
+		out[got++] = m;
+	}
+	return got;
+}
+
+/*
+ * Item 3: a consumer holds seqs 1-3, the group is reset to earliest; the
+ * acks of those old deliveries must get NOT_FOUND (doc/protocol.md §5.26)
+ * and the messages must come again and be ackable.
+ */
+static void test_ack_after_reset(void)
+{
+	escrow_conf_t *conf = NULL;
+	escrow_consumer_t *c = NULL;
+	escrow_msg_t *old[3] = {0}, *again[3] = {0};
+	char err[256];
+	CHECK_INT(start(NULL), ==, 0);
+	CHECK_INT(group_create("t", "g", 0, 0, 100), ==, 0);
+	for (int i = 0; i < 3; i++)
+		CHECK_INT(send_text("t", "m"), ==, 0);
+	CHECK(conf = make_conf());
+	CHECK(c = escrow_consumer_new(conf, "t", "g", err, sizeof err));
+	CHECK_INT(poll_n(c, old, 3, 5000), ==, 3);
+
+	wire_msg m = {0};
+	m.op = WIRE_OP_GROUP_RESET;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr("t"));
+	WIRE_SET(&m, GROUP, group, wire_cstr("g"));
+	WIRE_SET(&m, FROM, from, wire_cstr("earliest"));
+	CHECK_INT(admin_call(&m), ==, 0);
+	/* the reset redelivers 1-3 to this same subscription */
+	CHECK_INT(poll_n(c, again, 3, 5000), ==, 3);
+	for (int i = 0; i < 3; i++) {
+		CHECK_UINT(escrow_msg_attempt(again[i]), ==, 1);
+		CHECK_INT(escrow_ack_sync(c, old[i], 5000), ==, ESCROW_ERR_NOT_FOUND);
+	}
+	/* nothing was settled by the stale acks */
+	CHECK_UINT(group_field("t", "g", WIRE_F_ACK_FLOOR), ==, 1);
+	CHECK_UINT(group_field("t", "g", WIRE_F_INFLIGHT), ==, 3);
+	for (int i = 0; i < 3; i++)
+		CHECK_INT(escrow_ack_sync(c, again[i], 5000), ==, 0);
+	CHECK_UINT(group_field("t", "g", WIRE_F_ACK_FLOOR), ==, 4);
+end:
+	for (int i = 0; i < 3; i++) {
+		escrow_msg_free(old[i]);
+		escrow_msg_free(again[i]);
+	}
+	escrow_consumer_free(c);
+	escrow_conf_free(conf);
+	stop();
+}
+
+/* dlq_reason: the reason of the first DLQ entry of t/@group into @out
+ * (NUL-terminated); 0, or the broker's code / a RAW_* code (RAW_BAD: the
+ * reply frame did not decode). */
+static int dlq_reason(const char *group, char *out, size_t outlen)
+{
+	wire_msg m = {0};
+	m.op = WIRE_OP_DLQ_LIST;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr("t"));
+	WIRE_SET(&m, GROUP, group, wire_cstr(group));
+	raw_frame r = {0};
+	int rc = admin_call_reply(&m, &r);
+	if (rc == 0 && (!WIRE_HAS(&r.f.m, ITEMS) || r.f.m.items.n == 0 ||
+	                !WIRE_HAS(&r.f.m.items.v[0], REASON)))
+		rc = ESCROW_ERR_NOT_FOUND;
+	if (rc == 0)
+		snprintf(out, outlen, "%.*s", (int)r.f.m.items.v[0].reason.len,
+		         r.f.m.items.v[0].reason.p);
+	raw_frame_free(&r);
+	return rc;
+}
+
+/* euros: @n times U+20AC (3 bytes each) into @buf. */
+static void euros(char *buf, int n)
+{
+	buf[0] = 0;
+	for (int i = 0; i < n; i++)
+		strcat(buf, "\xe2\x82\xac");
+}
+
+/*
+ * Items 8 and 9, library side: escrow_nack with a reason of 100 euro signs
+ * (300 bytes; 200 falls inside a character) must not break the connection
+ * (the other message held stays ackable, nothing becomes "consumer gone")
+ * and the dead letter's reason is the first 66 characters, readable.
+ */
+static void test_nack_reason_utf8_lib(void)
+{
+	escrow_conf_t *conf = NULL;
+	escrow_consumer_t *c = NULL;
+	escrow_msg_t *got[2] = {0};
+	char err[256], reason[400], want[400], back[400];
+	CHECK_INT(start(NULL), ==, 0);
+	CHECK_INT(group_create("t", "g", 0, 1, 100), ==, 0);
+	CHECK_INT(send_text("t", "a"), ==, 0);
+	CHECK_INT(send_text("t", "b"), ==, 0);
+	CHECK(conf = make_conf());
+	CHECK(c = escrow_consumer_new(conf, "t", "g", err, sizeof err));
+	CHECK_INT(poll_n(c, got, 2, 5000), ==, 2);
+	euros(reason, 100);
+	CHECK_INT(escrow_nack(c, got[0], -1, "\xe2\x82"), ==, ESCROW_ERR__INVALID_ARG);
+	CHECK_INT(escrow_nack(c, got[0], -1, reason), ==, 0);
+	/* the connection survived: the second delivery is still ours */
+	CHECK_INT(escrow_ack_sync(c, got[1], 5000), ==, 0);
+	CHECK_INT(dlq_reason("g", back, sizeof back), ==, 0);
+	euros(want, 66);
+	CHECK_STR(back, ==, want);
+	CHECK_UINT(group_field("t", "g", WIRE_F_DLQ), ==, 1);
+end:
+	escrow_msg_free(got[0]);
+	escrow_msg_free(got[1]);
+	escrow_consumer_free(c);
+	escrow_conf_free(conf);
+	stop();
+}
+
+/*
+ * Items 8 and 9, broker side: a client (not our library) nacks with a valid
+ * 300-byte reason. The broker must answer ok, keep the connection, store
+ * the reason cut on a character boundary, and dlq_list must stay readable.
+ */
+static void test_nack_reason_utf8_broker(void)
+{
+	int fd = -1;
+	raw_frame r = {0}, d = {0};
+	char reason[400], want[400], back[400];
+	CHECK_INT(start(NULL), ==, 0);
+	CHECK_INT(group_create("t", "g", 0, 1, 100), ==, 0);
+	CHECK_INT(send_text("t", "a"), ==, 0);
+	CHECK((fd = raw_connect(broker.port)) >= 0);
+	CHECK_INT(raw_hello(fd, "raw-consumer", "consumer"), ==, 0);
+	wire_msg m = {0};
+	m.op = WIRE_OP_SUBSCRIBE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr("t"));
+	WIRE_SET(&m, GROUP, group, wire_cstr("g"));
+	CHECK_INT(raw_call(fd, &m, &r, RAW_TIMEOUT_MS), ==, RAW_OK);
+	CHECK(WIRE_HAS(&r.f.m, SID));
+	CHECK_INT(raw_recv(fd, &d, RAW_TIMEOUT_MS), ==, RAW_OK);
+	CHECK_INT(d.f.m.op, ==, WIRE_OP_DELIVER);
+	euros(reason, 100);
+	memset(&m, 0, sizeof m);
+	m.op = WIRE_OP_NACK;
+	WIRE_SET(&m, SID, sid, d.f.m.sid);
+	WIRE_SET(&m, SEQ, seq, d.f.m.seq);
+	WIRE_SET(&m, REASON, reason, wire_cstr(reason));
+	raw_frame_free(&r);
+	CHECK_INT(raw_call(fd, &m, &r, RAW_TIMEOUT_MS), ==, RAW_OK);
+	CHECK(WIRE_HAS(&r.f.m, OK));
+	CHECK_INT(raw_ping(fd), ==, 0);
+	CHECK_INT(dlq_reason("g", back, sizeof back), ==, 0);
+	euros(want, 66);
+	CHECK_STR(back, ==, want);
+end:
+	raw_frame_free(&r);
+	raw_frame_free(&d);
+	raw_close(fd);
+	stop();
+}
+
+/* A log callback that keeps every line (the I/O thread calls it). */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_text[16384];
+
+static void keep_log(int level, const char *line, void *arg)
+{
+	(void)level;
+	(void)arg;
+	pthread_mutex_lock(&log_mu);
+	size_t n = strlen(log_text);
+	snprintf(log_text + n, sizeof log_text - n, "%s\n", line);
+	pthread_mutex_unlock(&log_mu);
+}
+
+static int log_has(const char *s)
+{
+	pthread_mutex_lock(&log_mu);
+	int yes = strstr(log_text, s) != NULL;
+	pthread_mutex_unlock(&log_mu);
+	return yes;
+}
+
+/* poll_body: poll until a message with body @body comes (acking every
+ * message seen) or @wait_ms pass; 1 when it came. */
+static int poll_body(escrow_consumer_t *c, const char *body, int wait_ms)
+{
+	int64_t until = test_now_ms() + wait_ms;
+	while (test_now_ms() < until) {
+		escrow_msg_t *m = escrow_consumer_poll(c, 100);
+		if (!m)
+			continue;
+		size_t len;
+		const void *p = escrow_msg_body(m, &len);
+		int hit = len == strlen(body) && memcmp(p, body, len) == 0;
+		escrow_ack(c, m);
+		escrow_msg_free(m);
+		if (hit)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Item 13: a running consumer whose topic is deleted and created again, and
+ * later whose group is deleted, subscribes again by itself, receives what is
+ * sent after, and logs why (consumer.h, "Caveats").
+ */
+static void test_resubscribe_after_delete(void)
+{
+	escrow_conf_t *conf = NULL;
+	escrow_consumer_t *c = NULL;
+	char err[256];
+	log_text[0] = 0;
+	CHECK_INT(start(NULL), ==, 0);
+	CHECK(conf = make_conf());
+	CHECK_INT(escrow_conf_set(conf, "reconnect.backoff.max.ms", "100", err, sizeof err), ==, 0);
+	escrow_conf_set_log_cb(conf, keep_log, NULL);
+	CHECK(c = escrow_consumer_new(conf, "t", "g", err, sizeof err));
+	CHECK_INT(send_text("t", "one"), ==, 0);
+	CHECK(poll_body(c, "one", 5000));
+
+	CHECK_INT(topic_delete("t"), ==, 0);
+	CHECK_INT(topic_create("t"), ==, 0);
+	CHECK_INT(send_text("t", "two"), ==, 0);
+	CHECK(poll_body(c, "two", 5000));
+	CHECK(log_has("subscription to t/g ended: topic deleted"));
+
+	wire_msg m = {0};
+	m.op = WIRE_OP_GROUP_DELETE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr("t"));
+	WIRE_SET(&m, GROUP, group, wire_cstr("g"));
+	CHECK_INT(admin_call(&m), ==, 0);
+	CHECK_INT(send_text("t", "three"), ==, 0);
+	CHECK(poll_body(c, "three", 5000));
+	CHECK(log_has("subscription to t/g ended: group deleted"));
+end:
+	escrow_consumer_free(c);
+	escrow_conf_free(conf);
+	stop();
+}
+
+/*
+ * New-user item: escrow_consumer_free() right after escrow_ack() must not
+ * lose the ack (it used to in 6 of 7 runs): five rounds of poll, ack, free,
+ * each leaving the group's floor one higher.
+ */
+static void test_free_flushes_acks(void)
+{
+	escrow_conf_t *conf = NULL;
+	escrow_consumer_t *c = NULL;
+	escrow_msg_t *m = NULL;
+	char err[256];
+	CHECK_INT(start(NULL), ==, 0);
+	CHECK_INT(group_create("t", "g", 0, 0, 100), ==, 0);
+	CHECK(conf = make_conf());
+	for (int i = 0; i < 5; i++) {
+		CHECK_INT(send_text("t", "x"), ==, 0);
+		CHECK(c = escrow_consumer_new(conf, "t", "g", err, sizeof err));
+		CHECK(m = escrow_consumer_poll(c, 5000));
+		CHECK_UINT(escrow_msg_seq(m), ==, (uint64_t)i + 1);
+		CHECK_INT(escrow_ack(c, m), ==, 0);
+		escrow_consumer_free(c);
+		c = NULL;
+		escrow_msg_free(m);
+		m = NULL;
+		CHECK_UINT(group_field("t", "g", WIRE_F_ACK_FLOOR), ==, (uint64_t)i + 2);
+	}
+end:
+	escrow_msg_free(m);
+	escrow_consumer_free(c);
+	escrow_conf_free(conf);
+	stop();
+}
+
+static const test_case cases[] = {
+	TEST_CASE(test_ack_after_reset),
+	TEST_CASE(test_nack_reason_utf8_lib),
+	TEST_CASE(test_nack_reason_utf8_broker),
+	TEST_CASE(test_resubscribe_after_delete),
+	TEST_CASE(test_free_flushes_acks),
+};
+
+int main(int argc, char **argv)
+{
+	if (argc > 1)
+		broker_set_path(argv[1]);
+	return test_run(cases, TEST_COUNT(cases));
+}

@@ -1,0 +1,338 @@
+/*
+ * test_ctl.c - escrowctl from outside, as a user or a script runs it: the
+ * real escrowctl ($ESCROWCTL) against a real escrowd on port 0 (issue 10:
+ * item 14 and the new-user items about the CLI).
+ *
+ * Every command runs through /bin/sh with stdin from a file (so stdin is
+ * never a terminal, as in a script); its stdout and stderr are kept apart
+ * and its exit status is checked. The broker's log goes to a file of our
+ * own, so the audit lines can be read back.
+ */
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness/broker.h"
+#include "harness/test.h"
+
+static test_broker broker;
+static char dir[256];
+static char logpath[600];
+static const char *ctl_path;
+static char out[1 << 16], err[1 << 14];
+
+/* slurp reads file @path into @buf (NUL-terminated); the length or -1. */
+static long slurp(const char *path, char *buf, size_t n)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t got = fread(buf, 1, n - 1, f);
+	buf[got] = 0;
+	fclose(f);
+	return (long)got;
+}
+
+/*
+ * ctl runs "escrowctl -s ADDR ARGS" (ARGS printf-formatted, shell words)
+ * with @in as its stdin (NULL: empty), stdout into `out` and stderr into
+ * `err`. Returns the exit status, or -1 if it did not exit.
+ */
+static int ctl(const char *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int ctl(const char *in, const char *fmt, ...)
+{
+	char args[2048], cmd[4096], inp[600], outp[600], errp[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof args, fmt, ap);
+	va_end(ap);
+	snprintf(inp, sizeof inp, "%s/ctl.in", dir);
+	snprintf(outp, sizeof outp, "%s/ctl.out", dir);
+	snprintf(errp, sizeof errp, "%s/ctl.err", dir);
+	FILE *f = fopen(inp, "w");
+	if (!f)
+		return -1;
+	fputs(in ? in : "", f);
+	fclose(f);
+	snprintf(cmd, sizeof cmd, "'%s' -s %s %s <'%s' >'%s' 2>'%s'", ctl_path, broker.addr, args,
+	         inp, outp, errp);
+	int st = system(cmd);
+	slurp(outp, out, sizeof out);
+	slurp(errp, err, sizeof err);
+	if (st == -1 || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+/* count_of: how many times @needle occurs in @hay. */
+static int count_of(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* ---- cases ----------------------------------------------------------------- */
+
+static void test_start(void)
+{
+	static const char *const args[] = {"--log-level", "info", NULL};
+	int saved = -1, fd = -1;
+	ctl_path = getenv("ESCROWCTL");
+	if (!ctl_path)
+		SKIP("no $ESCROWCTL");
+	CHECK_INT(tmpdir_make(dir, sizeof dir, "ctl"), ==, 0);
+	/* the broker's stderr (its log) goes to a file we can read */
+	snprintf(logpath, sizeof logpath, "%s/escrowd.log", dir);
+	fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0);
+	saved = dup(2);
+	dup2(fd, 2);
+	int rc = broker_start(&broker, dir, args);
+	dup2(saved, 2);
+	CHECK_INT(rc, ==, 0);
+	CHECK_INT(ctl(NULL, "topic create t"), ==, 0);
+	for (int i = 1; i <= 6; i++)
+		CHECK_INT(ctl(NULL, "send t m%d", i), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t g --max-deliveries 2 --backoff 20ms"), ==, 0);
+end:
+	if (saved >= 0)
+		close(saved);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* item 14: msg peek and consume --peek change no state; --no-ack says what it does */
+static void test_peek_changes_nothing(void)
+{
+	char first[sizeof out];
+	CHECK_INT(ctl(NULL, "--json msg peek t g --count 3"), ==, 0);
+	CHECK(strncmp(out, "{\"items\":[", 10) == 0);
+	CHECK_INT(count_of(out, "\"state\":\"READY\""), ==, 3);
+	CHECK_INT(count_of(out, "\"attempt\":0"), ==, 3);
+	snprintf(first, sizeof first, "%s", out);
+	/* again, and through consume --peek: the same, nothing counted */
+	CHECK_INT(ctl(NULL, "--json msg peek t g --count 3"), ==, 0);
+	CHECK_STR(out, ==, first);
+	CHECK_INT(ctl(NULL, "consume t g --peek --count 3"), ==, 0);
+	CHECK(strstr(out, "3 messages peeked") != NULL);
+	CHECK_INT(ctl(NULL, "--json msg peek t g --count 3"), ==, 0);
+	CHECK_STR(out, ==, first);
+	/* the first real delivery is attempt 1: no peek counted one */
+	CHECK_INT(ctl(NULL, "--json consume t g --count 1"), ==, 0);
+	CHECK(strstr(out, "\"seq\":1,") != NULL);
+	CHECK(strstr(out, "\"attempt\":1,") != NULL);
+	/* peek now starts after the acked one */
+	CHECK_INT(ctl(NULL, "--json msg peek t g"), ==, 0);
+	CHECK(strstr(out, "\"seq\":2,") != NULL);
+	CHECK_INT(ctl(NULL, "msg peek t g --from-seq 5 --count 10"), ==, 0);
+	CHECK(strstr(out, "body:     m5") != NULL && strstr(out, "body:     m6") != NULL);
+	CHECK(strstr(out, "2 messages peeked") != NULL);
+	/* --no-ack says plainly that it counts a failed attempt */
+	CHECK_INT(ctl(NULL, "consume t g --help"), ==, 0);
+	CHECK(strstr(out, "FAILED") != NULL && strstr(out, "--peek") != NULL);
+	CHECK_INT(ctl(NULL, "msg peek t g --count 0"), ==, 2);
+	CHECK_INT(ctl(NULL, "consume t g --peek --nack"), ==, 2);
+end:;
+}
+
+/* consume --nack prints what the nack did: redelivery scheduled, then dead-lettered */
+static void test_nack_says_what_happened(void)
+{
+	/* seq 2: max deliveries 2, backoff 20 ms */
+	CHECK_INT(ctl(NULL, "consume t g --nack"), ==, 0);
+	CHECK(strstr(out, "seq:") && strstr(out, "redelivery as attempt 2"));
+	CHECK(strstr(out, "1 scheduled for redelivery, 0 dead-lettered") != NULL);
+	CHECK(strstr(out, "will be redelivered") == NULL);
+	usleep(100 * 1000);
+	CHECK_INT(ctl(NULL, "--json consume t g --nack"), ==, 0);
+	CHECK(strstr(out, "\"seq\":2,") != NULL);
+	CHECK(strstr(out, "\"nack_state\":\"DEAD\"") != NULL);
+	CHECK_INT(ctl(NULL, "--json dlq list t g"), ==, 0);
+	CHECK(strstr(out, "\"seq\":2,") != NULL);
+end:;
+}
+
+/* dlq purge reports counts; a seq that is not a dead letter is not "purged" */
+static void test_dlq_purge_counts(void)
+{
+	CHECK_INT(ctl(NULL, "dlq purge t g 4 --force"), ==, 1);
+	CHECK(strstr(out, "purged 0 of the 1 named dead letter") != NULL);
+	CHECK(strstr(err, "not in the dead-letter queue") != NULL);
+	/* without --force and no terminal: refused, nothing purged */
+	CHECK_INT(ctl(NULL, "dlq purge t g 2"), ==, 2);
+	CHECK(strstr(err, "--force") != NULL);
+	CHECK_INT(ctl(NULL, "--json dlq list t g"), ==, 0);
+	CHECK(strstr(out, "\"seq\":2,") != NULL);
+	CHECK_INT(ctl(NULL, "--json dlq purge t g 2 4 --force"), ==, 1);
+	CHECK(strstr(out, "\"count\":1,\"named\":2,\"missing\":1") != NULL);
+	CHECK_INT(ctl(NULL, "--json dlq list t g"), ==, 0);
+	CHECK(strstr(out, "\"items\":[]") != NULL);
+end:;
+}
+
+/* group reset: explicit forms only, --dry-run, confirmation */
+static void test_reset_forms(void)
+{
+	char before[sizeof out];
+	CHECK_INT(ctl(NULL, "--json group describe t g"), ==, 0);
+	snprintf(before, sizeof before, "%s", out);
+	/* a bare number was read as Unix ms (1970): refused now */
+	CHECK_INT(ctl(NULL, "group reset t g --to 4 --force"), ==, 2);
+	CHECK(strstr(err, "--to-seq 4") != NULL);
+	CHECK_INT(ctl(NULL, "group reset t g --to yesterday --force"), ==, 2);
+	CHECK_INT(ctl(NULL, "group reset t g --force"), ==, 2);
+	/* --dry-run says where and how many, and changes nothing */
+	CHECK_INT(ctl(NULL, "group reset t g --to-seq 1 --dry-run"), ==, 0);
+	CHECK(strstr(out, "would reset group g of topic t to seq 1") != NULL);
+	CHECK(strstr(out, "2 messages would change state") != NULL); /* acked 1, dead 2 */
+	CHECK_INT(ctl(NULL, "--json group describe t g"), ==, 0);
+	CHECK_STR(out, ==, before);
+	/* not a terminal and no --force: refused, nothing changed */
+	CHECK_INT(ctl(NULL, "group reset t g --to earliest"), ==, 2);
+	CHECK(strstr(err, "not a terminal") != NULL && strstr(err, "--force") != NULL);
+	CHECK_INT(ctl(NULL, "--json group describe t g"), ==, 0);
+	CHECK_STR(out, ==, before);
+	/* the explicit forms */
+	CHECK_INT(ctl(NULL, "--json group reset t g --to-seq 3 --force"), ==, 0);
+	CHECK(strstr(out, "\"ack_floor\":3,") != NULL);
+	CHECK_INT(ctl(NULL, "group reset t g --to -1h --force"), ==, 0);
+	CHECK(strstr(out, "to seq 1 (-1h)") != NULL);
+	CHECK_INT(ctl(NULL, "group reset t g --to 2999-01-01T00:00:00Z --force"), ==, 0);
+	CHECK(strstr(out, "to seq 7 ") != NULL);
+	CHECK_INT(ctl(NULL, "group reset t g --to 2020-01-01T01:00+01:00 --force"), ==, 0);
+	CHECK(strstr(out, "to seq 1 ") != NULL);
+	CHECK_INT(ctl(NULL, "group reset t g --to latest --force"), ==, 0);
+	CHECK_INT(ctl(NULL, "group reset t g --to earliest --force"), ==, 0);
+	CHECK(strstr(out, "6 messages changed state") != NULL);
+end:;
+}
+
+/* topic delete and group delete ask; without a terminal they need --force */
+static void test_delete_needs_force(void)
+{
+	CHECK_INT(ctl(NULL, "topic create t2"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t2 g2"), ==, 0);
+	CHECK_INT(ctl("y\n", "group delete t2 g2"), ==, 2);
+	CHECK(strstr(err, "--force") != NULL);
+	CHECK_INT(ctl(NULL, "topic delete t2"), ==, 2);
+	CHECK_INT(ctl(NULL, "group describe t2 g2"), ==, 0);
+	CHECK_INT(ctl(NULL, "group delete t2 g2 --force"), ==, 0);
+	CHECK_INT(ctl(NULL, "group describe t2 g2"), ==, 1);
+	CHECK_INT(ctl(NULL, "topic delete --force t2"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic describe t2"), ==, 1);
+end:;
+}
+
+/* echo x | escrowctl send t: stdin is read when no BODY is given */
+static void test_send_reads_stdin(void)
+{
+	CHECK_INT(ctl(NULL, "topic create t3"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t3 g3"), ==, 0);
+	CHECK_INT(ctl("hello from a pipe\n", "send t3"), ==, 0);
+	CHECK_INT(ctl(NULL, "send t3"), ==, 2); /* an empty pipe: nothing to send */
+	CHECK_INT(ctl(NULL, "send t3 ''"), ==, 0);  /* an empty body, said so */
+	CHECK_INT(ctl(NULL, "--json msg peek t3 g3 --count 5"), ==, 0);
+	CHECK(strstr(out, "\"body\":\"hello from a pipe\"") != NULL);
+	CHECK(strstr(out, "\"body\":\"\"") != NULL);
+	CHECK_INT(count_of(out, "\"seq\":"), ==, 2);
+end:;
+}
+
+/* every list command has its items under "items"; no stored_ms that is not a store time */
+static void test_json_lists(void)
+{
+	static const char *const lists[] = {"topic list", "group list", "group list t",
+	                                    "dlq list t g", "msg find t --key nope", "tx list",
+	                                    "msg peek t g"};
+	for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+		CHECK_INT(ctl(NULL, "--json %s", lists[i]), ==, 0);
+		if (!strstr(out, "\"items\":[")) {
+			test_diag("%s: %s", lists[i], out);
+			CHECK(!"no items list");
+		}
+	}
+	CHECK_INT(ctl(NULL, "--json topic list"), ==, 0);
+	CHECK(strstr(out, "\"created_ms\":") && !strstr(out, "stored_ms"));
+	CHECK_INT(ctl(NULL, "--json group describe t g"), ==, 0);
+	CHECK(strstr(out, "\"created_ms\":") && !strstr(out, "stored_ms"));
+	CHECK_INT(ctl(NULL, "--json status"), ==, 0);
+	CHECK(strstr(out, "\"topics\":") && !strstr(out, "\"count\""));
+end:;
+}
+
+/* the help names every command, --version and -v */
+static void test_help(void)
+{
+	CHECK_INT(ctl(NULL, "--help"), ==, 0);
+	CHECK(strstr(out, "--version") && strstr(out, "-v, --verbose"));
+	CHECK(strstr(out, "tx send") && strstr(out, "msg peek"));
+	CHECK_INT(ctl(NULL, "--version"), ==, 0);
+	CHECK(strncmp(out, "escrowctl ", 10) == 0);
+end:;
+}
+
+/* audit lines: one format with peer and client name, only after success */
+static void test_audit_after_success(void)
+{
+	static char log[1 << 20];
+	/* refused: an operator commit of a transaction that does not exist */
+	CHECK_INT(ctl(NULL, "tx commit 0123456789abcdef0123456789abcdef"), ==, 1);
+	CHECK_INT(ctl(NULL, "group reset t nosuch --to earliest --force"), ==, 1);
+	CHECK_INT(ctl(NULL, "group reset t g --to-seq 2 --force"), ==, 0);
+	usleep(100 * 1000);
+	CHECK(slurp(logpath, log, sizeof log) > 0);
+	CHECK(strstr(log, "0123456789abcdef0123456789abcdef") == NULL);
+	CHECK(strstr(log, "nosuch") == NULL);
+	CHECK(strstr(log, "dlq purge") == NULL);
+	int n = 0;
+	for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
+		char *a = strstr(line, " audit: ");
+		if (!a)
+			continue;
+		n++;
+		if (!strstr(a, " peer 127.0.0.1:") || !strstr(a, " client escrowctl: ")) {
+			test_diag("audit line not in the one format: %s", line);
+			CHECK(!"audit format");
+		}
+	}
+	/* topic create x3, group create x3, purge 1, resets, deletes */
+	CHECK_INT(n, >=, 10);
+	CHECK(strstr(logpath, "escrowd.log") != NULL);
+	CHECK_INT(slurp(logpath, log, sizeof log) > 0, ==, 1);
+	CHECK(strstr(log, "reset group g of topic t to seq 2 (seq 2)") != NULL);
+	CHECK(strstr(log, "purged 1 of 2 named dead letters of t/g") != NULL);
+end:;
+}
+
+static void test_stop(void)
+{
+	CHECK_INT(broker_stop(&broker), ==, 0);
+	tmpdir_remove(dir);
+end:;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1)
+		broker_set_path(argv[1]);
+	static const test_case cases[] = {
+		TEST_CASE(test_start),
+		TEST_CASE(test_peek_changes_nothing),
+		TEST_CASE(test_nack_says_what_happened),
+		TEST_CASE(test_dlq_purge_counts),
+		TEST_CASE(test_reset_forms),
+		TEST_CASE(test_delete_needs_force),
+		TEST_CASE(test_send_reads_stdin),
+		TEST_CASE(test_json_lists),
+		TEST_CASE(test_help),
+		TEST_CASE(test_audit_after_success),
+		TEST_CASE(test_stop),
+	};
+	return test_run(cases, TEST_COUNT(cases));
+}
