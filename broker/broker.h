@@ -93,6 +93,8 @@ typedef struct broker_conf {
 	uint64_t tx_check_timeout_ms; /* --tx-check-timeout */
 	uint64_t tx_tombstone_ms;     /* --tx-tombstone */
 	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
+	uint32_t tx_max_messages;     /* --tx-max-messages: half messages per tx */
+	uint64_t tx_max_bytes;        /* --tx-max-bytes: stored half bytes per tx */
 } broker_conf;
 
 /*

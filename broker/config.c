@@ -84,6 +84,14 @@ const conf_row conf_rows[] = {
 	{.name = "tx-tombstone", .type = CONF_DURATION, .def = "24h", .flags = CONF_RELOAD,
 	 CONF_FIELD(tx_tombstone_ms),
 	 .help = "how long an ended transaction's outcome is kept (end_tx idempotency)"},
+	{.name = "tx-max-messages", .type = CONF_INT, .def = "100000", .min = 1,
+	 .max = UINT32_MAX - 1, .flags = CONF_RELOAD, CONF_FIELD(tx_max_messages),
+	 .help = "most half messages in one transaction; send_half beyond is TOO_LARGE (nothing "
+	         "written)"},
+	{.name = "tx-max-bytes", .type = CONF_SIZE, .def = "256MiB", .min = 1, .flags = CONF_RELOAD,
+	 CONF_FIELD(tx_max_bytes),
+	 .help = "most bytes of half messages, as stored, in one transaction (the commit holds "
+	         "them all in memory at once); send_half beyond is TOO_LARGE"},
 	{.name = "tx-max-age", .type = CONF_DURATION, .def = "24h", .flags = CONF_RELOAD,
 	 CONF_FIELD(tx_max_age_ms),
 	 .help = "a pending transaction older than this (from its first half message, broker "
