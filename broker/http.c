@@ -1005,11 +1005,20 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 int http_open(broker *b)
 {
-	if (!b->conf.http_host)
+	const char *v = b->conf.http;
+	if (!v || !*v)
 		return 0;
+	const char *colon = strrchr(v, ':');
+	char *end = NULL;
+	long port = colon ? strtol(colon + 1, &end, 10) : -1;
+	if (!colon || colon == v || colon[1] == 0 || *end || port < 0 || port > 65535) {
+		fprintf(stderr, "escrowd: --http '%s' is not HOST:PORT (port 0-65535)\n", v);
+		return -1;
+	}
 	http_front *h = calloc(1, sizeof *h);
 	if (!h)
 		return -1;
+	snprintf(h->host, sizeof h->host, "%.*s", (int)(colon - v), v);
 	h->b = b;
 	h->boot = b->start_ms;
 	h->http = evhttp_new(b->base);
@@ -1033,16 +1042,19 @@ int http_open(broker *b)
 	                                            EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD);
 	evhttp_set_default_content_type(h->http, "application/json");
 	evhttp_set_gencb(h->http, request_cb, h);
-	h->sock = evhttp_bind_socket_with_handle(h->http, b->conf.http_host,
-	                                         (ev_uint16_t)b->conf.http_port);
+	h->sock = evhttp_bind_socket_with_handle(h->http, h->host, (ev_uint16_t)port);
 	if (!h->sock) {
-		fprintf(stderr, "escrowd: cannot serve HTTP on %s:%d\n", b->conf.http_host,
-		        b->conf.http_port);
+		fprintf(stderr, "escrowd: cannot serve HTTP on %s\n", v);
 		return -1;
 	}
 	struct timeval one = {1, 0};
 	event_add(h->sweep_ev, &one);
 	return 0;
+}
+
+const char *http_host(broker *b)
+{
+	return b->http ? b->http->host : "";
 }
 
 int http_port(broker *b)

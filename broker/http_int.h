@@ -78,6 +78,7 @@ typedef struct http_front {
 	broker *b;
 	struct evhttp *http;
 	struct evhttp_bound_socket *sock;
+	char host[301];     /* --http host part */
 	conn *c;            /* virtual connection, role admin: admin ops, consumers */
 	conn *pc;           /* virtual connection, role producer: publish, tx */
 	uint64_t next_rid;
