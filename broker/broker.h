@@ -85,6 +85,8 @@ typedef struct broker_conf {
 	uint64_t tx_check_timeout_ms; /* --tx-check-timeout */
 	uint64_t tx_tombstone_ms;     /* --tx-tombstone */
 	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
+	uint32_t tx_max_messages;     /* --tx-max-messages: half messages per tx */
+	uint64_t tx_max_bytes;        /* --tx-max-bytes: stored half bytes per tx */
 } broker_conf;
 
 /* config_parse fills @c from argv. Returns 0 to run, 1 when --help or
@@ -96,13 +98,13 @@ int parse_size(const char *s, uint64_t *out);
 int parse_duration_ms(const char *s, uint64_t *out);
 
 /* Limits checked on every request (doc/protocol.md §6). */
-#define LIMIT_NAME_BYTES 255
+#define LIMIT_NAME_BYTES WIRE_NAME_MAX
 #define LIMIT_KEY_BYTES 499 /* LMDB keys are <= 511 bytes: topic id + key + seq */
 #define LIMIT_TAGS 32
 #define LIMIT_TAG_BYTES 255
 #define LIMIT_PROPS 64
 #define LIMIT_PROP_BYTES 4096
-#define LIMIT_PREFETCH 65536
+#define LIMIT_PREFETCH WIRE_PREFETCH_MAX
 #define LIMIT_DELAY_MS (UINT64_C(10) * 365 * 86400000) /* delay_ms, and at_ms - now */
 
 /* ---- the registry of topics and groups (topic.c) ------------------------ */

@@ -221,6 +221,20 @@ static int set_tx_max_age(broker_conf *c, const char *v)
 	return parse_duration_ms(v, &c->tx_max_age_ms);
 }
 
+static int set_tx_max_messages(broker_conf *c, const char *v)
+{
+	uint64_t n;
+	if (parse_size(v, &n) || n == 0 || n > UINT32_MAX - 1)
+		return -1;
+	c->tx_max_messages = (uint32_t)n;
+	return 0;
+}
+
+static int set_tx_max_bytes(broker_conf *c, const char *v)
+{
+	return parse_size(v, &c->tx_max_bytes) || c->tx_max_bytes == 0 ? -1 : 0;
+}
+
 static const struct option_desc {
 	const char *name;
 	const char *arg;
@@ -245,6 +259,8 @@ static const struct option_desc {
 	{"tx-check-timeout", "DUR", "10s", "reply timeout of one check-back; no answer counts as UNKNOWN", set_tx_check_timeout},
 	{"tx-tombstone", "DUR", "24h", "how long an ended transaction's outcome is kept for end_tx idempotency", set_tx_tombstone},
 	{"tx-max-age", "DUR", "24h", "a pending transaction older than this gets --tx-policy even with no producer online (0: never)", set_tx_max_age},
+	{"tx-max-messages", "N", "100000", "most half messages in one transaction; send_half beyond is TOO_LARGE", set_tx_max_messages},
+	{"tx-max-bytes", "SIZE", "256MiB", "most bytes of half messages (as stored) in one transaction; send_half beyond is TOO_LARGE", set_tx_max_bytes},
 	{"max-pending", "N", "4096", "store ops in flight per connection before escrowd stops reading from it", set_max_pending},
 	{"frame-timeout", "DUR", "30s", "a connection with a frame begun but not finished, or with over 16 MiB of replies it does not read, for this long is closed", set_frame_timeout},
 };

@@ -12,15 +12,7 @@
 
 bool name_valid(wire_str s)
 {
-	if (s.len == 0 || s.len > LIMIT_NAME_BYTES)
-		return false;
-	for (uint32_t i = 0; i < s.len; i++) {
-		char ch = s.p[i];
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		      ch == '.' || ch == '_' || ch == '-'))
-			return false;
-	}
-	return true;
+	return wire_name_valid(s);
 }
 
 topic *topic_by_name(broker *b, wire_str name)
@@ -97,9 +89,26 @@ void ack_set_clear(ack_ent **set)
 	}
 }
 
-static void group_free(broker *b, group *g)
+/* sub_end_push tells the consumer of @s that the broker ended its
+ * subscription (§5.30), so it can subscribe again or say so. */
+static void sub_end_push(sub *s, const char *why)
+{
+	wire_msg m = {0};
+	m.op = WIRE_OP_SUB_END;
+	WIRE_SET(&m, SID, sid, s->sid);
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(s->g->t->name));
+	WIRE_SET(&m, GROUP, group, wire_cstr(s->g->name));
+	WIRE_SET(&m, REASON, reason, wire_cstr(why));
+	conn_reply(s->c, &m);
+}
+
+/* group_free drops @g and its subscriptions; @why ("group deleted", "topic
+ * deleted") is pushed to each of their consumers. */
+static void group_free(broker *b, group *g, const char *why)
 {
 	g->dying = true;
+	for (sub *s = g->subs; s; s = s->next_in_group)
+		sub_end_push(s, why);
 	while (g->subs)
 		sub_detach(b, g->subs);
 	ack_set_clear(&g->acks);
@@ -127,7 +136,7 @@ void group_remove(broker *b, group *g)
 			*pp = g->next;
 			break;
 		}
-	group_free(b, g);
+	group_free(b, g, "group deleted");
 }
 
 void topic_remove(broker *b, topic *t)
@@ -135,7 +144,7 @@ void topic_remove(broker *b, topic *t)
 	while (t->groups) {
 		group *g = t->groups;
 		t->groups = g->next;
-		group_free(b, g);
+		group_free(b, g, "topic deleted");
 	}
 	HASH_DELETE(hh_name, b->topics_by_name, t);
 	HASH_DELETE(hh_id, b->topics_by_id, t);

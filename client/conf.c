@@ -15,7 +15,7 @@
 
 #include "client/client.h"
 
-enum ctype { C_STR, C_INT, C_LEVEL, C_SERVER };
+enum ctype { C_STR, C_INT, C_LEVEL, C_SERVER, C_NAME };
 
 static const struct conf_prop {
 	const char *name;
@@ -29,7 +29,7 @@ static const struct conf_prop {
 	 "broker address host:port"},
 	{"client.name", C_STR, offsetof(escrow_conf_t, client_name), "escrow-client", 0, 0,
 	 "name shown in broker logs and escrowctl status"},
-	{"producer.group", C_STR, offsetof(escrow_conf_t, producer_group), "default", 0, 0,
+	{"producer.group", C_NAME, offsetof(escrow_conf_t, producer_group), "default", 0, 0,
 	 "producer group: who may answer check-backs"},
 	{"request.timeout.ms", C_INT, offsetof(escrow_conf_t, request_timeout_ms), "30000", 1,
 	 INT_MAX / 2, "time a request may wait for its reply, including retries, ms"},
@@ -41,7 +41,8 @@ static const struct conf_prop {
 	 "5000", 1, INT_MAX / 4, "cap of the reconnect delay, ms"},
 	{"send.window", C_INT, offsetof(escrow_conf_t, send_window), "256", 1, 1000000,
 	 "async sends outstanding at once before escrow_send_async blocks"},
-	{"consumer.prefetch", C_INT, offsetof(escrow_conf_t, consumer_prefetch), "256", 1, 100000,
+	{"consumer.prefetch", C_INT, offsetof(escrow_conf_t, consumer_prefetch), "256", 1,
+	 WIRE_PREFETCH_MAX,
 	 "deliveries unacked at once per consumer (credit)"},
 	{"log.level", C_LEVEL, offsetof(escrow_conf_t, log_level), "warn", 0, 0,
 	 "error, warn, info or debug"},
@@ -102,11 +103,18 @@ static int set_prop(escrow_conf_t *conf, const struct conf_prop *p, const char *
 {
 	char *field = (char *)conf + p->off;
 	switch (p->type) {
+	case C_NAME: /* the broker's rule for names (doc/protocol.md §3) */
+		if (!wire_name_valid(wire_cstr(value)))
+			return errf(errstr, errstr_size,
+			            "%s \"%s\": must be 1-%d bytes of [A-Za-z0-9._-]", p->name,
+			            value, WIRE_NAME_MAX);
+		goto text;
 	case C_SERVER:
 		if (check_server(value, errstr, errstr_size))
 			return ESCROW_ERR__BAD_CONF;
 		/* fall through */
-	case C_STR: {
+	case C_STR:
+	text: {
 		size_t n = strlen(value);
 		if (n == 0)
 			return errf(errstr, errstr_size, "%s must not be empty", p->name);
@@ -210,6 +218,7 @@ int escrow_conf_get(const escrow_conf_t *conf, const char *name, char *buf, size
 	int n = 0;
 	switch (p->type) {
 	case C_STR:
+	case C_NAME:
 	case C_SERVER:
 		n = snprintf(buf, buf_size, "%s", field);
 		break;

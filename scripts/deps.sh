@@ -6,7 +6,8 @@ set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config python3
       libevent-dev liblmdb-dev libmsgpack-dev uthash-dev
-      libsqlite3-dev   # sqlite: examples/bank-transfer
+      libsqlite3-dev   # sqlite: examples/bank-transfer, barrier/
+      libpq-dev postgresql  # PostgreSQL: barrier/, its tests, the bank demo's pg variant
       libjansson-dev curl  # JSON + load driver: examples/bank-transfer
       clang libclang-rt-dev  # libFuzzer targets (scripts/fuzz.sh)
       valgrind               # memcheck test (tests/recovery/test_valgrind.c)

@@ -136,7 +136,7 @@ static void json_items(FILE *f, const wire_items *it, json_key_fn key_of)
 	fputc(']', f);
 }
 
-void json_msg(FILE *f, const wire_msg *m, uint64_t skip, const char *items_key,
+void json_msg(FILE *f, const wire_msg *m, wire_mask skip, const char *items_key,
               json_key_fn key_of)
 {
 	int first = 1;
@@ -166,9 +166,9 @@ void json_msg(FILE *f, const wire_msg *m, uint64_t skip, const char *items_key,
 /* ---- values for humans --------------------------------------------------- */
 
 /* Fields holding a duration in ms, and fields holding a Unix-ms time. */
-static const uint64_t dur_fields = WF(RETENTION_MS) | WF(UPTIME_MS) | WF(ACK_TIMEOUT_MS) |
+static const wire_mask dur_fields = WF(RETENTION_MS) | WF(UPTIME_MS) | WF(ACK_TIMEOUT_MS) |
                                    WF(DELAY_MS) | WF(BACKOFF_MS);
-static const uint64_t time_fields = WF(BORN_MS) | WF(STORED_MS) | WF(AT_MS);
+static const wire_mask time_fields = WF(BORN_MS) | WF(STORED_MS) | WF(AT_MS);
 
 const char *fmt_dur(uint64_t ms, char *buf, size_t n)
 {
@@ -284,9 +284,9 @@ static void h_text(FILE *f, const char *p, size_t len)
 static void h_U64(FILE *f, wire_field fld, const uint64_t *v)
 {
 	char buf[64];
-	if (dur_fields & (UINT64_C(1) << fld))
+	if (dur_fields & WIRE_BIT(fld))
 		fputs(fmt_dur(*v, buf, sizeof buf), f);
-	else if (time_fields & (UINT64_C(1) << fld))
+	else if (time_fields & WIRE_BIT(fld))
 		fputs(*v ? fmt_time(*v, buf, sizeof buf) : "-", f);
 	else
 		fprintf(f, "%llu", (unsigned long long)*v);
@@ -356,7 +356,7 @@ static void h_U64S(FILE *f, wire_field fld, const wire_u64s *v)
 	for (uint32_t i = 0; i < v->n; i++) {
 		if (i)
 			fputc(',', f);
-		if (dur_fields & (UINT64_C(1) << fld))
+		if (dur_fields & WIRE_BIT(fld))
 			fputs(fmt_dur(v->v[i], buf, sizeof buf), f);
 		else
 			fprintf(f, "%llu", (unsigned long long)v->v[i]);
@@ -374,7 +374,7 @@ char *fmt_field(const wire_msg *m, wire_field fld)
 	char *out = NULL;
 	size_t len = 0;
 	FILE *f;
-	if ((unsigned)fld >= WIRE_F__COUNT || !(m->has & (UINT64_C(1) << fld)))
+	if ((unsigned)fld >= WIRE_F__COUNT || !(m->has & WIRE_BIT(fld)))
 		return NULL;
 	f = open_memstream(&out, &len);
 	if (!f)
@@ -487,29 +487,29 @@ void table_free(table *t)
 }
 
 /* columns fills @cols with @first, then the fields of @present in order. */
-static int columns(int *cols, const int *first, uint64_t present, uint64_t skip)
+static int columns(int *cols, const int *first, wire_mask present, wire_mask skip)
 {
 	int n = 0;
-	uint64_t used = 0;
+	wire_mask used = 0;
 	for (; first && *first >= 0; first++) {
 		cols[n++] = *first;
-		used |= UINT64_C(1) << *first;
+		used |= WIRE_BIT(*first);
 	}
 	for (int fld = 0; fld < WIRE_F__COUNT; fld++) {
-		uint64_t bit = UINT64_C(1) << fld;
+		wire_mask bit = WIRE_BIT(fld);
 		if ((present & bit) && !(used & bit) && !(skip & bit))
 			cols[n++] = fld;
 	}
 	return n;
 }
 
-int items_table(FILE *f, const wire_items *items, const int *first, uint64_t skip,
+int items_table(FILE *f, const wire_items *items, const int *first, wire_mask skip,
                 const char *(*label_of)(wire_field))
 {
 	int cols[WIRE_F__COUNT + 1];
 	const char *hdr[WIRE_F__COUNT + 1];
 	char labels[WIRE_F__COUNT + 1][32];
-	uint64_t present = 0;
+	wire_mask present = 0;
 	table t;
 	skip |= WF(RID) | WF(OK) | WF(ITEMS);
 	for (uint32_t i = 0; i < items->n; i++)
@@ -545,7 +545,7 @@ int items_table(FILE *f, const wire_items *items, const int *first, uint64_t ski
 	return 0;
 }
 
-void record_print(FILE *f, const wire_msg *m, const int *first, uint64_t skip,
+void record_print(FILE *f, const wire_msg *m, const int *first, wire_mask skip,
                   const char *(*label_of)(wire_field))
 {
 	int cols[WIRE_F__COUNT + 1];
@@ -557,14 +557,14 @@ void record_print(FILE *f, const wire_msg *m, const int *first, uint64_t skip,
 	int k = 0;
 	/* @first order first, but only for the fields actually present */
 	int order[WIRE_F__COUNT + 1];
-	uint64_t done = 0;
+	wire_mask done = 0;
 	for (; first && *first >= 0; first++)
-		if ((m->has & (UINT64_C(1) << *first)) && !(skip & (UINT64_C(1) << *first))) {
+		if ((m->has & WIRE_BIT(*first)) && !(skip & WIRE_BIT(*first))) {
 			order[k++] = *first;
-			done |= UINT64_C(1) << *first;
+			done |= WIRE_BIT(*first);
 		}
 	for (int c = 0; c < n; c++)
-		if (!(done & (UINT64_C(1) << cols[c])))
+		if (!(done & WIRE_BIT(cols[c])))
 			order[k++] = cols[c];
 	for (int c = 0; c < k; c++) {
 		lab[c] = label_of ? label_of((wire_field)order[c]) : NULL;

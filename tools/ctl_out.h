@@ -39,7 +39,7 @@ typedef const char *(*json_key_fn)(wire_field f);
  * are 32 hex digits; a body is "body" when it is valid UTF-8, else
  * "body_base64"; items are written under @items_key (NULL: "items").
  */
-void json_msg(FILE *f, const wire_msg *m, uint64_t skip, const char *items_key,
+void json_msg(FILE *f, const wire_msg *m, wire_mask skip, const char *items_key,
               json_key_fn key_of);
 
 /* ---- values for humans ------------------------------------------------- */
@@ -104,7 +104,7 @@ void table_free(table *t);
  * fields.def order, except those in @skip (a WF() mask). @label_of may
  * rename a column (return NULL to keep the upper-cased key).
  */
-int items_table(FILE *f, const wire_items *items, const int *first, uint64_t skip,
+int items_table(FILE *f, const wire_items *items, const int *first, wire_mask skip,
                 const char *(*label_of)(wire_field));
 
 /*
@@ -112,7 +112,7 @@ int items_table(FILE *f, const wire_items *items, const int *first, uint64_t ski
  * "label:  value" lines with aligned values, in @first order then
  * fields.def order. @label_of may rename a field (return NULL to keep it).
  */
-void record_print(FILE *f, const wire_msg *m, const int *first, uint64_t skip,
+void record_print(FILE *f, const wire_msg *m, const int *first, wire_mask skip,
                   const char *(*label_of)(wire_field));
 
 #endif

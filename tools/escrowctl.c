@@ -527,10 +527,10 @@ struct simple {
 	json_key_fn json_keys;        /* JSON keys more precise than the wire's (NULL: none) */
 	bool json_items_always;       /* JSON {"KEY":[]} when the reply has no items */
 	const int *first;             /* record or table columns first, -1 ended */
-	uint64_t skip;                /* fields not shown (WF() mask) */
+	wire_mask skip;                /* fields not shown (WF() mask) */
 	label_fn label;
 	const int *sub_first;         /* OUT_RECORD: then its items as a table */
-	uint64_t sub_skip;
+	wire_mask sub_skip;
 	const char *empty;            /* no items: this sentence (NULL: an empty table) */
 	bool more;                    /* OUT_LIST: "(N more)" when count > items */
 	/* a human output of its own instead of the above (JSON stays generic) */
@@ -569,7 +569,7 @@ static const void *field_at(const wire_msg *m, wire_field f)
 /* field_set marks field @f of @m present and returns where its value goes. */
 static void *field_set(wire_msg *m, wire_field f)
 {
-	m->has |= UINT64_C(1) << f;
+	m->has |= WIRE_BIT(f);
 	return (void *)field_at(m, f);
 }
 
@@ -606,7 +606,7 @@ static void say_tpl(FILE *f, const char *t, const wire_msg *m)
 			bool all = true;
 			while ((p = strchr(p + 1, '{')) && p < end) {
 				int fld = field_by_key(p + 1, strcspn(p + 1, "}"));
-				all = all && fld >= 0 && (m->has & (UINT64_C(1) << fld));
+				all = all && fld >= 0 && (m->has & WIRE_BIT(fld));
 			}
 			if (all) {
 				char part[256];
@@ -702,7 +702,7 @@ static int simple_print(struct ctl *c, const struct simple *d, const wire_msg *r
 			printf("{\"ok\":true");
 			for (const int *f = d->echo; f && *f >= 0; f++) {
 				const void *v = field_at(req, (wire_field)*f);
-				if (!(req->has & (UINT64_C(1) << *f)))
+				if (!(req->has & WIRE_BIT(*f)))
 					continue;
 				printf(",\"%s\":", wire_field_key((wire_field)*f));
 				if (field_is_str((wire_field)*f))
@@ -784,7 +784,7 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 			*(wire_str *)v = wire_cstr(pos[i]);
 	}
 	for (i = 0; d->opts && d->opts[i].name; i++)
-		if (d->opts[i].required && !(req.has & (UINT64_C(1) << d->opts[i].f)))
+		if (d->opts[i].required && !(req.has & WIRE_BIT(d->opts[i].f)))
 			return usage_err(c, "%s", d->opts[i].required);
 	for (i = 0; i < 2 && d->fixed[i].s; i++)
 		*(wire_str *)field_set(&req, d->fixed[i].f) = wire_cstr(d->fixed[i].s);

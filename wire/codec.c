@@ -24,12 +24,12 @@ static const struct field_desc {
 #undef FIELD
 };
 
-_Static_assert(WIRE_F__COUNT <= 64, "wire_msg.has holds 64 field bits");
+_Static_assert(WIRE_F__COUNT <= 128, "wire_msg.has holds 128 field bits");
 
 static const struct op_desc {
 	const char *name;
 	wire_dir dir;
-	uint64_t required;
+	wire_mask required;
 } ops[WIRE_OP__COUNT] = {
 	[WIRE_OP_NONE] = {"reply", WIRE_PUSH, WF(RID)},
 #define OP(E, n, d, r) [WIRE_OP_##E] = {n, WIRE_##d, r},
@@ -57,7 +57,7 @@ wire_dir wire_op_dir(wire_op op)
 	return (unsigned)op < WIRE_OP__COUNT ? ops[op].dir : 0;
 }
 
-uint64_t wire_op_required(wire_op op)
+wire_mask wire_op_required(wire_op op)
 {
 	return (unsigned)op < WIRE_OP__COUNT ? ops[op].required : 0;
 }
@@ -69,10 +69,11 @@ const char *wire_field_key(wire_field f)
 
 int wire_check_required(const wire_msg *m)
 {
-	uint64_t missing = wire_op_required(m->op) & ~m->has;
+	wire_mask missing = wire_op_required(m->op) & ~m->has;
 	if (!missing)
 		return 0;
-	return __builtin_ctzll(missing) + 1;
+	uint64_t lo = (uint64_t)missing;
+	return lo ? __builtin_ctzll(lo) + 1 : __builtin_ctzll((uint64_t)(missing >> 64)) + 65;
 }
 
 /* ---- encoding ---------------------------------------------------------- */
@@ -178,7 +179,8 @@ static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const voi
 
 static int pack_map(msgpack_packer *pk, const wire_msg *m)
 {
-	size_t n = (size_t)__builtin_popcountll(m->has) + (m->op != WIRE_OP_NONE);
+	size_t n = (size_t)(__builtin_popcountll((uint64_t)m->has) +
+	                              __builtin_popcountll((uint64_t)(m->has >> 64))) + (m->op != WIRE_OP_NONE);
 	if (msgpack_pack_map(pk, n))
 		return -1;
 	if (m->op != WIRE_OP_NONE) {
@@ -187,7 +189,7 @@ static int pack_map(msgpack_packer *pk, const wire_msg *m)
 			return -1;
 	}
 	for (int f = 0; f < WIRE_F__COUNT; f++) {
-		if (!(m->has & (UINT64_C(1) << f)))
+		if (!(m->has & WIRE_BIT(f)))
 			continue;
 		const struct field_desc *fd = &fields[f];
 		if (pack_str(pk, fd->key, fd->keylen) ||
@@ -285,6 +287,19 @@ int wire_utf8_valid(const char *s, size_t len)
 		p += n;
 	}
 	return 1;
+}
+
+bool wire_name_valid(wire_str s)
+{
+	if (s.len == 0 || s.len > WIRE_NAME_MAX)
+		return false;
+	for (uint32_t i = 0; i < s.len; i++) {
+		char ch = s.p[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '.' || ch == '_' || ch == '-'))
+			return false;
+	}
+	return true;
 }
 
 size_t wire_utf8_prefix(const char *s, size_t len, size_t max)
@@ -470,12 +485,12 @@ static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int dept
 				break;
 		if (f == WIRE_F__COUNT)
 			continue; /* unknown key: ignored (protocol.md §3) */
-		if (m->has & (UINT64_C(1) << f))
+		if (m->has & WIRE_BIT(f))
 			return dec_fail(d, fields[f].key, "", "given twice");
 		int rc = dec_field(d, &fields[f], v, (char *)m + fields[f].off, depth);
 		if (rc)
 			return rc;
-		m->has |= UINT64_C(1) << f;
+		m->has |= WIRE_BIT(f);
 	}
 	return 0;
 }

@@ -24,6 +24,17 @@
 /* Default largest frame: a 4 MiB body plus room for the other fields. */
 #define WIRE_FRAME_MAX_DEFAULT (4u * 1024 * 1024 + 64 * 1024)
 
+/* Limits shared by the broker and the client libraries (doc/protocol.md §6),
+ * so that a library refuses at once what the broker would refuse later. */
+#define WIRE_NAME_MAX 255      /* bytes of a topic, group or producer group name */
+#define WIRE_PREFETCH_MAX 65536 /* most deliveries unacked per subscription */
+/* What a push may carry beyond the request frame that stored its message:
+ * deliver adds op, sid, seq, dlv, attempt, ack_timeout_ms, stored_ms, at_ms
+ * and the group name (<= 255 bytes) to what the send frame held; 4 KiB is
+ * far more than that. A client reads frames up to the broker's max_frame
+ * plus this. */
+#define WIRE_PUSH_ENVELOPE_BYTES 4096
+
 /* A string or byte range; points into a frame or a caller's buffer. */
 typedef struct wire_str {
 	const char *p; /* not NUL-terminated */
@@ -70,7 +81,11 @@ typedef enum wire_field {
 	WIRE_F__COUNT
 } wire_field;
 
-#define WF(E) (UINT64_C(1) << WIRE_F_##E)
+/* A set of fields, one bit per field of fields.def (128 at most). A GCC/Clang
+ * 128-bit integer, so masks stay plain values: |, &, ~, ==. */
+__extension__ typedef unsigned __int128 wire_mask;
+#define WIRE_BIT(f) ((wire_mask)1 << (f)) /* the bit of field number f */
+#define WF(E) WIRE_BIT(WIRE_F_##E)
 
 typedef enum wire_op {
 	WIRE_OP_NONE = 0, /* a reply: no "op" key */
@@ -84,7 +99,7 @@ typedef enum wire_dir { WIRE_REQ = 1, WIRE_PUSH = 2 } wire_dir;
 
 /* One decoded or to-be-encoded frame. Zero it, set members and their bits. */
 typedef struct wire_msg {
-	uint64_t has; /* WF(x) bits of the members present */
+	wire_mask has; /* WF(x) bits of the members present */
 	wire_op op;   /* WIRE_OP_NONE for replies */
 #define FIELD(E, k, T, m, d) WIRE_CTYPE_##T m;
 #include "fields.def"
@@ -98,7 +113,7 @@ typedef struct wire_msg {
 const char *wire_op_name(wire_op op);       /* "send"; "reply" for NONE; "?" if out of range */
 wire_op wire_op_lookup(const char *s, size_t len); /* WIRE_OP__COUNT if unknown */
 wire_dir wire_op_dir(wire_op op);
-uint64_t wire_op_required(wire_op op);      /* WF() mask */
+wire_mask wire_op_required(wire_op op);     /* WF() mask */
 const char *wire_field_key(wire_field f);   /* "topic" */
 
 /*
@@ -165,6 +180,9 @@ bool wire_str_eq(wire_str a, const char *s);
 char *wire_str_dup(wire_str s);
 /* wire_utf8_valid: 1 if the bytes are valid UTF-8 without NULs. */
 int wire_utf8_valid(const char *p, size_t len);
+/* wire_name_valid: 1..WIRE_NAME_MAX bytes of [A-Za-z0-9._-] (topic, group
+ * and producer group names, doc/protocol.md §3). */
+bool wire_name_valid(wire_str s);
 /* wire_utf8_prefix: the length in bytes of the longest prefix of the first
  * min(@len, @max) bytes at @p that is valid UTF-8 without NUL. Cuts a text
  * to a byte limit on a character boundary (and drops anything after an

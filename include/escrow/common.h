@@ -162,13 +162,13 @@ ESCROW_EXPORT void escrow_conf_free(escrow_conf_t *conf);
  * |---|---|
  * | `server` | broker address "host:port" [$ESCROW_SERVER, else 127.0.0.1:7420] |
  * | `client.name` | name shown in broker logs and `escrowctl status` [escrow-client] |
- * | `producer.group` | producer group: who may answer check-backs [default] |
+ * | `producer.group` | producer group: who may answer check-backs; 1-255 bytes of `[A-Za-z0-9._-]` as the broker requires [default] |
  * | `request.timeout.ms` | time a request may wait for its reply, including retries [30000] |
  * | `connect.timeout.ms` | one connect attempt [5000] |
  * | `reconnect.backoff.ms` | first delay before reconnecting, doubled per failure [100] |
  * | `reconnect.backoff.max.ms` | cap of that delay [5000] |
  * | `send.window` | async sends outstanding at once before escrow_send_async() blocks [256] |
- * | `consumer.prefetch` | deliveries unacked at once per consumer (credit) [256] |
+ * | `consumer.prefetch` | deliveries unacked at once per consumer (credit), 1..65536 as the broker allows [256] |
  * | `log.level` | error, warn, info or debug [warn] |
  *
  * @param[in]  conf   the object; not NULL
@@ -176,8 +176,14 @@ ESCROW_EXPORT void escrow_conf_free(escrow_conf_t *conf);
  * @param[in]  value  value as text, NUL-terminated
  * @param[out] errstr room for a sentence on failure; may be NULL
  * @param[in]  errstr_size size of @p errstr in bytes
+ * Values are checked here with the broker's own rules (names, ranges), so
+ * a value the broker would refuse later is refused now, not found out as a
+ * failed hello or subscribe after the request timeout.
+ *
  * @return ESCROW_OK, or ESCROW_ERR__BAD_CONF (unknown key or bad value, the
- *         sentence in @p errstr), ESCROW_ERR__INVALID_ARG (NULL argument).
+ *         sentence in @p errstr, e.g. "producer.group \"bad group\": must
+ *         be 1-255 bytes of [A-Za-z0-9._-]"; the key keeps its old value),
+ *         ESCROW_ERR__INVALID_ARG (NULL argument).
  * @remark not thread-safe for one @p conf.
  */
 ESCROW_EXPORT int escrow_conf_set(escrow_conf_t *conf, const char *name, const char *value,

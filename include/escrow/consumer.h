@@ -27,13 +27,27 @@
  *   (messages queued in the consumer and not yet polled are dropped at
  *   that moment: they will come again);
  * - the ack does not arrive within the group's ack timeout (30 s by
- *   default; see doc/semantics.md).
+ *   default) of the message being polled (see "Ack deadlines" below).
  * So a consumer must tolerate duplicates: make the processing idempotent,
  * typically by recording escrow_msg_id() or escrow_msg_key() in a
  * de-duplication table in the same local transaction as the work itself,
  * then acking. escrow_ack() is fire-and-forget (cheap, may be lost with the
  * connection: then the message is simply delivered again);
  * escrow_ack_sync() returns once the broker has stored the ack durably.
+ *
+ * ## Ack deadlines
+ * Each message must be acked (or nacked, or touched) within the group's ack
+ * timeout **of being returned by escrow_consumer_poll()**. The broker starts
+ * the deadline when it sends the message; while the message waits in this
+ * consumer's buffer (up to `consumer.prefetch` of them) the library extends
+ * that deadline itself, and when poll returns a message that waited, the
+ * library restarts its deadline then. This is why a slow but steady consumer
+ * with a deep prefetch gets no redeliveries (SQS's visibility timeout also
+ * starts at receive). The library keeps extending buffered messages only
+ * while the application calls poll, ack, nack or touch at least once per ack
+ * timeout; a hung application's buffered messages expire and go to other
+ * members. Details: doc/semantics.md, "Ack deadlines and the consumer's
+ * buffer".
  *
  * ## Threads
  * Every function may be called from any thread. Several threads may poll
@@ -54,8 +68,15 @@
  *   refuses the subscription (no such topic, bad group name). An
  *   unreachable broker is not an error: the consumer keeps trying in the
  *   background and polls return nothing meanwhile.
- * - If a later re-subscribe is refused (the topic was deleted), the
- *   consumer logs the error and tries again on later polls.
+ * - When the group or the topic is deleted while the consumer runs, the
+ *   broker ends the subscription; the consumer logs it (warn: "subscription
+ *   to T/G ended: topic deleted; ... subscribing again"), drops the
+ *   deliveries it had queued, and subscribes again. That creates the group
+ *   anew (from the earliest retained message); while the topic does not
+ *   exist the subscribe is refused, logged as an error, and tried again on
+ *   later polls every `reconnect.backoff.max.ms`, so a re-created topic is
+ *   picked up without a restart. Messages of the deleted group that were
+ *   polled and not yet acked can no longer be acked (NOT_FOUND).
  * - An ack for a message received on an earlier connection is not sent
  *   (ESCROW_ERR__TRANSPORT): the broker has already given it back to the
  *   group.
@@ -112,11 +133,17 @@ ESCROW_EXPORT escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, 
 /**
  * @brief Close the connection, stop the I/O thread and free @p c.
  *
- * Messages polled but not acknowledged, and those still queued, go back to
- * the group (redelivered to another member or a later consumer). Messages
- * already returned by escrow_consumer_poll() stay valid: free each with
- * escrow_msg_free(). NULL-safe.
- * @remark any thread, but not while other threads still use @p c.
+ * Acks, nacks and touches already made with escrow_ack(), escrow_nack()
+ * and escrow_touch() are delivered first: while connected, this waits until
+ * the broker has read them (one round trip after them), at most 5 s or
+ * `request.timeout.ms` if shorter; if that fails it logs a warning and those
+ * messages are delivered again (at least once). Messages polled but not
+ * acknowledged, and those still queued, go back to the group (redelivered
+ * to another member or a later consumer). Messages already returned by
+ * escrow_consumer_poll() stay valid: free each with escrow_msg_free().
+ * NULL-safe.
+ * @remark any thread, but not while other threads still use @p c. Blocks
+ *         as described.
  */
 ESCROW_EXPORT void escrow_consumer_free(escrow_consumer_t *c);
 

@@ -199,10 +199,38 @@ end:
 	escrow_msg_free(m);
 }
 
+/* issue 10 item 16: values the broker would refuse are refused at set time,
+ * with a sentence naming the rule, and the old value is kept. */
+static void test_conf_broker_rules(void)
+{
+	escrow_conf_t *conf = escrow_conf_new();
+	char err[200], buf[64];
+	CHECK(conf != NULL);
+	CHECK_INT(escrow_conf_set(conf, "producer.group", "bad group", err, sizeof err), ==,
+	          ESCROW_ERR__BAD_CONF);
+	CHECK(strstr(err, "[A-Za-z0-9._-]") != NULL);
+	CHECK_INT(escrow_conf_set(conf, "producer.group", "caf\xc3\xa9", err, sizeof err), ==,
+	          ESCROW_ERR__BAD_CONF);
+	CHECK_INT(escrow_conf_get(conf, "producer.group", buf, sizeof buf), ==, ESCROW_OK);
+	CHECK_STR(buf, ==, "default");
+	CHECK_INT(escrow_conf_set(conf, "producer.group", "billing.v2_x-1", err, sizeof err), ==,
+	          ESCROW_OK);
+	CHECK_INT(escrow_conf_set(conf, "consumer.prefetch", "65537", err, sizeof err), ==,
+	          ESCROW_ERR__BAD_CONF);
+	CHECK(strstr(err, "65536") != NULL);
+	CHECK_INT(escrow_conf_set(conf, "consumer.prefetch", "65536", err, sizeof err), ==,
+	          ESCROW_OK);
+	CHECK_INT(escrow_conf_set(conf, "consumer.prefetch", "0", err, sizeof err), ==,
+	          ESCROW_ERR__BAD_CONF);
+end:
+	escrow_conf_free(conf);
+}
+
 static const test_case cases[] = {
 	TEST_CASE(test_conf_defaults), TEST_CASE(test_conf_env_server), TEST_CASE(test_conf_set_get),
 	TEST_CASE(test_conf_rejects),  TEST_CASE(test_conf_log_level),
 	TEST_CASE(test_msg_fields),    TEST_CASE(test_msg_empty_body),
+	TEST_CASE(test_conf_broker_rules),
 };
 
 int main(void)

@@ -213,8 +213,9 @@ static int eq_msg(const wire_msg *a, const wire_msg *b, const char *path)
 		return 0;
 	}
 	if (a->has != b->has) {
-		test_diag("%s: has %#llx != %#llx", path, (unsigned long long)a->has,
-		          (unsigned long long)b->has);
+		test_diag("%s: has %#llx:%016llx != %#llx:%016llx", path,
+		          (unsigned long long)(a->has >> 64), (unsigned long long)a->has,
+		          (unsigned long long)(b->has >> 64), (unsigned long long)b->has);
 		return 0;
 	}
 #define FIELD(E, k, T, m_, d)                                                               \
@@ -486,19 +487,19 @@ end:;
 static void test_check_required_every_op(void)
 {
 	for (int op = 1; op < WIRE_OP__COUNT; op++) {
-		uint64_t req = wire_op_required((wire_op)op);
+		wire_mask req = wire_op_required((wire_op)op);
 		wire_msg m = {0};
 		m.op = (wire_op)op;
 		m.has = req;
 		if (wire_check_required(&m) != 0)
 			FAIL("op %s: all required fields given, still missing %s",
 			     wire_op_name(m.op), wire_field_key(wire_check_required(&m) - 1));
-		m.has = ~(uint64_t)0 >> (64 - WIRE_F__COUNT);
+		m.has = ~(wire_mask)0 >> (128 - WIRE_F__COUNT);
 		CHECK_INT(wire_check_required(&m), ==, 0);
 		for (int f = 0; f < WIRE_F__COUNT; f++) {
-			if (!(req & (UINT64_C(1) << f)))
+			if (!(req & WIRE_BIT(f)))
 				continue;
-			m.has = req & ~(UINT64_C(1) << f);
+			m.has = req & ~WIRE_BIT(f);
 			int got = wire_check_required(&m);
 			if (got != f + 1)
 				FAIL("op %s without %s: wire_check_required says %d, want %d",
