@@ -199,7 +199,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "escrowd: cannot open data dir %s: %s\n", b->conf.data_dir, err);
 		return 1;
 	}
-	if (redeliver_init(b) || retain_init(b)) {
+	if (redeliver_init(b) || retain_init(b) || metrics_init(b)) {
 		fprintf(stderr, "escrowd: cannot create the redelivery timer\n");
 		return 1;
 	}
@@ -255,6 +255,7 @@ int main(int argc, char **argv)
 	event_free(b->flush_ev);
 	redeliver_free(b);
 	retain_free(b);
+	metrics_free(b);
 	evconnlistener_free(b->lst);
 	event_base_free(b->base);
 	wire_buf_free(&b->out);
