@@ -101,6 +101,27 @@ const conf_row conf_rows[] = {
 	{.name = "max-pending", .type = CONF_INT, .def = "4096", .min = 1, .max = 1000000,
 	 .flags = CONF_RELOAD, CONF_FIELD(max_pending_ops),
 	 .help = "store ops in flight per connection before escrowd stops reading from it"},
+	{.name = "http", .type = CONF_STRING, .def = "", .min = 0, .max = 300, .arg = "HOST:PORT",
+	 CONF_FIELD(http),
+	 .help = "also serve the HTTP/JSON API (doc/http.md) on this address; off when empty; "
+	         "port 0 picks a free port (printed on the ready line as http=HOST:PORT)"},
+	{.name = "http-max-conns", .type = CONF_INT, .def = "1024", .min = 1, .max = 1000000,
+	 CONF_FIELD(http_max_conns),
+	 .help = "HTTP connections served at once; a request on one more gets 429 and its "
+	         "connection is closed"},
+	{.name = "http-max-pending", .type = CONF_INT, .def = "10000", .min = 1, .max = 1000000,
+	 CONF_FIELD(http_max_pending),
+	 .help = "HTTP requests waiting at once (for the store, or long-polling); more get 429"},
+	{.name = "http-timeout", .type = CONF_DURATION, .def = "30s", .min = 1000,
+	 CONF_FIELD(http_timeout_ms),
+	 .help = "an HTTP connection idle, or slow to send its request or to read its reply, for "
+	         "this long is closed (must exceed the longest receive wait_ms, 20 s)"},
+	{.name = "http-max-body", .type = CONF_SIZE, .def = "16MiB", .min = 1024, .max = 1u << 30,
+	 CONF_FIELD(http_max_body_bytes),
+	 .help = "largest HTTP request body (a batch of messages, base64 payloads included)"},
+	{.name = "http-check-concurrency", .type = CONF_INT, .def = "64", .min = 1, .max = 100000,
+	 CONF_FIELD(http_check_concurrency),
+	 .help = "HTTP check-back requests outstanding at once"},
 	{.name = "frame-timeout", .type = CONF_DURATION, .def = "30s", .min = 1, .flags = CONF_RELOAD,
 	 CONF_FIELD(frame_timeout_ms),
 	 .help = "a connection that has begun a frame and not finished it, or that has over "
