@@ -100,6 +100,13 @@ typedef struct broker_conf {
 	uint64_t tx_check_timeout_ms; /* --tx-check-timeout */
 	uint64_t tx_tombstone_ms;     /* --tx-tombstone */
 	uint32_t time_scale;          /* --time-scale: tests only (wire/clock.h) */
+	/* the HTTP front (http.c, doc/http.md) */
+	char *http;                   /* --http HOST:PORT; "" = no HTTP */
+	uint32_t http_max_conns;      /* --http-max-conns */
+	uint32_t http_max_pending;    /* --http-max-pending */
+	uint64_t http_timeout_ms;     /* --http-timeout */
+	uint32_t http_max_body_bytes; /* --http-max-body */
+	uint32_t http_check_concurrency; /* --http-check-concurrency */
 	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
 	uint32_t tx_max_messages;     /* --tx-max-messages: half messages per tx */
 	uint64_t tx_max_bytes;        /* --tx-max-bytes: stored half bytes per tx */
@@ -320,9 +327,21 @@ struct conn {
 	uint32_t refs;      /* store ops in flight that reply to this conn */
 	sub *subs;
 	conn *prev, *next;
+	/* A connection without a socket (bev NULL; the HTTP front, http.c):
+	 * every reply and push goes to sink instead of a socket. */
+	void (*sink)(conn *c, const wire_msg *m);
+	void *sink_arg;
 };
 
 void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen);
+/*
+ * conn_new_virtual makes a connection with no socket whose replies and pushes
+ * go to @sink (called on the network thread, @m borrowed for the call). It has
+ * said hello with @role, is not in b->conns (not counted, never asked a
+ * check) and is freed by conn_close like any other. NULL when out of memory.
+ */
+conn *conn_new_virtual(broker *b, const char *peer, conn_role role,
+                       void (*sink)(conn *c, const wire_msg *m), void *sink_arg);
 /* conn_reply encodes @m onto c's output. No-op if c is closed. */
 void conn_reply(conn *c, const wire_msg *m);
 void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...)
@@ -457,7 +476,20 @@ struct broker {
 	struct event *retain_ev;  /* retain.c: periodic retention tick */
 	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
 	struct txstate *tx;       /* transactions (tx.c) */
+	struct http_front *http;  /* the HTTP front (http.c); NULL without --http */
 };
+
+/* ---- the HTTP/JSON front (http.c, http_json.c, http_consume.c) --------- */
+
+/* http_open starts serving --http on b->base; no-op without --http. Returns
+ * 0, or -1 after printing why (cannot parse or bind the address). */
+int http_open(broker *b);
+/* http_port: the bound port, 0 when not serving; http_host its host. */
+int http_port(broker *b);
+const char *http_host(broker *b);
+/* http_close stops accepting, drops every HTTP connection and frees the
+ * front; replies not sent yet are dropped. */
+void http_close(broker *b);
 
 /* broker_submit queues @op for the writer at the end of this pass. */
 void broker_submit(broker *b, store_op *op);

@@ -123,7 +123,9 @@ void config_doc_write(FILE *f)
 	      "`reconnect.backoff.ms`, `reconnect.backoff.max.ms`, `send.window`,\n"
 	      "`consumer.prefetch`, `log.level`. Values are checked when they are set, with\n"
 	      "the broker's rules: `producer.group` is 1-255 bytes of `[A-Za-z0-9._-]`,\n"
-	      "`consumer.prefetch` is 1..65536; a refused value keeps the old one.\n",
+	      "`consumer.prefetch` is 1..65536; a refused value keeps the old one. The\n"
+	      "default of `server` is the environment variable `ESCROW_SERVER` when it holds\n"
+	      "a valid `host:port` (as for escrowctl and escrow-bench), else `127.0.0.1:7420`.\n",
 	      f);
 }
 

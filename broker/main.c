@@ -215,7 +215,7 @@ int main(int argc, char **argv)
 		store_close(b->st);
 		return 1;
 	}
-	if (listen_on(b)) {
+	if (listen_on(b) || http_open(b)) {
 		store_close(b->st);
 		return 1;
 	}
@@ -231,12 +231,18 @@ int main(int argc, char **argv)
 	         b->conf.listen.host, port, b->conf.data_dir,
 	         b->conf.sync == STORE_SYNC_FULL ? "full" : "none",
 	         HASH_CNT(hh_name, b->topics_by_name));
-	printf("escrowd ready listen=%s:%d port=%d data_dir=%s pid=%d\n", b->conf.listen.host, port,
-	       port, b->conf.data_dir, (int)getpid());
+	char http_note[300] = "";
+	if (b->http) {
+		snprintf(http_note, sizeof http_note, " http=%s:%d", http_host(b), http_port(b));
+		log_info("HTTP API on %s:%d", http_host(b), http_port(b));
+	}
+	printf("escrowd ready listen=%s:%d port=%d data_dir=%s pid=%d%s\n", b->conf.listen.host,
+	       port, port, b->conf.data_dir, (int)getpid(), http_note);
 	fflush(stdout);
 
 	event_base_dispatch(b->base);
 	shutdown_broker(b);
+	http_close(b);
 	tx_shutdown(b);
 
 	while (b->conns)
