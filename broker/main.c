@@ -168,6 +168,7 @@ int main(int argc, char **argv)
 	int rc = config_parse(&b->conf, argc, argv);
 	if (rc)
 		return rc == 1 ? 0 : 2;
+	clock_set_scale(b->conf.time_scale);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
 	raise_fd_limit();
