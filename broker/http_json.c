@@ -268,6 +268,7 @@ static int set_field(wire_msg *m, wire_field f, json_t *v, wire_mask allowed, ha
 		CASE_STR(REASON, reason)
 		CASE_STR(KEY, key)
 		CASE_STR(ACTION, action)
+		CASE_STR(CHECK_URL, check_url)
 #undef CASE_U64
 #undef CASE_STR
 	case WIRE_F_ALL:

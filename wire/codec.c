@@ -350,11 +350,17 @@ static int dec_u64(struct dec *d, const struct field_desc *fd, const msgpack_obj
 	return 0;
 }
 
+/* zalloc: n * size bytes from the frame's zone, aligned for any member of
+ * a wire_msg (its 128-bit `has` needs 16 bytes; the zone gives 8). */
 static void *zalloc(struct dec *d, size_t n, size_t size)
 {
 	if (n == 0)
 		return NULL;
-	return msgpack_zone_malloc(d->z, n * size);
+	const size_t align = _Alignof(wire_msg);
+	char *p = msgpack_zone_malloc_no_align(d->z, n * size + align - 1);
+	if (!p)
+		return NULL;
+	return (void *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
 }
 
 static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int depth);
