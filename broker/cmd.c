@@ -501,6 +501,7 @@ static void cmd_ack(conn *c, const wire_msg *m)
 	s->inflight--;
 	g->n_inflight--;
 	b->acks_in++;
+	g->n_acked++;
 	dispatch_mark(b, g);
 	uint64_t before, after;
 	if (!group_ack(g, m->seq, &before, &after)) {
