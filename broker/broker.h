@@ -271,6 +271,32 @@ void tx_shutdown(broker *b);
 void cmd_send_half(conn *c, const wire_msg *m);
 void cmd_end_tx(conn *c, const wire_msg *m);
 void cmd_tx_list(conn *c, const wire_msg *m);
+
+/* ---- page.c: paging of list replies (doc/protocol.md §4.1) ---------------- */
+
+#define PAGE_LIMIT_DEFAULT 1000 /* items per page when the request gives no limit */
+#define PAGE_LIMIT_MAX 10000    /* largest limit a request may give */
+#define PAGE_BYTES (1u << 20)   /* encoded items per page, bytes: far below any frame limit */
+
+/* The page being filled: items taken so far and their encoded bytes. */
+typedef struct page_acc {
+	uint32_t limit;
+	uint32_t items;
+	size_t bytes;
+} page_acc;
+
+/* page_limit_or_reply: the request's `limit` (PAGE_LIMIT_DEFAULT when
+ * absent), or 0 after answering INVALID (0 or over PAGE_LIMIT_MAX). */
+uint32_t page_limit_or_reply(conn *c, const wire_msg *m);
+/* page_cursor_or_reply copies the request's `cursor` (exactly @size bytes,
+ * the op's own format) into @out: 1 copied, 0 none given, -1 after
+ * answering INVALID (wrong size). */
+int page_cursor_or_reply(conn *c, const wire_msg *m, unsigned char *out, size_t size);
+/* page_item_bytes: the encoded size of @it as an item of a reply, bytes. */
+size_t page_item_bytes(const wire_msg *it);
+/* page_fits: whether @it still goes into page @p (always the first item;
+ * then while under p->limit items and PAGE_BYTES); counts it when it does. */
+bool page_fits(page_acc *p, const wire_msg *it);
 void tx_done(broker *b, store_op *op);
 /* cmd.c helpers shared with tx.c */
 char *build_record(const wire_msg *m, uint32_t *len);

@@ -180,14 +180,15 @@ int store_msg_lookup(store_rtxn *r, const escrow_id_t *id, uint32_t *topic_id, u
 /* store_count: messages stored for a topic (msgs entries). */
 int store_topic_count(store_rtxn *r, uint32_t topic_id, uint64_t *count);
 
-/* store_dlq_scan: the dead letters of @group_id in seq order (lookup.c).
- * store_key_scan: the seqs of @topic_id's messages with business key @key,
- * in seq order. Both stop when @cb returns nonzero (returned) and return 0
- * or a storage code. */
-int store_dlq_scan(store_rtxn *r, uint32_t group_id,
+/* store_dlq_scan: the dead letters of @group_id with seq >= @from_seq, in
+ * seq order (lookup.c).
+ * store_key_scan: the seqs >= @from_seq of @topic_id's messages with
+ * business key @key, in seq order. Both stop when @cb returns nonzero
+ * (returned) and return 0 or a storage code. */
+int store_dlq_scan(store_rtxn *r, uint32_t group_id, uint64_t from_seq,
                    int (*cb)(void *arg, const store_retry_info *ri), void *arg);
 int store_key_scan(store_rtxn *r, uint32_t topic_id, const char *key, uint32_t key_len,
-                   int (*cb)(void *arg, uint64_t seq), void *arg);
+                   uint64_t from_seq, int (*cb)(void *arg, uint64_t seq), void *arg);
 
 /* Environment figures for `status`. */
 typedef struct store_stats {

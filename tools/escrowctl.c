@@ -749,6 +749,66 @@ static int simple_print(struct ctl *c, const struct simple *d, const wire_msg *r
 	return EXIT_OK;
 }
 
+/*
+ * print_all_pages: a list reply with a cursor is one page of several
+ * (doc/protocol.md §4.1): ask for the next pages until one comes without a
+ * cursor, then print the items of all of them as one reply. Takes @first
+ * (freed here). Each page is far below the frame limit; the whole list is
+ * held in memory only as the decoded items.
+ */
+static int print_all_pages(struct ctl *c, const struct simple *d, const char *what,
+                           wire_msg *req, client_reply *first, char **pos)
+{
+	client_reply **pages = NULL;
+	size_t npages = 0, cap = 0, nitems = 0;
+	client_reply *rep = first;
+	int rc = EXIT_OK;
+	for (;;) {
+		if (npages == cap) {
+			cap = cap ? cap * 2 : 8;
+			client_reply **v = realloc(pages, cap * sizeof *v);
+			if (!v) {
+				client_reply_free(rep);
+				errx_("out of memory");
+				rc = EXIT_BROKER;
+				goto out;
+			}
+			pages = v;
+		}
+		pages[npages++] = rep;
+		const wire_msg *m = client_reply_msg(rep);
+		nitems += m->items.n;
+		if (!WIRE_HAS(m, CURSOR) || m->cursor.len == 0)
+			break;
+		WIRE_SET(req, CURSOR, cursor, m->cursor);
+		if ((rc = ctl_request(c, what, req, d->flags, &rep)))
+			goto out;
+	}
+	wire_msg all = *client_reply_msg(pages[npages - 1]);
+	wire_msg *items = calloc(nitems + 1, sizeof *items);
+	if (!items) {
+		errx_("out of memory");
+		rc = EXIT_BROKER;
+		goto out;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < npages; i++) {
+		const wire_msg *m = client_reply_msg(pages[i]);
+		for (uint32_t j = 0; j < m->items.n; j++)
+			items[k++] = m->items.v[j];
+	}
+	all.has &= ~WIRE_BIT(WIRE_F_CURSOR);
+	WIRE_SET(&all, ITEMS, items, ((wire_items){(uint32_t)k, items}));
+	req->has &= ~WIRE_BIT(WIRE_F_CURSOR);
+	rc = simple_print(c, d, req, &all, pos);
+	free(items);
+out:
+	for (size_t i = 0; i < npages; i++)
+		client_reply_free(pages[i]);
+	free(pages);
+	return rc;
+}
+
 /* run_simple runs the command c->cmd->simple describes. */
 static int run_simple(struct ctl *c, int argc, char **argv)
 {
@@ -816,7 +876,10 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 	}
 	if ((rc = ctl_request(c, what, &req, d->flags, &rep)))
 		return rc;
-	rc = simple_print(c, d, &req, client_reply_msg(rep), pos);
+	const wire_msg *first = client_reply_msg(rep);
+	if (WIRE_HAS(first, CURSOR))
+		return print_all_pages(c, d, what, &req, rep, pos);
+	rc = simple_print(c, d, &req, first, pos);
 	client_reply_free(rep);
 	return rc;
 }
