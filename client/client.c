@@ -90,6 +90,7 @@ struct client {
 	struct event *reconnect_ev; /* backoff before the next connect */
 	struct event *conn_timer;   /* connect + hello deadline */
 	struct event *deadline_ev;  /* one timer for every request's deadline */
+	struct event *tick_ev;      /* client_tick_after: calls opts.on_tick once */
 	uint64_t deadline_armed_us; /* when deadline_ev fires; 0: not armed */
 	struct req_list deadlines;  /* armed requests, earliest deadline first */
 	struct bufferevent *bev;
@@ -796,6 +797,23 @@ static void exit_cb(evutil_socket_t fd, short what, void *arg)
 	event_base_loopbreak(cl->base);
 }
 
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	client *cl = arg;
+	(void)fd;
+	(void)what;
+	if (cl->opts.on_tick)
+		cl->opts.on_tick(cl->opts.arg);
+}
+
+void client_tick_after(client *cl, int ms)
+{
+	if (!cl || !cl->tick_ev || evtimer_pending(cl->tick_ev, NULL))
+		return;
+	struct timeval tv = tv_ms((uint64_t)(ms > 0 ? ms : 0));
+	evtimer_add(cl->tick_ev, &tv);
+}
+
 static void *io_main(void *arg)
 {
 	client *cl = arg;
@@ -883,8 +901,9 @@ int client_new(client **out, const client_opts *o, char *errstr, size_t errlen)
 	cl->reconnect_ev = evtimer_new(cl->base, reconnect_cb, cl);
 	cl->conn_timer = evtimer_new(cl->base, conn_timer_cb, cl);
 	cl->deadline_ev = evtimer_new(cl->base, deadline_cb, cl);
+	cl->tick_ev = evtimer_new(cl->base, tick_cb, cl);
 	if (!cl->wake_ev || !cl->exit_ev || !cl->reconnect_ev || !cl->conn_timer ||
-	    !cl->deadline_ev)
+	    !cl->deadline_ev || !cl->tick_ev)
 		goto fail;
 	struct timeval zero = {0, 0};
 	evtimer_add(cl->reconnect_ev, &zero);
@@ -925,6 +944,8 @@ void client_free(client *cl)
 		event_free(cl->conn_timer);
 	if (cl->deadline_ev)
 		event_free(cl->deadline_ev);
+	if (cl->tick_ev)
+		event_free(cl->tick_ev);
 	if (cl->base)
 		event_base_free(cl->base);
 	pthread_mutex_destroy(&cl->lock);

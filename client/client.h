@@ -82,7 +82,9 @@ typedef struct client_opts {
 	 * local code (_TRANSPORT) and client_last_error() the reason.
 	 * I/O thread. May be NULL. */
 	void (*on_disconnect)(void *arg, int err);
-	void *arg;        /* passed to the three callbacks */
+	/* After client_tick_after()'s delay. I/O thread. May be NULL. */
+	void (*on_tick)(void *arg);
+	void *arg;        /* passed to the callbacks */
 	int no_reconnect; /* admin tools: one connection attempt only; once it
 	                   * fails or breaks, every waiting and later request
 	                   * completes with ESCROW_ERR__TRANSPORT at once */
@@ -170,6 +172,12 @@ int client_wait_connected(client *cl, int timeout_ms);
  * Not from a callback.
  */
 int client_wait_first(client *cl, int timeout_ms);
+
+/*
+ * client_tick_after arranges for opts.on_tick to run once, @ms from now,
+ * unless a tick is already pending. I/O thread only (from a callback).
+ */
+void client_tick_after(client *cl, int ms);
 
 /* client_is_connected: 1 when the hello succeeded and the connection is up. */
 int client_is_connected(client *cl);

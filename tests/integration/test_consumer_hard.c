@@ -12,6 +12,8 @@
  *                        and re-created subscribes again and logs it (13)
  *   free_flushes_acks    escrow_consumer_free() delivers the acks queued by
  *                        escrow_ack() before closing (new-user item)
+ *   slow_consumer_no_redelivery  ack deadlines do not run out while
+ *                        messages wait in the library's buffer (item 7)
  *
  * usage: test_consumer_hard ESCROWD
  */
@@ -438,12 +440,60 @@ end:
 	stop();
 }
 
+/*
+ * Item 7: a steady consumer slower than its buffer drains within the ack
+ * timeout (60 messages, 50 ms each = 3 s; ack timeout 1 s; default prefetch
+ * 256, so all 60 wait in the library's buffer at once) keeps up with its own
+ * pace: every message comes once, as attempt 1, none is redelivered or
+ * dead-lettered.
+ */
+static void test_slow_consumer_no_redelivery(void)
+{
+	enum { N = 60 };
+	escrow_conf_t *conf = NULL;
+	escrow_consumer_t *c = NULL;
+	char err[256];
+	int seen[N + 1] = {0}, got = 0, again = 0;
+	CHECK_INT(start(NULL), ==, 0);
+	CHECK_INT(group_create("t", "g", 1000, 3, 100), ==, 0);
+	for (int i = 0; i < N; i++)
+		CHECK_INT(send_text("t", "slow"), ==, 0);
+	CHECK(conf = make_conf());
+	CHECK(c = escrow_consumer_new(conf, "t", "g", err, sizeof err));
+	int64_t until = test_now_ms() + 20000;
+	while (got < N && test_now_ms() < until) {
+		escrow_msg_t *m = escrow_consumer_poll(c, 200);
+		if (!m)
+			continue;
+		uint64_t seq = escrow_msg_seq(m);
+		if (escrow_msg_attempt(m) != 1 || seq == 0 || seq > N || seen[seq]++)
+			again++;
+		else
+			got++;
+		usleep(50 * 1000); /* the work */
+		escrow_ack(c, m);
+		escrow_msg_free(m);
+	}
+	CHECK_INT(again, ==, 0);
+	CHECK_INT(got, ==, N);
+	/* the acks reach the broker with the free (see free_flushes_acks) */
+	escrow_consumer_free(c);
+	c = NULL;
+	CHECK_UINT(group_field("t", "g", WIRE_F_ACK_FLOOR), ==, N + 1);
+	CHECK_UINT(group_field("t", "g", WIRE_F_DLQ), ==, 0);
+end:
+	escrow_consumer_free(c);
+	escrow_conf_free(conf);
+	stop();
+}
+
 static const test_case cases[] = {
 	TEST_CASE(test_ack_after_reset),
 	TEST_CASE(test_nack_reason_utf8_lib),
 	TEST_CASE(test_nack_reason_utf8_broker),
 	TEST_CASE(test_resubscribe_after_delete),
 	TEST_CASE(test_free_flushes_acks),
+	TEST_CASE(test_slow_consumer_no_redelivery),
 };
 
 int main(int argc, char **argv)
