@@ -32,6 +32,7 @@
 #include <stdarg.h>
 
 #include "store/store.h"
+#include "wire/clock.h"
 #include "wire/wire.h"
 
 /* ---- logging (log.c) ---------------------------------------------------- */
@@ -63,7 +64,13 @@ void log_store_sink(int level, const char *line);
 		}                                                              \
 	} while (0)
 
-uint64_t now_ms(void); /* Unix ms, wall clock */
+/* now_ms: the broker's clock for timers and timestamps, Unix ms
+ * (wire/clock.h: the wall clock, sped up by the test-only --time-scale).
+ * Real waits for evtimer_add come from clock_timeval(ms). */
+static inline uint64_t now_ms(void)
+{
+	return clock_now_ms();
+}
 
 /* ---- configuration (config.c, config_doc.c) ------------------------------ */
 
@@ -92,6 +99,7 @@ typedef struct broker_conf {
 	bool tx_policy_rollback;      /* --tx-policy rollback (else expire) */
 	uint64_t tx_check_timeout_ms; /* --tx-check-timeout */
 	uint64_t tx_tombstone_ms;     /* --tx-tombstone */
+	uint32_t time_scale;          /* --time-scale: tests only (wire/clock.h) */
 	/* the HTTP front (http.c, doc/http.md) */
 	char *http;                   /* --http HOST:PORT; "" = no HTTP */
 	uint32_t http_max_conns;      /* --http-max-conns */
@@ -257,6 +265,9 @@ struct group {
 	sub *rr;             /* round-robin position */
 	bool dirty;          /* queued for dispatch */
 	group *next_dirty;
+	/* counters for GET /metrics (metrics.c), monotonic while the group lives */
+	uint64_t n_delivered, n_redelivered, n_acked, n_nacked;
+	uint64_t n_dead_by[3]; /* dead-lettered after: ack timeout, consumer gone, nack */
 	group *next;         /* in topic->groups */
 	UT_hash_handle hh_id;
 };
@@ -495,7 +506,26 @@ struct broker {
 	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
 	struct txstate *tx;       /* transactions (tx.c) */
 	struct http_front *http;  /* the HTTP front (http.c); NULL without --http */
+	struct broker_metrics *m; /* metrics.c */
 };
+
+/* ---- metrics (metrics.c, GET /metrics) ---------------------------------- */
+
+/* Outcomes of one check-back, the result label of escrow_tx_checks_total. */
+enum {
+	CHECK_COMMIT, CHECK_ROLLBACK, CHECK_UNKNOWN, CHECK_IN_PROGRESS, CHECK_TIMEOUT,
+	CHECK_UNREACHABLE, CHECK_BAD_ANSWER, CHECK__N
+};
+/* metrics_init / metrics_free: the broker-wide counters. 0 or -1 (ENOMEM). */
+int metrics_init(broker *b);
+void metrics_free(broker *b);
+/* metrics_check_done counts one check-back answer (or its absence) of
+ * @result, asked at @sent_ms (Unix ms), into escrow_tx_checks_total and
+ * escrow_tx_check_duration_seconds. */
+void metrics_check_done(broker *b, int result, uint64_t sent_ms);
+/* metrics_write appends the Prometheus text exposition (format 0.0.4) of
+ * every escrow_* metric to @out (doc/http.md "Metrics"). */
+void metrics_write(broker *b, struct evbuffer *out);
 
 /* ---- the HTTP/JSON front (http.c, http_json.c, http_consume.c) --------- */
 
@@ -505,6 +535,8 @@ int http_open(broker *b);
 /* http_port: the bound port, 0 when not serving; http_host its host. */
 int http_port(broker *b);
 const char *http_host(broker *b);
+/* http_conns: HTTP connections that have sent a request and are open. */
+uint32_t http_conns(broker *b);
 /* http_close stops accepting, drops every HTTP connection and frees the
  * front; replies not sent yet are dropped. */
 void http_close(broker *b);

@@ -135,6 +135,7 @@ static void cmd_hello(conn *c, const wire_msg *m)
 	WIRE_SET(&r, NAME, name, wire_cstr("escrowd"));
 	WIRE_SET(&r, VERSION, version, wire_cstr(ESCROW_VERSION_STR));
 	WIRE_SET(&r, VER, ver, WIRE_PROTOCOL_VERSION);
+	WIRE_SET(&r, MAX_FRAME, max_frame, c->b->conf.max_frame_bytes);
 	conn_reply(c, &r);
 	tx_on_hello(c);
 }
@@ -533,6 +534,7 @@ static void cmd_ack(conn *c, const wire_msg *m)
 	s->inflight--;
 	g->n_inflight--;
 	b->acks_in++;
+	g->n_acked++;
 	dispatch_mark(b, g);
 	uint64_t before, after;
 	if (!group_ack(g, m->seq, &before, &after)) {

@@ -203,6 +203,11 @@ void cmd_end_tx(conn *c, const wire_msg *m)
 	escrow_id_fmt(&m->tx, hex);
 	txw *w = w_find(b, &m->tx);
 	bool answers = w && w->state == W_CHECKING && WIRE_HAS(m, CHK) && m->chk == w->chk;
+	if (answers)
+		metrics_check_done(b, action == STORE_TX_COMMIT     ? CHECK_COMMIT
+		                      : action == STORE_TX_ROLLBACK ? CHECK_ROLLBACK
+		                                                    : CHECK_UNKNOWN,
+		                   w->deadline_ms - b->conf.tx_check_timeout_ms);
 	if (action == 0) {
 		/* unknown: only meaningful as a check answer; else just say what
 		 * the transaction is */
@@ -633,8 +638,10 @@ static void scan(broker *b)
 	/* overdue checks count as UNKNOWN */
 	txw *w, *tmp;
 	HASH_ITER(hh, b->tx->w, w, tmp) {
-		if (w->state == W_CHECKING && w->deadline_ms <= now)
+		if (w->state == W_CHECKING && w->deadline_ms <= now) {
+			metrics_check_done(b, CHECK_TIMEOUT, w->deadline_ms - b->conf.tx_check_timeout_ms);
 			submit_checked(b, w, true);
+		}
 	}
 	store_rtxn *rt;
 	if (store_rtxn_begin(b->st, &rt))
