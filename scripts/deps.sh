@@ -6,6 +6,7 @@ set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config python3
       libevent-dev liblmdb-dev libmsgpack-dev uthash-dev
+      libssl-dev       # libcrypto: push group signatures (HMAC-SHA256, base64)
       libsqlite3-dev   # sqlite: examples/bank-transfer
       libjansson-dev curl  # JSON + load driver: examples/bank-transfer
       clang libclang-rt-dev  # libFuzzer targets (scripts/fuzz.sh)
