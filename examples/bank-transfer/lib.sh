@@ -53,6 +53,7 @@ start_escrowd() { # on $ESCROW_PORT when set (a restart), else a free port
 		--tx-timeout 1s --tx-check-backoff "1s" --tx-check-timeout 2s \
 		--log-level warn >"$WORK/escrowd.out" 2>>"$WORK/escrowd.log" &
 	ESCROWD_PID=$!
+	disown "$ESCROWD_PID" # its kill -9 must not print bash's "Killed" job line
 	wait_for 10 grep -q '^escrowd ready' "$WORK/escrowd.out" || die "escrowd did not start"
 	ESCROW_PORT=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' "$WORK/escrowd.out")
 	export ESCROW_SERVER=127.0.0.1:$ESCROW_PORT
@@ -69,6 +70,7 @@ start_bank1() { # [bank1 options]: on a free port, BANK1_PORT set
 	"$BANK1" --db "$WORK/bank1.db" --listen 127.0.0.1:0 --server "$ESCROW_SERVER" \
 		--rollback-after "$ROLLBACK_AFTER_MS" "$@" >"$WORK/bank1.out" 2>>"$WORK/bank1.log" &
 	BANK1_PID=$!
+	disown "$BANK1_PID" # its kill -9 must not print bash's "Killed" job line
 	wait_for 10 grep -q '^bank1 ready' "$WORK/bank1.out" || die "bank1 did not start"
 	BANK1_PORT=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' "$WORK/bank1.out")
 }
@@ -78,10 +80,12 @@ start_bank2() { # [bank2 options]
 	"$BANK2" --db "$WORK/bank2.db" --server "$ESCROW_SERVER" "$@" \
 		>"$WORK/bank2.out" 2>>"$WORK/bank2.log" &
 	BANK2_PID=$!
+	disown "$BANK2_PID" # its kill -9 must not print bash's "Killed" job line
 	wait_for 10 grep -q '^bank2 ready' "$WORK/bank2.out" || die "bank2 did not start"
 }
 
-kill9() { # PID: SIGKILL and reap
+kill9() { # PID: SIGKILL and reap (the processes are disowned when started, so
+	# bash prints no "Killed" job line; wait still reaps them)
 	kill -9 "$1" 2>/dev/null; { wait "$1"; } 2>/dev/null || true
 }
 
