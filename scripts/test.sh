@@ -75,7 +75,7 @@ heartbeat() {
 		size=$(wc -c <"$progress")
 		if [ "$size" = "$last" ]; then
 			n=$(grep -cE '^ *[0-9]+/[0-9]+ ' "$progress")
-			total=$(grep -oE '^ *[0-9]+/[0-9]+ ' "$progress" | tail -n 1 | cut -d/ -f2)
+			total=$(grep -oE '^ *[0-9]+/[0-9]+ ' "$progress" | tail -n 1 | cut -d/ -f2 | tr -d ' ')
 			echo "test.sh: still running: ${n} of ${total:-?} tests done after $((SECONDS - start)) s"
 		fi
 		last=$size
