@@ -49,7 +49,7 @@ const conf_row conf_rows[] = {
 	         "benchmarks only: a crash or power loss loses recent writes)"},
 	{.name = "max-body", .type = CONF_SIZE, .def = "4MiB", .min = 1, .max = 256u << 20,
 	 CONF_FIELD(max_body_bytes),
-	 .help = "largest message body accepted; frames may be this plus 64 KiB"},
+	 .help = "largest message body accepted; frames may be this plus 64 KiB; clients learn the limit in the hello reply"},
 	{.name = "log-level", .type = CONF_ENUM, .def = "info", .enums = log_level_names,
 	 .flags = CONF_RELOAD, CONF_FIELD(log_level), .help = "log verbosity (stderr)"},
 	{.name = "retention", .type = CONF_DURATION, .def = "72h", .flags = CONF_RELOAD,
@@ -98,9 +98,35 @@ const conf_row conf_rows[] = {
 	         "clock) gets --tx-policy even when no producer of its group is online, so one "
 	         "opened from the shell or by a group that never comes back does not stay PENDING "
 	         "forever; with expire it is kept for an operator (0: never)"},
+	{.name = "time-scale", .type = CONF_INT, .def = "1", .min = 1, .max = 1000,
+	 .flags = CONF_TEST, CONF_FIELD(time_scale),
+	 .help = "run the broker's clock N times as fast as the wall clock: every timer and "
+	         "stored timestamp (ack timeout, backoff, check-back, retention, delay, tx age) "
+	         "uses it, so timer tests take milliseconds; log lines keep real time"},
 	{.name = "max-pending", .type = CONF_INT, .def = "4096", .min = 1, .max = 1000000,
 	 .flags = CONF_RELOAD, CONF_FIELD(max_pending_ops),
 	 .help = "store ops in flight per connection before escrowd stops reading from it"},
+	{.name = "http", .type = CONF_STRING, .def = "", .min = 0, .max = 300, .arg = "HOST:PORT",
+	 CONF_FIELD(http),
+	 .help = "also serve the HTTP/JSON API (doc/http.md) on this address; off when empty; "
+	         "port 0 picks a free port (printed on the ready line as http=HOST:PORT)"},
+	{.name = "http-max-conns", .type = CONF_INT, .def = "1024", .min = 1, .max = 1000000,
+	 CONF_FIELD(http_max_conns),
+	 .help = "HTTP connections served at once; a request on one more gets 429 and its "
+	         "connection is closed"},
+	{.name = "http-max-pending", .type = CONF_INT, .def = "10000", .min = 1, .max = 1000000,
+	 CONF_FIELD(http_max_pending),
+	 .help = "HTTP requests waiting at once (for the store, or long-polling); more get 429"},
+	{.name = "http-timeout", .type = CONF_DURATION, .def = "30s", .min = 1000,
+	 CONF_FIELD(http_timeout_ms),
+	 .help = "an HTTP connection idle, or slow to send its request or to read its reply, for "
+	         "this long is closed (must exceed the longest receive wait_ms, 20 s)"},
+	{.name = "http-max-body", .type = CONF_SIZE, .def = "16MiB", .min = 1024, .max = 1u << 30,
+	 CONF_FIELD(http_max_body_bytes),
+	 .help = "largest HTTP request body (a batch of messages, base64 payloads included)"},
+	{.name = "http-check-concurrency", .type = CONF_INT, .def = "64", .min = 1, .max = 100000,
+	 CONF_FIELD(http_check_concurrency),
+	 .help = "HTTP check-back requests outstanding at once"},
 	{.name = "frame-timeout", .type = CONF_DURATION, .def = "30s", .min = 1, .flags = CONF_RELOAD,
 	 CONF_FIELD(frame_timeout_ms),
 	 .help = "a connection that has begun a frame and not finished it, or that has over "

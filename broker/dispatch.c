@@ -38,7 +38,7 @@ void dispatch_mark(broker *b, group *g)
 static bool sub_ready(const sub *s)
 {
 	return s->inflight < s->prefetch && (!s->limited || s->remaining > 0) && !s->c->closed && !s->c->closing &&
-	       evbuffer_get_length(bufferevent_get_output(s->c->bev)) < OUTPUT_HIGH_BYTES;
+	       (!s->c->bev || evbuffer_get_length(bufferevent_get_output(s->c->bev)) < OUTPUT_HIGH_BYTES);
 }
 
 /* next_sub picks the next subscription with room, round-robin. */
@@ -109,6 +109,9 @@ static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 	s->inflight++;
 	g->n_inflight++;
 	b->msgs_out++;
+	g->n_delivered++;
+	if (f->attempt > 1)
+		g->n_redelivered++;
 	rd_arm(b, g, f, now + g->conf.ack_timeout_ms);
 	return DELIVERED;
 }

@@ -168,6 +168,7 @@ int main(int argc, char **argv)
 	int rc = config_parse(&b->conf, argc, argv);
 	if (rc)
 		return rc == 1 ? 0 : 2;
+	clock_set_scale(b->conf.time_scale);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
 	raise_fd_limit();
@@ -199,7 +200,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "escrowd: cannot open data dir %s: %s\n", b->conf.data_dir, err);
 		return 1;
 	}
-	if (redeliver_init(b) || retain_init(b)) {
+	if (redeliver_init(b) || retain_init(b) || metrics_init(b)) {
 		fprintf(stderr, "escrowd: cannot create the redelivery timer\n");
 		return 1;
 	}
@@ -214,7 +215,7 @@ int main(int argc, char **argv)
 		store_close(b->st);
 		return 1;
 	}
-	if (listen_on(b)) {
+	if (listen_on(b) || http_open(b)) {
 		store_close(b->st);
 		return 1;
 	}
@@ -230,12 +231,18 @@ int main(int argc, char **argv)
 	         b->conf.listen.host, port, b->conf.data_dir,
 	         b->conf.sync == STORE_SYNC_FULL ? "full" : "none",
 	         HASH_CNT(hh_name, b->topics_by_name));
-	printf("escrowd ready listen=%s:%d port=%d data_dir=%s pid=%d\n", b->conf.listen.host, port,
-	       port, b->conf.data_dir, (int)getpid());
+	char http_note[300] = "";
+	if (b->http) {
+		snprintf(http_note, sizeof http_note, " http=%s:%d", http_host(b), http_port(b));
+		log_info("HTTP API on %s:%d", http_host(b), http_port(b));
+	}
+	printf("escrowd ready listen=%s:%d port=%d data_dir=%s pid=%d%s\n", b->conf.listen.host,
+	       port, port, b->conf.data_dir, (int)getpid(), http_note);
 	fflush(stdout);
 
 	event_base_dispatch(b->base);
 	shutdown_broker(b);
+	http_close(b);
 	tx_shutdown(b);
 
 	while (b->conns)
@@ -249,6 +256,7 @@ int main(int argc, char **argv)
 	event_free(b->flush_ev);
 	redeliver_free(b);
 	retain_free(b);
+	metrics_free(b);
 	evconnlistener_free(b->lst);
 	event_base_free(b->base);
 	wire_buf_free(&b->out);

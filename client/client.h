@@ -44,7 +44,12 @@
  * rid; the other bytes are the same.
  *
  * Pushes (frames with a known push op such as "deliver") go to on_push.
- * Frames over WIRE_FRAME_MAX_DEFAULT or that do not decode close the
+ * Limits: the hello reply says the broker's max_frame (doc/protocol.md
+ * §2.2); requests over it are refused locally (ESCROW_ERR_TOO_LARGE), and
+ * frames from the broker are read up to it (or WIRE_FRAME_MAX_DEFAULT if
+ * larger) plus WIRE_PUSH_ENVELOPE_BYTES. A frame over that is skipped with
+ * an error log line (the stream stays in sync; the connection and the other
+ * deliveries on it are kept). Frames that do not decode close the
  * connection (then reconnect). Replies whose rid is unknown (late, after a
  * timeout) are dropped with a debug log line.
  *
@@ -65,6 +70,7 @@
 #include <stdint.h>
 
 #include "escrow/common.h"
+#include "wire/clock.h"
 #include "wire/wire.h"
 
 typedef struct client client;
@@ -125,7 +131,8 @@ typedef void(client_reply_cb)(void *arg, int err, const wire_msg *reply);
  * Returns 0 when accepted (cb will be called exactly once), else the error
  * and cb is never called: ESCROW_ERR__INVALID_ARG, ESCROW_ERR__NO_MEM,
  * ESCROW_ERR__DESTROYED, ESCROW_ERR_TOO_LARGE (the encoded frame is over
- * WIRE_FRAME_MAX_DEFAULT, the broker's frame limit; nothing was sent). Thread-safe, also from callbacks. cb may be NULL.
+ * the broker's frame limit from its hello reply, WIRE_FRAME_MAX_DEFAULT
+ * before the first hello; nothing was sent). Thread-safe, also from callbacks. cb may be NULL.
  */
 int client_request_async(client *cl, const wire_msg *req, int flags, int timeout_ms,
                          client_reply_cb *cb, void *arg);
@@ -237,7 +244,11 @@ void conf_vlog(const escrow_conf_t *conf, int level, const char *fmt, va_list ap
 /* conf_init fills @conf with the defaults. */
 void conf_init(escrow_conf_t *conf);
 
-/* Current Unix time in ms (born_ms). */
-uint64_t client_now_unix_ms(void);
+/* client_now_unix_ms: current Unix time in ms (born_ms), from the process
+ * clock (wire/clock.h). */
+static inline uint64_t client_now_unix_ms(void)
+{
+	return clock_now_ms();
+}
 
 #endif

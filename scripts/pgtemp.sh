@@ -29,7 +29,10 @@ fi
 dir=$(cd "$dir" && pwd)
 case "$cmd" in
 start)
-	[ ${#as[@]} = 0 ] || chown "${as[2]}" "$dir"
+	if [ ${#as[@]} != 0 ]; then
+		chown "${as[2]}" "$dir"
+		"${as[@]}" test -w "$dir" || { echo "pgtemp.sh: user ${as[2]} cannot reach $dir (a parent dir is private)" >&2; exit 1; }
+	fi
 	"${as[@]}" "$bin/initdb" -D "$dir/data" -A trust -U escrow -E UTF8 --no-sync \
 		>"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
 	for try in 1 2 3 4 5; do
