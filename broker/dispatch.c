@@ -127,6 +127,9 @@ static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 	s->inflight++;
 	g->n_inflight++;
 	b->msgs_out++;
+	g->n_delivered++;
+	if (f->attempt > 1)
+		g->n_redelivered++;
 	rd_arm(b, g, f, now + g->conf.ack_timeout_ms);
 	return DELIVERED;
 }

@@ -109,7 +109,15 @@ static void fill_group(wire_msg *it, group *g)
 	push_fill(it, g);
 }
 
-/* group_list {rid, topic?} -> {rid, ok, items: [<group fields>]} §5.20 */
+static int group_id_cmp(const void *a, const void *b)
+{
+	uint32_t x = (*(group *const *)a)->id, y = (*(group *const *)b)->id;
+	return x < y ? -1 : x > y;
+}
+
+/* group_list {rid, topic?, limit?, cursor?} -> {rid, ok, items: [<group
+ * fields>], cursor?} §5.20, one page in group id order (cursor: the last id
+ * sent, u32 BE) */
 void cmd_group_list(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
@@ -119,24 +127,46 @@ void cmd_group_list(conn *c, const wire_msg *m)
 		               (int)m->topic.len, m->topic.p);
 		return;
 	}
-	uint32_t n = 0;
-	for (group *g = b->groups_by_id; g; g = g->hh_id.next)
-		if (!only || g->t == only)
-			n++;
-	wire_msg *items = calloc(n + 1, sizeof *items);
-	if (!items) {
+	unsigned char cur[4] = {0};
+	uint32_t limit = page_limit_or_reply(c, m);
+	if (!limit || page_cursor_or_reply(c, m, cur, sizeof cur) < 0)
+		return;
+	uint32_t after = (uint32_t)cur[0] << 24 | (uint32_t)cur[1] << 16 | (uint32_t)cur[2] << 8 | cur[3];
+	uint32_t n = 0, all = HASH_CNT(hh_id, b->groups_by_id);
+	group **v = calloc(all + 1, sizeof *v);
+	wire_msg *items = calloc(all + 1, sizeof *items);
+	if (!v || !items) {
+		free(v);
+		free(items);
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
 		return;
 	}
-	uint32_t i = 0;
 	for (group *g = b->groups_by_id; g; g = g->hh_id.next)
-		if (!only || g->t == only)
-			fill_group(&items[i++], g);
+		if ((!only || g->t == only) && g->id > after)
+			v[n++] = g;
+	qsort(v, n, sizeof *v, group_id_cmp);
+	page_acc pg = {.limit = limit};
+	uint32_t i = 0;
+	for (; i < n; i++) {
+		fill_group(&items[i], v[i]);
+		if (!page_fits(&pg, &items[i]))
+			break;
+	}
 	wire_msg r;
 	wire_reply_ok(&r, m);
-	WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));
+	WIRE_SET(&r, ITEMS, items, ((wire_items){i, items}));
+	unsigned char next[4];
+	if (i < n) {
+		uint32_t id = v[i - 1]->id;
+		next[0] = (unsigned char)(id >> 24);
+		next[1] = (unsigned char)(id >> 16);
+		next[2] = (unsigned char)(id >> 8);
+		next[3] = (unsigned char)id;
+		WIRE_SET(&r, CURSOR, cursor, ((wire_str){(const char *)next, 4}));
+	}
 	conn_reply(c, &r);
 	free(items);
+	free(v);
 }
 
 /* group_describe {rid, topic, group} -> {rid, ok, <group fields>} §5.21 */

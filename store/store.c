@@ -206,4 +206,9 @@ void store_get_stats(store *s, store_stats *st)
 	}
 	st->batches = __atomic_load_n(&s->n_batches, __ATOMIC_RELAXED);
 	st->ops = __atomic_load_n(&s->n_ops, __ATOMIC_RELAXED);
+	for (int i = 0; i <= STORE_HIST_N; i++) {
+		st->commit_us_hist[i] = __atomic_load_n(&s->commit_us_hist[i], __ATOMIC_RELAXED);
+		st->batch_ops_hist[i] = __atomic_load_n(&s->batch_ops_hist[i], __ATOMIC_RELAXED);
+	}
+	st->commit_us_sum = __atomic_load_n(&s->commit_us_sum, __ATOMIC_RELAXED);
 }

@@ -198,21 +198,33 @@ int store_msg_lookup(store_rtxn *r, const escrow_id_t *id, uint32_t *topic_id, u
 /* store_count: messages stored for a topic (msgs entries). */
 int store_topic_count(store_rtxn *r, uint32_t topic_id, uint64_t *count);
 
-/* store_dlq_scan: the dead letters of @group_id in seq order (lookup.c).
- * store_key_scan: the seqs of @topic_id's messages with business key @key,
- * in seq order. Both stop when @cb returns nonzero (returned) and return 0
- * or a storage code. */
-int store_dlq_scan(store_rtxn *r, uint32_t group_id,
+/* store_dlq_scan: the dead letters of @group_id with seq >= @from_seq, in
+ * seq order (lookup.c).
+ * store_key_scan: the seqs >= @from_seq of @topic_id's messages with
+ * business key @key, in seq order. Both stop when @cb returns nonzero
+ * (returned) and return 0 or a storage code. */
+int store_dlq_scan(store_rtxn *r, uint32_t group_id, uint64_t from_seq,
                    int (*cb)(void *arg, const store_retry_info *ri), void *arg);
 int store_key_scan(store_rtxn *r, uint32_t topic_id, const char *key, uint32_t key_len,
-                   int (*cb)(void *arg, uint64_t seq), void *arg);
+                   uint64_t from_seq, int (*cb)(void *arg, uint64_t seq), void *arg);
 
 /* Environment figures for `status`. */
+/* Histogram buckets of store_stats (upper bounds; a last +Inf bucket is
+ * implied): commit time of a write batch in microseconds (the LMDB commit,
+ * fsync included with --sync full) and ops per committed batch. */
+#define STORE_HIST_N 12
+extern const uint64_t store_commit_us_bounds[STORE_HIST_N];
+extern const uint64_t store_batch_ops_bounds[STORE_HIST_N];
+
 typedef struct store_stats {
 	uint64_t map_size_bytes;   /* configured map size */
 	uint64_t used_bytes;       /* pages in use * page size */
 	uint64_t batches;          /* write batches committed since open */
 	uint64_t ops;              /* ops applied since open */
+	/* per bucket (not cumulative); [STORE_HIST_N] is over the last bound */
+	uint64_t commit_us_hist[STORE_HIST_N + 1];
+	uint64_t commit_us_sum;    /* all commits, microseconds */
+	uint64_t batch_ops_hist[STORE_HIST_N + 1];
 } store_stats;
 void store_get_stats(store *s, store_stats *st);
 

@@ -128,6 +128,9 @@ struct store {
 	/* Writer counters, read by store_get_stats from any thread. */
 	uint64_t n_batches;    /* @atomic committed write transactions */
 	uint64_t n_ops;        /* @atomic ops applied in committed transactions */
+	uint64_t commit_us_hist[STORE_HIST_N + 1]; /* @atomic see store_stats */
+	uint64_t commit_us_sum;                    /* @atomic */
+	uint64_t batch_ops_hist[STORE_HIST_N + 1]; /* @atomic */
 
 	/* Read side. @locality network thread */
 	struct store_rtxn rtxn; /* the cached one (rtxn.txn NULL until first begin) */

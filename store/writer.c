@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "store/store_int.h"
+#include "wire/clock.h"
 
 /* A topic touched by the current transaction. */
 struct tcache {
@@ -63,13 +64,6 @@ struct wctx {
 	struct gcache *g;
 	size_t ng, capg;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /*
  * wfail records an LMDB failure of the write phase (or of a read whose
@@ -851,6 +845,26 @@ static int apply(struct wctx *w, store_op *op)
 
 /* ---- batches ----------------------------------------------------------- */
 
+const uint64_t store_commit_us_bounds[STORE_HIST_N] = {
+	250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000};
+const uint64_t store_batch_ops_bounds[STORE_HIST_N] = {
+	1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+
+static void hist_add(uint64_t *h, const uint64_t *bounds, uint64_t v)
+{
+	int i = 0;
+	while (i < STORE_HIST_N && v > bounds[i])
+		i++;
+	__atomic_add_fetch(&h[i], 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /*
  * run_txn applies ops [first, end) in one write transaction and commits it.
  * Returns 0 when committed (each op's err says how it went), else the LMDB
@@ -872,7 +886,7 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 		w->fail_what = "mdb_txn_begin";
 		return rc;
 	}
-	w->now_ms = now_ms();
+	w->now_ms = clock_now_ms(); /* the broker's clock (wire/clock.h) */
 	uint64_t n = 0;
 	for (store_op *op = first; op != end; op = op->next, n++) {
 		op->err = apply(w, op);
@@ -884,6 +898,7 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 	flush_caches(w);
 	if (w->mdb_rc)
 		goto abort;
+	uint64_t t0 = mono_us();
 	rc = mdb_txn_commit(w->txn);
 	w->txn = NULL;
 	if (rc) {
@@ -891,6 +906,10 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 		w->fail_key[0] = 0;
 		return rc;
 	}
+	uint64_t us = mono_us() - t0;
+	hist_add(s->commit_us_hist, store_commit_us_bounds, us);
+	__atomic_add_fetch(&s->commit_us_sum, us, __ATOMIC_RELAXED);
+	hist_add(s->batch_ops_hist, store_batch_ops_bounds, n);
 	__atomic_add_fetch(&s->n_batches, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&s->n_ops, n, __ATOMIC_RELAXED);
 	return 0;

@@ -773,6 +773,66 @@ static int simple_print(struct ctl *c, const struct simple *d, const wire_msg *r
 	return EXIT_OK;
 }
 
+/*
+ * print_all_pages: a list reply with a cursor is one page of several
+ * (doc/protocol.md §4.1): ask for the next pages until one comes without a
+ * cursor, then print the items of all of them as one reply. Takes @first
+ * (freed here). Each page is far below the frame limit; the whole list is
+ * held in memory only as the decoded items.
+ */
+static int print_all_pages(struct ctl *c, const struct simple *d, const char *what,
+                           wire_msg *req, client_reply *first, char **pos)
+{
+	client_reply **pages = NULL;
+	size_t npages = 0, cap = 0, nitems = 0;
+	client_reply *rep = first;
+	int rc = EXIT_OK;
+	for (;;) {
+		if (npages == cap) {
+			cap = cap ? cap * 2 : 8;
+			client_reply **v = realloc(pages, cap * sizeof *v);
+			if (!v) {
+				client_reply_free(rep);
+				errx_("out of memory");
+				rc = EXIT_BROKER;
+				goto out;
+			}
+			pages = v;
+		}
+		pages[npages++] = rep;
+		const wire_msg *m = client_reply_msg(rep);
+		nitems += m->items.n;
+		if (!WIRE_HAS(m, CURSOR) || m->cursor.len == 0)
+			break;
+		WIRE_SET(req, CURSOR, cursor, m->cursor);
+		if ((rc = ctl_request(c, what, req, d->flags, &rep)))
+			goto out;
+	}
+	wire_msg all = *client_reply_msg(pages[npages - 1]);
+	wire_msg *items = calloc(nitems + 1, sizeof *items);
+	if (!items) {
+		errx_("out of memory");
+		rc = EXIT_BROKER;
+		goto out;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < npages; i++) {
+		const wire_msg *m = client_reply_msg(pages[i]);
+		for (uint32_t j = 0; j < m->items.n; j++)
+			items[k++] = m->items.v[j];
+	}
+	all.has &= ~WIRE_BIT(WIRE_F_CURSOR);
+	WIRE_SET(&all, ITEMS, items, ((wire_items){(uint32_t)k, items}));
+	req->has &= ~WIRE_BIT(WIRE_F_CURSOR);
+	rc = simple_print(c, d, req, &all, pos);
+	free(items);
+out:
+	for (size_t i = 0; i < npages; i++)
+		client_reply_free(pages[i]);
+	free(pages);
+	return rc;
+}
+
 /* run_simple runs the command c->cmd->simple describes. */
 static int run_simple(struct ctl *c, int argc, char **argv)
 {
@@ -845,7 +905,10 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 	}
 	if ((rc = ctl_request(c, what, &req, d->flags, &rep)))
 		return rc;
-	rc = simple_print(c, d, &req, client_reply_msg(rep), pos);
+	const wire_msg *first = client_reply_msg(rep);
+	if (WIRE_HAS(first, CURSOR))
+		return print_all_pages(c, d, what, &req, rep, pos);
+	rc = simple_print(c, d, &req, first, pos);
 	client_reply_free(rep);
 	return rc;
 }
@@ -1225,6 +1288,7 @@ static struct qmsg *qmsg_dup(const wire_msg *m)
 		return NULL;                                                                     \
 	}
 #include "wire/fields.def"
+#include "wire/clock.h"
 #undef FIELD
 	return q;
 }
@@ -1270,13 +1334,6 @@ static void on_sigint(int sig)
 	interrupted = 1;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /*
  * delivq_pop waits until a delivery is queued, the connection breaks, ^C,
  * or @wait_ms pass (< 0: forever). Returns the delivery or NULL; waits in
@@ -1284,11 +1341,11 @@ static uint64_t mono_ms(void)
  */
 static struct qmsg *delivq_pop(struct delivq *dq, int64_t wait_ms)
 {
-	uint64_t end = wait_ms < 0 ? UINT64_MAX : mono_ms() + (uint64_t)wait_ms;
+	uint64_t end = wait_ms < 0 ? UINT64_MAX : clock_mono_ms() + (uint64_t)wait_ms;
 	struct qmsg *q = NULL;
 	pthread_mutex_lock(&dq->mu);
 	while (!dq->head && !dq->broken && !dq->oom && !interrupted) {
-		uint64_t now = mono_ms();
+		uint64_t now = clock_mono_ms();
 		if (now >= end)
 			break;
 		uint64_t slice = end - now < 100 ? end - now : 100;
