@@ -588,6 +588,7 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_NACK] = cmd_nack,
 	[WIRE_OP_TOUCH] = cmd_touch,
 	[WIRE_OP_GROUP_CREATE] = cmd_group_create,
+	[WIRE_OP_GROUP_SET] = cmd_group_set,
 	[WIRE_OP_DLQ_LIST] = cmd_dlq_list,
 	[WIRE_OP_DLQ_REDRIVE] = cmd_dlq_redrive,
 	[WIRE_OP_DLQ_PURGE] = cmd_dlq_purge,
@@ -716,8 +717,12 @@ void cmd_done(broker *b, store_op *op)
 		topic *t = topic_by_id(b, op->u.group.topic_id);
 		group *g = t ? group_by_id(b, op->u.group.id) : NULL;
 		if (t && !g)
+		{
 			g = group_add(b, t, op->u.group.id, op->u.group.name, &op->u.group.conf,
 			              op->u.group.created_ms, op->u.group.ack_floor);
+			if (op->u.group.push)
+				push_attach(b, g, op->u.group.push);
+		}
 		if (g)
 			log_info("group %s of topic %s created at seq %llu", g->name, t->name,
 			         (unsigned long long)g->ack_floor);
@@ -735,6 +740,11 @@ void cmd_done(broker *b, store_op *op)
 		break;
 	}
 	case STORE_OP_GROUP_DELETE:
+		if (c)
+			conn_reply(c, &rep);
+		break;
+	case STORE_OP_GROUP_SET:
+		push_set_done(b, op);
 		if (c)
 			conn_reply(c, &rep);
 		break;
