@@ -263,6 +263,7 @@ struct group {
 	bool dying;          /* being removed: failures are not recorded */
 	sub *subs;           /* list via sub->next_in_group */
 	sub *rr;             /* round-robin position */
+	struct push *push;   /* push group state (push.c); NULL: a pull group */
 	bool dirty;          /* queued for dispatch */
 	group *next_dirty;
 	/* counters for GET /metrics (metrics.c), monotonic while the group lives */
@@ -300,7 +301,7 @@ bool name_valid(wire_str s);
 
 struct sub {
 	uint64_t sid;
-	conn *c;
+	conn *c;            /* NULL: the pusher of a push group (push.c) */
 	group *g;
 	uint32_t prefetch;  /* most deliveries unacked at once */
 	uint32_t inflight;  /* deliveries unacked now */
@@ -366,6 +367,10 @@ char *audit_line_v(conn *c, const char *fmt, va_list ap) __attribute__((format(p
 char *audit_line_new(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* cmd_op_count: the success reply to @op (from cmd_op_new) carries count. */
 void cmd_op_count(store_op *op, uint64_t count);
+/* cmd_op_skipped: the success reply to @op (from cmd_op_new) lists @seqs
+ * (owned by the op from now on; malloc'd) as items {seq, reason: @reason
+ * (static)}: what the request named and the broker did not do. */
+void cmd_op_skipped(store_op *op, uint64_t *seqs, uint32_t n, const char *reason);
 /* cmd_op_audit: once @op succeeds, log the audit line "WHAT" (printf @fmt) of
  * conn @c (log.c audit_line_new); nothing is logged if it fails. */
 void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
@@ -455,6 +460,9 @@ void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_
 /* rd_settle: @f was acked: forget its retry record. Frees nothing. */
 void rd_settle(broker *b, group *g, flight *f);
 int redeliver_load(broker *b); /* retry and dlq records at startup */
+/* rd_dead: the current delivery of @f ends in the DLQ at once with @reason
+ * (a push receiver's abort-message), whatever attempts are left. */
+void rd_dead(broker *b, group *g, flight *f, const char *reason);
 /* retain.c: the retention timer, incremental deletes of settled old messages */
 int retain_init(broker *b);
 void retain_free(broker *b);
@@ -473,6 +481,33 @@ void cmd_dlq_purge(conn *c, const wire_msg *m);
 void cmd_msg_get(conn *c, const wire_msg *m);
 void cmd_msg_find(conn *c, const wire_msg *m);
 void cmd_msg_peek(conn *c, const wire_msg *m);
+
+/* ---- push groups (push.c) ----------------------------------------------- */
+
+/* push_conf_or_reply fills @pc from the push fields of group_create @m
+ * (push_url, secrets, timeout_ms, concurrency, breaker_after,
+ * disable_after_ms) with their defaults, and gives @gc the push defaults for
+ * what @m leaves out (ladder 1m 5m 10m 30m 1h 2h 5h 10h, 9 deliveries) and an
+ * ack deadline of timeout + 1 s. false after an INVALID/TOO_LARGE reply. */
+bool push_conf_or_reply(conn *c, const wire_msg *m, store_group_conf *gc, store_push_conf *pc);
+bool push_secret_valid(wire_str s); /* "whsec_<base64 of 1..64 bytes>" */
+/* push_attach makes @g a push group with settings @pc (copied): 0, or -1
+ * (logged; the group then delivers nothing until a restart). */
+int push_attach(broker *b, group *g, const store_push_conf *pc);
+void push_detach(group *g); /* requests in flight are dropped unanswered */
+/* push_sub: the pusher when it may take a message now (credit, breaker,
+ * not disabled), else NULL. */
+sub *push_sub(group *g);
+/* push_send POSTs the stored message @rec as delivery @f (f->dlv and
+ * f->attempt set). 0, or an escrow code: nothing was sent. */
+int push_send(broker *b, group *g, flight *f, const wire_msg *rec);
+void push_fill(wire_msg *it, const group *g); /* group_describe/list fields */
+void cmd_group_set(conn *c, const wire_msg *m);
+void push_set_done(broker *b, const store_op *op); /* a GROUP_SET came back */
+/* push_log_add records one attempt in the delivery log (status 0 = no
+ * answer; @error NULL when answered). */
+void push_log_add(broker *b, group *g, uint64_t seq, uint32_t attempt, uint64_t at_ms,
+                  uint32_t status, uint64_t latency_ms, const char *error);
 
 /* ---- the broker and its group-commit plumbing (commit.c, main.c) ------- */
 

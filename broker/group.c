@@ -9,7 +9,9 @@
 #include "broker/broker.h"
 
 /* group_create {rid, topic, group, from?, ack_timeout_ms?, max_deliver?,
- * backoff_ms?} -> {rid, ok} durable | EXISTS | NOT_FOUND | INVALID §5.14 */
+ * backoff_ms?, push_url?, secrets?, timeout_ms?, concurrency?,
+ * breaker_after?, disable_after_ms?} -> {rid, ok} durable | EXISTS |
+ * NOT_FOUND | INVALID §5.14; with push_url a push group (push.c) */
 void cmd_group_create(conn *c, const wire_msg *m)
 {
 	if (!name_valid(m->group)) {
@@ -62,11 +64,25 @@ void cmd_group_create(conn *c, const wire_msg *m)
 		for (uint32_t i = 0; i < m->backoff_ms.n; i++)
 			conf.backoff_ms[i] = m->backoff_ms.v[i];
 	}
+	store_push_conf *pc = NULL;
+	if (WIRE_HAS(m, PUSH_URL)) {
+		pc = malloc(sizeof *pc);
+		if (!pc) {
+			conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+			return;
+		}
+		if (!push_conf_or_reply(c, m, &conf, pc)) {
+			free(pc);
+			return;
+		}
+	}
 	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_CREATE);
 	if (!op) {
+		free(pc);
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
 		return;
 	}
+	op->u.group.push = pc;
 	op->u.group.topic_id = t->id;
 	memcpy(op->u.group.name, m->group.p, m->group.len);
 	op->u.group.name[m->group.len] = 0;
@@ -90,6 +106,7 @@ static void fill_group(wire_msg *it, group *g)
 	WIRE_SET(it, MAX_DELIVER, max_deliver, g->conf.max_deliver);
 	WIRE_SET(it, BACKOFF_MS, backoff_ms, ((wire_u64s){g->conf.n_backoff, g->conf.backoff_ms}));
 	WIRE_SET(it, STORED_MS, stored_ms, g->created_ms);
+	push_fill(it, g);
 }
 
 static int group_id_cmp(const void *a, const void *b)

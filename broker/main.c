@@ -74,6 +74,8 @@ static int load_group(void *arg, const store_group_info *gi)
 		return 0;
 	}
 	group *g = group_add(b, t, gi->id, gi->name, &gi->conf, gi->created_ms, gi->ack_floor);
+	if (gi->push)
+		push_attach(b, g, gi->push);
 	return store_load_acks(b->st, g->id, load_ack, g);
 }
 

@@ -226,6 +226,22 @@ void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_
 	submit_retry(b, g, f, STORE_OP_RETRY, reason);
 }
 
+void rd_dead(broker *b, group *g, flight *f, const char *reason)
+{
+	if (f->s) {
+		f->s->inflight--;
+		g->n_inflight--;
+		f->s = NULL;
+	}
+	f->dlv = 0;
+	if (g->dying) {
+		flight_drop(g, f);
+		return;
+	}
+	dispatch_mark(b, g);
+	dead_letter(b, g, f, reason);
+}
+
 void rd_settle(broker *b, group *g, flight *f)
 {
 	if (f->has_retry)

@@ -179,6 +179,8 @@ void store_op_free(store_op *op)
 {
 	if (!op)
 		return;
+	if (op->kind == STORE_OP_GROUP_CREATE || op->kind == STORE_OP_GROUP_SET)
+		free(op->u.group.push);
 	if (op->kind == STORE_OP_APPEND) {
 		free(op->u.append.key);
 		free(op->u.append.rec);

@@ -549,8 +549,8 @@ static int apply_group_create(struct wctx *w, store_op *op)
 	/* write phase */
 	uint64_t created = w->now_ms;
 	void *buf;
-	if (store_group_rec_encode(name, created, op->u.group.latest, &op->u.group.conf, gid, &d,
-	                           &buf))
+	if (store_group_rec_encode(name, created, op->u.group.latest, &op->u.group.conf,
+	                           op->u.group.push, gid, &d, &buf))
 		return wfail(w, ENOMEM, "encode group record", "group=%s", name);
 	rc = mdb_put(w->txn, w->s->dbi[DBI_GROUPS], &k, &d, 0);
 	free(buf);
@@ -571,6 +571,43 @@ static int apply_group_create(struct wctx *w, store_op *op)
 	op->u.group.id = gid;
 	op->u.group.ack_floor = floor;
 	op->u.group.created_ms = created;
+	return 0;
+}
+
+/* GROUP_SET: the groups record of group.id gets group.push, the rest kept. */
+static int apply_group_set(struct wctx *w, store_op *op)
+{
+	uint32_t gid = op->u.group.id;
+	if (!op->u.group.push)
+		return ESCROW_ERR_INVALID;
+	unsigned char ib[4];
+	put_u32(ib, gid);
+	MDB_val ik = {4, ib}, iv, d, nd;
+	int rc = mdb_get(w->txn, w->s->dbi[DBI_GROUP_IDS], &ik, &iv);
+	if (rc == MDB_NOTFOUND)
+		return ESCROW_ERR_NOT_FOUND;
+	if (rc)
+		return wfail(w, rc, "group_ids get", "group_id=%u", gid);
+	if (iv.mv_size < 4 || iv.mv_size > 4 + STORE_NAME_MAX)
+		return wfail(w, MDB_CORRUPTED, "group_ids value size", "group_id=%u", gid);
+	unsigned char kb[4 + STORE_NAME_MAX];
+	memcpy(kb, iv.mv_data, iv.mv_size);
+	MDB_val k = {iv.mv_size, kb};
+	rc = mdb_get(w->txn, w->s->dbi[DBI_GROUPS], &k, &d);
+	if (rc == MDB_NOTFOUND)
+		return ESCROW_ERR_NOT_FOUND;
+	if (rc)
+		return wfail(w, rc, "groups get", "group_id=%u", gid);
+	void *buf;
+	rc = store_group_rec_set_push(&d, op->u.group.push, &nd, &buf);
+	if (rc == ESCROW_ERR_STORAGE)
+		return wfail(w, MDB_CORRUPTED, "group record", "group_id=%u", gid);
+	if (rc)
+		return wfail(w, ENOMEM, "encode group record", "group_id=%u", gid);
+	rc = mdb_put(w->txn, w->s->dbi[DBI_GROUPS], &k, &nd, 0);
+	free(buf);
+	if (rc)
+		return wfail(w, rc, "groups put", "group_id=%u", gid);
 	return 0;
 }
 
@@ -767,6 +804,8 @@ static int apply(struct wctx *w, store_op *op)
 		return apply_group_create(w, op);
 	case STORE_OP_GROUP_DELETE:
 		return apply_group_delete(w, op);
+	case STORE_OP_GROUP_SET:
+		return apply_group_set(w, op);
 	case STORE_OP_APPEND:
 		op->u.append.seq = 0;
 		op->u.append.dup = false;
@@ -901,6 +940,9 @@ static const char *describe_op(const store_op *op, char *buf, size_t len)
 		break;
 	case STORE_OP_GROUP_DELETE:
 		snprintf(buf, len, "group_delete group_id=%u", op->u.group.id);
+		break;
+	case STORE_OP_GROUP_SET:
+		snprintf(buf, len, "group_set group_id=%u", op->u.group.id);
 		break;
 	case STORE_OP_RETAIN:
 		snprintf(buf, len, "retain topic_id=%u below=%llu", op->u.retain.topic_id,

@@ -486,6 +486,7 @@ enum opt_kind {
 	K_TEXT,   /* UTF-8 text -> str field */
 	K_NAME,   /* UTF-8 text, not empty (a producer group) -> str field */
 	K_FLAG,   /* no value; sets a str field to @value */
+	K_SECRET, /* whsec_<base64>; repeatable, up to 4 -> strs field */
 };
 
 struct opt_map {
@@ -512,11 +513,12 @@ struct simple {
 	bool what_bare;   /* the error prefix is the command words only */
 	int min, max;     /* positional arguments */
 	struct pos_map pos[2];
-	const struct opt_map *opts;   /* ended by a NULL name; at most 8 */
+	const struct opt_map *opts;   /* ended by a NULL name; at most 14 */
 	struct {
 		wire_field f;
 		const char *s;
-	} fixed[2];                   /* str fields every request carries (s NULL: none) */
+	} fixed[2];                   /* str (or bool: "true"/"false") fields every request
+	                               * carries (s NULL: none) */
 	enum out_kind out;
 	/* OUT_OK */
 	const int *echo;              /* request fields echoed in JSON, -1 ended */
@@ -582,6 +584,17 @@ static bool field_is_str(wire_field f)
 #undef FIELD
 	};
 	return strcmp(type[f], "STR") == 0;
+}
+
+/* field_is_bool: the field is a wire bool. */
+static bool field_is_bool(wire_field f)
+{
+	static const char *const type[WIRE_F__COUNT] = {
+#define FIELD(E, k, T, mem, d) [WIRE_F_##E] = #T,
+#include "wire/fields.def"
+#undef FIELD
+	};
+	return strcmp(type[f], "BOOL") == 0;
 }
 
 static int field_by_key(const char *k, size_t len)
@@ -687,6 +700,17 @@ static int simple_opt(struct ctl *c, int opt, const char *arg, void *st)
 	case K_FLAG:
 		*(wire_str *)v = wire_cstr(o->value);
 		return -1;
+	case K_SECRET: {
+		/* the values live in the request's own array (see run_simple) */
+		wire_strs *u = v;
+		if (strncmp(arg, "whsec_", 6) != 0 || !arg[6])
+			return usage_err(c, "--%s: expected whsec_<base64>, got '%.20s...'", o->name,
+			                 arg);
+		if (u->n == 4)
+			return usage_err(c, "--%s: at most 4 secrets", o->name);
+		u->v[u->n++] = wire_cstr(arg);
+		return -1;
+	}
 	}
 	return usage_err(c, "unknown option");
 }
@@ -813,9 +837,10 @@ out:
 static int run_simple(struct ctl *c, int argc, char **argv)
 {
 	const struct simple *d = c->cmd->simple;
-	struct option own[10] = {{NULL, 0, NULL, 0}};
+	struct option own[16] = {{NULL, 0, NULL, 0}};
 	uint64_t durs[32];
-	wire_msg req = {.op = d->op, .backoff_ms = {0, durs}};
+	wire_str secrets[4];
+	wire_msg req = {.op = d->op, .backoff_ms = {0, durs}, .secrets = {0, secrets}};
 	client_reply *rep;
 	char what[1024], w[64];
 	size_t cap = d->what_size ? d->what_size : 300, len;
@@ -846,8 +871,12 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 	for (i = 0; d->opts && d->opts[i].name; i++)
 		if (d->opts[i].required && !(req.has & WIRE_BIT(d->opts[i].f)))
 			return usage_err(c, "%s", d->opts[i].required);
-	for (i = 0; i < 2 && d->fixed[i].s; i++)
-		*(wire_str *)field_set(&req, d->fixed[i].f) = wire_cstr(d->fixed[i].s);
+	for (i = 0; i < 2 && d->fixed[i].s; i++) {
+		if (field_is_bool(d->fixed[i].f))
+			*(bool *)field_set(&req, d->fixed[i].f) = strcmp(d->fixed[i].s, "true") == 0;
+		else
+			*(wire_str *)field_set(&req, d->fixed[i].f) = wire_cstr(d->fixed[i].s);
+	}
 
 	/* the error prefix: "group describe T G", "msg find T --key K" */
 	snprintf(what, cap, "%s", cmd_words(c->cmd, w, sizeof w));
@@ -1850,13 +1879,23 @@ static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char
 		return rc;
 	const wire_msg *m = client_reply_msg(rep);
 	unsigned long long n = WIRE_HAS(m, COUNT) ? m->count : 0;
+	/* items: dead letters the broker kept (redrive: their message is gone) */
+	unsigned long long kept = WIRE_HAS(m, ITEMS) ? m->items.n : 0;
 	unsigned long long named = all ? 0 : (unsigned long long)(npos - 2);
-	unsigned long long missing = named > n ? named - n : 0;
+	unsigned long long missing = named > n + kept ? named - n - kept : 0;
 	const char *done = op == WIRE_OP_DLQ_REDRIVE ? "redrove" : "purged";
 	if (c->json) {
-		printf("{\"ok\":%s,", missing ? "false" : "true");
+		printf("{\"ok\":%s,", missing || kept ? "false" : "true");
 		json_tg(argv[optind], argv[optind + 1]);
 		printf("\"count\":%llu", n);
+		if (kept) {
+			printf(",\"not_done\":[");
+			for (uint32_t i = 0; i < m->items.n; i++)
+				printf("%s{\"seq\":%llu,\"reason\":\"%.*s\"}", i ? "," : "",
+				       (unsigned long long)m->items.v[i].seq, (int)m->items.v[i].reason.len,
+				       m->items.v[i].reason.p);
+			printf("]");
+		}
 		if (!all)
 			printf(",\"named\":%llu,\"missing\":%llu", named, missing);
 		printf("}\n");
@@ -1867,7 +1906,17 @@ static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char
 		printf("%s %llu of the %llu named dead letter%s of %s/%s\n", done, n, named,
 		       named == 1 ? "" : "s", argv[optind], argv[optind + 1]);
 	}
+	if (kept && !c->json)
+		for (uint32_t i = 0; i < m->items.n; i++)
+			printf("not %s: seq %llu: %.*s\n", done, (unsigned long long)m->items.v[i].seq,
+			       (int)m->items.v[i].reason.len, m->items.v[i].reason.p);
 	client_reply_free(rep);
+	if (kept) {
+		errx_("%s: %llu dead letter%s not %s (kept in the dead-letter queue; 'dlq purge' "
+		      "drops them)", what, kept, kept == 1 ? "" : "s", done);
+		if (!missing)
+			return EXIT_BROKER;
+	}
 	if (missing) {
 		errx_("%s: %llu of the %llu named seqs %s not in the dead-letter queue of %s/%s "
 		      "(nothing done for %s; see 'dlq list')", what, missing, named,
@@ -2189,9 +2238,43 @@ static const struct simple group_create = {
 	                                 {"ack-timeout", WIRE_F_ACK_TIMEOUT_MS, K_DUR_NZ, .value = "30s"},
 	                                 {"max-deliveries", WIRE_F_MAX_DELIVER, K_COUNT, .value = NULL},
 	                                 {"backoff", WIRE_F_BACKOFF_MS, K_DURS, .value = NULL},
+	                                 {"push-url", WIRE_F_PUSH_URL, K_TEXT, .value = NULL},
+	                                 {"secret", WIRE_F_SECRETS, K_SECRET, .value = NULL},
+	                                 {"timeout", WIRE_F_TIMEOUT_MS, K_DUR_NZ, .value = "10s"},
+	                                 {"concurrency", WIRE_F_CONCURRENCY, K_COUNT, .value = NULL},
+	                                 {"breaker-after", WIRE_F_BREAKER_AFTER, K_COUNT,
+	                                  .value = NULL},
+	                                 {"disable-after", WIRE_F_DISABLE_AFTER_MS, K_DUR_NZ,
+	                                  .value = "5d"},
+	                                 {NULL}},
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_PUSH_URL, -1},
+	.say = "created group {group} of topic {topic}[ pushing to {push_url}]",
+};
+
+/* group_set {topic, group, add_secret?, remove_secret?} -> ok */
+static const struct simple group_set = {
+	.op = WIRE_OP_GROUP_SET, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG},
+	.opts = (const struct opt_map[]){{"add-secret", WIRE_F_ADD_SECRET, K_TEXT, .value = NULL},
+	                                 {"remove-secret", WIRE_F_REMOVE_SECRET, K_TEXT,
+	                                  .value = NULL},
 	                                 {NULL}},
 	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, -1},
-	.say = "created group {group} of topic {topic}",
+	.say = "changed push group {group} of topic {topic}",
+};
+
+/* group_set {topic, group, disabled: false|true} -> ok */
+static const struct simple group_enable = {
+	.op = WIRE_OP_GROUP_SET, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG}, .fixed = {{WIRE_F_DISABLED, "false"}},
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, -1},
+	.say = "enabled push group {group} of topic {topic}",
+};
+static const struct simple group_disable = {
+	.op = WIRE_OP_GROUP_SET, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG}, .fixed = {{WIRE_F_DISABLED, "true"}},
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, -1},
+	.say = "disabled push group {group} of topic {topic}",
 };
 
 /* group_list {topic?} -> {items: [...]} */
@@ -2348,7 +2431,26 @@ static const struct cmd cmds[] = {
 	 "      --ack-timeout DUR       redeliver a message not acked within DUR [30s]\n"
 	 "      --max-deliveries N      dead-letter a message after N failed deliveries [16]\n"
 	 "      --backoff \"DUR ...\"   redelivery delay per attempt, the last repeating\n"
-	 "                              [10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h]\n"},
+	 "                              [10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h;\n"
+	 "                              push groups: 1m 5m 10m 30m 1h 2h 5h 10h]\n"
+	 "Push group (escrowd POSTs each message to URL; 2xx acks, anything else is a\n"
+	 "failed attempt on the backoff ladder; max deliveries [9] -> DLQ):\n"
+	 "      --push-url URL          http://host[:port]/path to POST each message to\n"
+	 "      --secret whsec_...      sign requests (Standard Webhooks); repeat for more\n"
+	 "      --timeout DUR           an attempt not answered within DUR fails [10s]\n"
+	 "      --concurrency N         requests in flight at most [16]\n"
+	 "      --breaker-after N       after N failures in a row send only one probe per\n"
+	 "                              backoff step until one succeeds [5]\n"
+	 "      --disable-after DUR     disable the endpoint after failing for DUR [5d]\n"},
+	{"group", "set", SIMPLE(group_set),
+	 "TOPIC GROUP [--add-secret whsec_...] [--remove-secret whsec_...]",
+	 "change a push group's signing secrets (rotation: add, then remove the old)",
+	 "While a group has several secrets, each request carries one signature per\n"
+	 "secret in webhook-signature, space-separated.\n"},
+	{"group", "enable", SIMPLE(group_enable), "TOPIC GROUP",
+	 "resume a push group that was disabled (by hand or after failing too long)", NULL},
+	{"group", "disable", SIMPLE(group_disable), "TOPIC GROUP",
+	 "stop pushing for a push group; its messages stay", NULL},
 	{"group", "list", SIMPLE(group_list), "[TOPIC]",
 	 "list consumer groups with lag, in-flight count, DLQ size and consumers", NULL},
 	{"group", "describe", SIMPLE(group_describe), "TOPIC GROUP",
