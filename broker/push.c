@@ -645,12 +645,73 @@ void push_set_done(broker *b, const store_op *op)
 void push_log_add(broker *b, group *g, uint64_t seq, uint32_t attempt, uint64_t at_ms,
                   uint32_t status, uint64_t latency_ms, const char *error)
 {
-	(void)b;
-	(void)g;
-	(void)seq;
-	(void)attempt;
-	(void)at_ms;
-	(void)status;
-	(void)latency_ms;
-	(void)error;
+	store_op *op = calloc(1, sizeof *op);
+	if (!op) {
+		log_error("out of memory logging a push attempt of %s/%s seq %llu", g->t->name,
+		          g->name, (unsigned long long)seq);
+		return;
+	}
+	op->kind = STORE_OP_ATTEMPT;
+	store_attempt_info *a = &op->u.attempt;
+	a->topic_id = g->t->id;
+	a->seq = seq;
+	a->group_id = g->id;
+	a->attempt = attempt;
+	a->at_ms = at_ms;
+	a->latency_ms = latency_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)latency_ms;
+	a->status = status;
+	if (error) {
+		size_t n = wire_utf8_prefix(error, strlen(error), STORE_REASON_MAX);
+		memcpy(a->reason, error, n);
+		a->reason[n] = 0;
+	}
+	broker_submit(b, op);
+}
+
+static int log_cb(void *arg, const store_attempt_info *a)
+{
+	push_log *l = arg;
+	if ((l->n & (l->n - 1)) == 0) { /* full at 0, 1, 2, 4, 8, ...: double */
+		uint32_t cap = l->n ? l->n * 2 : 1;
+		store_attempt_info *na = realloc(l->a, cap * sizeof *na);
+		if (!na)
+			return ESCROW_ERR__NO_MEM;
+		l->a = na;
+	}
+	l->a[l->n++] = *a;
+	return 0;
+}
+
+int push_log_get(store_rtxn *rt, uint32_t topic_id, uint64_t seq, uint32_t group_id,
+                 push_log *l)
+{
+	memset(l, 0, sizeof *l);
+	int rc = store_attempt_scan(rt, topic_id, seq, group_id, log_cb, l);
+	if (!rc && l->n && !(l->m = calloc(l->n, sizeof *l->m)))
+		rc = ESCROW_ERR__NO_MEM;
+	if (rc) {
+		push_log_free(l);
+		return rc;
+	}
+	for (uint32_t i = 0; i < l->n; i++) {
+		const store_attempt_info *a = &l->a[i];
+		wire_msg *it = &l->m[i];
+		WIRE_SET(it, ATTEMPT, attempt, a->attempt);
+		WIRE_SET(it, AT_MS, at_ms, a->at_ms);
+		WIRE_SET(it, STATUS, status, a->status);
+		WIRE_SET(it, LATENCY_MS, latency_ms, a->latency_ms);
+		if (a->reason[0])
+			WIRE_SET(it, REASON, reason,
+			         ((wire_str){a->reason, (uint32_t)wire_utf8_prefix(
+			                                         a->reason, strlen(a->reason),
+			                                         STORE_REASON_MAX)}));
+	}
+	return 0;
+}
+
+void push_log_free(push_log *l)
+{
+	free(l->a);
+	free(l->m);
+	memset(l, 0, sizeof *l);
 }

@@ -63,6 +63,7 @@ static const char *const dbi_names[DBI__COUNT] = {
 	[DBI_RETRY_DUE] = "retry_due",
 	[DBI_DLQ] = "dlq",
 	[DBI_HALF_IDS] = "half_ids",
+	[DBI_ATTEMPTS] = "attempts",
 };
 
 _Static_assert(DBI__COUNT <= STORE_MAXDBS, "raise STORE_MAXDBS");

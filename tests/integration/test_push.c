@@ -191,6 +191,20 @@ static long group_field(const char *topic, const char *group, const char *name)
 	return p ? strtol(p + strlen(key), NULL, 10) : -1;
 }
 
+/* breaker_state: the "breaker:" value of `group describe` (closed, open,
+ * disabled), or "" when not found. */
+static const char *breaker_state(const char *topic, const char *group)
+{
+	static char v[32];
+	v[0] = 0;
+	if (ctl(NULL, "group describe %s %s", topic, group) != 0)
+		return v;
+	const char *p = strstr(out, "\nbreaker:");
+	if (p)
+		sscanf(p + 9, " %31s", v);
+	return v;
+}
+
 static int start_all(const char *mode)
 {
 	if (tmpdir_make(dir, sizeof dir, "push") || recv_start(mode))
@@ -400,13 +414,94 @@ static void test_breaker(void)
 	 * concurrency past the third) plus about one probe per 100 ms */
 	test_diag("%d requests to a dead endpoint in 1 s", n);
 	CHECK_INT(n, <=, 3 + 4 + 12);
-	CHECK(strstr((ctl(NULL, "group describe t g"), out), "open"));
+	CHECK_STR(breaker_state("t", "g"), ==, "open");
 	set_mode("ok");
 	int64_t until = test_now_ms() + 5000;
 	while (test_now_ms() < until && group_field("t", "g", "lag") != 0)
 		sleep_ms(50);
 	CHECK_INT(group_field("t", "g", "lag"), ==, 0);
-	CHECK(strstr((ctl(NULL, "group describe t g"), out), "closed"));
+	CHECK_STR(breaker_state("t", "g"), ==, "closed");
+end:
+	stop_all();
+}
+
+/* The delivery log (msg get), reconciliation (group pending) and a redrive
+ * of what was dead-lettered since a time; the log survives a restart. */
+static void test_log_pending_redrive(void)
+{
+	CHECK_INT(start_all("status:500"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic create t"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t g --push-url http://127.0.0.1:%d/ --backoff 100ms "
+	                    "--max-deliveries 2",
+	              recv_port),
+	          ==, 0);
+	CHECK_INT(ctl(NULL, "send t --key order-7 paid"), ==, 0);
+	char id[40];
+	CHECK_INT(sscanf(strchr(out, '\n') + 1, "%39s", id), ==, 1);
+	CHECK_INT(wait_reqs(2, 5000), ==, 2);
+	sleep_ms(200);
+	CHECK_INT(restart(), ==, 0);
+	CHECK_INT(ctl(NULL, "msg get %s", id), ==, 0);
+	CHECK(strstr(out, "DEAD"));
+	CHECK(strstr(out, "#1 "));
+	CHECK(strstr(out, "#2 "));
+	CHECK(strstr(out, " 500 "));
+	CHECK_INT(ctl(NULL, "group pending t g --since -1h"), ==, 0);
+	CHECK(strstr(out, id));
+	CHECK(strstr(out, "DEAD"));
+	CHECK(strstr(out, "order-7"));
+	CHECK_INT(ctl(NULL, "--json group pending t g"), ==, 0);
+	CHECK(strstr(out, "\"status\":500"));
+	/* nothing was dead-lettered in the future */
+	CHECK_INT(ctl(NULL, "group redrive t g --since 2100-01-01"), ==, 0);
+	CHECK(strstr(out, "count:  0") || strstr(out, "count: 0"));
+	set_mode("ok");
+	CHECK_INT(ctl(NULL, "group redrive t g --since -1h"), ==, 0);
+	CHECK(strstr(out, "1"));
+	CHECK_INT(wait_reqs(3, 5000), ==, 3);
+	CHECK_INT(reqs[2].status, ==, 200);
+	CHECK_INT(reqs[2].attempt, ==, 1);
+	sleep_ms(200);
+	CHECK_INT(ctl(NULL, "group pending t g"), ==, 0);
+	CHECK(strstr(out, "acked every message"));
+	/* the log keeps both runs: two 500s, then the 200 after the redrive */
+	CHECK_INT(ctl(NULL, "msg get %s", id), ==, 0);
+	CHECK(strstr(out, "ACKED"));
+	CHECK(strstr(out, " 200 "));
+	CHECK(strstr(out, " 500 "));
+end:
+	stop_all();
+}
+
+/* An endpoint failing continuously for --disable-after is disabled: no more
+ * requests, messages stay; group enable resumes. */
+static void test_disable_enable(void)
+{
+	CHECK_INT(start_all("status:500"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic create t"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t g --push-url http://127.0.0.1:%d/ --backoff 50ms "
+	                    "--max-deliveries 1000 --breaker-after 1000 --disable-after 300ms",
+	              recv_port),
+	          ==, 0);
+	CHECK_INT(ctl(NULL, "send t x"), ==, 0);
+	sleep_ms(600);
+	CHECK_STR(breaker_state("t", "g"), ==, "disabled");
+	int n = load_log();
+	sleep_ms(300);
+	CHECK_INT(load_log(), ==, n); /* nothing sent while disabled */
+	CHECK_INT(group_field("t", "g", "lag"), ==, 1);
+	/* it stays disabled across a restart (stored) */
+	CHECK_INT(restart(), ==, 0);
+	sleep_ms(200);
+	CHECK_INT(load_log(), ==, n);
+	CHECK_STR(breaker_state("t", "g"), ==, "disabled");
+	set_mode("ok");
+	CHECK_INT(ctl(NULL, "group enable t g"), ==, 0);
+	int64_t until = test_now_ms() + 5000;
+	while (test_now_ms() < until && group_field("t", "g", "lag") != 0)
+		sleep_ms(50);
+	CHECK_INT(group_field("t", "g", "lag"), ==, 0);
+	CHECK_STR(breaker_state("t", "g"), ==, "closed");
 end:
 	stop_all();
 }
@@ -487,7 +582,8 @@ int main(int argc, char **argv)
 	static const test_case cases[] = {
 		TEST_CASE(test_ack_and_signature), TEST_CASE(test_ladder_then_dlq),
 		TEST_CASE(test_failures),          TEST_CASE(test_restart_mid_ladder),
-		TEST_CASE(test_breaker),           TEST_CASE(test_load_random_failures),
+		TEST_CASE(test_breaker),           TEST_CASE(test_log_pending_redrive),
+		TEST_CASE(test_disable_enable),    TEST_CASE(test_load_random_failures),
 	};
 	return test_run(cases, TEST_COUNT(cases));
 }
