@@ -763,7 +763,7 @@ static void route_topics(route_ctx *x)
 			                  WF(GROUP) | WF(FROM) | WF(ACK_TIMEOUT_MS) | WF(MAX_DELIVER) |
 			                          WF(BACKOFF_MS) | WF(PUSH_URL) | WF(SECRETS) |
 			                          WF(TIMEOUT_MS) | WF(CONCURRENCY) |
-			                          WF(BREAKER_AFTER) | WF(DISABLE_AFTER_MS),
+			                          WF(BREAKER_AFTER) | WF(DISABLE_AFTER_MS) | WF(CA_FILE),
 			                  201);
 		return bad_method(x, "GET, POST");
 	}

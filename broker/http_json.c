@@ -274,6 +274,7 @@ static int set_field(wire_msg *m, wire_field f, json_t *v, wire_mask allowed, ha
 		CASE_U64(BREAKER_AFTER, breaker_after)
 		CASE_U64(DISABLE_AFTER_MS, disable_after_ms)
 		CASE_STR(ADD_SECRET, add_secret)
+		CASE_STR(CA_FILE, ca_file)
 		CASE_STR(REMOVE_SECRET, remove_secret)
 #undef CASE_U64
 #undef CASE_STR

@@ -27,9 +27,12 @@
  */
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "broker/broker.h"
 #include "broker/hclient.h"
@@ -184,6 +187,20 @@ bool push_conf_or_reply(conn *c, const wire_msg *m, store_group_conf *gc, store_
 			memcpy(pc->secrets[pc->n_secrets++], m->secrets.v[i].p, m->secrets.v[i].len);
 		}
 	}
+	if (WIRE_HAS(m, CA_FILE) && m->ca_file.len) {
+		if (m->ca_file.len > STORE_PATH_MAX || memchr(m->ca_file.p, 0, m->ca_file.len) ||
+		    !wire_utf8_valid(m->ca_file.p, m->ca_file.len)) {
+			conn_reply_err(c, m, ESCROW_ERR_INVALID, "ca_file must be a path of at most %d bytes",
+			               STORE_PATH_MAX);
+			return false;
+		}
+		memcpy(pc->ca_file, m->ca_file.p, m->ca_file.len);
+		if (access(pc->ca_file, R_OK) != 0) {
+			conn_reply_err(c, m, ESCROW_ERR_INVALID, "ca_file %s cannot be read by escrowd: %s",
+			               pc->ca_file, strerror(errno));
+			return false;
+		}
+	}
 	pc->timeout_ms = PUSH_DEFAULT_TIMEOUT_MS;
 	if (WIRE_HAS(m, TIMEOUT_MS)) {
 		if (m->timeout_ms == 0 || m->timeout_ms > 3600000) {
@@ -245,7 +262,8 @@ int push_attach(broker *b, group *g, const store_push_conf *pc)
 	p->conf = *pc;
 	p->s.g = g;
 	p->s.prefetch = pc->concurrency;
-	p->hc = hclient_new(b->base, pc->url, pc->concurrency, pc->timeout_ms, err, sizeof err);
+	p->hc = hclient_new(b->base, pc->url, pc->concurrency, pc->timeout_ms, pc->ca_file, err,
+	                    sizeof err);
 	p->probe_ev = evtimer_new(b->base, probe_cb, p);
 	if (!p->hc || !p->probe_ev) {
 		log_error("push group %s/%s: %s", g->t->name, g->name,
@@ -539,6 +557,8 @@ void push_fill(wire_msg *it, const group *g)
 	WIRE_SET(it, BREAKER, breaker,
 	         wire_cstr(p->conf.disabled ? "disabled" : p->open ? "open" : "closed"));
 	WIRE_SET(it, COUNT, count, p->conf.n_secrets); /* secrets are never shown */
+	if (p->conf.ca_file[0])
+		WIRE_SET(it, CA_FILE, ca_file, wire_cstr(p->conf.ca_file));
 }
 
 /* group_set {rid, topic, group, add_secret?, remove_secret?, disabled?} ->

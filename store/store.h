@@ -92,6 +92,7 @@ typedef struct store_group_conf {
 #define STORE_URL_MAX 2048    /* bytes of a push URL */
 #define STORE_SECRETS_MAX 4   /* signing secrets at once (rotation) */
 #define STORE_SECRET_MAX 160  /* bytes of one "whsec_<base64>" secret */
+#define STORE_PATH_MAX 1024   /* bytes of a CA file path */
 typedef struct store_push_conf {
 	char url[STORE_URL_MAX + 1];                           /* http://host[:port]/path */
 	uint32_t n_secrets;                                    /* 0: requests are not signed */
@@ -101,6 +102,7 @@ typedef struct store_push_conf {
 	uint32_t breaker_after;    /* consecutive failures that open the breaker */
 	uint64_t disable_after_ms; /* failing continuously this long disables */
 	bool disabled;             /* disabled: nothing is sent until enabled */
+	char ca_file[STORE_PATH_MAX + 1]; /* https: CAs to verify with; "": the system's */
 } store_push_conf;
 
 /*

@@ -2239,6 +2239,7 @@ static const struct simple group_create = {
 	                                  .value = NULL},
 	                                 {"disable-after", WIRE_F_DISABLE_AFTER_MS, K_DUR_NZ,
 	                                  .value = "5d"},
+	                                 {"ca-file", WIRE_F_CA_FILE, K_TEXT, .value = NULL},
 	                                 {NULL}},
 	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_PUSH_URL, -1},
 	.say = "created group {group} of topic {topic}[ pushing to {push_url}]",
@@ -2458,7 +2459,9 @@ static const struct cmd cmds[] = {
 	 "      --concurrency N         requests in flight at most [16]\n"
 	 "      --breaker-after N       after N failures in a row send only one probe per\n"
 	 "                              backoff step until one succeeds [5]\n"
-	 "      --disable-after DUR     disable the endpoint after failing for DUR [5d]\n"},
+	 "      --disable-after DUR     disable the endpoint after failing for DUR [5d]\n"
+	 "      --ca-file FILE          https: verify the endpoint with these CAs (PEM, read by\n"
+	 "                              escrowd) [the system's]\n"},
 	{"group", "set", SIMPLE(group_set),
 	 "TOPIC GROUP [--add-secret whsec_...] [--remove-secret whsec_...]",
 	 "change a push group's signing secrets (rotation: add, then remove the old)",
