@@ -311,7 +311,7 @@ sub *push_sub(group *g)
 	return &p->s;
 }
 
-/* disable_store writes @p's settings (disabled now) to the group record. */
+/* conf_store writes @p's settings (now disabled) to the group record. */
 static void conf_store(broker *b, struct push *p)
 {
 	store_op *op = calloc(1, sizeof *op);
