@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "store/store_int.h"
@@ -487,6 +488,8 @@ static int apply_topic_delete(struct wctx *w, store_op *op)
 
 	if ((rc = del_prefix(w, DBI_KEYS, tb, 4, 4, NULL)))
 		return wfail(w, rc, "keys del", "topic_id=%u", tid);
+	if ((rc = store_attempt_del(w->txn, w->s, tid, 0, true)))
+		return wfail(w, rc, "attempts del", "topic_id=%u", tid);
 	tcache_drop(w, tid);
 	return 0;
 }
@@ -806,6 +809,12 @@ static int apply(struct wctx *w, store_op *op)
 		return apply_group_delete(w, op);
 	case STORE_OP_GROUP_SET:
 		return apply_group_set(w, op);
+	case STORE_OP_ATTEMPT: {
+		int mrc = 0, rc = store_apply_attempt(w->txn, w->s, op, &mrc);
+		if (mrc)
+			return wfail(w, mrc, "attempt", "topic_id=%u", op->u.attempt.topic_id);
+		return rc;
+	}
 	case STORE_OP_APPEND:
 		op->u.append.seq = 0;
 		op->u.append.dup = false;
@@ -837,6 +846,25 @@ static int apply(struct wctx *w, store_op *op)
 			return wfail(w, mrc, "retry/dlq", "group_id=%u seq=%llu", op->u.retry.group_id,
 			             (unsigned long long)op->u.retry.seq);
 		return rc;
+	}
+	case STORE_OP_META_SET: {
+		size_t kl = strnlen(op->u.meta.key, sizeof op->u.meta.key);
+		if (kl == 0 || kl > STORE_META_KEY_MAX || !strchr(op->u.meta.key, '/') ||
+		    op->u.meta.value_len > STORE_META_VALUE_MAX)
+			return ESCROW_ERR_TOO_LARGE;
+		MDB_val k = {kl, op->u.meta.key};
+		int rc;
+		if (op->u.meta.value && op->u.meta.value_len) {
+			MDB_val d = {op->u.meta.value_len, op->u.meta.value};
+			rc = mdb_put(w->txn, w->s->dbi[DBI_META], &k, &d, 0);
+		} else {
+			rc = mdb_del(w->txn, w->s->dbi[DBI_META], &k, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+		}
+		if (rc)
+			return wfail(w, rc, "meta", "key=%.64s", op->u.meta.key);
+		return 0;
 	}
 	}
 	store_log(w->s, ESCROW_LOG_ERROR, "store: unknown op kind %d", (int)op->kind);
@@ -943,6 +971,10 @@ static const char *describe_op(const store_op *op, char *buf, size_t len)
 		break;
 	case STORE_OP_GROUP_SET:
 		snprintf(buf, len, "group_set group_id=%u", op->u.group.id);
+		break;
+	case STORE_OP_ATTEMPT:
+		snprintf(buf, len, "attempt topic_id=%u seq=%llu group_id=%u", op->u.attempt.topic_id,
+		         (unsigned long long)op->u.attempt.seq, op->u.attempt.group_id);
 		break;
 	case STORE_OP_RETAIN:
 		snprintf(buf, len, "retain topic_id=%u below=%llu", op->u.retain.topic_id,
