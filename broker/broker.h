@@ -425,6 +425,29 @@ void tx_topic_counts(broker *b, uint32_t topic_id, uint64_t *pending, uint64_t *
  * the topic for dispatch (APPEND and TX_END commits). */
 void topic_made_visible(broker *b, topic *t, uint64_t seq);
 
+void tx_check_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint64_t stored_ms);
+
+/* ---- check-back URLs (checkurl.c) and the HTTP check client (http_check.c) */
+
+/* check_url_for: the URL to POST a check of @tx to (the transaction's own,
+ * else its producer group's), or NULL. Borrowed until the next change. */
+const char *check_url_for(const char *pgroup, const escrow_id_t *tx);
+/* check_url_parse: 0 when @url is an absolute http:// URL of at most 2048
+ * bytes, else -1 with a sentence in @err. */
+int check_url_parse(const char *url, size_t len, char *err, size_t errlen);
+void check_url_forget_tx(broker *b, const escrow_id_t *tx); /* written in the background */
+int check_url_load(broker *b); /* startup, after tx_init: 0 or STORAGE */
+void check_url_free(void);
+void cmd_check_url_set(conn *c, const wire_msg *m);
+void cmd_check_url_list(conn *c, const wire_msg *m);
+/* http_check_conn: a virtual connection to push the check of @ti to when
+ * it has a check URL and fewer than --http-check-concurrency checks are
+ * out; NULL otherwise (the caller parks the transaction, uncounted).
+ * http_check_cancel drops one that was never pushed a check. */
+conn *http_check_conn(broker *b, const store_tx_info *ti);
+void http_check_cancel(conn *c);
+uint32_t http_checks_out(void);
+
 /* ---- delivery (dispatch.c) ---------------------------------------------- */
 
 void dispatch_mark(broker *b, group *g); /* deliver what can be at the end of this pass */

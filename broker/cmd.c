@@ -596,6 +596,8 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_MSG_GET] = cmd_msg_get,
 	[WIRE_OP_MSG_FIND] = cmd_msg_find,
 	[WIRE_OP_MSG_PEEK] = cmd_msg_peek,
+	[WIRE_OP_CHECK_URL_SET] = cmd_check_url_set,
+	[WIRE_OP_CHECK_URL_LIST] = cmd_check_url_list,
 	[WIRE_OP_GROUP_LIST] = cmd_group_list,
 	[WIRE_OP_GROUP_DESCRIBE] = cmd_group_describe,
 	[WIRE_OP_GROUP_RESET] = cmd_group_reset,
@@ -741,6 +743,7 @@ void cmd_done(broker *b, store_op *op)
 		break;
 	}
 	case STORE_OP_GROUP_DELETE:
+	case STORE_OP_META_SET:
 		if (c)
 			conn_reply(c, &rep);
 		break;

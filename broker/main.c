@@ -212,7 +212,7 @@ int main(int argc, char **argv)
 		store_close(b->st);
 		return 1;
 	}
-	if (tx_init(b)) {
+	if (tx_init(b) || check_url_load(b)) {
 		fprintf(stderr, "escrowd: cannot load transactions of %s\n", b->conf.data_dir);
 		store_close(b->st);
 		return 1;
@@ -259,6 +259,7 @@ int main(int argc, char **argv)
 	redeliver_free(b);
 	retain_free(b);
 	metrics_free(b);
+	check_url_free();
 	evconnlistener_free(b->lst);
 	event_base_free(b->base);
 	wire_buf_free(&b->out);
