@@ -327,6 +327,7 @@ static void test_man_synopsis(void)
 		n++;
 	}
 	CHECK_INT(n, >=, 20);
+	int missing = 0;
 	for (int i = 0; i < n; i++) {
 		/* a sub word is lowercase, and its name has more than one command */
 		int same = 0;
@@ -336,9 +337,10 @@ static void test_man_synopsis(void)
 		if (!synopsis_has(man, names[i][0], sub ? names[i][1] : NULL)) {
 			test_diag("escrowctl(1) SYNOPSIS lacks: escrowctl %s %s", names[i][0],
 			          sub ? names[i][1] : "");
-			CHECK(!"command missing from the man page synopsis");
+			missing++;
 		}
 	}
+	CHECK_INT(missing, ==, 0);
 end:;
 }
 
