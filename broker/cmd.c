@@ -92,20 +92,6 @@ static void copy_name(char dst[STORE_NAME_MAX + 1], wire_str s)
 	dst[s.len] = 0;
 }
 
-/* topic_or_reply: the topic named by m->topic, or NULL after an error reply. */
-static topic *topic_or_reply(conn *c, const wire_msg *m)
-{
-	topic *t = topic_by_name(c->b, m->topic);
-	if (!t && (m->op == WIRE_OP_SEND || m->op == WIRE_OP_SUBSCRIBE))
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND,
-		               "topic '%.*s' does not exist (create it with: escrowctl topic create %.*s)",
-		               (int)m->topic.len, m->topic.p, (int)m->topic.len, m->topic.p);
-	else if (!t)
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
-		               (int)m->topic.len, m->topic.p);
-	return t;
-}
-
 /* hello {rid, ver, name?, role?, pgroup?, checker?} -> {rid, ok, name, version, ver}
  * §5.1 */
 static void cmd_hello(conn *c, const wire_msg *m)
@@ -512,6 +498,14 @@ static void cmd_subscribe(conn *c, const wire_msg *m)
 		return;
 	}
 	group *g = group_find(t, m->group);
+	if (g && g->push) {
+		/* its only consumer is escrowd's pusher: a subscription would wait forever */
+		conn_reply_err(c, m, ESCROW_ERR_INVALID,
+		               "group %s of topic %s is a push group (escrowd delivers its messages "
+		               "by HTTP); subscribe with another group",
+		               g->name, t->name);
+		return;
+	}
 	if (g) {
 		sub *s = sub_new(c, g, (uint32_t)prefetch, WIRE_HAS(m, COUNT) ? m->count : 0);
 		reply_sid(c, m->rid, s->sid);

@@ -136,12 +136,9 @@ void tx_counts(broker *b, uint64_t *pending, uint64_t *expired, uint64_t *checks
 void cmd_send_half(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
-	topic *t = topic_by_name(b, m->topic);
-	if (!t) {
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
-		               (int)m->topic.len, m->topic.p);
+	topic *t = topic_or_reply(c, m);
+	if (!t)
 		return;
-	}
 	wire_msg chk = *m; /* a delay is allowed in a transaction */
 	chk.has &= ~(WF(DELAY_MS) | WF(AT_MS));
 	if (!check_msg_fields_or_reply(c, &chk))
