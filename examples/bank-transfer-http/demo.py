@@ -79,7 +79,8 @@ def start_escrowd():
                              "--http", "127.0.0.1:%d" % ports.get("http", 0),
                              "--data-dir", os.path.join(work, "broker"),
                              "--tx-timeout", "1s", "--tx-check-backoff", "1s",
-                             "--tx-check-timeout", "2s", "--log-level", "warn"], "escrowd ready")
+                             "--tx-check-timeout", "2s", "--log-level", "warn"]
+                 + os.environ.get("ESCROWD_ARGS", "").split(), "escrowd ready")
     m = re.search(r" port=(\d+) .* http=[^ ]*:(\d+)", line)
     ports["bin"], ports["http"] = int(m.group(1)), int(m.group(2))
 
@@ -100,6 +101,17 @@ def esc():
     return Escrow("http://127.0.0.1:%d" % ports["http"])
 
 
+def ensure_bank1():
+    """Restart bank1 when it does not answer (a crash fault or kill -9)."""
+    p = procs.get("bank1")
+    if p and p.poll() is None:
+        st, _ = Escrow("http://127.0.0.1:%d" % ports["bank1"], timeout=5).call("GET", "/balance")
+        if st == 200:
+            return
+    kill9("bank1")
+    start_bank1()
+
+
 def transfer(src, dst, amount, fault):
     b1 = Escrow("http://127.0.0.1:%d" % ports["bank1"], timeout=30)
     path = "/transfer" + ("?fault=" + fault if fault else "")
@@ -112,6 +124,11 @@ def quiet_now():
     st2, g = esc().call("GET", "/v1/topics/transfer/groups/bank2")
     return (st1 == 200 and st2 == 200 and not txs["items"] and g["lag"] == 0
             and g["inflight"] == 0)
+
+
+def expired():
+    st, txs = esc().call("GET", "/v1/tx?state=expired")
+    return txs.get("items", []) if st == 200 else []
 
 
 def quiet(timeout):
@@ -139,6 +156,20 @@ def audit(n):
                         os.path.join(work, "dlq.json"), "--attempted", str(n)],
                        capture_output=True, text=True)
     return p.returncode, p.stdout + p.stderr, dlq.get("count", 0)
+
+
+def diagnose():
+    """What escrow says about committed debits that were neither credited nor
+    dead-lettered."""
+    import sqlite3
+    b1 = sqlite3.connect(os.path.join(work, "bank1.db"))
+    b2 = sqlite3.connect(os.path.join(work, "bank2.db"))
+    credited = {r[0] for r in b2.execute("SELECT tx_no FROM credit_log")}
+    for tx_no, tx in b1.execute("SELECT tx_no, tx_id FROM transfer_log"):
+        if tx_no in credited:
+            continue
+        print("   missing %s: tx %s -> %r" % (tx_no, tx, esc().call("GET", "/v1/tx/" + tx)[1]))
+    print("   expired: %r" % (esc().call("GET", "/v1/tx?state=expired")[1],))
 
 
 def main():
@@ -188,14 +219,10 @@ def main():
                 kill9("escrowd")
                 print("   kill -9 escrowd at transfer %d, restarted" % i)
                 start_escrowd()
-        if procs["bank1"].poll() is not None:
-            procs.pop("bank1")
-            start_bank1()
+        ensure_bank1()
         o = transfer(src, dst, amount, fault)
         answers[o or "none (bank1 died)"] = answers.get(o or "none (bank1 died)", 0) + 1
-    if procs["bank1"].poll() is not None:
-        procs.pop("bank1")
-        start_bank1()
+    ensure_bank1()
     print("   answers: " + " ".join("%s=%d" % kv for kv in sorted(answers.items())))
     step("waiting for quiescence (no pending transaction, nothing owed to group bank2)")
     if not quiet(90):
@@ -203,6 +230,7 @@ def main():
     rc, report, dead = audit(n)
     print(report, end="")
     if rc:
+        diagnose()
         return rc
     if dead:
         step("operator: create account 3 at bank2, then POST .../dlq/redrive {\"all\": true}")
