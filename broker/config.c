@@ -49,7 +49,8 @@ const conf_row conf_rows[] = {
 	         "benchmarks only: a crash or power loss loses recent writes)"},
 	{.name = "max-body", .type = CONF_SIZE, .def = "4MiB", .min = 1, .max = 256u << 20,
 	 CONF_FIELD(max_body_bytes),
-	 .help = "largest message body accepted; frames may be this plus 64 KiB; clients learn the limit in the hello reply"},
+	 .help = "largest message body accepted; frames may be this plus 64 KiB; clients learn "
+	         "the limit in the hello reply"},
 	{.name = "log-level", .type = CONF_ENUM, .def = "info", .enums = log_level_names,
 	 .flags = CONF_RELOAD, CONF_FIELD(log_level), .help = "log verbosity (stderr)"},
 	{.name = "retention", .type = CONF_DURATION, .def = "72h", .flags = CONF_RELOAD,
@@ -110,6 +111,13 @@ const conf_row conf_rows[] = {
 	 CONF_FIELD(http),
 	 .help = "also serve the HTTP/JSON API (doc/http.md) on this address; off when empty; "
 	         "port 0 picks a free port (printed on the ready line as http=HOST:PORT)"},
+	{.name = "auth", .type = CONF_BOOL, .def = "false", CONF_FIELD(auth),
+	 .help = "require a login (SCRAM-SHA-256, escrowctl user add) on every connection and "
+	         "check each request against the user's permissions (escrowctl acl; "
+	         "doc/security.md); deny by default"},
+	{.name = "insecure", .type = CONF_BOOL, .def = "false", CONF_FIELD(insecure),
+	 .help = "allow listening on a non-loopback address without TLS and --auth (anyone who "
+	         "reaches the port may then do anything)"},
 	{.name = "http-max-conns", .type = CONF_INT, .def = "1024", .min = 1, .max = 1000000,
 	 CONF_FIELD(http_max_conns),
 	 .help = "HTTP connections served at once; a request on one more gets 429 and its "
