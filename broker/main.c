@@ -46,6 +46,7 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 {
 	broker *b = arg;
 	config_reload(&b->conf);
+	tls_reload(b);
 }
 
 static int load_topic(void *arg, const store_topic_info *ti)
@@ -163,6 +164,51 @@ static void raise_fd_limit(void)
 		        (unsigned long long)was);
 }
 
+/* is_loopback: @host (or HOST:PORT) is 127.0.0.0/8, ::1 or localhost. */
+static bool is_loopback(const char *host)
+{
+	return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+	       strncmp(host, "[::1]", 5) == 0 ||
+	       (strncmp(host, "localhost", 9) == 0 && (host[9] == 0 || host[9] == ':'));
+}
+
+/*
+ * insecure_ok: the safe default of doc/security.md. A listener anyone on
+ * the network can reach must know who is talking (--auth) and keep the
+ * secrets of the login and the messages out of sight (TLS); escrowd refuses
+ * to start otherwise unless --insecure says the operator accepts it.
+ * Loopback stays zero-configuration. The HTTP front has no login or TLS
+ * yet, so a non-loopback --http always needs --insecure.
+ */
+static bool insecure_ok(const broker_conf *c)
+{
+	if (c->insecure)
+		return true;
+	bool tls = c->tls_cert && *c->tls_cert;
+	if (!is_loopback(c->listen.host) && !(tls && c->auth)) {
+		fprintf(stderr,
+		        "escrowd: refusing to listen on %s:%d without %s: anyone who can reach the "
+		        "port could %s. Give --tls-cert/--tls-key and --auth (doc/security.md), "
+		        "listen on 127.0.0.1, or accept the risk with --insecure.\n",
+		        c->listen.host, c->listen.port,
+		        !tls && !c->auth ? "TLS and --auth" : !tls ? "TLS" : "--auth",
+		        !c->auth ? "read every topic, commit or roll back any transaction and purge "
+		                   "dead letters"
+		                 : "read every message on the wire and take over logged-in "
+		                   "connections");
+		return false;
+	}
+	if (c->http && *c->http && !is_loopback(c->http)) {
+		fprintf(stderr,
+		        "escrowd: refusing to serve HTTP on %s: the HTTP API has no login or TLS yet, "
+		        "so anyone who reaches it may do anything; use a loopback address or "
+		        "--insecure. See doc/security.md.\n",
+		        c->http);
+		return false;
+	}
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	broker bk, *b = &bk;
@@ -170,6 +216,8 @@ int main(int argc, char **argv)
 	int rc = config_parse(&b->conf, argc, argv);
 	if (rc)
 		return rc == 1 ? 0 : 2;
+	if (!insecure_ok(&b->conf))
+		return 2;
 	clock_set_scale(b->conf.time_scale);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
@@ -212,12 +260,12 @@ int main(int argc, char **argv)
 		store_close(b->st);
 		return 1;
 	}
-	if (tx_init(b) || check_url_load(b)) {
+	if (tx_init(b) || check_url_load(b) || auth_load(b)) {
 		fprintf(stderr, "escrowd: cannot load transactions of %s\n", b->conf.data_dir);
 		store_close(b->st);
 		return 1;
 	}
-	if (listen_on(b) || http_open(b)) {
+	if (tls_open(b) || listen_on(b) || http_open(b)) {
 		store_close(b->st);
 		return 1;
 	}
@@ -260,7 +308,9 @@ int main(int argc, char **argv)
 	retain_free(b);
 	metrics_free(b);
 	check_url_free();
+	auth_free();
 	evconnlistener_free(b->lst);
+	tls_close(b);
 	event_base_free(b->base);
 	wire_buf_free(&b->out);
 	config_free(&b->conf);

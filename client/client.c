@@ -34,7 +34,14 @@
 #include <event2/util.h>
 #include <uthash.h>
 
+#include <arpa/inet.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include "client/client.h"
+#include "wire/scram.h"
 #include "wire/clock.h"
 
 /* Placeholder rid encoded into every request: msgpack always packs it as
@@ -57,7 +64,7 @@ typedef struct req {
 	size_t rid_off;           /* offset of the 8 rid bytes in frame.p; 0: none */
 	int flags;                /* CLIENT_RETRY */
 	int noreply;              /* client_send_noreply: written once, no reply */
-	int is_hello;             /* the connection's hello */
+	int is_hello;             /* the connection's handshake: HS_HELLO, HS_AUTH_* */
 	uint64_t conn_id;         /* noreply: the connection it was meant for */
 	uint64_t deadline_us;     /* monotonic, us */
 	TAILQ_ENTRY(req) dlink;   /* in cl->deadlines, by deadline_us */
@@ -75,6 +82,9 @@ typedef struct req {
 TAILQ_HEAD(req_list, req);
 
 enum conn_state { S_IDLE, S_CONNECTING, S_HELLO, S_READY, S_DEAD };
+/* Steps of the handshake (req.is_hello): hello, then with a broker that
+ * says auth:true the SCRAM-SHA-256 login (doc/protocol.md auth_start). */
+enum { HS_NONE, HS_HELLO, HS_AUTH_START, HS_AUTH_CONTINUE };
 
 struct client {
 	escrow_conf_t conf;       /* own copy */
@@ -99,7 +109,8 @@ struct client {
 	unsigned failures;          /* connection failures since the last hello */
 	uint64_t next_rid;
 	req *pending;               /* uthash by rid */
-	req *hello;                 /* the hello in flight, also in pending */
+	req *hello;                 /* the handshake step in flight, also in pending */
+	scram_client scram;         /* the login in progress (conf user/password) */
 	struct req_list waiting;
 	struct req_list backoff;
 	size_t skip_left;           /* bytes of an oversized frame still to drop */
@@ -505,19 +516,73 @@ static void conn_lost(client *cl, const char *fmt, ...)
 	schedule_reconnect(cl);
 }
 
+static void send_handshake(client *cl, wire_msg *h, int step);
+static void conn_ready(client *cl);
+
+/* auth_step sends the next login message after @step's reply @m, or
+ * finishes it. Returns 0 when a message went out or the login is done
+ * (conn_ready ran), -1 after conn_lost. */
+static int auth_step(client *cl, int step, const wire_msg *m)
+{
+	char out[SCRAM_MSG_MAX];
+	wire_msg h = {0};
+	if (step == HS_HELLO) {
+		if (!cl->conf.user[0]) {
+			conn_lost(cl, "broker %s:%s requires a login (it runs with --auth): set user and "
+			          "password (escrowctl: --user/--password or ESCROW_USER/ESCROW_PASSWORD)",
+			          cl->host, cl->port);
+			return -1;
+		}
+		if (scram_client_first(&cl->scram, cl->conf.user, out, sizeof out)) {
+			conn_lost(cl, "cannot start the login as '%s' (user names are 1-64 bytes of "
+			          "[A-Za-z0-9._-])", cl->conf.user);
+			return -1;
+		}
+		h.op = WIRE_OP_AUTH_START;
+		WIRE_SET(&h, SASL, sasl, wire_cstr(out));
+		send_handshake(cl, &h, HS_AUTH_START);
+		return 0;
+	}
+	if (step == HS_AUTH_START) {
+		if (!WIRE_HAS(m, SASL) ||
+		    scram_client_final(&cl->scram, cl->conf.password, strlen(cl->conf.password),
+		                       m->sasl.p, m->sasl.len, out, sizeof out)) {
+			conn_lost(cl, "login to %s:%s as '%s': %s", cl->host, cl->port, cl->conf.user,
+			          cl->conf.password[0] ? "the broker's SCRAM challenge is not valid"
+			                               : "no password set");
+			return -1;
+		}
+		h.op = WIRE_OP_AUTH_CONTINUE;
+		WIRE_SET(&h, SASL, sasl, wire_cstr(out));
+		send_handshake(cl, &h, HS_AUTH_CONTINUE);
+		return 0;
+	}
+	/* HS_AUTH_CONTINUE: the broker proves it knows our secret too */
+	if (!WIRE_HAS(m, SASL) || scram_client_verify(&cl->scram, m->sasl.p, m->sasl.len)) {
+		conn_lost(cl, "login to %s:%s: the broker's SCRAM signature is wrong (not the broker "
+		          "that holds this user?)", cl->host, cl->port);
+		return -1;
+	}
+	memset(&cl->scram, 0, sizeof cl->scram);
+	conn_ready(cl);
+	return 0;
+}
+
 static void hello_done(client *cl, req *r, int err, const wire_msg *m)
 {
+	int step = r->is_hello;
 	cl->hello = NULL;
 	req_free(r);
 	if (err) {
 		wire_str emsg = m && WIRE_HAS(m, EMSG) ? m->emsg : wire_cstr(escrow_err2str(err));
-		conn_lost(cl, "hello to %s:%s refused: %.*s (%s)", cl->host, cl->port, (int)emsg.len,
-		          emsg.p, escrow_err2name(err));
+		conn_lost(cl, "%s to %s:%s refused: %.*s (%s)", step == HS_HELLO ? "hello" : "login",
+		          cl->host, cl->port, (int)emsg.len, emsg.p, escrow_err2name(err));
 		return;
 	}
-	evtimer_del(cl->conn_timer);
-	cl->state = S_READY;
-	cl->failures = 0;
+	if (step != HS_HELLO) {
+		auth_step(cl, step, m);
+		return;
+	}
 	pthread_mutex_lock(&cl->lock);
 	snprintf(cl->broker_name, sizeof cl->broker_name, "%.*s",
 	         WIRE_HAS(m, NAME) ? (int)m->name.len : 0, WIRE_HAS(m, NAME) ? m->name.p : "");
@@ -530,11 +595,27 @@ static void hello_done(client *cl, req *r, int err, const wire_msg *m)
 	if (WIRE_HAS(m, MAX_FRAME) && m->max_frame >= 1024 && m->max_frame <= WIRE_FRAME_MAX_LIMIT)
 		mf = (uint32_t)m->max_frame;
 	__atomic_store_n(&cl->max_frame, mf, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&cl->lock);
+	if (WIRE_HAS(m, AUTH) && m->auth) {
+		auth_step(cl, HS_HELLO, m);
+		return;
+	}
+	conn_ready(cl);
+}
+
+/* conn_ready: the handshake is done; waiting requests go out. */
+static void conn_ready(client *cl)
+{
+	evtimer_del(cl->conn_timer);
+	cl->state = S_READY;
+	cl->failures = 0;
+	pthread_mutex_lock(&cl->lock);
 	cl->connected = 1;
 	cl->conn_id++;
 	pthread_cond_broadcast(&cl->cond);
-	client_log(cl, ESCROW_LOG_INFO, "connected to %s:%s (broker %s %s) as %s", cl->host,
-	           cl->port, cl->broker_name, cl->broker_version, cl->role);
+	client_log(cl, ESCROW_LOG_INFO, "connected to %s:%s (broker %s %s) as %s%s%s", cl->host,
+	           cl->port, cl->broker_name, cl->broker_version, cl->role,
+	           cl->conf.user[0] ? ", user " : "", cl->conf.user);
 	pthread_mutex_unlock(&cl->lock);
 
 	if (cl->opts.on_connect)
@@ -560,20 +641,28 @@ static void send_hello(client *cl)
 		if (cl->conf.check_cb)
 			WIRE_SET(&h, CHECKER, checker, true);
 	}
+	cl->skip_left = 0; /* a new stream */
+	send_handshake(cl, &h, HS_HELLO);
+}
+
+/* send_handshake writes handshake step @step (@h: op and fields; the rid
+ * is set here) ahead of every waiting request. */
+static void send_handshake(client *cl, wire_msg *h, int step)
+{
+	WIRE_SET(h, RID, rid, RID_PLACEHOLDER);
 	req *r = calloc(1, sizeof *r);
 	if (r)
 		r->cl = cl;
-	if (!r || wire_encode(&h, &r->frame)) {
+	if (!r || wire_encode(h, &r->frame)) {
 		req_free(r);
 		conn_lost(cl, "hello to %s:%s: out of memory", cl->host, cl->port);
 		return;
 	}
 	char *at = memmem(r->frame.p, r->frame.len, rid_pattern, RID_PATTERN_LEN);
 	r->rid_off = (size_t)(at - r->frame.p) + 5;
-	r->is_hello = 1;
+	r->is_hello = step;
 	cl->hello = r;
 	cl->state = S_HELLO;
-	cl->skip_left = 0; /* a new stream */
 	req_send(cl, r);
 }
 
@@ -713,6 +802,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
+static const char *tls_why(client *cl, struct bufferevent *bev, char *buf, size_t n);
+
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	client *cl = arg;
@@ -727,14 +818,22 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	int e = EVUTIL_SOCKET_ERROR();
-	if (cl->state == S_CONNECTING)
+	char tb[400];
+	const char *tw = tls_why(cl, bev, tb, sizeof tb);
+	if (tw && cl->state != S_READY)
+		conn_lost(cl, "connect %s:%s: %s", cl->host, cl->port, tw);
+	else if (cl->state == S_CONNECTING)
 		conn_lost(cl, "connect %s:%s: %s", cl->host, cl->port,
 		          e ? evutil_socket_error_to_string(e) : "failed");
 	else if (what & BEV_EVENT_EOF)
-		conn_lost(cl, "connection to %s:%s closed by the broker", cl->host, cl->port);
+		conn_lost(cl, "connection to %s:%s closed by the broker%s", cl->host, cl->port,
+		          cl->state == S_HELLO && !cl->conf.tls ? " during hello (does it want TLS?)"
+		                                                : "");
 	else
-		conn_lost(cl, "connection to %s:%s: %s", cl->host, cl->port,
-		          e ? evutil_socket_error_to_string(e) : "error");
+		conn_lost(cl, "connection to %s:%s: %s%s", cl->host, cl->port,
+		          e ? evutil_socket_error_to_string(e) : "error",
+		          cl->state == S_HELLO && !cl->conf.tls ? " during hello (does it want TLS?)"
+		                                                : "");
 }
 
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -748,6 +847,102 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	else if (cl->state == S_HELLO)
 		conn_lost(cl, "hello to %s:%s: no answer within %d ms", cl->host, cl->port,
 		          cl->conf.connect_timeout_ms);
+}
+
+/* ssl_err_text: the last OpenSSL error, or @dflt. */
+static const char *ssl_err_text(unsigned long e, char *buf, size_t n, const char *dflt)
+{
+	if (!e)
+		return dflt;
+	ERR_error_string_n(e, buf, n);
+	return buf;
+}
+
+/*
+ * tls_bev_new: an OpenSSL bufferevent (TLS 1.2+, as the broker speaks)
+ * that verifies the broker's certificate against conf tls.ca (or the
+ * system's CAs) and the host of `server` (a DNS name, or an IP address
+ * matched against the certificate's IP SANs), and shows tls.cert when set.
+ * The context is built per connection, so a replaced CA file is read on the
+ * next reconnect. NULL with a sentence in @err.
+ */
+static struct bufferevent *tls_bev_new(client *cl, char *err, size_t n)
+{
+	char e[256];
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl = NULL;
+	if (!ctx) {
+		snprintf(err, n, "TLS: %s", ssl_err_text(ERR_get_error(), e, sizeof e, "no context"));
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	int ok = cl->conf.tls_ca[0] ? SSL_CTX_load_verify_locations(ctx, cl->conf.tls_ca, NULL)
+	                            : SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		snprintf(err, n, "tls.ca %s: %s", cl->conf.tls_ca,
+		         ssl_err_text(ERR_get_error(), e, sizeof e, "cannot read"));
+		goto fail;
+	}
+	if (cl->conf.tls_cert[0] &&
+	    (SSL_CTX_use_certificate_chain_file(ctx, cl->conf.tls_cert) != 1 ||
+	     SSL_CTX_use_PrivateKey_file(ctx, cl->conf.tls_key[0] ? cl->conf.tls_key
+	                                                          : cl->conf.tls_cert,
+	                                 SSL_FILETYPE_PEM) != 1 ||
+	     SSL_CTX_check_private_key(ctx) != 1)) {
+		snprintf(err, n, "tls.cert %s / tls.key %s: %s", cl->conf.tls_cert, cl->conf.tls_key,
+		         ssl_err_text(ERR_get_error(), e, sizeof e, "key does not match"));
+		goto fail;
+	}
+	ssl = SSL_new(ctx);
+	if (!ssl)
+		goto fail;
+	/* server name verification: an IP address against IP SANs, else DNS */
+	unsigned char ipbuf[16];
+	bool is_ip = inet_pton(AF_INET, cl->host, ipbuf) == 1 || inet_pton(AF_INET6, cl->host, ipbuf) == 1;
+	X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+	if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, cl->host) != 1
+	          : (SSL_set1_host(ssl, cl->host) != 1 ||
+	             SSL_set_tlsext_host_name(ssl, cl->host) != 1)) {
+		snprintf(err, n, "TLS: cannot set the name to verify (%s)", cl->host);
+		goto fail;
+	}
+	SSL_CTX_free(ctx); /* ssl keeps its reference */
+	ctx = NULL;
+	struct bufferevent *bev = bufferevent_openssl_socket_new(
+		cl->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev)
+		goto fail;
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+fail:
+	ERR_clear_error();
+	if (!err[0])
+		snprintf(err, n, "TLS: out of memory");
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* tls_why: why the TLS connection @bev failed, or NULL if not a TLS error. */
+static const char *tls_why(client *cl, struct bufferevent *bev, char *buf, size_t n)
+{
+	if (!cl->conf.tls)
+		return NULL;
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+	unsigned long e = bufferevent_get_openssl_error(bev);
+	if (vr != X509_V_OK) {
+		snprintf(buf, n, "TLS: the broker's certificate is refused: %s",
+		         X509_verify_cert_error_string(vr));
+		return buf;
+	}
+	if (!e)
+		return NULL;
+	char es[200];
+	snprintf(buf, n, "TLS: %s", ssl_err_text(e, es, sizeof es, "handshake failed"));
+	return buf;
 }
 
 /* reconnect_cb resolves the server and starts one connect attempt. */
@@ -765,11 +960,14 @@ static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
 		conn_lost(cl, "resolve %s: %s", cl->host, gai_strerror(rc));
 		return;
 	}
-	cl->bev = bufferevent_socket_new(cl->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	char tlserr[1024] = "";
+	cl->bev = cl->conf.tls ? tls_bev_new(cl, tlserr, sizeof tlserr)
+	                       : bufferevent_socket_new(cl->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (!cl->bev) {
 		freeaddrinfo(ai);
 		cl->state = S_CONNECTING;
-		conn_lost(cl, "connect %s:%s: out of memory", cl->host, cl->port);
+		conn_lost(cl, "connect %s:%s: %s", cl->host, cl->port,
+		          tlserr[0] ? tlserr : "out of memory");
 		return;
 	}
 	bufferevent_setcb(cl->bev, read_cb, NULL, event_cb, cl);
