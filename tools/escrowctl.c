@@ -1959,10 +1959,14 @@ static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char
 		printf("\"count\":%llu", n);
 		if (kept) {
 			printf(",\"not_done\":[");
-			for (uint32_t i = 0; i < m->items.n; i++)
-				printf("%s{\"seq\":%llu,\"reason\":\"%.*s\"}", i ? "," : "",
-				       (unsigned long long)m->items.v[i].seq, (int)m->items.v[i].reason.len,
-				       m->items.v[i].reason.p);
+			for (uint32_t i = 0; i < m->items.n; i++) {
+				/* the reason is the broker's text: escaped as JSON requires */
+				printf("%s{\"seq\":%llu,\"reason\":", i ? "," : "",
+				       (unsigned long long)m->items.v[i].seq);
+				json_str(stdout, m->items.v[i].reason.p ? m->items.v[i].reason.p : "",
+				         m->items.v[i].reason.len);
+				printf("}");
+			}
 			printf("]");
 		}
 		if (!all)
