@@ -1135,6 +1135,15 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- open / close ------------------------------------------------------------------------- */
 
+/* https_bev_cb: each HTTP connection's bufferevent when escrowd has TLS:
+ * the server context of the moment, so SIGHUP's new certificate applies to
+ * new HTTP connections too (libevent's https pattern: evhttp_set_bevcb). */
+static struct bufferevent *https_bev_cb(struct event_base *base, void *arg)
+{
+	(void)base;
+	return tls_bev_new(arg, -1);
+}
+
 int http_open(broker *b)
 {
 	const char *v = b->conf.http;
@@ -1174,6 +1183,8 @@ int http_open(broker *b)
 	                                            EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD);
 	evhttp_set_default_content_type(h->http, "application/json");
 	evhttp_set_gencb(h->http, request_cb, h);
+	if (b->tls) /* --tls-cert: HTTPS with the same certificate (tls.c) */
+		evhttp_set_bevcb(h->http, https_bev_cb, b);
 	h->sock = evhttp_bind_socket_with_handle(h->http, h->host, (ev_uint16_t)port);
 	if (!h->sock) {
 		fprintf(stderr, "escrowd: cannot serve HTTP on %s\n", v);
