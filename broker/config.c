@@ -221,6 +221,31 @@ static int set_tx_max_age(broker_conf *c, const char *v)
 	return parse_duration_ms(v, &c->tx_max_age_ms);
 }
 
+/* set_path: the offline modes (--check, --backup-from, --to) take a dir. */
+static int set_path(char **dst, const char *v)
+{
+	if (!*v)
+		return -1;
+	free(*dst);
+	*dst = strdup(v);
+	return *dst ? 0 : -1;
+}
+
+static int set_check(broker_conf *c, const char *v)
+{
+	return set_path(&c->check_dir, v);
+}
+
+static int set_backup_from(broker_conf *c, const char *v)
+{
+	return set_path(&c->backup_from, v);
+}
+
+static int set_backup_to(broker_conf *c, const char *v)
+{
+	return set_path(&c->backup_to, v);
+}
+
 static const struct option_desc {
 	const char *name;
 	const char *arg;
@@ -246,6 +271,9 @@ static const struct option_desc {
 	{"tx-tombstone", "DUR", "24h", "how long an ended transaction's outcome is kept for end_tx idempotency", set_tx_tombstone},
 	{"tx-max-age", "DUR", "24h", "a pending transaction older than this gets --tx-policy even with no producer online (0: never)", set_tx_max_age},
 	{"max-pending", "N", "4096", "store ops in flight per connection before escrowd stops reading from it", set_max_pending},
+	{"check", "DIR", NULL, "verify the data dir DIR offline (schema, every index, counts), print a report and exit: 0 clean, 1 damaged", set_check},
+	{"backup-from", "DIR", NULL, "copy the stopped broker's data dir DIR into --to's dir (a new data dir) and exit", set_backup_from},
+	{"to", "DIR", NULL, "where --backup-from writes: a new or empty dir", set_backup_to},
 	{"frame-timeout", "DUR", "30s", "a connection with a frame begun but not finished, or with over 16 MiB of replies it does not read, for this long is closed", set_frame_timeout},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -259,7 +287,10 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		char left[64];
 		snprintf(left, sizeof left, "--%s %s", options[i].name, options[i].arg);
-		fprintf(f, "  %-26s %s [%s]\n", left, options[i].help, options[i].def);
+		if (options[i].def)
+			fprintf(f, "  %-26s %s [%s]\n", left, options[i].help, options[i].def);
+		else
+			fprintf(f, "  %-26s %s\n", left, options[i].help);
 	}
 	fprintf(f, "  %-26s %s\n  %-26s %s\n", "-h, --help", "this text", "-V, --version",
 	        "print the version");
@@ -269,7 +300,7 @@ int config_parse(broker_conf *c, int argc, char **argv)
 {
 	memset(c, 0, sizeof *c);
 	for (size_t i = 0; i < N_OPTIONS; i++)
-		if (options[i].set(c, options[i].def))
+		if (options[i].def && options[i].set(c, options[i].def))
 			BROKER_ASSERT(!"bad default in the option table");
 	struct option lo[N_OPTIONS + 3];
 	for (size_t i = 0; i < N_OPTIONS; i++)
@@ -308,6 +339,10 @@ int config_parse(broker_conf *c, int argc, char **argv)
 		fprintf(stderr, "escrowd: unexpected argument '%s'\ntry 'escrowd --help'\n", argv[optind]);
 		return 2;
 	}
+	if (!!c->backup_from != !!c->backup_to) {
+		fprintf(stderr, "escrowd: --backup-from DATADIR and --to DIR go together\n");
+		return 2;
+	}
 	c->max_frame_bytes = c->max_body_bytes + 64 * 1024;
 	return 0;
 }
@@ -316,4 +351,7 @@ void config_free(broker_conf *c)
 {
 	free(c->listen_host);
 	free(c->data_dir);
+	free(c->check_dir);
+	free(c->backup_from);
+	free(c->backup_to);
 }
