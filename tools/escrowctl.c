@@ -2302,11 +2302,11 @@ static int status_human(struct ctl *c, const wire_msg *m, char **pos)
 	             status_label);
 	char a[32], b[32], d[32];
 	if (WIRE_HAS(m, MAP_SIZE_BYTES))
-		printf("%-12s%s of %s used", "map:", (%.1f%%)\n", fmt_bytes(m->map_used_bytes, a, sizeof a),
+		printf("%-12s%s of %s used (%.1f%%)\n", "map:", fmt_bytes(m->map_used_bytes, a, sizeof a),
 		       fmt_bytes(m->map_size_bytes, b, sizeof b),
 		       percent(m->map_used_bytes, m->map_size_bytes));
 	if (WIRE_HAS(m, DISK_SIZE_BYTES) && m->disk_size_bytes)
-		printf("%-12s%s free of", "disk:", %s (%.1f%% used)\n",
+		printf("%-12s%s free of %s (%.1f%% used)\n", "disk:",
 		       fmt_bytes(m->disk_free_bytes, a, sizeof a),
 		       fmt_bytes(m->disk_size_bytes, b, sizeof b),
 		       percent(m->disk_size_bytes - m->disk_free_bytes, m->disk_size_bytes));
