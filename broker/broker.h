@@ -23,7 +23,9 @@
 #include <event2/listener.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uthash.h>
 
 #include "escrow/common.h"
@@ -63,16 +65,22 @@ void log_store_sink(int level, const char *line);
 
 uint64_t now_ms(void); /* Unix ms, wall clock */
 
-/* ---- configuration (config.c) ------------------------------------------- */
+/* ---- configuration (config.c, config_doc.c) ------------------------------ */
+
+/* conf_addr: a HOST:PORT option (CONF_ADDRESS). */
+typedef struct conf_addr {
+	char *host; /* owned; an IP address or a name */
+	int port;   /* 0-65535; 0 = any free port */
+} conf_addr;
 
 typedef struct broker_conf {
-	char *listen_host;        /* --listen host part */
-	int listen_port;          /* --listen port part; 0 = any free port */
+	conf_addr listen;         /* --listen */
 	char *data_dir;           /* --data-dir */
 	uint64_t map_size_bytes;  /* --map-size */
 	store_sync sync;          /* --sync */
 	uint32_t max_body_bytes;  /* --max-body */
 	uint32_t max_frame_bytes; /* derived: max_body + 64 KiB */
+	int log_level;            /* --log-level (copied to the global log_level) */
 	uint32_t max_pending_ops; /* per connection: stop reading above it */
 	uint64_t frame_timeout_ms; /* --frame-timeout: partial frame / unread output */
 	store_topic_conf topic_defaults;
@@ -84,16 +92,97 @@ typedef struct broker_conf {
 	bool tx_policy_rollback;      /* --tx-policy rollback (else expire) */
 	uint64_t tx_check_timeout_ms; /* --tx-check-timeout */
 	uint64_t tx_tombstone_ms;     /* --tx-tombstone */
+	/* the HTTP front (http.c, doc/http.md) */
+	char *http;                   /* --http HOST:PORT; "" = no HTTP */
+	uint32_t http_max_conns;      /* --http-max-conns */
+	uint32_t http_max_pending;    /* --http-max-pending */
+	uint64_t http_timeout_ms;     /* --http-timeout */
+	uint32_t http_max_body_bytes; /* --http-max-body */
+	uint32_t http_check_concurrency; /* --http-check-concurrency */
 	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
+	uint32_t tx_max_messages;     /* --tx-max-messages: half messages per tx */
+	uint64_t tx_max_bytes;        /* --tx-max-bytes: stored half bytes per tx */
 	/* offline modes (main.c): run, print, exit; NULL when not asked */
 	char *check_dir;              /* --check DIR */
 	char *backup_from, *backup_to; /* --backup-from DIR --to DIR */
 } broker_conf;
 
-/* config_parse fills @c from argv. Returns 0 to run, 1 when --help or
- * --version was printed (exit 0), 2 on a usage error (printed; exit 2). */
+/*
+ * The option table (config.c, conf_rows[]): one row per escrowd option
+ * drives the flags, the config file, --help, --print-config, SIGHUP and the
+ * generated doc/config.md and escrow.conf.sample (like Redis's
+ * static_configs[] and librdkafka's rdkafka_conf.c). HACKING.md says how to
+ * add a row.
+ */
+typedef enum conf_type {
+	CONF_SIZE,     /* bytes; "64MiB"; min/max in bytes */
+	CONF_DURATION, /* ms; "30s"; min/max in ms */
+	CONF_INT,      /* a count; min/max */
+	CONF_ENUM,     /* one of .enums' names; stores its int value */
+	CONF_STRING,   /* char * (owned); min/max bound the length */
+	CONF_SCHEDULE, /* "10s 30s 1m" into a store_group_conf's backoff; min/max per step */
+	CONF_ADDRESS,  /* HOST:PORT into a conf_addr */
+	CONF_BOOL,     /* true|false (also yes/no, on/off, 1/0); a bare --flag is true */
+} conf_type;
+
+typedef struct conf_enum {
+	const char *name; /* as written in flags and files */
+	int value;        /* stored into the field */
+} conf_enum;
+
+#define CONF_RELOAD 0x1u /* SIGHUP applies a changed value; else it needs a restart */
+#define CONF_TEST 0x2u   /* for tests only; --help and the docs say so */
+
+typedef struct conf_row {
+	const char *name;       /* --name and the file key */
+	conf_type type;
+	const char *def;        /* the default, written as a user would */
+	uint64_t min, max;      /* inclusive bounds in the type's unit; max 0 = none */
+	const char *arg;        /* metavariable for --help; NULL: from the type */
+	const char *help;       /* one sentence (or a few), no trailing period needed */
+	unsigned flags;         /* CONF_RELOAD, CONF_TEST */
+	size_t off, width;      /* the field: set with CONF_FIELD(member) */
+	const conf_enum *enums; /* CONF_ENUM: the names, ending with {NULL, 0} */
+} conf_row;
+
+/* CONF_FIELD(f): the .off and .width of broker_conf member @f (may be nested). */
+#define CONF_FIELD(f) .off = offsetof(broker_conf, f), .width = sizeof(((broker_conf *)0)->f)
+
+extern const conf_row conf_rows[];
+extern const size_t conf_rows_count;
+
+/*
+ * config_parse fills @c: the table's defaults, then the --config FILE (if
+ * given), then the flags (a flag beats the file). Refuses unknown keys and
+ * out-of-range values with the file's line number. Returns 0 to run, 1 when
+ * something was printed instead (--help, --version, --print-config*: exit 0),
+ * 2 on a usage or config error (printed on stderr; exit 2).
+ * @locality main thread, before the loop starts.
+ */
 int config_parse(broker_conf *c, int argc, char **argv);
+
+/*
+ * config_reload (SIGHUP) re-reads the --config file (flags still win):
+ * changed CONF_RELOAD options are applied to @c and logged with old and new
+ * value; changed restart-only options are logged as such and left alone. A
+ * file that does not parse changes nothing (logged). Returns the number of
+ * options applied, or -1 when the file could not be used.
+ * @locality network thread (an evsignal callback).
+ */
+int config_reload(broker_conf *c);
 void config_free(broker_conf *c);
+
+/* config_value_format writes row @r's value in @c as a user would write it. */
+void config_value_format(const broker_conf *c, const conf_row *r, char *out, size_t outlen);
+/* config_row_arg writes row @r's metavariable ("DUR", "full|none") into @out. */
+void config_row_arg(const conf_row *r, char *out, size_t n);
+/* config_row_range writes row @r's accepted values ("1ms-", "1-1000000"). */
+void config_row_range(const conf_row *r, char *out, size_t n);
+/* config_doc_write / config_sample_write: doc/config.md and escrow.conf.sample
+ * (config_doc.c), generated from the table; a unit test keeps them current. */
+void config_doc_write(FILE *f);
+void config_sample_write(FILE *f);
+
 /* parse_size: "64MiB" -> bytes; parse_duration_ms: "30s" -> 30000. 0 ok, -1 bad. */
 int parse_size(const char *s, uint64_t *out);
 int parse_duration_ms(const char *s, uint64_t *out);
@@ -235,9 +324,21 @@ struct conn {
 	uint64_t last_ms;   /* last request read, Unix ms (conn_list) */
 	sub *subs;
 	conn *prev, *next;
+	/* A connection without a socket (bev NULL; the HTTP front, http.c):
+	 * every reply and push goes to sink instead of a socket. */
+	void (*sink)(conn *c, const wire_msg *m);
+	void *sink_arg;
 };
 
 void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen);
+/*
+ * conn_new_virtual makes a connection with no socket whose replies and pushes
+ * go to @sink (called on the network thread, @m borrowed for the call). It has
+ * said hello with @role, is not in b->conns (not counted, never asked a
+ * check) and is freed by conn_close like any other. NULL when out of memory.
+ */
+conn *conn_new_virtual(broker *b, const char *peer, conn_role role,
+                       void (*sink)(conn *c, const wire_msg *m), void *sink_arg);
 /* conn_reply encodes @m onto c's output. No-op if c is closed. */
 void conn_reply(conn *c, const wire_msg *m);
 void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...)
@@ -396,9 +497,22 @@ struct broker {
 	struct event *retain_ev;  /* retain.c: periodic retention tick */
 	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
 	struct txstate *tx;       /* transactions (tx.c) */
+	struct http_front *http;  /* the HTTP front (http.c); NULL without --http */
 	struct backup_job *backup; /* backup.c: NULL until the first backup */
 	struct usage *usage;      /* usage.c */
 };
+
+/* ---- the HTTP/JSON front (http.c, http_json.c, http_consume.c) --------- */
+
+/* http_open starts serving --http on b->base; no-op without --http. Returns
+ * 0, or -1 after printing why (cannot parse or bind the address). */
+int http_open(broker *b);
+/* http_port: the bound port, 0 when not serving; http_host its host. */
+int http_port(broker *b);
+const char *http_host(broker *b);
+/* http_close stops accepting, drops every HTTP connection and frees the
+ * front; replies not sent yet are dropped. */
+void http_close(broker *b);
 
 /* broker_submit queues @op for the writer at the end of this pass. */
 void broker_submit(broker *b, store_op *op);

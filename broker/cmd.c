@@ -135,6 +135,7 @@ static void cmd_hello(conn *c, const wire_msg *m)
 	WIRE_SET(&r, NAME, name, wire_cstr("escrowd"));
 	WIRE_SET(&r, VERSION, version, wire_cstr(ESCROW_VERSION_STR));
 	WIRE_SET(&r, VER, ver, WIRE_PROTOCOL_VERSION);
+	WIRE_SET(&r, MAX_FRAME, max_frame, c->b->conf.max_frame_bytes);
 	conn_reply(c, &r);
 	tx_on_hello(c);
 }

@@ -83,6 +83,22 @@ void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen)
 	log_debug("conn %llu from %s", (unsigned long long)c->id, c->peer);
 }
 
+conn *conn_new_virtual(broker *b, const char *peer, conn_role role,
+                       void (*sink)(conn *c, const wire_msg *m), void *sink_arg)
+{
+	conn *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->b = b;
+	c->id = ++b->next_conn_id;
+	snprintf(c->peer, sizeof c->peer, "%s", peer);
+	c->role = role;
+	c->hello = true;
+	c->sink = sink;
+	c->sink_arg = sink_arg;
+	return c;
+}
+
 static void conn_free(conn *c)
 {
 	free(c->name);
@@ -94,7 +110,7 @@ void conn_unref(conn *c)
 {
 	BROKER_ASSERT(c->refs > 0);
 	c->refs--;
-	if (c->read_paused && !c->closed && c->refs < c->b->conf.max_pending_ops / 2) {
+	if (c->read_paused && !c->closed && c->bev && c->refs < c->b->conf.max_pending_ops / 2) {
 		c->read_paused = false;
 		if (!c->out_paused) {
 			bufferevent_enable(c->bev, EV_READ);
@@ -116,6 +132,12 @@ void conn_close(conn *c, const char *why)
 	while (c->subs)
 		sub_detach(b, c->subs);
 	tx_on_close(c);
+	if (c->sink) {
+		/* virtual: never in b->conns */
+		if (c->refs == 0)
+			conn_free(c);
+		return;
+	}
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	event_free(c->stall_ev);
@@ -135,6 +157,10 @@ void conn_close_after_flush(conn *c)
 {
 	if (c->closed)
 		return;
+	if (c->sink) {
+		conn_close(c, "closed after error");
+		return;
+	}
 	c->closing = true;
 	bufferevent_disable(c->bev, EV_READ);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
@@ -145,6 +171,10 @@ void conn_reply(conn *c, const wire_msg *m)
 {
 	if (c->closed)
 		return;
+	if (c->sink) {
+		c->sink(c, m);
+		return;
+	}
 	wire_buf *out = &c->b->out;
 	out->len = 0;
 	if (wire_encode(m, out)) {

@@ -38,7 +38,7 @@ void dispatch_mark(broker *b, group *g)
 static bool sub_ready(const sub *s)
 {
 	return s->inflight < s->prefetch && (!s->limited || s->remaining > 0) && !s->c->closed && !s->c->closing &&
-	       evbuffer_get_length(bufferevent_get_output(s->c->bev)) < OUTPUT_HIGH_BYTES;
+	       (!s->c->bev || evbuffer_get_length(bufferevent_get_output(s->c->bev)) < OUTPUT_HIGH_BYTES);
 }
 
 /* next_sub picks the next subscription with room, round-robin. */

@@ -1,8 +1,9 @@
 /*
  * main.c - escrowd: parse the configuration, open the store, load topics,
  * groups and acks into memory, listen, print the ready line, run the event
- * loop; on SIGINT/SIGTERM stop reading, let the writer finish and reply to
- * the last batch, close LMDB, exit 0.
+ * loop; on SIGHUP re-read the config file's reloadable options; on
+ * SIGINT/SIGTERM stop reading, let the writer finish and reply to the last
+ * batch, close LMDB, exit 0.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,6 +39,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	log_info("signal %d: shutting down", (int)sig);
 	b->stopping = true;
 	event_base_loopbreak(b->base);
+}
+
+/* hup_cb: SIGHUP re-reads the --config file's reloadable options (config.c). */
+static void hup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	broker *b = arg;
+	config_reload(&b->conf);
 }
 
 static int load_topic(void *arg, const store_topic_info *ti)
@@ -76,21 +84,21 @@ static int listen_on(broker *b)
 	struct sockaddr_storage ss;
 	int sslen = sizeof ss;
 	memset(&ss, 0, sizeof ss);
-	if (evutil_parse_sockaddr_port(b->conf.listen_host, (struct sockaddr *)&ss, &sslen)) {
+	if (evutil_parse_sockaddr_port(b->conf.listen.host, (struct sockaddr *)&ss, &sslen)) {
 		fprintf(stderr, "escrowd: cannot parse listen host '%s' (want an IP address)\n",
-		        b->conf.listen_host);
+		        b->conf.listen.host);
 		return -1;
 	}
 	if (ss.ss_family == AF_INET)
-		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)b->conf.listen_port);
+		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)b->conf.listen.port);
 	else
-		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)b->conf.listen_port);
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)b->conf.listen.port);
 	b->lst = evconnlistener_new_bind(b->base, accept_cb, b,
 	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
 	                                 (struct sockaddr *)&ss, sslen);
 	if (!b->lst) {
-		fprintf(stderr, "escrowd: cannot listen on %s:%d: %s\n", b->conf.listen_host,
-		        b->conf.listen_port, strerror(errno));
+		fprintf(stderr, "escrowd: cannot listen on %s:%d: %s\n", b->conf.listen.host,
+		        b->conf.listen.port, strerror(errno));
 		return -1;
 	}
 	evconnlistener_set_error_cb(b->lst, accept_error_cb);
@@ -224,6 +232,7 @@ int main(int argc, char **argv)
 		return rc;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
 	raise_fd_limit();
 	evthread_use_pthreads();
 	pthread_mutex_init(&b->done_mu, NULL);
@@ -268,7 +277,7 @@ int main(int argc, char **argv)
 		store_close(b->st);
 		return 1;
 	}
-	if (listen_on(b)) {
+	if (listen_on(b) || http_open(b)) {
 		store_close(b->st);
 		return 1;
 	}
@@ -276,18 +285,26 @@ int main(int argc, char **argv)
 	struct event *sigterm = evsignal_new(b->base, SIGTERM, signal_cb, b);
 	event_add(sigint, NULL);
 	event_add(sigterm, NULL);
+	struct event *sighup = evsignal_new(b->base, SIGHUP, hup_cb, b);
+	event_add(sighup, NULL);
 
 	int port = bound_port(b);
 	log_info("escrowd %s serving %s:%d, data dir %s, sync %s, %u topics", ESCROW_VERSION_STR,
-	         b->conf.listen_host, port, b->conf.data_dir,
+	         b->conf.listen.host, port, b->conf.data_dir,
 	         b->conf.sync == STORE_SYNC_FULL ? "full" : "none",
 	         HASH_CNT(hh_name, b->topics_by_name));
-	printf("escrowd ready listen=%s:%d port=%d data_dir=%s pid=%d\n", b->conf.listen_host, port,
-	       port, b->conf.data_dir, (int)getpid());
+	char http_note[300] = "";
+	if (b->http) {
+		snprintf(http_note, sizeof http_note, " http=%s:%d", http_host(b), http_port(b));
+		log_info("HTTP API on %s:%d", http_host(b), http_port(b));
+	}
+	printf("escrowd ready listen=%s:%d port=%d data_dir=%s pid=%d%s\n", b->conf.listen.host,
+	       port, port, b->conf.data_dir, (int)getpid(), http_note);
 	fflush(stdout);
 
 	event_base_dispatch(b->base);
 	shutdown_broker(b);
+	http_close(b);
 	tx_shutdown(b);
 
 	while (b->conns)
@@ -296,6 +313,7 @@ int main(int argc, char **argv)
 		topic_remove(b, b->topics_by_id);
 	event_free(sigint);
 	event_free(sigterm);
+	event_free(sighup);
 	event_free(b->done_ev);
 	event_free(b->flush_ev);
 	redeliver_free(b);

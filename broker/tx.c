@@ -164,6 +164,8 @@ void cmd_send_half(conn *c, const wire_msg *m)
 	r->op.u.tx.id = m->id;
 	r->op.u.tx.delay_ms = WIRE_HAS(m, DELAY_MS) ? m->delay_ms : 0;
 	r->op.u.tx.due_ms = now_ms() + b->conf.tx_timeout_ms;
+	r->op.u.tx.max_count = b->conf.tx_max_messages;
+	r->op.u.tx.max_bytes = b->conf.tx_max_bytes;
 	broker_submit(b, &r->op);
 }
 
@@ -672,6 +674,23 @@ void tx_done(broker *b, store_op *op)
 	WIRE_SET(&rep, OK, ok, true);
 	switch (op->kind) {
 	case STORE_OP_TX_HALF_ADD:
+		if (op->err == ESCROW_ERR_TOO_LARGE && op->u.tx.limit) {
+			char why[200];
+			if (op->u.tx.limit == 1)
+				snprintf(why, sizeof why,
+				         "transaction already holds %u messages, the most --tx-max-messages "
+				         "allows; commit it and start another",
+				         op->u.tx.count);
+			else
+				snprintf(why, sizeof why,
+				         "transaction holds %llu bytes; this message would pass "
+				         "--tx-max-bytes (%llu)",
+				         (unsigned long long)op->u.tx.bytes,
+				         (unsigned long long)b->conf.tx_max_bytes);
+			if (c)
+				reply_err(c, r->rid, op->err, why);
+			break;
+		}
 		if (op->err) {
 			if (c)
 				reply_err(c, r->rid, op->err,

@@ -90,6 +90,7 @@ struct client {
 	struct event *reconnect_ev; /* backoff before the next connect */
 	struct event *conn_timer;   /* connect + hello deadline */
 	struct event *deadline_ev;  /* one timer for every request's deadline */
+	struct event *tick_ev;      /* client_tick_after: calls opts.on_tick once */
 	uint64_t deadline_armed_us; /* when deadline_ev fires; 0: not armed */
 	struct req_list deadlines;  /* armed requests, earliest deadline first */
 	struct bufferevent *bev;
@@ -100,6 +101,7 @@ struct client {
 	req *hello;                 /* the hello in flight, also in pending */
 	struct req_list waiting;
 	struct req_list backoff;
+	size_t skip_left;           /* bytes of an oversized frame still to drop */
 	unsigned seed;              /* rand_r state for jitter */
 
 	pthread_mutex_t lock;
@@ -113,6 +115,9 @@ struct client {
 	char last_error[256];       /* lock */
 	char broker_name[128];      /* lock */
 	char broker_version[64];    /* lock */
+	uint32_t max_frame;         /* @atomic the broker's request frame limit, bytes,
+	                             * from its hello reply (WIRE_FRAME_MAX_DEFAULT
+	                             * until then or if it does not say) */
 };
 
 struct client_reply {
@@ -372,8 +377,34 @@ static void patch_rid(req *r, uint64_t rid)
 }
 
 /* req_send writes @r on the ready connection with a fresh rid. */
+/* too_large completes @r with TOO_LARGE: its frame is over the limit the
+ * broker gave in its hello (known only now, for a request made before). */
+static void too_large(client *cl, req *r, uint32_t limit)
+{
+	char emsg[160];
+	snprintf(emsg, sizeof emsg,
+	         "request of %zu bytes is over the broker's frame limit of %u bytes; nothing "
+	         "was sent",
+	         r->frame.len - WIRE_HDR_BYTES, limit);
+	client_log(cl, ESCROW_LOG_WARN, "%s", emsg);
+	wire_msg m = {0};
+	WIRE_SET(&m, ERR, err, ESCROW_ERR_TOO_LARGE);
+	WIRE_SET(&m, EMSG, emsg, wire_cstr(emsg));
+	wire_buf b = {0};
+	if (wire_encode_map(&m, &b) == 0)
+		complete(cl, r, ESCROW_ERR_TOO_LARGE, &m, b.p, b.len);
+	else
+		complete(cl, r, ESCROW_ERR__NO_MEM, NULL, NULL, 0);
+	wire_buf_free(&b);
+}
+
 static void req_send(client *cl, req *r)
 {
+	uint32_t limit = __atomic_load_n(&cl->max_frame, __ATOMIC_RELAXED);
+	if (!r->is_hello && r->frame.len - WIRE_HDR_BYTES > limit) {
+		too_large(cl, r, limit);
+		return;
+	}
 	r->rid = ++cl->next_rid;
 	if (r->rid_off)
 		patch_rid(r, r->rid);
@@ -499,6 +530,12 @@ static void hello_done(client *cl, req *r, int err, const wire_msg *m)
 	snprintf(cl->broker_version, sizeof cl->broker_version, "%.*s",
 	         WIRE_HAS(m, VERSION) ? (int)m->version.len : 0,
 	         WIRE_HAS(m, VERSION) ? m->version.p : "");
+	/* the broker's limits (doc/protocol.md §5.1): requests are sized
+	 * against them, pushes may be an envelope larger */
+	uint32_t mf = WIRE_FRAME_MAX_DEFAULT;
+	if (WIRE_HAS(m, MAX_FRAME) && m->max_frame >= 1024 && m->max_frame <= WIRE_FRAME_MAX_LIMIT)
+		mf = (uint32_t)m->max_frame;
+	__atomic_store_n(&cl->max_frame, mf, __ATOMIC_RELAXED);
 	cl->connected = 1;
 	cl->conn_id++;
 	pthread_cond_broadcast(&cl->cond);
@@ -542,6 +579,7 @@ static void send_hello(client *cl)
 	r->is_hello = 1;
 	cl->hello = r;
 	cl->state = S_HELLO;
+	cl->skip_left = 0; /* a new stream */
 	req_send(cl, r);
 }
 
@@ -614,21 +652,48 @@ static void handle_frame(client *cl, const wire_msg *m, const char *raw, size_t 
 	}
 }
 
+/* read_limit: the largest frame we read: the broker's request limit (or the
+ * default, if larger) plus the envelope a push adds (wire.h). */
+static size_t read_limit(client *cl)
+{
+	uint32_t mf = __atomic_load_n(&cl->max_frame, __ATOMIC_RELAXED);
+	if (mf < WIRE_FRAME_MAX_DEFAULT)
+		mf = WIRE_FRAME_MAX_DEFAULT;
+	return (size_t)mf + WIRE_PUSH_ENVELOPE_BYTES;
+}
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
 	client *cl = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	for (;;) {
 		size_t have = evbuffer_get_length(in);
+		if (cl->skip_left) {
+			/* the rest of an oversized frame: dropped as it arrives */
+			size_t k = have < cl->skip_left ? have : cl->skip_left;
+			evbuffer_drain(in, k);
+			cl->skip_left -= k;
+			if (cl->skip_left)
+				return;
+			continue;
+		}
 		if (have < WIRE_HDR_BYTES)
 			return;
 		unsigned char hdr[WIRE_HDR_BYTES];
 		evbuffer_copyout(in, hdr, sizeof hdr);
 		uint32_t n = wire_frame_len(hdr);
-		if (n > WIRE_FRAME_MAX_DEFAULT) {
-			conn_lost(cl, "broker %s:%s sent a frame of %u bytes, over the limit of %u",
-			          cl->host, cl->port, n, (unsigned)WIRE_FRAME_MAX_DEFAULT);
-			return;
+		size_t limit = read_limit(cl);
+		if (n > limit) {
+			/* The length keeps the stream in sync, so skip this one frame
+			 * rather than drop the connection: a reconnect would fail every
+			 * delivery in flight ("consumer gone"), not just this one. */
+			client_log(cl, ESCROW_LOG_ERROR,
+			           "broker %s:%s sent a frame of %u bytes, over the limit of %zu: "
+			           "skipped (a delivery comes again after its ack timeout, a reply "
+			           "times out)",
+			           cl->host, cl->port, n, limit);
+			cl->skip_left = WIRE_HDR_BYTES + (size_t)n;
+			continue;
 		}
 		if (have < WIRE_HDR_BYTES + (size_t)n)
 			return;
@@ -796,6 +861,23 @@ static void exit_cb(evutil_socket_t fd, short what, void *arg)
 	event_base_loopbreak(cl->base);
 }
 
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	client *cl = arg;
+	(void)fd;
+	(void)what;
+	if (cl->opts.on_tick)
+		cl->opts.on_tick(cl->opts.arg);
+}
+
+void client_tick_after(client *cl, int ms)
+{
+	if (!cl || !cl->tick_ev || evtimer_pending(cl->tick_ev, NULL))
+		return;
+	struct timeval tv = tv_ms((uint64_t)(ms > 0 ? ms : 0));
+	evtimer_add(cl->tick_ev, &tv);
+}
+
 static void *io_main(void *arg)
 {
 	client *cl = arg;
@@ -859,6 +941,7 @@ int client_new(client **out, const client_opts *o, char *errstr, size_t errlen)
 		cl->conf = *o->conf;
 	else
 		conf_init(&cl->conf);
+	cl->max_frame = WIRE_FRAME_MAX_DEFAULT;
 	snprintf(cl->role, sizeof cl->role, "%s", o->role);
 	cl->opts = *o;
 	cl->opts.conf = &cl->conf;
@@ -883,8 +966,9 @@ int client_new(client **out, const client_opts *o, char *errstr, size_t errlen)
 	cl->reconnect_ev = evtimer_new(cl->base, reconnect_cb, cl);
 	cl->conn_timer = evtimer_new(cl->base, conn_timer_cb, cl);
 	cl->deadline_ev = evtimer_new(cl->base, deadline_cb, cl);
+	cl->tick_ev = evtimer_new(cl->base, tick_cb, cl);
 	if (!cl->wake_ev || !cl->exit_ev || !cl->reconnect_ev || !cl->conn_timer ||
-	    !cl->deadline_ev)
+	    !cl->deadline_ev || !cl->tick_ev)
 		goto fail;
 	struct timeval zero = {0, 0};
 	evtimer_add(cl->reconnect_ev, &zero);
@@ -925,6 +1009,8 @@ void client_free(client *cl)
 		event_free(cl->conn_timer);
 	if (cl->deadline_ev)
 		event_free(cl->deadline_ev);
+	if (cl->tick_ev)
+		event_free(cl->tick_ev);
 	if (cl->base)
 		event_base_free(cl->base);
 	pthread_mutex_destroy(&cl->lock);
@@ -978,9 +1064,14 @@ static int req_build(client *cl, const wire_msg *m, int with_rid, req **out)
 		req_free(r);
 		return ESCROW_ERR__NO_MEM;
 	}
-	if (r->frame.len - WIRE_HDR_BYTES > WIRE_FRAME_MAX_DEFAULT) {
-		client_log(cl, ESCROW_LOG_WARN, "%s request of %zu bytes is over the frame limit",
-		           wire_op_name(m->op), r->frame.len);
+	/* before the first hello the broker's limit is not known: only the
+	 * largest any broker may have is checked now, the rest in req_send */
+	uint32_t limit = client_connection_id(cl) ? __atomic_load_n(&cl->max_frame, __ATOMIC_RELAXED)
+	                                          : WIRE_FRAME_MAX_LIMIT;
+	if (r->frame.len - WIRE_HDR_BYTES > limit) {
+		client_log(cl, ESCROW_LOG_WARN,
+		           "%s request of %zu bytes is over the broker's frame limit of %u bytes",
+		           wire_op_name(m->op), r->frame.len - WIRE_HDR_BYTES, limit);
 		req_free(r);
 		return ESCROW_ERR_TOO_LARGE;
 	}

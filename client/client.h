@@ -44,7 +44,12 @@
  * rid; the other bytes are the same.
  *
  * Pushes (frames with a known push op such as "deliver") go to on_push.
- * Frames over WIRE_FRAME_MAX_DEFAULT or that do not decode close the
+ * Limits: the hello reply says the broker's max_frame (doc/protocol.md
+ * §2.2); requests over it are refused locally (ESCROW_ERR_TOO_LARGE), and
+ * frames from the broker are read up to it (or WIRE_FRAME_MAX_DEFAULT if
+ * larger) plus WIRE_PUSH_ENVELOPE_BYTES. A frame over that is skipped with
+ * an error log line (the stream stays in sync; the connection and the other
+ * deliveries on it are kept). Frames that do not decode close the
  * connection (then reconnect). Replies whose rid is unknown (late, after a
  * timeout) are dropped with a debug log line.
  *
@@ -82,7 +87,9 @@ typedef struct client_opts {
 	 * local code (_TRANSPORT) and client_last_error() the reason.
 	 * I/O thread. May be NULL. */
 	void (*on_disconnect)(void *arg, int err);
-	void *arg;        /* passed to the three callbacks */
+	/* After client_tick_after()'s delay. I/O thread. May be NULL. */
+	void (*on_tick)(void *arg);
+	void *arg;        /* passed to the callbacks */
 	int no_reconnect; /* admin tools: one connection attempt only; once it
 	                   * fails or breaks, every waiting and later request
 	                   * completes with ESCROW_ERR__TRANSPORT at once */
@@ -123,7 +130,8 @@ typedef void(client_reply_cb)(void *arg, int err, const wire_msg *reply);
  * Returns 0 when accepted (cb will be called exactly once), else the error
  * and cb is never called: ESCROW_ERR__INVALID_ARG, ESCROW_ERR__NO_MEM,
  * ESCROW_ERR__DESTROYED, ESCROW_ERR_TOO_LARGE (the encoded frame is over
- * WIRE_FRAME_MAX_DEFAULT, the broker's frame limit; nothing was sent). Thread-safe, also from callbacks. cb may be NULL.
+ * the broker's frame limit from its hello reply, WIRE_FRAME_MAX_DEFAULT
+ * before the first hello; nothing was sent). Thread-safe, also from callbacks. cb may be NULL.
  */
 int client_request_async(client *cl, const wire_msg *req, int flags, int timeout_ms,
                          client_reply_cb *cb, void *arg);
@@ -170,6 +178,12 @@ int client_wait_connected(client *cl, int timeout_ms);
  * Not from a callback.
  */
 int client_wait_first(client *cl, int timeout_ms);
+
+/*
+ * client_tick_after arranges for opts.on_tick to run once, @ms from now,
+ * unless a tick is already pending. I/O thread only (from a callback).
+ */
+void client_tick_after(client *cl, int ms);
 
 /* client_is_connected: 1 when the hello succeeded and the connection is up. */
 int client_is_connected(client *cl);

@@ -158,6 +158,14 @@ void conf_init(escrow_conf_t *conf)
 		int rc = set_prop(conf, &props[i], props[i].def, NULL, 0);
 		(void)rc; /* the defaults are valid by construction */
 	}
+	/* the broker address of the environment, as escrowctl and escrow-bench
+	 * take it; a value that is no host:port leaves the default (the
+	 * application's own escrow_conf_set("server") says why) */
+	const char *env = getenv("ESCROW_SERVER");
+	if (env && env[0]) {
+		int rc = set_prop(conf, find_prop("server"), env, NULL, 0);
+		(void)rc;
+	}
 }
 
 escrow_conf_t *escrow_conf_new(void)

@@ -40,6 +40,9 @@ struct escrow_consumer {
 	int sub_err;              /* lock: the last answer's code */
 	char sub_emsg[256];       /* lock: the last failure, as a sentence */
 	int stop;                 /* @atomic escrow_consumer_stop() was called (run.c) */
+	uint64_t active_us;       /* @atomic last poll/ack/nack/touch by the application,
+	                           * monotonic us: buffered deadlines are extended only
+	                           * while it is recent (see on_tick) */
 };
 
 client *consumer_client(escrow_consumer_t *c)
@@ -57,6 +60,70 @@ static uint64_t mono_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+void consumer_mark_active(escrow_consumer_t *c)
+{
+	__atomic_store_n(&c->active_us, mono_us(), __ATOMIC_RELAXED);
+}
+
+/*
+ * Ack deadlines of buffered messages (consumer.h "Ack deadlines"; doc/
+ * semantics.md). The broker starts a delivery's deadline when it sends it,
+ * but the application sees the message only when poll hands it out, which
+ * for a slow consumer with a deep prefetch may be long after. So, like a
+ * lease manager, the library keeps the deadline of every message waiting in
+ * its buffer from passing: a message that has waited half the group's ack
+ * timeout (or was last extended that long ago) is touched, checked every
+ * eighth of the timeout; and a message poll hands out after it waited more
+ * than a tenth of the timeout is touched then, so the application gets the
+ * whole timeout from poll on, as SQS's visibility timeout starts at receive.
+ * Extending stops once the application has not called poll, ack, nack or
+ * touch for a whole ack timeout: a hung application's buffer then expires
+ * and goes to other members, as before.
+ */
+static int lease_tick_ms(uint64_t ack_timeout_ms)
+{
+	uint64_t t = ack_timeout_ms / 8;
+	return t < 10 ? 10 : t > 1000 ? 1000 : (int)t;
+}
+
+/* lease_touch_locked sends a touch for queued @m (no reply wanted). */
+static void lease_touch_locked(escrow_consumer_t *c, escrow_msg_t *m, uint64_t now)
+{
+	wire_msg w;
+	if (consumer_settle_frame(c, m, WIRE_OP_TOUCH, &w) == 0 &&
+	    client_send_noreply(c->cl, &w) == 0)
+		m->recv_us = now;
+}
+
+/* on_tick: extend the deadlines of buffered messages. @locality I/O thread */
+static void on_tick(void *arg)
+{
+	escrow_consumer_t *c = arg;
+	uint64_t now = mono_us();
+	uint64_t active = __atomic_load_n(&c->active_us, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&c->lock);
+	uint64_t timeout_ms = 0;
+	for (escrow_msg_t *m = c->qhead; m; m = m->qnext) {
+		if (!m->ack_timeout_ms)
+			continue; /* a broker that does not say: nothing to keep */
+		timeout_ms = m->ack_timeout_ms;
+		if (now - active >= m->ack_timeout_ms * 1000)
+			break; /* the application is not taking messages */
+		if (now - m->recv_us >= m->ack_timeout_ms * 500)
+			lease_touch_locked(c, m, now);
+	}
+	if (c->qhead && timeout_ms)
+		client_tick_after(c->cl, lease_tick_ms(timeout_ms));
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* queue_drop_locked frees every queued message. */
@@ -194,7 +261,10 @@ static void on_push(void *arg, const wire_msg *m)
 		return;
 	}
 	msg->conn_id = client_connection_id(c->cl);
+	msg->recv_us = mono_us();
 	pthread_mutex_lock(&c->lock);
+	if (!c->qhead && msg->ack_timeout_ms)
+		client_tick_after(c->cl, lease_tick_ms(msg->ack_timeout_ms));
 	if (c->qtail)
 		c->qtail->qnext = msg;
 	else
@@ -242,6 +312,7 @@ escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, const char *to
 	}
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
+	consumer_mark_active(c);
 	escrow_conf_t defaults;
 	if (!conf) {
 		conf_init(&defaults);
@@ -256,6 +327,7 @@ escrow_consumer_t *escrow_consumer_new(const escrow_conf_t *conf, const char *to
 		.on_push = on_push,
 		.on_connect = on_connect,
 		.on_disconnect = on_disconnect,
+		.on_tick = on_tick,
 		.arg = c,
 	};
 	if (client_new(&c->cl, &o, errstr, errstr_size)) {
@@ -356,6 +428,7 @@ escrow_msg_t *escrow_consumer_poll(escrow_consumer_t *c, int timeout_ms)
 	}
 	uint64_t conn = client_connection_id(c->cl);
 	escrow_msg_t *msg = NULL;
+	consumer_mark_active(c);
 	pthread_mutex_lock(&c->lock);
 	maybe_resubscribe_locked(c);
 	for (;;) {
@@ -380,7 +453,14 @@ escrow_msg_t *escrow_consumer_poll(escrow_consumer_t *c, int timeout_ms)
 		if (w == ETIMEDOUT && !c->qhead)
 			break;
 	}
+	if (msg && msg->ack_timeout_ms) {
+		/* it waited in the buffer: its deadline starts now (see above) */
+		uint64_t now = mono_us();
+		if (now - msg->recv_us > msg->ack_timeout_ms * 100)
+			lease_touch_locked(c, msg, now);
+	}
 	pthread_mutex_unlock(&c->lock);
+	consumer_mark_active(c);
 	return msg;
 }
 
@@ -407,6 +487,8 @@ int consumer_settle_frame(escrow_consumer_t *c, const escrow_msg_t *msg, int op,
 
 int escrow_ack(escrow_consumer_t *c, const escrow_msg_t *msg)
 {
+	if (c)
+		consumer_mark_active(c);
 	wire_msg w;
 	int rc = ack_frame(c, msg, &w);
 	if (rc)
@@ -416,6 +498,8 @@ int escrow_ack(escrow_consumer_t *c, const escrow_msg_t *msg)
 
 int escrow_ack_sync(escrow_consumer_t *c, const escrow_msg_t *msg, int timeout_ms)
 {
+	if (c)
+		consumer_mark_active(c);
 	wire_msg w;
 	int rc = ack_frame(c, msg, &w);
 	if (rc)

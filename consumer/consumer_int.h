@@ -14,6 +14,9 @@
  * code (ESCROW_ERR__INVALID_ARG, ESCROW_ERR__TRANSPORT). */
 int consumer_settle_frame(escrow_consumer_t *c, const escrow_msg_t *msg, int op, wire_msg *w);
 client *consumer_client(escrow_consumer_t *c);
+/* consumer_mark_active: the application called poll, ack, nack or touch
+ * (buffered deadlines are extended only while it does; consumer.c). */
+void consumer_mark_active(escrow_consumer_t *c);
 int *consumer_stop_flag(escrow_consumer_t *c); /* accessed with __atomic builtins */
 
 #endif

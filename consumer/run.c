@@ -14,6 +14,8 @@
 int escrow_nack(escrow_consumer_t *c, const escrow_msg_t *msg, int64_t delay_ms,
                 const char *reason)
 {
+	if (c)
+		consumer_mark_active(c);
 	wire_msg w;
 	if (reason && !wire_utf8_valid(reason, strlen(reason)))
 		return ESCROW_ERR__INVALID_ARG;
@@ -34,6 +36,8 @@ int escrow_nack(escrow_consumer_t *c, const escrow_msg_t *msg, int64_t delay_ms,
 
 int escrow_touch(escrow_consumer_t *c, const escrow_msg_t *msg)
 {
+	if (c)
+		consumer_mark_active(c);
 	wire_msg w;
 	int rc = consumer_settle_frame(c, msg, WIRE_OP_TOUCH, &w);
 	if (rc)

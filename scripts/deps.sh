@@ -6,8 +6,11 @@ set -euo pipefail
 
 pkgs=(build-essential meson ninja-build pkg-config python3
       libevent-dev liblmdb-dev libmsgpack-dev uthash-dev
-      libsqlite3-dev   # sqlite: examples/bank-transfer
-      libjansson-dev curl  # JSON + load driver: examples/bank-transfer
+      libsqlite3-dev   # sqlite: examples/bank-transfer, barrier/
+      libpq-dev postgresql  # PostgreSQL: barrier/, its tests, the bank demo's pg variant
+      libjansson-dev curl  # JSON (HTTP front, examples/bank-transfer) + load driver
+      libssl-dev           # libcrypto: base64 and SHA-256 of the HTTP front
+      prometheus           # promtool: tests/http checks GET /metrics
       clang libclang-rt-dev  # libFuzzer targets (scripts/fuzz.sh)
       valgrind               # memcheck test (tests/recovery/test_valgrind.c)
       lmdb-utils             # mdb_stat, mdb_dump: doc/operations.md, doc/storage.md

@@ -14,6 +14,9 @@
  * group_ids) up front, even those no code writes yet (half, txs, tx_due,
  * tx_done, retry, retry_due, dlq), so that the features using them can start
  * writing without a bump: an empty database means "nothing of that kind".
+ * Version 2 adds half_ids (tx | message id -> n: a repeated send_half is one
+ * lookup, not a read of every earlier half) and a bytes field in txs values
+ * (ver 2); migrate 1 -> 2 is store_tx_migrate_1_to_2 (store/tx.c).
  *
  * Bump the version when an older escrowd would misread, or silently ignore,
  * something a newer one writes: a changed key or value layout, a new
@@ -59,6 +62,7 @@ static const char *const dbi_names[DBI__COUNT] = {
 	[DBI_RETRY] = "retry",
 	[DBI_RETRY_DUE] = "retry_due",
 	[DBI_DLQ] = "dlq",
+	[DBI_HALF_IDS] = "half_ids",
 };
 
 _Static_assert(DBI__COUNT <= STORE_MAXDBS, "raise STORE_MAXDBS");
@@ -104,6 +108,7 @@ int store_schema_open(store *s, char *err, size_t errlen)
 	what = "open database meta";
 	rc = mdb_dbi_open(txn, dbi_names[DBI_META], 0, &s->dbi[DBI_META]);
 	bool fresh = rc == MDB_NOTFOUND;
+	uint32_t migrate_from = 0; /* an older schema this build migrates */
 	if (rc && !fresh)
 		goto mdb_fail;
 
@@ -143,7 +148,9 @@ int store_schema_open(store *s, char *err, size_t errlen)
 		if (rc)
 			goto mdb_fail;
 		uint32_t v = get_u32(d.mv_data);
-		if (v != STORE_SCHEMA_VERSION) {
+		if (v == 1) {
+			migrate_from = 1;
+		} else if (v != STORE_SCHEMA_VERSION) {
 			snprintf(err, errlen,
 			         "the store in %s has schema version %u but this escrowd reads only "
 			         "version %u; %s",
@@ -164,6 +171,12 @@ int store_schema_open(store *s, char *err, size_t errlen)
 		if (rc)
 			goto mdb_fail;
 	}
+	if (migrate_from == 1) {
+		what = "migrate schema 1 to 2 (half_ids, txs ver 2)";
+		if ((rc = store_tx_migrate_1_to_2(txn, s->dbi)) ||
+		    (rc = put_meta_u32(txn, s->dbi[DBI_META], META_SCHEMA_VERSION, 2)))
+			goto mdb_fail;
+	}
 	if (fresh) {
 		what = "write meta";
 		if ((rc = put_meta_u32(txn, s->dbi[DBI_META], META_SCHEMA_VERSION,
@@ -180,6 +193,9 @@ int store_schema_open(store *s, char *err, size_t errlen)
 	if (fresh)
 		store_log(s, ESCROW_LOG_INFO, "store: created schema version %u in %s",
 		          (unsigned)STORE_SCHEMA_VERSION, s->dir);
+	if (migrate_from)
+		store_log(s, ESCROW_LOG_INFO, "store: migrated %s from schema version %u to %u",
+		          s->dir, (unsigned)migrate_from, (unsigned)STORE_SCHEMA_VERSION);
 	return 0;
 
 mdb_fail:

@@ -35,7 +35,7 @@
 #include "escrow/common.h"
 #include "wire/wire.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_NAME_MAX 255      /* bytes of a topic or group name */
 #define STORE_BACKOFF_MAX 32    /* steps in a backoff schedule */
 
@@ -288,6 +288,7 @@ typedef struct store_tx_info {
 	uint64_t created_ms;  /* broker clock */
 	uint64_t due_ms;      /* next check (PENDING) */
 	uint64_t conn_id;     /* opener connection (this process or an earlier one) */
+	uint64_t bytes;       /* half records stored, bytes (what --tx-max-bytes bounds) */
 	char pgroup[STORE_NAME_MAX + 1];
 } store_tx_info;
 
@@ -351,10 +352,15 @@ typedef enum store_op_kind {
 	/* Transactions (store/tx.c; doc/storage.md half, txs, tx_due, tx_done).
 	 * TX_HALF_ADD: in: tx.tx, tx.pgroup, tx.conn_id, tx.topic_id, tx.id,
 	 * tx.key, tx.rec (owned), tx.delay_ms, tx.due_ms (first check, used
-	 * when the op opens the tx). Adds half[tx|n]; opens txs[tx] (PENDING)
-	 * and tx_due[due|tx] if new. out: tx.count (messages in the tx),
-	 * tx.dup (this id was already in the tx: nothing written), tx.created_ms.
-	 * err: CONFLICT (tx ended or EXPIRED), NOT_FOUND (topic), TOO_LARGE. */
+	 * when the op opens the tx), tx.max_count and tx.max_bytes (the size
+	 * bound of a transaction; 0: none). Adds half[tx|n] and
+	 * half_ids[tx|id]; opens txs[tx] (PENDING) and tx_due[due|tx] if new.
+	 * O(log n) in the transaction's size (a repeated id is one lookup).
+	 * out: tx.count (messages in the tx), tx.dup (this id was already in
+	 * the tx: nothing written), tx.created_ms, tx.bytes (half bytes stored).
+	 * err: CONFLICT (tx ended or EXPIRED), NOT_FOUND (topic), TOO_LARGE
+	 * (key over KEYS_KEY_MAX; or the tx would pass max_count or max_bytes:
+	 * then tx.limit is 1 or 2 and tx.count/tx.bytes say where it stands). */
 	STORE_OP_TX_HALF_ADD,
 	/* TX_END: in: tx.tx, tx.action (STORE_TX_COMMIT / _ROLLBACK),
 	 * tx.stored_ms (the commit's time, Unix ms, taken by the caller when it
@@ -468,6 +474,10 @@ typedef struct store_op {
 			bool already;
 			uint64_t created_ms;
 			uint64_t stored_ms; /* TX_END: the commit's time, Unix ms */
+			uint32_t max_count; /* TX_HALF_ADD: most half messages per tx; 0 none */
+			uint64_t max_bytes; /* TX_HALF_ADD: most half bytes per tx; 0 none */
+			uint64_t bytes;     /* TX_HALF_ADD out: half bytes stored in the tx */
+			int limit;          /* TX_HALF_ADD out: 1 count, 2 bytes passed */
 			uint32_t n_out;
 			uint32_t *out_topic; /* owned */
 			uint64_t *out_seq;   /* owned */

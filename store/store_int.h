@@ -40,6 +40,7 @@ typedef enum store_dbi {
 	DBI_RETRY,     /* group_id | seq -> retry record (later) */
 	DBI_RETRY_DUE, /* due_ms | group_id | seq -> empty (later) */
 	DBI_DLQ,       /* group_id | seq -> dead-letter record (later) */
+	DBI_HALF_IDS,  /* tx id | msg id -> n (schema 2): repeated send_half */
 	DBI__COUNT
 } store_dbi;
 
@@ -194,5 +195,8 @@ int store_tx_apply(struct wctx *w, store_op *op); /* the TX_* ops */
  * for topic @tid, 0 when none is, or storage (poisoned). Reads every half
  * record's first 4 bytes: O(half messages stored). */
 int store_tx_topic_held(struct wctx *w, uint32_t tid);
+/* store_tx_migrate_1_to_2: schema 1 -> 2 (schema.c): builds half_ids and
+ * rewrites txs values as ver 2. 0 or an MDB/errno code. */
+int store_tx_migrate_1_to_2(MDB_txn *txn, const MDB_dbi *dbi);
 
 #endif

@@ -5,10 +5,13 @@
  *
  *   half    tx(16) | n(u32 BE)      -> topic_id(u32) | delay_ms(u64) | id(16)
  *                                      | key_len(u16) | key | record
- *   txs     tx(16)                  -> ver(u8)=1 | state(u8) | n(u32) |
+ *   half_ids tx(16) | id(16)        -> n(u32)   (schema 2: repeated ids)
+ *   txs     tx(16)                  -> ver(u8)=2 | state(u8) | n(u32) |
  *                                      checks(u32) | created_ms(u64) |
  *                                      due_ms(u64) | conn_id(u64) |
- *                                      pgroup_len(u8) | pgroup
+ *                                      bytes(u64) | pgroup_len(u8) | pgroup
+ *           (ver 1, schema 1, has no bytes: 35 fixed bytes; read only by
+ *           the migration, store_tx_migrate_1_to_2)
  *   tx_due  due_ms(u64 BE) | tx(16) -> empty   (PENDING transactions only)
  *   tx_done tx(16)                  -> outcome(u8) | ms(u64)
  *
@@ -23,7 +26,8 @@
 
 #include "store/store_int.h"
 
-#define TXS_FIXED 35 /* txs value bytes before the pgroup */
+#define TXS_FIXED 43 /* txs value bytes before the pgroup (ver 2) */
+#define TXS_FIXED_V1 35 /* ver 1: no bytes field */
 #define HALF_FIXED 30 /* half value bytes before the key */
 
 /* ---- codecs ------------------------------------------------------------- */
@@ -31,22 +35,27 @@
 static void txs_encode(const store_tx_info *t, unsigned char *vb, size_t *len)
 {
 	size_t pl = strnlen(t->pgroup, STORE_NAME_MAX);
-	vb[0] = 1;
+	vb[0] = 2;
 	vb[1] = (unsigned char)t->state;
 	put_u32(vb + 2, t->n);
 	put_u32(vb + 6, t->checks);
 	put_u64(vb + 10, t->created_ms);
 	put_u64(vb + 18, t->due_ms);
 	put_u64(vb + 26, t->conn_id);
-	vb[34] = (unsigned char)pl;
+	put_u64(vb + 34, t->bytes);
+	vb[42] = (unsigned char)pl;
 	memcpy(vb + TXS_FIXED, t->pgroup, pl);
 	*len = TXS_FIXED + pl;
 }
 
-static int txs_decode(const MDB_val *v, const void *txkey, store_tx_info *t)
+/* txs_decode reads a ver 2 value, or a ver 1 one (bytes 0) when @v1_ok. */
+static int txs_decode_v(const MDB_val *v, const void *txkey, store_tx_info *t, bool v1_ok)
 {
 	const unsigned char *p = v->mv_data;
-	if (v->mv_size < TXS_FIXED || p[0] != 1 || v->mv_size != (size_t)TXS_FIXED + p[34])
+	if (v->mv_size < 1)
+		return ESCROW_ERR_STORAGE;
+	size_t fixed = p[0] == 2 ? TXS_FIXED : p[0] == 1 && v1_ok ? TXS_FIXED_V1 : 0;
+	if (!fixed || v->mv_size < fixed || v->mv_size != fixed + p[fixed - 1])
 		return ESCROW_ERR_STORAGE;
 	memset(t, 0, sizeof *t);
 	memcpy(t->tx.b, txkey, 16);
@@ -56,9 +65,23 @@ static int txs_decode(const MDB_val *v, const void *txkey, store_tx_info *t)
 	t->created_ms = get_u64(p + 10);
 	t->due_ms = get_u64(p + 18);
 	t->conn_id = get_u64(p + 26);
-	memcpy(t->pgroup, p + TXS_FIXED, p[34]);
-	t->pgroup[p[34]] = 0;
+	if (p[0] == 2)
+		t->bytes = get_u64(p + 34);
+	memcpy(t->pgroup, p + fixed, p[fixed - 1]);
+	t->pgroup[p[fixed - 1]] = 0;
 	return 0;
+}
+
+static int txs_decode(const MDB_val *v, const void *txkey, store_tx_info *t)
+{
+	return txs_decode_v(v, txkey, t, false);
+}
+
+static MDB_val hid_key(unsigned char kb[32], const escrow_id_t *tx, const escrow_id_t *id)
+{
+	memcpy(kb, tx->b, 16);
+	memcpy(kb + 16, id->b, 16);
+	return (MDB_val){32, kb};
 }
 
 static int half_decode(const MDB_val *v, store_half_info *h)
@@ -183,27 +206,37 @@ static int apply_half_add(struct wctx *w, store_op *op)
 		return ESCROW_ERR_NOT_FOUND;
 	if (rc)
 		return wfail(w, rc, "topic_ids get", "topic_id=%u", op->u.tx.topic_id);
-	/* a repeated send_half (same message id) is a no-op */
-	for (uint32_t i = 0; !fresh && i < t.n; i++) {
-		unsigned char hk[20];
-		memcpy(hk, tx->b, 16);
-		put_u32(hk + 16, i);
-		MDB_val k = {20, hk}, d;
-		rc = mdb_get(txn, DB(w, DBI_HALF), &k, &d);
-		if (rc == MDB_NOTFOUND)
-			continue;
-		if (rc)
-			return wfail(w, rc, "half get", "n=%u", i);
-		if (d.mv_size >= HALF_FIXED && memcmp((char *)d.mv_data + 12, op->u.tx.id.b, 16) == 0) {
+	/* a repeated send_half (same message id) is a no-op: one lookup */
+	unsigned char ik[32];
+	MDB_val idk = hid_key(ik, tx, &op->u.tx.id), idv;
+	if (!fresh) {
+		rc = mdb_get(txn, DB(w, DBI_HALF_IDS), &idk, &idv);
+		if (rc == 0) {
 			op->u.tx.dup = true;
 			op->u.tx.count = t.n;
+			op->u.tx.bytes = t.bytes;
 			op->u.tx.created_ms = t.created_ms;
 			return 0;
 		}
+		if (rc != MDB_NOTFOUND)
+			return wfail(w, rc, "half_ids get", "n=%u", t.n);
 	}
+	/* the size bound of a transaction (--tx-max-messages, --tx-max-bytes) */
+	size_t vlen = HALF_FIXED + klen + op->u.tx.rec_len;
+	op->u.tx.count = t.n;
+	op->u.tx.bytes = t.bytes;
+	if (op->u.tx.max_count && t.n >= op->u.tx.max_count) {
+		op->u.tx.limit = 1;
+		return ESCROW_ERR_TOO_LARGE;
+	}
+	if (op->u.tx.max_bytes && t.bytes + vlen > op->u.tx.max_bytes) {
+		op->u.tx.limit = 2;
+		return ESCROW_ERR_TOO_LARGE;
+	}
+	if (t.n == UINT32_MAX)
+		return ESCROW_ERR_TOO_LARGE;
 
 	/* write phase */
-	size_t vlen = HALF_FIXED + klen + op->u.tx.rec_len;
 	unsigned char hk[20];
 	memcpy(hk, tx->b, 16);
 	put_u32(hk + 16, t.n);
@@ -219,12 +252,19 @@ static int apply_half_add(struct wctx *w, store_op *op)
 	if (klen)
 		memcpy(p + HALF_FIXED, op->u.tx.key, klen);
 	memcpy(p + HALF_FIXED + klen, op->u.tx.rec, op->u.tx.rec_len);
+	unsigned char nb[4];
+	put_u32(nb, t.n);
+	idv = (MDB_val){4, nb};
+	if ((rc = mdb_put(txn, DB(w, DBI_HALF_IDS), &idk, &idv, 0)))
+		return wfail(w, rc, "half_ids put", "n=%u", t.n);
 	t.n++;
+	t.bytes += vlen;
 	if ((rc = txs_put(w, &t)))
 		return rc;
 	if (fresh && (rc = due_put(w, t.due_ms, tx)))
 		return rc;
 	op->u.tx.count = t.n;
+	op->u.tx.bytes = t.bytes;
 	op->u.tx.created_ms = t.created_ms;
 	return 0;
 }
@@ -285,6 +325,24 @@ static int delete_tx(struct wctx *w, const store_tx_info *t, int outcome)
 		if (rc && rc != MDB_NOTFOUND)
 			return wfail(w, rc, "half del", "n=%u", i);
 	}
+	/* half_ids[tx | *]: one contiguous key range */
+	MDB_cursor *c;
+	if ((rc = mdb_cursor_open(txn, DB(w, DBI_HALF_IDS), &c)))
+		return wfail(w, rc, "half_ids cursor", "tx");
+	for (;;) {
+		MDB_val ik = {16, (void *)t->tx.b}, iv;
+		rc = mdb_cursor_get(c, &ik, &iv, MDB_SET_RANGE);
+		if (rc == MDB_NOTFOUND || (rc == 0 && (ik.mv_size != 32 ||
+		                                       memcmp(ik.mv_data, t->tx.b, 16) != 0))) {
+			rc = 0;
+			break;
+		}
+		if (rc || (rc = mdb_cursor_del(c, 0)))
+			break;
+	}
+	mdb_cursor_close(c);
+	if (rc)
+		return wfail(w, rc, "half_ids del", "tx");
 	MDB_val k = {16, (void *)t->tx.b};
 	if ((rc = mdb_del(txn, DB(w, DBI_TXS), &k, NULL)))
 		return wfail(w, rc, "txs del", "tx");
@@ -474,6 +532,89 @@ static int apply_gc(struct wctx *w, store_op *op)
 		return wfail(w, rc, "tx_done gc", "gc");
 	op->u.tx.n_out = del;
 	return 0;
+}
+
+/*
+ * store_tx_migrate_1_to_2 (schema 1 -> 2, called by schema.c inside its
+ * write transaction @txn, every database open in @dbi): indexes every half
+ * message in half_ids and rewrites every txs value as ver 2 with its bytes.
+ * Returns 0 or an MDB code.
+ */
+int store_tx_migrate_1_to_2(MDB_txn *txn, const MDB_dbi *dbi)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(txn, dbi[DBI_HALF], &c);
+	if (rc)
+		return rc;
+	MDB_val k, d;
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		if (k.mv_size != 20 || d.mv_size < HALF_FIXED) {
+			rc = MDB_CORRUPTED;
+			break;
+		}
+		unsigned char ik[32], nb[4];
+		memcpy(ik, k.mv_data, 16);
+		memcpy(ik + 16, (char *)d.mv_data + 12, 16);
+		memcpy(nb, (char *)k.mv_data + 16, 4);
+		MDB_val ikv = {32, ik}, nv = {4, nb};
+		if ((rc = mdb_put(txn, dbi[DBI_HALF_IDS], &ikv, &nv, 0)))
+			break;
+	}
+	mdb_cursor_close(c);
+	if (rc != MDB_NOTFOUND)
+		return rc;
+	/* txs: collect first (a put while a cursor walks may move it) */
+	if ((rc = mdb_cursor_open(txn, dbi[DBI_TXS], &c)))
+		return rc;
+	size_t n = 0, cap = 0;
+	store_tx_info *v = NULL;
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			store_tx_info *nv = realloc(v, cap * sizeof *v);
+			if (!nv) {
+				rc = ENOMEM;
+				break;
+			}
+			v = nv;
+		}
+		if (k.mv_size != 16 || txs_decode_v(&d, k.mv_data, &v[n], true)) {
+			rc = MDB_CORRUPTED;
+			break;
+		}
+		n++;
+	}
+	mdb_cursor_close(c);
+	if (rc != MDB_NOTFOUND) {
+		free(v);
+		return rc;
+	}
+	rc = 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		if ((rc = mdb_cursor_open(txn, dbi[DBI_HALF], &c)))
+			break;
+		unsigned char hk[20];
+		memcpy(hk, v[i].tx.b, 16);
+		put_u32(hk + 16, 0);
+		MDB_val hkv = {20, hk};
+		v[i].bytes = 0;
+		for (rc = mdb_cursor_get(c, &hkv, &d, MDB_SET_RANGE);
+		     rc == 0 && hkv.mv_size == 20 && memcmp(hkv.mv_data, v[i].tx.b, 16) == 0;
+		     rc = mdb_cursor_get(c, &hkv, &d, MDB_NEXT))
+			v[i].bytes += d.mv_size;
+		mdb_cursor_close(c);
+		if (rc && rc != MDB_NOTFOUND)
+			break;
+		unsigned char vb[TXS_FIXED + STORE_NAME_MAX];
+		size_t len;
+		txs_encode(&v[i], vb, &len);
+		MDB_val tk = {16, v[i].tx.b}, tv = {len, vb};
+		rc = mdb_put(txn, dbi[DBI_TXS], &tk, &tv, 0);
+	}
+	free(v);
+	return rc;
 }
 
 int store_tx_topic_held(struct wctx *w, uint32_t tid)

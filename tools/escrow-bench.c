@@ -18,8 +18,13 @@
  * run ignores, but acks, messages left in the topic by an earlier run),
  * then filler 'x'. --size must therefore be at least 48.
  *
- * The topic must exist (the public API has no admin call): create it with
- * `escrowctl topic create NAME`; bench/run.sh does.
+ * The topic is created when missing (admin API, include/escrow/admin.h).
+ * Each run uses a fresh consumer group ("bench-<run tag>") unless --group
+ * names one: for e2e, paced and tx it starts at the next message sent, so a
+ * run neither reads nor acks what earlier runs left; for consume it starts
+ * at the earliest retained message. --timeout bounds the whole run: the
+ * library's request timeout is capped by it, and a watchdog ends a run still
+ * stuck 2 s after it.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -35,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "escrow/admin.h"
 #include "escrow/common.h"
 #include "escrow/consumer.h"
 #include "escrow/msg.h"
@@ -43,6 +49,8 @@
 #define PROG "escrow-bench"
 #define MIN_SIZE 48
 #define POLL_MS 100
+#define DEFAULT_SERVER "127.0.0.1:7420"
+#define WATCHDOG_GRACE_S 2 /* after --timeout: the run is ended this much later */
 
 enum mode { M_PRODUCE, M_CONSUME, M_E2E, M_PACED, M_TX };
 static const char *const mode_names[] = {"produce", "consume", "e2e", "paced", "tx"};
@@ -59,7 +67,7 @@ static struct {
 	bool json, quiet, messages_set;
 	bool tx_sync; /* tx: the old thread-per-transaction mode */
 } o = {
-	.server = "127.0.0.1:7420", .topic = "bench", .group = "bench",
+	.server = DEFAULT_SERVER, .topic = "bench", .group = NULL,
 	.messages = 100000, .size = 128, .window = 256, .prefetch = 256,
 	.producers = 1, .consumers = 1, .rate = 1000, .timeout_s = 300,
 };
@@ -76,6 +84,7 @@ static struct {
 	atomic_int first_err;
 	atomic_llong last_ack_ns; /* max over consumers: when the final ack was confirmed */
 	atomic_bool done, failed;
+	atomic_bool finished; /* every worker joined: the watchdog stands down */
 	char failmsg[512];
 	pthread_mutex_t failmu;
 } g = {.failmu = PTHREAD_MUTEX_INITIALIZER};
@@ -146,8 +155,12 @@ static escrow_conf_t *make_conf(const char *name)
 		fprintf(stderr, PROG ": out of memory\n");
 		exit(1);
 	}
+	/* no single request may outlive the run (--timeout) */
+	char tmo[32];
+	snprintf(tmo, sizeof tmo, "%ld", o.timeout_s < 30 ? (long)o.timeout_s * 900 : 30000L);
 	snprintf(num, sizeof num, "%d", o.window);
 	if (escrow_conf_set(c, "server", o.server, err, sizeof err) ||
+	    escrow_conf_set(c, "request.timeout.ms", tmo, err, sizeof err) ||
 	    escrow_conf_set(c, "client.name", name, err, sizeof err) ||
 	    escrow_conf_set(c, "send.window", num, err, sizeof err) ||
 	    (snprintf(num, sizeof num, "%d", o.prefetch),
@@ -175,8 +188,7 @@ static void dr_cb(int err, const escrow_id_t *id, uint64_t seq, void *arg)
 		atomic_fetch_add(&g.send_errors, 1);
 		atomic_compare_exchange_strong(&g.first_err, &zero, err);
 		fail("send of message %ld failed: %s (%s)%s", s, escrow_err2str(err),
-		     escrow_err2name(err),
-		     err == ESCROW_ERR_NOT_FOUND ? "; create the topic first: escrowctl topic create" : "");
+		     escrow_err2name(err), err == ESCROW_ERR_NOT_FOUND ? " (topic deleted meanwhile?)" : "");
 		return;
 	}
 	g.conf_ns[s] = now_ns();
@@ -412,7 +424,7 @@ static void *producer_main(void *argp)
 		if (rc) {
 			fail("send of message %ld to topic %s failed: %s (%s)%s", s, o.topic,
 			     escrow_err2str(rc), escrow_err2name(rc),
-			     rc == ESCROW_ERR_NOT_FOUND ? "; create it first: escrowctl topic create"
+			     rc == ESCROW_ERR_NOT_FOUND ? " (topic deleted meanwhile?)"
 			                                : "");
 			break;
 		}
@@ -442,9 +454,7 @@ static escrow_consumer_t *consumer_open(int idx)
 	escrow_consumer_t *c = escrow_consumer_new(conf, o.topic, o.group, err, sizeof err);
 	escrow_conf_free(conf);
 	if (!c)
-		fprintf(stderr, PROG ": consumer of %s/%s: %s%s\n", o.topic, o.group, err,
-		        strstr(err, "NOT_FOUND") ? "\n  create the topic first: escrowctl topic create"
-		                                 : "");
+		fprintf(stderr, PROG ": consumer of %s/%s: %s\n", o.topic, o.group, err);
 	return c;
 }
 
@@ -526,6 +536,14 @@ static void *progress_main(void *arg)
 			fail("timed out after %d s (--timeout): sent %ld, confirmed %ld, received %ld",
 			     o.timeout_s, atomic_load(&g.sent), atomic_load(&g.confirmed),
 			     atomic_load(&g.received));
+			/* threads blocked in the library (a broker that stopped
+			 * answering) get a grace period, then the run ends anyway */
+			struct timespec grace = {WATCHDOG_GRACE_S, 0};
+			nanosleep(&grace, NULL);
+			if (!atomic_load(&g.finished)) {
+				fprintf(stderr, PROG ": %s: %s\n", mode_names[o.mode], g.failmsg);
+				_exit(1);
+			}
 			break;
 		}
 		if (o.quiet || t - lastt < 1000000000)
@@ -547,6 +565,20 @@ static int cmp_i64(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
 	return (x > y) - (x < y);
+}
+
+/* fmt_lat writes a latency given in µs for a human: "850 us", "12.3 ms". */
+static const char *fmt_lat(double us, char *buf, size_t n)
+{
+	if (isnan(us))
+		snprintf(buf, n, "-");
+	else if (us < 1000)
+		snprintf(buf, n, "%.0f us", us);
+	else if (us < 100000)
+		snprintf(buf, n, "%.2f ms", us / 1e3);
+	else
+		snprintf(buf, n, "%.0f ms", us / 1e3);
+	return buf;
 }
 
 /* pct: nearest-rank percentile of sorted @v[0..n) in µs. */
@@ -592,7 +624,9 @@ static void usage(FILE *f)
 	  "usage: " PROG " MODE [options]\n"
 	  "\n"
 	  "Throughput and latency of escrowd, through the public libescrow only.\n"
-	  "The topic must exist: escrowctl topic create NAME (bench/run.sh does it).\n"
+	  "The topic is created when missing. Each run uses a fresh consumer group\n"
+	  "(bench-RUNTAG; e2e/paced/tx: from the next message, consume: from the\n"
+	  "earliest) unless --group names one.\n"
 	  "\n"
 	  "modes:\n"
 	  "  produce   durable sends: --window 1 uses escrow_send (one in flight),\n"
@@ -609,9 +643,9 @@ static void usage(FILE *f)
 	  "            per producer (shared handle), one transaction each at a time\n"
 	  "\n"
 	  "options:\n"
-	  "  -s, --server HOST:PORT  broker [127.0.0.1:7420]\n"
-	  "  -t, --topic NAME        topic, must exist [bench]\n"
-	  "  -g, --group NAME        consumer group [bench]\n"
+	  "  -s, --server HOST:PORT  broker [$ESCROW_SERVER or " DEFAULT_SERVER "]\n"
+	  "  -t, --topic NAME        topic, created when missing [bench]\n"
+	  "  -g, --group NAME        consumer group [a fresh one per run]\n"
 	  "  -n, --messages N        messages [100000; paced 3000]\n"
 	  "      --size BYTES        payload size, >= %d [128]\n"
 	  "  -w, --window N          unconfirmed sends per producer [256]\n"
@@ -619,11 +653,12 @@ static void usage(FILE *f)
 	  "      --producers N       producer threads, each its own handle [1]\n"
 	  "      --consumers N       consumer threads, each its own handle [1]\n"
 	  "  -r, --rate N            paced: total msgs/s [1000]\n"
-	  "      --timeout SEC       give up after SEC seconds [300]\n"
+	  "      --timeout SEC       give up after SEC seconds, whatever the run is doing [300]\n"
 	  "      --tx-sync           tx: thread-per-transaction synchronous API\n"
 	  "      --json              print one JSON object on stdout instead of text\n"
 	  "  -q, --quiet             no progress line on stderr\n"
 	  "  -h, --help              this text\n"
+	  "Latencies are printed in us below 1 ms, else in ms (JSON: always us).\n"
 	  "Exit status: 0 ok, 1 the run failed, 2 usage error.\n",
 	  MIN_SIZE);
 }
@@ -643,6 +678,9 @@ static long num_arg(const char *name, const char *s, long min, long max)
 
 static void parse_args(int argc, char **argv)
 {
+	const char *env = getenv("ESCROW_SERVER");
+	if (env && env[0])
+		o.server = env;
 	static const struct option lo[] = {
 		{"server", 1, 0, 's'},   {"topic", 1, 0, 't'},    {"group", 1, 0, 'g'},
 		{"messages", 1, 0, 'n'}, {"size", 1, 0, 'S'},     {"window", 1, 0, 'w'},
@@ -697,6 +735,67 @@ static void parse_args(int argc, char **argv)
 		o.producers = (int)o.messages;
 }
 
+/*
+ * prepare creates the topic when it is missing and, unless --group named
+ * one, this run's own consumer group: "bench-<tag>", from the next message
+ * sent (e2e, paced, tx: nothing earlier runs left is read) or from the
+ * earliest (consume). Returns 0, or -1 after fail().
+ */
+static char group_buf[64];
+static bool own_group; /* prepare made o.group: cleanup deletes it */
+static int prepare(void)
+{
+	char err[512];
+	escrow_conf_t *conf = make_conf("escrow-bench-admin");
+	escrow_admin_t *a = escrow_admin_new(conf, err, sizeof err);
+	escrow_conf_free(conf);
+	if (!a) {
+		fail("admin connection: %s", err);
+		return -1;
+	}
+	escrow_topic_info_t ti;
+	int rc = escrow_admin_topic_describe(a, o.topic, &ti);
+	if (rc == ESCROW_ERR_NOT_FOUND) {
+		rc = escrow_admin_topic_create(a, o.topic, 0);
+		if (rc == ESCROW_OK && !o.quiet)
+			fprintf(stderr, PROG ": created topic %s\n", o.topic);
+		if (rc == ESCROW_ERR_EXISTS) /* another run was quicker */
+			rc = ESCROW_OK;
+	}
+	if (rc == ESCROW_OK && !o.group && o.mode != M_PRODUCE) {
+		escrow_group_conf_t gc = {.from_latest = o.mode != M_CONSUME};
+		snprintf(group_buf, sizeof group_buf, "bench-%016llx", (unsigned long long)g.tag);
+		o.group = group_buf;
+		rc = escrow_admin_group_create(a, o.topic, o.group, &gc);
+		own_group = rc == ESCROW_OK;
+	}
+	if (rc)
+		fail("%s", escrow_admin_last_error(a, err, sizeof err));
+	escrow_admin_free(a);
+	if (!o.group)
+		o.group = "bench";
+	return rc ? -1 : 0;
+}
+
+/*
+ * cleanup deletes the run's own group (prepare): a group left behind would
+ * hold every later message of the topic unacked, so retention could never
+ * remove them. A failure here is reported, not fatal.
+ */
+static void cleanup(void)
+{
+	char err[512];
+	if (!own_group)
+		return;
+	escrow_conf_t *conf = make_conf("escrow-bench-admin");
+	escrow_admin_t *a = escrow_admin_new(conf, err, sizeof err);
+	escrow_conf_free(conf);
+	if (a && escrow_admin_group_delete(a, o.topic, o.group) != ESCROW_OK)
+		fprintf(stderr, PROG ": could not delete this run's group %s/%s: %s\n", o.topic,
+		        o.group, escrow_admin_last_error(a, err, sizeof err));
+	escrow_admin_free(a);
+}
+
 int main(int argc, char **argv)
 {
 	parse_args(argc, argv);
@@ -710,11 +809,20 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	g.tag = ((uint64_t)getpid() << 40) ^ (uint64_t)now_ns();
+	pthread_t prog;
+	/* the progress thread is also the --timeout watchdog: from the start */
+	pthread_create(&prog, NULL, progress_main, NULL);
+	if (prepare() != 0) {
+		atomic_store(&g.done, true);
+		pthread_join(prog, NULL);
+		fprintf(stderr, PROG ": %s: %s\n", mode_names[o.mode], g.failmsg);
+		return 1;
+	}
 
 	bool run_prod = o.mode != M_CONSUME;
 	bool run_cons = o.mode != M_PRODUCE;
 	int np = run_prod ? o.producers : 0, nc = run_cons ? o.consumers : 0;
-	pthread_t pt[64], ct[64], prog;
+	pthread_t pt[64], ct[64];
 	struct prod_arg pa[64];
 	struct cons_arg ca[64];
 
@@ -726,11 +834,12 @@ int main(int argc, char **argv)
 		if (!ca[i].c) {
 			for (int j = 0; j < i; j++)
 				escrow_consumer_free(ca[j].c);
+			atomic_store(&g.done, true);
+			pthread_join(prog, NULL);
 			return 1;
 		}
 	}
 	int64_t cons_t0 = now_ns();
-	pthread_create(&prog, NULL, progress_main, NULL);
 	for (int i = 0; i < nc; i++)
 		pthread_create(&ct[i], NULL, consumer_main, &ca[i]);
 	for (int i = 0; i < np; i++) {
@@ -746,9 +855,11 @@ int main(int argc, char **argv)
 	for (int i = 0; i < nc; i++)
 		pthread_join(ct[i], NULL);
 	atomic_store(&g.done, true);
-	pthread_join(prog, NULL);
 	for (int i = 0; i < nc; i++)
 		escrow_consumer_free(ca[i].c);
+	cleanup();
+	atomic_store(&g.finished, true);
+	pthread_join(prog, NULL);
 
 	if (atomic_load(&g.failed)) {
 		fprintf(stderr, PROG ": %s: %s\n", mode_names[o.mode], g.failmsg);
@@ -825,30 +936,33 @@ int main(int argc, char **argv)
 		       atomic_load(&g.received), atomic_load(&g.dups), atomic_load(&g.stale),
 		       (run_prod && run_cons) ? "true" : "false");
 	} else {
-		printf("%s: %ld messages of %ld bytes, topic %s, window %d, prefetch %d, "
+		printf("%s: %ld messages of %ld bytes, topic %s, group %s, window %d, prefetch %d, "
 		       "%d producer(s), %d consumer(s)\n",
-		       mode_names[o.mode], n, o.size, o.topic, o.window, o.prefetch, np, nc);
+		       mode_names[o.mode], n, o.size, o.topic, run_cons ? o.group : "-", o.window,
+		       o.prefetch, np, nc);
 		if (run_prod && run_cons)
 			printf("  note: %s\n", shape);
 		if (o.mode == M_PACED)
 			printf("  paced at %.0f msgs/s\n", o.rate);
+		char l1[32], l2[32], l3[32], l4[32];
 		if (run_prod)
-			printf("  producer: %.0f durable sends/s (%s); send->confirm p50 %.0f us, p99 "
-			       "%.0f us, p99.9 %.0f us, max %.0f us\n",
+			printf("  producer: %.0f durable sends/s (%s); send->confirm p50 %s, p99 "
+			       "%s, p99.9 %s, max %s\n",
 			       prod_rate,
 			       o.mode == M_TX ? (o.tx_sync ? "escrow_send_in_transaction, thread each"
 			                                   : "escrow_send_in_transaction_async")
-			       : o.window <= 1 ? "escrow_send" : "escrow_send_async", cl.p50,
-			       cl.p99, cl.p999, cl.max);
+			       : o.window <= 1 ? "escrow_send" : "escrow_send_async",
+			       fmt_lat(cl.p50, l1, sizeof l1), fmt_lat(cl.p99, l2, sizeof l2),
+			       fmt_lat(cl.p999, l3, sizeof l3), fmt_lat(cl.max, l4, sizeof l4));
 		if (o.mode == M_CONSUME)
 			printf("  consumer: %.0f msgs/s received and acked (subscribed -> last ack "
 			       "confirmed)\n", cons_rate);
 		if (run_prod && run_cons)
 			printf("  e2e: %.0f msgs/s (N / (last ack confirmed - first send))\n", e2e_rate);
 		if (run_cons)
-			printf("  latency send->receive: p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max "
-			       "%.0f us (%ld samples)\n",
-			       rl.p50, rl.p99, rl.p999, rl.max, rl.n);
+			printf("  latency send->receive: p50 %s, p99 %s, p99.9 %s, max %s (%ld samples)\n",
+			       fmt_lat(rl.p50, l1, sizeof l1), fmt_lat(rl.p99, l2, sizeof l2),
+			       fmt_lat(rl.p999, l3, sizeof l3), fmt_lat(rl.max, l4, sizeof l4), rl.n);
 		if (run_cons)
 			printf("  received %ld, duplicates %ld, stale skipped %ld\n",
 			       atomic_load(&g.received), atomic_load(&g.dups), atomic_load(&g.stale));

@@ -23,6 +23,8 @@
 #define WIRE_HDR_BYTES 4
 /* Default largest frame: a 4 MiB body plus room for the other fields. */
 #define WIRE_FRAME_MAX_DEFAULT (4u * 1024 * 1024 + 64 * 1024)
+/* The largest frame limit a broker may have (--max-body 256 MiB + 64 KiB). */
+#define WIRE_FRAME_MAX_LIMIT (256u * 1024 * 1024 + 64 * 1024)
 
 /* Limits shared by the broker and the client libraries (doc/protocol.md §6),
  * so that a library refuses at once what the broker would refuse later. */

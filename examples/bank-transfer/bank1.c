@@ -24,12 +24,29 @@
  * answers ROLLBACK only after it, both under `decide_mu`. So a ROLLBACK from
  * check_tx can never be followed by a local commit of the same tx_no.
  *
+ * Two modes:
+ *   --barrier (the default): steps 2 and 4 are the barrier library's
+ *        (include/escrow/barrier.h). escrow_barrier_*_send() runs the local
+ *        transaction (debit + transfer_log) after inserting the barrier row
+ *        for the escrow transaction id, and the check-back is answered from
+ *        the escrow_barrier table: no check handler, no de_duplication,
+ *        no deadline here. With --pg CONNINFO bank1's database is
+ *        PostgreSQL instead of SQLite (this mode only).
+ *   --no-barrier: the RocketMQ-style example below, hand-written check
+ *        handler and all (SQLite only).
+ *
  * Fault switches (for the demo and the tests):
  *   --crash-after-commit / BANK1_FAULT=crash   exit right after the local
  *        commit, before END_TX (scenario 5)
  *   --local-unknown / BANK1_FAULT=unknown     commit locally, answer UNKNOWN
  *        (scenario 4)
- *   per request: POST /transfer?fault=crash or ?fault=unknown
+ *   --slow / BANK1_FAULT=slow   (barrier mode) hold the local transaction
+ *        open --slow-ms, past the broker's --tx-timeout, so a check-back
+ *        arrives while it is open: it waits, then answers COMMIT
+ *   per request: POST /transfer?fault=crash, ?fault=unknown or ?fault=slow
+ *   In barrier mode "crash" exits right after the database commit, before
+ *   END_TX; "unknown" cannot be said (the barrier commits or rolls back).
+ *   GET /barrier -> the barrier's check counters.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -51,13 +68,15 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include <escrow/barrier.h>
 #include <escrow/common.h>
 #include <escrow/msg.h>
 #include <escrow/producer.h>
 
 #include "bankdb.h"
+#include "bankpg.h"
 
-enum fault { FAULT_NONE, FAULT_CRASH, FAULT_UNKNOWN };
+enum fault { FAULT_NONE, FAULT_CRASH, FAULT_UNKNOWN, FAULT_SLOW };
 
 static sqlite3 *db;          /* the evhttp thread's connection */
 static sqlite3 *check_db;    /* the check handler's connection (library I/O thread) */
@@ -65,6 +84,10 @@ static pthread_mutex_t decide_mu = PTHREAD_MUTEX_INITIALIZER;
 static int64_t rollback_after_ms = 10000;
 static enum fault default_fault = FAULT_NONE;
 static escrow_producer_t *producer;
+static int use_barrier = 1;          /* --barrier (default) / --no-barrier */
+static PGconn *pg;                   /* --pg: bank1's database on PostgreSQL */
+static escrow_barrier_t *barrier;    /* the check-back, in barrier mode */
+static int64_t slow_ms = 1500;
 
 /* What one POST /transfer asks for and what became of it. */
 struct transfer {
@@ -82,6 +105,8 @@ static enum fault parse_fault(const char *s)
 		return FAULT_CRASH;
 	if (!strcmp(s, "unknown"))
 		return FAULT_UNKNOWN;
+	if (!strcmp(s, "slow"))
+		return FAULT_SLOW;
 	return FAULT_NONE;
 }
 
@@ -197,6 +222,114 @@ rollback:
 }
 
 /*
+ * Barrier mode, step 2 on SQLite: the library has begun the transaction
+ * (BEGIN IMMEDIATE) and inserted the barrier row; debit + transfer_log here,
+ * no COMMIT (the library commits when we say COMMIT).
+ */
+static escrow_tx_state_t local_barrier_sqlite(struct sqlite3 *conn, const escrow_id_t *tx_id,
+                                              void *arg)
+{
+	struct transfer *t = arg;
+	sqlite3_stmt *st = NULL;
+	int64_t balance = -1;
+	char idhex[33];
+	escrow_id_fmt(tx_id, idhex);
+
+	sqlite3_prepare_v2(conn, "SELECT account_balance FROM account_info WHERE account_no = ?",
+	                   -1, &st, NULL);
+	sqlite3_bind_int64(st, 1, t->from);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		balance = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (balance < 0 || balance < t->amount) {
+		t->reason = balance < 0 ? "no such account at bank1" : "insufficient funds";
+		return ESCROW_TX_ROLLBACK;
+	}
+	sqlite3_prepare_v2(conn, "UPDATE account_info SET account_balance = account_balance - ?"
+	                         " WHERE account_no = ?", -1, &st, NULL);
+	sqlite3_bind_int64(st, 1, t->amount);
+	sqlite3_bind_int64(st, 2, t->from);
+	if (step_done(st))
+		goto sqlfail;
+	sqlite3_prepare_v2(conn, "INSERT INTO transfer_log"
+	                         " (tx_no, tx_id, from_no, to_no, amount, create_time)"
+	                         " VALUES (?, ?, ?, ?, ?, ?)", -1, &st, NULL);
+	sqlite3_bind_text(st, 1, t->tx_no, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, idhex, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, t->from);
+	sqlite3_bind_int64(st, 4, t->to);
+	sqlite3_bind_int64(st, 5, t->amount);
+	sqlite3_bind_int64(st, 6, bankdb_now_ms());
+	if (step_done(st))
+		goto sqlfail;
+	if (t->fault == FAULT_SLOW)
+		usleep((useconds_t)(slow_ms * 1000));
+	return ESCROW_TX_COMMIT;
+sqlfail:
+	t->reason = "database error";
+	return ESCROW_TX_ROLLBACK;
+}
+
+/* Barrier mode, step 2 on PostgreSQL: the same inside the library's BEGIN. */
+static escrow_tx_state_t local_barrier_pg(struct pg_conn *conn, const escrow_id_t *tx_id,
+                                          void *arg)
+{
+	struct transfer *t = arg;
+	char idhex[33], from[24], to[24], amount[24], now[24];
+	escrow_id_fmt(tx_id, idhex);
+	snprintf(from, sizeof from, "%lld", (long long)t->from);
+	snprintf(to, sizeof to, "%lld", (long long)t->to);
+	snprintf(amount, sizeof amount, "%lld", (long long)t->amount);
+	snprintf(now, sizeof now, "%lld", (long long)bankdb_now_ms());
+
+	const char *p1[1] = {from};
+	PGresult *r = bankpg_exec(conn, "SELECT account_balance FROM account_info"
+	                                " WHERE account_no = $1 FOR UPDATE", 1, p1);
+	if (!r) {
+		t->reason = "database error";
+		return ESCROW_TX_ROLLBACK;
+	}
+	int64_t balance = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+	PQclear(r);
+	if (balance < 0 || balance < t->amount) {
+		t->reason = balance < 0 ? "no such account at bank1" : "insufficient funds";
+		return ESCROW_TX_ROLLBACK;
+	}
+	const char *p2[2] = {amount, from};
+	if (!(r = bankpg_exec(conn, "UPDATE account_info SET account_balance = account_balance - $1"
+	                            " WHERE account_no = $2", 2, p2)))
+		goto sqlfail;
+	PQclear(r);
+	const char *p3[6] = {t->tx_no, idhex, from, to, amount, now};
+	if (!(r = bankpg_exec(conn, "INSERT INTO transfer_log"
+	                            " (tx_no, tx_id, from_no, to_no, amount, create_time)"
+	                            " VALUES ($1, $2, $3, $4, $5, $6)", 6, p3)))
+		goto sqlfail;
+	PQclear(r);
+	if (t->fault == FAULT_SLOW)
+		usleep((useconds_t)(slow_ms * 1000));
+	return ESCROW_TX_COMMIT;
+sqlfail:
+	t->reason = "database error";
+	return ESCROW_TX_ROLLBACK;
+}
+
+/* Barrier mode, fault "crash": exit right after the database commit. */
+static struct transfer *cur_transfer; /* the evhttp thread's transfer */
+
+static void barrier_step(escrow_barrier_step_t s, const escrow_id_t *tx_id, void *arg)
+{
+	char idhex[33];
+	(void)arg;
+	if (s == ESCROW_BARRIER_STEP_DB_COMMITTED && cur_transfer &&
+	    cur_transfer->fault == FAULT_CRASH) {
+		fprintf(stderr, "bank1: fault crash: exiting after the database commit of %s (tx %s),"
+		        " before END_TX\n", cur_transfer->tx_no, escrow_id_fmt(tx_id, idhex));
+		_exit(17);
+	}
+}
+
+/*
  * Step 4: the broker's check-back, on the library's I/O thread. Quick, never
  * waits: a read in WAL mode does not wait for the writer.
  */
@@ -249,6 +382,38 @@ static void reply_error(struct evhttp_request *req, int code, const char *what)
 	reply_json(req, code, json_pack("{s:s,s:s}", "outcome", "FAILED", "error", what));
 }
 
+/* Barrier mode: steps 1-4 are one call. */
+static void send_barrier(struct evhttp_request *req, struct transfer *t, const escrow_msg_t *msg)
+{
+	escrow_barrier_result_t br;
+	const escrow_msg_t *one[1] = {msg};
+	cur_transfer = t;
+	int rc = pg ? escrow_barrier_pg_send(producer, pg, one, 1, local_barrier_pg, t, &br)
+	            : escrow_barrier_sqlite_send(producer, db, one, 1, local_barrier_sqlite, t, &br);
+	cur_transfer = NULL;
+	if (rc != ESCROW_OK) {
+		reply_json(req, 503, json_pack("{s:s,s:s,s:s}", "tx_no", t->tx_no, "outcome", "FAILED",
+		                               "error", escrow_err2str(rc)));
+		return;
+	}
+	const char *outcome = br.state == ESCROW_TX_COMMIT     ? "COMMIT"
+	                      : br.state == ESCROW_TX_ROLLBACK ? "ROLLBACK"
+	                                                       : "UNKNOWN";
+	const char *reason = t->reason;
+	if (!reason && br.preempted)
+		reason = "a check-back came first and rolled it back";
+	if (!reason && br.db_error[0])
+		reason = br.db_error;
+	char idhex[33];
+	json_t *r = json_pack("{s:s,s:s,s:s}", "tx_no", t->tx_no, "outcome", outcome, "tx_id",
+	                      escrow_id_fmt(&br.tx_id, idhex));
+	if (reason)
+		json_object_set_new(r, "reason", json_string(reason));
+	if (br.end_err != ESCROW_OK)
+		json_object_set_new(r, "end_tx", json_string(escrow_err2name(br.end_err)));
+	reply_json(req, 200, r);
+}
+
 static void on_transfer(struct evhttp_request *req, void *arg)
 {
 	struct transfer t = { .fault = default_fault };
@@ -294,6 +459,11 @@ static void on_transfer(struct evhttp_request *req, void *arg)
 	free(mbody);
 	escrow_msg_set_key(msg, t.tx_no);
 
+	if (use_barrier) {
+		send_barrier(req, &t, msg);
+		escrow_msg_free(msg);
+		return;
+	}
 	escrow_tx_result_t res;
 	memset(&res, 0, sizeof res);
 	int rc = escrow_send_in_transaction(producer, msg, local_tx, &t, &res);
@@ -330,18 +500,40 @@ static void on_balance(struct evhttp_request *req, void *arg)
 			account = strtoll(a, NULL, 10);
 	}
 	evhttp_clear_headers(&q);
-	sqlite3_prepare_v2(db, "SELECT account_balance FROM account_info WHERE account_no = ?", -1,
-	                   &st, NULL);
-	sqlite3_bind_int64(st, 1, account);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		balance = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	if (pg) {
+		char a[24];
+		snprintf(a, sizeof a, "%lld", (long long)account);
+		const char *p1[1] = {a};
+		PGresult *r = bankpg_exec(pg, "SELECT account_balance FROM account_info"
+		                              " WHERE account_no = $1", 1, p1);
+		if (r && PQntuples(r) == 1)
+			balance = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+		PQclear(r);
+	} else {
+		sqlite3_prepare_v2(db, "SELECT account_balance FROM account_info WHERE account_no = ?",
+		                   -1, &st, NULL);
+		sqlite3_bind_int64(st, 1, account);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			balance = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
 	if (balance < 0) {
 		reply_error(req, 404, "no such account");
 		return;
 	}
 	reply_json(req, 200, json_pack("{s:I,s:I}", "account", (json_int_t)account, "balance",
 	                               (json_int_t)balance));
+}
+
+static void on_barrier(struct evhttp_request *req, void *arg)
+{
+	escrow_barrier_stats_t s;
+	(void)arg;
+	escrow_barrier_stats(barrier, &s);
+	reply_json(req, 200, json_pack("{s:b,s:I,s:I,s:I,s:I}", "barrier", barrier != NULL,
+	                               "checks", (json_int_t)s.started, "commit",
+	                               (json_int_t)s.commit, "rollback", (json_int_t)s.rollback,
+	                               "unknown", (json_int_t)s.unknown));
 }
 
 static void on_signal(evutil_socket_t fd, short what, void *arg)
@@ -360,22 +552,29 @@ static void log_cb(int level, const char *line, void *arg)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: bank1 --db FILE [--listen HOST:PORT] [--server HOST:PORT]\n"
-		"             [--rollback-after MS] [--crash-after-commit | --local-unknown]\n"
+		"usage: bank1 (--db FILE | --pg CONNINFO) [--barrier | --no-barrier] [--listen HOST:PORT]\n"
+		"             [--server HOST:PORT] [--rollback-after MS] [--slow-ms MS]\n"
+		"             [--crash-after-commit | --local-unknown | --slow]\n"
 		"Zhang San's bank: POST /transfer {\"from\":1,\"to\":2,\"amount\":20}, GET /balance?account=1.\n"
 		"  --db FILE             SQLite database (created with account 1, balance 10000)\n"
+		"  --pg CONNINFO         PostgreSQL database instead (libpq conninfo; barrier mode only)\n"
+		"  --barrier             the check-back from the barrier table (include/escrow/barrier.h) [default]\n"
+		"  --no-barrier          the RocketMQ-style check handler over de_duplication (SQLite)\n"
 		"  --listen HOST:PORT    HTTP address; port 0 picks one [127.0.0.1:8081]\n"
 		"  --server HOST:PORT    escrowd [$ESCROW_SERVER or 127.0.0.1:7420]\n"
-		"  --rollback-after MS   check-back answers ROLLBACK for an unknown tx_no older than this [10000]\n"
+		"  --rollback-after MS   --no-barrier: check-back answers ROLLBACK for an unknown tx_no older than this [10000]\n"
+		"  --slow-ms MS          how long the slow fault holds the local transaction open [1500]\n"
 		"  --crash-after-commit  fault: exit right after each local commit, before END_TX\n"
-		"  --local-unknown       fault: commit locally, then answer UNKNOWN\n"
-		"  (env BANK1_FAULT=crash|unknown does the same; POST /transfer?fault=... per request)\n"
+		"  --local-unknown       fault (--no-barrier): commit locally, then answer UNKNOWN\n"
+		"  --slow                fault (--barrier): hold the local transaction open --slow-ms\n"
+		"  (env BANK1_FAULT=crash|unknown|slow does the same; POST /transfer?fault=... per request)\n"
+		"GET /barrier: the barrier's check counters.\n"
 		"Prints \"bank1 ready port=N\" on stdout once it serves.\n");
 }
 
 int main(int argc, char **argv)
 {
-	const char *dbpath = NULL, *listen = "127.0.0.1:8081";
+	const char *dbpath = NULL, *pginfo = NULL, *listen = "127.0.0.1:8081";
 	const char *server = getenv("ESCROW_SERVER");
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, 'd' },
@@ -384,6 +583,11 @@ int main(int argc, char **argv)
 		{ "rollback-after", required_argument, NULL, 'r' },
 		{ "crash-after-commit", no_argument, NULL, 'c' },
 		{ "local-unknown", no_argument, NULL, 'u' },
+		{ "slow", no_argument, NULL, 'w' },
+		{ "slow-ms", required_argument, NULL, 'W' },
+		{ "pg", required_argument, NULL, 'P' },
+		{ "barrier", no_argument, NULL, 'B' },
+		{ "no-barrier", no_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -398,11 +602,17 @@ int main(int argc, char **argv)
 		case 'r': rollback_after_ms = strtoll(optarg, NULL, 10); break;
 		case 'c': default_fault = FAULT_CRASH; break;
 		case 'u': default_fault = FAULT_UNKNOWN; break;
+		case 'w': default_fault = FAULT_SLOW; break;
+		case 'W': slow_ms = strtoll(optarg, NULL, 10); break;
+		case 'P': pginfo = optarg; break;
+		case 'B': use_barrier = 1; break;
+		case 'N': use_barrier = 0; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!dbpath || optind != argc || rollback_after_ms <= 0) {
+	if (!dbpath == !pginfo || optind != argc || rollback_after_ms <= 0 || slow_ms < 0 ||
+	    (pginfo && !use_barrier)) {
 		usage(stderr);
 		return 2;
 	}
@@ -410,10 +620,27 @@ int main(int argc, char **argv)
 		server = "127.0.0.1:7420";
 	signal(SIGPIPE, SIG_IGN);
 
-	if (!(db = bankdb_open(dbpath, 1)) || !(check_db = bankdb_open(dbpath, 1)))
-		return 1;
-
 	char errstr[256];
+	if (pginfo) {
+		if (!(pg = bankpg_open(pginfo)))
+			return 1;
+	} else if (!(db = bankdb_open(dbpath, 1))) {
+		return 1;
+	}
+	if (use_barrier) {
+		barrier = pg ? escrow_barrier_pg_new(pginfo, errstr, sizeof errstr)
+		             : escrow_barrier_sqlite_new(dbpath, errstr, sizeof errstr);
+		if (!barrier) {
+			fprintf(stderr, "bank1: barrier: %s\n", errstr);
+			return 1;
+		}
+		/* below escrowd's --tx-check-timeout (2 s in the demo) */
+		escrow_barrier_set_wait_ms(barrier, 1500);
+		escrow_barrier_set_step_cb(barrier_step, NULL);
+	} else if (!(check_db = bankdb_open(dbpath, 1))) {
+		return 1;
+	}
+
 	escrow_conf_t *conf = escrow_conf_new();
 	if (escrow_conf_set(conf, "server", server, errstr, sizeof errstr) ||
 	    escrow_conf_set(conf, "producer.group", "bank1", errstr, sizeof errstr) ||
@@ -424,7 +651,10 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	escrow_conf_set_log_cb(conf, log_cb, NULL);
-	escrow_conf_set_check_cb(conf, check_tx, NULL);
+	if (use_barrier)
+		escrow_conf_set_barrier(conf, barrier);
+	else
+		escrow_conf_set_check_cb(conf, check_tx, NULL);
 	producer = escrow_producer_new(conf, errstr, sizeof errstr);
 	escrow_conf_free(conf);
 	if (!producer) {
@@ -454,13 +684,15 @@ int main(int argc, char **argv)
 	int port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	evhttp_set_cb(http, "/transfer", on_transfer, NULL);
 	evhttp_set_cb(http, "/balance", on_balance, NULL);
+	evhttp_set_cb(http, "/barrier", on_barrier, NULL);
 
 	struct event *sigint = evsignal_new(base, SIGINT, on_signal, base);
 	struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, base);
 	event_add(sigint, NULL);
 	event_add(sigterm, NULL);
 
-	printf("bank1 ready port=%d db=%s server=%s\n", port, dbpath, server);
+	printf("bank1 ready port=%d db=%s server=%s barrier=%s\n", port, pg ? "postgresql" : dbpath,
+	       server, use_barrier ? "on" : "off");
 	fflush(stdout);
 	event_base_dispatch(base);
 
@@ -469,7 +701,9 @@ int main(int argc, char **argv)
 	evhttp_free(http);
 	event_base_free(base);
 	escrow_producer_free(producer);
+	escrow_barrier_free(barrier);
 	sqlite3_close(db);
 	sqlite3_close(check_db);
+	PQfinish(pg);
 	return 0;
 }

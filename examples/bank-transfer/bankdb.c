@@ -18,6 +18,7 @@ static const char schema[] =
 static const char schema1[] =
 	"CREATE TABLE IF NOT EXISTS transfer_log ("
 	"  tx_no TEXT PRIMARY KEY,"
+	"  tx_id TEXT,"
 	"  from_no INTEGER NOT NULL, to_no INTEGER NOT NULL,"
 	"  amount INTEGER NOT NULL, create_time INTEGER NOT NULL);"
 	"INSERT INTO account_info (account_name, account_no, account_password, account_balance)"

@@ -8,8 +8,10 @@
  *   account_info(id, account_name, account_no, account_password, account_balance)
  *   de_duplication(tx_no PRIMARY KEY, create_time)
  * plus one journal table per bank that the demo's audit reads:
- *   bank1: transfer_log(tx_no PRIMARY KEY, from_no, to_no, amount, create_time)
- *          written in the same local transaction as the debit;
+ *   bank1: transfer_log(tx_no PRIMARY KEY, tx_id, from_no, to_no, amount, create_time)
+ *          written in the same local transaction as the debit (tx_id: the
+ *          escrow transaction id, filled in --barrier mode, where the audit
+ *          matches it with the escrow_barrier table);
  *   bank2: credit_log(id, tx_no, to_no, amount, create_time) written in the
  *          same local transaction as the credit, WITHOUT a unique key on
  *          tx_no, so "applied at most once" is something the audit checks

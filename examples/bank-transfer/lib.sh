@@ -9,6 +9,10 @@ BT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${MAX_DELIVERIES:=3}"         # group bank2: deliveries before the DLQ
 : "${BACKOFF:=200ms}"            # group bank2: redelivery backoff
 : "${ACK_TIMEOUT:=3s}"           # group bank2: ack timeout
+: "${BANK1_BARRIER:=off}"        # bank1 --barrier (on) or the RocketMQ-style --no-barrier (off);
+                                 # the scenario tests s1-s7 run the latter, demo.sh the former
+BANK1_PG= PG_DIR=               # set by start_pg: bank1 on PostgreSQL (--pg)
+PGTEMP=$BT_DIR/../../scripts/pgtemp.sh
 for v in ESCROWD ESCROWCTL BANK1 BANK2; do
 	[ -x "${!v:-}" ] || { echo "lib.sh: \$$v must name the built program (meson sets it)" >&2; exit 2; }
 done
@@ -27,6 +31,10 @@ bt_cleanup() {
 	local rc=$?
 	for p in $BANK1_PID $BANK2_PID $ESCROWD_PID; do kill "$p" 2>/dev/null; done
 	for p in $BANK1_PID $BANK2_PID $ESCROWD_PID; do wait "$p" 2>/dev/null; done
+	if [ -n "$PG_DIR" ]; then
+		"$PGTEMP" stop "$PG_DIR" || true
+		[ "$BT_KEEP" = 1 ] && echo "PostgreSQL data dir kept in $PG_DIR" >&2 || rm -rf "$PG_DIR"
+	fi
 	if [ $rc -ne 0 ] && [ "${BT_QUIET:-0}" = 0 ]; then
 		echo "--- logs in $WORK (last lines) ---" >&2
 		for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 15 "$f"; }; done >&2
@@ -64,9 +72,25 @@ create_topic_group() {
 		--backoff "$BACKOFF" --ack-timeout "$ACK_TIMEOUT" >/dev/null || die "group create"
 }
 
+# start_pg: a private PostgreSQL server for bank1 in $WORK/pg (scripts/pgtemp.sh:
+# initdb + pg_ctl on a free port, as user postgres when run as root). Exits 77
+# with "skipped: no postgresql" when PostgreSQL is not installed.
+start_pg() {
+	local out rc=0
+	# its own temp dir: as root, the server's user must be able to reach it
+	PG_DIR=$(mktemp -d /tmp/bank-pg.XXXXXX)
+	out=$("$PGTEMP" start "$PG_DIR") || rc=$?
+	[ $rc = 77 ] && { echo "skipped: no postgresql"; exit 77; }
+	[ $rc = 0 ] || die "postgresql did not start"
+	BANK1_PG=${out#*conninfo=}
+}
+
 start_bank1() { # [bank1 options]: on a free port, BANK1_PORT set
+	local where=(--db "$WORK/bank1.db") mode=--no-barrier
+	[ -z "$BANK1_PG" ] || where=(--pg "$BANK1_PG")
+	[ "$BANK1_BARRIER" = off ] || mode=--barrier
 	: >"$WORK/bank1.out"
-	"$BANK1" --db "$WORK/bank1.db" --listen 127.0.0.1:0 --server "$ESCROW_SERVER" \
+	"$BANK1" "${where[@]}" "$mode" --listen 127.0.0.1:0 --server "$ESCROW_SERVER" \
 		--rollback-after "$ROLLBACK_AFTER_MS" "$@" >"$WORK/bank1.out" 2>>"$WORK/bank1.log" &
 	BANK1_PID=$!
 	wait_for 10 grep -q '^bank1 ready' "$WORK/bank1.out" || die "bank1 did not start"
@@ -128,5 +152,6 @@ dlq_count() { ctl --json dlq list transfer bank2 | python3 -c 'import json,sys; 
 # audit [ATTEMPTED]: the invariant report (audit.py); non-zero if it fails
 audit() {
 	ctl --json dlq list transfer bank2 >"$WORK/dlq.json" || die "dlq list"
-	python3 "$BT_DIR/audit.py" "$WORK/bank1.db" "$WORK/bank2.db" "$WORK/dlq.json" ${1:+--attempted $1}
+	python3 "$BT_DIR/audit.py" "$WORK/bank1.db" "$WORK/bank2.db" "$WORK/dlq.json" ${1:+--attempted $1} \
+		${BANK1_PG:+--bank1-pg "$BANK1_PG"}
 }

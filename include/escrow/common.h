@@ -138,6 +138,12 @@ typedef struct escrow_conf escrow_conf_t;
 
 /**
  * @brief A new configuration with every key at its default.
+ *
+ * The default of `server` is the environment variable `ESCROW_SERVER` when it
+ * is set to a valid "host:port" (as for escrowctl and escrow-bench), else
+ * 127.0.0.1:7420; an invalid `ESCROW_SERVER` is ignored. An explicit
+ * escrow_conf_set(conf, "server", ...) always wins.
+ * @remark reads the environment: call it while no other thread runs setenv().
  * @return the object (free with escrow_conf_free()), or NULL when out of memory.
  */
 ESCROW_EXPORT escrow_conf_t *escrow_conf_new(void);
@@ -154,7 +160,7 @@ ESCROW_EXPORT void escrow_conf_free(escrow_conf_t *conf);
  * Keys (defaults in brackets; durations in ms):
  * | key | meaning |
  * |---|---|
- * | `server` | broker address "host:port" [127.0.0.1:7420] |
+ * | `server` | broker address "host:port" [$ESCROW_SERVER, else 127.0.0.1:7420] |
  * | `client.name` | name shown in broker logs and `escrowctl status` [escrow-client] |
  * | `producer.group` | producer group: who may answer check-backs; 1-255 bytes of `[A-Za-z0-9._-]` as the broker requires [default] |
  * | `request.timeout.ms` | time a request may wait for its reply, including retries [30000] |

@@ -27,13 +27,27 @@
  *   (messages queued in the consumer and not yet polled are dropped at
  *   that moment: they will come again);
  * - the ack does not arrive within the group's ack timeout (30 s by
- *   default; see doc/semantics.md).
+ *   default) of the message being polled (see "Ack deadlines" below).
  * So a consumer must tolerate duplicates: make the processing idempotent,
  * typically by recording escrow_msg_id() or escrow_msg_key() in a
  * de-duplication table in the same local transaction as the work itself,
  * then acking. escrow_ack() is fire-and-forget (cheap, may be lost with the
  * connection: then the message is simply delivered again);
  * escrow_ack_sync() returns once the broker has stored the ack durably.
+ *
+ * ## Ack deadlines
+ * Each message must be acked (or nacked, or touched) within the group's ack
+ * timeout **of being returned by escrow_consumer_poll()**. The broker starts
+ * the deadline when it sends the message; while the message waits in this
+ * consumer's buffer (up to `consumer.prefetch` of them) the library extends
+ * that deadline itself, and when poll returns a message that waited, the
+ * library restarts its deadline then. This is why a slow but steady consumer
+ * with a deep prefetch gets no redeliveries (SQS's visibility timeout also
+ * starts at receive). The library keeps extending buffered messages only
+ * while the application calls poll, ack, nack or touch at least once per ack
+ * timeout; a hung application's buffered messages expire and go to other
+ * members. Details: doc/semantics.md, "Ack deadlines and the consumer's
+ * buffer".
  *
  * ## Threads
  * Every function may be called from any thread. Several threads may poll

@@ -104,7 +104,7 @@ int raw_recv(int fd, raw_frame *fr, int timeout_ms)
 	if (rc)
 		return rc;
 	uint32_t len = wire_frame_len(hdr);
-	if (len > WIRE_FRAME_MAX_DEFAULT) {
+	if (len > WIRE_FRAME_MAX_DEFAULT + WIRE_PUSH_ENVELOPE_BYTES) { /* §2.2 */
 		test_diag("raw_recv: the broker sent a frame of %u bytes", len);
 		return RAW_BAD;
 	}

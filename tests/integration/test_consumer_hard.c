@@ -12,6 +12,12 @@
  *                        and re-created subscribes again and logs it (13)
  *   free_flushes_acks    escrow_consumer_free() delivers the acks queued by
  *                        escrow_ack() before closing (new-user item)
+ *   slow_consumer_no_redelivery  ack deadlines do not run out while
+ *                        messages wait in the library's buffer (item 7)
+ *   largest_send_deliverable  a send of exactly the frame limit is
+ *                        delivered, its neighbour too (item 6)
+ *   max_body_above_4mib  --max-body 6MiB works end to end through the
+ *                        libraries, which learn the limit in hello (item 15)
  *
  * usage: test_consumer_hard ESCROWD
  */
@@ -438,12 +444,203 @@ end:
 	stop();
 }
 
+/*
+ * Item 7: a steady consumer slower than its buffer drains within the ack
+ * timeout (60 messages, 50 ms each = 3 s; ack timeout 1 s; default prefetch
+ * 256, so all 60 wait in the library's buffer at once) keeps up with its own
+ * pace: every message comes once, as attempt 1, none is redelivered or
+ * dead-lettered.
+ */
+static void test_slow_consumer_no_redelivery(void)
+{
+	enum { N = 60 };
+	escrow_conf_t *conf = NULL;
+	escrow_consumer_t *c = NULL;
+	char err[256];
+	int seen[N + 1] = {0}, got = 0, again = 0;
+	CHECK_INT(start(NULL), ==, 0);
+	CHECK_INT(group_create("t", "g", 1000, 3, 100), ==, 0);
+	for (int i = 0; i < N; i++)
+		CHECK_INT(send_text("t", "slow"), ==, 0);
+	CHECK(conf = make_conf());
+	CHECK(c = escrow_consumer_new(conf, "t", "g", err, sizeof err));
+	int64_t until = test_now_ms() + 20000;
+	while (got < N && test_now_ms() < until) {
+		escrow_msg_t *m = escrow_consumer_poll(c, 200);
+		if (!m)
+			continue;
+		uint64_t seq = escrow_msg_seq(m);
+		if (escrow_msg_attempt(m) != 1 || seq == 0 || seq > N || seen[seq]++)
+			again++;
+		else
+			got++;
+		usleep(50 * 1000); /* the work */
+		escrow_ack(c, m);
+		escrow_msg_free(m);
+	}
+	CHECK_INT(again, ==, 0);
+	CHECK_INT(got, ==, N);
+	/* the acks reach the broker with the free (see free_flushes_acks) */
+	escrow_consumer_free(c);
+	c = NULL;
+	CHECK_UINT(group_field("t", "g", WIRE_F_ACK_FLOOR), ==, N + 1);
+	CHECK_UINT(group_field("t", "g", WIRE_F_DLQ), ==, 0);
+end:
+	escrow_consumer_free(c);
+	escrow_conf_free(conf);
+	stop();
+}
+
+/* frame_len: the length of @m's frame body as wire_encode makes it. */
+static size_t frame_len(const wire_msg *m)
+{
+	wire_buf b = {0};
+	size_t n = wire_encode(m, &b) == 0 ? b.len - WIRE_HDR_BYTES : 0;
+	wire_buf_free(&b);
+	return n;
+}
+
+/*
+ * Item 6: the largest send the broker accepts (a frame of exactly its limit,
+ * 4 MiB + 64 KiB: a 4 MiB body plus properties) must be deliverable: the
+ * deliver frame is a few hundred bytes larger. The consumer gets it and the
+ * small message sent after it, both as attempt 1, and nothing is dead-
+ * lettered as "consumer gone".
+ */
+static void test_largest_send_deliverable(void)
+{
+	enum { PROP = 4096, NPROP = 32 };
+	const size_t max_frame = 4u * 1024 * 1024 + 64 * 1024;
+	escrow_conf_t *conf = NULL;
+	escrow_consumer_t *c = NULL;
+	escrow_msg_t *got[2] = {0};
+	char err[256];
+	char *body = NULL, *vals = NULL;
+	wire_str pk[NPROP], pv[NPROP];
+	char names[NPROP][8];
+	int fd = -1;
+	raw_frame r = {0};
+	CHECK_INT(start(NULL), ==, 0);
+	CHECK_INT(group_create("t", "g", 0, 0, 100), ==, 0);
+	CHECK(body = malloc(4u << 20));
+	memset(body, 'b', 4u << 20);
+	CHECK(vals = malloc(PROP));
+	memset(vals, 'v', PROP);
+	wire_msg m = {0};
+	m.op = WIRE_OP_SEND;
+	WIRE_SET(&m, RID, rid, 77);
+	WIRE_SET(&m, TOPIC, topic, wire_cstr("t"));
+	WIRE_SET(&m, ID, id, escrow_id_new());
+	WIRE_SET(&m, BODY, body, ((wire_str){body, 4u << 20}));
+	/* properties of 4 KiB until the frame is at the limit, the last one cut
+	 * to land on it exactly */
+	uint32_t n = 0;
+	for (; n < NPROP; n++) {
+		snprintf(names[n], sizeof names[n], "p%u", n);
+		pk[n] = wire_cstr(names[n]);
+		pv[n] = (wire_str){vals, PROP};
+		WIRE_SET(&m, PROPS, props, ((wire_props){n + 1, pk, pv}));
+		if (frame_len(&m) >= max_frame)
+			break;
+	}
+	CHECK(n < NPROP);
+	uint32_t lo = 0, hi = PROP; /* the largest value length that fits */
+	while (lo < hi) {
+		uint32_t mid = (lo + hi + 1) / 2;
+		pv[n].len = mid;
+		if (frame_len(&m) <= max_frame)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	pv[n].len = lo;
+	CHECK_UINT(frame_len(&m), >=, max_frame - 2);
+	CHECK_UINT(frame_len(&m), <=, max_frame);
+	CHECK((fd = raw_connect(broker.port)) >= 0);
+	CHECK_INT(raw_hello(fd, "big-sender", "producer"), ==, 0);
+	CHECK_INT(raw_call(fd, &m, &r, 10000), ==, RAW_OK);
+	CHECK(WIRE_HAS(&r.f.m, OK)); /* accepted */
+	CHECK_INT(send_text("t", "small"), ==, 0);
+
+	CHECK(conf = make_conf());
+	CHECK(c = escrow_consumer_new(conf, "t", "g", err, sizeof err));
+	CHECK_INT(poll_n(c, got, 2, 5000), ==, 2);
+	size_t len;
+	escrow_msg_body(got[0], &len);
+	CHECK_UINT(len, ==, 4u << 20);
+	CHECK_UINT(escrow_msg_attempt(got[0]), ==, 1);
+	CHECK_UINT(escrow_msg_seq(got[1]), ==, 2);
+	CHECK_UINT(escrow_msg_attempt(got[1]), ==, 1);
+	CHECK_INT(escrow_ack_sync(c, got[0], 5000), ==, 0);
+	CHECK_INT(escrow_ack_sync(c, got[1], 5000), ==, 0);
+	CHECK_UINT(group_field("t", "g", WIRE_F_DLQ), ==, 0);
+end:
+	escrow_msg_free(got[0]);
+	escrow_msg_free(got[1]);
+	escrow_consumer_free(c);
+	escrow_conf_free(conf);
+	raw_frame_free(&r);
+	raw_close(fd);
+	free(body);
+	free(vals);
+	stop();
+}
+
+/*
+ * Item 15: a broker with --max-body 6MiB takes a 5 MiB message from
+ * escrow_send (the library learns the limit in hello instead of refusing
+ * anything over its 4 MiB default) and delivers it to escrow_consumer_poll;
+ * a body over the broker's limit is refused TOO_LARGE without breaking the
+ * producer's connection.
+ */
+static void test_max_body_above_4mib(void)
+{
+	const char *const extra[] = {"--max-body", "6MiB", NULL};
+	escrow_conf_t *conf = NULL;
+	escrow_producer_t *p = NULL;
+	escrow_consumer_t *c = NULL;
+	escrow_msg_t *out = NULL, *in = NULL, *big = NULL, *ok = NULL;
+	char err[256];
+	char *body = NULL;
+	CHECK_INT(start(extra), ==, 0);
+	CHECK(conf = make_conf());
+	CHECK(p = escrow_producer_new(conf, err, sizeof err));
+	CHECK(body = malloc(7u << 20));
+	memset(body, 'x', 7u << 20);
+	CHECK(out = escrow_msg_new("t", body, 5u << 20));
+	CHECK_INT(escrow_send(p, out, NULL), ==, 0);
+	CHECK(big = escrow_msg_new("t", body, 7u << 20));
+	CHECK_INT(escrow_send(p, big, NULL), ==, ESCROW_ERR_TOO_LARGE);
+	CHECK(ok = escrow_msg_new("t", "after", 5));
+	CHECK_INT(escrow_send(p, ok, NULL), ==, 0);
+	CHECK(c = escrow_consumer_new(conf, "t", "g", err, sizeof err));
+	CHECK(in = escrow_consumer_poll(c, 10000));
+	size_t len;
+	const char *b = escrow_msg_body(in, &len);
+	CHECK_UINT(len, ==, 5u << 20);
+	CHECK(b[0] == 'x' && b[len - 1] == 'x');
+	CHECK_INT(escrow_ack_sync(c, in, 5000), ==, 0);
+end:
+	escrow_msg_free(out);
+	escrow_msg_free(in);
+	escrow_msg_free(big);
+	escrow_msg_free(ok);
+	escrow_consumer_free(c);
+	escrow_producer_free(p);
+	escrow_conf_free(conf);
+	free(body);
+	stop();
+}
+
 static const test_case cases[] = {
 	TEST_CASE(test_ack_after_reset),
 	TEST_CASE(test_nack_reason_utf8_lib),
 	TEST_CASE(test_nack_reason_utf8_broker),
 	TEST_CASE(test_resubscribe_after_delete),
 	TEST_CASE(test_free_flushes_acks),
+	TEST_CASE(test_slow_consumer_no_redelivery),
+	TEST_CASE(test_largest_send_deliverable),
+	TEST_CASE(test_max_body_above_4mib),
 };
 
 int main(int argc, char **argv)

@@ -418,6 +418,54 @@ end:
 	stop();
 }
 
+/* ---- item 10: the size of a transaction is bounded ------------------------ */
+
+/* --tx-max-messages 5: the sixth message is TOO_LARGE with a sentence naming
+ * the option, a repeated id is still a dup, the transaction stays whole and
+ * commits its five. --tx-max-bytes likewise. Before: no bound at all. */
+static void test_tx_size_bound(void)
+{
+	static const char *const args[] = {"--tx-max-messages", "5", "--tx-max-bytes", "4KiB",
+	                                   "--log-level", "warn", NULL};
+	int p = -1;
+	char emsg[256];
+	CHECK_INT(start("txb10", args), ==, 0);
+	CHECK_INT(topic_create(admin, "t10"), ==, 0);
+	p = pconn("p10", "producer", "pg10", true);
+	CHECK(p >= 0);
+	escrow_id_t tx = escrow_id_new(), first = escrow_id_new();
+	CHECK_INT(half_key(p, tx, "t10", first, "k", "one", NULL), ==, 0);
+	for (int i = 1; i < 5; i++)
+		CHECK_INT(half(p, tx, "t10", "more"), ==, 0);
+	CHECK_INT(half_key(p, tx, "t10", escrow_id_new(), "k", "sixth", emsg), ==,
+	          ESCROW_ERR_TOO_LARGE);
+	test_diag("sixth message: %s", emsg);
+	CHECK(strstr(emsg, "--tx-max-messages") != NULL);
+	CHECK_INT(half_key(p, tx, "t10", first, "k", "one", NULL), ==, 0); /* dup */
+	CHECK_INT(end_tx(p, tx, "commit", 0, NULL), ==, 0);
+	wire_msg d = {0};
+	d.op = WIRE_OP_TOPIC_DESCRIBE;
+	WIRE_SET(&d, TOPIC, topic, wire_cstr("t10"));
+	raw_frame r;
+	CHECK_INT(raw_call(admin, &d, &r, RAW_TIMEOUT_MS), ==, RAW_OK);
+	uint64_t count = r.f.m.count;
+	raw_frame_free(&r);
+	CHECK_UINT(count, ==, 5);
+
+	/* bytes: 3 KiB bodies, the second passes 4 KiB */
+	static char big[3072 + 1];
+	memset(big, 'b', sizeof big - 1);
+	escrow_id_t tx2 = escrow_id_new();
+	CHECK_INT(half(p, tx2, "t10", big), ==, 0);
+	CHECK_INT(half_key(p, tx2, "t10", escrow_id_new(), "k", big, emsg), ==, ESCROW_ERR_TOO_LARGE);
+	test_diag("second 3 KiB message: %s", emsg);
+	CHECK(strstr(emsg, "--tx-max-bytes") != NULL);
+	CHECK_INT(end_tx(p, tx2, "rollback", 0, NULL), ==, 0);
+end:
+	raw_close(p);
+	stop();
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
@@ -429,6 +477,7 @@ int main(int argc, char **argv)
 		TEST_CASE(test_checks_only_to_handlers),
 		TEST_CASE(test_max_age),
 		TEST_CASE(test_small_promises),
+		TEST_CASE(test_tx_size_bound),
 	};
 	return test_run(cases, TEST_COUNT(cases));
 }

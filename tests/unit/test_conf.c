@@ -4,6 +4,7 @@
  * include/escrow/msg.h). Links client_dep; no broker needed.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "client/client.h"
@@ -12,8 +13,10 @@
 
 static void test_conf_defaults(void)
 {
-	escrow_conf_t *conf = escrow_conf_new();
+	escrow_conf_t *conf;
 	char buf[300];
+	unsetenv("ESCROW_SERVER"); /* the caller's must not change the defaults tested */
+	conf = escrow_conf_new();
 	CHECK(conf != NULL);
 	CHECK_INT(escrow_conf_get(conf, "server", buf, sizeof buf), ==, ESCROW_OK);
 	CHECK_STR(buf, ==, "127.0.0.1:7420");
@@ -37,6 +40,30 @@ static void test_conf_defaults(void)
 	CHECK_STR(buf, ==, "warn");
 end:
 	escrow_conf_free(conf);
+}
+
+/* the libraries take the broker address from ESCROW_SERVER like escrowctl */
+static void test_conf_env_server(void)
+{
+	escrow_conf_t *c = NULL;
+	char buf[128];
+	setenv("ESCROW_SERVER", "10.1.2.3:7999", 1);
+	c = escrow_conf_new();
+	CHECK(c != NULL);
+	CHECK_INT(escrow_conf_get(c, "server", buf, sizeof buf), ==, 0);
+	CHECK_STR(buf, ==, "10.1.2.3:7999");
+	CHECK_INT(escrow_conf_set(c, "server", "127.0.0.1:1", NULL, 0), ==, 0);
+	CHECK_INT(escrow_conf_get(c, "server", buf, sizeof buf), ==, 0);
+	CHECK_STR(buf, ==, "127.0.0.1:1");
+	escrow_conf_free(c);
+	setenv("ESCROW_SERVER", "not an address", 1);
+	c = escrow_conf_new();
+	CHECK(c != NULL);
+	CHECK_INT(escrow_conf_get(c, "server", buf, sizeof buf), ==, 0);
+	CHECK_STR(buf, ==, "127.0.0.1:7420");
+end:
+	unsetenv("ESCROW_SERVER");
+	escrow_conf_free(c);
 }
 
 static void test_conf_set_get(void)
@@ -200,7 +227,7 @@ end:
 }
 
 static const test_case cases[] = {
-	TEST_CASE(test_conf_defaults), TEST_CASE(test_conf_set_get),
+	TEST_CASE(test_conf_defaults), TEST_CASE(test_conf_env_server), TEST_CASE(test_conf_set_get),
 	TEST_CASE(test_conf_rejects),  TEST_CASE(test_conf_log_level),
 	TEST_CASE(test_msg_fields),    TEST_CASE(test_msg_empty_body),
 	TEST_CASE(test_conf_broker_rules),

@@ -1,7 +1,9 @@
 /*
  * test_store_tx.c - the store's transaction ops (store/tx.c): half add,
  * commit (all messages appended in one op), rollback, tombstones and their
- * conflicts, checks moving tx_due, expiry, reopen, tombstone GC.
+ * conflicts, checks moving tx_due, expiry, reopen, tombstone GC; the size
+ * bound of a transaction, topic delete under halves, and the migration of a
+ * schema 1 store (no half_ids, txs ver 1) to schema 2.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -9,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <lmdb.h>
 
 #include "store/store.h"
 
@@ -146,6 +150,56 @@ static int half_cb(void *arg, const store_half_info *h)
 	return 0;
 }
 
+/* downgrade_to_v1 rewrites the store in @dir as schema 1 wrote it: no
+ * half_ids entries, txs values ver 1 (no bytes field), schema_version 1. */
+static int downgrade_to_v1(const char *dir)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi meta, txs, hids;
+	MDB_cursor *c;
+	if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 32) ||
+	    mdb_env_set_mapsize(env, UINT64_C(16) << 30) || mdb_env_open(env, dir, 0, 0600))
+		return -1;
+	int rc = mdb_txn_begin(env, NULL, 0, &txn);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "meta", 0, &meta) || mdb_dbi_open(txn, "txs", 0, &txs) ||
+		     mdb_dbi_open(txn, "half_ids", 0, &hids) || mdb_drop(txn, hids, 0);
+	unsigned char vals[16][300], keys[16][16];
+	size_t lens[16], n = 0;
+	MDB_val k, d;
+	if (!rc && !(rc = mdb_cursor_open(txn, txs, &c))) {
+		for (int r = mdb_cursor_get(c, &k, &d, MDB_FIRST); r == 0 && n < 16;
+		     r = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+			const unsigned char *p = d.mv_data;
+			if (p[0] != 2 || d.mv_size < 43)
+				rc = -1;
+			memcpy(keys[n], k.mv_data, 16);
+			vals[n][0] = 1;
+			memcpy(vals[n] + 1, p + 1, 33);          /* state .. conn_id */
+			memcpy(vals[n] + 34, p + 42, d.mv_size - 42); /* pgroup_len, pgroup */
+			lens[n++] = d.mv_size - 8;
+		}
+		mdb_cursor_close(c);
+	}
+	for (size_t i = 0; !rc && i < n; i++) {
+		k = (MDB_val){16, keys[i]};
+		d = (MDB_val){lens[i], vals[i]};
+		rc = mdb_put(txn, txs, &k, &d, 0);
+	}
+	unsigned char one[4] = {0, 0, 0, 1};
+	k = (MDB_val){14, "schema_version"};
+	d = (MDB_val){4, one};
+	if (!rc)
+		rc = mdb_put(txn, meta, &k, &d, 0);
+	if (!rc)
+		rc = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return rc ? -1 : 0;
+}
+
 static store *open_at(const char *dir)
 {
 	store_opts o = {.dir = dir, .sync = STORE_SYNC_NONE, .done = on_done, .log = on_log};
@@ -266,6 +320,59 @@ int main(void)
 	op = half(t3, tb, 20, NULL, 50);
 	CHECK(run(s, op) == 0);
 	store_op_free(op);
+
+	/* the size bound: count, then bytes; a repeated id is still a dup */
+	escrow_id_t t4 = mkid(1004);
+	uint64_t bytes1 = 0;
+	for (unsigned i = 0; i < 3; i++) {
+		op = half(t4, ta, 40 + i, NULL, 999);
+		op->u.tx.max_count = 3;
+		CHECK(run(s, op) == 0 && op->u.tx.count == i + 1);
+		if (i == 0)
+			bytes1 = op->u.tx.bytes;
+		CHECK(op->u.tx.bytes == bytes1 * (i + 1));
+		store_op_free(op);
+	}
+	op = half(t4, ta, 43, NULL, 999);
+	op->u.tx.max_count = 3;
+	CHECK(run(s, op) == ESCROW_ERR_TOO_LARGE && op->u.tx.limit == 1 && op->u.tx.count == 3);
+	store_op_free(op);
+	op = half(t4, ta, 41, NULL, 999);
+	op->u.tx.max_count = 3;
+	CHECK(run(s, op) == 0 && op->u.tx.dup && op->u.tx.count == 3);
+	store_op_free(op);
+	op = half(t4, ta, 44, NULL, 999);
+	op->u.tx.max_bytes = bytes1 * 3 + bytes1 / 2;
+	CHECK(run(s, op) == ESCROW_ERR_TOO_LARGE && op->u.tx.limit == 2);
+	store_op_free(op);
+	CHECK(run_end(s, t4, STORE_TX_ROLLBACK, NULL) == 0);
+
+	/* a topic holding halves (t3 on b) cannot be deleted */
+	op = new_op(STORE_OP_TOPIC_DELETE);
+	op->u.topic.id = tb;
+	CHECK(run(s, op) == ESCROW_ERR_CONFLICT);
+	store_op_free(op);
+
+	/* schema 1 -> 2: t5's ids are indexed again and its bytes counted */
+	escrow_id_t t5 = mkid(1005);
+	uint64_t bytes5 = 0;
+	for (unsigned i = 0; i < 3; i++) {
+		op = half(t5, ta, 50 + i, "k5", 999);
+		CHECK(run(s, op) == 0);
+		bytes5 = op->u.tx.bytes;
+		store_op_free(op);
+	}
+	store_close(s);
+	CHECK(downgrade_to_v1(dir) == 0);
+	s = open_at(dir);
+	CHECK(s != NULL);
+	op = half(t5, ta, 51, "k5", 999);
+	CHECK(run(s, op) == 0 && op->u.tx.dup && op->u.tx.count == 3 && op->u.tx.bytes == bytes5);
+	store_op_free(op);
+	op = half(t5, ta, 53, "k5", 999);
+	CHECK(run(s, op) == 0 && !op->u.tx.dup && op->u.tx.count == 4);
+	store_op_free(op);
+	CHECK(run_end(s, t5, STORE_TX_ROLLBACK, NULL) == 0);
 	store_close(s);
 	s = open_at(dir);
 	CHECK(s != NULL);
@@ -277,7 +384,7 @@ int main(void)
 	op = new_op(STORE_OP_TX_GC);
 	op->u.tx.due_ms = UINT64_MAX;
 	op->u.tx.count = 100;
-	CHECK(run(s, op) == 0 && op->u.tx.n_out == 2);
+	CHECK(run(s, op) == 0 && op->u.tx.n_out == 4);
 	store_op_free(op);
 	CHECK(run_end(s, t1, STORE_TX_COMMIT, NULL) == ESCROW_ERR_NOT_FOUND);
 	store_close(s);
