@@ -32,6 +32,7 @@
 #include <stdarg.h>
 
 #include "store/store.h"
+#include "wire/clock.h"
 #include "wire/wire.h"
 
 /* ---- logging (log.c) ---------------------------------------------------- */
@@ -63,7 +64,13 @@ void log_store_sink(int level, const char *line);
 		}                                                              \
 	} while (0)
 
-uint64_t now_ms(void); /* Unix ms, wall clock */
+/* now_ms: the broker's clock for timers and timestamps, Unix ms
+ * (wire/clock.h: the wall clock, sped up by the test-only --time-scale).
+ * Real waits for evtimer_add come from clock_timeval(ms). */
+static inline uint64_t now_ms(void)
+{
+	return clock_now_ms();
+}
 
 /* ---- configuration (config.c, config_doc.c) ------------------------------ */
 
@@ -92,6 +99,7 @@ typedef struct broker_conf {
 	bool tx_policy_rollback;      /* --tx-policy rollback (else expire) */
 	uint64_t tx_check_timeout_ms; /* --tx-check-timeout */
 	uint64_t tx_tombstone_ms;     /* --tx-tombstone */
+	uint32_t time_scale;          /* --time-scale: tests only (wire/clock.h) */
 	/* the HTTP front (http.c, doc/http.md) */
 	char *http;                   /* --http HOST:PORT; "" = no HTTP */
 	uint32_t http_max_conns;      /* --http-max-conns */

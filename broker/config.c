@@ -98,6 +98,11 @@ const conf_row conf_rows[] = {
 	         "clock) gets --tx-policy even when no producer of its group is online, so one "
 	         "opened from the shell or by a group that never comes back does not stay PENDING "
 	         "forever; with expire it is kept for an operator (0: never)"},
+	{.name = "time-scale", .type = CONF_INT, .def = "1", .min = 1, .max = 1000,
+	 .flags = CONF_TEST, CONF_FIELD(time_scale),
+	 .help = "run the broker's clock N times as fast as the wall clock: every timer and "
+	         "stored timestamp (ack timeout, backoff, check-back, retention, delay, tx age) "
+	         "uses it, so timer tests take milliseconds; log lines keep real time"},
 	{.name = "max-pending", .type = CONF_INT, .def = "4096", .min = 1, .max = 1000000,
 	 .flags = CONF_RELOAD, CONF_FIELD(max_pending_ops),
 	 .help = "store ops in flight per connection before escrowd stops reading from it"},

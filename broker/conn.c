@@ -225,7 +225,7 @@ static void stall_update(conn *c, bool progressed)
 	}
 	if (progressed || !evtimer_pending(c->stall_ev, NULL)) {
 		uint64_t ms = c->b->conf.frame_timeout_ms;
-		struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+		struct timeval tv = clock_timeval(ms);
 		evtimer_add(c->stall_ev, &tv);
 	}
 }

@@ -14,13 +14,6 @@
 
 int log_level = ESCROW_LOG_INFO;
 
-uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static char level_char(int level)
 {
 	switch (level) {
@@ -40,7 +33,7 @@ void log_line(int level, const char *file, int line, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	uint64_t ms = now_ms();
+	uint64_t ms = clock_wall_ms(); /* log lines carry real time, even under --time-scale */
 	time_t sec = (time_t)(ms / 1000);
 	struct tm tm;
 	gmtime_r(&sec, &tm);

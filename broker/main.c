@@ -231,6 +231,7 @@ int main(int argc, char **argv)
 		config_free(&b->conf);
 		return rc;
 	}
+	clock_set_scale(b->conf.time_scale);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
 	raise_fd_limit();

@@ -99,7 +99,7 @@ static void timer_rearm(broker *b)
 		return;
 	uint64_t now = now_ms();
 	uint64_t d = due > now ? due - now : 0;
-	struct timeval tv = {(time_t)(d / 1000), (suseconds_t)(d % 1000) * 1000};
+	struct timeval tv = clock_timeval(d);
 	evtimer_add(b->timer_ev, &tv);
 	b->timer_at = due ? due : 1;
 }

@@ -35,6 +35,7 @@
 #include <uthash.h>
 
 #include "client/client.h"
+#include "wire/clock.h"
 
 /* Placeholder rid encoded into every request: msgpack always packs it as
  * 0xcf + 8 bytes, which are overwritten with the real rid at each send. */
@@ -137,13 +138,6 @@ static void conn_lost(client *cl, const char *fmt, ...) __attribute__((format(pr
 static void req_send(client *cl, req *r);
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static uint64_t mono_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static struct timeval tv_ms(uint64_t ms)
 {
@@ -338,7 +332,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	cl->deadline_armed_us = 0;
-	uint64_t now = mono_us();
+	uint64_t now = clock_mono_us();
 	req *r;
 	while ((r = TAILQ_FIRST(&cl->deadlines)) && r->deadline_us <= now) {
 		TAILQ_REMOVE(&cl->deadlines, r, dlink);
@@ -818,7 +812,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_lock(&cl->lock);
 	TAILQ_CONCAT(&got, &cl->inbox, link);
 	pthread_mutex_unlock(&cl->lock);
-	uint64_t now = mono_us();
+	uint64_t now = clock_mono_us();
 	req *r;
 	while ((r = TAILQ_FIRST(&got))) {
 		TAILQ_REMOVE(&got, r, link);
@@ -946,7 +940,7 @@ int client_new(client **out, const client_opts *o, char *errstr, size_t errlen)
 	cl->opts = *o;
 	cl->opts.conf = &cl->conf;
 	cl->opts.role = cl->role;
-	cl->seed = (unsigned)mono_us() ^ (unsigned)(uintptr_t)cl;
+	cl->seed = (unsigned)clock_mono_us() ^ (unsigned)(uintptr_t)cl;
 	TAILQ_INIT(&cl->waiting);
 	TAILQ_INIT(&cl->backoff);
 	TAILQ_INIT(&cl->inbox);
@@ -1102,7 +1096,7 @@ static int request_submit(client *cl, const wire_msg *m, int flags, int timeout_
 	r->cb = cb;
 	r->arg = arg;
 	r->sync = sw;
-	r->deadline_us = mono_us() + (uint64_t)timeout_ms * 1000;
+	r->deadline_us = clock_mono_us() + (uint64_t)timeout_ms * 1000;
 	return submit(cl, r);
 }
 

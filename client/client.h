@@ -70,6 +70,7 @@
 #include <stdint.h>
 
 #include "escrow/common.h"
+#include "wire/clock.h"
 #include "wire/wire.h"
 
 typedef struct client client;
@@ -243,7 +244,11 @@ void conf_vlog(const escrow_conf_t *conf, int level, const char *fmt, va_list ap
 /* conf_init fills @conf with the defaults. */
 void conf_init(escrow_conf_t *conf);
 
-/* Current Unix time in ms (born_ms). */
-uint64_t client_now_unix_ms(void);
+/* client_now_unix_ms: current Unix time in ms (born_ms), from the process
+ * clock (wire/clock.h). */
+static inline uint64_t client_now_unix_ms(void)
+{
+	return clock_now_ms();
+}
 
 #endif

@@ -264,9 +264,3 @@ void conf_log(const escrow_conf_t *conf, int level, const char *fmt, ...)
 	va_end(ap);
 }
 
-uint64_t client_now_unix_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}

@@ -18,6 +18,7 @@
 #include "client/msg_int.h"
 #include "escrow/consumer.h"
 #include "consumer/consumer_int.h"
+#include "wire/clock.h"
 
 struct escrow_consumer {
 	client *cl;
@@ -55,23 +56,9 @@ int *consumer_stop_flag(escrow_consumer_t *c)
 	return &c->stop;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t mono_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 void consumer_mark_active(escrow_consumer_t *c)
 {
-	__atomic_store_n(&c->active_us, mono_us(), __ATOMIC_RELAXED);
+	__atomic_store_n(&c->active_us, clock_mono_us(), __ATOMIC_RELAXED);
 }
 
 /*
@@ -108,7 +95,7 @@ static void lease_touch_locked(escrow_consumer_t *c, escrow_msg_t *m, uint64_t n
 static void on_tick(void *arg)
 {
 	escrow_consumer_t *c = arg;
-	uint64_t now = mono_us();
+	uint64_t now = clock_mono_us();
 	uint64_t active = __atomic_load_n(&c->active_us, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&c->lock);
 	uint64_t timeout_ms = 0;
@@ -157,7 +144,7 @@ static void on_subscribed(void *arg, int err, const wire_msg *reply)
 		client_log(c->cl, ESCROW_LOG_INFO, "subscribed to %s/%s as sid %llu, prefetch %d",
 		           c->topic, c->group, (unsigned long long)c->sid, c->prefetch);
 	} else {
-		c->sub_failed_at_ms = mono_ms();
+		c->sub_failed_at_ms = clock_mono_ms();
 		if (err > 0 && WIRE_HAS(reply, EMSG))
 			snprintf(c->sub_emsg, sizeof c->sub_emsg, "subscribe %s/%s: %.*s (%s)",
 			         c->topic, c->group, (int)reply->emsg.len, reply->emsg.p,
@@ -261,7 +248,7 @@ static void on_push(void *arg, const wire_msg *m)
 		return;
 	}
 	msg->conn_id = client_connection_id(c->cl);
-	msg->recv_us = mono_us();
+	msg->recv_us = clock_mono_us();
 	pthread_mutex_lock(&c->lock);
 	if (!c->qhead && msg->ack_timeout_ms)
 		client_tick_after(c->cl, lease_tick_ms(msg->ack_timeout_ms));
@@ -404,11 +391,11 @@ static void maybe_resubscribe_locked(escrow_consumer_t *c)
 {
 	if (c->sid || c->sub_inflight || !c->sub_failed_at_ms)
 		return;
-	if (mono_ms() - c->sub_failed_at_ms < (uint64_t)c->retry_ms)
+	if (clock_mono_ms() - c->sub_failed_at_ms < (uint64_t)c->retry_ms)
 		return;
 	if (!client_is_connected(c->cl))
 		return;
-	c->sub_failed_at_ms = mono_ms();
+	c->sub_failed_at_ms = clock_mono_ms();
 	subscribe_locked(c);
 }
 
@@ -455,7 +442,7 @@ escrow_msg_t *escrow_consumer_poll(escrow_consumer_t *c, int timeout_ms)
 	}
 	if (msg && msg->ack_timeout_ms) {
 		/* it waited in the buffer: its deadline starts now (see above) */
-		uint64_t now = mono_us();
+		uint64_t now = clock_mono_us();
 		if (now - msg->recv_us > msg->ack_timeout_ms * 100)
 			lease_touch_locked(c, msg, now);
 	}

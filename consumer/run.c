@@ -51,22 +51,57 @@ void escrow_consumer_stop(escrow_consumer_t *c)
 		__atomic_store_n(consumer_stop_flag(c), 1, __ATOMIC_RELEASE);
 }
 
-int escrow_consumer_run(escrow_consumer_t *c, escrow_consume_fn *handler, void *arg)
+/* What a run-loop handler asked for a message it reconsumes (consumer.h). */
+struct escrow_consume_ctx {
+	int64_t delay_ms;                          /* -1: the group's backoff step */
+	char reason[ESCROW_NACK_REASON_MAX + 1];   /* "": "reconsume later" */
+};
+
+int escrow_consume_ctx_set_nack(escrow_consume_ctx_t *ctx, int64_t delay_ms, const char *reason)
 {
-	if (!c || !handler)
+	if (!ctx || delay_ms < -1 || (reason && !wire_utf8_valid(reason, strlen(reason))))
 		return ESCROW_ERR__INVALID_ARG;
+	ctx->delay_ms = delay_ms;
+	size_t n = reason ? wire_utf8_prefix(reason, strlen(reason), ESCROW_NACK_REASON_MAX) : 0;
+	memcpy(ctx->reason, reason ? reason : "", n);
+	ctx->reason[n] = 0;
+	return ESCROW_OK;
+}
+
+/* run_loop serves escrow_consumer_run (@plain) and escrow_consumer_run_ctx
+ * (@with_ctx); exactly one of the two is set. */
+static int run_loop(escrow_consumer_t *c, escrow_consume_fn *plain,
+                    escrow_consume_ctx_fn *with_ctx, void *arg)
+{
 	int *stop = consumer_stop_flag(c);
 	while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
 		escrow_msg_t *m = escrow_consumer_poll(c, RUN_POLL_MS);
 		if (!m)
 			continue;
-		escrow_consume_result_t r = handler(m, arg);
-		int rc = r == ESCROW_CONSUME_SUCCESS ? escrow_ack(c, m)
-		                                     : escrow_nack(c, m, -1, "reconsume later");
+		escrow_consume_ctx_t ctx = {.delay_ms = -1};
+		escrow_consume_result_t r = plain ? plain(m, arg) : with_ctx(m, &ctx, arg);
+		int rc = r == ESCROW_CONSUME_SUCCESS
+		                 ? escrow_ack(c, m)
+		                 : escrow_nack(c, m, ctx.delay_ms,
+		                               ctx.reason[0] ? ctx.reason : "reconsume later");
 		escrow_msg_free(m);
 		/* TRANSPORT: the message comes again on the next connection */
 		if (rc == ESCROW_ERR__NO_MEM)
 			return rc;
 	}
 	return ESCROW_OK;
+}
+
+int escrow_consumer_run(escrow_consumer_t *c, escrow_consume_fn *handler, void *arg)
+{
+	if (!c || !handler)
+		return ESCROW_ERR__INVALID_ARG;
+	return run_loop(c, handler, NULL, arg);
+}
+
+int escrow_consumer_run_ctx(escrow_consumer_t *c, escrow_consume_ctx_fn *handler, void *arg)
+{
+	if (!c || !handler)
+		return ESCROW_ERR__INVALID_ARG;
+	return run_loop(c, NULL, handler, arg);
 }

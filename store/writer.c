@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "store/store_int.h"
+#include "wire/clock.h"
 
 /* A topic touched by the current transaction. */
 struct tcache {
@@ -63,13 +64,6 @@ struct wctx {
 	struct gcache *g;
 	size_t ng, capg;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /*
  * wfail records an LMDB failure of the write phase (or of a read whose
@@ -833,7 +827,7 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 		w->fail_what = "mdb_txn_begin";
 		return rc;
 	}
-	w->now_ms = now_ms();
+	w->now_ms = clock_now_ms(); /* the broker's clock (wire/clock.h) */
 	uint64_t n = 0;
 	for (store_op *op = first; op != end; op = op->next, n++) {
 		op->err = apply(w, op);

@@ -1196,6 +1196,7 @@ static struct qmsg *qmsg_dup(const wire_msg *m)
 		return NULL;                                                                     \
 	}
 #include "wire/fields.def"
+#include "wire/clock.h"
 #undef FIELD
 	return q;
 }
@@ -1241,13 +1242,6 @@ static void on_sigint(int sig)
 	interrupted = 1;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /*
  * delivq_pop waits until a delivery is queued, the connection breaks, ^C,
  * or @wait_ms pass (< 0: forever). Returns the delivery or NULL; waits in
@@ -1255,11 +1249,11 @@ static uint64_t mono_ms(void)
  */
 static struct qmsg *delivq_pop(struct delivq *dq, int64_t wait_ms)
 {
-	uint64_t end = wait_ms < 0 ? UINT64_MAX : mono_ms() + (uint64_t)wait_ms;
+	uint64_t end = wait_ms < 0 ? UINT64_MAX : clock_mono_ms() + (uint64_t)wait_ms;
 	struct qmsg *q = NULL;
 	pthread_mutex_lock(&dq->mu);
 	while (!dq->head && !dq->broken && !dq->oom && !interrupted) {
-		uint64_t now = mono_ms();
+		uint64_t now = clock_mono_ms();
 		if (now >= end)
 			break;
 		uint64_t slice = end - now < 100 ? end - now : 100;

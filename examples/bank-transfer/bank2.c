@@ -9,7 +9,9 @@
  *     RECONSUME_LATER: the broker redelivers on the group's backoff, then
  *     dead-letters the message (scenario 3);
  *   - insert tx_no into de_duplication (and the audit's credit_log).
- * then escrow_consumer_run() acks on SUCCESS, nacks on RECONSUME_LATER.
+ * then escrow_consumer_run_ctx() acks on SUCCESS, nacks on RECONSUME_LATER
+ * with the cause as the nack's reason (escrow_consume_ctx_set_nack), so the
+ * dead letters in `escrowctl dlq list transfer bank2` say why.
  *
  * Modes and fault switches:
  *   --add-account NO NAME   create account NO (balance 0) and exit: what an
@@ -53,8 +55,10 @@ static int step_done(sqlite3_stmt *st)
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
-static escrow_consume_result_t credit(const escrow_msg_t *msg, void *arg)
+static escrow_consume_result_t credit(const escrow_msg_t *msg, escrow_consume_ctx_t *ctx,
+                                      void *arg)
 {
+	char why[160] = ""; /* the nack's reason when we fail */
 	size_t len;
 	const char *body = escrow_msg_body(msg, &len);
 	const char *tx_no = NULL;
@@ -72,6 +76,7 @@ static escrow_consume_result_t credit(const escrow_msg_t *msg, void *arg)
 		fprintf(stderr, "bank2: fault fail-first: delivery %ld (attempt %u) -> RECONSUME_LATER\n",
 		        deliveries, escrow_msg_attempt(msg));
 		failures++;
+		escrow_consume_ctx_set_nack(ctx, -1, "bank2 fault --fail-first");
 		return ESCROW_CONSUME_RECONSUME_LATER;
 	}
 	json_t *j = json_loadb(body, len, 0, &jerr);
@@ -80,6 +85,8 @@ static escrow_consume_result_t credit(const escrow_msg_t *msg, void *arg)
 		fprintf(stderr, "bank2: bad message body; RECONSUME_LATER (it ends in the DLQ)\n");
 		json_decref(j);
 		failures++;
+		escrow_consume_ctx_set_nack(ctx, -1,
+		                            "bad message body: want {tx_no, to, amount > 0} JSON");
 		return ESCROW_CONSUME_RECONSUME_LATER;
 	}
 
@@ -106,6 +113,8 @@ static escrow_consume_result_t credit(const escrow_msg_t *msg, void *arg)
 	if (sqlite3_changes(db) == 0) {
 		fprintf(stderr, "bank2: tx_no %s: account %lld does not exist (attempt %u)"
 		        " -> RECONSUME_LATER\n", tx_no, (long long)to, escrow_msg_attempt(msg));
+		snprintf(why, sizeof why, "credit of tx_no %s: account %lld does not exist", tx_no,
+		         (long long)to);
 		goto fail;
 	}
 	int64_t now = bankdb_now_ms();
@@ -133,8 +142,14 @@ static escrow_consume_result_t credit(const escrow_msg_t *msg, void *arg)
 	return ESCROW_CONSUME_SUCCESS;
 
 fail:
+	if (!why[0])
+		snprintf(why, sizeof why, "local database error: %s", sqlite3_errmsg(db));
 	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 fail_nobegin:
+	if (!why[0])
+		snprintf(why, sizeof why, "local database error: %s", sqlite3_errmsg(db));
+	/* the cause goes with the nack, so `escrowctl dlq list` shows it */
+	escrow_consume_ctx_set_nack(ctx, -1, why);
 	json_decref(j);
 	failures++;
 	return ESCROW_CONSUME_RECONSUME_LATER;
@@ -235,7 +250,7 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	printf("bank2 ready db=%s server=%s\n", dbpath, server);
 	fflush(stdout);
-	int rc = escrow_consumer_run(consumer, credit, NULL);
+	int rc = escrow_consumer_run_ctx(consumer, credit, NULL);
 	fprintf(stderr, "bank2: stopped: %ld deliveries, %ld applied, %ld duplicates skipped,"
 	        " %ld reconsume-later\n", deliveries, applied, duplicates, failures);
 	escrow_consumer_free(consumer);

@@ -61,7 +61,9 @@
  * deadline of a message still being worked on. escrow_consumer_run() is the
  * loop most applications want: poll, call a handler, ack on
  * ::ESCROW_CONSUME_SUCCESS, nack on ::ESCROW_CONSUME_RECONSUME_LATER
- * (RocketMQ's MessageListenerConcurrently), until escrow_consumer_stop().
+ * (RocketMQ's MessageListenerConcurrently), until escrow_consumer_stop();
+ * escrow_consumer_run_ctx() is the same loop with a handler that can say
+ * why a message failed and when to retry it.
  *
  * ## Caveats
  * - escrow_consumer_new() fails only when the broker is reachable and
@@ -260,8 +262,10 @@ typedef escrow_consume_result_t escrow_consume_fn(const escrow_msg_t *msg, void 
 
 /**
  * @brief Run the consume loop on the calling thread: poll, call @p handler,
- *        then ack (SUCCESS) or nack with the group's backoff
- *        (RECONSUME_LATER, or any other value), until escrow_consumer_stop().
+ *        then ack (SUCCESS) or nack with the group's backoff and reason
+ *        "reconsume later" (RECONSUME_LATER, or any other value), until
+ *        escrow_consumer_stop(). To give the nack a reason and delay, use
+ *        escrow_consumer_run_ctx().
  *
  * Broken connections are not an error: the loop keeps polling while the
  * consumer reconnects (messages are then delivered again).
@@ -276,6 +280,60 @@ typedef escrow_consume_result_t escrow_consume_fn(const escrow_msg_t *msg, void 
  *         a loop on the same consumer.
  */
 ESCROW_EXPORT int escrow_consumer_run(escrow_consumer_t *c, escrow_consume_fn *handler, void *arg);
+
+/**
+ * @brief What a handler of escrow_consumer_run_ctx() may say about the nack
+ *        of the message it is handling; opaque, owned by the run loop.
+ */
+typedef struct escrow_consume_ctx escrow_consume_ctx_t;
+
+/**
+ * @brief The handler of escrow_consumer_run_ctx(): as ::escrow_consume_fn,
+ *        plus @p ctx, on which escrow_consume_ctx_set_nack() gives the
+ *        reason and delay of the nack that follows RECONSUME_LATER.
+ *
+ * @param[in] msg  the message; valid during the call only
+ * @param[in] ctx  this message's context; valid during the call only
+ * @param[in] arg  the @p arg given to escrow_consumer_run_ctx()
+ * @return as ::escrow_consume_fn.
+ */
+typedef escrow_consume_result_t escrow_consume_ctx_fn(const escrow_msg_t *msg,
+                                                      escrow_consume_ctx_t *ctx, void *arg);
+
+/**
+ * @brief Say why the message being handled failed and when it should come
+ *        again, for the nack the run loop makes when the handler returns
+ *        ::ESCROW_CONSUME_RECONSUME_LATER (RocketMQ's
+ *        ConsumeConcurrentlyContext.setDelayLevelWhenNextConsume). Without
+ *        it the nack has reason "reconsume later" and the group's backoff.
+ *        Ignored when the handler returns SUCCESS. May be called several
+ *        times; the last call counts.
+ *
+ * @param[in] ctx       the handler's @p ctx; not NULL
+ * @param[in] delay_ms  redeliver after this many ms; -1: the group's backoff
+ *                      step (as escrow_nack())
+ * @param[in] reason    UTF-8 text, copied; kept in the dead-letter queue if
+ *                      this was the last attempt; cut to
+ *                      ::ESCROW_NACK_REASON_MAX bytes on a character
+ *                      boundary; NULL or "": "reconsume later"
+ * @return ESCROW_OK, or ESCROW_ERR__INVALID_ARG (NULL @p ctx, @p delay_ms
+ *         below -1, or @p reason not valid UTF-8; nothing changed).
+ * @remark only from inside the handler, on the run loop's thread.
+ */
+ESCROW_EXPORT int escrow_consume_ctx_set_nack(escrow_consume_ctx_t *ctx, int64_t delay_ms,
+                                              const char *reason);
+
+/**
+ * @brief escrow_consumer_run() with a handler that can give the nack's
+ *        reason and delay (escrow_consume_ctx_set_nack()); otherwise the
+ *        same loop, returns and threads.
+ * @param[in] c        the consumer; not NULL
+ * @param[in] handler  called once per message, on this thread; not NULL
+ * @param[in] arg      passed to @p handler
+ * @return as escrow_consumer_run().
+ */
+ESCROW_EXPORT int escrow_consumer_run_ctx(escrow_consumer_t *c, escrow_consume_ctx_fn *handler,
+                                          void *arg);
 
 /**
  * @brief Make escrow_consumer_run() return after the message it is handling

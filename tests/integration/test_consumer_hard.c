@@ -18,6 +18,8 @@
  *                        delivered, its neighbour too (item 6)
  *   max_body_above_4mib  --max-body 6MiB works end to end through the
  *                        libraries, which learn the limit in hello (item 15)
+ *   run_ctx_nack_reason  the run loop's handler gives the nack's reason and
+ *                        delay (new-user item)
  *
  * usage: test_consumer_hard ESCROWD
  */
@@ -632,6 +634,51 @@ end:
 	stop();
 }
 
+static int run_calls;
+
+/* a run_ctx handler: the first message fails with a reason and a delay,
+ * then the loop stops. */
+static escrow_consume_result_t fail_with_reason(const escrow_msg_t *msg, escrow_consume_ctx_t *ctx,
+                                                void *arg)
+{
+	(void)msg;
+	run_calls++;
+	CHECK_INT(escrow_consume_ctx_set_nack(ctx, 10, "\xe2\x82"), ==, ESCROW_ERR__INVALID_ARG);
+	CHECK_INT(escrow_consume_ctx_set_nack(ctx, -2, "x"), ==, ESCROW_ERR__INVALID_ARG);
+	CHECK_INT(escrow_consume_ctx_set_nack(ctx, 10, "ledger 7 locked: caf\xc3\xa9"), ==, 0);
+end:
+	escrow_consumer_stop(arg);
+	return ESCROW_CONSUME_RECONSUME_LATER;
+}
+
+/*
+ * New-user item: the run loop's handler gives the nack's reason and delay
+ * (escrow_consumer_run_ctx + escrow_consume_ctx_set_nack); the dead letter
+ * shows that reason instead of "reconsume later".
+ */
+static void test_run_ctx_nack_reason(void)
+{
+	escrow_conf_t *conf = NULL;
+	escrow_consumer_t *c = NULL;
+	char err[256], back[300];
+	run_calls = 0;
+	CHECK_INT(start(NULL), ==, 0);
+	CHECK_INT(group_create("t", "g", 0, 1, 100), ==, 0);
+	CHECK_INT(send_text("t", "m"), ==, 0);
+	CHECK(conf = make_conf());
+	CHECK(c = escrow_consumer_new(conf, "t", "g", err, sizeof err));
+	CHECK_INT(escrow_consumer_run_ctx(c, fail_with_reason, c), ==, 0);
+	CHECK_INT(run_calls, ==, 1);
+	escrow_consumer_free(c); /* delivers the nack */
+	c = NULL;
+	CHECK_INT(dlq_reason("g", back, sizeof back), ==, 0);
+	CHECK_STR(back, ==, "ledger 7 locked: caf\xc3\xa9");
+end:
+	escrow_consumer_free(c);
+	escrow_conf_free(conf);
+	stop();
+}
+
 static const test_case cases[] = {
 	TEST_CASE(test_ack_after_reset),
 	TEST_CASE(test_nack_reason_utf8_lib),
@@ -641,6 +688,7 @@ static const test_case cases[] = {
 	TEST_CASE(test_slow_consumer_no_redelivery),
 	TEST_CASE(test_largest_send_deliverable),
 	TEST_CASE(test_max_body_above_4mib),
+	TEST_CASE(test_run_ctx_nack_reason),
 };
 
 int main(int argc, char **argv)

@@ -332,7 +332,8 @@ static void *killer(void *arg)
 	int st = broker_kill(&broker, SIGKILL);
 	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL))
 		test_diag("broker_kill: status %d", st);
-	usleep(300 * 1000);
+	/* no sleep: broker_kill has waited for the exit, so the data dir's
+	 * locks are free for the restart */
 	char d[512];
 	snprintf(d, sizeof d, "%s", broker.dir);
 	if (broker_start(&broker, d, targs))

@@ -13,6 +13,9 @@ tx=$(tx_no_of "$r")
 wait_for 20 bash -c "[ \"\$($ESCROWCTL -s 127.0.0.1:$ESCROW_PORT --json dlq list transfer bank2 | grep -c '\"$tx\"')\" = 1 ]" ||
 	die "not dead-lettered"
 ctl dlq list transfer bank2
+# the dead letter says why (bank2 gives the nack a reason), not "reconsume later"
+$ESCROWCTL -s 127.0.0.1:$ESCROW_PORT --json dlq list transfer bank2 | grep -q "credit of tx_no $tx: account 3 does not exist" ||
+	die "the dead letter's reason does not give the cause"
 n=$(grep -c "tx_no $tx: account 3 does not exist" "$WORK/bank2.log")
 [ "$n" = "$MAX_DELIVERIES" ] || die "expected $MAX_DELIVERIES attempts at bank2, saw $n"
 [ "$(sql "$WORK/bank1.db" "SELECT account_balance FROM account_info WHERE account_no=1")" = 9930 ] || die "bank1 balance"
