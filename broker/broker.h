@@ -266,8 +266,12 @@ struct group {
 	bool dying;          /* being removed: failures are not recorded */
 	sub *subs;           /* list via sub->next_in_group */
 	sub *rr;             /* round-robin position */
+	struct push *push;   /* push group state (push.c); NULL: a pull group */
 	bool dirty;          /* queued for dispatch */
 	group *next_dirty;
+	/* counters for GET /metrics (metrics.c), monotonic while the group lives */
+	uint64_t n_delivered, n_redelivered, n_acked, n_nacked;
+	uint64_t n_dead_by[3]; /* dead-lettered after: ack timeout, consumer gone, nack */
 	group *next;         /* in topic->groups */
 	UT_hash_handle hh_id;
 };
@@ -300,7 +304,7 @@ bool name_valid(wire_str s);
 
 struct sub {
 	uint64_t sid;
-	conn *c;
+	conn *c;            /* NULL: the pusher of a push group (push.c) */
 	group *g;
 	uint32_t prefetch;  /* most deliveries unacked at once */
 	uint32_t inflight;  /* deliveries unacked now */
@@ -407,6 +411,32 @@ void tx_shutdown(broker *b);
 void cmd_send_half(conn *c, const wire_msg *m);
 void cmd_end_tx(conn *c, const wire_msg *m);
 void cmd_tx_list(conn *c, const wire_msg *m);
+
+/* ---- page.c: paging of list replies (doc/protocol.md §4.1) ---------------- */
+
+#define PAGE_LIMIT_DEFAULT 1000 /* items per page when the request gives no limit */
+#define PAGE_LIMIT_MAX 10000    /* largest limit a request may give */
+#define PAGE_BYTES (1u << 20)   /* encoded items per page, bytes: far below any frame limit */
+
+/* The page being filled: items taken so far and their encoded bytes. */
+typedef struct page_acc {
+	uint32_t limit;
+	uint32_t items;
+	size_t bytes;
+} page_acc;
+
+/* page_limit_or_reply: the request's `limit` (PAGE_LIMIT_DEFAULT when
+ * absent), or 0 after answering INVALID (0 or over PAGE_LIMIT_MAX). */
+uint32_t page_limit_or_reply(conn *c, const wire_msg *m);
+/* page_cursor_or_reply copies the request's `cursor` (exactly @size bytes,
+ * the op's own format) into @out: 1 copied, 0 none given, -1 after
+ * answering INVALID (wrong size). */
+int page_cursor_or_reply(conn *c, const wire_msg *m, unsigned char *out, size_t size);
+/* page_item_bytes: the encoded size of @it as an item of a reply, bytes. */
+size_t page_item_bytes(const wire_msg *it);
+/* page_fits: whether @it still goes into page @p (always the first item;
+ * then while under p->limit items and PAGE_BYTES); counts it when it does. */
+bool page_fits(page_acc *p, const wire_msg *it);
 void tx_done(broker *b, store_op *op);
 /* cmd.c helpers shared with tx.c */
 char *build_record(const wire_msg *m, uint32_t *len);
@@ -455,6 +485,9 @@ void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_
 /* rd_settle: @f was acked: forget its retry record. Frees nothing. */
 void rd_settle(broker *b, group *g, flight *f);
 int redeliver_load(broker *b); /* retry and dlq records at startup */
+/* rd_dead: the current delivery of @f ends in the DLQ at once with @reason
+ * (a push receiver's abort-message), whatever attempts are left. */
+void rd_dead(broker *b, group *g, flight *f, const char *reason);
 /* retain.c: the retention timer, incremental deletes of settled old messages */
 int retain_init(broker *b);
 void retain_free(broker *b);
@@ -473,6 +506,33 @@ void cmd_dlq_purge(conn *c, const wire_msg *m);
 void cmd_msg_get(conn *c, const wire_msg *m);
 void cmd_msg_find(conn *c, const wire_msg *m);
 void cmd_msg_peek(conn *c, const wire_msg *m);
+
+/* ---- push groups (push.c) ----------------------------------------------- */
+
+/* push_conf_or_reply fills @pc from the push fields of group_create @m
+ * (push_url, secrets, timeout_ms, concurrency, breaker_after,
+ * disable_after_ms) with their defaults, and gives @gc the push defaults for
+ * what @m leaves out (ladder 1m 5m 10m 30m 1h 2h 5h 10h, 9 deliveries) and an
+ * ack deadline of timeout + 1 s. false after an INVALID/TOO_LARGE reply. */
+bool push_conf_or_reply(conn *c, const wire_msg *m, store_group_conf *gc, store_push_conf *pc);
+bool push_secret_valid(wire_str s); /* "whsec_<base64 of 1..64 bytes>" */
+/* push_attach makes @g a push group with settings @pc (copied): 0, or -1
+ * (logged; the group then delivers nothing until a restart). */
+int push_attach(broker *b, group *g, const store_push_conf *pc);
+void push_detach(group *g); /* requests in flight are dropped unanswered */
+/* push_sub: the pusher when it may take a message now (credit, breaker,
+ * not disabled), else NULL. */
+sub *push_sub(group *g);
+/* push_send POSTs the stored message @rec as delivery @f (f->dlv and
+ * f->attempt set). 0, or an escrow code: nothing was sent. */
+int push_send(broker *b, group *g, flight *f, const wire_msg *rec);
+void push_fill(wire_msg *it, const group *g); /* group_describe/list fields */
+void cmd_group_set(conn *c, const wire_msg *m);
+void push_set_done(broker *b, const store_op *op); /* a GROUP_SET came back */
+/* push_log_add records one attempt in the delivery log (status 0 = no
+ * answer; @error NULL when answered). */
+void push_log_add(broker *b, group *g, uint64_t seq, uint32_t attempt, uint64_t at_ms,
+                  uint32_t status, uint64_t latency_ms, const char *error);
 
 /* ---- the broker and its group-commit plumbing (commit.c, main.c) ------- */
 
@@ -508,7 +568,26 @@ struct broker {
 	struct http_front *http;  /* the HTTP front (http.c); NULL without --http */
 	struct backup_job *backup; /* backup.c: NULL until the first backup */
 	struct usage *usage;      /* usage.c */
+	struct broker_metrics *m; /* metrics.c */
 };
+
+/* ---- metrics (metrics.c, GET /metrics) ---------------------------------- */
+
+/* Outcomes of one check-back, the result label of escrow_tx_checks_total. */
+enum {
+	CHECK_COMMIT, CHECK_ROLLBACK, CHECK_UNKNOWN, CHECK_IN_PROGRESS, CHECK_TIMEOUT,
+	CHECK_UNREACHABLE, CHECK_BAD_ANSWER, CHECK__N
+};
+/* metrics_init / metrics_free: the broker-wide counters. 0 or -1 (ENOMEM). */
+int metrics_init(broker *b);
+void metrics_free(broker *b);
+/* metrics_check_done counts one check-back answer (or its absence) of
+ * @result, asked at @sent_ms (Unix ms), into escrow_tx_checks_total and
+ * escrow_tx_check_duration_seconds. */
+void metrics_check_done(broker *b, int result, uint64_t sent_ms);
+/* metrics_write appends the Prometheus text exposition (format 0.0.4) of
+ * every escrow_* metric to @out (doc/http.md "Metrics"). */
+void metrics_write(broker *b, struct evbuffer *out);
 
 /* ---- the HTTP/JSON front (http.c, http_json.c, http_consume.c) --------- */
 
@@ -518,6 +597,8 @@ int http_open(broker *b);
 /* http_port: the bound port, 0 when not serving; http_host its host. */
 int http_port(broker *b);
 const char *http_host(broker *b);
+/* http_conns: HTTP connections that have sent a request and are open. */
+uint32_t http_conns(broker *b);
 /* http_close stops accepting, drops every HTTP connection and frees the
  * front; replies not sent yet are dropped. */
 void http_close(broker *b);

@@ -221,25 +221,58 @@ static void fill_topic(wire_msg *it, topic *t)
 	WIRE_SET(it, STORED_MS, stored_ms, t->created_ms);
 }
 
-/* topic_list {rid} -> {rid, ok, items: [{topic, first_seq, last_seq, count,
- * retention_ms, stored_ms}]} §5.5 */
+static int topic_id_cmp(const void *a, const void *b)
+{
+	uint32_t x = (*(topic *const *)a)->id, y = (*(topic *const *)b)->id;
+	return x < y ? -1 : x > y;
+}
+
+/* topic_list {rid, limit?, cursor?} -> {rid, ok, items: [{topic, first_seq,
+ * last_seq, count, retention_ms, stored_ms}], cursor?} §5.5, one page in
+ * topic id order (cursor: the last id sent, u32 BE) */
 static void cmd_topic_list(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
-	uint32_t n = HASH_CNT(hh_name, b->topics_by_name);
-	wire_msg *items = calloc(n ? n : 1, sizeof *items);
-	if (!items) {
+	unsigned char cur[4] = {0};
+	uint32_t limit = page_limit_or_reply(c, m);
+	if (!limit || page_cursor_or_reply(c, m, cur, sizeof cur) < 0)
+		return;
+	uint32_t after = (uint32_t)cur[0] << 24 | (uint32_t)cur[1] << 16 | (uint32_t)cur[2] << 8 | cur[3];
+	uint32_t n = 0, all = HASH_CNT(hh_name, b->topics_by_name);
+	topic **v = calloc(all ? all : 1, sizeof *v);
+	wire_msg *items = calloc(all ? all : 1, sizeof *items);
+	if (!v || !items) {
+		free(v);
+		free(items);
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
 		return;
 	}
-	uint32_t i = 0;
 	for (topic *t = b->topics_by_name; t; t = t->hh_name.next)
-		fill_topic(&items[i++], t);
+		if (t->id > after)
+			v[n++] = t;
+	qsort(v, n, sizeof *v, topic_id_cmp);
+	page_acc pg = {.limit = limit};
+	uint32_t i = 0;
+	for (; i < n; i++) {
+		fill_topic(&items[i], v[i]);
+		if (!page_fits(&pg, &items[i]))
+			break;
+	}
 	wire_msg r;
 	wire_reply_ok(&r, m);
-	WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));
+	WIRE_SET(&r, ITEMS, items, ((wire_items){i, items}));
+	unsigned char next[4];
+	if (i < n) {
+		uint32_t id = v[i - 1]->id;
+		next[0] = (unsigned char)(id >> 24);
+		next[1] = (unsigned char)(id >> 16);
+		next[2] = (unsigned char)(id >> 8);
+		next[3] = (unsigned char)id;
+		WIRE_SET(&r, CURSOR, cursor, ((wire_str){(const char *)next, 4}));
+	}
 	conn_reply(c, &r);
 	free(items);
+	free(v);
 }
 
 /* topic_describe {rid, topic} -> {rid, ok, <topic fields>, items: [{group,
@@ -512,6 +545,7 @@ static void cmd_ack(conn *c, const wire_msg *m)
 	s->inflight--;
 	g->n_inflight--;
 	b->acks_in++;
+	g->n_acked++;
 	dispatch_mark(b, g);
 	uint64_t before, after;
 	if (!group_ack(g, m->seq, &before, &after)) {
@@ -553,6 +587,7 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_NACK] = cmd_nack,
 	[WIRE_OP_TOUCH] = cmd_touch,
 	[WIRE_OP_GROUP_CREATE] = cmd_group_create,
+	[WIRE_OP_GROUP_SET] = cmd_group_set,
 	[WIRE_OP_DLQ_LIST] = cmd_dlq_list,
 	[WIRE_OP_DLQ_REDRIVE] = cmd_dlq_redrive,
 	[WIRE_OP_DLQ_PURGE] = cmd_dlq_purge,
@@ -678,8 +713,12 @@ void cmd_done(broker *b, store_op *op)
 		topic *t = topic_by_id(b, op->u.group.topic_id);
 		group *g = t ? group_by_id(b, op->u.group.id) : NULL;
 		if (t && !g)
+		{
 			g = group_add(b, t, op->u.group.id, op->u.group.name, &op->u.group.conf,
 			              op->u.group.created_ms, op->u.group.ack_floor);
+			if (op->u.group.push)
+				push_attach(b, g, op->u.group.push);
+		}
 		if (g)
 			log_info("group %s of topic %s created at seq %llu", g->name, t->name,
 			         (unsigned long long)g->ack_floor);
@@ -697,6 +736,11 @@ void cmd_done(broker *b, store_op *op)
 		break;
 	}
 	case STORE_OP_GROUP_DELETE:
+		if (c)
+			conn_reply(c, &rep);
+		break;
+	case STORE_OP_GROUP_SET:
+		push_set_done(b, op);
 		if (c)
 			conn_reply(c, &rep);
 		break;

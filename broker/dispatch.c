@@ -44,6 +44,8 @@ static bool sub_ready(const sub *s)
 /* next_sub picks the next subscription with room, round-robin. */
 static sub *next_sub(group *g)
 {
+	if (g->push)
+		return push_sub(g);
 	sub *start = g->rr ? g->rr : g->subs;
 	sub *s = start;
 	if (!s)
@@ -91,9 +93,25 @@ static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 		rd_arm(b, g, f, fr.m.at_ms);
 		return PARKED;
 	}
+	f->dlv = ++b->next_dlv;
+	if (!s->c) {
+		/* the pusher of a push group: an HTTP request instead of a frame */
+		int prc = push_send(b, g, f, &fr.m);
+		wire_frame_free(&fr);
+		f->s = s;
+		s->inflight++;
+		g->n_inflight++;
+		b->msgs_out++;
+		rd_arm(b, g, f, now + g->conf.ack_timeout_ms);
+		if (prc) {
+			log_warn("%s/%s seq %llu: cannot push: %s", g->t->name, g->name,
+			         (unsigned long long)f->seq, escrow_err2name(prc));
+			rd_fail(b, g, f, "push: request not sent", UINT64_MAX);
+		}
+		return DELIVERED;
+	}
 	wire_msg d = fr.m; /* id, key, tags, props, body, born_ms, stored_ms */
 	d.op = WIRE_OP_DELIVER;
-	f->dlv = ++b->next_dlv;
 	WIRE_SET(&d, SID, sid, s->sid);
 	WIRE_SET(&d, DLV, dlv, f->dlv);
 	WIRE_SET(&d, ACK_TIMEOUT_MS, ack_timeout_ms, g->conf.ack_timeout_ms);
@@ -109,6 +127,9 @@ static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 	s->inflight++;
 	g->n_inflight++;
 	b->msgs_out++;
+	g->n_delivered++;
+	if (f->attempt > 1)
+		g->n_redelivered++;
 	rd_arm(b, g, f, now + g->conf.ack_timeout_ms);
 	return DELIVERED;
 }

@@ -10,8 +10,6 @@
 
 #include "broker/broker.h"
 
-#define DLQ_LIST_MAX 10000 /* items in one dlq_list reply */
-#define FIND_MAX 1000      /* items in one msg_find reply */
 #define PEEK_MAX 1000      /* items in one msg_peek reply */
 
 /* decode_rec decodes a stored record into @fr; false (logged) if it does not. */
@@ -32,13 +30,39 @@ struct dlq_list_st {
 	wire_frame *frames;
 	char **reasons;
 	uint32_t n;
+	page_acc pg;
+	bool more;
 };
+
+/* put_seq_cursor: a u64 BE seq as a page cursor in @buf. */
+static wire_str put_seq_cursor(unsigned char buf[8], uint64_t seq)
+{
+	for (int i = 0; i < 8; i++)
+		buf[i] = (unsigned char)(seq >> (56 - 8 * i));
+	return (wire_str){(const char *)buf, 8};
+}
+
+/* seq_cursor_or_reply: the seq after the request's cursor (1 when none), or
+ * 0 after answering INVALID. */
+static uint64_t seq_cursor_or_reply(conn *c, const wire_msg *m)
+{
+	unsigned char b[8];
+	int rc = page_cursor_or_reply(c, m, b, 8);
+	if (rc <= 0)
+		return rc == 0 ? 1 : 0;
+	uint64_t seq = 0;
+	for (int i = 0; i < 8; i++)
+		seq = seq << 8 | b[i];
+	return seq + 1;
+}
 
 static int dlq_list_cb(void *arg, const store_retry_info *ri)
 {
 	struct dlq_list_st *st = arg;
-	if (st->n == DLQ_LIST_MAX)
+	if (st->n == st->pg.limit) {
+		st->more = true;
 		return 1;
+	}
 	wire_msg *it = &st->items[st->n];
 	memset(it, 0, sizeof *it);
 	wire_str rec;
@@ -61,19 +85,30 @@ static int dlq_list_cb(void *arg, const store_retry_info *ri)
 		wire_str rs = {r, (uint32_t)wire_utf8_prefix(r, strlen(r), STORE_REASON_MAX)};
 		WIRE_SET(it, REASON, reason, rs);
 	}
+	if (!page_fits(&st->pg, it)) {
+		wire_frame_free(&st->frames[st->n]);
+		free(st->reasons[st->n]);
+		st->more = true;
+		return 1;
+	}
 	st->n++;
 	return 0;
 }
 
-/* dlq_list {rid, topic, group} -> {rid, ok, count, items: [{seq, id, key?,
- * attempt, reason, stored_ms}]} §5.15 */
+/* dlq_list {rid, topic, group, limit?, cursor?} -> {rid, ok, count, items:
+ * [{seq, id, key?, attempt, reason, stored_ms}], cursor?} §5.15, one page in
+ * seq order (cursor: the last seq sent, u64 BE) */
 void cmd_dlq_list(conn *c, const wire_msg *m)
 {
 	group *g = group_or_reply(c, m);
 	if (!g)
 		return;
-	uint32_t cap = g->n_dead < DLQ_LIST_MAX ? g->n_dead : DLQ_LIST_MAX;
-	struct dlq_list_st st = {.g = g};
+	uint32_t limit = page_limit_or_reply(c, m);
+	uint64_t from = limit ? seq_cursor_or_reply(c, m) : 0;
+	if (!from)
+		return;
+	uint32_t cap = g->n_dead < limit ? g->n_dead : limit;
+	struct dlq_list_st st = {.g = g, .pg = {.limit = cap}};
 	st.items = calloc(cap + 1, sizeof *st.items);
 	st.frames = calloc(cap + 1, sizeof *st.frames);
 	st.reasons = calloc(cap + 1, sizeof *st.reasons);
@@ -84,15 +119,18 @@ void cmd_dlq_list(conn *c, const wire_msg *m)
 		rc = 0;
 		if (want) {
 			struct dlq_list_st *sp = &st;
-			rc = store_dlq_scan(st.rt, g->id, dlq_list_cb, sp);
+			rc = store_dlq_scan(st.rt, g->id, from, dlq_list_cb, sp);
 			if (rc == 1)
 				rc = 0;
 		}
 		if (!rc) {
 			wire_msg r;
+			unsigned char next[8];
 			wire_reply_ok(&r, m);
 			WIRE_SET(&r, COUNT, count, g->n_dead);
 			WIRE_SET(&r, ITEMS, items, ((wire_items){st.n, st.items}));
+			if (st.more && st.n)
+				WIRE_SET(&r, CURSOR, cursor, put_seq_cursor(next, st.items[st.n - 1].seq));
 			conn_reply(c, &r);
 		}
 		store_rtxn_end(st.rt);
@@ -309,13 +347,17 @@ struct find_st {
 	wire_msg *items;
 	wire_frame *frames;
 	uint32_t n;
+	page_acc pg;
+	bool more;
 };
 
 static int find_cb(void *arg, uint64_t seq)
 {
 	struct find_st *st = arg;
-	if (st->n == FIND_MAX)
+	if (st->n == st->pg.limit) {
+		st->more = true;
 		return 1;
+	}
 	wire_str rec;
 	wire_msg *it = &st->items[st->n];
 	memset(it, 0, sizeof *it);
@@ -329,11 +371,18 @@ static int find_cb(void *arg, uint64_t seq)
 	} else {
 		return 0; /* the index entry outlived its message */
 	}
+	if (!page_fits(&st->pg, it)) {
+		wire_frame_free(&st->frames[st->n]);
+		st->more = true;
+		return 1;
+	}
 	st->n++;
 	return 0;
 }
 
-/* msg_find {rid, topic, key} -> {rid, ok, items: [{seq, id, stored_ms}]} §5.19 */
+/* msg_find {rid, topic, key, limit?, cursor?} -> {rid, ok, items: [{seq, id,
+ * stored_ms}], cursor?} §5.19, one page in seq order (cursor: the last seq
+ * sent, u64 BE) */
 void cmd_msg_find(conn *c, const wire_msg *m)
 {
 	topic *t = topic_by_name(c->b, m->topic);
@@ -342,18 +391,25 @@ void cmd_msg_find(conn *c, const wire_msg *m)
 		               (int)m->topic.len, m->topic.p);
 		return;
 	}
-	struct find_st st = {.t = t};
-	st.items = calloc(FIND_MAX, sizeof *st.items);
-	st.frames = calloc(FIND_MAX, sizeof *st.frames);
+	uint32_t limit = page_limit_or_reply(c, m);
+	uint64_t from = limit ? seq_cursor_or_reply(c, m) : 0;
+	if (!from)
+		return;
+	struct find_st st = {.t = t, .pg = {.limit = limit}};
+	st.items = calloc(limit, sizeof *st.items);
+	st.frames = calloc(limit, sizeof *st.frames);
 	int rc = ESCROW_ERR_INTERNAL;
 	if (st.items && st.frames && (rc = store_rtxn_begin(c->b->st, &st.rt)) == 0) {
-		rc = store_key_scan(st.rt, t->id, m->key.p, m->key.len, find_cb, &st);
+		rc = store_key_scan(st.rt, t->id, m->key.p, m->key.len, from, find_cb, &st);
 		if (rc == 1 || rc == ESCROW_ERR_NOT_FOUND)
 			rc = 0;
 		if (!rc) {
 			wire_msg r;
+			unsigned char next[8];
 			wire_reply_ok(&r, m);
 			WIRE_SET(&r, ITEMS, items, ((wire_items){st.n, st.items}));
+			if (st.more && st.n)
+				WIRE_SET(&r, CURSOR, cursor, put_seq_cursor(next, st.items[st.n - 1].seq));
 			conn_reply(c, &r);
 		}
 		store_rtxn_end(st.rt);

@@ -9,7 +9,9 @@
 #include "broker/broker.h"
 
 /* group_create {rid, topic, group, from?, ack_timeout_ms?, max_deliver?,
- * backoff_ms?} -> {rid, ok} durable | EXISTS | NOT_FOUND | INVALID §5.14 */
+ * backoff_ms?, push_url?, secrets?, timeout_ms?, concurrency?,
+ * breaker_after?, disable_after_ms?} -> {rid, ok} durable | EXISTS |
+ * NOT_FOUND | INVALID §5.14; with push_url a push group (push.c) */
 void cmd_group_create(conn *c, const wire_msg *m)
 {
 	if (!name_valid(m->group)) {
@@ -62,11 +64,25 @@ void cmd_group_create(conn *c, const wire_msg *m)
 		for (uint32_t i = 0; i < m->backoff_ms.n; i++)
 			conf.backoff_ms[i] = m->backoff_ms.v[i];
 	}
+	store_push_conf *pc = NULL;
+	if (WIRE_HAS(m, PUSH_URL)) {
+		pc = malloc(sizeof *pc);
+		if (!pc) {
+			conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
+			return;
+		}
+		if (!push_conf_or_reply(c, m, &conf, pc)) {
+			free(pc);
+			return;
+		}
+	}
 	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_CREATE);
 	if (!op) {
+		free(pc);
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
 		return;
 	}
+	op->u.group.push = pc;
 	op->u.group.topic_id = t->id;
 	memcpy(op->u.group.name, m->group.p, m->group.len);
 	op->u.group.name[m->group.len] = 0;
@@ -90,9 +106,18 @@ static void fill_group(wire_msg *it, group *g)
 	WIRE_SET(it, MAX_DELIVER, max_deliver, g->conf.max_deliver);
 	WIRE_SET(it, BACKOFF_MS, backoff_ms, ((wire_u64s){g->conf.n_backoff, g->conf.backoff_ms}));
 	WIRE_SET(it, STORED_MS, stored_ms, g->created_ms);
+	push_fill(it, g);
 }
 
-/* group_list {rid, topic?} -> {rid, ok, items: [<group fields>]} §5.20 */
+static int group_id_cmp(const void *a, const void *b)
+{
+	uint32_t x = (*(group *const *)a)->id, y = (*(group *const *)b)->id;
+	return x < y ? -1 : x > y;
+}
+
+/* group_list {rid, topic?, limit?, cursor?} -> {rid, ok, items: [<group
+ * fields>], cursor?} §5.20, one page in group id order (cursor: the last id
+ * sent, u32 BE) */
 void cmd_group_list(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
@@ -102,24 +127,46 @@ void cmd_group_list(conn *c, const wire_msg *m)
 		               (int)m->topic.len, m->topic.p);
 		return;
 	}
-	uint32_t n = 0;
-	for (group *g = b->groups_by_id; g; g = g->hh_id.next)
-		if (!only || g->t == only)
-			n++;
-	wire_msg *items = calloc(n + 1, sizeof *items);
-	if (!items) {
+	unsigned char cur[4] = {0};
+	uint32_t limit = page_limit_or_reply(c, m);
+	if (!limit || page_cursor_or_reply(c, m, cur, sizeof cur) < 0)
+		return;
+	uint32_t after = (uint32_t)cur[0] << 24 | (uint32_t)cur[1] << 16 | (uint32_t)cur[2] << 8 | cur[3];
+	uint32_t n = 0, all = HASH_CNT(hh_id, b->groups_by_id);
+	group **v = calloc(all + 1, sizeof *v);
+	wire_msg *items = calloc(all + 1, sizeof *items);
+	if (!v || !items) {
+		free(v);
+		free(items);
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
 		return;
 	}
-	uint32_t i = 0;
 	for (group *g = b->groups_by_id; g; g = g->hh_id.next)
-		if (!only || g->t == only)
-			fill_group(&items[i++], g);
+		if ((!only || g->t == only) && g->id > after)
+			v[n++] = g;
+	qsort(v, n, sizeof *v, group_id_cmp);
+	page_acc pg = {.limit = limit};
+	uint32_t i = 0;
+	for (; i < n; i++) {
+		fill_group(&items[i], v[i]);
+		if (!page_fits(&pg, &items[i]))
+			break;
+	}
 	wire_msg r;
 	wire_reply_ok(&r, m);
-	WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));
+	WIRE_SET(&r, ITEMS, items, ((wire_items){i, items}));
+	unsigned char next[4];
+	if (i < n) {
+		uint32_t id = v[i - 1]->id;
+		next[0] = (unsigned char)(id >> 24);
+		next[1] = (unsigned char)(id >> 16);
+		next[2] = (unsigned char)(id >> 8);
+		next[3] = (unsigned char)id;
+		WIRE_SET(&r, CURSOR, cursor, ((wire_str){(const char *)next, 4}));
+	}
 	conn_reply(c, &r);
 	free(items);
+	free(v);
 }
 
 /* group_describe {rid, topic, group} -> {rid, ok, <group fields>} §5.21 */

@@ -679,6 +679,26 @@ static void health(route_ctx *x, bool ready)
 	hreq_free(x->r);
 }
 
+/* GET /metrics: the Prometheus text format (metrics.c) */
+static void metrics(route_ctx *x)
+{
+	hreq *r = x->r;
+	struct evhttp_request *req = r->req;
+	struct evbuffer *buf = evbuffer_new();
+	r->req = NULL;
+	hreq_detach(r);
+	if (!buf) {
+		evhttp_send_error(req, 500, "out of memory");
+	} else {
+		metrics_write(r->h->b, buf);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+		                  "text/plain; version=0.0.4; charset=utf-8");
+		evhttp_send_reply(req, 200, "OK", buf);
+		evbuffer_free(buf);
+	}
+	hreq_free(r);
+}
+
 /* ---- the router ---------------------------------------------------------------------- */
 
 static void not_found(route_ctx *x)
@@ -830,7 +850,7 @@ static void route(route_ctx *x)
 	if (x->nseg == 1 && seg_is(x, 0, "metrics")) {
 		if (!GET)
 			return bad_method(x, "GET");
-		return not_found(x);
+		return metrics(x);
 	}
 	if (r->h->b->stopping) {
 		hreq_send_error(r, 503, "NOT_READY", "escrowd is shutting down");
@@ -1050,6 +1070,11 @@ int http_open(broker *b)
 	struct timeval one = {1, 0};
 	event_add(h->sweep_ev, &one);
 	return 0;
+}
+
+uint32_t http_conns(broker *b)
+{
+	return b->http ? b->http->n_hconns : 0;
 }
 
 const char *http_host(broker *b)

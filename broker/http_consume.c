@@ -13,11 +13,13 @@
  * dead letters) exactly as for a binary consumer sharing the group. When
  * nothing of it is left in flight a sweep drops it.
  *
- * A receipt names one delivery: "<boot>.<sid>.<seq>.<attempt>" in hex
- * (boot: the broker's start time, so a receipt of an earlier process never
- * matches). Acking a receipt whose delivery is no longer held by its
- * subscription at that attempt (timed out and redelivered, nacked, acked)
- * answers 409 and changes nothing.
+ * A receipt names one delivery: "<boot>.<sid>.<seq>.<dlv>" in hex (dlv: the
+ * broker's delivery token, the same one a binary consumer's ack carries;
+ * boot: the broker's start time, so a receipt of an earlier process never
+ * matches). The ack, nack or touch goes to the handlers with that dlv, so
+ * held_or_reply decides exactly as for a binary consumer: a receipt whose
+ * delivery is no longer held (timed out and redelivered, nacked, acked, the
+ * group reset) answers 409 and changes nothing.
  *
  * @locality network thread
  */
@@ -197,10 +199,10 @@ void http_on_deliver(http_front *h, const wire_msg *m)
 		r = r->next_wait;
 	if (!r)
 		return; /* cannot happen: a finished receive's subscription takes nothing */
-	json_t *o = json_from_wire(m, WF(SID));
+	json_t *o = json_from_wire(m, WF(SID) | WF(DLV));
 	char receipt[96];
 	snprintf(receipt, sizeof receipt, "%" PRIx64 ".%" PRIx64 ".%" PRIx64 ".%" PRIx64, h->boot,
-	         m->sid, m->seq, m->attempt);
+	         m->sid, m->seq, m->dlv);
 	if (o)
 		json_object_set_new(o, "receipt", json_string(receipt));
 	json_array_append_new(r->out, o ? o : json_null());
@@ -260,11 +262,11 @@ void http_receipt(hreq *r, json_t *body, const char *receipt, const char *verb)
 		hreq_free(r);
 		return;
 	}
-	uint64_t boot, sid, seq, attempt;
+	uint64_t boot, sid, seq, dlv;
 	int used = 0;
 	if (strlen(receipt) > 80 ||
 	    sscanf(receipt, "%" SCNx64 ".%" SCNx64 ".%" SCNx64 ".%" SCNx64 "%n", &boot, &sid, &seq,
-	           &attempt, &used) != 4 ||
+	           &dlv, &used) != 4 ||
 	    receipt[used] != 0) {
 		hreq_send_error(r, 400, "BAD_REQUEST", "'%.80s' is not a receipt", receipt);
 		hreq_free(r);
@@ -299,7 +301,7 @@ void http_receipt(hreq *r, json_t *body, const char *receipt, const char *verb)
 	flight *f = NULL;
 	if (s)
 		HASH_FIND(hh, s->g->flights, &seq, sizeof seq, f);
-	if (!f || f->s != s || f->attempt != attempt) {
+	if (!f || f->s != s || f->dlv != dlv) {
 		hreq_send_error(r, 409, "CONFLICT",
 		                "receipt %s no longer names a delivery awaiting ack (it timed out and "
 		                "was redelivered, was acked or nacked, or escrowd restarted); nothing "
@@ -312,6 +314,7 @@ void http_receipt(hreq *r, json_t *body, const char *receipt, const char *verb)
 	m.op = op;
 	WIRE_SET(&m, SID, sid, sid);
 	WIRE_SET(&m, SEQ, seq, seq);
+	WIRE_SET(&m, DLV, dlv, dlv);
 	if (delay >= 0)
 		WIRE_SET(&m, DELAY_MS, delay_ms, (uint64_t)delay);
 	if (reason)

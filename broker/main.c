@@ -74,6 +74,8 @@ static int load_group(void *arg, const store_group_info *gi)
 		return 0;
 	}
 	group *g = group_add(b, t, gi->id, gi->name, &gi->conf, gi->created_ms, gi->ack_floor);
+	if (gi->push)
+		push_attach(b, g, gi->push);
 	return store_load_acks(b->st, g->id, load_ack, g);
 }
 
@@ -263,7 +265,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "escrowd: cannot open data dir %s: %s\n", b->conf.data_dir, err);
 		return 1;
 	}
-	if (redeliver_init(b) || retain_init(b) || usage_init(b)) {
+	if (redeliver_init(b) || retain_init(b) || usage_init(b) || metrics_init(b)) {
 		fprintf(stderr, "escrowd: cannot create the redelivery timer\n");
 		return 1;
 	}
@@ -320,6 +322,7 @@ int main(int argc, char **argv)
 	redeliver_free(b);
 	retain_free(b);
 	usage_free(b);
+	metrics_free(b);
 	evconnlistener_free(b->lst);
 	event_base_free(b->base);
 	wire_buf_free(&b->out);

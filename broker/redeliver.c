@@ -164,6 +164,9 @@ static void dead_letter(broker *b, group *g, flight *f, const char *reason)
 {
 	log_info("%s/%s seq %llu dead-lettered after %u attempts: %s", g->t->name, g->name,
 	         (unsigned long long)f->seq, f->attempt, reason);
+	g->n_dead_by[strcmp(reason, "ack timeout") == 0     ? 0
+	          : strcmp(reason, "consumer gone") == 0 ? 1
+	                                                 : 2]++;
 	submit_retry(b, g, f, STORE_OP_DEAD, reason);
 	ack_ent *a = NULL;
 	HASH_FIND(hh, g->dead, &f->seq, sizeof f->seq, a);
@@ -221,6 +224,22 @@ void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_
 	f->has_retry = true;
 	rd_arm(b, g, f, now_ms() + delay_ms);
 	submit_retry(b, g, f, STORE_OP_RETRY, reason);
+}
+
+void rd_dead(broker *b, group *g, flight *f, const char *reason)
+{
+	if (f->s) {
+		f->s->inflight--;
+		g->n_inflight--;
+		f->s = NULL;
+	}
+	f->dlv = 0;
+	if (g->dying) {
+		flight_drop(g, f);
+		return;
+	}
+	dispatch_mark(b, g);
+	dead_letter(b, g, f, reason);
 }
 
 void rd_settle(broker *b, group *g, flight *f)
@@ -381,6 +400,7 @@ void cmd_nack(conn *c, const wire_msg *m)
 			reason[n] = 0;
 		}
 	}
+	g->n_nacked++;
 	rd_fail(c->b, g, f, reason, WIRE_HAS(m, DELAY_MS) ? m->delay_ms : UINT64_MAX);
 	if (!WIRE_HAS(m, RID))
 		return;

@@ -111,6 +111,7 @@ static void group_free(broker *b, group *g, const char *why)
 		sub_end_push(s, why);
 	while (g->subs)
 		sub_detach(b, g->subs);
+	push_detach(g);
 	ack_set_clear(&g->acks);
 	ack_set_clear(&g->dead);
 	flight *f, *ftmp;

@@ -31,7 +31,13 @@
 #define TX_PARK_MS 1000      /* no producer of the group: look again after this */
 #define TX_GC_EVERY_MS 10000 /* tombstone GC pass */
 #define TX_GC_BATCH 512
-#define TX_LIST_MAX 1000
+#define TX_LIST_HALVES 100 /* messages shown per transaction in tx_list */
+/* What a check push inlines (doc/protocol.md §5.14): the messages' ids,
+ * topics, keys, tags and props while they stay under CHECK_META_BYTES, and
+ * their bodies, in send order, while those stay under CHECK_BODY_BYTES; so a
+ * check of any transaction is under 3 MiB, below every client frame limit. */
+#define CHECK_META_BYTES (2u << 20)
+#define CHECK_BODY_BYTES (1u << 20)
 
 enum { W_CHECKING = 1, W_OP, W_PARKED };
 
@@ -197,6 +203,11 @@ void cmd_end_tx(conn *c, const wire_msg *m)
 	escrow_id_fmt(&m->tx, hex);
 	txw *w = w_find(b, &m->tx);
 	bool answers = w && w->state == W_CHECKING && WIRE_HAS(m, CHK) && m->chk == w->chk;
+	if (answers)
+		metrics_check_done(b, action == STORE_TX_COMMIT     ? CHECK_COMMIT
+		                      : action == STORE_TX_ROLLBACK ? CHECK_ROLLBACK
+		                                                    : CHECK_UNKNOWN,
+		                   w->deadline_ms - b->conf.tx_check_timeout_ms);
 	if (action == 0) {
 		/* unknown: only meaningful as a check answer; else just say what
 		 * the transaction is */
@@ -254,6 +265,10 @@ struct list_ctx {
 	int want_state; /* 0 any */
 	wire_str pgroup;
 	bool by_pgroup;
+	escrow_id_t after; /* the cursor: skip this one (the scan starts at it) */
+	bool has_after;
+	page_acc pg;
+	bool more;      /* a matching transaction did not fit: next page */
 	wire_msg *items;
 	uint32_t n, cap;
 	int err;
@@ -268,6 +283,8 @@ struct halves_ctx {
 static int list_half_cb(void *arg, const store_half_info *h)
 {
 	struct halves_ctx *hc = arg;
+	if (hc->n == TX_LIST_HALVES)
+		return 1; /* count says how many there are */
 	if (hc->n == hc->cap) {
 		uint32_t cap = hc->cap ? hc->cap * 2 : 4;
 		wire_msg *v = realloc(hc->v, cap * sizeof *v);
@@ -295,8 +312,8 @@ static int list_cb(void *arg, const store_tx_info *t)
 		return 0;
 	if (lc->by_pgroup && !wire_str_eq(lc->pgroup, t->pgroup))
 		return 0;
-	if (lc->n == TX_LIST_MAX)
-		return 1;
+	if (lc->has_after && memcmp(t->tx.b, lc->after.b, 16) == 0)
+		return 0;
 	if (lc->n == lc->cap) {
 		uint32_t cap = lc->cap ? lc->cap * 2 : 16;
 		wire_msg *v = realloc(lc->items, cap * sizeof *v);
@@ -319,14 +336,29 @@ static int list_cb(void *arg, const store_tx_info *t)
 	struct halves_ctx hc = {.b = lc->b};
 	store_tx_halves(lc->rt, &t->tx, list_half_cb, &hc);
 	WIRE_SET(it, ITEMS, items, ((wire_items){hc.n, hc.v}));
+	if (!page_fits(&lc->pg, it)) {
+		free(pg);
+		free(hc.v);
+		lc->n--;
+		lc->more = true;
+		return 1;
+	}
 	return 0;
 }
 
-/* tx_list {rid, state?, pgroup?} -> {rid, ok, items: [...]} §5.15 */
+/* tx_list {rid, state?, pgroup?, limit?, cursor?} -> {rid, ok, items: [...],
+ * cursor?} §5.15, one page in tx id order (cursor: the last tx sent); each
+ * item lists at most TX_LIST_HALVES of its messages (count: all) */
 void cmd_tx_list(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
 	struct list_ctx lc = {.b = b};
+	if (!(lc.pg.limit = page_limit_or_reply(c, m)))
+		return;
+	int hc = page_cursor_or_reply(c, m, lc.after.b, 16);
+	if (hc < 0)
+		return;
+	lc.has_after = hc == 1;
 	if (WIRE_HAS(m, STATE)) {
 		if (wire_str_eq(m->state, "pending"))
 			lc.want_state = STORE_TX_PENDING;
@@ -351,13 +383,15 @@ void cmd_tx_list(conn *c, const wire_msg *m)
 		conn_reply_err(c, m, ESCROW_ERR_STORAGE, "storage error");
 		return;
 	}
-	int rc = store_tx_scan(lc.rt, NULL, list_cb, &lc);
+	int rc = store_tx_scan(lc.rt, lc.has_after ? &lc.after : NULL, list_cb, &lc);
 	if (rc < 0 || rc > 1 || lc.err) {
 		conn_reply_err(c, m, ESCROW_ERR_STORAGE, "listing transactions failed");
 	} else {
 		wire_msg r;
 		wire_reply_ok(&r, m);
 		WIRE_SET(&r, ITEMS, items, ((wire_items){lc.n, lc.items}));
+		if (lc.more && lc.n)
+			WIRE_SET(&r, CURSOR, cursor, ((wire_str){(const char *)lc.items[lc.n - 1].tx.b, 16}));
 		conn_reply(c, &r);
 	}
 	store_rtxn_end(lc.rt);
@@ -450,6 +484,8 @@ struct check_ctx {
 	store_rtxn *rt;
 	wire_msg *v;
 	uint32_t n, cap;
+	size_t meta_bytes, body_bytes;
+	bool bodies_done; /* a body did not fit: no later one is inlined */
 	int err;
 };
 
@@ -476,11 +512,27 @@ static int check_half_cb(void *arg, const store_half_info *h)
 		return cc->err = ESCROW_ERR_STORAGE;
 	}
 	*it = f->m;
-	it->has &= WF(ID) | WF(KEY) | WF(TAGS) | WF(PROPS) | WF(BODY) | WF(BORN_MS);
+	it->has &= WF(ID) | WF(KEY) | WF(TAGS) | WF(PROPS) | WF(BORN_MS);
 	topic *t = topic_by_id(cc->b, h->topic_id);
 	WIRE_SET(it, TOPIC, topic, wire_cstr(t ? t->name : "?"));
 	if (h->delay_ms)
 		WIRE_SET(it, DELAY_MS, delay_ms, h->delay_ms);
+	size_t meta = page_item_bytes(it);
+	if (cc->n && cc->meta_bytes + meta > CHECK_META_BYTES) {
+		/* the push says count; the rest is not inlined */
+		wire_frame_free(f);
+		free(f);
+		return 1;
+	}
+	cc->meta_bytes += meta;
+	if (WIRE_HAS(&f->m, BODY) && !cc->bodies_done) {
+		if (cc->body_bytes + f->m.body.len <= CHECK_BODY_BYTES) {
+			WIRE_SET(it, BODY, body, f->m.body);
+			cc->body_bytes += f->m.body.len;
+		} else {
+			cc->bodies_done = true;
+		}
+	}
 	/* stash the frame pointer in a field we do not send */
 	it->emsg = (wire_str){(const char *)f, 0};
 	cc->n++;
@@ -492,6 +544,8 @@ static int send_check(broker *b, store_rtxn *rt, conn *c, const store_tx_info *t
 {
 	struct check_ctx cc = {.b = b, .rt = rt};
 	int rc = store_tx_halves(rt, &ti->tx, check_half_cb, &cc);
+	if (rc == 1)
+		rc = 0; /* the inline budget ran out */
 	if (!rc && !cc.err) {
 		wire_msg p = {0};
 		p.op = WIRE_OP_CHECK;
@@ -501,6 +555,7 @@ static int send_check(broker *b, store_rtxn *rt, conn *c, const store_tx_info *t
 		WIRE_SET(&p, PGROUP, pgroup, wire_cstr(ti->pgroup));
 		WIRE_SET(&p, STORED_MS, stored_ms, ti->created_ms);
 		WIRE_SET(&p, CHECKS, checks, ti->checks);
+		WIRE_SET(&p, COUNT, count, ti->n);
 		WIRE_SET(&p, ITEMS, items, ((wire_items){cc.n, cc.v}));
 		conn_reply(c, &p);
 	}
@@ -583,8 +638,10 @@ static void scan(broker *b)
 	/* overdue checks count as UNKNOWN */
 	txw *w, *tmp;
 	HASH_ITER(hh, b->tx->w, w, tmp) {
-		if (w->state == W_CHECKING && w->deadline_ms <= now)
+		if (w->state == W_CHECKING && w->deadline_ms <= now) {
+			metrics_check_done(b, CHECK_TIMEOUT, w->deadline_ms - b->conf.tx_check_timeout_ms);
 			submit_checked(b, w, true);
+		}
 	}
 	store_rtxn *rt;
 	if (store_rtxn_begin(b->st, &rt))

@@ -21,7 +21,9 @@ struct escrow_tx {
 struct escrow_tx_view {
 	escrow_id_t id;
 	uint32_t checks;
-	size_t n;
+	size_t n;       /* messages the check carries */
+	size_t total;   /* messages in the transaction (>= n) */
+	size_t bodies;  /* the first bodies of them carry their body */
 	escrow_msg_t **msgs;
 };
 
@@ -283,6 +285,16 @@ size_t escrow_tx_view_count(const escrow_tx_view_t *v)
 	return v ? v->n : 0;
 }
 
+size_t escrow_tx_view_total(const escrow_tx_view_t *v)
+{
+	return v ? v->total : 0;
+}
+
+size_t escrow_tx_view_bodies(const escrow_tx_view_t *v)
+{
+	return v ? v->bodies : 0;
+}
+
 const escrow_msg_t *escrow_tx_view_msg(const escrow_tx_view_t *v, size_t i)
 {
 	return v && i < v->n ? v->msgs[i] : NULL;
@@ -324,12 +336,18 @@ void producer_on_push(void *arg, const wire_msg *m)
 	v.msgs = calloc(m->items.n ? m->items.n : 1, sizeof *v.msgs);
 	if (!v.msgs)
 		return;
+	bool bodies = true;
 	for (uint32_t i = 0; i < m->items.n; i++) {
 		escrow_msg_t *msg = msg_from_deliver(&m->items.v[i], "", "");
 		if (!msg)
 			goto out;
 		v.msgs[v.n++] = msg;
+		/* bodies are inlined in send order until the broker's budget */
+		bodies = bodies && WIRE_HAS(&m->items.v[i], BODY);
+		if (bodies)
+			v.bodies++;
 	}
+	v.total = WIRE_HAS(m, COUNT) && m->count > v.n ? (size_t)m->count : v.n;
 	escrow_tx_state_t st = cb(&v, conf->check_arg);
 	const char *action = st == ESCROW_TX_COMMIT     ? "commit"
 	                     : st == ESCROW_TX_ROLLBACK ? "rollback"

@@ -8,10 +8,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+echo "demo.sh: checking dependencies (scripts/deps.sh)"
 scripts/deps.sh
 BUILD=build
-[ -f $BUILD/build.ninja ] || meson setup $BUILD -Dbuildtype=release >/dev/null
-ninja -C $BUILD >/dev/null
+t0=$(date +%s)
+if [ ! -f $BUILD/build.ninja ]; then
+	echo "demo.sh: configuring $BUILD (meson setup)"
+	meson setup $BUILD -Dbuildtype=release >/dev/null
+fi
+# ninja's own progress: one self-updating line on a terminal; elsewhere a
+# line every 50 steps, so the build is never silent
+echo "demo.sh: building (ninja -C $BUILD; about 15 s the first time)"
+if [ -t 1 ]; then
+	ninja -C $BUILD
+else
+	ninja -C $BUILD | awk '/^\[[0-9]+\/[0-9]+\]/ { s = $1; gsub(/[][]/, "", s); split(s, a, "/");
+		if (a[1] % 50 == 0 || a[1] == a[2]) { print "demo.sh:   built " a[1] " of " a[2]; fflush() } }'
+fi
+echo "demo.sh: built in $(( $(date +%s) - t0 )) s; starting the demo"
 export ESCROWD=$PWD/$BUILD/broker/escrowd ESCROWCTL=$PWD/$BUILD/tools/escrowctl
 export BANK1=$PWD/$BUILD/examples/bank-transfer/bank1 BANK2=$PWD/$BUILD/examples/bank-transfer/bank2
 [ -x "$BANK1" ] || { echo "demo.sh: bank1 was not built (is -Dexamples=false set in $BUILD?)" >&2; exit 1; }

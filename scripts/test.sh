@@ -6,7 +6,9 @@
 #
 # where N counts individual test cases: each "ok"/"not ok" line of a TAP test
 # (protocol : 'tap' in tests/meson.build) and each other test as one case.
-# Exits 0 only when something ran and nothing failed.
+# Exits 0 only when something ran and nothing failed. While a long test runs
+# (the recovery suite takes about a minute) a line every 15 s says how many
+# tests are done, so the run is never silent for long.
 #
 # usage: scripts/test.sh [--sanitize] [--build-dir DIR] [--suite NAME]... [-- MESON-TEST-ARGS]
 #   --sanitize     build with ASan+UBSan (-Dsanitize=true) in build-asan
@@ -30,7 +32,8 @@ while [ $# -gt 0 ]; do
 	--no-fuzz) fuzz=false ;;
 	--suite) mtest_args+=(--suite "${2:?--suite needs a name}"); shift ;;
 	--) shift; mtest_args+=("$@"); break ;;
-	-h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) # the whole comment block at the top, however long it grows
+		awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;;
 	*) echo "test.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -61,8 +64,31 @@ ninja -C "$dir" || { echo "test.sh: build failed" >&2; summary 0 1; }
 rm -f "$dir/meson-logs/testlog.json"
 # Two at a time: integration tests use port 0 and private data dirs, so they
 # may overlap; more than two slows the broker-heavy ones on small machines.
-meson test -C "$dir" --print-errorlogs --num-processes 2 "${mtest_args[@]}"
-mrc=$?
+progress="$dir/meson-logs/test-progress.txt"
+mkdir -p "$dir/meson-logs"
+: >"$progress"
+# heartbeat: after 15 s without a line from meson test, say it is still
+# working and how far it got
+heartbeat() {
+	local start=$SECONDS last=-1 size n total
+	while sleep 15; do
+		size=$(wc -c <"$progress")
+		if [ "$size" = "$last" ]; then
+			n=$(grep -cE '^ *[0-9]+/[0-9]+ ' "$progress")
+			total=$(grep -oE '^ *[0-9]+/[0-9]+ ' "$progress" | tail -n 1 | cut -d/ -f2 | tr -d ' ')
+			echo "test.sh: still running: ${n} of ${total:-?} tests done after $((SECONDS - start)) s"
+		fi
+		last=$size
+	done
+}
+heartbeat &
+hb=$!
+disown "$hb" # ended below without bash's "Terminated" job line
+# unbuffered, so each finished test shows at once through the pipe
+PYTHONUNBUFFERED=1 meson test -C "$dir" --print-errorlogs --num-processes 2 "${mtest_args[@]}" |
+	tee "$progress"
+mrc=${PIPESTATUS[0]}
+kill "$hb" 2>/dev/null
 
 # Count cases from the JSON test log; the TAP-ness of each test comes from
 # meson's introspection, not from guessing at its output.

@@ -218,8 +218,10 @@ static int group_ids_one(ck *c, const MDB_val *k, const MDB_val *v)
 static int groups_one(ck *c, const MDB_val *k, const MDB_val *v)
 {
 	store_group_info gi;
+	store_push_conf push;
 	char name[STORE_NAME_MAX + 1];
-	if (k->mv_size < 5 || store_group_rec_decode(v, &gi, name)) {
+	memset(&gi, 0, sizeof gi);
+	if (k->mv_size < 5 || store_group_rec_decode(v, &gi, name, &push)) {
 		problem(c, "groups: a record does not decode");
 		return 0;
 	}

@@ -4,7 +4,7 @@
  */
 #include "store/store_int.h"
 
-int store_dlq_scan(store_rtxn *r, uint32_t group_id,
+int store_dlq_scan(store_rtxn *r, uint32_t group_id, uint64_t from_seq,
                    int (*cb)(void *arg, const store_retry_info *ri), void *arg)
 {
 	MDB_cursor *c;
@@ -12,7 +12,7 @@ int store_dlq_scan(store_rtxn *r, uint32_t group_id,
 	if (rc)
 		return store_map_mdb(rc);
 	unsigned char kb[K_GROUP_SEQ];
-	MDB_val k = key_id_seq(kb, group_id, 0), d;
+	MDB_val k = key_id_seq(kb, group_id, from_seq), d;
 	int ret = 0;
 	for (rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
@@ -35,7 +35,7 @@ int store_dlq_scan(store_rtxn *r, uint32_t group_id,
 }
 
 int store_key_scan(store_rtxn *r, uint32_t topic_id, const char *key, uint32_t key_len,
-                   int (*cb)(void *arg, uint64_t seq), void *arg)
+                   uint64_t from_seq, int (*cb)(void *arg, uint64_t seq), void *arg)
 {
 	if (key_len == 0 || key_len > KEYS_KEY_MAX)
 		return ESCROW_ERR_NOT_FOUND;
@@ -46,7 +46,8 @@ int store_key_scan(store_rtxn *r, uint32_t topic_id, const char *key, uint32_t k
 	unsigned char kb[4 + KEYS_KEY_MAX + 8];
 	put_u32(kb, topic_id);
 	memcpy(kb + 4, key, key_len);
-	MDB_val k = {4 + key_len, kb}, d;
+	put_u64(kb + 4 + key_len, from_seq);
+	MDB_val k = {4 + key_len + 8, kb}, d;
 	int ret = 0;
 	for (rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {

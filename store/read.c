@@ -278,8 +278,9 @@ int store_load_groups(store *s, int (*cb)(void *arg, const store_group_info *g),
 	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
 		store_group_info g;
 		char name[STORE_NAME_MAX + 1];
+		static store_push_conf push; /* loading runs on one thread, at startup */
 		memset(&g, 0, sizeof g);
-		if (k.mv_size < 4 || store_group_rec_decode(&d, &g, name)) {
+		if (k.mv_size < 4 || store_group_rec_decode(&d, &g, name, &push)) {
 			store_log(s, ESCROW_LOG_ERROR, "store: load groups: damaged group record");
 			ret = ESCROW_ERR_STORAGE;
 			goto out;

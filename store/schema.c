@@ -266,12 +266,32 @@ int store_topic_rec_decode(const MDB_val *v, store_topic_info *t, char name[STOR
 	return 0;
 }
 
+/* push_fields sets the push fields of a group record from @p; @secrets has
+ * room for STORE_SECRETS_MAX entries and must live as long as @m. */
+static void push_fields(wire_msg *m, const store_push_conf *p, wire_str *secrets)
+{
+	WIRE_SET(m, PUSH_URL, push_url, wire_cstr(p->url));
+	uint32_t n = p->n_secrets > STORE_SECRETS_MAX ? STORE_SECRETS_MAX : p->n_secrets;
+	for (uint32_t i = 0; i < n; i++)
+		secrets[i] = wire_cstr(p->secrets[i]);
+	WIRE_SET(m, SECRETS, secrets, ((wire_strs){n, secrets}));
+	WIRE_SET(m, TIMEOUT_MS, timeout_ms, p->timeout_ms);
+	WIRE_SET(m, CONCURRENCY, concurrency, p->concurrency);
+	WIRE_SET(m, BREAKER_AFTER, breaker_after, p->breaker_after);
+	WIRE_SET(m, DISABLE_AFTER_MS, disable_after_ms, p->disable_after_ms);
+	WIRE_SET(m, DISABLED, disabled, p->disabled);
+}
+
 /* store_group_rec_encode builds groups' value: id | {group, stored_ms, from,
- * ack_timeout_ms, max_deliver, backoff_ms}. Returns 0 or ESCROW_ERR__NO_MEM. */
+ * ack_timeout_ms, max_deliver, backoff_ms} plus, for a push group (@push not
+ * NULL), {push_url, secrets, timeout_ms, concurrency, breaker_after,
+ * disable_after_ms, disabled}. Returns 0 or ESCROW_ERR__NO_MEM. */
 int store_group_rec_encode(const char *name, uint64_t created_ms, bool latest,
-                           const store_group_conf *c, uint32_t id, MDB_val *out, void **to_free)
+                           const store_group_conf *c, const store_push_conf *push, uint32_t id,
+                           MDB_val *out, void **to_free)
 {
 	wire_msg m;
+	wire_str secrets[STORE_SECRETS_MAX];
 	memset(&m, 0, sizeof m);
 	WIRE_SET(&m, GROUP, group, wire_cstr(name));
 	WIRE_SET(&m, STORED_MS, stored_ms, created_ms);
@@ -280,12 +300,36 @@ int store_group_rec_encode(const char *name, uint64_t created_ms, bool latest,
 	WIRE_SET(&m, MAX_DELIVER, max_deliver, c->max_deliver);
 	uint32_t n = c->n_backoff > STORE_BACKOFF_MAX ? STORE_BACKOFF_MAX : c->n_backoff;
 	WIRE_SET(&m, BACKOFF_MS, backoff_ms, ((wire_u64s){n, (uint64_t *)c->backoff_ms}));
+	if (push)
+		push_fields(&m, push, secrets);
 	return encode_with_id(&m, id, out, to_free);
 }
 
+/* store_group_rec_set_push rewrites the groups value @v with the push
+ * settings @push, every other field kept as stored. Same returns as
+ * store_group_rec_encode, plus ESCROW_ERR_STORAGE (damaged record). */
+int store_group_rec_set_push(const MDB_val *v, const store_push_conf *push, MDB_val *out,
+                             void **to_free)
+{
+	if (v->mv_size < 4)
+		return ESCROW_ERR_STORAGE;
+	wire_frame f;
+	char err[128];
+	if (wire_decode((const char *)v->mv_data + 4, v->mv_size - 4, &f, NULL, err, sizeof err))
+		return ESCROW_ERR_STORAGE;
+	wire_str secrets[STORE_SECRETS_MAX];
+	push_fields(&f.m, push, secrets);
+	int rc = encode_with_id(&f.m, get_u32(v->mv_data), out, to_free);
+	wire_frame_free(&f);
+	return rc;
+}
+
 /* store_group_rec_decode fills g->id, name, created_ms and conf from a groups
- * value; topic_id and ack_floor are left alone. 0 or ESCROW_ERR_STORAGE. */
-int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STORE_NAME_MAX + 1])
+ * value, and for a push group g->push = @push filled from it (else NULL);
+ * topic_id and ack_floor are left alone. 0 or ESCROW_ERR_STORAGE. Records
+ * written before push groups existed have no push_url: pull groups. */
+int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STORE_NAME_MAX + 1],
+                           store_push_conf *push)
 {
 	if (v->mv_size < 4)
 		return ESCROW_ERR_STORAGE;
@@ -304,6 +348,25 @@ int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STOR
 	g->conf.n_backoff = n;
 	for (uint32_t i = 0; i < n; i++)
 		g->conf.backoff_ms[i] = f.m.backoff_ms.v[i];
+	g->push = NULL;
+	if (push && WIRE_HAS(&f.m, PUSH_URL) && f.m.push_url.len) {
+		memset(push, 0, sizeof *push);
+		size_t ul = f.m.push_url.len > STORE_URL_MAX ? STORE_URL_MAX : f.m.push_url.len;
+		memcpy(push->url, f.m.push_url.p, ul);
+		for (uint32_t i = 0; i < f.m.secrets.n && push->n_secrets < STORE_SECRETS_MAX; i++) {
+			wire_str sv = f.m.secrets.v[i];
+			if (sv.len > STORE_SECRET_MAX)
+				continue;
+			memcpy(push->secrets[push->n_secrets++], sv.p, sv.len);
+		}
+		push->timeout_ms = f.m.timeout_ms;
+		push->concurrency = f.m.concurrency > UINT32_MAX ? UINT32_MAX : (uint32_t)f.m.concurrency;
+		push->breaker_after =
+			f.m.breaker_after > UINT32_MAX ? UINT32_MAX : (uint32_t)f.m.breaker_after;
+		push->disable_after_ms = f.m.disable_after_ms;
+		push->disabled = f.m.disabled;
+		g->push = push;
+	}
 	wire_frame_free(&f);
 	return 0;
 }

@@ -179,6 +179,8 @@ void store_op_free(store_op *op)
 {
 	if (!op)
 		return;
+	if (op->kind == STORE_OP_GROUP_CREATE || op->kind == STORE_OP_GROUP_SET)
+		free(op->u.group.push);
 	if (op->kind == STORE_OP_APPEND) {
 		free(op->u.append.key);
 		free(op->u.append.rec);
@@ -204,4 +206,9 @@ void store_get_stats(store *s, store_stats *st)
 	}
 	st->batches = __atomic_load_n(&s->n_batches, __ATOMIC_RELAXED);
 	st->ops = __atomic_load_n(&s->n_ops, __ATOMIC_RELAXED);
+	for (int i = 0; i <= STORE_HIST_N; i++) {
+		st->commit_us_hist[i] = __atomic_load_n(&s->commit_us_hist[i], __ATOMIC_RELAXED);
+		st->batch_ops_hist[i] = __atomic_load_n(&s->batch_ops_hist[i], __ATOMIC_RELAXED);
+	}
+	st->commit_us_sum = __atomic_load_n(&s->commit_us_sum, __ATOMIC_RELAXED);
 }

@@ -72,6 +72,23 @@ typedef struct store_group_conf {
 	uint64_t backoff_ms[STORE_BACKOFF_MAX]; /* redelivery delay by attempt */
 } store_group_conf;
 
+/* Push settings of a group (doc/semantics.md "Push groups"): escrowd POSTs
+ * each message of the group to url itself. Kept in the group's record
+ * (doc/storage.md 2.3); a group without them is a pull group. */
+#define STORE_URL_MAX 2048    /* bytes of a push URL */
+#define STORE_SECRETS_MAX 4   /* signing secrets at once (rotation) */
+#define STORE_SECRET_MAX 160  /* bytes of one "whsec_<base64>" secret */
+typedef struct store_push_conf {
+	char url[STORE_URL_MAX + 1];                           /* http://host[:port]/path */
+	uint32_t n_secrets;                                    /* 0: requests are not signed */
+	char secrets[STORE_SECRETS_MAX][STORE_SECRET_MAX + 1]; /* whsec_<base64> */
+	uint64_t timeout_ms;       /* an attempt not answered in this long fails */
+	uint32_t concurrency;      /* requests in flight at most */
+	uint32_t breaker_after;    /* consecutive failures that open the breaker */
+	uint64_t disable_after_ms; /* failing continuously this long disables */
+	bool disabled;             /* disabled: nothing is sent until enabled */
+} store_push_conf;
+
 /*
  * store_open takes the data dir's lock (store_dir_lock: a second escrowd on
  * one dir is refused, naming the holder's PID), opens (creating only if
@@ -211,6 +228,7 @@ typedef struct store_group_info {
 	uint64_t created_ms;
 	uint64_t ack_floor; /* every seq < ack_floor is acked */
 	store_group_conf conf;
+	const store_push_conf *push; /* NULL: a pull group; valid during the callback */
 } store_group_info;
 
 /* Each calls @cb for every record, stopping early if it returns nonzero
@@ -260,21 +278,33 @@ int store_msg_lookup(store_rtxn *r, const escrow_id_t *id, uint32_t *topic_id, u
 /* store_count: messages stored for a topic (msgs entries). */
 int store_topic_count(store_rtxn *r, uint32_t topic_id, uint64_t *count);
 
-/* store_dlq_scan: the dead letters of @group_id in seq order (lookup.c).
- * store_key_scan: the seqs of @topic_id's messages with business key @key,
- * in seq order. Both stop when @cb returns nonzero (returned) and return 0
- * or a storage code. */
-int store_dlq_scan(store_rtxn *r, uint32_t group_id,
+/* store_dlq_scan: the dead letters of @group_id with seq >= @from_seq, in
+ * seq order (lookup.c).
+ * store_key_scan: the seqs >= @from_seq of @topic_id's messages with
+ * business key @key, in seq order. Both stop when @cb returns nonzero
+ * (returned) and return 0 or a storage code. */
+int store_dlq_scan(store_rtxn *r, uint32_t group_id, uint64_t from_seq,
                    int (*cb)(void *arg, const store_retry_info *ri), void *arg);
 int store_key_scan(store_rtxn *r, uint32_t topic_id, const char *key, uint32_t key_len,
-                   int (*cb)(void *arg, uint64_t seq), void *arg);
+                   uint64_t from_seq, int (*cb)(void *arg, uint64_t seq), void *arg);
 
 /* Environment figures for `status`. */
+/* Histogram buckets of store_stats (upper bounds; a last +Inf bucket is
+ * implied): commit time of a write batch in microseconds (the LMDB commit,
+ * fsync included with --sync full) and ops per committed batch. */
+#define STORE_HIST_N 12
+extern const uint64_t store_commit_us_bounds[STORE_HIST_N];
+extern const uint64_t store_batch_ops_bounds[STORE_HIST_N];
+
 typedef struct store_stats {
 	uint64_t map_size_bytes;   /* configured map size */
 	uint64_t used_bytes;       /* pages in use * page size */
 	uint64_t batches;          /* write batches committed since open */
 	uint64_t ops;              /* ops applied since open */
+	/* per bucket (not cumulative); [STORE_HIST_N] is over the last bound */
+	uint64_t commit_us_hist[STORE_HIST_N + 1];
+	uint64_t commit_us_sum;    /* all commits, microseconds */
+	uint64_t batch_ops_hist[STORE_HIST_N + 1];
 } store_stats;
 void store_get_stats(store *s, store_stats *st);
 
@@ -335,6 +365,7 @@ typedef enum store_op_kind {
 	STORE_OP_GROUP_CREATE,
 	/* in: group.id. Deletes it and its acks. err: NOT_FOUND. */
 	STORE_OP_GROUP_DELETE,
+	/* GROUP_CREATE also takes group.push (owned, may be NULL: a pull group). */
 	/* in: append.topic_id, append.id, append.key (may be empty), append.rec
 	 * (owned, freed by whoever frees the op). Stores rec under
 	 * msgs[topic·seq] with MDB_APPEND, msg_ids[id] = topic·seq, and
@@ -407,6 +438,9 @@ typedef enum store_op_kind {
 	 * them, with their msg_ids and keys entries. out: retain.deleted,
 	 * retain.first_seq (lowest seq left; next_seq when none). err: NOT_FOUND. */
 	STORE_OP_RETAIN,
+	/* in: group.id, group.push (owned, not NULL): replaces the push settings
+	 * in the group's record, keeping everything else. err: NOT_FOUND. */
+	STORE_OP_GROUP_SET,
 } store_op_kind;
 
 /* Transaction states and outcomes (txs, tx_done). */
@@ -434,6 +468,7 @@ typedef struct store_op {
 			uint32_t topic_id;
 			char name[STORE_NAME_MAX + 1];
 			store_group_conf conf;
+			store_push_conf *push; /* owned (freed with the op); NULL: none */
 			bool latest;
 			uint64_t ack_floor;
 			uint64_t created_ms;

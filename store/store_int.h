@@ -128,6 +128,9 @@ struct store {
 	/* Writer counters, read by store_get_stats from any thread. */
 	uint64_t n_batches;    /* @atomic committed write transactions */
 	uint64_t n_ops;        /* @atomic ops applied in committed transactions */
+	uint64_t commit_us_hist[STORE_HIST_N + 1]; /* @atomic see store_stats */
+	uint64_t commit_us_sum;                    /* @atomic */
+	uint64_t batch_ops_hist[STORE_HIST_N + 1]; /* @atomic */
 
 	/* Read side. @locality network thread */
 	struct store_rtxn rtxn; /* the cached one (rtxn.txn NULL until first begin) */
@@ -160,8 +163,12 @@ int store_topic_rec_encode(const char *name, uint64_t created_ms, const store_to
                            uint32_t id, MDB_val *out, void **to_free);
 int store_topic_rec_decode(const MDB_val *v, store_topic_info *t, char name[STORE_NAME_MAX + 1]);
 int store_group_rec_encode(const char *name, uint64_t created_ms, bool latest,
-                           const store_group_conf *c, uint32_t id, MDB_val *out, void **to_free);
-int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STORE_NAME_MAX + 1]);
+                           const store_group_conf *c, const store_push_conf *push, uint32_t id,
+                           MDB_val *out, void **to_free);
+int store_group_rec_set_push(const MDB_val *v, const store_push_conf *push, MDB_val *out,
+                             void **to_free);
+int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STORE_NAME_MAX + 1],
+                           store_push_conf *push);
 
 /* retry.c: apply functions for the RETRY family, called by writer.c's
  * apply() inside its write transaction. Return 0 or an escrow code; on an

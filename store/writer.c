@@ -549,8 +549,8 @@ static int apply_group_create(struct wctx *w, store_op *op)
 	/* write phase */
 	uint64_t created = w->now_ms;
 	void *buf;
-	if (store_group_rec_encode(name, created, op->u.group.latest, &op->u.group.conf, gid, &d,
-	                           &buf))
+	if (store_group_rec_encode(name, created, op->u.group.latest, &op->u.group.conf,
+	                           op->u.group.push, gid, &d, &buf))
 		return wfail(w, ENOMEM, "encode group record", "group=%s", name);
 	rc = mdb_put(w->txn, w->s->dbi[DBI_GROUPS], &k, &d, 0);
 	free(buf);
@@ -571,6 +571,43 @@ static int apply_group_create(struct wctx *w, store_op *op)
 	op->u.group.id = gid;
 	op->u.group.ack_floor = floor;
 	op->u.group.created_ms = created;
+	return 0;
+}
+
+/* GROUP_SET: the groups record of group.id gets group.push, the rest kept. */
+static int apply_group_set(struct wctx *w, store_op *op)
+{
+	uint32_t gid = op->u.group.id;
+	if (!op->u.group.push)
+		return ESCROW_ERR_INVALID;
+	unsigned char ib[4];
+	put_u32(ib, gid);
+	MDB_val ik = {4, ib}, iv, d, nd;
+	int rc = mdb_get(w->txn, w->s->dbi[DBI_GROUP_IDS], &ik, &iv);
+	if (rc == MDB_NOTFOUND)
+		return ESCROW_ERR_NOT_FOUND;
+	if (rc)
+		return wfail(w, rc, "group_ids get", "group_id=%u", gid);
+	if (iv.mv_size < 4 || iv.mv_size > 4 + STORE_NAME_MAX)
+		return wfail(w, MDB_CORRUPTED, "group_ids value size", "group_id=%u", gid);
+	unsigned char kb[4 + STORE_NAME_MAX];
+	memcpy(kb, iv.mv_data, iv.mv_size);
+	MDB_val k = {iv.mv_size, kb};
+	rc = mdb_get(w->txn, w->s->dbi[DBI_GROUPS], &k, &d);
+	if (rc == MDB_NOTFOUND)
+		return ESCROW_ERR_NOT_FOUND;
+	if (rc)
+		return wfail(w, rc, "groups get", "group_id=%u", gid);
+	void *buf;
+	rc = store_group_rec_set_push(&d, op->u.group.push, &nd, &buf);
+	if (rc == ESCROW_ERR_STORAGE)
+		return wfail(w, MDB_CORRUPTED, "group record", "group_id=%u", gid);
+	if (rc)
+		return wfail(w, ENOMEM, "encode group record", "group_id=%u", gid);
+	rc = mdb_put(w->txn, w->s->dbi[DBI_GROUPS], &k, &nd, 0);
+	free(buf);
+	if (rc)
+		return wfail(w, rc, "groups put", "group_id=%u", gid);
 	return 0;
 }
 
@@ -767,6 +804,8 @@ static int apply(struct wctx *w, store_op *op)
 		return apply_group_create(w, op);
 	case STORE_OP_GROUP_DELETE:
 		return apply_group_delete(w, op);
+	case STORE_OP_GROUP_SET:
+		return apply_group_set(w, op);
 	case STORE_OP_APPEND:
 		op->u.append.seq = 0;
 		op->u.append.dup = false;
@@ -806,6 +845,26 @@ static int apply(struct wctx *w, store_op *op)
 
 /* ---- batches ----------------------------------------------------------- */
 
+const uint64_t store_commit_us_bounds[STORE_HIST_N] = {
+	250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000};
+const uint64_t store_batch_ops_bounds[STORE_HIST_N] = {
+	1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+
+static void hist_add(uint64_t *h, const uint64_t *bounds, uint64_t v)
+{
+	int i = 0;
+	while (i < STORE_HIST_N && v > bounds[i])
+		i++;
+	__atomic_add_fetch(&h[i], 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /*
  * run_txn applies ops [first, end) in one write transaction and commits it.
  * Returns 0 when committed (each op's err says how it went), else the LMDB
@@ -839,6 +898,7 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 	flush_caches(w);
 	if (w->mdb_rc)
 		goto abort;
+	uint64_t t0 = mono_us();
 	rc = mdb_txn_commit(w->txn);
 	w->txn = NULL;
 	if (rc) {
@@ -846,6 +906,10 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 		w->fail_key[0] = 0;
 		return rc;
 	}
+	uint64_t us = mono_us() - t0;
+	hist_add(s->commit_us_hist, store_commit_us_bounds, us);
+	__atomic_add_fetch(&s->commit_us_sum, us, __ATOMIC_RELAXED);
+	hist_add(s->batch_ops_hist, store_batch_ops_bounds, n);
 	__atomic_add_fetch(&s->n_batches, 1, __ATOMIC_RELAXED);
 	__atomic_add_fetch(&s->n_ops, n, __ATOMIC_RELAXED);
 	return 0;
@@ -876,6 +940,9 @@ static const char *describe_op(const store_op *op, char *buf, size_t len)
 		break;
 	case STORE_OP_GROUP_DELETE:
 		snprintf(buf, len, "group_delete group_id=%u", op->u.group.id);
+		break;
+	case STORE_OP_GROUP_SET:
+		snprintf(buf, len, "group_set group_id=%u", op->u.group.id);
 		break;
 	case STORE_OP_RETAIN:
 		snprintf(buf, len, "retain topic_id=%u below=%llu", op->u.retain.topic_id,

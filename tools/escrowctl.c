@@ -486,6 +486,7 @@ enum opt_kind {
 	K_TEXT,   /* UTF-8 text -> str field */
 	K_NAME,   /* UTF-8 text, not empty (a producer group) -> str field */
 	K_FLAG,   /* no value; sets a str field to @value */
+	K_SECRET, /* whsec_<base64>; repeatable, up to 4 -> strs field */
 };
 
 struct opt_map {
@@ -512,11 +513,12 @@ struct simple {
 	bool what_bare;   /* the error prefix is the command words only */
 	int min, max;     /* positional arguments */
 	struct pos_map pos[2];
-	const struct opt_map *opts;   /* ended by a NULL name; at most 8 */
+	const struct opt_map *opts;   /* ended by a NULL name; at most 14 */
 	struct {
 		wire_field f;
 		const char *s;
-	} fixed[2];                   /* str fields every request carries (s NULL: none) */
+	} fixed[2];                   /* str (or bool: "true"/"false") fields every request
+	                               * carries (s NULL: none) */
 	enum out_kind out;
 	/* OUT_OK */
 	const int *echo;              /* request fields echoed in JSON, -1 ended */
@@ -582,6 +584,17 @@ static bool field_is_str(wire_field f)
 #undef FIELD
 	};
 	return strcmp(type[f], "STR") == 0;
+}
+
+/* field_is_bool: the field is a wire bool. */
+static bool field_is_bool(wire_field f)
+{
+	static const char *const type[WIRE_F__COUNT] = {
+#define FIELD(E, k, T, mem, d) [WIRE_F_##E] = #T,
+#include "wire/fields.def"
+#undef FIELD
+	};
+	return strcmp(type[f], "BOOL") == 0;
 }
 
 static int field_by_key(const char *k, size_t len)
@@ -687,6 +700,17 @@ static int simple_opt(struct ctl *c, int opt, const char *arg, void *st)
 	case K_FLAG:
 		*(wire_str *)v = wire_cstr(o->value);
 		return -1;
+	case K_SECRET: {
+		/* the values live in the request's own array (see run_simple) */
+		wire_strs *u = v;
+		if (strncmp(arg, "whsec_", 6) != 0 || !arg[6])
+			return usage_err(c, "--%s: expected whsec_<base64>, got '%.20s...'", o->name,
+			                 arg);
+		if (u->n == 4)
+			return usage_err(c, "--%s: at most 4 secrets", o->name);
+		u->v[u->n++] = wire_cstr(arg);
+		return -1;
+	}
 	}
 	return usage_err(c, "unknown option");
 }
@@ -749,13 +773,74 @@ static int simple_print(struct ctl *c, const struct simple *d, const wire_msg *r
 	return EXIT_OK;
 }
 
+/*
+ * print_all_pages: a list reply with a cursor is one page of several
+ * (doc/protocol.md §4.1): ask for the next pages until one comes without a
+ * cursor, then print the items of all of them as one reply. Takes @first
+ * (freed here). Each page is far below the frame limit; the whole list is
+ * held in memory only as the decoded items.
+ */
+static int print_all_pages(struct ctl *c, const struct simple *d, const char *what,
+                           wire_msg *req, client_reply *first, char **pos)
+{
+	client_reply **pages = NULL;
+	size_t npages = 0, cap = 0, nitems = 0;
+	client_reply *rep = first;
+	int rc = EXIT_OK;
+	for (;;) {
+		if (npages == cap) {
+			cap = cap ? cap * 2 : 8;
+			client_reply **v = realloc(pages, cap * sizeof *v);
+			if (!v) {
+				client_reply_free(rep);
+				errx_("out of memory");
+				rc = EXIT_BROKER;
+				goto out;
+			}
+			pages = v;
+		}
+		pages[npages++] = rep;
+		const wire_msg *m = client_reply_msg(rep);
+		nitems += m->items.n;
+		if (!WIRE_HAS(m, CURSOR) || m->cursor.len == 0)
+			break;
+		WIRE_SET(req, CURSOR, cursor, m->cursor);
+		if ((rc = ctl_request(c, what, req, d->flags, &rep)))
+			goto out;
+	}
+	wire_msg all = *client_reply_msg(pages[npages - 1]);
+	wire_msg *items = calloc(nitems + 1, sizeof *items);
+	if (!items) {
+		errx_("out of memory");
+		rc = EXIT_BROKER;
+		goto out;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < npages; i++) {
+		const wire_msg *m = client_reply_msg(pages[i]);
+		for (uint32_t j = 0; j < m->items.n; j++)
+			items[k++] = m->items.v[j];
+	}
+	all.has &= ~WIRE_BIT(WIRE_F_CURSOR);
+	WIRE_SET(&all, ITEMS, items, ((wire_items){(uint32_t)k, items}));
+	req->has &= ~WIRE_BIT(WIRE_F_CURSOR);
+	rc = simple_print(c, d, req, &all, pos);
+	free(items);
+out:
+	for (size_t i = 0; i < npages; i++)
+		client_reply_free(pages[i]);
+	free(pages);
+	return rc;
+}
+
 /* run_simple runs the command c->cmd->simple describes. */
 static int run_simple(struct ctl *c, int argc, char **argv)
 {
 	const struct simple *d = c->cmd->simple;
-	struct option own[10] = {{NULL, 0, NULL, 0}};
+	struct option own[16] = {{NULL, 0, NULL, 0}};
 	uint64_t durs[32];
-	wire_msg req = {.op = d->op, .backoff_ms = {0, durs}};
+	wire_str secrets[4];
+	wire_msg req = {.op = d->op, .backoff_ms = {0, durs}, .secrets = {0, secrets}};
 	client_reply *rep;
 	char what[1024], w[64];
 	size_t cap = d->what_size ? d->what_size : 300, len;
@@ -786,8 +871,12 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 	for (i = 0; d->opts && d->opts[i].name; i++)
 		if (d->opts[i].required && !(req.has & WIRE_BIT(d->opts[i].f)))
 			return usage_err(c, "%s", d->opts[i].required);
-	for (i = 0; i < 2 && d->fixed[i].s; i++)
-		*(wire_str *)field_set(&req, d->fixed[i].f) = wire_cstr(d->fixed[i].s);
+	for (i = 0; i < 2 && d->fixed[i].s; i++) {
+		if (field_is_bool(d->fixed[i].f))
+			*(bool *)field_set(&req, d->fixed[i].f) = strcmp(d->fixed[i].s, "true") == 0;
+		else
+			*(wire_str *)field_set(&req, d->fixed[i].f) = wire_cstr(d->fixed[i].s);
+	}
 
 	/* the error prefix: "group describe T G", "msg find T --key K" */
 	snprintf(what, cap, "%s", cmd_words(c->cmd, w, sizeof w));
@@ -816,7 +905,10 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 	}
 	if ((rc = ctl_request(c, what, &req, d->flags, &rep)))
 		return rc;
-	rc = simple_print(c, d, &req, client_reply_msg(rep), pos);
+	const wire_msg *first = client_reply_msg(rep);
+	if (WIRE_HAS(first, CURSOR))
+		return print_all_pages(c, d, what, &req, rep, pos);
+	rc = simple_print(c, d, &req, first, pos);
 	client_reply_free(rep);
 	return rc;
 }
@@ -2126,9 +2218,43 @@ static const struct simple group_create = {
 	                                 {"ack-timeout", WIRE_F_ACK_TIMEOUT_MS, K_DUR_NZ, .value = "30s"},
 	                                 {"max-deliveries", WIRE_F_MAX_DELIVER, K_COUNT, .value = NULL},
 	                                 {"backoff", WIRE_F_BACKOFF_MS, K_DURS, .value = NULL},
+	                                 {"push-url", WIRE_F_PUSH_URL, K_TEXT, .value = NULL},
+	                                 {"secret", WIRE_F_SECRETS, K_SECRET, .value = NULL},
+	                                 {"timeout", WIRE_F_TIMEOUT_MS, K_DUR_NZ, .value = "10s"},
+	                                 {"concurrency", WIRE_F_CONCURRENCY, K_COUNT, .value = NULL},
+	                                 {"breaker-after", WIRE_F_BREAKER_AFTER, K_COUNT,
+	                                  .value = NULL},
+	                                 {"disable-after", WIRE_F_DISABLE_AFTER_MS, K_DUR_NZ,
+	                                  .value = "5d"},
+	                                 {NULL}},
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_PUSH_URL, -1},
+	.say = "created group {group} of topic {topic}[ pushing to {push_url}]",
+};
+
+/* group_set {topic, group, add_secret?, remove_secret?} -> ok */
+static const struct simple group_set = {
+	.op = WIRE_OP_GROUP_SET, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG},
+	.opts = (const struct opt_map[]){{"add-secret", WIRE_F_ADD_SECRET, K_TEXT, .value = NULL},
+	                                 {"remove-secret", WIRE_F_REMOVE_SECRET, K_TEXT,
+	                                  .value = NULL},
 	                                 {NULL}},
 	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, -1},
-	.say = "created group {group} of topic {topic}",
+	.say = "changed push group {group} of topic {topic}",
+};
+
+/* group_set {topic, group, disabled: false|true} -> ok */
+static const struct simple group_enable = {
+	.op = WIRE_OP_GROUP_SET, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG}, .fixed = {{WIRE_F_DISABLED, "false"}},
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, -1},
+	.say = "enabled push group {group} of topic {topic}",
+};
+static const struct simple group_disable = {
+	.op = WIRE_OP_GROUP_SET, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG}, .fixed = {{WIRE_F_DISABLED, "true"}},
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, -1},
+	.say = "disabled push group {group} of topic {topic}",
 };
 
 /* group_list {topic?} -> {items: [...]} */
@@ -2539,7 +2665,26 @@ static const struct cmd cmds[] = {
 	 "      --ack-timeout DUR       redeliver a message not acked within DUR [30s]\n"
 	 "      --max-deliveries N      dead-letter a message after N failed deliveries [16]\n"
 	 "      --backoff \"DUR ...\"   redelivery delay per attempt, the last repeating\n"
-	 "                              [10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h]\n"},
+	 "                              [10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h;\n"
+	 "                              push groups: 1m 5m 10m 30m 1h 2h 5h 10h]\n"
+	 "Push group (escrowd POSTs each message to URL; 2xx acks, anything else is a\n"
+	 "failed attempt on the backoff ladder; max deliveries [9] -> DLQ):\n"
+	 "      --push-url URL          http://host[:port]/path to POST each message to\n"
+	 "      --secret whsec_...      sign requests (Standard Webhooks); repeat for more\n"
+	 "      --timeout DUR           an attempt not answered within DUR fails [10s]\n"
+	 "      --concurrency N         requests in flight at most [16]\n"
+	 "      --breaker-after N       after N failures in a row send only one probe per\n"
+	 "                              backoff step until one succeeds [5]\n"
+	 "      --disable-after DUR     disable the endpoint after failing for DUR [5d]\n"},
+	{"group", "set", SIMPLE(group_set),
+	 "TOPIC GROUP [--add-secret whsec_...] [--remove-secret whsec_...]",
+	 "change a push group's signing secrets (rotation: add, then remove the old)",
+	 "While a group has several secrets, each request carries one signature per\n"
+	 "secret in webhook-signature, space-separated.\n"},
+	{"group", "enable", SIMPLE(group_enable), "TOPIC GROUP",
+	 "resume a push group that was disabled (by hand or after failing too long)", NULL},
+	{"group", "disable", SIMPLE(group_disable), "TOPIC GROUP",
+	 "stop pushing for a push group; its messages stay", NULL},
 	{"group", "list", SIMPLE(group_list), "[TOPIC]",
 	 "list consumer groups with lag, in-flight count, DLQ size and consumers", NULL},
 	{"group", "describe", SIMPLE(group_describe), "TOPIC GROUP",

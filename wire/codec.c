@@ -350,11 +350,19 @@ static int dec_u64(struct dec *d, const struct field_desc *fd, const msgpack_obj
 	return 0;
 }
 
+/* zalloc: room for @n objects of @size bytes in the frame's zone, aligned
+ * for any of them: wire_msg holds a 128-bit wire_mask (16-byte alignment),
+ * and msgpack_zone_malloc aligns to a pointer only (8 bytes), which UBSan
+ * reports as a misaligned wire_msg in decoded items. */
 static void *zalloc(struct dec *d, size_t n, size_t size)
 {
 	if (n == 0)
 		return NULL;
-	return msgpack_zone_malloc(d->z, n * size);
+	const uintptr_t align = _Alignof(wire_msg);
+	char *p = msgpack_zone_malloc(d->z, n * size + align - 1);
+	if (!p)
+		return NULL;
+	return (void *)(((uintptr_t)p + align - 1) & ~(align - 1));
 }
 
 static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int depth);

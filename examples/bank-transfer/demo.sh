@@ -49,6 +49,7 @@ if [ -z "${ESCROWD:-}" ] || [ -z "${ESCROWCTL:-}" ] || [ -z "${BANK1:-}" ] || [ 
 fi
 [ -z "$KEEP" ] || { KEEP=$(mkdir -p "$KEEP" && cd "$KEEP" && pwd); rm -rf "$KEEP"/bank[12].db* "$KEEP"/broker; }
 
+BT_DISOWN=1 # no bash "Killed" job lines amid the output (lib.sh bt_disown)
 source "$HERE/lib.sh"
 bt_setup "$KEEP"
 RANDOM=$SEED

@@ -55,12 +55,21 @@ wait_for() {
 
 ctl() { "$ESCROWCTL" -s "127.0.0.1:$ESCROW_PORT" "$@"; }
 
+# bt_disown PID: with BT_DISOWN=1 (demo.sh) a started process is no job of
+# this shell, so its kill -9 prints no "Killed" job line in the middle of the
+# demo's output; wait still reaps it but no longer returns its exit status,
+# which the scenario tests need (they leave BT_DISOWN unset).
+bt_disown() {
+	if [ "${BT_DISOWN:-0}" = 1 ]; then disown "$1"; fi
+}
+
 start_escrowd() { # on $ESCROW_PORT when set (a restart), else a free port
 	: >"$WORK/escrowd.out"
 	"$ESCROWD" --listen "127.0.0.1:${ESCROW_PORT:-0}" --data-dir "$WORK/broker" \
 		--tx-timeout 1s --tx-check-backoff "1s" --tx-check-timeout 2s \
 		--log-level warn >"$WORK/escrowd.out" 2>>"$WORK/escrowd.log" &
 	ESCROWD_PID=$!
+	bt_disown "$ESCROWD_PID"
 	wait_for 10 grep -q '^escrowd ready' "$WORK/escrowd.out" || die "escrowd did not start"
 	ESCROW_PORT=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' "$WORK/escrowd.out")
 	export ESCROW_SERVER=127.0.0.1:$ESCROW_PORT
@@ -93,6 +102,7 @@ start_bank1() { # [bank1 options]: on a free port, BANK1_PORT set
 	"$BANK1" "${where[@]}" "$mode" --listen 127.0.0.1:0 --server "$ESCROW_SERVER" \
 		--rollback-after "$ROLLBACK_AFTER_MS" "$@" >"$WORK/bank1.out" 2>>"$WORK/bank1.log" &
 	BANK1_PID=$!
+	bt_disown "$BANK1_PID"
 	wait_for 10 grep -q '^bank1 ready' "$WORK/bank1.out" || die "bank1 did not start"
 	BANK1_PORT=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' "$WORK/bank1.out")
 }
@@ -102,11 +112,15 @@ start_bank2() { # [bank2 options]
 	"$BANK2" --db "$WORK/bank2.db" --server "$ESCROW_SERVER" "$@" \
 		>"$WORK/bank2.out" 2>>"$WORK/bank2.log" &
 	BANK2_PID=$!
+	bt_disown "$BANK2_PID"
 	wait_for 10 grep -q '^bank2 ready' "$WORK/bank2.out" || die "bank2 did not start"
 }
 
-kill9() { # PID: SIGKILL and reap
+kill9() { # PID: SIGKILL and reap; returns once it is gone (also when disowned,
+	# where wait does not wait: poll for at most 5 s)
 	kill -9 "$1" 2>/dev/null; { wait "$1"; } 2>/dev/null || true
+	local n=0
+	while kill -0 "$1" 2>/dev/null && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
 }
 
 # transfer FROM TO AMOUNT [FAULT]: POST /transfer, print bank1's JSON answer

@@ -488,10 +488,27 @@ typedef struct escrow_tx_view escrow_tx_view_t;
 
 /** @brief The transaction id. */
 ESCROW_EXPORT const escrow_id_t *escrow_tx_view_id(const escrow_tx_view_t *v);
-/** @brief How many messages the transaction holds. */
+/**
+ * @brief How many messages the check carries (escrow_tx_view_msg 0 .. count-1),
+ *        in send order. All of them, unless the transaction is large: a check
+ *        always fits a frame, so the broker inlines ids, topics, keys, tags and
+ *        props only while they stay under 2 MiB (escrow_tx_view_total() then
+ *        says how many the transaction holds).
+ */
 ESCROW_EXPORT size_t escrow_tx_view_count(const escrow_tx_view_t *v);
+/** @brief How many messages the transaction holds (>= escrow_tx_view_count()). */
+ESCROW_EXPORT size_t escrow_tx_view_total(const escrow_tx_view_t *v);
+/**
+ * @brief How many of the carried messages, from the first, carry their body:
+ *        bodies are inlined in send order while they stay under 1 MiB in all;
+ *        a later message's escrow_msg_body() is empty (length 0). Decide from
+ *        the transaction id (the local record), not from bodies, as
+ *        RocketMQ's checkLocalTransaction does.
+ */
+ESCROW_EXPORT size_t escrow_tx_view_bodies(const escrow_tx_view_t *v);
 /** @brief Message @p i (topic, id, key, tags, props, body through the
- *         escrow_msg_* accessors); NULL when out of range. Borrowed. */
+ *         escrow_msg_* accessors; body only for i < escrow_tx_view_bodies());
+ *         NULL when out of range. Borrowed. */
 ESCROW_EXPORT const escrow_msg_t *escrow_tx_view_msg(const escrow_tx_view_t *v, size_t i);
 /** @brief Checks the broker already counted for this transaction. */
 ESCROW_EXPORT uint32_t escrow_tx_view_checks(const escrow_tx_view_t *v);

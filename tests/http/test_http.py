@@ -415,6 +415,63 @@ def test_full_store():
         b.close()
 
 
+def metric(text, name, labels=""):
+    """The value of sample name{labels} in a Prometheus text exposition."""
+    want = name + ("{%s}" % labels if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_metrics(b):
+    import shutil
+    import subprocess
+    st, text = b.call("GET", "/metrics")
+    t.ok(st == 200 and isinstance(text, str) and "escrow_build_info{version=" in text,
+         "GET /metrics -> 200 text", str(text)[:300])
+    promtool = shutil.which("promtool")
+    if promtool:
+        p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        t.ok(p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(),
+             "promtool check metrics: clean", p.stdout + p.stderr)
+    else:
+        print("ok %d - promtool check metrics # SKIP promtool not installed (scripts/deps.sh "
+              "installs prometheus)" % (t.n + 1), flush=True)
+        t.n += 1
+    for name in ["escrow_messages_published_total", "escrow_messages_delivered_total",
+                 "escrow_messages_acked_total", "escrow_messages_nacked_total",
+                 "escrow_messages_redelivered_total", "escrow_messages_dead_lettered_total",
+                 "escrow_group_ready_messages", "escrow_group_inflight_messages",
+                 "escrow_group_oldest_ready_age_seconds", "escrow_dlq_messages",
+                 "escrow_tx_pending", "escrow_tx_expired", "escrow_tx_oldest_pending_age_seconds",
+                 "escrow_tx_checks_total", "escrow_tx_check_duration_seconds",
+                 "escrow_commit_batch_ops", "escrow_fsync_duration_seconds", "escrow_store_bytes",
+                 "escrow_store_map_bytes", "escrow_connections", "escrow_build_info"]:
+        t.ok("# TYPE %s " % name in text, "metric %s is exposed" % name)
+    b.call("POST", "/v1/topics", {"topic": "mt"})
+    before = text
+    for i in range(5):
+        b.call("POST", "/v1/topics/mt/messages", {"payload": "m%d" % i})
+    msgs = receive(b, "mt", "g", max=5, wait_ms=1000)[1]["messages"]
+    for m in msgs[:3]:
+        b.call("POST", "/v1/receipts/%s/ack" % m["receipt"])
+    b.call("POST", "/v1/receipts/%s/nack" % msgs[3]["receipt"], {"delay_ms": 60000})
+    text = b.call("GET", "/metrics")[1]
+    lab = 'topic="mt",group="g"'
+    got = (metric(text, "escrow_messages_published_total", 'topic="mt"'),
+           metric(text, "escrow_messages_delivered_total", lab),
+           metric(text, "escrow_messages_acked_total", lab),
+           metric(text, "escrow_messages_nacked_total", lab),
+           metric(text, "escrow_group_inflight_messages", lab))
+    t.eq(got, (5.0, 5.0, 3.0, 1.0, 1.0),
+         "published 5, delivered 5, acked 3, nacked 1, in flight 1 under load")
+    t.ok(metric(text, "escrow_fsync_duration_seconds_count") >
+         metric(before, "escrow_fsync_duration_seconds_count"),
+         "the commit histogram counts the new batches")
+    t.ok(metric(text, "escrow_connections", 'kind="http"') >= 1, "escrow_connections{kind=http}")
+
+
 def test_restart(b):
     """Receipts do not survive a restart; the messages are delivered again."""
     b.call("POST", "/v1/topics", {"topic": "rs"})
@@ -438,6 +495,7 @@ def main():
         test_tx(b)
         test_admin(b)
         test_hostile(b)
+        test_metrics(b)
         test_restart(b)
         t.eq(b.stop(), 0, "escrowd exits 0 on SIGTERM (no leak or sanitizer report)")
     finally:

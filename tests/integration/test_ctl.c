@@ -310,6 +310,39 @@ static void test_audit_after_success(void)
 end:;
 }
 
+/* escrow-bench: ESCROW_SERVER, creates its topic, a fresh group per run that
+ * it removes, latencies in ms, --timeout bounds a run against no broker */
+static void test_bench(void)
+{
+	const char *bench = getenv("ESCROW_BENCH");
+	char cmd[2048], outp[600];
+	if (!bench)
+		SKIP("no $ESCROW_BENCH");
+	snprintf(outp, sizeof outp, "%s/bench.out", dir);
+	snprintf(cmd, sizeof cmd, "ESCROW_SERVER=%s '%s' e2e -t benchnew -n 300 -q >'%s' 2>&1",
+	         broker.addr, bench, outp);
+	CHECK_INT(system(cmd), ==, 0);
+	CHECK(slurp(outp, out, sizeof out) > 0);
+	test_diag("%s", out);
+	CHECK(strstr(out, "group bench-") != NULL);
+	CHECK(strstr(out, "received 300, duplicates 0, stale skipped 0") != NULL);
+	CHECK(strstr(out, " ms") != NULL || strstr(out, " us") != NULL);
+	/* a second run reads nothing of the first: its own group */
+	CHECK_INT(system(cmd), ==, 0);
+	CHECK(slurp(outp, out, sizeof out) > 0);
+	CHECK(strstr(out, "received 300, duplicates 0, stale skipped 0") != NULL);
+	CHECK_INT(ctl(NULL, "topic describe benchnew"), ==, 0);
+	CHECK_INT(ctl(NULL, "--json group list benchnew"), ==, 0);
+	CHECK_STR(out, ==, "{\"items\":[]}\n"); /* the runs removed their groups */
+	/* no broker: --timeout 1 ends the run (2 s grace) with exit 1 */
+	int64_t t0 = test_now_ms();
+	snprintf(cmd, sizeof cmd, "'%s' e2e -s 127.0.0.1:1 --timeout 1 -q >'%s' 2>&1", bench, outp);
+	int st = system(cmd);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+	CHECK_INT(test_now_ms() - t0, <, 8000);
+end:;
+}
+
 static void test_stop(void)
 {
 	CHECK_INT(broker_stop(&broker), ==, 0);
@@ -332,6 +365,7 @@ int main(int argc, char **argv)
 		TEST_CASE(test_json_lists),
 		TEST_CASE(test_help),
 		TEST_CASE(test_audit_after_success),
+		TEST_CASE(test_bench),
 		TEST_CASE(test_stop),
 	};
 	return test_run(cases, TEST_COUNT(cases));

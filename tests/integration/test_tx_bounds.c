@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tests/harness/broker.h"
@@ -466,6 +467,216 @@ end:
 	stop();
 }
 
+/* ---- items 5 and 11: big transactions and long lists fit frames ---------- */
+
+/* pipeline: send @n requests made by @make (rid i+1) in batches, then read
+ * their replies; returns how many were ok. */
+static int pipeline(int fd, int n, void (*make)(int i, wire_msg *m, void *arg), void *arg)
+{
+	int ok = 0;
+	for (int base = 0; base < n; base += 500) {
+		int end = base + 500 < n ? base + 500 : n;
+		for (int i = base; i < end; i++) {
+			wire_msg m = {0};
+			make(i, &m, arg);
+			WIRE_SET(&m, RID, rid, (uint64_t)i + 1);
+			if (raw_send(fd, &m))
+				return ok;
+		}
+		for (int i = base; i < end; i++) {
+			raw_frame r;
+			if (raw_recv(fd, &r, RAW_TIMEOUT_MS * 4) != RAW_OK) {
+				raw_frame_free(&r);
+				return ok;
+			}
+			if (WIRE_HAS(&r.f.m, OK) && !WIRE_HAS(&r.f.m, ERR))
+				ok++;
+			raw_frame_free(&r);
+		}
+	}
+	return ok;
+}
+
+static char long_topic[256], long_key[499 + 1];
+
+struct big_tx {
+	escrow_id_t tx;
+};
+
+static void make_half(int i, wire_msg *m, void *arg)
+{
+	struct big_tx *b = arg;
+	m->op = WIRE_OP_SEND_HALF;
+	WIRE_SET(m, TX, tx, b->tx);
+	WIRE_SET(m, TOPIC, topic, wire_cstr(long_topic));
+	WIRE_SET(m, ID, id, escrow_id_new());
+	WIRE_SET(m, BODY, body, wire_cstr("a body of a message in a very large transaction"));
+	snprintf(long_key, sizeof long_key, "%06d", i);
+	long_key[6] = 'k';
+	WIRE_SET(m, KEY, key, wire_cstr(long_key));
+}
+
+/* run_ctl runs escrowctl with @args; returns its exit status, *lines the
+ * lines it printed. */
+static int run_ctl(const char *args, int *lines)
+{
+	const char *ctl = getenv("ESCROWCTL");
+	if (!ctl)
+		return -1;
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd, "%s -s %s %s", ctl, broker.addr, args);
+	FILE *f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	char line[8192];
+	*lines = 0;
+	while (fgets(line, sizeof line, f))
+		(*lines)++;
+	int st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/*
+ * A pending transaction of 10,000 messages with 499-byte keys on a topic
+ * with a 200-byte name (about 7 MiB of ids, topics and keys): tx_list pages
+ * and shows at most 100 messages per transaction, `escrowctl tx list`
+ * works, and the check push fits a frame (count 10,000, fewer inlined).
+ * Before: tx_list and the check were one 7 MiB frame, over the client's
+ * limit (escrowctl failed; the producer dropped the check and reconnected).
+ */
+static void test_big_tx_fits(void)
+{
+	static const char *const args[] = {"--tx-timeout", "300ms", "--log-level", "warn", NULL};
+	int p = -1, checker = -1;
+	CHECK_INT(start("txb5", args), ==, 0);
+	memset(long_topic, 't', 200);
+	memset(long_key, 'k', sizeof long_key - 1);
+	CHECK_INT(topic_create(admin, long_topic), ==, 0);
+	p = pconn("big", "producer", "pg5", false);
+	CHECK(p >= 0);
+	struct big_tx bt = {escrow_id_new()};
+	int64_t t0 = test_now_ms();
+	CHECK_INT(pipeline(p, 10000, make_half, &bt), ==, 10000);
+	test_diag("10,000 halves in %lld ms", (long long)(test_now_ms() - t0));
+
+	/* tx_list: one page, the transaction with count 10000 and 100 messages */
+	wire_msg m = {0};
+	m.op = WIRE_OP_TX_LIST;
+	raw_frame r;
+	CHECK_INT(raw_call(admin, &m, &r, RAW_TIMEOUT_MS), ==, RAW_OK);
+	CHECK(!WIRE_HAS(&r.f.m, ERR) && r.f.m.items.n == 1);
+	if (r.f.m.items.n == 1) {
+		CHECK_UINT(r.f.m.items.v[0].count, ==, 10000);
+		CHECK(r.f.m.items.v[0].items.n <= 100);
+	}
+	raw_frame_free(&r);
+	int lines = 0;
+	CHECK_INT(run_ctl("tx list", &lines), ==, 0);
+	test_diag("escrowctl tx list: %d lines", lines);
+	CHECK(lines >= 1);
+
+	/* the check push: under 4 MiB, says count, inlines a prefix */
+	checker = pconn("checker", "producer", "pg5", true);
+	CHECK(checker >= 0);
+	int64_t end = test_now_ms() + 5000;
+	bool seen = false;
+	while (!seen && test_now_ms() < end) {
+		raw_frame f;
+		int rc = recv_within(checker, &f, 500);
+		if (rc == RAW_OK && f.f.m.op == WIRE_OP_CHECK) {
+			seen = true;
+			test_diag("check: count %llu, %u inlined", (unsigned long long)f.f.m.count,
+			          f.f.m.items.n);
+			CHECK_UINT(f.f.m.count, ==, 10000);
+			CHECK(f.f.m.items.n > 0 && f.f.m.items.n < 10000);
+			CHECK_INT(end_tx(checker, f.f.m.tx, "commit", f.f.m.chk, NULL), ==, 0);
+		}
+		raw_frame_free(&f);
+		if (rc != RAW_OK && rc != RAW_TIMEOUT)
+			break;
+	}
+	CHECK(seen);
+	char st[32];
+	tx_state(admin, bt.tx, st);
+	CHECK_STR(st, ==, "committed");
+end:
+	raw_close(p);
+	raw_close(checker);
+	stop();
+}
+
+static char long_group[256];
+
+static void make_group(int i, wire_msg *m, void *arg)
+{
+	(void)arg;
+	m->op = WIRE_OP_GROUP_CREATE;
+	WIRE_SET(m, TOPIC, topic, wire_cstr(long_topic));
+	snprintf(long_group, sizeof long_group, "%06d", i);
+	long_group[6] = 'g';
+	WIRE_SET(m, GROUP, group, wire_cstr(long_group));
+}
+
+/*
+ * 8,000 groups with 255-byte names on a topic with a 255-byte name (a
+ * 5 MiB group_list before paging): group_list pages (limit, cursor, no
+ * item twice), and `escrowctl group list` follows the pages and prints
+ * them all. Before: one reply over the client's frame limit.
+ */
+static void test_many_groups_page(void)
+{
+	static const char *const args[] = {"--log-level", "warn", NULL};
+	CHECK_INT(start("txb11", args), ==, 0);
+	memset(long_topic, 'T', sizeof long_topic - 1);
+	memset(long_group, 'g', sizeof long_group - 1);
+	CHECK_INT(topic_create(admin, long_topic), ==, 0);
+	int64_t t0 = test_now_ms();
+	CHECK_INT(pipeline(admin, 8000, make_group, NULL), ==, 8000);
+	test_diag("8,000 groups in %lld ms", (long long)(test_now_ms() - t0));
+	/* raw pages of 700: every group once */
+	uint32_t total = 0, pages = 0;
+	unsigned char cur[64];
+	size_t curlen = 0;
+	char last[8] = "";
+	bool ordered = true;
+	for (;;) {
+		wire_msg m = {0};
+		m.op = WIRE_OP_GROUP_LIST;
+		WIRE_SET(&m, LIMIT, limit, 700);
+		if (curlen)
+			WIRE_SET(&m, CURSOR, cursor, ((wire_str){(const char *)cur, (uint32_t)curlen}));
+		raw_frame r;
+		CHECK_INT(raw_call(admin, &m, &r, RAW_TIMEOUT_MS), ==, RAW_OK);
+		CHECK(!WIRE_HAS(&r.f.m, ERR));
+		CHECK(r.f.m.items.n <= 700);
+		for (uint32_t i = 0; i < r.f.m.items.n; i++) {
+			char num[8];
+			snprintf(num, sizeof num, "%.6s", r.f.m.items.v[i].group.p);
+			ordered = ordered && strcmp(num, last) > 0;
+			memcpy(last, num, sizeof num);
+		}
+		total += r.f.m.items.n;
+		pages++;
+		curlen = WIRE_HAS(&r.f.m, CURSOR) ? r.f.m.cursor.len : 0;
+		if (curlen && curlen <= sizeof cur)
+			memcpy(cur, r.f.m.cursor.p, curlen);
+		raw_frame_free(&r);
+		if (!curlen || pages > 100)
+			break;
+	}
+	test_diag("group_list: %u groups in %u pages", total, pages);
+	CHECK_UINT(total, ==, 8000);
+	CHECK(ordered);
+	CHECK(pages >= 12);
+	int lines = 0;
+	CHECK_INT(run_ctl("group list", &lines), ==, 0);
+	test_diag("escrowctl group list: %d lines", lines);
+	CHECK(lines >= 8000);
+	CHECK_INT(run_ctl("topic list", &lines), ==, 0);
+end:
+	stop();
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
@@ -478,6 +689,8 @@ int main(int argc, char **argv)
 		TEST_CASE(test_max_age),
 		TEST_CASE(test_small_promises),
 		TEST_CASE(test_tx_size_bound),
+		TEST_CASE(test_big_tx_fits),
+		TEST_CASE(test_many_groups_page),
 	};
 	return test_run(cases, TEST_COUNT(cases));
 }

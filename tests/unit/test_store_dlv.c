@@ -206,9 +206,9 @@ int main(void)
 	store_rtxn *rt;
 	T(store_rtxn_begin(s, &rt) == 0);
 	struct seen k = {0}, dl = {0};
-	T(store_key_scan(rt, tid, "k", 1, collect_seq, &k) == 0);
+	T(store_key_scan(rt, tid, "k", 1, 0, collect_seq, &k) == 0);
 	T(k.n == 2 && k.seq[0] == 2 && k.seq[1] == 4);
-	T(store_dlq_scan(rt, gid, collect, &dl) == 0);
+	T(store_dlq_scan(rt, gid, 0, collect, &dl) == 0);
 	T(dl.n == 1 && dl.seq[0] == 3);
 	store_rtxn_end(rt);
 	op = op_retry(STORE_OP_DLQ_DEL, gid, 3, 0, 0, NULL);
@@ -249,7 +249,7 @@ int main(void)
 	store_op_free(op);
 	T(store_rtxn_begin(s, &rt) == 0);
 	memset(&k, 0, sizeof k);
-	T(store_key_scan(rt, tid, "k", 1, collect_seq, &k) == 0);
+	T(store_key_scan(rt, tid, "k", 1, 0, collect_seq, &k) == 0);
 	printf("# keys: n=%d first=%llu\n", k.n, (unsigned long long)k.seq[0]);
 	T(k.n == 1 && k.seq[0] == 4); /* seq 2's key entry went with it */
 	wire_str rec;

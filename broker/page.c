@@ -1,0 +1,57 @@
+/*
+ * page.c - paging of list replies (doc/protocol.md §4.1): every list op
+ * (topic_list, group_list, tx_list, dlq_list, msg_find) answers one page of
+ * at most `limit` items and at most PAGE_BYTES of encoded items, and says
+ * where the next page starts with an opaque `cursor` (absent on the last
+ * page), so no reply outgrows a client's frame limit whatever the broker
+ * holds (as Kafka's ListGroups or S3's ListObjectsV2 continuation token).
+ *
+ * @locality network thread
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+
+uint32_t page_limit_or_reply(conn *c, const wire_msg *m)
+{
+	if (!WIRE_HAS(m, LIMIT))
+		return PAGE_LIMIT_DEFAULT;
+	if (m->limit == 0 || m->limit > PAGE_LIMIT_MAX) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "limit must be 1..%d", PAGE_LIMIT_MAX);
+		return 0;
+	}
+	return (uint32_t)m->limit;
+}
+
+int page_cursor_or_reply(conn *c, const wire_msg *m, unsigned char *out, size_t size)
+{
+	if (!WIRE_HAS(m, CURSOR))
+		return 0;
+	if (m->cursor.len != size) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID,
+		               "cursor is not one this op returned (give back the reply's cursor "
+		               "as it is)");
+		return -1;
+	}
+	memcpy(out, m->cursor.p, size);
+	return 1;
+}
+
+size_t page_item_bytes(const wire_msg *it)
+{
+	wire_buf b = {0};
+	size_t n = wire_encode_map(it, &b) ? PAGE_BYTES : b.len;
+	wire_buf_free(&b);
+	return n;
+}
+
+bool page_fits(page_acc *p, const wire_msg *it)
+{
+	size_t n = page_item_bytes(it);
+	if (p->items && (p->items >= p->limit || p->bytes + n > PAGE_BYTES))
+		return false;
+	p->items++;
+	p->bytes += n;
+	return true;
+}

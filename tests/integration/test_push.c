@@ -1,0 +1,493 @@
+/*
+ * test_push.c - push groups against a real HTTP receiver (issue 13): the
+ * real escrowd on port 0 POSTs to tests/integration/push_receiver.py (Python
+ * http.server; it verifies signatures with Python's hmac module), driven
+ * through the real escrowctl. Ladders are in milliseconds so the whole file
+ * runs in well under a minute.
+ *
+ * The receiver's behaviour comes from a mode file re-read on every request
+ * (ok, status:N, sleep:MS, abort, random:P); it logs every request it got
+ * (time, id, attempt, seq, status it answered, signature checks) to a file
+ * that the cases read back.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness/broker.h"
+#include "harness/test.h"
+
+#define SECRET1 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+#define SECRET2 "whsec_c2Vjb25kIHNlY3JldCBmb3Igcm90YXRpb24="
+
+static test_broker broker;
+static char dir[256];
+static const char *ctl_path;
+static const char *recv_path;
+static char out[1 << 20], err[1 << 14];
+static pid_t recv_pid;
+static int recv_port;
+static char mode_path[600], log_path[600];
+
+static long slurp(const char *path, char *buf, size_t n)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t got = fread(buf, 1, n - 1, f);
+	buf[got] = 0;
+	fclose(f);
+	return (long)got;
+}
+
+/* ctl runs "escrowctl -s ADDR ARGS" with @in on stdin; stdout into out,
+ * stderr into err; the exit status or -1. */
+static int ctl(const char *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int ctl(const char *in, const char *fmt, ...)
+{
+	char args[2048], cmd[4096], inp[600], outp[600], errp[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof args, fmt, ap);
+	va_end(ap);
+	snprintf(inp, sizeof inp, "%s/ctl.in", dir);
+	snprintf(outp, sizeof outp, "%s/ctl.out", dir);
+	snprintf(errp, sizeof errp, "%s/ctl.err", dir);
+	FILE *f = fopen(inp, "w");
+	if (!f)
+		return -1;
+	fputs(in ? in : "", f);
+	fclose(f);
+	snprintf(cmd, sizeof cmd, "'%s' -s %s %s <'%s' >'%s' 2>'%s'", ctl_path, broker.addr, args,
+	         inp, outp, errp);
+	int st = system(cmd);
+	slurp(outp, out, sizeof out);
+	slurp(errp, err, sizeof err);
+	if (st == -1 || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+static void set_mode(const char *mode)
+{
+	FILE *f = fopen(mode_path, "w");
+	if (f) {
+		fputs(mode, f);
+		fclose(f);
+	}
+}
+
+/* recv_start runs the receiver (fresh log) and reads its port; 0 or -1. */
+static int recv_start(const char *mode)
+{
+	snprintf(mode_path, sizeof mode_path, "%s/mode", dir);
+	snprintf(log_path, sizeof log_path, "%s/requests.log", dir);
+	unlink(log_path);
+	set_mode(mode);
+	int p[2];
+	if (pipe(p))
+		return -1;
+	recv_pid = fork();
+	if (recv_pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(p[1], 1);
+		close(p[0]);
+		close(p[1]);
+		execlp("python3", "python3", recv_path, mode_path, log_path, SECRET1, SECRET2,
+		       (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	char line[64] = {0};
+	size_t n = 0;
+	while (n < sizeof line - 1 && read(p[0], line + n, 1) == 1 && line[n] != '\n')
+		n++;
+	close(p[0]);
+	if (sscanf(line, "PORT %d", &recv_port) != 1) {
+		test_diag("receiver did not start: '%s'", line);
+		return -1;
+	}
+	return 0;
+}
+
+static void recv_stop(void)
+{
+	if (recv_pid > 0) {
+		kill(recv_pid, SIGKILL);
+		waitpid(recv_pid, NULL, 0);
+	}
+	recv_pid = 0;
+}
+
+/* One request the receiver logged. */
+typedef struct req {
+	int64_t ms;
+	char id[40];
+	int attempt;
+	long seq;
+	int status;
+	int sig_ok, sig_n, tamper_ok;
+} req;
+
+static req *reqs;
+static int n_reqs;
+
+/* load_log reads the receiver's log into reqs; returns n_reqs. */
+static int load_log(void)
+{
+	FILE *f = fopen(log_path, "r");
+	n_reqs = 0;
+	if (!f)
+		return 0;
+	static int cap;
+	char line[512];
+	while (fgets(line, sizeof line, f)) {
+		if (n_reqs == cap) {
+			cap = cap ? cap * 2 : 1024;
+			reqs = realloc(reqs, (size_t)cap * sizeof *reqs);
+		}
+		req *r = &reqs[n_reqs];
+		long long ms;
+		if (sscanf(line, "%lld\t%39s\t%d\t%ld\t%d\t%d\t%d\t%d", &ms, r->id, &r->attempt, &r->seq,
+		           &r->status, &r->sig_ok, &r->sig_n, &r->tamper_ok) == 8) {
+			r->ms = ms;
+			n_reqs++;
+		}
+	}
+	fclose(f);
+	return n_reqs;
+}
+
+/* wait_reqs waits until the receiver logged at least @n requests (up to
+ * @timeout_ms); returns how many it has. */
+static int wait_reqs(int n, int timeout_ms)
+{
+	int64_t until = test_now_ms() + timeout_ms;
+	while (load_log() < n && test_now_ms() < until)
+		usleep(20000);
+	return n_reqs;
+}
+
+static void sleep_ms(int ms)
+{
+	usleep((useconds_t)ms * 1000);
+}
+
+/* group_field: the value of "NAME:" in `group describe`'s output, or -1. */
+static long group_field(const char *topic, const char *group, const char *name)
+{
+	if (ctl(NULL, "group describe %s %s", topic, group) != 0)
+		return -1;
+	char key[64];
+	snprintf(key, sizeof key, "\n%s:", name);
+	const char *p = strstr(out, key);
+	return p ? strtol(p + strlen(key), NULL, 10) : -1;
+}
+
+static int start_all(const char *mode)
+{
+	if (tmpdir_make(dir, sizeof dir, "push") || recv_start(mode))
+		return -1;
+	char data[600];
+	snprintf(data, sizeof data, "%s/data", dir);
+	return broker_start(&broker, data, NULL);
+}
+
+/* restart SIGKILLs escrowd and starts it again on the same data dir. */
+static int restart(void)
+{
+	char data[600];
+	snprintf(data, sizeof data, "%s", broker.dir);
+	if (broker_kill(&broker, SIGKILL) == -1)
+		return -1;
+	return broker_start(&broker, data, NULL);
+}
+
+static void stop_all(void)
+{
+	if (broker.pid)
+		broker_kill(&broker, SIGKILL);
+	recv_stop();
+	tmpdir_remove(dir);
+	dir[0] = 0;
+}
+
+/* ---- cases ------------------------------------------------------------------ */
+
+/* 2xx acks; the request carries the Standard Webhooks headers, a signature
+ * Python's hmac verifies (and rejects once the body changes), escrow-*
+ * headers; rotation sends one signature per secret. */
+static void test_ack_and_signature(void)
+{
+	CHECK_INT(start_all("ok"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic create orders"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create orders notify --push-url http://127.0.0.1:%d/hook "
+	                    "--secret " SECRET1,
+	              recv_port),
+	          ==, 0);
+	CHECK_INT(ctl(NULL, "send orders --key order-1 --prop kind=paid '{\"order\":1}'"), ==, 0);
+	char id[40];
+	CHECK_INT(sscanf(strchr(out, '\n') + 1, "%39s", id), ==, 1);
+	CHECK_INT(wait_reqs(1, 5000), ==, 1);
+	CHECK_STR(reqs[0].id, ==, id);
+	CHECK_INT(reqs[0].attempt, ==, 1);
+	CHECK_INT(reqs[0].seq, ==, 1);
+	CHECK_INT(reqs[0].sig_n, ==, 1);
+	CHECK_INT(reqs[0].sig_ok, ==, 1);
+	CHECK_INT(reqs[0].tamper_ok, ==, 0);
+	sleep_ms(200);
+	CHECK_INT(group_field("orders", "notify", "lag"), ==, 0);
+	CHECK_INT(load_log(), ==, 1); /* acked: never sent again */
+
+	/* rotation: both secrets sign until the old one is removed */
+	CHECK_INT(ctl(NULL, "group set orders notify --add-secret " SECRET2), ==, 0);
+	CHECK_INT(ctl(NULL, "send orders two"), ==, 0);
+	CHECK_INT(wait_reqs(2, 5000), ==, 2);
+	CHECK_INT(reqs[1].sig_n, ==, 2);
+	CHECK_INT(reqs[1].sig_ok, ==, 1);
+	CHECK_INT(ctl(NULL, "group set orders notify --remove-secret " SECRET1), ==, 0);
+	CHECK_INT(ctl(NULL, "send orders three"), ==, 0);
+	CHECK_INT(wait_reqs(3, 5000), ==, 3);
+	CHECK_INT(reqs[2].sig_n, ==, 1);
+	CHECK_INT(reqs[2].sig_ok, ==, 1);
+	/* a bad secret is refused, nothing stored */
+	CHECK_INT(ctl(NULL, "group set orders notify --add-secret whsec_not*base64"), ==, 1);
+	CHECK(strstr(err, "whsec_"));
+end:
+	stop_all();
+}
+
+/* 500 follows the ladder: attempts at 0, +200, +600 ms (steps 200ms 400ms),
+ * each within 50 ms, then the DLQ with the status in the reason. */
+static void test_ladder_then_dlq(void)
+{
+	CHECK_INT(start_all("status:500"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic create t"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t g --push-url http://127.0.0.1:%d/ --backoff "
+	                    "'200ms 400ms' --max-deliveries 3",
+	              recv_port),
+	          ==, 0);
+	CHECK_INT(ctl(NULL, "send t x"), ==, 0);
+	CHECK_INT(wait_reqs(3, 5000), ==, 3);
+	for (int i = 0; i < 3; i++)
+		CHECK_INT(reqs[i].attempt, ==, i + 1);
+	int64_t d1 = reqs[1].ms - reqs[0].ms, d2 = reqs[2].ms - reqs[1].ms;
+	test_diag("gaps %lld ms, %lld ms (ladder 200, 400)", (long long)d1, (long long)d2);
+	CHECK_INT(d1, >=, 200 - 50);
+	CHECK_INT(d1, <=, 200 + 50);
+	CHECK_INT(d2, >=, 400 - 50);
+	CHECK_INT(d2, <=, 400 + 50);
+	sleep_ms(300);
+	CHECK_INT(load_log(), ==, 3);
+	CHECK_INT(ctl(NULL, "dlq list t g"), ==, 0);
+	CHECK(strstr(out, "HTTP 500"));
+end:
+	stop_all();
+}
+
+/* 302 is a failure (never followed); a receiver slower than --timeout fails
+ * the attempt; abort-message dead-letters at once; a refused connection
+ * fails with that reason. */
+static void test_failures(void)
+{
+	CHECK_INT(start_all("status:302"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic create t"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t g --push-url http://127.0.0.1:%d/ --backoff 100ms "
+	                    "--max-deliveries 2 --timeout 300ms",
+	              recv_port),
+	          ==, 0);
+	CHECK_INT(ctl(NULL, "send t redirect"), ==, 0);
+	CHECK_INT(wait_reqs(2, 5000), ==, 2);
+	CHECK_INT(reqs[1].attempt, ==, 2);
+	sleep_ms(150);
+	CHECK_INT(ctl(NULL, "dlq list t g"), ==, 0);
+	CHECK(strstr(out, "HTTP 302"));
+
+	set_mode("sleep:1000");
+	int64_t t0 = test_now_ms();
+	CHECK_INT(ctl(NULL, "send t slow"), ==, 0);
+	CHECK_INT(wait_reqs(4, 5000), ==, 4);
+	/* the second attempt came after timeout (300) + backoff (100), not 1000 */
+	CHECK_INT(reqs[3].ms - reqs[2].ms, <, 700);
+	int64_t until = test_now_ms() + 3000;
+	while (test_now_ms() < until) {
+		ctl(NULL, "dlq list t g");
+		if (strstr(out, "timeout"))
+			break;
+		sleep_ms(50);
+	}
+	CHECK(strstr(out, "timeout"));
+	test_diag("slow receiver dead-lettered after %lld ms", (long long)(test_now_ms() - t0));
+
+	set_mode("abort");
+	CHECK_INT(ctl(NULL, "send t aborted"), ==, 0);
+	CHECK_INT(wait_reqs(5, 5000), ==, 5);
+	sleep_ms(300);
+	CHECK_INT(load_log(), ==, 5); /* one attempt only */
+	CHECK_INT(ctl(NULL, "dlq list t g"), ==, 0);
+	CHECK(strstr(out, "aborted by receiver"));
+
+	/* nobody listens on the receiver's port once it is gone */
+	recv_stop();
+	CHECK_INT(ctl(NULL, "send t refused"), ==, 0);
+	until = test_now_ms() + 3000;
+	while (test_now_ms() < until) {
+		ctl(NULL, "dlq list t g");
+		if (strstr(out, "refused"))
+			break;
+		sleep_ms(50);
+	}
+	CHECK(strstr(out, "refused"));
+end:
+	stop_all();
+}
+
+/* escrowd SIGKILLed mid-ladder goes on with the ladder after the restart:
+ * attempt numbers continue, the next attempt keeps its due time. */
+static void test_restart_mid_ladder(void)
+{
+	CHECK_INT(start_all("status:500"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic create t"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t g --push-url http://127.0.0.1:%d/ --backoff "
+	                    "'200ms 1500ms 200ms' --max-deliveries 4",
+	              recv_port),
+	          ==, 0);
+	CHECK_INT(ctl(NULL, "send t x"), ==, 0);
+	CHECK_INT(wait_reqs(2, 5000), ==, 2);
+	sleep_ms(300); /* the retry record of attempt 3 (due +1500 ms) is stored */
+	CHECK_INT(restart(), ==, 0);
+	CHECK_INT(wait_reqs(4, 5000), ==, 4);
+	CHECK_INT(reqs[2].attempt, ==, 3);
+	CHECK_INT(reqs[3].attempt, ==, 4);
+	int64_t d = reqs[2].ms - reqs[1].ms;
+	test_diag("attempt 3 came %lld ms after attempt 2 (ladder 1500)", (long long)d);
+	CHECK_INT(d, >=, 1500 - 50);
+	CHECK_INT(d, <=, 1500 + 50);
+	sleep_ms(300);
+	CHECK_INT(load_log(), ==, 4);
+	CHECK_INT(ctl(NULL, "dlq list t g"), ==, 0);
+	CHECK(strstr(out, "HTTP 500"));
+end:
+	stop_all();
+}
+
+/* The breaker: a dead endpoint (500 to everything) gets about one probe per
+ * backoff step once it failed breaker-after times in a row, not one request
+ * per message per step; it closes once a probe succeeds. */
+static void test_breaker(void)
+{
+	CHECK_INT(start_all("status:500"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic create t"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t g --push-url http://127.0.0.1:%d/ --backoff 100ms "
+	                    "--max-deliveries 1000 --breaker-after 3 --concurrency 4",
+	              recv_port),
+	          ==, 0);
+	char in[400] = "";
+	for (int i = 0; i < 20; i++)
+		strcat(in, "m\n");
+	CHECK_INT(ctl(in, "send t -"), ==, 0);
+	sleep_ms(1000);
+	int n = load_log();
+	/* without the breaker: 20 messages, one attempt each per 100 ms step =
+	 * about 200 requests in this second; with it: the first failures (at most
+	 * concurrency past the third) plus about one probe per 100 ms */
+	test_diag("%d requests to a dead endpoint in 1 s", n);
+	CHECK_INT(n, <=, 3 + 4 + 12);
+	CHECK(strstr((ctl(NULL, "group describe t g"), out), "open"));
+	set_mode("ok");
+	int64_t until = test_now_ms() + 5000;
+	while (test_now_ms() < until && group_field("t", "g", "lag") != 0)
+		sleep_ms(50);
+	CHECK_INT(group_field("t", "g", "lag"), ==, 0);
+	CHECK(strstr((ctl(NULL, "group describe t g"), out), "closed"));
+end:
+	stop_all();
+}
+
+/* Load: messages to a receiver failing 30 % at random, escrowd SIGKILLed
+ * twice on the way: every message is acked by the receiver (in its
+ * de-duplicated view: some 200 for its seq) or in the DLQ, none lost. */
+static void test_load_random_failures(void)
+{
+	enum { N = 10000 };
+	static char in[N * 2 + 1];
+	static unsigned char got[N + 1];
+	CHECK_INT(start_all("random:0.3"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic create t"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t g --push-url http://127.0.0.1:%d/ --backoff "
+	                    "'10ms 20ms 50ms' --max-deliveries 9 --concurrency 16 "
+	                    "--breaker-after 1000",
+	              recv_port),
+	          ==, 0);
+	for (int i = 0; i < N; i++)
+		memcpy(in + 2 * i, "m\n", 2);
+	CHECK_INT(ctl(in, "send t -"), ==, 0);
+	int64_t t0 = test_now_ms();
+	for (int kill_no = 0; kill_no < 2; kill_no++) {
+		wait_reqs(N / 3 * (kill_no + 1), 60000);
+		CHECK_INT(restart(), ==, 0);
+	}
+	int64_t until = test_now_ms() + 90000;
+	long lag = -1;
+	while (test_now_ms() < until && (lag = group_field("t", "g", "lag")) != 0)
+		sleep_ms(200);
+	CHECK_INT(lag, ==, 0);
+	int64_t took = test_now_ms() - t0;
+	load_log();
+	memset(got, 0, sizeof got);
+	int acked = 0, dups = 0;
+	for (int i = 0; i < n_reqs; i++) {
+		if (reqs[i].status != 200 || reqs[i].seq < 1 || reqs[i].seq > N)
+			continue;
+		if (got[reqs[i].seq])
+			dups++;
+		else
+			acked++;
+		got[reqs[i].seq] = 1;
+	}
+	CHECK_INT(ctl(NULL, "--json dlq list t g"), ==, 0);
+	int dead = 0;
+	for (const char *p = out; (p = strstr(p, "\"seq\":")); p += 6) {
+		long s = strtol(p + 6, NULL, 10);
+		if (s >= 1 && s <= N && !got[s]) {
+			got[s] = 2;
+			dead++;
+		}
+	}
+	int missing = 0;
+	for (int s = 1; s <= N; s++)
+		if (!got[s])
+			missing++;
+	test_diag("%d messages: %d acked by the receiver (%d repeated 200s, de-duplicated), %d "
+	          "in the DLQ, %d missing; %d requests; %lld ms with 2 SIGKILLs",
+	          N, acked, dups, dead, missing, n_reqs, (long long)took);
+	CHECK_INT(missing, ==, 0);
+	CHECK_INT(acked + dead, ==, N);
+end:
+	stop_all();
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1)
+		broker_set_path(argv[1]);
+	ctl_path = getenv("ESCROWCTL");
+	recv_path = getenv("PUSH_RECEIVER");
+	if (!ctl_path || !recv_path) {
+		printf("1..0 # SKIP ESCROWCTL and PUSH_RECEIVER must be set (meson does)\n");
+		return 0;
+	}
+	static const test_case cases[] = {
+		TEST_CASE(test_ack_and_signature), TEST_CASE(test_ladder_then_dlq),
+		TEST_CASE(test_failures),          TEST_CASE(test_restart_mid_ladder),
+		TEST_CASE(test_breaker),           TEST_CASE(test_load_random_failures),
+	};
+	return test_run(cases, TEST_COUNT(cases));
+}
