@@ -396,6 +396,10 @@ char *audit_line_v(conn *c, const char *fmt, va_list ap) __attribute__((format(p
 char *audit_line_new(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* cmd_op_count: the success reply to @op (from cmd_op_new) carries count. */
 void cmd_op_count(store_op *op, uint64_t count);
+/* cmd_op_skipped: the success reply to @op (from cmd_op_new) lists @seqs
+ * (owned by the op from now on; malloc'd) as items {seq, reason: @reason
+ * (static)}: what the request named and the broker did not do. */
+void cmd_op_skipped(store_op *op, uint64_t *seqs, uint32_t n, const char *reason);
 /* cmd_op_audit: once @op succeeds, log the audit line "WHAT" (printf @fmt) of
  * conn @c (log.c audit_line_new); nothing is logged if it fails. */
 void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)

@@ -27,6 +27,9 @@ typedef struct bop {
 	bool has_count;    /* the reply carries count (cmd_op_count) */
 	uint64_t count;
 	char *audit;       /* logged once the op succeeded (cmd_op_audit); owned */
+	uint64_t *skipped; /* seqs not acted on (cmd_op_skipped); owned */
+	uint32_t n_skipped;
+	const char *skip_reason; /* static */
 } bop;
 
 static bop *bop_new(conn *c, const wire_msg *req, store_op_kind kind)
@@ -48,6 +51,15 @@ store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind)
 {
 	bop *r = bop_new(c, req, kind);
 	return r ? &r->op : NULL;
+}
+
+void cmd_op_skipped(store_op *op, uint64_t *seqs, uint32_t n, const char *reason)
+{
+	bop *r = (bop *)op;
+	free(r->skipped);
+	r->skipped = seqs;
+	r->n_skipped = n;
+	r->skip_reason = reason;
 }
 
 void cmd_op_count(store_op *op, uint64_t count)
@@ -684,6 +696,14 @@ void cmd_done(broker *b, store_op *op)
 	WIRE_SET(&rep, OK, ok, true);
 	if (r->has_count)
 		WIRE_SET(&rep, COUNT, count, r->count);
+	wire_msg *skipped = r->n_skipped ? calloc(r->n_skipped, sizeof *skipped) : NULL;
+	if (skipped) {
+		for (uint32_t i = 0; i < r->n_skipped; i++) {
+			WIRE_SET(&skipped[i], SEQ, seq, r->skipped[i]);
+			WIRE_SET(&skipped[i], REASON, reason, wire_cstr(r->skip_reason));
+		}
+		WIRE_SET(&rep, ITEMS, items, ((wire_items){r->n_skipped, skipped}));
+	}
 	if (op->err) {
 		if (op->err != ESCROW_ERR_NOT_READY && op->kind != STORE_OP_ACK)
 			log_warn("store op %d failed: %s", op->kind, escrow_err2name(op->err));
@@ -779,6 +799,8 @@ out:
 	if (r->audit && !op->err)
 		log_info("%s", r->audit);
 	free(r->audit);
+	free(r->skipped);
+	free(skipped);
 	if (c)
 		conn_unref(c);
 	store_op_free(op);

@@ -167,10 +167,13 @@ static void submit_dlq_op(broker *b, group *g, uint64_t seq, store_op_kind kind,
 /* dlq_take: for redrive (@redrive) or purge, the dead letters named by
  * m->items or all of them (m->all). Returns how many were taken (a named seq
  * that is not a dead letter of the group is not). */
-static uint32_t dlq_take(conn *c, const wire_msg *m, group *g, bool redrive)
+static uint32_t dlq_take(conn *c, const wire_msg *m, group *g, bool redrive,
+                         uint64_t **gone, uint32_t *n_gone)
 {
 	broker *b = c->b;
 	uint32_t n = 0;
+	*gone = NULL;
+	*n_gone = 0;
 	uint64_t *seqs = NULL;
 	uint32_t ns = 0;
 	if (WIRE_HAS(m, ALL) && m->all) {
@@ -192,6 +195,14 @@ static uint32_t dlq_take(conn *c, const wire_msg *m, group *g, bool redrive)
 		HASH_FIND(hh, g->dead, &seqs[i], sizeof seqs[i], a);
 		if (!a)
 			continue;
+		if (redrive && seqs[i] < g->t->first_seq) {
+			/* retention removed its message: nothing to deliver; the
+			 * dead letter stays (purge it) and the reply says so */
+			if (!*gone && !(*gone = malloc((ns + 1) * sizeof **gone)))
+				continue;
+			(*gone)[(*n_gone)++] = seqs[i];
+			continue;
+		}
 		HASH_DEL(g->dead, a);
 		free(a);
 		g->n_dead--;
@@ -235,8 +246,12 @@ static void dlq_move(conn *c, const wire_msg *m, bool redrive)
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
 		return;
 	}
-	uint32_t n = dlq_take(c, m, g, redrive);
+	uint64_t *gone;
+	uint32_t n_gone;
+	uint32_t n = dlq_take(c, m, g, redrive, &gone, &n_gone);
 	cmd_op_count(op, n);
+	if (n_gone)
+		cmd_op_skipped(op, gone, n_gone, "message removed by retention; not redriven");
 	if (n)
 		cmd_op_audit(op, c, "%s %u of %u%s dead letter%s of %s/%s",
 		             redrive ? "redrove" : "purged", n, asked, all ? " (all)" : " named",
@@ -247,7 +262,8 @@ static void dlq_move(conn *c, const wire_msg *m, bool redrive)
 	broker_submit(c->b, op);
 }
 
-/* dlq_redrive {rid, topic, group, items?: [{seq}], all?} -> {rid, ok, count} §5.16 */
+/* dlq_redrive {rid, topic, group, items?: [{seq}], all?} -> {rid, ok, count,
+ * items?: [{seq, reason}]} §5.16 (items: dead letters not redriven) */
 void cmd_dlq_redrive(conn *c, const wire_msg *m)
 {
 	dlq_move(c, m, true);

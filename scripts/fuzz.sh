@@ -24,7 +24,7 @@ command -v clang >/dev/null || { echo "fuzz.sh: clang is needed (scripts/deps.sh
 if [ ! -f build-fuzz/build.ninja ]; then
 	CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Dbench=false -Dexamples=false >/dev/null
 fi
-ninja -C build-fuzz >/dev/null
+ninja -C build-fuzz >build-fuzz/build.log 2>&1 || { echo "fuzz.sh: build failed:" >&2; grep -E "error|undefined" build-fuzz/build.log | head -20 >&2; exit 1; }
 mkdir -p build-fuzz/crashes
 rc=0
 for t in frame handler; do

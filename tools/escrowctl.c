@@ -1879,13 +1879,23 @@ static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char
 		return rc;
 	const wire_msg *m = client_reply_msg(rep);
 	unsigned long long n = WIRE_HAS(m, COUNT) ? m->count : 0;
+	/* items: dead letters the broker kept (redrive: their message is gone) */
+	unsigned long long kept = WIRE_HAS(m, ITEMS) ? m->items.n : 0;
 	unsigned long long named = all ? 0 : (unsigned long long)(npos - 2);
-	unsigned long long missing = named > n ? named - n : 0;
+	unsigned long long missing = named > n + kept ? named - n - kept : 0;
 	const char *done = op == WIRE_OP_DLQ_REDRIVE ? "redrove" : "purged";
 	if (c->json) {
-		printf("{\"ok\":%s,", missing ? "false" : "true");
+		printf("{\"ok\":%s,", missing || kept ? "false" : "true");
 		json_tg(argv[optind], argv[optind + 1]);
 		printf("\"count\":%llu", n);
+		if (kept) {
+			printf(",\"not_done\":[");
+			for (uint32_t i = 0; i < m->items.n; i++)
+				printf("%s{\"seq\":%llu,\"reason\":\"%.*s\"}", i ? "," : "",
+				       (unsigned long long)m->items.v[i].seq, (int)m->items.v[i].reason.len,
+				       m->items.v[i].reason.p);
+			printf("]");
+		}
 		if (!all)
 			printf(",\"named\":%llu,\"missing\":%llu", named, missing);
 		printf("}\n");
@@ -1896,7 +1906,17 @@ static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char
 		printf("%s %llu of the %llu named dead letter%s of %s/%s\n", done, n, named,
 		       named == 1 ? "" : "s", argv[optind], argv[optind + 1]);
 	}
+	if (kept && !c->json)
+		for (uint32_t i = 0; i < m->items.n; i++)
+			printf("not %s: seq %llu: %.*s\n", done, (unsigned long long)m->items.v[i].seq,
+			       (int)m->items.v[i].reason.len, m->items.v[i].reason.p);
 	client_reply_free(rep);
+	if (kept) {
+		errx_("%s: %llu dead letter%s not %s (kept in the dead-letter queue; 'dlq purge' "
+		      "drops them)", what, kept, kept == 1 ? "" : "s", done);
+		if (!missing)
+			return EXIT_BROKER;
+	}
 	if (missing) {
 		errx_("%s: %llu of the %llu named seqs %s not in the dead-letter queue of %s/%s "
 		      "(nothing done for %s; see 'dlq list')", what, missing, named,

@@ -35,7 +35,7 @@ bt_cleanup() {
 		"$PGTEMP" stop "$PG_DIR" || true
 		[ "$BT_KEEP" = 1 ] && echo "PostgreSQL data dir kept in $PG_DIR" >&2 || rm -rf "$PG_DIR"
 	fi
-	if [ $rc -ne 0 ] && [ "${BT_QUIET:-0}" = 0 ]; then
+	if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ "${BT_QUIET:-0}" = 0 ]; then
 		echo "--- logs in $WORK (last lines) ---" >&2
 		for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 15 "$f"; }; done >&2
 	fi

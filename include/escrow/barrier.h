@@ -148,8 +148,9 @@ ESCROW_EXPORT void escrow_conf_set_barrier(escrow_conf_t *conf, escrow_barrier_t
  *        barrier's wait for an open local transaction), then read the row.
  * @return ESCROW_TX_COMMIT (the local transaction committed),
  *         ESCROW_TX_ROLLBACK (it rolled back, or never began and now never
- *         will), ESCROW_TX_UNKNOWN (the wait ran out, or the database
- *         failed: the reason is logged by nothing, ask again).
+ *         will), ESCROW_TX_UNKNOWN (the wait ran out, the database
+ *         failed or cannot be reached: ask again later; counted in
+ *         escrow_barrier_stats()).
  * @remark any thread; serialised with other checks of @p b. For tools and
  *         tests; producers get it through escrow_conf_set_barrier().
  */
