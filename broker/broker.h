@@ -510,6 +510,7 @@ void cmd_dlq_purge(conn *c, const wire_msg *m);
 void cmd_msg_get(conn *c, const wire_msg *m);
 void cmd_msg_find(conn *c, const wire_msg *m);
 void cmd_msg_peek(conn *c, const wire_msg *m);
+void cmd_group_pending(conn *c, const wire_msg *m);
 
 /* ---- push groups (push.c) ----------------------------------------------- */
 
@@ -537,6 +538,18 @@ void push_set_done(broker *b, const store_op *op); /* a GROUP_SET came back */
  * answer; @error NULL when answered). */
 void push_log_add(broker *b, group *g, uint64_t seq, uint32_t attempt, uint64_t at_ms,
                   uint32_t status, uint64_t latency_ms, const char *error);
+/* A message's delivery log as wire items {attempt, at_ms, status,
+ * latency_ms, reason?} (m[i] points into a[i]); push_log_free frees both. */
+typedef struct push_log {
+	store_attempt_info *a;
+	wire_msg *m;
+	uint32_t n;
+} push_log;
+/* push_log_get reads the attempts of (@topic_id, @seq) by group @group_id
+ * into @l (zeroed first; n = 0 when none). 0, or a storage/NO_MEM code. */
+int push_log_get(store_rtxn *rt, uint32_t topic_id, uint64_t seq, uint32_t group_id,
+                 push_log *l);
+void push_log_free(push_log *l);
 
 /* ---- the broker and its group-commit plumbing (commit.c, main.c) ------- */
 

@@ -600,6 +600,7 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_TOUCH] = cmd_touch,
 	[WIRE_OP_GROUP_CREATE] = cmd_group_create,
 	[WIRE_OP_GROUP_SET] = cmd_group_set,
+	[WIRE_OP_GROUP_PENDING] = cmd_group_pending,
 	[WIRE_OP_DLQ_LIST] = cmd_dlq_list,
 	[WIRE_OP_DLQ_REDRIVE] = cmd_dlq_redrive,
 	[WIRE_OP_DLQ_PURGE] = cmd_dlq_purge,

@@ -225,16 +225,67 @@ static uint32_t dlq_take(conn *c, const wire_msg *m, group *g, bool redrive,
 	return n;
 }
 
+struct since_st {
+	uint64_t since_ms;
+	wire_msg *items;
+	uint32_t n, cap;
+};
+
+static int since_cb(void *arg, const store_retry_info *ri)
+{
+	struct since_st *st = arg;
+	if (ri->ms < st->since_ms)
+		return 0;
+	if (st->n == st->cap)
+		return 1;
+	memset(&st->items[st->n], 0, sizeof st->items[st->n]);
+	WIRE_SET(&st->items[st->n], SEQ, seq, ri->seq);
+	st->n++;
+	return 0;
+}
+
 /* dlq_move: redrive or purge; the reply (once durable) carries count, how
- * many dead letters were moved, and dlq, how many are left. */
+ * many dead letters were moved, and dlq, how many are left. With at_ms
+ * (and no items, not all): the dead letters dead-lettered at or after it,
+ * as Svix's "recover failed messages since". */
 static void dlq_move(conn *c, const wire_msg *m, bool redrive)
 {
 	group *g = group_or_reply(c, m);
 	if (!g)
 		return;
+	wire_msg since_req;
+	struct since_st ss = {0};
+	if (WIRE_HAS(m, AT_MS) && !WIRE_HAS(m, ITEMS) && !(WIRE_HAS(m, ALL) && m->all)) {
+		store_rtxn *rt;
+		ss.since_ms = m->at_ms;
+		ss.cap = g->n_dead;
+		ss.items = calloc(ss.cap + 1, sizeof *ss.items);
+		int rc = ss.items ? store_rtxn_begin(c->b->st, &rt) : ESCROW_ERR_INTERNAL;
+		if (!rc) {
+			rc = store_dlq_scan(rt, g->id, 0, since_cb, &ss);
+			store_rtxn_end(rt);
+		}
+		if (rc && rc != 1) {
+			free(ss.items);
+			conn_reply_err(c, m, rc, "cannot read the dead-letter queue");
+			return;
+		}
+		since_req = *m;
+		WIRE_SET(&since_req, ITEMS, items, ((wire_items){ss.n, ss.items}));
+		m = &since_req;
+		if (!ss.n) {
+			free(ss.items);
+			wire_msg r;
+			wire_reply_ok(&r, m);
+			WIRE_SET(&r, COUNT, count, 0);
+			conn_reply(c, &r);
+			return;
+		}
+	}
 	bool all = WIRE_HAS(m, ALL) && m->all;
 	if (!all && (!WIRE_HAS(m, ITEMS) || m->items.n == 0)) {
-		conn_reply_err(c, m, ESCROW_ERR_INVALID, "give items: [{seq}, ...] or all: true");
+		conn_reply_err(c, m, ESCROW_ERR_INVALID,
+		               "give items: [{seq}, ...], all: true or at_ms (since)");
 		return;
 	}
 	uint32_t asked = all ? g->n_dead : m->items.n;
@@ -260,6 +311,7 @@ static void dlq_move(conn *c, const wire_msg *m, bool redrive)
 	op->u.retry.seq = UINT64_MAX;
 	op->u.retry.attempts = n;
 	broker_submit(c->b, op);
+	free(ss.items);
 }
 
 /* dlq_redrive {rid, topic, group, items?: [{seq}], all?} -> {rid, ok, count,
@@ -331,7 +383,8 @@ void cmd_msg_get(conn *c, const wire_msg *m)
 	for (group *g = t->groups; g; g = g->next)
 		n++;
 	wire_msg *items = calloc(n + 1, sizeof *items);
-	if (!items) {
+	push_log *logs = calloc(n + 1, sizeof *logs);
+	if (!items || !logs) {
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
 	} else {
 		uint64_t at = WIRE_HAS(&fr.m, AT_MS) ? fr.m.at_ms : 0;
@@ -342,6 +395,11 @@ void cmd_msg_get(conn *c, const wire_msg *m)
 			WIRE_SET(&items[i], GROUP, group, wire_cstr(g->name));
 			WIRE_SET(&items[i], STATE, state, wire_cstr(st));
 			WIRE_SET(&items[i], ATTEMPT, attempt, attempt);
+			/* the delivery log of a push group (kept as long as the message) */
+			if (g->push && push_log_get(rt, t->id, seq, g->id, &logs[i]) == 0 &&
+			    logs[i].n)
+				WIRE_SET(&items[i], ATTEMPTS, attempts,
+				         ((wire_items){logs[i].n, logs[i].m}));
 		}
 		wire_msg r = fr.m;
 		r.op = WIRE_OP_NONE;
@@ -351,8 +409,11 @@ void cmd_msg_get(conn *c, const wire_msg *m)
 		WIRE_SET(&r, SEQ, seq, seq);
 		WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));
 		conn_reply(c, &r);
-		free(items);
 	}
+	for (uint32_t i = 0; logs && i < n; i++)
+		push_log_free(&logs[i]);
+	free(logs);
+	free(items);
 	wire_frame_free(&fr);
 	store_rtxn_end(rt);
 }
@@ -525,4 +586,139 @@ void cmd_msg_peek(conn *c, const wire_msg *m)
 		wire_frame_free(&st.frames[i]);
 	free(st.items);
 	free(st.frames);
+}
+
+/* ---- reconciliation (push groups and any other) ------------------------- */
+
+#define PENDING_MAX 1000 /* items in one group_pending reply */
+
+struct pending_st {
+	store_rtxn *rt;
+	group *g;
+	uint64_t since_ms;
+	uint32_t want, n;
+	uint64_t bytes, budget;
+	wire_msg *items;
+	wire_frame *frames;
+	push_log *logs;
+	char (*reasons)[STORE_REASON_MAX + 1];
+};
+
+/* pending_add adds message @seq (record @rec) to the reply in state @state;
+ * false when the reply is full. */
+static bool pending_add(struct pending_st *st, uint64_t seq, wire_str rec, const char *state,
+                        uint32_t attempt, const char *reason)
+{
+	if (st->n == st->want || (st->n && st->bytes + 512 > st->budget))
+		return false;
+	wire_frame *fr = &st->frames[st->n];
+	if (!decode_rec(rec, fr))
+		return true;
+	const wire_msg *r = &fr->m;
+	if (st->since_ms && (!WIRE_HAS(r, STORED_MS) || r->stored_ms < st->since_ms)) {
+		wire_frame_free(fr);
+		return true;
+	}
+	wire_msg *it = &st->items[st->n];
+	memset(it, 0, sizeof *it);
+	WIRE_SET(it, SEQ, seq, seq);
+	if (WIRE_HAS(r, ID))
+		WIRE_SET(it, ID, id, r->id);
+	if (WIRE_HAS(r, KEY))
+		WIRE_SET(it, KEY, key, r->key);
+	if (WIRE_HAS(r, STORED_MS))
+		WIRE_SET(it, STORED_MS, stored_ms, r->stored_ms);
+	WIRE_SET(it, STATE, state, wire_cstr(state));
+	WIRE_SET(it, ATTEMPT, attempt, attempt);
+	if (reason) {
+		snprintf(st->reasons[st->n], sizeof st->reasons[st->n], "%s", reason);
+		const char *rs = st->reasons[st->n];
+		WIRE_SET(it, REASON, reason,
+		         ((wire_str){rs, (uint32_t)wire_utf8_prefix(rs, strlen(rs), STORE_REASON_MAX)}));
+	}
+	push_log *l = &st->logs[st->n];
+	if (push_log_get(st->rt, st->g->t->id, seq, st->g->id, l) == 0 && l->n)
+		WIRE_SET(it, ATTEMPTS, attempts, ((wire_items){l->n, l->m}));
+	st->bytes += 128 + (uint64_t)l->n * 64 + (WIRE_HAS(r, KEY) ? r->key.len : 0);
+	st->n++;
+	return true;
+}
+
+static int pending_dead_cb(void *arg, const store_retry_info *ri)
+{
+	struct pending_st *st = arg;
+	wire_str rec;
+	if (store_msg_get(st->rt, st->g->t->id, ri->seq, &rec))
+		return 0; /* retention took it: nothing to tell any more */
+	return pending_add(st, ri->seq, rec, "DEAD", ri->attempts, ri->reason) ? 0 : 1;
+}
+
+/* group_pending {rid, topic, group, at_ms?, count?} -> {rid, ok, count,
+ * items: [{seq, id, key?, stored_ms, state, attempt, reason?, attempts?}]}
+ * §5.32: every message the group has not acked (dead letters first, then
+ * the rest, each in seq order), stored at or after at_ms, with its delivery
+ * log; the merchant's "what did you try to tell me" (as Stripe's list of
+ * undelivered events). count: how many items are in the reply. */
+void cmd_group_pending(conn *c, const wire_msg *m)
+{
+	broker *b = c->b;
+	group *g = group_or_reply(c, m);
+	if (!g)
+		return;
+	topic *t = g->t;
+	uint64_t want = WIRE_HAS(m, COUNT) ? m->count : 100;
+	if (want == 0 || want > PENDING_MAX) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "count must be 1..%d", PENDING_MAX);
+		return;
+	}
+	struct pending_st st = {.g = g, .want = (uint32_t)want,
+	                        .since_ms = WIRE_HAS(m, AT_MS) ? m->at_ms : 0,
+	                        .budget = b->conf.max_frame_bytes / 2};
+	st.items = calloc(want, sizeof *st.items);
+	st.frames = calloc(want, sizeof *st.frames);
+	st.logs = calloc(want, sizeof *st.logs);
+	st.reasons = calloc(want, sizeof *st.reasons);
+	int rc = ESCROW_ERR_INTERNAL;
+	if (st.items && st.frames && st.logs && st.reasons &&
+	    (rc = store_rtxn_begin(b->st, &st.rt)) == 0) {
+		rc = g->n_dead ? store_dlq_scan(st.rt, g->id, 0, pending_dead_cb, &st) : 0;
+		bool full = rc == 1;
+		if (rc == 1)
+			rc = 0;
+		uint64_t seq = g->ack_floor > t->first_seq ? g->ack_floor : t->first_seq;
+		while (!rc && !full && seq < t->next_seq) {
+			wire_str rec;
+			rc = store_msg_next(st.rt, t->id, seq, &seq, &rec);
+			if (rc == ESCROW_ERR_NOT_FOUND || (rc == 0 && seq >= t->next_seq)) {
+				rc = 0;
+				break;
+			}
+			if (rc)
+				break;
+			if (!group_is_acked(g, seq)) {
+				uint32_t attempt;
+				const char *state = state_of(g, seq, 0, &attempt);
+				full = !pending_add(&st, seq, rec, state, attempt, NULL);
+			}
+			seq++;
+		}
+		if (!rc) {
+			wire_msg r;
+			wire_reply_ok(&r, m);
+			WIRE_SET(&r, COUNT, count, st.n);
+			WIRE_SET(&r, ITEMS, items, ((wire_items){st.n, st.items}));
+			conn_reply(c, &r);
+		}
+		store_rtxn_end(st.rt);
+	}
+	if (rc)
+		conn_reply_err(c, m, rc, "cannot read the messages");
+	for (uint32_t i = 0; st.frames && i < st.n; i++)
+		wire_frame_free(&st.frames[i]);
+	for (uint32_t i = 0; st.logs && i < st.n; i++)
+		push_log_free(&st.logs[i]);
+	free(st.items);
+	free(st.frames);
+	free(st.logs);
+	free(st.reasons);
 }

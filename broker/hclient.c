@@ -4,18 +4,28 @@
  *
  * Each slot of the pool is one evhttp_connection carrying at most one
  * request; a slot is busy from hclient_send until its request's callback.
- * libevent reconnects a closed connection by itself on the next request and
- * keeps it alive between requests. evhttp_connection_free drops queued
+ * For http:// libevent reconnects a closed connection by itself on the next
+ * request and keeps it alive between requests. For https:// each request
+ * gets a connection of its own over an OpenSSL bufferevent (libevent cannot
+ * reconnect a TLS bufferevent), freed by libevent once the request is done
+ * (evhttp_connection_free_on_completion); the server's certificate is
+ * verified against the CA file or the system's CAs, and its name against
+ * the URL's host. evhttp_connection_free drops queued
  * requests without calling their callbacks, so each slot remembers its
  * request's context and hclient_free frees it.
  *
  * @locality the event loop thread of the base given to hclient_new
  */
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <strings.h>
 #include <sys/time.h>
 
@@ -25,13 +35,18 @@
 struct hreq;
 
 typedef struct hslot {
-	struct evhttp_connection *evcon;
+	struct evhttp_connection *evcon; /* https: only while a request is on it */
 	struct hreq *req; /* the request on it; NULL when idle */
 } hslot;
 
 struct hclient {
 	struct event_base *base;
 	struct evhttp_uri *uri;
+	SSL_CTX *tls;     /* https: the client context; NULL for http */
+	const char *host; /* in uri */
+	uint16_t port;
+	uint64_t timeout_ms;
+	char tls_err[256]; /* the text of a TLS failure, during a callback */
 	char *host_hdr;   /* "host" or "host:port" */
 	char *target;     /* "/path?query" */
 	uint32_t n_slots;
@@ -47,6 +62,8 @@ typedef struct hreq {
 	uint64_t start_ms;
 	enum evhttp_request_error error;
 	bool failed; /* error_cb ran */
+	SSL *ssl;    /* https: this request's TLS session (owned by its bufferevent) */
+	struct bufferevent *bev;
 } hreq;
 
 static uint64_t mono_ms(void)
@@ -67,9 +84,7 @@ int hclient_url_check(const char *url, char *err, size_t errlen)
 	const char *scheme = evhttp_uri_get_scheme(u);
 	const char *host = evhttp_uri_get_host(u);
 	if (!scheme || (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0))
-		snprintf(err, errlen, "URL '%s' must start with http://", url);
-	else if (strcasecmp(scheme, "https") == 0)
-		snprintf(err, errlen, "URL '%s': https is not supported yet; use http://", url);
+		snprintf(err, errlen, "URL '%s' must start with http:// or https://", url);
 	else if (!host || !*host)
 		snprintf(err, errlen, "URL '%s' names no host", url);
 	else if (evhttp_uri_get_userinfo(u))
@@ -80,8 +95,32 @@ int hclient_url_check(const char *url, char *err, size_t errlen)
 	return rc;
 }
 
+/* tls_new: a client context that verifies servers against @ca_file (PEM),
+ * or the system's CAs when NULL; NULL with a sentence in @err. */
+static SSL_CTX *tls_new(const char *ca_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx) {
+		snprintf(err, errlen, "cannot make a TLS context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	int ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+	                             : SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		char e[200];
+		ERR_error_string_n(ERR_get_error(), e, sizeof e);
+		snprintf(err, errlen, "cannot load CA certificates from %s: %s",
+		         ca_file && *ca_file ? ca_file : "the system's default paths", e);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
 hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conns,
-                     uint64_t timeout_ms, char *err, size_t errlen)
+                     uint64_t timeout_ms, const char *ca_file, char *err, size_t errlen)
 {
 	if (hclient_url_check(url, err, errlen))
 		return NULL;
@@ -100,6 +139,15 @@ hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conn
 	h->n_slots = max_conns;
 	const char *host = evhttp_uri_get_host(h->uri);
 	int port = evhttp_uri_get_port(h->uri);
+	bool tls = strcasecmp(evhttp_uri_get_scheme(h->uri), "https") == 0;
+	int dflt = tls ? 443 : 80;
+	h->host = host;
+	h->port = (uint16_t)(port < 0 ? dflt : port);
+	h->timeout_ms = timeout_ms;
+	if (tls && !(h->tls = tls_new(ca_file, err, errlen))) {
+		hclient_free(h);
+		return NULL;
+	}
 	const char *path = evhttp_uri_get_path(h->uri);
 	const char *query = evhttp_uri_get_query(h->uri);
 	size_t hl = strlen(host) + 16;
@@ -108,7 +156,7 @@ hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conn
 	h->target = malloc(tl);
 	if (!h->host_hdr || !h->target)
 		goto nomem;
-	if (port < 0 || port == 80)
+	if (port < 0 || port == dflt)
 		snprintf(h->host_hdr, hl, "%s", host);
 	else
 		snprintf(h->host_hdr, hl, "%s:%d", host, port);
@@ -116,7 +164,7 @@ hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conn
 	         query ? query : "");
 	/* IPv6 literals come back from evhttp_uri without brackets */
 	struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
-	for (uint32_t i = 0; i < max_conns; i++) {
+	for (uint32_t i = 0; i < max_conns && !tls; i++) {
 		hslot *s = &h->slots[i];
 		s->evcon = evhttp_connection_base_new(base, NULL, host, port < 0 ? 80 : (uint16_t)port);
 		if (!s->evcon)
@@ -145,6 +193,8 @@ void hclient_free(hclient *h)
 	free(h->slots);
 	if (h->uri)
 		evhttp_uri_free(h->uri);
+	if (h->tls)
+		SSL_CTX_free(h->tls);
 	free(h->host_hdr);
 	free(h->target);
 	free(h);
@@ -197,9 +247,73 @@ static void on_done(struct evhttp_request *req, void *arg)
 		r.headers = evhttp_request_get_input_headers(req);
 	} else {
 		r.error = q->failed ? error_text(q->error) : "connection refused or closed";
+		if (q->ssl) {
+			/* say why TLS failed rather than "connection closed" */
+			long v = SSL_get_verify_result(q->ssl);
+			unsigned long e = q->bev ? bufferevent_get_openssl_error(q->bev) : 0;
+			if (v != X509_V_OK)
+				snprintf(h->tls_err, sizeof h->tls_err, "TLS: certificate verify failed: %s",
+				         X509_verify_cert_error_string(v));
+			else if (e) {
+				char es[160];
+				ERR_error_string_n(e, es, sizeof es);
+				snprintf(h->tls_err, sizeof h->tls_err, "TLS: %s", es);
+			}
+			if (v != X509_V_OK || e)
+				r.error = h->tls_err;
+		}
 	}
+	if (h->tls)
+		h->slots[q->slot].evcon = NULL; /* libevent frees it after this callback */
 	q->cb(&r, q->arg);
 	free(q);
+}
+
+/* tls_connection gives slot @s a new connection over a TLS bufferevent for
+ * request @q: SNI and certificate name checks for the URL's host (an IP
+ * address is checked as one). 0 or -1. */
+static int tls_connection(hclient *h, hslot *s, hreq *q)
+{
+	SSL *ssl = SSL_new(h->tls);
+	if (!ssl)
+		return -1;
+	unsigned char ip[16];
+	bool is_ip = inet_pton(AF_INET, h->host, ip) == 1 || inet_pton(AF_INET6, h->host, ip) == 1;
+	if (is_ip)
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), h->host);
+	else {
+		SSL_set_tlsext_host_name(ssl, h->host);
+		SSL_set1_host(ssl, h->host);
+	}
+	struct bufferevent *bev = bufferevent_openssl_socket_new(
+		h->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!bev) {
+		SSL_free(ssl);
+		return -1;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	s->evcon = evhttp_connection_base_bufferevent_new(h->base, NULL, bev, h->host, h->port);
+	if (!s->evcon) {
+		bufferevent_free(bev);
+		return -1;
+	}
+	struct timeval tv = {(time_t)(h->timeout_ms / 1000), (suseconds_t)(h->timeout_ms % 1000) * 1000};
+	evhttp_connection_set_timeout_tv(s->evcon, &tv);
+	evhttp_connection_set_retries(s->evcon, 0);
+	evhttp_connection_set_max_body_size(s->evcon, HCLIENT_MAX_ANSWER_BYTES);
+	evhttp_connection_set_max_headers_size(s->evcon, HCLIENT_MAX_ANSWER_BYTES);
+	q->ssl = ssl;
+	q->bev = bev;
+	return 0;
+}
+
+/* tls_drop frees a TLS connection made for a request that was not sent. */
+static void tls_drop(hclient *h, hslot *s)
+{
+	if (h->tls && s->evcon) {
+		evhttp_connection_free(s->evcon);
+		s->evcon = NULL;
+	}
 }
 
 int hclient_send(hclient *h, enum evhttp_cmd_type method, const hclient_header *hdrs,
@@ -218,8 +332,13 @@ int hclient_send(hclient *h, enum evhttp_cmd_type method, const hclient_header *
 	q->cb = cb;
 	q->arg = arg;
 	q->start_ms = mono_ms();
+	if (h->tls && tls_connection(h, &h->slots[i], q)) {
+		free(q);
+		return ESCROW_ERR__NO_MEM;
+	}
 	struct evhttp_request *req = evhttp_request_new(on_done, q);
 	if (!req) {
+		tls_drop(h, &h->slots[i]);
 		free(q);
 		return ESCROW_ERR__NO_MEM;
 	}
@@ -235,6 +354,7 @@ int hclient_send(hclient *h, enum evhttp_cmd_type method, const hclient_header *
 		rc = ESCROW_ERR__NO_MEM;
 	if (rc) {
 		evhttp_request_free(req);
+		tls_drop(h, &h->slots[i]);
 		free(q);
 		return rc;
 	}
@@ -245,8 +365,11 @@ int hclient_send(hclient *h, enum evhttp_cmd_type method, const hclient_header *
 	if (evhttp_make_request(h->slots[i].evcon, req, method, h->target)) {
 		h->slots[i].req = NULL;
 		h->busy--;
+		tls_drop(h, &h->slots[i]);
 		free(q);
 		return ESCROW_ERR__NO_MEM;
 	}
+	if (h->tls)
+		evhttp_connection_free_on_completion(h->slots[i].evcon);
 	return 0;
 }

@@ -47,8 +47,8 @@ typedef struct hclient_header {
 
 /*
  * hclient_url_check tells whether @url is one hclient_new accepts: an
- * absolute http://host[:port][/path][?query] URL (https:// is refused for now
- * with a sentence saying so). Returns 0, or -1 with a sentence in @err.
+ * absolute http:// or https://host[:port][/path][?query] URL with no
+ * user:password. Returns 0, or -1 with a sentence in @err.
  */
 int hclient_url_check(const char *url, char *err, size_t errlen);
 
@@ -56,12 +56,16 @@ int hclient_url_check(const char *url, char *err, size_t errlen);
  * hclient_new makes a client for the endpoint of @url on @base with at most
  * @max_conns (>= 1) connections and @timeout_ms (>= 1) as the connect, send
  * and answer timeout of each request (libevent's connection timeout: no
- * progress for that long fails the request with "timeout").
- * Returns the client, or NULL with a sentence in @err (bad URL, out of
- * memory). Free with hclient_free.
+ * progress for that long fails the request with "timeout"). For https://
+ * the server's certificate is verified (always: there is no switch to turn
+ * it off) against the PEM file @ca_file, or the system's CAs when @ca_file
+ * is NULL or "", and its name (or IP address) against the URL's host; a
+ * failure is a request error "TLS: certificate verify failed: WHY".
+ * Returns the client, or NULL with a sentence in @err (bad URL, CA file not
+ * readable, out of memory). Free with hclient_free.
  */
 hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conns,
-                     uint64_t timeout_ms, char *err, size_t errlen);
+                     uint64_t timeout_ms, const char *ca_file, char *err, size_t errlen);
 
 /* hclient_free closes every connection; callbacks of requests still in
  * flight are never called. Must not be called from inside a callback of
@@ -75,7 +79,7 @@ uint32_t hclient_idle(const hclient *h);
  * hclient_send sends @method (EVHTTP_REQ_POST, ...) to the URL's path and
  * query with the @n_hdrs headers @hdrs (a Host header is added) and @body
  * (@body_len bytes, copied), on an idle connection. @cb gets the outcome
- * later, never from inside this call.
+ * later (from the event loop).
  * Returns 0, ESCROW_ERR_BUSY (no idle connection: check hclient_idle),
  * ESCROW_ERR_INVALID (a header name or value libevent refuses, e.g. with a
  * line break), ESCROW_ERR__NO_MEM; on an error @cb is never called.

@@ -761,7 +761,9 @@ static void route_topics(route_ctx *x)
 		if (POST)
 			return admin_call(x, WIRE_OP_GROUP_CREATE, &m,
 			                  WF(GROUP) | WF(FROM) | WF(ACK_TIMEOUT_MS) | WF(MAX_DELIVER) |
-			                          WF(BACKOFF_MS),
+			                          WF(BACKOFF_MS) | WF(PUSH_URL) | WF(SECRETS) |
+			                          WF(TIMEOUT_MS) | WF(CONCURRENCY) |
+			                          WF(BREAKER_AFTER) | WF(DISABLE_AFTER_MS) | WF(CA_FILE),
 			                  201);
 		return bad_method(x, "GET, POST");
 	}
@@ -783,6 +785,38 @@ static void route_topics(route_ctx *x)
 		}
 		return http_receive(x->r, body, seg_str(x, 2), seg_str(x, 4));
 	}
+	/* push groups: reconciliation and settings (doc/semantics.md "Push groups") */
+	if (n == 6 && seg_is(x, 5, "undelivered")) {
+		if (!GET)
+			return bad_method(x, "GET");
+		const char *since = query_get(x, "since"), *count = query_get(x, "count");
+		char *end;
+		if (since) {
+			m.at_ms = strtoull(since, &end, 10);
+			if (!*since || *end) {
+				hreq_send_error(x->r, 400, "BAD_REQUEST", "since: expected Unix ms");
+				hreq_free(x->r);
+				return;
+			}
+			m.has |= WF(AT_MS);
+		}
+		if (count) {
+			m.count = strtoull(count, &end, 10);
+			if (!*count || *end) {
+				hreq_send_error(x->r, 400, "BAD_REQUEST", "count: expected a number");
+				hreq_free(x->r);
+				return;
+			}
+			m.has |= WF(COUNT);
+		}
+		return admin_call(x, WIRE_OP_GROUP_PENDING, &m, 0, 200);
+	}
+	if (n == 6 && seg_is(x, 5, "push")) {
+		if (!POST)
+			return bad_method(x, "POST");
+		return admin_call(x, WIRE_OP_GROUP_SET, &m,
+		                  WF(ADD_SECRET) | WF(REMOVE_SECRET) | WF(DISABLED), 200);
+	}
 	if (n == 6 && seg_is(x, 5, "reset")) {
 		if (!POST)
 			return bad_method(x, "POST");
@@ -798,7 +832,7 @@ static void route_topics(route_ctx *x)
 			if (!POST)
 				return bad_method(x, "POST");
 			return admin_call(x, seg_is(x, 6, "redrive") ? WIRE_OP_DLQ_REDRIVE : WIRE_OP_DLQ_PURGE,
-			                  &m, WF(ITEMS) | WF(SEQ) | WF(ALL), 200);
+			                  &m, WF(ITEMS) | WF(SEQ) | WF(ALL) | WF(AT_MS), 200);
 		}
 	}
 	not_found(x);

@@ -268,6 +268,14 @@ static int set_field(wire_msg *m, wire_field f, json_t *v, wire_mask allowed, ha
 		CASE_STR(REASON, reason)
 		CASE_STR(KEY, key)
 		CASE_STR(ACTION, action)
+		CASE_STR(PUSH_URL, push_url)
+		CASE_U64(TIMEOUT_MS, timeout_ms)
+		CASE_U64(CONCURRENCY, concurrency)
+		CASE_U64(BREAKER_AFTER, breaker_after)
+		CASE_U64(DISABLE_AFTER_MS, disable_after_ms)
+		CASE_STR(ADD_SECRET, add_secret)
+		CASE_STR(CA_FILE, ca_file)
+		CASE_STR(REMOVE_SECRET, remove_secret)
 #undef CASE_U64
 #undef CASE_STR
 	case WIRE_F_ALL:
@@ -275,6 +283,24 @@ static int set_field(wire_msg *m, wire_field f, json_t *v, wire_mask allowed, ha
 			return fail(err, errlen, "%s: expected true or false", k);
 		m->all = json_is_true(v);
 		break;
+	case WIRE_F_DISABLED:
+		if (!json_is_boolean(v))
+			return fail(err, errlen, "%s: expected true or false", k);
+		m->disabled = json_is_true(v);
+		break;
+	case WIRE_F_SECRETS: {
+		if (!json_is_array(v) || json_array_size(v) > 16)
+			return fail(err, errlen, "%s: expected an array of at most 16 strings", k);
+		size_t n = json_array_size(v);
+		wire_str *x = harena_alloc(a, n * sizeof *x);
+		if (!x && n)
+			return fail(err, errlen, "%s: too many values", k);
+		for (size_t i = 0; i < n; i++)
+			if (to_str(json_array_get(v, i), &x[i], k, err, errlen))
+				return -1;
+		m->secrets = (wire_strs){(uint32_t)n, x};
+		break;
+	}
 	case WIRE_F_BACKOFF_MS: {
 		if (!json_is_array(v) || json_array_size(v) > 64)
 			return fail(err, errlen, "%s: expected an array of at most 64 integers", k);

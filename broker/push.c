@@ -27,9 +27,12 @@
  */
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "broker/broker.h"
 #include "broker/hclient.h"
@@ -184,6 +187,20 @@ bool push_conf_or_reply(conn *c, const wire_msg *m, store_group_conf *gc, store_
 			memcpy(pc->secrets[pc->n_secrets++], m->secrets.v[i].p, m->secrets.v[i].len);
 		}
 	}
+	if (WIRE_HAS(m, CA_FILE) && m->ca_file.len) {
+		if (m->ca_file.len > STORE_PATH_MAX || memchr(m->ca_file.p, 0, m->ca_file.len) ||
+		    !wire_utf8_valid(m->ca_file.p, m->ca_file.len)) {
+			conn_reply_err(c, m, ESCROW_ERR_INVALID, "ca_file must be a path of at most %d bytes",
+			               STORE_PATH_MAX);
+			return false;
+		}
+		memcpy(pc->ca_file, m->ca_file.p, m->ca_file.len);
+		if (access(pc->ca_file, R_OK) != 0) {
+			conn_reply_err(c, m, ESCROW_ERR_INVALID, "ca_file %s cannot be read by escrowd: %s",
+			               pc->ca_file, strerror(errno));
+			return false;
+		}
+	}
 	pc->timeout_ms = PUSH_DEFAULT_TIMEOUT_MS;
 	if (WIRE_HAS(m, TIMEOUT_MS)) {
 		if (m->timeout_ms == 0 || m->timeout_ms > 3600000) {
@@ -245,7 +262,8 @@ int push_attach(broker *b, group *g, const store_push_conf *pc)
 	p->conf = *pc;
 	p->s.g = g;
 	p->s.prefetch = pc->concurrency;
-	p->hc = hclient_new(b->base, pc->url, pc->concurrency, pc->timeout_ms, err, sizeof err);
+	p->hc = hclient_new(b->base, pc->url, pc->concurrency, pc->timeout_ms, pc->ca_file, err,
+	                    sizeof err);
 	p->probe_ev = evtimer_new(b->base, probe_cb, p);
 	if (!p->hc || !p->probe_ev) {
 		log_error("push group %s/%s: %s", g->t->name, g->name,
@@ -539,6 +557,8 @@ void push_fill(wire_msg *it, const group *g)
 	WIRE_SET(it, BREAKER, breaker,
 	         wire_cstr(p->conf.disabled ? "disabled" : p->open ? "open" : "closed"));
 	WIRE_SET(it, COUNT, count, p->conf.n_secrets); /* secrets are never shown */
+	if (p->conf.ca_file[0])
+		WIRE_SET(it, CA_FILE, ca_file, wire_cstr(p->conf.ca_file));
 }
 
 /* group_set {rid, topic, group, add_secret?, remove_secret?, disabled?} ->
@@ -645,12 +665,73 @@ void push_set_done(broker *b, const store_op *op)
 void push_log_add(broker *b, group *g, uint64_t seq, uint32_t attempt, uint64_t at_ms,
                   uint32_t status, uint64_t latency_ms, const char *error)
 {
-	(void)b;
-	(void)g;
-	(void)seq;
-	(void)attempt;
-	(void)at_ms;
-	(void)status;
-	(void)latency_ms;
-	(void)error;
+	store_op *op = calloc(1, sizeof *op);
+	if (!op) {
+		log_error("out of memory logging a push attempt of %s/%s seq %llu", g->t->name,
+		          g->name, (unsigned long long)seq);
+		return;
+	}
+	op->kind = STORE_OP_ATTEMPT;
+	store_attempt_info *a = &op->u.attempt;
+	a->topic_id = g->t->id;
+	a->seq = seq;
+	a->group_id = g->id;
+	a->attempt = attempt;
+	a->at_ms = at_ms;
+	a->latency_ms = latency_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)latency_ms;
+	a->status = status;
+	if (error) {
+		size_t n = wire_utf8_prefix(error, strlen(error), STORE_REASON_MAX);
+		memcpy(a->reason, error, n);
+		a->reason[n] = 0;
+	}
+	broker_submit(b, op);
+}
+
+static int log_cb(void *arg, const store_attempt_info *a)
+{
+	push_log *l = arg;
+	if ((l->n & (l->n - 1)) == 0) { /* full at 0, 1, 2, 4, 8, ...: double */
+		uint32_t cap = l->n ? l->n * 2 : 1;
+		store_attempt_info *na = realloc(l->a, cap * sizeof *na);
+		if (!na)
+			return ESCROW_ERR__NO_MEM;
+		l->a = na;
+	}
+	l->a[l->n++] = *a;
+	return 0;
+}
+
+int push_log_get(store_rtxn *rt, uint32_t topic_id, uint64_t seq, uint32_t group_id,
+                 push_log *l)
+{
+	memset(l, 0, sizeof *l);
+	int rc = store_attempt_scan(rt, topic_id, seq, group_id, log_cb, l);
+	if (!rc && l->n && !(l->m = calloc(l->n, sizeof *l->m)))
+		rc = ESCROW_ERR__NO_MEM;
+	if (rc) {
+		push_log_free(l);
+		return rc;
+	}
+	for (uint32_t i = 0; i < l->n; i++) {
+		const store_attempt_info *a = &l->a[i];
+		wire_msg *it = &l->m[i];
+		WIRE_SET(it, ATTEMPT, attempt, a->attempt);
+		WIRE_SET(it, AT_MS, at_ms, a->at_ms);
+		WIRE_SET(it, STATUS, status, a->status);
+		WIRE_SET(it, LATENCY_MS, latency_ms, a->latency_ms);
+		if (a->reason[0])
+			WIRE_SET(it, REASON, reason,
+			         ((wire_str){a->reason, (uint32_t)wire_utf8_prefix(
+			                                         a->reason, strlen(a->reason),
+			                                         STORE_REASON_MAX)}));
+	}
+	return 0;
+}
+
+void push_log_free(push_log *l)
+{
+	free(l->a);
+	free(l->m);
+	memset(l, 0, sizeof *l);
 }

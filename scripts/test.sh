@@ -51,7 +51,7 @@ summary() {
 
 scripts/deps.sh || { echo "test.sh: installing dependencies failed" >&2; summary 0 1; }
 
-opts=(-Dtests=true -Dsanitize=$sanitize)
+opts=(-Dtests=true -Dsanitize=$sanitize -Dwerror=true) # CI builds: a warning fails the build
 if [ -f "$dir/meson-private/coredata.dat" ]; then
 	meson setup --reconfigure "$dir" "${opts[@]}" >/dev/null ||
 		meson setup --wipe "$dir" "${opts[@]}" >/dev/null

@@ -77,6 +77,8 @@ int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 			else if (rc == MDB_NOTFOUND || rc == 0)
 				rc = 0;
 		}
+		if (!rc)
+			rc = store_attempt_del(txn, s, tid, seq, false);
 		if (!rc && klen) {
 			MDB_val kk = {4 + klen + 8, kb};
 			rc = mdb_del(txn, s->dbi[DBI_KEYS], &kk, NULL);

@@ -63,6 +63,7 @@ static const char *const dbi_names[DBI__COUNT] = {
 	[DBI_RETRY_DUE] = "retry_due",
 	[DBI_DLQ] = "dlq",
 	[DBI_HALF_IDS] = "half_ids",
+	[DBI_ATTEMPTS] = "attempts",
 };
 
 _Static_assert(DBI__COUNT <= STORE_MAXDBS, "raise STORE_MAXDBS");
@@ -280,6 +281,8 @@ static void push_fields(wire_msg *m, const store_push_conf *p, wire_str *secrets
 	WIRE_SET(m, BREAKER_AFTER, breaker_after, p->breaker_after);
 	WIRE_SET(m, DISABLE_AFTER_MS, disable_after_ms, p->disable_after_ms);
 	WIRE_SET(m, DISABLED, disabled, p->disabled);
+	if (p->ca_file[0])
+		WIRE_SET(m, CA_FILE, ca_file, wire_cstr(p->ca_file));
 }
 
 /* store_group_rec_encode builds groups' value: id | {group, stored_ms, from,
@@ -365,6 +368,8 @@ int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STOR
 			f.m.breaker_after > UINT32_MAX ? UINT32_MAX : (uint32_t)f.m.breaker_after;
 		push->disable_after_ms = f.m.disable_after_ms;
 		push->disabled = f.m.disabled;
+		if (WIRE_HAS(&f.m, CA_FILE) && f.m.ca_file.len <= STORE_PATH_MAX)
+			memcpy(push->ca_file, f.m.ca_file.p, f.m.ca_file.len);
 		g->push = push;
 	}
 	wire_frame_free(&f);

@@ -59,6 +59,20 @@ typedef struct store_opts {
 	void (*log)(int level, const char *line);
 } store_opts;
 
+#define STORE_REASON_MAX 200 /* bytes of a nack / dead-letter reason kept */
+
+/* One push attempt of a message by a group (the delivery log). */
+typedef struct store_attempt_info {
+	uint32_t topic_id;
+	uint64_t seq;
+	uint32_t group_id;
+	uint32_t attempt;     /* from 1 */
+	uint64_t at_ms;       /* when it was sent, Unix ms */
+	uint32_t latency_ms;  /* until the answer or the error */
+	uint32_t status;      /* HTTP status; 0: no answer */
+	char reason[STORE_REASON_MAX + 1]; /* the error when not answered, else "" */
+} store_attempt_info;
+
 /* Per-topic settings (defaults in doc/config.md). */
 typedef struct store_topic_conf {
 	uint64_t retention_ms; /* keep acked messages at least this long */
@@ -78,6 +92,7 @@ typedef struct store_group_conf {
 #define STORE_URL_MAX 2048    /* bytes of a push URL */
 #define STORE_SECRETS_MAX 4   /* signing secrets at once (rotation) */
 #define STORE_SECRET_MAX 160  /* bytes of one "whsec_<base64>" secret */
+#define STORE_PATH_MAX 1024   /* bytes of a CA file path */
 typedef struct store_push_conf {
 	char url[STORE_URL_MAX + 1];                           /* http://host[:port]/path */
 	uint32_t n_secrets;                                    /* 0: requests are not signed */
@@ -87,6 +102,7 @@ typedef struct store_push_conf {
 	uint32_t breaker_after;    /* consecutive failures that open the breaker */
 	uint64_t disable_after_ms; /* failing continuously this long disables */
 	bool disabled;             /* disabled: nothing is sent until enabled */
+	char ca_file[STORE_PATH_MAX + 1]; /* https: CAs to verify with; "": the system's */
 } store_push_conf;
 
 /*
@@ -287,6 +303,11 @@ int store_dlq_scan(store_rtxn *r, uint32_t group_id, uint64_t from_seq,
                    int (*cb)(void *arg, const store_retry_info *ri), void *arg);
 int store_key_scan(store_rtxn *r, uint32_t topic_id, const char *key, uint32_t key_len,
                    uint64_t from_seq, int (*cb)(void *arg, uint64_t seq), void *arg);
+/* store_attempt_scan: the push attempts of message (@topic_id, @seq) by every
+ * group, in group id then time order (@group_id 0), or by group @group_id
+ * only. Stops when @cb returns nonzero (returned); 0 or a storage code. */
+int store_attempt_scan(store_rtxn *r, uint32_t topic_id, uint64_t seq, uint32_t group_id,
+                       int (*cb)(void *arg, const store_attempt_info *a), void *arg);
 
 /* Environment figures for `status`. */
 /* Histogram buckets of store_stats (upper bounds; a last +Inf bucket is
@@ -438,6 +459,12 @@ typedef enum store_op_kind {
 	 * them, with their msg_ids and keys entries. out: retain.deleted,
 	 * retain.first_seq (lowest seq left; next_seq when none). err: NOT_FOUND. */
 	STORE_OP_RETAIN,
+	/* Delivery log of push groups (store/lookup.c, doc/storage.md
+	 * §attempts). in: attempt.topic_id, seq, group_id, attempt, at_ms,
+	 * latency_ms, status, reason. Writes attempts[topic|seq|group|attempt]
+	 * while the message is stored (else NOT_FOUND). Deleted with the message
+	 * (retention, topic delete). Nobody waits. */
+	STORE_OP_ATTEMPT,
 	/* in: group.id, group.push (owned, not NULL): replaces the push settings
 	 * in the group's record, keeping everything else. err: NOT_FOUND. */
 	STORE_OP_GROUP_SET,
@@ -449,7 +476,6 @@ typedef enum store_op_kind {
 #define STORE_TX_COMMIT 1
 #define STORE_TX_ROLLBACK 2
 
-#define STORE_REASON_MAX 200 /* bytes of a nack / dead-letter reason kept */
 
 typedef struct store_op {
 	struct store_op *next; /* chain; owned by whoever holds the op */
@@ -532,6 +558,7 @@ typedef struct store_op {
 			uint64_t due_ms;
 			char reason[STORE_REASON_MAX + 1];
 		} retry;
+		store_attempt_info attempt;
 	} u;
 } store_op;
 

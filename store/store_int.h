@@ -41,6 +41,7 @@ typedef enum store_dbi {
 	DBI_RETRY_DUE, /* due_ms | group_id | seq -> empty (later) */
 	DBI_DLQ,       /* group_id | seq -> dead-letter record (later) */
 	DBI_HALF_IDS,  /* tx id | msg id -> n (schema 2): repeated send_half */
+	DBI_ATTEMPTS,  /* topic_id | seq | group_id | attempt -> push attempt (push groups) */
 	DBI__COUNT
 } store_dbi;
 
@@ -174,6 +175,12 @@ int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STOR
  * apply() inside its write transaction. Return 0 or an escrow code; on an
  * LMDB failure of a write set *mdb_rc (the transaction is then poisoned). */
 int store_apply_retry(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int *mdb_rc);
+
+/* lookup.c: STORE_OP_ATTEMPT, same contract as store_apply_retry; and
+ * store_attempt_del, the delivery log of (@topic_id, @seq), or of the whole
+ * topic: 0 or an LMDB code (write phase of retention and topic delete). */
+int store_apply_attempt(MDB_txn *txn, store *s, store_op *op, int *mdb_rc);
+int store_attempt_del(MDB_txn *txn, store *s, uint32_t topic_id, uint64_t seq, bool whole_topic);
 
 /* retain.c: STORE_OP_RETAIN, same contract as store_apply_retry. */
 int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc);

@@ -487,6 +487,8 @@ static int apply_topic_delete(struct wctx *w, store_op *op)
 
 	if ((rc = del_prefix(w, DBI_KEYS, tb, 4, 4, NULL)))
 		return wfail(w, rc, "keys del", "topic_id=%u", tid);
+	if ((rc = store_attempt_del(w->txn, w->s, tid, 0, true)))
+		return wfail(w, rc, "attempts del", "topic_id=%u", tid);
 	tcache_drop(w, tid);
 	return 0;
 }
@@ -806,6 +808,12 @@ static int apply(struct wctx *w, store_op *op)
 		return apply_group_delete(w, op);
 	case STORE_OP_GROUP_SET:
 		return apply_group_set(w, op);
+	case STORE_OP_ATTEMPT: {
+		int mrc = 0, rc = store_apply_attempt(w->txn, w->s, op, &mrc);
+		if (mrc)
+			return wfail(w, mrc, "attempt", "topic_id=%u", op->u.attempt.topic_id);
+		return rc;
+	}
 	case STORE_OP_APPEND:
 		op->u.append.seq = 0;
 		op->u.append.dup = false;
@@ -943,6 +951,10 @@ static const char *describe_op(const store_op *op, char *buf, size_t len)
 		break;
 	case STORE_OP_GROUP_SET:
 		snprintf(buf, len, "group_set group_id=%u", op->u.group.id);
+		break;
+	case STORE_OP_ATTEMPT:
+		snprintf(buf, len, "attempt topic_id=%u seq=%llu group_id=%u", op->u.attempt.topic_id,
+		         (unsigned long long)op->u.attempt.seq, op->u.attempt.group_id);
 		break;
 	case STORE_OP_RETAIN:
 		snprintf(buf, len, "retain topic_id=%u below=%llu", op->u.retain.topic_id,

@@ -167,7 +167,8 @@ void json_msg(FILE *f, const wire_msg *m, wire_mask skip, const char *items_key,
 
 /* Fields holding a duration in ms, and fields holding a Unix-ms time. */
 static const wire_mask dur_fields = WF(RETENTION_MS) | WF(UPTIME_MS) | WF(ACK_TIMEOUT_MS) |
-                                   WF(DELAY_MS) | WF(BACKOFF_MS);
+                                   WF(DELAY_MS) | WF(BACKOFF_MS) | WF(TIMEOUT_MS) |
+                                   WF(DISABLE_AFTER_MS) | WF(LATENCY_MS);
 static const wire_mask time_fields = WF(BORN_MS) | WF(STORED_MS) | WF(AT_MS);
 
 const char *fmt_dur(uint64_t ms, char *buf, size_t n)
@@ -365,8 +366,26 @@ static void h_U64S(FILE *f, wire_field fld, const wire_u64s *v)
 
 static void h_ITEMS(FILE *f, wire_field fld, const wire_items *v)
 {
-	(void)fld;
-	fprintf(f, "(%u)", v->n);
+	if (fld != WIRE_F_ATTEMPTS) {
+		fprintf(f, "(%u)", v->n);
+		return;
+	}
+	/* a push group's delivery log: "#1 TIME 500 12ms; #2 TIME - 10s timeout" */
+	char t[64], d[64];
+	for (uint32_t i = 0; i < v->n; i++) {
+		const wire_msg *a = &v->v[i];
+		fprintf(f, "%s#%llu %s ", i ? "; " : "", (unsigned long long)a->attempt,
+		        fmt_time(a->at_ms, t, sizeof t));
+		if (a->status)
+			fprintf(f, "%llu", (unsigned long long)a->status);
+		else
+			fputc('-', f);
+		fprintf(f, " %s", fmt_dur(a->latency_ms, d, sizeof d));
+		if (WIRE_HAS(a, REASON) && a->reason.len) {
+			fputc(' ', f);
+			h_text(f, a->reason.p, a->reason.len);
+		}
+	}
 }
 
 char *fmt_field(const wire_msg *m, wire_field fld)

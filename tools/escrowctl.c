@@ -487,6 +487,7 @@ enum opt_kind {
 	K_NAME,   /* UTF-8 text, not empty (a producer group) -> str field */
 	K_FLAG,   /* no value; sets a str field to @value */
 	K_SECRET, /* whsec_<base64>; repeatable, up to 4 -> strs field */
+	K_SINCE,  /* a point in time: ISO 8601, Unix ms, or -DUR (now minus) -> u64 field */
 };
 
 struct opt_map {
@@ -645,6 +646,8 @@ static void say_tpl(FILE *f, const char *t, const wire_msg *m)
 	}
 }
 
+static int parse_time(const char *s, uint64_t *ms);
+
 /* simple_opt checks one of a simple command's options into the request @st. */
 static int simple_opt(struct ctl *c, int opt, const char *arg, void *st)
 {
@@ -699,6 +702,16 @@ static int simple_opt(struct ctl *c, int opt, const char *arg, void *st)
 		return -1;
 	case K_FLAG:
 		*(wire_str *)v = wire_cstr(o->value);
+		return -1;
+	case K_SINCE:
+		if (arg[0] == '-' && parse_dur(arg + 1, v) == 0) {
+			uint64_t now = client_now_unix_ms(), back = *(uint64_t *)v;
+			*(uint64_t *)v = now > back ? now - back : 0;
+			return -1;
+		}
+		if (parse_time(arg, v) < 0)
+			return usage_err(c, "--%s: expected an ISO 8601 time (2026-11-29T10:00:00Z), "
+			                    "Unix ms or -DUR (-1h), got '%s'", o->name, arg);
 		return -1;
 	case K_SECRET: {
 		/* the values live in the request's own array (see run_simple) */
@@ -2246,9 +2259,34 @@ static const struct simple group_create = {
 	                                  .value = NULL},
 	                                 {"disable-after", WIRE_F_DISABLE_AFTER_MS, K_DUR_NZ,
 	                                  .value = "5d"},
+	                                 {"ca-file", WIRE_F_CA_FILE, K_TEXT, .value = NULL},
 	                                 {NULL}},
 	.out = OUT_OK, .echo = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_PUSH_URL, -1},
 	.say = "created group {group} of topic {topic}[ pushing to {push_url}]",
+};
+
+/* group_pending {topic, group, at_ms?, count?} -> {count, items: [{seq, id, key?,
+ * stored_ms, state, attempt, reason?, attempts?}]} */
+static const struct simple group_pending = {
+	.op = WIRE_OP_GROUP_PENDING, .flags = CLIENT_RETRY, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG},
+	.opts = (const struct opt_map[]){{"since", WIRE_F_AT_MS, K_SINCE, .value = NULL},
+	                                 {"count", WIRE_F_COUNT, K_COUNT, .value = NULL},
+	                                 {NULL}},
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true,
+	.first = (const int[]){WIRE_F_SEQ, WIRE_F_ID, WIRE_F_STATE, WIRE_F_ATTEMPT,
+	                       WIRE_F_STORED_MS, WIRE_F_KEY, WIRE_F_REASON, WIRE_F_ATTEMPTS, -1},
+	.empty = "group {group} of {topic} has acked every message[ stored since {at_ms}]",
+};
+
+/* dlq_redrive {topic, group, at_ms} -> {count} */
+static const struct simple group_redrive = {
+	.op = WIRE_OP_DLQ_REDRIVE, .what_size = 600, .min = 2, .max = 2,
+	.pos = {TOPIC_ARG, GROUP_ARG},
+	.opts = (const struct opt_map[]){{"since", WIRE_F_AT_MS, K_SINCE, NULL,
+	                                  "--since TIME is required", true},
+	                                 {NULL}},
+	.out = OUT_RECORD, .first = (const int[]){WIRE_F_COUNT, -1},
 };
 
 /* group_set {topic, group, add_secret?, remove_secret?} -> ok */
@@ -2325,7 +2363,7 @@ static const struct simple msg_get = {
 	                       WIRE_F_PROPS, WIRE_F_BORN_MS, WIRE_F_STORED_MS, WIRE_F_AT_MS,
 	                       WIRE_F_BODY, -1},
 	.skip = WF(ITEMS),
-	.sub_first = (const int[]){WIRE_F_GROUP, WIRE_F_STATE, WIRE_F_ATTEMPT, -1},
+	.sub_first = (const int[]){WIRE_F_GROUP, WIRE_F_STATE, WIRE_F_ATTEMPT, WIRE_F_ATTEMPTS, -1},
 	.empty = "no consumer groups",
 };
 
@@ -2695,12 +2733,28 @@ static const struct cmd cmds[] = {
 	 "      --concurrency N         requests in flight at most [16]\n"
 	 "      --breaker-after N       after N failures in a row send only one probe per\n"
 	 "                              backoff step until one succeeds [5]\n"
-	 "      --disable-after DUR     disable the endpoint after failing for DUR [5d]\n"},
+	 "      --disable-after DUR     disable the endpoint after failing for DUR [5d]\n"
+	 "      --ca-file FILE          https: verify the endpoint with these CAs (PEM, read by\n"
+	 "                              escrowd) [the system's]\n"},
 	{"group", "set", SIMPLE(group_set),
 	 "TOPIC GROUP [--add-secret whsec_...] [--remove-secret whsec_...]",
 	 "change a push group's signing secrets (rotation: add, then remove the old)",
 	 "While a group has several secrets, each request carries one signature per\n"
 	 "secret in webhook-signature, space-separated.\n"},
+	{"group", "pending", SIMPLE(group_pending), "TOPIC GROUP [--since TIME] [--count N]",
+	 "list the messages GROUP has not acked, dead letters first, with their push attempts",
+	 "Reconciliation: what was not delivered (yet). Each message shows its state\n"
+	 "(DEAD, DELAYED: waiting for its next attempt, IN_FLIGHT, READY), attempts\n"
+	 "made, and for a push group its delivery log (time, HTTP status, latency,\n"
+	 "error of each attempt).\n\n"
+	 "Options:\n"
+	 "      --since TIME      only messages stored at or after TIME (ISO 8601,\n"
+	 "                        Unix ms, or -DUR such as -24h)\n"
+	 "      --count N         messages to list, 1..1000 [100]\n"},
+	{"group", "redrive", SIMPLE(group_redrive), "TOPIC GROUP --since TIME",
+	 "deliver again every dead letter of GROUP dead-lettered since TIME (audited)",
+	 "As 'dlq redrive' for a time window (Svix's \"recover failed messages since\"):\n"
+	 "the attempts start again from 1. TIME: ISO 8601, Unix ms, or -DUR (-24h).\n"},
 	{"group", "enable", SIMPLE(group_enable), "TOPIC GROUP",
 	 "resume a push group that was disabled (by hand or after failing too long)", NULL},
 	{"group", "disable", SIMPLE(group_disable), "TOPIC GROUP",

@@ -4,7 +4,8 @@
 Usage: push_receiver.py MODE_FILE LOG_FILE [SECRET...]
 
 Listens on 127.0.0.1, an ephemeral port, and prints "PORT <n>" on stdout once
-it accepts. For each POST it reads MODE_FILE (one word; re-read every
+it accepts. With $RECV_TLS_PEM set (a PEM file holding a certificate and its
+key) it speaks https. For each POST it reads MODE_FILE (one word; re-read every
 request, so a test can change it while the receiver runs):
   ok          200
   status:N    answer N (500, 302, 410, ...)
@@ -23,7 +24,9 @@ import base64
 import hashlib
 import hmac
 import http.server
+import os
 import random
+import ssl
 import sys
 import threading
 import time
@@ -100,5 +103,9 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 server = Server(("127.0.0.1", 0), Handler)
+if os.environ.get("RECV_TLS_PEM"):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.environ["RECV_TLS_PEM"])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print("PORT %d" % server.server_address[1], flush=True)
 server.serve_forever()
