@@ -292,6 +292,10 @@ bool group_ack(group *g, uint64_t seq, uint64_t *floor_before, uint64_t *floor_a
 bool group_is_acked(const group *g, uint64_t seq);
 /* ack_set_clear frees every entry of a sparse-ack or dead set. */
 void ack_set_clear(ack_ent **set);
+/* topic_or_reply (topic.c): the topic named by m->topic, or NULL after a
+ * NOT_FOUND reply ("topic 'x' does not exist", with the escrowctl command
+ * that creates it for send and subscribe). */
+topic *topic_or_reply(conn *c, const wire_msg *m);
 /* group_or_reply: the group named by m->topic / m->group, or NULL after a
  * NOT_FOUND reply naming which of the two is missing. */
 group *group_or_reply(conn *c, const wire_msg *m);
@@ -441,6 +445,9 @@ size_t page_item_bytes(const wire_msg *it);
 /* page_fits: whether @it still goes into page @p (always the first item;
  * then while under p->limit items and PAGE_BYTES); counts it when it does. */
 bool page_fits(page_acc *p, const wire_msg *it);
+
+/* ---- transactions (tx.c), and the cmd.c helpers they share --------------- */
+
 void tx_done(broker *b, store_op *op);
 /* cmd.c helpers shared with tx.c */
 char *build_record(const wire_msg *m, uint32_t *len);
@@ -454,18 +461,36 @@ void tx_topic_counts(broker *b, uint32_t topic_id, uint64_t *pending, uint64_t *
  * the topic for dispatch (APPEND and TX_END commits). */
 void topic_made_visible(broker *b, topic *t, uint64_t seq);
 
+void tx_check_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint64_t stored_ms);
+
+/* ---- check-back URLs (checkurl.c) and the HTTP check client (http_check.c) */
+
+/* check_url_for: the URL to POST a check of @tx to (the transaction's own,
+ * else its producer group's), or NULL. Borrowed until the next change. */
+const char *check_url_for(const char *pgroup, const escrow_id_t *tx);
+/* check_url_parse: 0 when @url is an absolute http:// URL of at most 2048
+ * bytes, else -1 with a sentence in @err. */
+int check_url_parse(const char *url, size_t len, char *err, size_t errlen);
+void check_url_forget_tx(broker *b, const escrow_id_t *tx); /* written in the background */
+int check_url_load(broker *b); /* startup, after tx_init: 0 or STORAGE */
+void check_url_free(void);
+void cmd_check_url_set(conn *c, const wire_msg *m);
+void cmd_check_url_list(conn *c, const wire_msg *m);
+/* http_check_conn: a virtual connection to push the check of @ti to when
+ * it has a check URL and fewer than --http-check-concurrency checks are
+ * out; NULL otherwise (the caller parks the transaction, uncounted).
+ * http_check_cancel drops one that was never pushed a check. */
+conn *http_check_conn(broker *b, const store_tx_info *ti);
+void http_check_cancel(conn *c);
+uint32_t http_checks_out(void);
+
 /* ---- delivery (dispatch.c) ---------------------------------------------- */
 
 void dispatch_mark(broker *b, group *g); /* deliver what can be at the end of this pass */
 void dispatch_run(broker *b);            /* deliver for every marked group */
 void sub_detach(broker *b, sub *s);
-/* held_or_reply: the delivery (m->sid, m->seq, and m->dlv when given) held
- * on @c with its subscription in *sp, or NULL after a NOT_FOUND reply (when
- * a rid was given). Shared by ack, nack and touch (redeliver.c). */
-flight *held_or_reply(conn *c, const wire_msg *m, sub **sp);
 flight *flight_new(group *g, uint64_t seq);
 void flight_drop(group *g, flight *f);
-void redo_push(group *g, flight *f);     /* queue for delivery ahead of new messages */
 
 /* ---- redelivery timers, nack, touch, dead letters (redeliver.c) -------- */
 
@@ -492,18 +517,30 @@ int redeliver_load(broker *b); /* retry and dlq records at startup */
 /* rd_dead: the current delivery of @f ends in the DLQ at once with @reason
  * (a push receiver's abort-message), whatever attempts are left. */
 void rd_dead(broker *b, group *g, flight *f, const char *reason);
-/* retain.c: the retention timer, incremental deletes of settled old messages */
+/* held_or_reply: the delivery (m->sid, m->seq, and m->dlv when given) held
+ * on @c with its subscription in *sp, or NULL after a NOT_FOUND reply (when
+ * a rid was given). Shared by ack, nack and touch. */
+flight *held_or_reply(conn *c, const wire_msg *m, sub **sp);
+void redo_push(group *g, flight *f);     /* queue for delivery ahead of new messages */
+void cmd_nack(conn *c, const wire_msg *m);
+void cmd_touch(conn *c, const wire_msg *m);
+
+/* ---- retention (retain.c): the timer, incremental deletes of old messages */
+
 int retain_init(broker *b);
 void retain_free(broker *b);
 void retain_done(broker *b, store_op *op); /* a RETAIN op came back */
-void cmd_nack(conn *c, const wire_msg *m);
-void cmd_touch(conn *c, const wire_msg *m);
+
+/* ---- consumer group admin (group.c) -------------------------------------- */
+
 void cmd_group_create(conn *c, const wire_msg *m);
 void cmd_group_list(conn *c, const wire_msg *m);
 void cmd_group_describe(conn *c, const wire_msg *m);
 void cmd_group_reset(conn *c, const wire_msg *m);
 void cmd_group_delete(conn *c, const wire_msg *m);
-/* dlq.c */
+
+/* ---- dead letters, message lookup (dlq.c) -------------------------------- */
+
 void cmd_dlq_list(conn *c, const wire_msg *m);
 void cmd_dlq_redrive(conn *c, const wire_msg *m);
 void cmd_dlq_purge(conn *c, const wire_msg *m);
@@ -619,6 +656,8 @@ uint32_t http_conns(broker *b);
 /* http_close stops accepting, drops every HTTP connection and frees the
  * front; replies not sent yet are dropped. */
 void http_close(broker *b);
+
+/* ---- the end of a loop pass: submit, commit, complete (commit.c) -------- */
 
 /* broker_submit queues @op for the writer at the end of this pass. */
 void broker_submit(broker *b, store_op *op);

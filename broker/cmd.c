@@ -92,20 +92,6 @@ static void copy_name(char dst[STORE_NAME_MAX + 1], wire_str s)
 	dst[s.len] = 0;
 }
 
-/* topic_or_reply: the topic named by m->topic, or NULL after an error reply. */
-static topic *topic_or_reply(conn *c, const wire_msg *m)
-{
-	topic *t = topic_by_name(c->b, m->topic);
-	if (!t && (m->op == WIRE_OP_SEND || m->op == WIRE_OP_SUBSCRIBE))
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND,
-		               "topic '%.*s' does not exist (create it with: escrowctl topic create %.*s)",
-		               (int)m->topic.len, m->topic.p, (int)m->topic.len, m->topic.p);
-	else if (!t)
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
-		               (int)m->topic.len, m->topic.p);
-	return t;
-}
-
 /* hello {rid, ver, name?, role?, pgroup?, checker?} -> {rid, ok, name, version, ver}
  * §5.1 */
 static void cmd_hello(conn *c, const wire_msg *m)
@@ -607,6 +593,8 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_MSG_GET] = cmd_msg_get,
 	[WIRE_OP_MSG_FIND] = cmd_msg_find,
 	[WIRE_OP_MSG_PEEK] = cmd_msg_peek,
+	[WIRE_OP_CHECK_URL_SET] = cmd_check_url_set,
+	[WIRE_OP_CHECK_URL_LIST] = cmd_check_url_list,
 	[WIRE_OP_GROUP_LIST] = cmd_group_list,
 	[WIRE_OP_GROUP_DESCRIBE] = cmd_group_describe,
 	[WIRE_OP_GROUP_RESET] = cmd_group_reset,
@@ -757,6 +745,7 @@ void cmd_done(broker *b, store_op *op)
 		break;
 	}
 	case STORE_OP_GROUP_DELETE:
+	case STORE_OP_META_SET:
 		if (c)
 			conn_reply(c, &rep);
 		break;

@@ -96,7 +96,7 @@ static int dlq_list_cb(void *arg, const store_retry_info *ri)
 }
 
 /* dlq_list {rid, topic, group, limit?, cursor?} -> {rid, ok, count, items:
- * [{seq, id, key?, attempt, reason, stored_ms}], cursor?} §5.15, one page in
+ * [{seq, id, key?, attempt, reason, stored_ms}], cursor?} §5.19, one page in
  * seq order (cursor: the last seq sent, u64 BE) */
 void cmd_dlq_list(conn *c, const wire_msg *m)
 {
@@ -315,13 +315,13 @@ static void dlq_move(conn *c, const wire_msg *m, bool redrive)
 }
 
 /* dlq_redrive {rid, topic, group, items?: [{seq}], all?} -> {rid, ok, count,
- * items?: [{seq, reason}]} §5.16 (items: dead letters not redriven) */
+ * items?: [{seq, reason}]} §5.20 (items: dead letters not redriven) */
 void cmd_dlq_redrive(conn *c, const wire_msg *m)
 {
 	dlq_move(c, m, true);
 }
 
-/* dlq_purge {rid, topic, group, items?: [{seq}], all?} -> {rid, ok, count} §5.17 */
+/* dlq_purge {rid, topic, group, items?: [{seq}], all?} -> {rid, ok, count} §5.21 */
 void cmd_dlq_purge(conn *c, const wire_msg *m)
 {
 	dlq_move(c, m, false);
@@ -347,7 +347,7 @@ static const char *state_of(group *g, uint64_t seq, uint64_t at_ms, uint32_t *at
 }
 
 /* msg_get {rid, id} -> {rid, ok, topic, seq, id, key?, tags?, props?, body,
- * born_ms?, stored_ms, at_ms?, items: [{group, state, attempt}]} §5.18 */
+ * born_ms?, stored_ms, at_ms?, items: [{group, state, attempt}]} §5.22 */
 void cmd_msg_get(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
@@ -458,16 +458,13 @@ static int find_cb(void *arg, uint64_t seq)
 }
 
 /* msg_find {rid, topic, key, limit?, cursor?} -> {rid, ok, items: [{seq, id,
- * stored_ms}], cursor?} §5.19, one page in seq order (cursor: the last seq
+ * stored_ms}], cursor?} §5.23, one page in seq order (cursor: the last seq
  * sent, u64 BE) */
 void cmd_msg_find(conn *c, const wire_msg *m)
 {
-	topic *t = topic_by_name(c->b, m->topic);
-	if (!t) {
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
-		               (int)m->topic.len, m->topic.p);
+	topic *t = topic_or_reply(c, m);
+	if (!t)
 		return;
-	}
 	uint32_t limit = page_limit_or_reply(c, m);
 	uint64_t from = limit ? seq_cursor_or_reply(c, m) : 0;
 	if (!from)

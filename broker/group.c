@@ -11,7 +11,7 @@
 /* group_create {rid, topic, group, from?, ack_timeout_ms?, max_deliver?,
  * backoff_ms?, push_url?, secrets?, timeout_ms?, concurrency?,
  * breaker_after?, disable_after_ms?} -> {rid, ok} durable | EXISTS |
- * NOT_FOUND | INVALID §5.14; with push_url a push group (push.c) */
+ * NOT_FOUND | INVALID §5.18; with push_url a push group (push.c) */
 void cmd_group_create(conn *c, const wire_msg *m)
 {
 	if (!name_valid(m->group)) {
@@ -19,12 +19,9 @@ void cmd_group_create(conn *c, const wire_msg *m)
 		               "group name must be 1-255 bytes of [A-Za-z0-9._-]");
 		return;
 	}
-	topic *t = topic_by_name(c->b, m->topic);
-	if (!t) {
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
-		               (int)m->topic.len, m->topic.p);
+	topic *t = topic_or_reply(c, m);
+	if (!t)
 		return;
-	}
 	if (group_find(t, m->group)) {
 		conn_reply_err(c, m, ESCROW_ERR_EXISTS, "group '%.*s' of topic %s already exists",
 		               (int)m->group.len, m->group.p, t->name);
@@ -116,17 +113,14 @@ static int group_id_cmp(const void *a, const void *b)
 }
 
 /* group_list {rid, topic?, limit?, cursor?} -> {rid, ok, items: [<group
- * fields>], cursor?} §5.20, one page in group id order (cursor: the last id
+ * fields>], cursor?} §5.24, one page in group id order (cursor: the last id
  * sent, u32 BE) */
 void cmd_group_list(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
 	topic *only = NULL;
-	if (WIRE_HAS(m, TOPIC) && !(only = topic_by_name(b, m->topic))) {
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
-		               (int)m->topic.len, m->topic.p);
+	if (WIRE_HAS(m, TOPIC) && !(only = topic_or_reply(c, m)))
 		return;
-	}
 	unsigned char cur[4] = {0};
 	uint32_t limit = page_limit_or_reply(c, m);
 	if (!limit || page_cursor_or_reply(c, m, cur, sizeof cur) < 0)
@@ -169,7 +163,7 @@ void cmd_group_list(conn *c, const wire_msg *m)
 	free(v);
 }
 
-/* group_describe {rid, topic, group} -> {rid, ok, <group fields>} §5.21 */
+/* group_describe {rid, topic, group} -> {rid, ok, <group fields>} §5.25 */
 void cmd_group_describe(conn *c, const wire_msg *m)
 {
 	group *g = group_or_reply(c, m);
@@ -328,7 +322,7 @@ void cmd_group_reset(conn *c, const wire_msg *m)
 	broker_submit(b, op);
 }
 
-/* group_delete {rid, topic, group} -> {rid, ok} durable §5.23 */
+/* group_delete {rid, topic, group} -> {rid, ok} durable §5.27 */
 void cmd_group_delete(conn *c, const wire_msg *m)
 {
 	group *g = group_or_reply(c, m);

@@ -498,6 +498,17 @@ static txgroup *txgroups;
 static uint32_t n_txgroups;
 #define TXGROUPS_MAX 100000
 
+/* POST /v1/tx with a check_url: 201 once the URL is durable */
+static void tx_begin_done(hreq *r, uint32_t i, const wire_msg *m)
+{
+	(void)i;
+	if (WIRE_HAS(m, ERR)) {
+		json_decref(r->out);
+		r->status = http_status((int)m->err);
+		r->out = error_of(m);
+	}
+}
+
 static void tx_begin(route_ctx *x)
 {
 	hreq *r = x->r;
@@ -506,15 +517,23 @@ static void tx_begin(route_ctx *x)
 		hreq_free(r);
 		return;
 	}
-	const char *pg = "default";
+	const char *pg = "default", *url = NULL;
+	size_t url_len = 0;
 	json_error_t je;
-	if (json_unpack_ex(body, &je, JSON_STRICT, "{s?s}", "producer_group", &pg)) {
+	if (json_unpack_ex(body, &je, JSON_STRICT, "{s?s, s?s%}", "producer_group", &pg, "check_url",
+	                   &url, &url_len)) {
 		hreq_send_error(r, 400, "BAD_REQUEST", "%s", je.text);
 		hreq_free(r);
 		return;
 	}
 	if (!name_valid(wire_cstr(pg))) {
 		hreq_send_error(r, 400, "INVALID", "producer_group must be 1-255 bytes of [A-Za-z0-9._-]");
+		hreq_free(r);
+		return;
+	}
+	char err[200];
+	if (url && check_url_parse(url, url_len, err, sizeof err)) {
+		hreq_send_error(r, 400, "INVALID", "%s", err);
 		hreq_free(r);
 		return;
 	}
@@ -536,9 +555,24 @@ static void tx_begin(route_ctx *x)
 	HASH_ADD(hh, txgroups, tx.b, 16, g);
 	n_txgroups++;
 	char hex[33];
-	hreq_send_json(r, 201, json_pack("{s:s, s:s}", "tx", escrow_id_fmt(&tx, hex),
-	                                 "producer_group", pg));
-	hreq_free(r);
+	r->out = json_pack("{s:s, s:s}", "tx", escrow_id_fmt(&tx, hex), "producer_group", pg);
+	if (url)
+		json_object_set_new(r->out, "check_url", json_stringn(url, url_len));
+	r->status = 201;
+	if (!url) {
+		admin_finish(r);
+		return;
+	}
+	wire_msg m = {0};
+	m.op = WIRE_OP_CHECK_URL_SET;
+	WIRE_SET(&m, TX, tx, tx);
+	WIRE_SET(&m, CHECK_URL, check_url, ((wire_str){url, (uint32_t)url_len}));
+	r->done = tx_begin_done;
+	r->finish = admin_finish;
+	r->dispatching = true;
+	http_call(r, r->h->pc, &m, 0);
+	r->dispatching = false;
+	http_finish_if_done(r);
 }
 
 static int parse_tx(hreq *r, const char *s, escrow_id_t *tx)
@@ -583,6 +617,8 @@ static void tx_end(route_ctx *x, const char *txs, const char *action, bool opera
 		free(g);
 		n_txgroups--;
 	}
+	if (strcmp(action, "unknown"))
+		check_url_forget_tx(x->r->h->b, &tx);
 	wire_msg m = {0};
 	m.op = WIRE_OP_END_TX;
 	WIRE_SET(&m, TX, tx, tx);
@@ -902,6 +938,17 @@ static void route(route_ctx *x)
 		if (!GET)
 			return bad_method(x, "GET");
 		return admin_call(x, WIRE_OP_STATUS, &m, 0, 200);
+	}
+	if (seg_is(x, 1, "pgroups") && x->nseg == 2) {
+		if (!GET)
+			return bad_method(x, "GET");
+		return admin_call(x, WIRE_OP_CHECK_URL_LIST, &m, 0, 200);
+	}
+	if (seg_is(x, 1, "pgroups") && x->nseg == 3) {
+		if (!(x->method == EVHTTP_REQ_PUT || POST))
+			return bad_method(x, "PUT, POST");
+		WIRE_SET(&m, PGROUP, pgroup, seg_str(x, 2));
+		return admin_call(x, WIRE_OP_CHECK_URL_SET, &m, WF(CHECK_URL), 200);
 	}
 	if (seg_is(x, 1, "groups") && x->nseg == 2) {
 		if (!GET)

@@ -276,6 +276,7 @@ static int set_field(wire_msg *m, wire_field f, json_t *v, wire_mask allowed, ha
 		CASE_STR(ADD_SECRET, add_secret)
 		CASE_STR(CA_FILE, ca_file)
 		CASE_STR(REMOVE_SECRET, remove_secret)
+		CASE_STR(CHECK_URL, check_url)
 #undef CASE_U64
 #undef CASE_STR
 	case WIRE_F_ALL:

@@ -275,7 +275,7 @@ int main(int argc, char **argv)
 		store_close(b->st);
 		return 1;
 	}
-	if (tx_init(b)) {
+	if (tx_init(b) || check_url_load(b)) {
 		fprintf(stderr, "escrowd: cannot load transactions of %s\n", b->conf.data_dir);
 		store_close(b->st);
 		return 1;
@@ -323,6 +323,7 @@ int main(int argc, char **argv)
 	retain_free(b);
 	usage_free(b);
 	metrics_free(b);
+	check_url_free();
 	evconnlistener_free(b->lst);
 	event_base_free(b->base);
 	wire_buf_free(&b->out);

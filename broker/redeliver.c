@@ -380,7 +380,7 @@ static void reply_ok_if_rid(conn *c, const wire_msg *m)
 }
 
 /* nack {sid, seq, rid?, delay_ms?, reason?} -> {rid, ok, state, attempt?,
- * at_ms?} at once §5.12: state says what the nack did, DELAYED (redelivery
+ * at_ms?} at once §5.16: state says what the nack did, DELAYED (redelivery
  * as attempt at at_ms) or DEAD (that was the last allowed delivery). */
 void cmd_nack(conn *c, const wire_msg *m)
 {
@@ -421,7 +421,7 @@ void cmd_nack(conn *c, const wire_msg *m)
 	conn_reply(c, &r);
 }
 
-/* touch {sid, seq, rid?} -> {rid, ok} §5.13: deadline = now + ack timeout */
+/* touch {sid, seq, rid?} -> {rid, ok} §5.17: deadline = now + ack timeout */
 void cmd_touch(conn *c, const wire_msg *m)
 {
 	sub *s;

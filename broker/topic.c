@@ -210,16 +210,26 @@ uint32_t group_consumers(const group *g)
 	return n;
 }
 
+topic *topic_or_reply(conn *c, const wire_msg *m)
+{
+	topic *t = topic_by_name(c->b, m->topic);
+	if (!t && (m->op == WIRE_OP_SEND || m->op == WIRE_OP_SUBSCRIBE))
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND,
+		               "topic '%.*s' does not exist (create it with: escrowctl topic create %.*s)",
+		               (int)m->topic.len, m->topic.p, (int)m->topic.len, m->topic.p);
+	else if (!t)
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
+		               (int)m->topic.len, m->topic.p);
+	return t;
+}
+
 /* group_or_reply: the group named by m->topic / m->group, or NULL after an
  * error reply. */
 group *group_or_reply(conn *c, const wire_msg *m)
 {
-	topic *t = topic_by_name(c->b, m->topic);
-	if (!t) {
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
-		               (int)m->topic.len, m->topic.p);
+	topic *t = topic_or_reply(c, m);
+	if (!t)
 		return NULL;
-	}
 	group *g = group_find(t, m->group);
 	if (!g)
 		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "group '%.*s' of topic %s does not exist",

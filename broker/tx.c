@@ -136,12 +136,9 @@ void tx_counts(broker *b, uint64_t *pending, uint64_t *expired, uint64_t *checks
 void cmd_send_half(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
-	topic *t = topic_by_name(b, m->topic);
-	if (!t) {
-		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "topic '%.*s' does not exist",
-		               (int)m->topic.len, m->topic.p);
+	topic *t = topic_or_reply(c, m);
+	if (!t)
 		return;
-	}
 	wire_msg chk = *m; /* a delay is allowed in a transaction */
 	chk.has &= ~(WF(DELAY_MS) | WF(AT_MS));
 	if (!check_msg_fields_or_reply(c, &chk))
@@ -595,6 +592,8 @@ static void check_one(broker *b, store_rtxn *rt, const escrow_id_t *tx)
 		return;
 	}
 	conn *c = pick_conn(b, &ti);
+	if (!c)
+		c = http_check_conn(b, &ti); /* the check URL, if any (http_check.c) */
 	if (!c) {
 		/* nobody to ask: wait without counting */
 		submit_timer_op(b, STORE_OP_TX_RESCHEDULE, tx, now_ms() + TX_PARK_MS, false);
@@ -607,6 +606,8 @@ static void check_one(broker *b, store_rtxn *rt, const escrow_id_t *tx)
 	w->checks = ti.checks;
 	if (send_check(b, rt, c, &ti, w)) {
 		log_warn("check-back: cannot read the messages of a transaction");
+		if (c->sink)
+			http_check_cancel(c);
 		w_drop(b, tx);
 		return;
 	}
@@ -671,6 +672,23 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	broker *b = arg;
 	if (!b->stopping)
 		scan(b);
+}
+
+/*
+ * tx_check_in_progress: check @chk of @tx was answered "still in progress"
+ * (an HTTP check's 425): ask again after the first backoff step, without
+ * counting it against --tx-max-checks (--tx-max-age still bounds it: an
+ * older transaction gets --tx-policy at its next check).
+ */
+void tx_check_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint64_t stored_ms)
+{
+	(void)stored_ms;
+	txw *w = b->tx ? w_find(b, tx) : NULL;
+	if (!w || w->state != W_CHECKING || w->chk != chk)
+		return; /* timed out or settled meanwhile */
+	metrics_check_done(b, CHECK_IN_PROGRESS, w->deadline_ms - b->conf.tx_check_timeout_ms);
+	submit_timer_op(b, STORE_OP_TX_RESCHEDULE, tx, now_ms() + b->conf.tx_backoff.backoff_ms[0],
+	                false);
 }
 
 void tx_on_hello(conn *c)

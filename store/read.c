@@ -9,6 +9,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "store/store_int.h"
 
@@ -329,6 +330,41 @@ int store_load_acks(store *s, uint32_t group_id, int (*cb)(void *arg, uint64_t s
 	}
 	if (rc && rc != MDB_NOTFOUND)
 		ret = rfail(s, rc, "load acks: scan", group_id, 0);
+out:
+	if (c)
+		mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+int store_meta_scan(store *s, const char *prefix,
+                    int (*cb)(void *arg, const char *key, const char *value, size_t len),
+                    void *arg)
+{
+	MDB_txn *txn;
+	MDB_cursor *c = NULL;
+	int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return rfail(s, rc, "meta scan: begin", 0, 0);
+	int ret = 0;
+	if ((rc = mdb_cursor_open(txn, s->dbi[DBI_META], &c))) {
+		ret = rfail(s, rc, "meta scan: cursor", 0, 0);
+		goto out;
+	}
+	size_t pl = strlen(prefix);
+	MDB_val k = {pl, (void *)prefix}, d;
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		if (k.mv_size < pl || memcmp(k.mv_data, prefix, pl) != 0 || k.mv_size > STORE_META_KEY_MAX)
+			break;
+		char key[STORE_META_KEY_MAX + 1];
+		memcpy(key, k.mv_data, k.mv_size);
+		key[k.mv_size] = 0;
+		if ((ret = cb(arg, key, d.mv_data, d.mv_size)))
+			goto out;
+	}
+	if (rc && rc != MDB_NOTFOUND)
+		ret = rfail(s, rc, "meta scan: next", 0, 0);
 out:
 	if (c)
 		mdb_cursor_close(c);

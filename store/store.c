@@ -191,6 +191,8 @@ void store_op_free(store_op *op)
 		free(op->u.tx.out_topic);
 		free(op->u.tx.out_seq);
 	}
+	if (op->kind == STORE_OP_META_SET)
+		free(op->u.meta.value);
 	free(op);
 }
 

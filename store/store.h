@@ -468,7 +468,25 @@ typedef enum store_op_kind {
 	/* in: group.id, group.push (owned, not NULL): replaces the push settings
 	 * in the group's record, keeping everything else. err: NOT_FOUND. */
 	STORE_OP_GROUP_SET,
+	/* Settings kept in meta (doc/storage.md meta). in: meta.key (a name
+	 * with a "/" in it, so it never meets the store's own keys), meta.value
+	 * (owned; NULL or meta.value_len 0: delete the key). Nobody needs an
+	 * out. err: TOO_LARGE (key or value over the limits below). */
+	STORE_OP_META_SET,
 } store_op_kind;
+
+#define STORE_META_KEY_MAX 300     /* bytes of a meta.key */
+#define STORE_META_VALUE_MAX 4096  /* bytes of a meta.value */
+
+/*
+ * store_meta_scan calls @cb for every meta key beginning with @prefix (a
+ * settings prefix such as "pgroup/check_url/"), in key order, with the key
+ * and value (borrowed for the call). Startup only. Returns 0, the
+ * callback's nonzero, or ESCROW_ERR_STORAGE.
+ */
+int store_meta_scan(store *s, const char *prefix,
+                    int (*cb)(void *arg, const char *key, const char *value, size_t len),
+                    void *arg);
 
 /* Transaction states and outcomes (txs, tx_done). */
 #define STORE_TX_PENDING 1
@@ -559,6 +577,11 @@ typedef struct store_op {
 			char reason[STORE_REASON_MAX + 1];
 		} retry;
 		store_attempt_info attempt;
+		struct {
+			char key[STORE_META_KEY_MAX + 1];
+			char *value;
+			uint32_t value_len;
+		} meta;
 	} u;
 } store_op;
 

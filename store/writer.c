@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "store/store_int.h"
@@ -845,6 +846,25 @@ static int apply(struct wctx *w, store_op *op)
 			return wfail(w, mrc, "retry/dlq", "group_id=%u seq=%llu", op->u.retry.group_id,
 			             (unsigned long long)op->u.retry.seq);
 		return rc;
+	}
+	case STORE_OP_META_SET: {
+		size_t kl = strnlen(op->u.meta.key, sizeof op->u.meta.key);
+		if (kl == 0 || kl > STORE_META_KEY_MAX || !strchr(op->u.meta.key, '/') ||
+		    op->u.meta.value_len > STORE_META_VALUE_MAX)
+			return ESCROW_ERR_TOO_LARGE;
+		MDB_val k = {kl, op->u.meta.key};
+		int rc;
+		if (op->u.meta.value && op->u.meta.value_len) {
+			MDB_val d = {op->u.meta.value_len, op->u.meta.value};
+			rc = mdb_put(w->txn, w->s->dbi[DBI_META], &k, &d, 0);
+		} else {
+			rc = mdb_del(w->txn, w->s->dbi[DBI_META], &k, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+		}
+		if (rc)
+			return wfail(w, rc, "meta", "key=%.64s", op->u.meta.key);
+		return 0;
 	}
 	}
 	store_log(w->s, ESCROW_LOG_ERROR, "store: unknown op kind %d", (int)op->kind);

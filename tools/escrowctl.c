@@ -2410,6 +2410,21 @@ static const struct simple tx_list = {
 		.fixed = {{WIRE_F_ACTION, action}, {WIRE_F_REASON, "escrowctl"}},                \
 		.out = OUT_RECORD, .human = tx_end_say,                                          \
 	}
+/* check_url_set {pgroup, check_url?} -> {} ; check_url_list -> {items: [{pgroup | tx, check_url}]} */
+static const struct simple pgroup_set = {
+	.op = WIRE_OP_CHECK_URL_SET, .flags = CLIENT_RETRY, .what_size = 300, .min = 1, .max = 1,
+	.pos = {{"GROUP", WIRE_F_PGROUP, P_TEXT}},
+	.opts = (const struct opt_map[]){{"check-url", WIRE_F_CHECK_URL, K_TEXT, NULL, NULL, true},
+	                                 {NULL}},
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_PGROUP, WIRE_F_CHECK_URL, -1},
+	.say = "producer group {pgroup}: check-back URL set",
+};
+static const struct simple pgroup_list = {
+	.op = WIRE_OP_CHECK_URL_LIST, .flags = CLIENT_RETRY, .what_bare = true,
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true,
+	.first = (const int[]){WIRE_F_PGROUP, WIRE_F_TX, WIRE_F_CHECK_URL, -1},
+	.empty = "no check-back URLs",
+};
 static const struct simple tx_commit = TX_END("commit");
 static const struct simple tx_rollback = TX_END("rollback");
 
@@ -2874,6 +2889,15 @@ static const struct cmd cmds[] = {
 	 "close connection ID (from conn list); audited",
 	 "Its deliveries awaiting ack fail as \"consumer gone\" and are redelivered after\n"
 	 "the group's backoff; its transactions are checked back as usual."},
+	{"pgroup", "set", SIMPLE(pgroup_set), "GROUP [--check-url URL]",
+	 "set (or, without --check-url, remove) the HTTP check-back URL of a producer group",
+	 "When a transaction of GROUP needs a check-back and no producer of GROUP that\n"
+	 "answers checks is connected, escrowd POSTs the check to URL (doc/http.md,\n"
+	 "\"HTTP check-back\"). Kept in the store; audited in the broker log.\n\n"
+	 "Options:\n"
+	 "      --check-url URL   an absolute http:// URL\n"},
+	{"pgroup", "list", SIMPLE(pgroup_list), "",
+	 "list the HTTP check-back URLs (of producer groups and of single transactions)", NULL},
 	{"tx", "list", SIMPLE(tx_list), "[--expired] [--group G]",
 	 "list open transactions (pending or expired)",
 	 "Columns: transaction id, producer group, topics, keys, age, checks, state.\n\n"

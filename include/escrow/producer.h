@@ -524,7 +524,10 @@ ESCROW_EXPORT uint32_t escrow_tx_view_checks(const escrow_tx_view_t *v);
  *         is idle: must be thread-safe, must be quick and must not block
  *         (return UNKNOWN rather than wait) and must not call escrow_*
  *         functions that wait for the broker. Any producer of the group may
- *         be asked about any transaction of the group.
+ *         be asked about any transaction of the group. (The barrier
+ *         library's handler, include/escrow/barrier.h, does wait, on
+ *         purpose and bounded by its wait_ms, for a local transaction
+ *         that is still open: that wait is what makes its answer right.)
  */
 typedef escrow_tx_state_t(escrow_check_tx_cb)(const escrow_tx_view_t *tx, void *arg);
 

@@ -1,0 +1,252 @@
+/*
+ * http_check.c - check-back over HTTP (doc/http.md "HTTP check-back"): when a
+ * transaction needs a check and no binary producer of its group that answers
+ * checks is connected, the check timer (tx.c check_one) asks here for a
+ * connection to push the check to. If the transaction or its producer group
+ * has a check URL (checkurl.c) and fewer than --http-check-concurrency checks
+ * are out, this returns a virtual producer connection whose sink turns the
+ * `check` push into
+ *
+ *   POST <url>  {"tx", "producer_group", "messages": [{"topic","key","id"}], "checks"}
+ *
+ * with evhttp's non-blocking client on the broker's event base, and turns
+ * the answer back into the `end_tx {tx, action, chk}` a binary producer
+ * would send, through the same handler (so the same backoff, check counting
+ * and --tx-policy apply). The answer protocol is strict (DTM's dtm#535: a
+ * 200 with an error body once committed a message): only a 200 whose body
+ * is a JSON object with "action": "commit" or "rollback" settles the
+ * transaction. "action": "unknown", any other status, a body that is not
+ * such JSON, a connect error or no answer within --tx-check-timeout count
+ * as UNKNOWN. 425 (Too Early: "still in progress") is asked again after the
+ * first backoff step without counting (tx_check_in_progress), until the
+ * transaction is older than --tx-max-age.
+ *
+ * @locality network thread
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "broker/broker.h"
+
+#define ANSWER_MAX_BYTES (64 * 1024)
+
+typedef struct hcheck {
+	broker *b;
+	conn *vc;
+	struct evhttp_connection *evcon;
+	char *url;
+	escrow_id_t tx;
+	uint64_t chk;
+	uint64_t stored_ms; /* when the transaction was opened */
+	bool answered;
+} hcheck;
+
+static uint32_t n_out; /* checks out now */
+
+uint32_t http_checks_out(void)
+{
+	return n_out;
+}
+
+/* answer sends end_tx {tx, action, chk} through the handler, then forgets
+ * the check. @in_progress: a 425 (re-asked later, not counted). */
+static void answer(hcheck *hc, const char *action, bool in_progress)
+{
+	if (hc->answered)
+		return;
+	hc->answered = true;
+	broker *b = hc->b;
+	char hex[33];
+	log_debug("http check %llu of tx %s (%s): %s", (unsigned long long)hc->chk,
+	          escrow_id_fmt(&hc->tx, hex), hc->url, in_progress ? "in progress (425)" : action);
+	if (!b->stopping) {
+		if (in_progress) {
+			tx_check_in_progress(b, &hc->tx, hc->chk, hc->stored_ms);
+		} else {
+			wire_msg m = {0};
+			m.op = WIRE_OP_END_TX;
+			WIRE_SET(&m, RID, rid, 1);
+			WIRE_SET(&m, TX, tx, hc->tx);
+			WIRE_SET(&m, ACTION, action, wire_cstr(action));
+			WIRE_SET(&m, CHK, chk, hc->chk);
+			cmd_dispatch(hc->vc, &m);
+		}
+	}
+	n_out--;
+	conn_close(hc->vc, "check answered"); /* freed once the end_tx is durable */
+	if (hc->evcon)
+		evhttp_connection_free_on_completion(hc->evcon);
+	free(hc->url);
+	free(hc);
+}
+
+/* parse_answer: "commit", "rollback" or "unknown" from a 200's body. */
+static const char *parse_answer(struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	if (len == 0 || len > ANSWER_MAX_BYTES)
+		return "unknown";
+	const char *p = (const char *)evbuffer_pullup(in, -1);
+	json_error_t je;
+	json_t *o = p ? json_loadb(p, len, 0, &je) : NULL;
+	const char *action = NULL, *out = "unknown";
+	if (o && json_unpack_ex(o, &je, 0, "{s:s}", "action", &action) == 0) {
+		if (strcmp(action, "commit") == 0)
+			out = "commit";
+		else if (strcmp(action, "rollback") == 0)
+			out = "rollback";
+	}
+	json_decref(o);
+	return out;
+}
+
+static void response_cb(struct evhttp_request *req, void *arg)
+{
+	hcheck *hc = arg;
+	if (!req) {
+		/* connect error, reset or --tx-check-timeout */
+		answer(hc, "unknown", false);
+		return;
+	}
+	int status = evhttp_request_get_response_code(req);
+	if (status == 200)
+		answer(hc, parse_answer(req), false);
+	else if (status == 425)
+		answer(hc, "unknown", true);
+	else
+		answer(hc, "unknown", false); /* 0 (no response), 3xx, 4xx, 5xx */
+}
+
+static void fail_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	answer(arg, "unknown", false);
+}
+
+/* start POSTs the check; on any local failure the answer is UNKNOWN, given
+ * on the next loop pass (never inside the timer's own call). */
+static void start(hcheck *hc, const wire_msg *p)
+{
+	broker *b = hc->b;
+	struct evhttp_uri *u = evhttp_uri_parse(hc->url);
+	json_t *body = NULL, *msgs = NULL;
+	char *text = NULL;
+	struct evhttp_request *req = NULL;
+	const char *host = u ? evhttp_uri_get_host(u) : NULL;
+	int port = u ? evhttp_uri_get_port(u) : -1;
+	if (!host)
+		goto fail;
+	hc->evcon = evhttp_connection_base_new(b->base, NULL, host, (ev_uint16_t)(port > 0 ? port : 80));
+	if (!hc->evcon)
+		goto fail;
+	struct timeval tv = {(time_t)(b->conf.tx_check_timeout_ms / 1000),
+	                     (suseconds_t)(b->conf.tx_check_timeout_ms % 1000) * 1000};
+	evhttp_connection_set_timeout_tv(hc->evcon, &tv);
+	evhttp_connection_set_max_body_size(hc->evcon, ANSWER_MAX_BYTES);
+	msgs = json_array();
+	for (uint32_t i = 0; msgs && WIRE_HAS(p, ITEMS) && i < p->items.n; i++) {
+		const wire_msg *it = &p->items.v[i];
+		char hex[33];
+		json_t *o = json_pack("{s:s%, s:s}", "topic", it->topic.p ? it->topic.p : "",
+		                      (size_t)it->topic.len, "id", escrow_id_fmt(&it->id, hex));
+		if (o && WIRE_HAS(it, KEY))
+			json_object_set_new(o, "key", json_stringn(it->key.p, it->key.len));
+		json_array_append_new(msgs, o);
+	}
+	char hex[33];
+	body = json_pack("{s:s, s:s%, s:o, s:I}", "tx", escrow_id_fmt(&hc->tx, hex),
+	                 "producer_group", p->pgroup.p ? p->pgroup.p : "", (size_t)p->pgroup.len,
+	                 "messages", msgs, "checks", (json_int_t)p->checks);
+	msgs = NULL; /* stolen by "o" */
+	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	req = text ? evhttp_request_new(response_cb, hc) : NULL;
+	if (!req)
+		goto fail;
+	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
+	evhttp_add_header(hdr, "Host", host);
+	evhttp_add_header(hdr, "Content-Type", "application/json");
+	evhttp_add_header(hdr, "User-Agent", "escrowd-check");
+	evbuffer_add(evhttp_request_get_output_buffer(req), text, strlen(text));
+	const char *path = evhttp_uri_get_path(u);
+	const char *query = evhttp_uri_get_query(u);
+	char target[2400];
+	snprintf(target, sizeof target, "%s%s%s", path && *path ? path : "/", query ? "?" : "",
+	         query ? query : "");
+	if (evhttp_make_request(hc->evcon, req, EVHTTP_REQ_POST, target)) {
+		req = NULL; /* freed by evhttp on failure */
+		goto fail;
+	}
+	free(text);
+	json_decref(body);
+	evhttp_uri_free(u);
+	return;
+fail:
+	free(text);
+	json_decref(body);
+	json_decref(msgs);
+	if (u)
+		evhttp_uri_free(u);
+	if (hc->evcon) {
+		evhttp_connection_free(hc->evcon); /* no request on it */
+		hc->evcon = NULL;
+	}
+	struct timeval zero = {0, 0};
+	if (event_base_once(b->base, -1, EV_TIMEOUT, fail_later_cb, hc, &zero))
+		log_error("http check: cannot schedule; the check times out instead");
+}
+
+/* check_sink: the check timer pushes `check` here; replies are not needed. */
+static void check_sink(conn *c, const wire_msg *m)
+{
+	hcheck *hc = c->sink_arg;
+	if (m->op != WIRE_OP_CHECK || hc->chk)
+		return;
+	hc->tx = m->tx;
+	hc->chk = m->chk;
+	hc->stored_ms = WIRE_HAS(m, STORED_MS) ? m->stored_ms : 0;
+	start(hc, m);
+}
+
+void http_check_cancel(conn *c)
+{
+	hcheck *hc = c->sink_arg;
+	if (hc->chk)
+		return; /* started: its answer comes */
+	n_out--;
+	conn_close(c, "check not sent");
+	free(hc->url);
+	free(hc);
+}
+
+conn *http_check_conn(broker *b, const store_tx_info *ti)
+{
+	const char *url = check_url_for(ti->pgroup, &ti->tx);
+	if (!url || b->stopping)
+		return NULL;
+	if (n_out >= b->conf.http_check_concurrency)
+		return NULL; /* parked like a group with nobody to ask: no count */
+	hcheck *hc = calloc(1, sizeof *hc);
+	if (!hc)
+		return NULL;
+	hc->b = b;
+	hc->url = strdup(url);
+	hc->vc = conn_new_virtual(b, "http-check", ROLE_PRODUCER, check_sink, hc);
+	if (!hc->url || !hc->vc) {
+		free(hc->url);
+		if (hc->vc)
+			conn_close(hc->vc, "out of memory");
+		free(hc);
+		return NULL;
+	}
+	hc->vc->pgroup = strdup(ti->pgroup);
+	hc->vc->name = strdup(url);
+	n_out++;
+	return hc->vc;
+}

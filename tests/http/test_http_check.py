@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""test_http_check.py - HTTP check-back (doc/http.md "HTTP check-back") against
+a real escrowd and a real HTTP server in this test (http.server): answers
+commit, rollback, unknown, 425, garbage, a 200 with an error body, 500, slow
+(past --tx-check-timeout) and nobody listening; the transaction's URL wins
+over its producer group's (escrowctl pgroup set); escrowd SIGKILLed with
+checks outstanding loses no pending transaction and asks again after the
+restart.
+
+Usage: ESCROWD=... ESCROWCTL=... test_http_check.py
+"""
+import http.server
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from escrowhttp import Broker, Tap  # noqa: E402
+
+t = Tap()
+
+
+class Checker:
+    """A check-back endpoint: answers by the ?mode= of the URL it was given."""
+
+    def __init__(self):
+        self.calls = {}  # tx -> [(path, body)]
+        self.lock = threading.Lock()
+        self.hold = threading.Event()  # mode=hold waits on it
+        self.n425 = {}
+        checker = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {"unparsed": raw.decode(errors="replace")}
+                q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                mode = q.get("mode", ["commit"])[0]
+                with checker.lock:
+                    checker.calls.setdefault(body.get("tx"), []).append((self.path, body))
+                if mode == "hold":
+                    checker.hold.wait(30)
+                    mode = "commit"
+                if mode == "slow":
+                    time.sleep(1.6)
+                    mode = "commit"
+                if mode == "425":
+                    with checker.lock:
+                        k = checker.n425.get(body.get("tx"), 0)
+                        checker.n425[body.get("tx")] = k + 1
+                    mode = "425" if k < 5 else "commit"
+                status, text = {
+                    "commit": (200, '{"action":"commit"}'),
+                    "rollback": (200, '{"action": "rollback", "note": "no such order"}'),
+                    "unknown": (200, '{"action":"unknown"}'),
+                    "425": (425, '{"action":"commit"}'),
+                    "garbage": (200, "<html>oops</html>"),
+                    "errorbody": (200, '{"error":"permission denied for table barrier"}'),
+                    "500": (500, '{"action":"commit"}'),
+                }[mode]
+                data = text.encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def url(self, mode, path="/check"):
+        return "http://127.0.0.1:%d%s?mode=%s" % (self.port, path, mode)
+
+    def n(self, tx):
+        with self.lock:
+            return len(self.calls.get(tx, []))
+
+    def first(self, tx):
+        with self.lock:
+            return self.calls.get(tx, [(None, None)])[0]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def begin(b, pg, url=None, payload="m"):
+    body = {"producer_group": pg}
+    if url:
+        body["check_url"] = url
+    st, r = b.call("POST", "/v1/tx", body)
+    assert st == 201, r
+    tx = r["tx"]
+    st, r = b.call("POST", "/v1/tx/%s/messages" % tx,
+                   {"topic": "orders", "payload": payload, "key": "key-" + payload})
+    assert st == 201, r
+    return tx
+
+
+def state(b, tx):
+    return b.call("GET", "/v1/tx/" + tx)[1]
+
+
+def wait_states(b, txs, want, timeout):
+    deadline = time.time() + timeout
+    got = {}
+    while time.time() < deadline:
+        got = {tx: state(b, tx).get("state") for tx in txs}
+        if all(got[tx] == want[tx] for tx in txs):
+            break
+        time.sleep(0.1)
+    return got
+
+
+def main():
+    chk = Checker()
+    dead = free_port()
+    args = ["--tx-timeout", "200ms", "--tx-check-backoff", "200ms", "--tx-max-checks", "3",
+            "--tx-check-timeout", "1s", "--tx-policy", "expire"]
+    b = Broker(args)
+    try:
+        st, _ = b.call("POST", "/v1/topics", {"topic": "orders"})
+        st, r = b.call("POST", "/v1/tx", {"check_url": "ftp://x/y"})
+        t.ok(st == 400 and r["error"]["code"] == "INVALID", "a check_url that is not http:// -> 400", r)
+        st, r = b.call("POST", "/v1/tx", {"check_url": "https://x/y"})
+        t.ok(st == 400 and "https" in r["error"]["message"], "https check URLs are refused for now", r)
+
+        modes = ["commit", "rollback", "unknown", "garbage", "errorbody", "500", "slow", "425"]
+        txs = {m: begin(b, "pg-" + m, chk.url(m), m) for m in modes}
+        txs["nolisten"] = begin(b, "pg-nolisten", "http://127.0.0.1:%d/check" % dead, "nolisten")
+        want = {txs[m]: "expired" for m in txs}
+        want[txs["commit"]] = "committed"
+        want[txs["rollback"]] = "rolled_back"
+        want[txs["425"]] = "committed"
+        got = wait_states(b, list(want), want, 20)
+        for m in ["commit", "rollback", "unknown", "garbage", "errorbody", "500", "slow", "425",
+                  "nolisten"]:
+            t.eq(got[txs[m]], want[txs[m]], "check answered %s -> %s" % (m, want[txs[m]]))
+        for m in ["unknown", "garbage", "errorbody", "500"]:
+            t.eq(chk.n(txs[m]), 3, "%s counted as UNKNOWN: asked --tx-max-checks (3) times" % m)
+        t.ok(chk.n(txs["425"]) == 6,
+             "425 is asked again and not counted (5 x 425 then commit, max checks 3)",
+             chk.n(txs["425"]))
+        path, body = chk.first(txs["commit"])
+        t.ok(path == "/check?mode=commit" and body["tx"] == txs["commit"]
+             and body["producer_group"] == "pg-commit" and body["checks"] == 0
+             and body["messages"] == [{"topic": "orders", "id": body["messages"][0]["id"],
+                                       "key": "key-commit"}],
+             "the check request: POST {tx, producer_group, messages:[{topic,key,id}], checks}", body)
+        st, r = b.call("GET", "/v1/topics/orders/messages?key=key-commit")
+        t.ok(st == 200 and len(r["items"]) == 1, "the message of the committed tx is in its topic", r)
+        st, r = b.call("GET", "/v1/topics/orders/messages?key=key-rollback")
+        t.ok(st == 200 and r["items"] == [], "the rolled-back message is not", r)
+        st, text = b.call("GET", "/metrics")
+        t.ok('escrow_tx_checks_total{result="commit"} ' in text and
+             'escrow_tx_checks_total{result="in_progress"} 5' in text,
+             "metrics count the check outcomes (5 in_progress)",
+             [l for l in text.splitlines() if l.startswith("escrow_tx_checks_total")])
+
+        # a producer group's URL; a transaction's own URL wins over it
+        b.ctl("pgroup", "set", "pg-g", "--check-url", chk.url("commit", "/group"))
+        p = b.ctl("--json", "pgroup", "list")
+        t.ok("pg-g" in p.stdout and "/group" in p.stdout, "escrowctl pgroup list shows it", p.stdout)
+        st, r = b.call("GET", "/v1/pgroups")
+        t.ok(st == 200 and any(i.get("pgroup") == "pg-g" for i in r["items"]), "GET /v1/pgroups", r)
+        tg = begin(b, "pg-g", None, "by-group")
+        tw = begin(b, "pg-g", chk.url("rollback", "/own"), "own-wins")
+        got = wait_states(b, [tg, tw], {tg: "committed", tw: "rolled_back"}, 10)
+        t.ok(got == {tg: "committed", tw: "rolled_back"} and chk.first(tg)[0].startswith("/group")
+             and chk.first(tw)[0].startswith("/own"),
+             "the group's URL is used; the transaction's own URL wins", got)
+        st, r = b.call("PUT", "/v1/pgroups/pg-g", {"check_url": "not a url"})
+        t.ok(st == 400 and r["error"]["code"] == "INVALID", "PUT /v1/pgroups/{g} with a bad URL", r)
+
+        # SIGKILL with a check outstanding: nothing lost, asked again after restart
+        th = begin(b, "pg-h", chk.url("hold"), "held")
+        deadline = time.time() + 10
+        while chk.n(th) == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        t.ok(chk.n(th) == 1, "a check is outstanding (the endpoint holds its answer)")
+        b.restart()  # SIGKILL, then start on the same data dir
+        chk.hold.set()
+        got = wait_states(b, [th], {th: "committed"}, 10)
+        t.ok(got[th] == "committed" and chk.n(th) >= 2,
+             "after SIGKILL + restart the transaction is pending, asked again, and committed",
+             (got, chk.n(th)))
+        st, r = b.call("GET", "/v1/topics/orders/messages?key=key-held")
+        t.ok(len(r.get("items", [])) == 1, "... exactly one copy of its message is stored", r)
+        p = b.ctl("--json", "pgroup", "list")
+        t.ok("pg-g" in p.stdout, "the group's check URL survived the restart", p.stdout)
+        b.ctl("pgroup", "set", "pg-g")
+        p = b.ctl("--json", "pgroup", "list")
+        t.ok("pg-g" not in p.stdout, "pgroup set without --check-url removes it", p.stdout)
+        t.eq(b.stop(), 0, "escrowd exits 0 on SIGTERM")
+    finally:
+        b.close()
+        chk.hold.set()
+        chk.srv.shutdown()
+    t.done()
+
+
+main()
