@@ -56,10 +56,26 @@ static int exec_ok(PGconn *c, const char *sql, char *err, size_t size)
 	return ok ? 0 : -1;
 }
 
-/* create_table makes the table; two creators at once may collide on the
- * catalog, so one failure is retried. */
+/* table_exists: 1 when escrow_barrier is visible on the search_path. */
+static int table_exists(PGconn *c)
+{
+	PGresult *res = PQexec(c, "SELECT to_regclass('escrow_barrier') IS NOT NULL");
+	int yes = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+	          !strcmp(PQgetvalue(res, 0, 0), "t");
+	PQclear(res);
+	return yes;
+}
+
+/*
+ * create_table makes the table unless it exists. It looks first because
+ * CREATE TABLE IF NOT EXISTS still needs the CREATE right on the schema,
+ * which a DBA who created the table (doc/barrier.md) need not grant. Two
+ * creators at once may collide on the catalog, so one failure is retried.
+ */
 static int create_table(PGconn *c, char *err, size_t size)
 {
+	if (table_exists(c))
+		return 0;
 	return exec_ok(c, schema, NULL, 0) && exec_ok(c, schema, err, size) ? -1 : 0;
 }
 

@@ -509,6 +509,14 @@ static void cmd_subscribe(conn *c, const wire_msg *m)
 		return;
 	}
 	group *g = group_find(t, m->group);
+	if (g && g->push) {
+		/* its only consumer is escrowd's pusher: a subscription would wait forever */
+		conn_reply_err(c, m, ESCROW_ERR_INVALID,
+		               "group %s of topic %s is a push group (escrowd delivers its messages "
+		               "by HTTP); subscribe with another group",
+		               g->name, t->name);
+		return;
+	}
 	if (g) {
 		sub *s = sub_new(c, g, (uint32_t)prefetch, WIRE_HAS(m, COUNT) ? m->count : 0);
 		reply_sid(c, m->rid, s->sid);

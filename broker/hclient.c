@@ -12,7 +12,7 @@
  * verified against the CA file or the system's CAs, and its name against
  * the URL's host. evhttp_connection_free drops queued
  * requests without calling their callbacks, so each slot remembers its
- * request's context and hclient_free frees it.
+ * request's context and hclient_free calls back ("cancelled") and frees it.
  *
  * @locality the event loop thread of the base given to hclient_new
  */
@@ -186,9 +186,15 @@ void hclient_free(hclient *h)
 	if (!h)
 		return;
 	for (uint32_t i = 0; h->slots && i < h->n_slots; i++) {
+		hreq *q = h->slots[i].req;
+		if (q) {
+			hclient_result r = {.error = "cancelled", .latency_ms = mono_ms() - q->start_ms};
+			q->cb(&r, q->arg);
+		}
+		/* evhttp_connection_free drops its requests without calling back */
 		if (h->slots[i].evcon)
 			evhttp_connection_free(h->slots[i].evcon);
-		free(h->slots[i].req);
+		free(q);
 	}
 	free(h->slots);
 	if (h->uri)

@@ -67,9 +67,10 @@ int hclient_url_check(const char *url, char *err, size_t errlen);
 hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conns,
                      uint64_t timeout_ms, const char *ca_file, char *err, size_t errlen);
 
-/* hclient_free closes every connection; callbacks of requests still in
- * flight are never called. Must not be called from inside a callback of
- * this client. NULL-safe. */
+/* hclient_free closes every connection; the callback of each request still
+ * in flight is called first with error "cancelled" (so that its @arg can be
+ * freed). Must not be called from inside a callback of this client.
+ * NULL-safe. */
 void hclient_free(hclient *h);
 
 /* hclient_idle: connections free for a request now (max_conns - in flight). */

@@ -55,6 +55,7 @@ struct push {
 	group *g;
 	store_push_conf conf;
 	hclient *hc;
+	bool closing;              /* push_detach: answers are dropped */
 	sub s;                     /* the pusher; s.c == NULL */
 	uint32_t consec_fail;      /* failed attempts in a row */
 	uint64_t failing_since_ms; /* first failure of the current run; 0: last one ok */
@@ -284,7 +285,8 @@ void push_detach(group *g)
 	struct push *p = g->push;
 	if (!p)
 		return;
-	hclient_free(p->hc);
+	p->closing = true;
+	hclient_free(p->hc); /* calls on_answer ("cancelled") for each request in flight */
 	event_free(p->probe_ev);
 	free(p);
 	g->push = NULL;
@@ -311,7 +313,7 @@ sub *push_sub(group *g)
 	return &p->s;
 }
 
-/* disable_store writes @p's settings (disabled now) to the group record. */
+/* conf_store writes @p's settings (now disabled) to the group record. */
 static void conf_store(broker *b, struct push *p)
 {
 	store_op *op = calloc(1, sizeof *op);
@@ -414,7 +416,7 @@ static void on_answer(const hclient_result *r, void *arg)
 	broker *b = x->b;
 	group *g = group_by_id(b, x->group_id);
 	flight *f = NULL;
-	if (g && g->push)
+	if (g && g->push && !g->push->closing && !g->dying)
 		HASH_FIND(hh, g->flights, &x->seq, sizeof x->seq, f);
 	if (!f || f->dlv != x->dlv || f->s != &g->push->s) {
 		free(x); /* the delivery was settled otherwise (deadline, delete, reset) */

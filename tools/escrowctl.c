@@ -2166,6 +2166,12 @@ static const char *created_label(wire_field f)
 	return f == WIRE_F_STORED_MS ? "created" : NULL;
 }
 
+/* a group's count is the number of signing secrets of a push group */
+static const char *group_label(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "created" : f == WIRE_F_COUNT ? "secrets" : NULL;
+}
+
 static const char *dlq_label(wire_field f)
 {
 	return f == WIRE_F_STORED_MS ? "dead_since" : f == WIRE_F_ATTEMPT ? "attempts" : NULL;
@@ -2185,6 +2191,11 @@ static const char *status_label(wire_field f)
 static const char *created_key(wire_field f)
 {
 	return f == WIRE_F_STORED_MS ? "created_ms" : NULL;
+}
+
+static const char *group_key(wire_field f)
+{
+	return f == WIRE_F_STORED_MS ? "created_ms" : f == WIRE_F_COUNT ? "secrets" : NULL;
 }
 
 static const char *dlq_key(wire_field f)
@@ -2319,8 +2330,8 @@ static const struct simple group_disable = {
 static const struct simple group_list = {
 	.op = WIRE_OP_GROUP_LIST, .flags = CLIENT_RETRY, .what_bare = true, .min = 0, .max = 1,
 	.pos = {TOPIC_ARG},
-	.out = OUT_LIST, .json_key = "items", .json_items_always = true, .json_keys = created_key,
-	.first = group_first, .label = created_label,
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true, .json_keys = group_key,
+	.first = group_first, .label = group_label,
 	.empty = "no consumer groups",
 };
 
@@ -2328,10 +2339,10 @@ static const struct simple group_list = {
 static const struct simple group_describe = {
 	.op = WIRE_OP_GROUP_DESCRIBE, .flags = CLIENT_RETRY, .what_size = 600, .min = 2, .max = 2,
 	.pos = {TOPIC_ARG, GROUP_ARG},
-	.out = OUT_RECORD, .json_key = "items", .json_keys = created_key,
+	.out = OUT_RECORD, .json_key = "items", .json_keys = group_key,
 	.first = (const int[]){WIRE_F_TOPIC, WIRE_F_GROUP, WIRE_F_ACK_FLOOR, WIRE_F_LAG,
 	                       WIRE_F_INFLIGHT, WIRE_F_DLQ, WIRE_F_CONSUMERS, -1},
-	.label = created_label,
+	.label = group_label,
 };
 
 /* group_delete {topic, group} -> ok */

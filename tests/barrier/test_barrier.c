@@ -818,6 +818,34 @@ static void test_cleanup(void)
 end:;
 }
 
+/* PostgreSQL: the DBA created the table (doc/barrier.md) and granted the
+ * application's role only SELECT, INSERT, DELETE on it, no CREATE on the
+ * schema: the barrier opens and answers all the same. */
+static void test_pg_least_privilege(void)
+{
+	char ci[600], err[256];
+	escrow_barrier_t *b = NULL;
+	NEED_SETUP();
+	if (!is_pg)
+		SKIP("PostgreSQL only");
+	CHECK_INT(db_exec(conn, "CREATE ROLE app LOGIN"), ==, 0);
+	CHECK_INT(db_exec(conn, "REVOKE CREATE ON SCHEMA public FROM PUBLIC"), ==, 0);
+	CHECK_INT(db_exec(conn, "GRANT SELECT, INSERT, DELETE ON escrow_barrier TO app"), ==, 0);
+	snprintf(ci, sizeof ci, "%s", conninfo);
+	char *u = strstr(ci, "user=escrow");
+	CHECK(u != NULL);
+	memcpy(u, "user=app   ", 11);
+	b = escrow_barrier_pg_new(ci, err, sizeof err);
+	if (!b)
+		FAIL("barrier as role app: %s", err);
+	escrow_id_t id = escrow_id_new();
+	CHECK_INT(escrow_barrier_check(b, &id), ==, ESCROW_TX_ROLLBACK);
+	int64_t del = -1;
+	CHECK_INT(escrow_barrier_cleanup(b, 3600 * 1000, &del), ==, 0);
+end:
+	escrow_barrier_free(b);
+}
+
 static void test_stop(void)
 {
 	stop_consumer = 1;
@@ -850,6 +878,7 @@ static const test_case cases[] = {
 	TEST_CASE(test_async),
 	TEST_CASE(test_delivered_equals_committed),
 	TEST_CASE(test_cleanup),
+	TEST_CASE(test_pg_least_privilege),
 	TEST_CASE(test_stop),
 };
 

@@ -274,6 +274,9 @@ static void test_ack_and_signature(void)
 	CHECK_INT(wait_reqs(3, 5000), ==, 3);
 	CHECK_INT(reqs[2].sig_n, ==, 1);
 	CHECK_INT(reqs[2].sig_ok, ==, 1);
+	/* a consumer cannot subscribe to a push group (it would wait forever) */
+	CHECK_INT(ctl(NULL, "consume orders notify --timeout 1s"), !=, 0);
+	CHECK(strstr(err, "push group"));
 	/* a bad secret is refused, nothing stored */
 	CHECK_INT(ctl(NULL, "group set orders notify --add-secret whsec_not*base64"), ==, 1);
 	CHECK(strstr(err, "whsec_"));
