@@ -89,7 +89,7 @@ static void *backup_main(void *arg)
 }
 
 /* backup {rid, path, compact?} -> {rid, ok, path, map_used_bytes} (started)
- * | INVALID (path) | BUSY (one is running) §5.35 *
+ * | INVALID (path) | BUSY (one is running) §5.35 */
 void cmd_backup(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
