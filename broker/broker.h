@@ -629,8 +629,7 @@ struct broker {
 
 /* Outcomes of one check-back, the result label of escrow_tx_checks_total. */
 enum {
-	CHECK_COMMIT, CHECK_ROLLBACK, CHECK_UNKNOWN, CHECK_IN_PROGRESS, CHECK_TIMEOUT,
-	CHECK_UNREACHABLE, CHECK_BAD_ANSWER, CHECK__N
+	CHECK_COMMIT, CHECK_ROLLBACK, CHECK_UNKNOWN, CHECK_IN_PROGRESS, CHECK_TIMEOUT, CHECK__N
 };
 /* metrics_init / metrics_free: the broker-wide counters. 0 or -1 (ENOMEM). */
 int metrics_init(broker *b);

@@ -134,6 +134,7 @@ static void cmd_hello(conn *c, const wire_msg *m)
 	WIRE_SET(&r, VERSION, version, wire_cstr(ESCROW_VERSION_STR));
 	WIRE_SET(&r, VER, ver, WIRE_PROTOCOL_VERSION);
 	WIRE_SET(&r, MAX_FRAME, max_frame, c->b->conf.max_frame_bytes);
+	WIRE_SET(&r, MAX_BODY, max_body, c->b->conf.max_body_bytes);
 	conn_reply(c, &r);
 	tx_on_hello(c);
 }

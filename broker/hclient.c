@@ -18,6 +18,7 @@
  */
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
 #include <event2/http.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -42,9 +43,12 @@ typedef struct hslot {
 struct hclient {
 	struct event_base *base;
 	struct evhttp_uri *uri;
+	struct evdns_base *dns; /* name lookups without blocking; NULL for an IP address
+	                         * (a numeric getaddrinfo does not block) */
 	SSL_CTX *tls;     /* https: the client context; NULL for http */
 	const char *host; /* in uri */
 	uint16_t port;
+	bool v6;          /* host is an IPv6 address */
 	uint64_t timeout_ms;
 	char tls_err[256]; /* the text of a TLS failure, during a callback */
 	char *host_hdr;   /* "host" or "host:port" */
@@ -144,6 +148,18 @@ hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conn
 	h->host = host;
 	h->port = (uint16_t)(port < 0 ? dflt : port);
 	h->timeout_ms = timeout_ms;
+	/* without a dns base libevent resolves a host name with a blocking
+	 * getaddrinfo on the event loop thread; evdns asks the name servers of
+	 * /etc/resolv.conf (and reads /etc/hosts) without blocking */
+	unsigned char addr[16];
+	h->v6 = inet_pton(AF_INET6, host, addr) == 1;
+	bool literal = h->v6 || inet_pton(AF_INET, host, addr) == 1;
+	h->dns = literal ? NULL : evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (!literal && !h->dns) {
+		snprintf(err, errlen, "cannot set up name lookups (/etc/resolv.conf)");
+		hclient_free(h);
+		return NULL;
+	}
 	if (tls && !(h->tls = tls_new(ca_file, err, errlen))) {
 		hclient_free(h);
 		return NULL;
@@ -156,19 +172,22 @@ hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conn
 	h->target = malloc(tl);
 	if (!h->host_hdr || !h->target)
 		goto nomem;
+	/* evhttp_uri gives an IPv6 literal without its brackets; Host needs them */
+	bool v6 = strchr(host, ':') != NULL;
 	if (port < 0 || port == dflt)
-		snprintf(h->host_hdr, hl, "%s", host);
+		snprintf(h->host_hdr, hl, "%s%s%s", v6 ? "[" : "", host, v6 ? "]" : "");
 	else
-		snprintf(h->host_hdr, hl, "%s:%d", host, port);
+		snprintf(h->host_hdr, hl, "%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", port);
 	snprintf(h->target, tl, "%s%s%s", path && *path ? path : "/", query ? "?" : "",
 	         query ? query : "");
-	/* IPv6 literals come back from evhttp_uri without brackets */
 	struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
 	for (uint32_t i = 0; i < max_conns && !tls; i++) {
 		hslot *s = &h->slots[i];
-		s->evcon = evhttp_connection_base_new(base, NULL, host, port < 0 ? 80 : (uint16_t)port);
+		s->evcon = evhttp_connection_base_new(base, h->dns, host, h->port);
 		if (!s->evcon)
 			goto nomem;
+		if (h->v6) /* else libevent 2.1 makes an IPv4 socket for it */
+			evhttp_connection_set_family(s->evcon, AF_INET6);
 		evhttp_connection_set_timeout_tv(s->evcon, &tv);
 		evhttp_connection_set_retries(s->evcon, 0);
 		evhttp_connection_set_max_body_size(s->evcon, HCLIENT_MAX_ANSWER_BYTES);
@@ -201,6 +220,8 @@ void hclient_free(hclient *h)
 		evhttp_uri_free(h->uri);
 	if (h->tls)
 		SSL_CTX_free(h->tls);
+	if (h->dns)
+		evdns_base_free(h->dns, 1); /* lookups in flight fail (their connections are gone) */
 	free(h->host_hdr);
 	free(h->target);
 	free(h);
@@ -298,11 +319,13 @@ static int tls_connection(hclient *h, hslot *s, hreq *q)
 		return -1;
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	s->evcon = evhttp_connection_base_bufferevent_new(h->base, NULL, bev, h->host, h->port);
+	s->evcon = evhttp_connection_base_bufferevent_new(h->base, h->dns, bev, h->host, h->port);
 	if (!s->evcon) {
 		bufferevent_free(bev);
 		return -1;
 	}
+	if (h->v6)
+		evhttp_connection_set_family(s->evcon, AF_INET6);
 	struct timeval tv = {(time_t)(h->timeout_ms / 1000), (suseconds_t)(h->timeout_ms % 1000) * 1000};
 	evhttp_connection_set_timeout_tv(s->evcon, &tv);
 	evhttp_connection_set_retries(s->evcon, 0);

@@ -33,8 +33,7 @@ static const uint64_t check_ms_bounds[CHECK_BUCKETS] = {5,    10,   25,   50,   
 static const char *const check_names[CHECK__N] = {
 	[CHECK_COMMIT] = "commit",       [CHECK_ROLLBACK] = "rollback",
 	[CHECK_UNKNOWN] = "unknown",     [CHECK_IN_PROGRESS] = "in_progress",
-	[CHECK_TIMEOUT] = "timeout",     [CHECK_UNREACHABLE] = "unreachable",
-	[CHECK_BAD_ANSWER] = "bad_answer",
+	[CHECK_TIMEOUT] = "timeout",
 };
 
 struct broker_metrics {

@@ -37,11 +37,13 @@
  *
  * ## Ack deadlines
  * Each message must be acked (or nacked, or touched) within the group's ack
- * timeout **of being returned by escrow_consumer_poll()**. The broker starts
- * the deadline when it sends the message; while the message waits in this
- * consumer's buffer (up to `consumer.prefetch` of them) the library extends
- * that deadline itself, and when poll returns a message that waited, the
- * library restarts its deadline then. This is why a slow but steady consumer
+ * timeout **of being returned by escrow_consumer_poll()** (at least nine
+ * tenths of it; all of it for a message that waited in the buffer). The
+ * broker starts the deadline when it sends the message; while the message
+ * waits in this consumer's buffer (up to `consumer.prefetch` of them) the
+ * library extends that deadline itself, and when poll returns a message that
+ * waited more than a tenth of the timeout, the library restarts its deadline
+ * then. This is why a slow but steady consumer
  * with a deep prefetch gets no redeliveries (SQS's visibility timeout also
  * starts at receive). The library keeps extending buffered messages only
  * while the application calls poll, ack, nack or touch at least once per ack

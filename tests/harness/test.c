@@ -67,6 +67,11 @@ int64_t test_now_ms(void)
 
 int test_run(const test_case *cases, size_t n)
 {
+	return test_run_each(cases, n, NULL, NULL);
+}
+
+int test_run_each(const test_case *cases, size_t n, void (*setup)(void), void (*teardown)(void))
+{
 	const char *only = getenv("TEST_ONLY");
 	size_t planned = 0, num = 0;
 	int nfail = 0;
@@ -85,7 +90,20 @@ int test_run(const test_case *cases, size_t n)
 		failed = 0;
 		skipped = NULL;
 		int64_t t0 = test_now_ms();
-		cases[i].fn();
+		if (setup)
+			setup();
+		if (failed)
+			test_diag("%s: setup failed; the case did not run", cases[i].name);
+		else
+			cases[i].fn();
+		if (teardown) {
+			int case_failed = failed;
+			failed = 0;
+			teardown();
+			if (failed)
+				test_diag("%s: teardown failed", cases[i].name);
+			failed |= case_failed;
+		}
 		num++;
 		if (failed) {
 			nfail++;

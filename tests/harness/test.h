@@ -45,6 +45,14 @@ typedef struct test_case {
 
 /* test_run runs @cases in order; returns the process exit status. */
 int test_run(const test_case *cases, size_t n);
+/*
+ * test_run_each is test_run with a fixture: @setup runs before every case
+ * and @teardown after it (either may be NULL; both may use CHECK, and a
+ * failure in either fails that case; a case whose setup failed is not run).
+ * So every case starts from the same state and runs alone under TEST_ONLY:
+ * a broker per case rather than one shared by cases that depend on order.
+ */
+int test_run_each(const test_case *cases, size_t n, void (*setup)(void), void (*teardown)(void));
 
 /* test_fail_ marks the running case failed and prints "# file:line: msg". */
 void test_fail_(const char *file, int line, const char *fmt, ...)

@@ -8,6 +8,8 @@
  *                        boundary by the library and by the broker; nothing
  *                        invalid is stored, dlq_list stays readable, the
  *                        connection stays (items 8, 9)
+ *   dlq_list_survives_bad_stored_reason  a reason stored cut mid-character
+ *                        by an older broker is read back valid (item 9)
  *   resubscribe_after_delete  a consumer whose topic or group is deleted
  *                        and re-created subscribes again and logs it (13)
  *   free_flushes_acks    escrow_consumer_free() delivers the acks queued by
@@ -32,6 +34,7 @@
 
 #include "escrow/consumer.h"
 #include "escrow/producer.h"
+#include "store/store.h"
 #include "tests/harness/broker.h"
 #include "tests/harness/raw.h"
 #include "tests/harness/test.h"
@@ -604,7 +607,18 @@ static void test_max_body_above_4mib(void)
 	escrow_msg_t *out = NULL, *in = NULL, *big = NULL, *ok = NULL;
 	char err[256];
 	char *body = NULL;
+	int fd = -1;
+	raw_frame hr = {0};
 	CHECK_INT(start(extra), ==, 0);
+	/* the hello reply says the limits */
+	CHECK((fd = raw_connect(broker.port)) >= 0);
+	wire_msg h = {0};
+	h.op = WIRE_OP_HELLO;
+	WIRE_SET(&h, VER, ver, WIRE_PROTOCOL_VERSION);
+	CHECK_INT(raw_call(fd, &h, &hr, RAW_TIMEOUT_MS), ==, RAW_OK);
+	CHECK(WIRE_HAS(&hr.f.m, MAX_FRAME) && WIRE_HAS(&hr.f.m, MAX_BODY));
+	CHECK_UINT(hr.f.m.max_body, ==, 6u << 20);
+	CHECK_UINT(hr.f.m.max_frame, ==, (6u << 20) + 64 * 1024);
 	CHECK(conf = make_conf());
 	CHECK(p = escrow_producer_new(conf, err, sizeof err));
 	CHECK(body = malloc(7u << 20));
@@ -631,6 +645,8 @@ end:
 	escrow_producer_free(p);
 	escrow_conf_free(conf);
 	free(body);
+	raw_frame_free(&hr);
+	raw_close(fd);
 	stop();
 }
 
@@ -679,10 +695,83 @@ end:
 	stop();
 }
 
+/* ---- writing a store record an older broker could have written -------- */
+
+static pthread_mutex_t st_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t st_cv = PTHREAD_COND_INITIALIZER;
+static int st_done;
+
+static void st_on_done(void *arg, store_op *ops)
+{
+	(void)arg;
+	pthread_mutex_lock(&st_mu);
+	for (store_op *op = ops; op; op = op->next)
+		st_done++;
+	pthread_cond_broadcast(&st_cv);
+	pthread_mutex_unlock(&st_mu);
+}
+
+static int find_group(void *arg, const store_group_info *g)
+{
+	if (strcmp(g->name, "g") == 0)
+		*(uint32_t *)arg = g->id;
+	return 0;
+}
+
+/*
+ * Item 9, readers: a DLQ record whose reason was cut mid-character (as
+ * brokers before the fix stored) must not make dlq_list unreadable: the
+ * broker sends its valid part. The record is written with the store API
+ * while escrowd is stopped, then escrowd is started on that data dir.
+ */
+static void test_dlq_list_survives_bad_stored_reason(void)
+{
+	store *st = NULL;
+	store_op *op = NULL;
+	char back[300], err[256];
+	uint32_t gid = 0;
+	CHECK_INT(start(NULL), ==, 0);
+	CHECK_INT(group_create("t", "g", 0, 1, 100), ==, 0);
+	CHECK_INT(send_text("t", "m"), ==, 0);
+	CHECK_INT(broker_stop(&broker), ==, 0);
+	store_opts o = {.dir = dir, .sync = STORE_SYNC_NONE, .done = st_on_done};
+	CHECK_INT(store_open(&st, &o, err, sizeof err), ==, 0);
+	CHECK_INT(store_load_groups(st, find_group, &gid), ==, 0);
+	CHECK(gid != 0);
+	CHECK(op = calloc(1, sizeof *op));
+	op->kind = STORE_OP_DEAD;
+	op->u.retry.group_id = gid;
+	op->u.retry.seq = 1;
+	op->u.retry.attempts = 1;
+	op->u.retry.due_ms = 1;
+	memcpy(op->u.retry.reason, "cut \xe2\x82", 7); /* a euro sign cut in two */
+	pthread_mutex_lock(&st_mu);
+	int want = st_done + 1;
+	pthread_mutex_unlock(&st_mu);
+	store_submit(st, op);
+	pthread_mutex_lock(&st_mu);
+	while (st_done < want)
+		pthread_cond_wait(&st_cv, &st_mu);
+	pthread_mutex_unlock(&st_mu);
+	CHECK_INT(op->err, ==, 0);
+	store_close(st);
+	st = NULL;
+	CHECK_INT(broker_start(&broker, dir, NULL), ==, 0);
+	CHECK_INT(dlq_reason("g", back, sizeof back), ==, 0);
+	CHECK_STR(back, ==, "cut ");
+end:
+	if (op)
+		store_op_free(op);
+	if (st)
+		store_close(st);
+	stop();
+}
+
 static const test_case cases[] = {
 	TEST_CASE(test_ack_after_reset),
 	TEST_CASE(test_nack_reason_utf8_lib),
 	TEST_CASE(test_nack_reason_utf8_broker),
+	TEST_CASE(test_dlq_list_survives_bad_stored_reason),
 	TEST_CASE(test_resubscribe_after_delete),
 	TEST_CASE(test_free_flushes_acks),
 	TEST_CASE(test_slow_consumer_no_redelivery),

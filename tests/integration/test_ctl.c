@@ -10,6 +10,7 @@
  */
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,6 +267,83 @@ static void test_json_lists(void)
 end:;
 }
 
+/*
+ * synopsis_has: the SYNOPSIS of escrowctl(1) @syn has a ".B escrowctl NAME
+ * [SUB]" line for the command (subcommands may be joined: "enable\fR|\fBdisable").
+ */
+static bool synopsis_has(const char *syn, const char *name, const char *sub)
+{
+	char want[128];
+	snprintf(want, sizeof want, ".B escrowctl %.100s", name);
+	for (const char *p = syn; (p = strstr(p, want)); p += strlen(want)) {
+		const char *rest = p + strlen(want), *eol = strchr(rest, '\n');
+		size_t len = eol ? (size_t)(eol - rest) : strlen(rest);
+		if (!sub)
+			return len == 0;
+		if (len == 0 || rest[0] != ' ')
+			continue;
+		/* the words after the name, split at "\fR|\fB" */
+		char words[256];
+		snprintf(words, sizeof words, "%.*s", (int)(len - 1), rest + 1);
+		for (char *w = words; w;) {
+			char *bar = strstr(w, "\\fR|\\fB");
+			if (bar)
+				*bar = 0;
+			if (strcmp(w, sub) == 0)
+				return true;
+			w = bar ? bar + 7 : NULL;
+		}
+	}
+	return false;
+}
+
+/* the man page's synopsis lists every command escrowctl --help lists */
+static void test_man_synopsis(void)
+{
+	static char man[1 << 17];
+	char path[700], names[64][2][32];
+	int n = 0;
+	const char *src = getenv("ESCROW_SRCDIR");
+	if (!src)
+		SKIP("no $ESCROW_SRCDIR");
+	snprintf(path, sizeof path, "%s/doc/man/escrowctl.1", src);
+	CHECK(slurp(path, man, sizeof man) > 0);
+	char *end = strstr(man, ".SH DESCRIPTION");
+	CHECK(end != NULL);
+	*end = 0;
+	CHECK_INT(ctl(NULL, "--help"), ==, 0);
+	/* "  NAME [SUB|ARGS] ...  summary" lines after "Commands:" */
+	char *p = strstr(out, "Commands:\n");
+	CHECK(p != NULL);
+	for (char *line = strtok(p + 10, "\n"); line && n < 64; line = strtok(NULL, "\n")) {
+		char a[32] = "", b[32] = "";
+		if (strncmp(line, "  ", 2) != 0)
+			break;
+		if (line[2] == ' ') /* a long usage's summary on a line of its own */
+			continue;
+		sscanf(line, "%31s %31s", a, b);
+		snprintf(names[n][0], sizeof names[n][0], "%s", a);
+		snprintf(names[n][1], sizeof names[n][1], "%s", b);
+		n++;
+	}
+	CHECK_INT(n, >=, 20);
+	int missing = 0;
+	for (int i = 0; i < n; i++) {
+		/* a sub word is lowercase, and its name has more than one command */
+		int same = 0;
+		for (int j = 0; j < n; j++)
+			same += strcmp(names[i][0], names[j][0]) == 0;
+		bool sub = same > 1 && names[i][1][0] >= 'a' && names[i][1][0] <= 'z';
+		if (!synopsis_has(man, names[i][0], sub ? names[i][1] : NULL)) {
+			test_diag("escrowctl(1) SYNOPSIS lacks: escrowctl %s %s", names[i][0],
+			          sub ? names[i][1] : "");
+			missing++;
+		}
+	}
+	CHECK_INT(missing, ==, 0);
+end:;
+}
+
 /* the help names every command, --version and -v */
 static void test_help(void)
 {
@@ -364,6 +442,7 @@ int main(int argc, char **argv)
 		TEST_CASE(test_send_reads_stdin),
 		TEST_CASE(test_json_lists),
 		TEST_CASE(test_help),
+		TEST_CASE(test_man_synopsis),
 		TEST_CASE(test_audit_after_success),
 		TEST_CASE(test_bench),
 		TEST_CASE(test_stop),

@@ -572,7 +572,6 @@ int main(int argc, char **argv)
 	if (argc > 1)
 		broker_set_path(argv[1]);
 	static const test_case cases[] = {
-		TEST_CASE(test_start),
 		TEST_CASE(test_nack_backoff),
 		TEST_CASE(test_ack_deadline_and_touch),
 		TEST_CASE(test_killed_consumer),
@@ -580,7 +579,6 @@ int main(int argc, char **argv)
 		TEST_CASE(test_delay_does_not_block),
 		TEST_CASE(test_restart_mid_backoff_and_delay),
 		TEST_CASE(test_retention),
-		TEST_CASE(test_stop),
 	};
-	return test_run(cases, TEST_COUNT(cases));
+	return test_run_each(cases, TEST_COUNT(cases), test_start, test_stop);
 }

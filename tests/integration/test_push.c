@@ -531,6 +531,42 @@ end:
 	stop_all();
 }
 
+/* A group deleted while its requests are in flight: the answers are dropped,
+ * nothing leaks (the sanitizer build's LeakSanitizer fails escrowd's clean
+ * exit otherwise), and escrowd exits cleanly. */
+static void test_delete_in_flight(void)
+{
+	CHECK_INT(start_all("sleep:2000"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic create t"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t g --push-url http://127.0.0.1:%d/", recv_port), ==, 0);
+	CHECK_INT(ctl("a\nb\nc\n", "send t -"), ==, 0);
+	CHECK_INT(wait_reqs(0, 0), ==, 0);
+	sleep_ms(300); /* three requests are waiting for their answers */
+	CHECK_INT(ctl(NULL, "group delete t g --force"), ==, 0);
+	CHECK_INT(ctl(NULL, "group list"), ==, 0);
+	CHECK(!strstr(out, " g "));
+	CHECK_INT(broker_stop(&broker), ==, 0);
+end:
+	stop_all();
+}
+
+/* A URL with a host name: looked up without blocking (evdns, /etc/hosts). */
+static void test_host_name(void)
+{
+	CHECK_INT(start_all("ok"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic create t"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t g --push-url http://localhost:%d/hook", recv_port), ==, 0);
+	CHECK_INT(ctl(NULL, "send t byname"), ==, 0);
+	CHECK_INT(wait_reqs(1, 5000), ==, 1);
+	CHECK_INT(reqs[0].status, ==, 200);
+	int64_t until = test_now_ms() + 3000;
+	while (test_now_ms() < until && group_field("t", "g", "lag") != 0)
+		sleep_ms(50);
+	CHECK_INT(group_field("t", "g", "lag"), ==, 0);
+end:
+	stop_all();
+}
+
 /* free_port: a TCP port of 127.0.0.1 free a moment ago, or -1. */
 static int free_port(void)
 {
@@ -702,7 +738,8 @@ int main(int argc, char **argv)
 		TEST_CASE(test_failures),          TEST_CASE(test_restart_mid_ladder),
 		TEST_CASE(test_breaker),           TEST_CASE(test_log_pending_redrive),
 		TEST_CASE(test_disable_enable),    TEST_CASE(test_http_api),
-		TEST_CASE(test_https),
+		TEST_CASE(test_https),             TEST_CASE(test_delete_in_flight),
+		TEST_CASE(test_host_name),
 		TEST_CASE(test_load_random_failures),
 	};
 	return test_run(cases, TEST_COUNT(cases));

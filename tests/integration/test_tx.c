@@ -669,7 +669,6 @@ int main(int argc, char **argv)
 	if (argc > 1)
 		broker_set_path(argv[1]);
 	static const test_case cases[] = {
-		TEST_CASE(test_start),
 		TEST_CASE(test_commit_rollback_idempotent),
 		TEST_CASE(test_delay_counts_from_commit),
 		TEST_CASE(test_killed_after_local_commit),
@@ -678,7 +677,6 @@ int main(int argc, char **argv)
 		TEST_CASE(test_offline_group_waits),
 		TEST_CASE(test_broker_killed_with_pending),
 		TEST_CASE(test_many_concurrent),
-		TEST_CASE(test_stop),
 	};
-	return test_run(cases, TEST_COUNT(cases));
+	return test_run_each(cases, TEST_COUNT(cases), test_start, test_stop);
 }

@@ -431,10 +431,8 @@ int main(int argc, char **argv)
 	if (argc > 1)
 		broker_set_path(argv[1]);
 	static const test_case cases[] = {
-		TEST_CASE(test_start),
 		TEST_CASE(test_commit_rollback_unknown),
 		TEST_CASE(test_sigkill_midway),
-		TEST_CASE(test_stop),
 	};
-	return test_run(cases, TEST_COUNT(cases));
+	return test_run_each(cases, TEST_COUNT(cases), test_start, test_stop);
 }

@@ -471,14 +471,12 @@ int main(int argc, char **argv)
 	if (argc > 1)
 		broker_set_path(argv[1]);
 	static const test_case cases[] = {
-		TEST_CASE(test_start),
 		TEST_CASE(test_begin_send_commit),
 		TEST_CASE(test_send_in_transaction),
 		TEST_CASE(test_killed_producer_process),
 		TEST_CASE(test_unknown_then_own_check),
 		TEST_CASE(test_big_tx_check),
 		TEST_CASE(test_throughput),
-		TEST_CASE(test_stop),
 	};
-	return test_run(cases, TEST_COUNT(cases));
+	return test_run_each(cases, TEST_COUNT(cases), test_start, test_stop);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bank1 --barrier on PostgreSQL (or SQLite: BT_DB=sqlite), issue 14: no check
 # handler in bank1, the check-backs are answered from the escrow_barrier table.
-#   - a local transaction held open past --tx-timeout: the check-back arrives,
+#   - a local transaction held open 1.8 s, past --tx-timeout 1s: the check-back arrives,
 #     waits for it, answers COMMIT; bank2 credits once;
 #   - bank1 exits right after its database commit, before END_TX; the
 #     restarted bank1 (same producer group) answers the check COMMIT from the
@@ -13,7 +13,7 @@ source "$(dirname "$0")/../lib.sh"
 BANK1_BARRIER=on
 bt_setup
 [ "${BT_DB:-pg}" = sqlite ] || start_pg
-start_escrowd; create_topic_group; start_bank1; start_bank2
+start_escrowd; create_topic_group; start_bank1 --slow-ms 1800; start_bank2
 stats() { curl -s --max-time 5 "http://127.0.0.1:$BANK1_PORT/barrier"; }
 field() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" <<<"$2"; }
 credited() {
