@@ -6,7 +6,7 @@
  *
  * The map is LMDB's: "used" is the pages up to the last one written
  * (me_last_pgno), which includes free pages LMDB will reuse, so it is an
- * upper bound of what is live and it never shrinks (doc/storage.md §3.1).
+ * upper bound of what is live and it never shrinks (doc/storage.md, section 3.1).
  * The disk is statvfs of the data dir: free blocks for an unprivileged user.
  *
  * A one-second timer compares both with the thresholds. Each threshold warns

@@ -1,7 +1,7 @@
 /*
  * check.c - verify a data dir offline (`escrowd --check DIR`, issue 18; the
  * offline tool of issue 10 item 2): the file checks of datadir.c, the schema
- * version, then every database of doc/storage.md §2 read in one read
+ * version, then every database of doc/storage.md (section 2) read in one read
  * transaction, each index held against what it indexes:
  *
  *   topics <-> topic_ids          same id, same name, id below next_topic_id
@@ -14,7 +14,7 @@
  *                                 key when it has one
  *   msg_ids -> msgs               an entry names a message with that id (an
  *                                 entry whose message is gone is allowed: the
- *                                 store treats it as absent, §2.5)
+ *                                 store treats it as absent, storage.md 2.5)
  *   keys  -> msgs                 an entry names a message with that key
  *   acks, retry, dlq              a known group
  *   txs   <-> half, tx_due        every half of a transaction is there, none
@@ -350,7 +350,7 @@ static int msg_ids_one(ck *c, const MDB_val *k, const MDB_val *v)
 	}
 	MDB_val mk = *v, mv;
 	if (mdb_get(c->txn, c->dbi[DBI_MSGS], &mk, &mv)) {
-		c->r->stale_ids++; /* allowed: treated as absent (storage.md §2.5) */
+		c->r->stale_ids++; /* allowed: treated as absent (storage.md 2.5) */
 		return 0;
 	}
 	wire_frame f;
