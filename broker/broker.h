@@ -559,7 +559,9 @@ void cmd_group_pending(conn *c, const wire_msg *m);
 bool push_conf_or_reply(conn *c, const wire_msg *m, store_group_conf *gc, store_push_conf *pc);
 bool push_secret_valid(wire_str s); /* "whsec_<base64 of 1..64 bytes>" */
 /* push_attach makes @g a push group with settings @pc (copied): 0, or -1
- * (logged; the group then delivers nothing until a restart). */
+ * (logged): out of memory (@g stays a pull group), or its HTTP client could
+ * not be made (a CA file gone, say): @g is a push group that sends nothing,
+ * breaker "broken" with the reason in group_describe, until a restart. */
 int push_attach(broker *b, group *g, const store_push_conf *pc);
 void push_detach(group *g); /* requests in flight are dropped unanswered */
 /* push_sub: the pusher when it may take a message now (credit, breaker,

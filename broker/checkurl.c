@@ -105,9 +105,10 @@ const char *check_url_for(const char *pgroup, const escrow_id_t *tx)
 
 /* submit_set writes meta[key] = url ("" deletes); replies to @c when @req
  * has a rid (cmd_done). Returns 0, or -1 after an error reply. The memory
- * copy changes at once (the check timer uses it from now on). */
+ * copy changes at once (the check timer uses it from now on). With @audit
+ * the change is audited once durable (doc/protocol.md, "The audit log"). */
 static int submit_set(conn *c, const wire_msg *req, const char *key, const char *url,
-                      size_t len)
+                      size_t len, bool audit)
 {
 	store_op *op = cmd_op_new(c, req, STORE_OP_META_SET);
 	char *v = len ? strndup(url, len) : NULL;
@@ -125,6 +126,8 @@ static int submit_set(conn *c, const wire_msg *req, const char *key, const char 
 	snprintf(op->u.meta.key, sizeof op->u.meta.key, "%s", key);
 	op->u.meta.value = v;
 	op->u.meta.value_len = (uint32_t)len;
+	if (audit)
+		cmd_op_audit(op, c, "set check_url of %s to '%.*s'", key, (int)len, len ? url : "");
 	put(key, url, len);
 	broker_submit(c->b, op);
 	return 0;
@@ -170,9 +173,7 @@ void cmd_check_url_set(conn *c, const wire_msg *m)
 		snprintf(key, sizeof key, PFX_PGROUP "%.*s", (int)m->pgroup.len, m->pgroup.p);
 	else
 		snprintf(key, sizeof key, PFX_TX "%s", escrow_id_fmt(&m->tx, hex));
-	if (submit_set(c, m, key, len ? m->check_url.p : "", len) == 0 && c->role == ROLE_ADMIN)
-		log_info("audit: check_url of %s set to '%.*s' (conn %s, client %s)", key, (int)len,
-		         len ? m->check_url.p : "", c->peer, c->name ? c->name : "-");
+	submit_set(c, m, key, len ? m->check_url.p : "", len, c->role == ROLE_ADMIN);
 }
 
 /* check_url_list {rid} -> {rid, ok, items: [{pgroup | tx, check_url}]} */

@@ -49,7 +49,8 @@ const conf_row conf_rows[] = {
 	         "benchmarks only: a crash or power loss loses recent writes)"},
 	{.name = "max-body", .type = CONF_SIZE, .def = "4MiB", .min = 1, .max = 256u << 20,
 	 CONF_FIELD(max_body_bytes),
-	 .help = "largest message body accepted; frames may be this plus 64 KiB; clients learn the limit in the hello reply"},
+	 .help = "largest message body accepted; frames may be this plus 64 KiB; clients learn "
+	         "the limit in the hello reply"},
 	{.name = "log-level", .type = CONF_ENUM, .def = "info", .enums = log_level_names,
 	 .flags = CONF_RELOAD, CONF_FIELD(log_level), .help = "log verbosity (stderr)"},
 	{.name = "retention", .type = CONF_DURATION, .def = "72h", .flags = CONF_RELOAD,

@@ -54,7 +54,8 @@ struct push {
 	broker *b;
 	group *g;
 	store_push_conf conf;
-	hclient *hc;
+	hclient *hc;               /* NULL: it could not be made (err says why) */
+	char err[256];
 	bool closing;              /* push_detach: answers are dropped */
 	sub s;                     /* the pusher; s.c == NULL */
 	uint32_t consec_fail;      /* failed attempts in a row */
@@ -257,27 +258,27 @@ int push_attach(broker *b, group *g, const store_push_conf *pc)
 	struct push *p = calloc(1, sizeof *p);
 	if (!p)
 		return -1;
-	char err[256];
 	p->b = b;
 	p->g = g;
 	p->conf = *pc;
 	p->s.g = g;
 	p->s.prefetch = pc->concurrency;
-	p->hc = hclient_new(b->base, pc->url, pc->concurrency, pc->timeout_ms, pc->ca_file, err,
-	                    sizeof err);
 	p->probe_ev = evtimer_new(b->base, probe_cb, p);
-	if (!p->hc || !p->probe_ev) {
-		log_error("push group %s/%s: %s", g->t->name, g->name,
-		          p->hc ? "out of memory" : err);
-		hclient_free(p->hc);
-		if (p->probe_ev)
-			event_free(p->probe_ev);
+	if (!p->probe_ev) {
 		free(p);
+		log_error("push group %s/%s: out of memory", g->t->name, g->name);
 		return -1;
 	}
+	/* a client that cannot be made (a CA file gone since the group was
+	 * created, say) leaves the group a push group that sends nothing, with
+	 * the reason in group_describe, rather than a pull group in disguise */
+	p->hc = hclient_new(b->base, pc->url, pc->concurrency, pc->timeout_ms, pc->ca_file, p->err,
+	                    sizeof p->err);
+	if (!p->hc)
+		log_error("push group %s/%s sends nothing: %s", g->t->name, g->name, p->err);
 	g->push = p;
 	dispatch_mark(b, g);
-	return 0;
+	return p->hc ? 0 : -1;
 }
 
 void push_detach(group *g)
@@ -295,7 +296,7 @@ void push_detach(group *g)
 sub *push_sub(group *g)
 {
 	struct push *p = g->push;
-	if (p->conf.disabled)
+	if (p->conf.disabled || !p->hc)
 		return NULL;
 	if (p->open) {
 		if (p->s.inflight)
@@ -557,7 +558,9 @@ void push_fill(wire_msg *it, const group *g)
 	WIRE_SET(it, DISABLE_AFTER_MS, disable_after_ms, p->conf.disable_after_ms);
 	WIRE_SET(it, DISABLED, disabled, p->conf.disabled);
 	WIRE_SET(it, BREAKER, breaker,
-	         wire_cstr(p->conf.disabled ? "disabled" : p->open ? "open" : "closed"));
+	         wire_cstr(!p->hc ? "broken" : p->conf.disabled ? "disabled" : p->open ? "open" : "closed"));
+	if (!p->hc)
+		WIRE_SET(it, REASON, reason, wire_cstr(p->err));
 	WIRE_SET(it, COUNT, count, p->conf.n_secrets); /* secrets are never shown */
 	if (p->conf.ca_file[0])
 		WIRE_SET(it, CA_FILE, ca_file, wire_cstr(p->conf.ca_file));

@@ -70,8 +70,9 @@ void consumer_mark_active(escrow_consumer_t *c)
  * its buffer from passing: a message that has waited half the group's ack
  * timeout (or was last extended that long ago) is touched, checked every
  * eighth of the timeout; and a message poll hands out after it waited more
- * than a tenth of the timeout is touched then, so the application gets the
- * whole timeout from poll on, as SQS's visibility timeout starts at receive.
+ * than a tenth of the timeout is touched then, so the application gets at
+ * least nine tenths of the timeout from poll on (all of it after a wait), as
+ * SQS's visibility timeout starts at receive.
  * Extending stops once the application has not called poll, ack, nack or
  * touch for a whole ack timeout: a hung application's buffer then expires
  * and goes to other members, as before.
@@ -206,7 +207,6 @@ static void on_disconnect(void *arg, int err)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* on_push: a delivery. @locality I/O thread */
 /*
  * on_sub_end: the broker ended our subscription because its group or topic
  * was deleted (doc/protocol.md §5.30). Queued deliveries belong to the
@@ -230,6 +230,7 @@ static void on_sub_end(escrow_consumer_t *c, const wire_msg *m)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* on_push: a delivery, or the end of our subscription. @locality I/O thread */
 static void on_push(void *arg, const wire_msg *m)
 {
 	escrow_consumer_t *c = arg;

@@ -572,6 +572,63 @@ static void usage(FILE *f)
 		"Prints \"bank1 ready port=N\" on stdout once it serves.\n");
 }
 
+/*
+ * The databases: bank1's (SQLite file or PostgreSQL), and the check side:
+ * the barrier's own connection, or in --no-barrier mode check_tx's.
+ * Returns 0, or -1 after printing why.
+ */
+static int open_databases(const char *dbpath, const char *pginfo)
+{
+	char errstr[256];
+	if (pginfo) {
+		if (!(pg = bankpg_open(pginfo)))
+			return -1;
+	} else if (!(db = bankdb_open(dbpath, 1))) {
+		return -1;
+	}
+	if (!use_barrier)
+		return (check_db = bankdb_open(dbpath, 1)) ? 0 : -1;
+	barrier = pg ? escrow_barrier_pg_new(pginfo, errstr, sizeof errstr)
+	             : escrow_barrier_sqlite_new(dbpath, errstr, sizeof errstr);
+	if (!barrier) {
+		fprintf(stderr, "bank1: barrier: %s\n", errstr);
+		return -1;
+	}
+	/* below escrowd's --tx-check-timeout (2 s in the demo) */
+	escrow_barrier_set_wait_ms(barrier, 1500);
+	escrow_barrier_set_step_cb(barrier_step, NULL);
+	return 0;
+}
+
+/* The producer of group bank1, with the barrier's check handler or
+ * check_tx. Returns 0, or -1 after printing why. */
+static int start_producer(const char *server)
+{
+	char errstr[256];
+	escrow_conf_t *conf = escrow_conf_new();
+	if (escrow_conf_set(conf, "server", server, errstr, sizeof errstr) ||
+	    escrow_conf_set(conf, "producer.group", "bank1", errstr, sizeof errstr) ||
+	    escrow_conf_set(conf, "client.name", "bank1", errstr, sizeof errstr) ||
+	    escrow_conf_set(conf, "request.timeout.ms", "10000", errstr, sizeof errstr) ||
+	    escrow_conf_set(conf, "reconnect.backoff.max.ms", "500", errstr, sizeof errstr)) {
+		fprintf(stderr, "bank1: %s\n", errstr);
+		escrow_conf_free(conf);
+		return -1;
+	}
+	escrow_conf_set_log_cb(conf, log_cb, NULL);
+	if (use_barrier)
+		escrow_conf_set_barrier(conf, barrier);
+	else
+		escrow_conf_set_check_cb(conf, check_tx, NULL);
+	producer = escrow_producer_new(conf, errstr, sizeof errstr);
+	escrow_conf_free(conf);
+	if (!producer) {
+		fprintf(stderr, "bank1: producer: %s\n", errstr);
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *dbpath = NULL, *pginfo = NULL, *listen = "127.0.0.1:8081";
@@ -620,47 +677,8 @@ int main(int argc, char **argv)
 		server = "127.0.0.1:7420";
 	signal(SIGPIPE, SIG_IGN);
 
-	char errstr[256];
-	if (pginfo) {
-		if (!(pg = bankpg_open(pginfo)))
-			return 1;
-	} else if (!(db = bankdb_open(dbpath, 1))) {
+	if (open_databases(dbpath, pginfo) || start_producer(server))
 		return 1;
-	}
-	if (use_barrier) {
-		barrier = pg ? escrow_barrier_pg_new(pginfo, errstr, sizeof errstr)
-		             : escrow_barrier_sqlite_new(dbpath, errstr, sizeof errstr);
-		if (!barrier) {
-			fprintf(stderr, "bank1: barrier: %s\n", errstr);
-			return 1;
-		}
-		/* below escrowd's --tx-check-timeout (2 s in the demo) */
-		escrow_barrier_set_wait_ms(barrier, 1500);
-		escrow_barrier_set_step_cb(barrier_step, NULL);
-	} else if (!(check_db = bankdb_open(dbpath, 1))) {
-		return 1;
-	}
-
-	escrow_conf_t *conf = escrow_conf_new();
-	if (escrow_conf_set(conf, "server", server, errstr, sizeof errstr) ||
-	    escrow_conf_set(conf, "producer.group", "bank1", errstr, sizeof errstr) ||
-	    escrow_conf_set(conf, "client.name", "bank1", errstr, sizeof errstr) ||
-	    escrow_conf_set(conf, "request.timeout.ms", "10000", errstr, sizeof errstr) ||
-	    escrow_conf_set(conf, "reconnect.backoff.max.ms", "500", errstr, sizeof errstr)) {
-		fprintf(stderr, "bank1: %s\n", errstr);
-		return 2;
-	}
-	escrow_conf_set_log_cb(conf, log_cb, NULL);
-	if (use_barrier)
-		escrow_conf_set_barrier(conf, barrier);
-	else
-		escrow_conf_set_check_cb(conf, check_tx, NULL);
-	producer = escrow_producer_new(conf, errstr, sizeof errstr);
-	escrow_conf_free(conf);
-	if (!producer) {
-		fprintf(stderr, "bank1: producer: %s\n", errstr);
-		return 1;
-	}
 
 	struct event_base *base = event_base_new();
 	struct evhttp *http = evhttp_new(base);

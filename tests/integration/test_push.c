@@ -527,6 +527,14 @@ static void test_https(void)
 	                    "/nonexistent/ca.pem"),
 	          ==, 1);
 	CHECK(strstr(err, "ca_file"));
+	/* the CA file gone by the next start: the group stays a push group that
+	 * sends nothing and says why, never a pull group in disguise */
+	snprintf(cmd, sizeof cmd, "%s.crt", pem);
+	CHECK_INT(unlink(cmd), ==, 0);
+	CHECK_INT(restart(), ==, 0);
+	CHECK_STR(breaker_state("t", "trusted"), ==, "broken");
+	CHECK(strstr(out, "cannot load CA certificates"));
+	CHECK_INT(ctl(NULL, "consume t trusted --timeout 1s"), !=, 0);
 end:
 	stop_all();
 }

@@ -33,7 +33,8 @@ ap.add_argument("--slack-ms", type=int, default=3000)
 ap.add_argument("--sample", type=int, default=100)
 a = ap.parse_args()
 
-GROUPS = ("g1", "g2")
+# gp is the push group (torture.c): its deliveries are the receiver's 200s
+GROUPS = ("g1", "g2", "gp")
 sent = {}                 # id -> (hash, txid or None)
 send_ok = set()           # plain sends answered ok
 tx_intent = {}            # txid -> c|r|u
@@ -195,8 +196,8 @@ unknown = sum(1 for t in half_ok if tx_intent.get(t) == "u")
 print(f"# checker: {len(sent)} messages sent ({len(send_ok)} plain acknowledged), "
       f"{len(tx_intent)} transactions ({committed_txs} committed, {rolled} rolled back, "
       f"{unknown} left unknown), {n_deliv} deliveries, {len(acked)} confirmed acks, "
-      f"{len(must)} messages that must reach both groups, "
-      f"DLQ {len(dlq['g1'])}+{len(dlq['g2'])}, {checked_state} states checked")
+      f"{len(must)} messages that must reach every group (g1, g2, push group gp), "
+      f"DLQ {len(dlq['g1'])}+{len(dlq['g2'])}+{len(dlq['gp'])}, {checked_state} states checked")
 nbad = 0
 for kind, lst in sorted(bad.items()):
     nbad += len(lst)

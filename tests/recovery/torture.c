@@ -10,7 +10,10 @@
  * processes send plain messages and transactions (commit, rollback, left
  * for the check-back, producer crash in the middle); forked consumer
  * processes in two groups ack (confirmed with escrow_ack_sync or not), nack,
- * let the ack deadline pass, or crash. Every process appends what it did
+ * let the ack deadline pass, or crash. A third group, gp, is a push group:
+ * escrowd POSTs its messages to a forked HTTP receiver (libevent evhttp)
+ * that answers 500 to 30 % of the requests at random and records the
+ * others as deliveries (doc/semantics.md "Push groups"). Every process appends what it did
  * and what it was told to its own history file, one line per event, with
  * write(2) so a SIGKILL loses nothing already recorded.
  *
@@ -36,6 +39,7 @@
  *   E t txid action err     end_tx reply (action commit|rollback)
  *   D t group id hash attempt seq   a delivery (X instead of D in the drain)
  *   K t group id err        escrow_ack_sync's answer
+ *   D t gp id hash attempt seq   a push request the receiver answered 200
  *
  * Output is TAP: one case, with progress diagnostics.
  */
@@ -55,6 +59,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 
 #include "escrow/consumer.h"
 #include "escrow/producer.h"
@@ -393,6 +402,67 @@ static int free_port(void)
 	return p;
 }
 
+/* ---- the push group's receiver ------------------------------------------ */
+
+static int push_port;
+static pid_t push_pid;
+
+static void push_request(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	const char *id = evhttp_find_header(h, "webhook-id");
+	const char *att = evhttp_find_header(h, "escrow-attempt");
+	const char *seq = evhttp_find_header(h, "escrow-seq");
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	const unsigned char *b = len ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
+	int ok = !pct(30);
+	/* only what is answered 200 counts as delivered: a 500 is a failed attempt */
+	if (ok && id && att && seq)
+		hist("D gp %s %016" PRIx64 " %s %s", id, fnv(b, len), att, seq);
+	evhttp_send_reply(req, ok ? 200 : 500, ok ? "OK" : "Try later", NULL);
+}
+
+/* push_receiver_start forks the receiver on push_port; 0 or -1. */
+static int push_receiver_start(void)
+{
+	push_pid = fork();
+	if (push_pid < 0)
+		return -1;
+	if (push_pid > 0)
+		return 0;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	rng_state ^= (uint64_t)getpid() * 0x9E3779B97F4A7C15ULL;
+	hist_open("h-push.log");
+	struct event_base *base = event_base_new();
+	struct evhttp *http = base ? evhttp_new(base) : NULL;
+	if (!http || evhttp_bind_socket(http, "127.0.0.1", (ev_uint16_t)push_port)) {
+		fprintf(stderr, "torture: push receiver cannot listen on port %d\n", push_port);
+		_exit(3);
+	}
+	evhttp_set_gencb(http, push_request, NULL);
+	event_base_dispatch(base);
+	_exit(0);
+}
+
+/* push_lag: the push group's lag (group describe --json), -1 if unknown */
+static long push_lag(void)
+{
+	if (ctl("group-gp.json", "group describe %s gp", TOPIC) != 0)
+		return -1;
+	char path[800], buf[4096];
+	snprintf(path, sizeof path, "%s/group-gp.json", work);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	const char *p = strstr(buf, "\"lag\":");
+	return p ? strtol(p + 6, NULL, 10) : -1;
+}
+
 /* pending_txs: how many transactions are still pending (tx list --json) */
 static int pending_txs(void)
 {
@@ -447,12 +517,13 @@ static int drain(void)
 			last = quiet_since = now_ms();
 		if (now_ms() - last > 3000) {
 			int pend = pending_txs();
-			if (pend == 0)
+			if (pend == 0 && push_lag() == 0)
 				break;
 			last = now_ms() - 1500; /* look again in 1.5 s */
 		}
 		if (now_ms() - quiet_since > 60000) {
-			printf("# drain: transactions still pending after 60 s without a delivery\n");
+			printf("# drain: transactions still pending (or the push group behind) after "
+			       "60 s without a delivery\n");
 			break;
 		}
 	}
@@ -522,6 +593,25 @@ int main(int argc, char **argv)
 		printf("not ok 1 - torture # escrowd did not start\n");
 		return 1;
 	}
+	/* the push group's receiver, on a port kept in the work dir (--resume
+	 * starts it again where the stored group points) */
+	char pp[800];
+	snprintf(pp, sizeof pp, "%s/push-port", work);
+	FILE *pf = fopen(pp, resume ? "r" : "w");
+	if (pf) {
+		if (resume) {
+			if (fscanf(pf, "%d", &push_port) != 1)
+				push_port = 0;
+		} else {
+			push_port = free_port();
+			fprintf(pf, "%d\n", push_port);
+		}
+		fclose(pf);
+	}
+	if (push_port <= 0 || push_receiver_start() != 0) {
+		printf("not ok 1 - torture # the push receiver did not start\n");
+		return 1;
+	}
 	if (resume) {
 		printf("# resuming %s: drain and check only\n", work);
 		keep = 1;
@@ -531,7 +621,10 @@ int main(int argc, char **argv)
 	    ctl(NULL, "group create %s g1 --ack-timeout %s --max-deliveries %d --backoff '50ms 100ms'",
 	        TOPIC, ACK_TIMEOUT, MAX_DELIVER) ||
 	    ctl(NULL, "group create %s g2 --ack-timeout %s --max-deliveries %d --backoff '50ms 200ms'",
-	        TOPIC, ACK_TIMEOUT, MAX_DELIVER)) {
+	        TOPIC, ACK_TIMEOUT, MAX_DELIVER) ||
+	    ctl(NULL, "group create %s gp --push-url http://127.0.0.1:%d/ --max-deliveries %d "
+	              "--backoff '50ms 100ms' --timeout 2s",
+	        TOPIC, push_port, MAX_DELIVER)) {
 		printf("not ok 1 - torture # setup with escrowctl failed\n");
 		return 1;
 	}
@@ -618,11 +711,13 @@ drain_and_check:
 	if (!fail) {
 		ctl("dlq-g1.json", "dlq list %s g1", TOPIC);
 		ctl("dlq-g2.json", "dlq list %s g2", TOPIC);
+		ctl("dlq-gp.json", "dlq list %s gp", TOPIC);
 		ctl("tx-expired.json", "tx list --expired");
 		ctl("tx-all.json", "tx list");
 		ctl("status.json", "status");
 		ctl("group-g1.json", "group describe %s g1", TOPIC);
 		ctl("group-g2.json", "group describe %s g2", TOPIC);
+		ctl("group-gp.json", "group describe %s gp", TOPIC);
 		ctl("topic.json", "topic describe %s", TOPIC);
 	}
 	printf("# faults: %lu broker kills (%lu restarts), %lu producer/consumer kills\n", n_broker_kills,
