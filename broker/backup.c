@@ -89,7 +89,7 @@ static void *backup_main(void *arg)
 }
 
 /* backup {rid, path, compact?} -> {rid, ok, path, map_used_bytes} (started)
- * | INVALID (path) | BUSY (one is running) §5.35 */
+ * | INVALID (path) | BUSY (one is running) §5.44 */
 void cmd_backup(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
@@ -170,7 +170,7 @@ static const char *const state_names[] = {"none", "running", "done", "failed"};
 
 /* backup_status {rid} -> {rid, ok, state, path?, compact?, bytes?,
  * map_used_bytes?, since_ms?, last_ms?, reason?, items?, txs?, expired?}
- * §5.36 */
+ * §5.45 */
 void cmd_backup_status(conn *c, const wire_msg *m)
 {
 	struct backup_job *j = job_get(c->b);

@@ -113,6 +113,8 @@ typedef struct broker_conf {
 	/* offline modes (main.c): run, print, exit; NULL when not asked */
 	char *check_dir;              /* --check DIR */
 	char *backup_from, *backup_to; /* --backup-from DIR --to DIR */
+	bool auth;                    /* --auth: log in and permissions (auth.c) */
+	bool insecure;                /* --insecure: allow a non-loopback listener without auth */
 } broker_conf;
 
 /*
@@ -328,6 +330,10 @@ struct conn {
 	char *name;         /* client name from hello */
 	char *pgroup;       /* producer group from hello */
 	bool checker;       /* hello said checker: it answers check-backs */
+	char *user;         /* --auth: the user it logged in as (auth.c); NULL: not yet */
+	struct scram_server *hs; /* --auth: the login in progress */
+	bool trusted;       /* the broker's own virtual connection (HTTP check answers):
+	                     * auth_check_or_reply lets it through */
 	conn_role role;
 	bool hello;         /* hello done */
 	bool closing;       /* close once the output is flushed */
@@ -410,6 +416,37 @@ void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* cmd_done handles an op the writer handed back (reply + side effects). */
 void cmd_done(broker *b, store_op *op);
+
+/* ---- authentication and permissions (auth.c, doc/security.md) ---------- */
+
+/* Permissions of an ACL rule (escrowctl acl add USER PERM PATTERN). */
+enum { PERM_NONE, PERM_PRODUCE, PERM_CONSUME, PERM_TX, PERM_ADMIN, PERM__COUNT };
+/* auth_load reads users and rules from the store (startup, after
+ * store_open). 0 or an escrow code. auth_free drops them. */
+int auth_load(broker *b);
+void auth_free(void);
+/*
+ * auth_check_or_reply: whether @c may run request @m, from the one table
+ * op_rules[] in auth.c (op -> permission + resource). Always true without
+ * --auth. Before login only hello, auth_start and auth_continue pass (else
+ * UNAUTHENTICATED); after it, a missing right is answered FORBIDDEN naming
+ * the permission and resource, and logged (rate-limited) with user and peer.
+ */
+bool auth_check_or_reply(conn *c, const wire_msg *m);
+/* auth_conn_allows: @c's user has @perm on @res (a topic or producer group
+ * name); true without --auth, false for a connection not logged in. */
+bool auth_conn_allows(const conn *c, int perm, const char *res);
+int auth_perm_parse(wire_str s);   /* PERM_* or -1 */
+const char *auth_perm_name(int perm);
+void cmd_auth_start(conn *c, const wire_msg *m);
+void cmd_auth_continue(conn *c, const wire_msg *m);
+void cmd_user_add(conn *c, const wire_msg *m);
+void cmd_user_del(conn *c, const wire_msg *m);
+void cmd_user_list(conn *c, const wire_msg *m);
+void cmd_user_passwd(conn *c, const wire_msg *m);
+void cmd_acl_add(conn *c, const wire_msg *m);
+void cmd_acl_del(conn *c, const wire_msg *m);
+void cmd_acl_list(conn *c, const wire_msg *m);
 
 /* ---- transactions and check-back (tx.c) -------------------------------- */
 

@@ -135,6 +135,8 @@ static void cmd_hello(conn *c, const wire_msg *m)
 	WIRE_SET(&r, VER, ver, WIRE_PROTOCOL_VERSION);
 	WIRE_SET(&r, MAX_FRAME, max_frame, c->b->conf.max_frame_bytes);
 	WIRE_SET(&r, MAX_BODY, max_body, c->b->conf.max_body_bytes);
+	if (c->b->conf.auth)
+		WIRE_SET(&r, AUTH, auth, true);
 	conn_reply(c, &r);
 	tx_on_hello(c);
 }
@@ -612,6 +614,15 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_BACKUP_STATUS] = cmd_backup_status,
 	[WIRE_OP_CONN_LIST] = cmd_conn_list,
 	[WIRE_OP_CONN_KILL] = cmd_conn_kill,
+	[WIRE_OP_AUTH_START] = cmd_auth_start,
+	[WIRE_OP_AUTH_CONTINUE] = cmd_auth_continue,
+	[WIRE_OP_USER_ADD] = cmd_user_add,
+	[WIRE_OP_USER_DEL] = cmd_user_del,
+	[WIRE_OP_USER_LIST] = cmd_user_list,
+	[WIRE_OP_USER_PASSWD] = cmd_user_passwd,
+	[WIRE_OP_ACL_ADD] = cmd_acl_add,
+	[WIRE_OP_ACL_DEL] = cmd_acl_del,
+	[WIRE_OP_ACL_LIST] = cmd_acl_list,
 };
 
 void cmd_dispatch(conn *c, const wire_msg *m)
@@ -636,6 +647,8 @@ void cmd_dispatch(conn *c, const wire_msg *m)
 		conn_reply_err(c, m, ESCROW_ERR_NOT_READY, "send hello first");
 		return;
 	}
+	if (!auth_check_or_reply(c, m))
+		return;
 	handlers[m->op](c, m);
 }
 

@@ -111,6 +111,13 @@ const conf_row conf_rows[] = {
 	 CONF_FIELD(http),
 	 .help = "also serve the HTTP/JSON API (doc/http.md) on this address; off when empty; "
 	         "port 0 picks a free port (printed on the ready line as http=HOST:PORT)"},
+	{.name = "auth", .type = CONF_BOOL, .def = "false", CONF_FIELD(auth),
+	 .help = "require a login (SCRAM-SHA-256, escrowctl user add) on every connection and "
+	         "check each request against the user's permissions (escrowctl acl; "
+	         "doc/security.md); deny by default"},
+	{.name = "insecure", .type = CONF_BOOL, .def = "false", CONF_FIELD(insecure),
+	 .help = "allow listening on a non-loopback address without TLS and --auth (anyone who "
+	         "reaches the port may then do anything)"},
 	{.name = "http-max-conns", .type = CONF_INT, .def = "1024", .min = 1, .max = 1000000,
 	 CONF_FIELD(http_max_conns),
 	 .help = "HTTP connections served at once; a request on one more gets 429 and its "

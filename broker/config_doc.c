@@ -125,7 +125,10 @@ void config_doc_write(FILE *f)
 	      "the broker's rules: `producer.group` is 1-255 bytes of `[A-Za-z0-9._-]`,\n"
 	      "`consumer.prefetch` is 1..65536; a refused value keeps the old one. The\n"
 	      "default of `server` is the environment variable `ESCROW_SERVER` when it holds\n"
-	      "a valid `host:port` (as for escrowctl and escrow-bench), else `127.0.0.1:7420`.\n",
+	      "a valid `host:port` (as for escrowctl and escrow-bench), else `127.0.0.1:7420`.\n"
+	      "`user` and `password` log in to a broker started with `--auth`\n"
+	      "(SCRAM-SHA-256; the password itself never crosses the wire;\n"
+	      "doc/security.md); `escrow_conf_get` shows a set password as `***`.\n",
 	      f);
 }
 

@@ -103,6 +103,8 @@ static void conn_free(conn *c)
 {
 	free(c->name);
 	free(c->pgroup);
+	free(c->user);
+	free(c->hs);
 	free(c);
 }
 

@@ -51,7 +51,7 @@ static uint64_t unacked_bytes(store_rtxn *rt, sub *s)
 
 /* conn_list {rid} -> {rid, ok, items: [{conn, peer, role, name?, pgroup?,
  * since_ms, last_ms, inflight, bytes, items: [{topic, group, sid, inflight,
- * prefetch}]}]} §5.37 */
+ * prefetch}]}]} §5.46 */
 void cmd_conn_list(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
@@ -114,7 +114,7 @@ void cmd_conn_list(conn *c, const wire_msg *m)
 	free(subs);
 }
 
-/* conn_kill {rid, conn} -> {rid, ok} | NOT_FOUND | INVALID (own conn) §5.38 */
+/* conn_kill {rid, conn} -> {rid, ok} | NOT_FOUND | INVALID (own conn) §5.47 */
 void cmd_conn_kill(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;

@@ -245,6 +245,9 @@ conn *http_check_conn(broker *b, const store_tx_info *ti)
 		free(hc);
 		return NULL;
 	}
+	/* --auth: the answer of a check URL an admin configured is the
+	 * broker's own request, not a client's (auth.c) */
+	hc->vc->trusted = true;
 	hc->vc->pgroup = strdup(ti->pgroup);
 	hc->vc->name = strdup(url);
 	n_out++;

@@ -70,7 +70,9 @@ int log_level_parse(const char *s)
  * The audit trail: one line per operator action that was done, always in
  * the shape
  *
- *   audit: conn ID peer HOST:PORT client NAME: WHAT
+ *   audit: conn ID peer HOST:PORT client NAME user USER: WHAT
+ *
+ * (USER is "-" without --auth)
  *
  * logged at info level once the action succeeded (for writes: once the
  * batch holding it is durable), never for a refused request.
@@ -82,9 +84,9 @@ char *audit_line_v(conn *c, const char *fmt, va_list ap)
 	char *line = malloc(cap);
 	vsnprintf(what, sizeof what, fmt, ap);
 	if (line)
-		snprintf(line, cap, "audit: conn %llu peer %s client %.256s: %s",
+		snprintf(line, cap, "audit: conn %llu peer %s client %.256s user %s: %s",
 		         (unsigned long long)c->id, c->peer,
-		         c->name && c->name[0] ? c->name : "-", what);
+		         c->name && c->name[0] ? c->name : "-", c->user ? c->user : "-", what);
 	return line;
 }
 

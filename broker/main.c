@@ -218,6 +218,46 @@ static int run_backup_from(const char *from, const char *to)
 	       (unsigned long long)r.txs_expired);
 	store_check_report_free(&r);
 	return 0;
+/* is_loopback: @host (or HOST:PORT) is 127.0.0.0/8, ::1 or localhost. */
+static bool is_loopback(const char *host)
+{
+	return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+	       strncmp(host, "[::1]", 5) == 0 ||
+	       (strncmp(host, "localhost", 9) == 0 && (host[9] == 0 || host[9] == ':'));
+}
+
+/*
+ * insecure_ok: the safe default of doc/security.md. A listener anyone on
+ * the network can reach must know who is talking (--auth) and keep the
+ * secrets of the login and the messages out of sight (TLS); escrowd refuses
+ * to start otherwise unless --insecure says the operator accepts it.
+ * Loopback stays zero-configuration. The HTTP front has no login yet, so a
+ * non-loopback --http always needs --insecure.
+ */
+static bool insecure_ok(const broker_conf *c)
+{
+	if (c->insecure)
+		return true;
+	if (!is_loopback(c->listen.host)) {
+		fprintf(stderr,
+		        "escrowd: refusing to listen on %s:%d without TLS and --auth: anyone who "
+		        "can reach the port could read every topic, commit or roll back any "
+		        "transaction and purge dead letters. This build has no TLS for the binary "
+		        "protocol yet, so a non-loopback address needs --insecure (with --auth, "
+		        "passwords still never cross the wire; messages do, in clear text). "
+		        "See doc/security.md.\n",
+		        c->listen.host, c->listen.port);
+		return false;
+	}
+	if (c->http && *c->http && !is_loopback(c->http)) {
+		fprintf(stderr,
+		        "escrowd: refusing to serve HTTP on %s: the HTTP API has no login or TLS yet, "
+		        "so anyone who reaches it may do anything; use a loopback address or "
+		        "--insecure. See doc/security.md.\n",
+		        c->http);
+		return false;
+	}
+	return true;
 }
 
 int main(int argc, char **argv)
@@ -233,6 +273,8 @@ int main(int argc, char **argv)
 		config_free(&b->conf);
 		return rc;
 	}
+	if (!insecure_ok(&b->conf))
+		return 2;
 	clock_set_scale(b->conf.time_scale);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
@@ -275,7 +317,7 @@ int main(int argc, char **argv)
 		store_close(b->st);
 		return 1;
 	}
-	if (tx_init(b) || check_url_load(b)) {
+	if (tx_init(b) || check_url_load(b) || auth_load(b)) {
 		fprintf(stderr, "escrowd: cannot load transactions of %s\n", b->conf.data_dir);
 		store_close(b->st);
 		return 1;
@@ -324,6 +366,7 @@ int main(int argc, char **argv)
 	usage_free(b);
 	metrics_free(b);
 	check_url_free();
+	auth_free();
 	evconnlistener_free(b->lst);
 	event_base_free(b->base);
 	wire_buf_free(&b->out);

@@ -456,7 +456,8 @@ static conn *pick_conn(broker *b, const store_tx_info *ti)
 {
 	uint32_t n = 0;
 	for (conn *c = b->conns; c; c = c->next) {
-		if (!can_check(c))
+		/* --auth: only a user with tx on the transaction's group is asked */
+		if (!can_check(c) || !auth_conn_allows(c, PERM_TX, ti->pgroup))
 			continue;
 		if (conn_key(b, c) == ti->conn_id)
 			return c;
@@ -467,7 +468,7 @@ static conn *pick_conn(broker *b, const store_tx_info *ti)
 		return NULL;
 	uint32_t pick = (uint32_t)(b->tx->rr++ % n), i = 0;
 	for (conn *c = b->conns; c; c = c->next) {
-		if (!can_check(c))
+		if (!can_check(c) || !auth_conn_allows(c, PERM_TX, ti->pgroup))
 			continue;
 		if (c->role == ROLE_PRODUCER && c->pgroup && strcmp(c->pgroup, ti->pgroup) == 0 &&
 		    i++ == pick)
@@ -694,7 +695,7 @@ void tx_check_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint64
 void tx_on_hello(conn *c)
 {
 	broker *b = c->b;
-	if (!b->tx || !can_check(c) || !c->pgroup)
+	if (!b->tx || !can_check(c) || !c->pgroup || !auth_conn_allows(c, PERM_TX, c->pgroup))
 		return;
 	store_rtxn *rt;
 	if (store_rtxn_begin(b->st, &rt))

@@ -35,6 +35,7 @@
 #include <uthash.h>
 
 #include "client/client.h"
+#include "wire/scram.h"
 #include "wire/clock.h"
 
 /* Placeholder rid encoded into every request: msgpack always packs it as
@@ -57,7 +58,7 @@ typedef struct req {
 	size_t rid_off;           /* offset of the 8 rid bytes in frame.p; 0: none */
 	int flags;                /* CLIENT_RETRY */
 	int noreply;              /* client_send_noreply: written once, no reply */
-	int is_hello;             /* the connection's hello */
+	int is_hello;             /* the connection's handshake: HS_HELLO, HS_AUTH_* */
 	uint64_t conn_id;         /* noreply: the connection it was meant for */
 	uint64_t deadline_us;     /* monotonic, us */
 	TAILQ_ENTRY(req) dlink;   /* in cl->deadlines, by deadline_us */
@@ -75,6 +76,9 @@ typedef struct req {
 TAILQ_HEAD(req_list, req);
 
 enum conn_state { S_IDLE, S_CONNECTING, S_HELLO, S_READY, S_DEAD };
+/* Steps of the handshake (req.is_hello): hello, then with a broker that
+ * says auth:true the SCRAM-SHA-256 login (doc/protocol.md auth_start). */
+enum { HS_NONE, HS_HELLO, HS_AUTH_START, HS_AUTH_CONTINUE };
 
 struct client {
 	escrow_conf_t conf;       /* own copy */
@@ -99,7 +103,8 @@ struct client {
 	unsigned failures;          /* connection failures since the last hello */
 	uint64_t next_rid;
 	req *pending;               /* uthash by rid */
-	req *hello;                 /* the hello in flight, also in pending */
+	req *hello;                 /* the handshake step in flight, also in pending */
+	scram_client scram;         /* the login in progress (conf user/password) */
 	struct req_list waiting;
 	struct req_list backoff;
 	size_t skip_left;           /* bytes of an oversized frame still to drop */
@@ -505,19 +510,73 @@ static void conn_lost(client *cl, const char *fmt, ...)
 	schedule_reconnect(cl);
 }
 
+static void send_handshake(client *cl, wire_msg *h, int step);
+static void conn_ready(client *cl);
+
+/* auth_step sends the next login message after @step's reply @m, or
+ * finishes it. Returns 0 when a message went out or the login is done
+ * (conn_ready ran), -1 after conn_lost. */
+static int auth_step(client *cl, int step, const wire_msg *m)
+{
+	char out[SCRAM_MSG_MAX];
+	wire_msg h = {0};
+	if (step == HS_HELLO) {
+		if (!cl->conf.user[0]) {
+			conn_lost(cl, "broker %s:%s requires a login (it runs with --auth): set user and "
+			          "password (escrowctl: --user/--password or ESCROW_USER/ESCROW_PASSWORD)",
+			          cl->host, cl->port);
+			return -1;
+		}
+		if (scram_client_first(&cl->scram, cl->conf.user, out, sizeof out)) {
+			conn_lost(cl, "cannot start the login as '%s' (user names are 1-64 bytes of "
+			          "[A-Za-z0-9._-])", cl->conf.user);
+			return -1;
+		}
+		h.op = WIRE_OP_AUTH_START;
+		WIRE_SET(&h, SASL, sasl, wire_cstr(out));
+		send_handshake(cl, &h, HS_AUTH_START);
+		return 0;
+	}
+	if (step == HS_AUTH_START) {
+		if (!WIRE_HAS(m, SASL) ||
+		    scram_client_final(&cl->scram, cl->conf.password, strlen(cl->conf.password),
+		                       m->sasl.p, m->sasl.len, out, sizeof out)) {
+			conn_lost(cl, "login to %s:%s as '%s': %s", cl->host, cl->port, cl->conf.user,
+			          cl->conf.password[0] ? "the broker's SCRAM challenge is not valid"
+			                               : "no password set");
+			return -1;
+		}
+		h.op = WIRE_OP_AUTH_CONTINUE;
+		WIRE_SET(&h, SASL, sasl, wire_cstr(out));
+		send_handshake(cl, &h, HS_AUTH_CONTINUE);
+		return 0;
+	}
+	/* HS_AUTH_CONTINUE: the broker proves it knows our secret too */
+	if (!WIRE_HAS(m, SASL) || scram_client_verify(&cl->scram, m->sasl.p, m->sasl.len)) {
+		conn_lost(cl, "login to %s:%s: the broker's SCRAM signature is wrong (not the broker "
+		          "that holds this user?)", cl->host, cl->port);
+		return -1;
+	}
+	memset(&cl->scram, 0, sizeof cl->scram);
+	conn_ready(cl);
+	return 0;
+}
+
 static void hello_done(client *cl, req *r, int err, const wire_msg *m)
 {
+	int step = r->is_hello;
 	cl->hello = NULL;
 	req_free(r);
 	if (err) {
 		wire_str emsg = m && WIRE_HAS(m, EMSG) ? m->emsg : wire_cstr(escrow_err2str(err));
-		conn_lost(cl, "hello to %s:%s refused: %.*s (%s)", cl->host, cl->port, (int)emsg.len,
-		          emsg.p, escrow_err2name(err));
+		conn_lost(cl, "%s to %s:%s refused: %.*s (%s)", step == HS_HELLO ? "hello" : "login",
+		          cl->host, cl->port, (int)emsg.len, emsg.p, escrow_err2name(err));
 		return;
 	}
-	evtimer_del(cl->conn_timer);
-	cl->state = S_READY;
-	cl->failures = 0;
+	if (step != HS_HELLO) {
+		auth_step(cl, step, m);
+		return;
+	}
 	pthread_mutex_lock(&cl->lock);
 	snprintf(cl->broker_name, sizeof cl->broker_name, "%.*s",
 	         WIRE_HAS(m, NAME) ? (int)m->name.len : 0, WIRE_HAS(m, NAME) ? m->name.p : "");
@@ -530,11 +589,27 @@ static void hello_done(client *cl, req *r, int err, const wire_msg *m)
 	if (WIRE_HAS(m, MAX_FRAME) && m->max_frame >= 1024 && m->max_frame <= WIRE_FRAME_MAX_LIMIT)
 		mf = (uint32_t)m->max_frame;
 	__atomic_store_n(&cl->max_frame, mf, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&cl->lock);
+	if (WIRE_HAS(m, AUTH) && m->auth) {
+		auth_step(cl, HS_HELLO, m);
+		return;
+	}
+	conn_ready(cl);
+}
+
+/* conn_ready: the handshake is done; waiting requests go out. */
+static void conn_ready(client *cl)
+{
+	evtimer_del(cl->conn_timer);
+	cl->state = S_READY;
+	cl->failures = 0;
+	pthread_mutex_lock(&cl->lock);
 	cl->connected = 1;
 	cl->conn_id++;
 	pthread_cond_broadcast(&cl->cond);
-	client_log(cl, ESCROW_LOG_INFO, "connected to %s:%s (broker %s %s) as %s", cl->host,
-	           cl->port, cl->broker_name, cl->broker_version, cl->role);
+	client_log(cl, ESCROW_LOG_INFO, "connected to %s:%s (broker %s %s) as %s%s%s", cl->host,
+	           cl->port, cl->broker_name, cl->broker_version, cl->role,
+	           cl->conf.user[0] ? ", user " : "", cl->conf.user);
 	pthread_mutex_unlock(&cl->lock);
 
 	if (cl->opts.on_connect)
@@ -560,20 +635,28 @@ static void send_hello(client *cl)
 		if (cl->conf.check_cb)
 			WIRE_SET(&h, CHECKER, checker, true);
 	}
+	cl->skip_left = 0; /* a new stream */
+	send_handshake(cl, &h, HS_HELLO);
+}
+
+/* send_handshake writes handshake step @step (@h: op and fields; the rid
+ * is set here) ahead of every waiting request. */
+static void send_handshake(client *cl, wire_msg *h, int step)
+{
+	WIRE_SET(h, RID, rid, RID_PLACEHOLDER);
 	req *r = calloc(1, sizeof *r);
 	if (r)
 		r->cl = cl;
-	if (!r || wire_encode(&h, &r->frame)) {
+	if (!r || wire_encode(h, &r->frame)) {
 		req_free(r);
 		conn_lost(cl, "hello to %s:%s: out of memory", cl->host, cl->port);
 		return;
 	}
 	char *at = memmem(r->frame.p, r->frame.len, rid_pattern, RID_PATTERN_LEN);
 	r->rid_off = (size_t)(at - r->frame.p) + 5;
-	r->is_hello = 1;
+	r->is_hello = step;
 	cl->hello = r;
 	cl->state = S_HELLO;
-	cl->skip_left = 0; /* a new stream */
 	req_send(cl, r);
 }
 

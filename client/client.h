@@ -223,6 +223,8 @@ struct escrow_conf {
 	char server[CONF_STR_MAX];         /* "host:port" */
 	char client_name[CONF_STR_MAX];    /* hello name */
 	char producer_group[CONF_STR_MAX]; /* hello pgroup */
+	char user[CONF_STR_MAX];           /* login user ("": none; doc/security.md) */
+	char password[CONF_STR_MAX];       /* its password ("": none); never logged */
 	int request_timeout_ms;            /* per request incl. retries, ms */
 	int connect_timeout_ms;            /* one connect + hello, ms */
 	int reconnect_backoff_ms;          /* first reconnect delay, ms */

@@ -14,8 +14,9 @@
 #include <time.h>
 
 #include "client/client.h"
+#include "wire/scram.h"
 
-enum ctype { C_STR, C_INT, C_LEVEL, C_SERVER, C_NAME };
+enum ctype { C_STR, C_INT, C_LEVEL, C_SERVER, C_NAME, C_USER, C_SECRET };
 
 static const struct conf_prop {
 	const char *name;
@@ -31,6 +32,10 @@ static const struct conf_prop {
 	 "name shown in broker logs and escrowctl status"},
 	{"producer.group", C_NAME, offsetof(escrow_conf_t, producer_group), "default", 0, 0,
 	 "producer group: who may answer check-backs"},
+	{"user", C_USER, offsetof(escrow_conf_t, user), "", 0, 0,
+	 "log in as this user when the broker runs with --auth (SCRAM-SHA-256; empty: none)"},
+	{"password", C_SECRET, offsetof(escrow_conf_t, password), "", 0, 0,
+	 "the user's password; never sent to the broker (escrow_conf_get shows ***)"},
 	{"request.timeout.ms", C_INT, offsetof(escrow_conf_t, request_timeout_ms), "30000", 1,
 	 INT_MAX / 2, "time a request may wait for its reply, including retries, ms"},
 	{"connect.timeout.ms", C_INT, offsetof(escrow_conf_t, connect_timeout_ms), "5000", 1,
@@ -109,6 +114,18 @@ static int set_prop(escrow_conf_t *conf, const struct conf_prop *p, const char *
 			            "%s \"%s\": must be 1-%d bytes of [A-Za-z0-9._-]", p->name,
 			            value, WIRE_NAME_MAX);
 		goto text;
+	case C_USER:
+		if (value[0] && !scram_user_valid(value, strlen(value)))
+			return errf(errstr, errstr_size,
+			            "user \"%s\": must be 1-%d bytes of [A-Za-z0-9._-]", value,
+			            SCRAM_USER_MAX);
+		/* fall through */
+	case C_SECRET:
+		if (strlen(value) >= CONF_STR_MAX)
+			return errf(errstr, errstr_size, "%s is longer than %d bytes", p->name,
+			            CONF_STR_MAX - 1);
+		memcpy(field, value, strlen(value) + 1);
+		return ESCROW_OK;
 	case C_SERVER:
 		if (check_server(value, errstr, errstr_size))
 			return ESCROW_ERR__BAD_CONF;
@@ -220,7 +237,11 @@ int escrow_conf_get(const escrow_conf_t *conf, const char *name, char *buf, size
 	case C_STR:
 	case C_NAME:
 	case C_SERVER:
+	case C_USER:
 		n = snprintf(buf, buf_size, "%s", field);
+		break;
+	case C_SECRET:
+		n = snprintf(buf, buf_size, "%s", field[0] ? "***" : "");
 		break;
 	case C_INT:
 		n = snprintf(buf, buf_size, "%d", *(const int *)field);

@@ -477,6 +477,10 @@ typedef enum store_op_kind {
 
 #define STORE_META_KEY_MAX 300     /* bytes of a meta.key */
 #define STORE_META_VALUE_MAX 4096  /* bytes of a meta.value */
+/* Users and their rules in meta (broker/auth.c, doc/storage.md "meta"):
+ * USER_PREFIX NAME = the SCRAM secret; ACL_PREFIX NAME/PERM/PATTERN = "1". */
+#define STORE_META_USER_PREFIX "auth/user/"
+#define STORE_META_ACL_PREFIX "auth/acl/"
 
 /*
  * store_meta_scan calls @cb for every meta key beginning with @prefix (a

@@ -33,6 +33,8 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "store/store.h"
+#include "wire/scram.h"
 #include "ctl_out.h"
 #include "escrow/common.h"
 #include "escrow/version.h"
@@ -59,6 +61,8 @@ struct ctl {
 	client *cl;            /* connected client, NULL until ctl_connect */
 	const char *pgroup;    /* producer group for the hello (tx send --group) */
 	bool force;            /* --force: no confirmation question */
+	const char *user;      /* --user or $ESCROW_USER: log in as (broker --auth) */
+	const char *password;  /* --password or $ESCROW_PASSWORD */
 };
 
 /*
@@ -130,6 +134,8 @@ static const char global_help[] =
 	"  -s, --server HOST:PORT  broker address [$ESCROW_SERVER or " DEFAULT_SERVER "]\n"
 	"      --json              machine-readable JSON output\n"
 	"      --timeout DUR       request timeout (before the command) [10s]\n"
+	"      --user U            log in as U (broker --auth) [$ESCROW_USER]\n"
+	"      --password P        U's password [$ESCROW_PASSWORD]\n"
 	"  -v, --verbose           client log lines to stderr (-vv: debug lines)\n"
 	"  -h, --help              this help\n"
 	"  -V, --version           print escrowctl's version and exit (before the command)\n"
@@ -187,6 +193,8 @@ enum {
 	O_TIMEOUT,
 	O_HELP_EXIT, /* parse result: --help printed */
 	O_FORCE,     /* --force of the commands that ask for confirmation */
+	O_USER,      /* --user: log in as */
+	O_PASSWORD,  /* --password: the login's password (user add: the new user's) */
 	O_OWN = 1100 /* first code of a command's own options */
 };
 
@@ -197,6 +205,8 @@ static const struct option common_opts[] = {
 	{"timeout", required_argument, NULL, O_TIMEOUT},
 	{"verbose", no_argument, NULL, 'v'},
 	{"help", no_argument, NULL, 'h'},
+	{"user", required_argument, NULL, O_USER},
+	{"password", required_argument, NULL, O_PASSWORD},
 	{NULL, 0, NULL, 0},
 };
 
@@ -278,6 +288,12 @@ static int parse_opts(struct ctl *c, int argc, char **argv, const struct option 
 		case O_FORCE:
 			c->force = true;
 			break;
+		case O_USER:
+			c->user = optarg;
+			break;
+		case O_PASSWORD:
+			c->password = optarg;
+			break;
 		case ':':
 			return usage_err(c, "option '%s' needs a value", argv[optind - 1]);
 		case '?':
@@ -329,6 +345,14 @@ static int ctl_connect(struct ctl *c, client_opts *o)
 	escrow_conf_set(conf, "client.name", PROG, NULL, 0);
 	if (c->pgroup)
 		escrow_conf_set(conf, "producer.group", c->pgroup, NULL, 0);
+	if (c->user && escrow_conf_set(conf, "user", c->user, err, sizeof err)) {
+		escrow_conf_free(conf);
+		return usage_err(c, "--user: %s", err);
+	}
+	if (c->password && escrow_conf_set(conf, "password", c->password, err, sizeof err)) {
+		escrow_conf_free(conf);
+		return usage_err(c, "--password: %s", err);
+	}
 	if (c->verbose) {
 		escrow_conf_set(conf, "log.level", c->verbose > 1 ? "debug" : "info", NULL, 0);
 		escrow_conf_set_log_cb(conf, log_to_stderr, NULL);
@@ -2439,6 +2463,237 @@ static const struct simple pgroup_list = {
 static const struct simple tx_commit = TX_END("commit");
 static const struct simple tx_rollback = TX_END("rollback");
 
+/* ---- users and permissions (broker --auth, doc/security.md) -------------------------------- */
+
+/* user_del {user} -> ok | NOT_FOUND */
+static const struct simple user_del = {
+	.op = WIRE_OP_USER_DEL, .min = 1, .max = 1, .pos = {{"USER", WIRE_F_USER, P_TEXT}},
+	.confirm = "delete user {user} with its permissions (its connections are closed)",
+	.out = OUT_OK, .echo = (const int[]){WIRE_F_USER, -1}, .say = "deleted user {user}",
+};
+/* user_list -> {items: [{user, count}]} */
+static const struct simple user_list = {
+	.op = WIRE_OP_USER_LIST, .flags = CLIENT_RETRY, .what_bare = true,
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true,
+	.first = (const int[]){WIRE_F_USER, WIRE_F_COUNT, -1}, .empty = "no users",
+};
+/* acl_list {user?} -> {items: [{user, perm, pattern}]} */
+static const struct simple acl_list = {
+	.op = WIRE_OP_ACL_LIST, .flags = CLIENT_RETRY, .min = 0, .max = 1,
+	.pos = {{"USER", WIRE_F_USER, P_TEXT}},
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true,
+	.first = (const int[]){WIRE_F_USER, WIRE_F_PERM, WIRE_F_PATTERN, -1},
+	.empty = "no permissions",
+};
+
+struct user_opts {
+	const char *password;
+	const char *role;
+	const char *data_dir;
+};
+
+enum { O_UPW = O_OWN, O_ROLE, O_DATA_DIR };
+
+static int user_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	struct user_opts *o = st;
+	(void)c;
+	if (opt == O_UPW)
+		o->password = arg;
+	else if (opt == O_ROLE)
+		o->role = arg;
+	else if (opt == O_DATA_DIR)
+		o->data_dir = arg;
+	return -1;
+}
+
+/* Offline writes into a stopped broker's store (user add --data-dir). */
+struct offline {
+	pthread_mutex_t mu;
+	int err; /* first error of an op */
+};
+
+static void offline_done(void *arg, store_op *ops)
+{
+	struct offline *o = arg;
+	while (ops) {
+		store_op *n = ops->next;
+		pthread_mutex_lock(&o->mu);
+		if (ops->err && !o->err)
+			o->err = ops->err;
+		pthread_mutex_unlock(&o->mu);
+		store_op_free(ops);
+		ops = n;
+	}
+}
+
+static int offline_exists(void *arg, const char *key, const char *value, size_t len)
+{
+	(void)value;
+	(void)len;
+	return strcmp(key, (const char *)arg) == 0 ? 1 : 0;
+}
+
+static store_op *offline_op(const char *key, const char *value)
+{
+	store_op *op = calloc(1, sizeof *op);
+	if (!op)
+		return NULL;
+	op->kind = STORE_OP_META_SET;
+	snprintf(op->u.meta.key, sizeof op->u.meta.key, "%s", key);
+	op->u.meta.value = strdup(value);
+	op->u.meta.value_len = (uint32_t)strlen(value);
+	if (!op->u.meta.value) {
+		free(op);
+		return NULL;
+	}
+	return op;
+}
+
+/*
+ * user_add_offline writes user @name (secret @sec, and `admin *` when
+ * @admin) straight into the store of a stopped broker in @dir, taking the
+ * data dir's lock as escrowd does (a running broker makes it fail, naming
+ * its pid). The bootstrap of the first admin.
+ */
+static int user_add_offline(struct ctl *c, const char *dir, const char *name, const char *sec,
+                            bool admin)
+{
+	struct offline o = {.err = 0};
+	pthread_mutex_init(&o.mu, NULL);
+	store_opts so = {.dir = dir, .sync = STORE_SYNC_FULL, .done = offline_done, .done_arg = &o};
+	store *st;
+	char err[512] = "", key[STORE_META_KEY_MAX + 1];
+	if (store_open(&st, &so, err, sizeof err)) {
+		errx_("user add %s: cannot open data dir %s: %s", name, dir, err);
+		return EXIT_BROKER;
+	}
+	snprintf(key, sizeof key, STORE_META_USER_PREFIX "%s", name);
+	if (store_meta_scan(st, STORE_META_USER_PREFIX, offline_exists, key) == 1) {
+		store_close(st);
+		errx_("user add %s: EXISTS: user '%s' already exists in %s", name, name, dir);
+		return EXIT_BROKER;
+	}
+	store_op *op = offline_op(key, sec), *op2 = NULL;
+	if (admin) {
+		snprintf(key, sizeof key, STORE_META_ACL_PREFIX "%s/admin/*", name);
+		op2 = offline_op(key, "1");
+	}
+	if (!op || (admin && !op2)) {
+		store_op_free(op);
+		store_op_free(op2);
+		store_close(st);
+		errx_("out of memory");
+		return EXIT_BROKER;
+	}
+	op->next = op2;
+	store_submit(st, op);
+	store_close(st); /* waits for the writer: both are durable (or failed) */
+	pthread_mutex_destroy(&o.mu);
+	if (o.err) {
+		errx_("user add %s: %s: could not write to %s", name, escrow_err2name(o.err), dir);
+		return EXIT_BROKER;
+	}
+	if (c->json)
+		printf("{\"ok\":true,\"user\":\"%s\",\"role\":\"%s\"}\n", name,
+		       admin ? "admin" : "user");
+	else
+		printf("added user %s%s to %s (offline)\n", name, admin ? " (admin)" : "", dir);
+	return EXIT_OK;
+}
+
+/* user add NAME --password P [--role admin] [--data-dir DIR], and user
+ * passwd NAME --password P: the SCRAM secret is made here; the password
+ * never leaves this process. */
+static int cmd_user_set(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {
+		{"password", required_argument, NULL, O_UPW},
+		{"role", required_argument, NULL, O_ROLE},
+		{"data-dir", required_argument, NULL, O_DATA_DIR},
+		{NULL, 0, NULL, 0},
+	};
+	bool add = strcmp(c->cmd->sub, "add") == 0;
+	struct user_opts o = {0};
+	int rc;
+	if ((rc = parse_opts(c, argc, argv, own, user_opt, &o)) >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)))
+		return rc;
+	const char *name = argv[optind];
+	if (!scram_user_valid(name, strlen(name)))
+		return usage_err(c, "USER '%s': must be 1-%d bytes of [A-Za-z0-9._-]", name,
+		                 SCRAM_USER_MAX);
+	if (!o.password || !o.password[0])
+		return usage_err(c, "--password P is required");
+	if (strlen(o.password) > SCRAM_PASSWORD_MAX)
+		return usage_err(c, "--password: longer than %d bytes", SCRAM_PASSWORD_MAX);
+	if (o.role && strcmp(o.role, "admin") != 0 && strcmp(o.role, "user") != 0)
+		return usage_err(c, "--role: expected admin or user, got '%s'", o.role);
+	if (!add && (o.role || o.data_dir))
+		return usage_err(c, "user passwd takes no --role or --data-dir");
+	bool admin = o.role && strcmp(o.role, "admin") == 0;
+	scram_secret sec;
+	char text[SCRAM_SECRET_MAX];
+	if (scram_secret_make(o.password, strlen(o.password), SCRAM_ITER_DEFAULT, &sec) ||
+	    scram_secret_format(&sec, text, sizeof text)) {
+		errx_("cannot derive the password's keys (libcrypto failed)");
+		return EXIT_BROKER;
+	}
+	if (o.data_dir)
+		return user_add_offline(c, o.data_dir, name, text, admin);
+	wire_msg req = {.op = add ? WIRE_OP_USER_ADD : WIRE_OP_USER_PASSWD};
+	WIRE_SET(&req, USER, user, wire_cstr(name));
+	WIRE_SET(&req, SECRET, secret, wire_cstr(text));
+	if (o.role)
+		WIRE_SET(&req, ROLE, role, wire_cstr(o.role));
+	char what[128];
+	snprintf(what, sizeof what, "user %s %s", add ? "add" : "passwd", name);
+	client_reply *rep;
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	client_reply_free(rep);
+	if (c->json)
+		printf("{\"ok\":true,\"user\":\"%s\"}\n", name);
+	else
+		printf("%s user %s%s\n", add ? "added" : "changed the password of", name,
+		       admin ? " (admin)" : "");
+	return EXIT_OK;
+}
+
+/* acl add|del USER PERM PATTERN */
+static int cmd_acl_change(struct ctl *c, int argc, char **argv)
+{
+	bool add = strcmp(c->cmd->sub, "add") == 0;
+	int rc;
+	if ((rc = parse_opts(c, argc, argv, NULL, NULL, NULL)) >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 3, 3)))
+		return rc;
+	char **pos = argv + optind;
+	if (strcmp(pos[1], "produce") && strcmp(pos[1], "consume") && strcmp(pos[1], "tx") &&
+	    strcmp(pos[1], "admin"))
+		return usage_err(c, "PERM: expected produce, consume, tx or admin, got '%s'", pos[1]);
+	if ((rc = need_text(c, "USER", pos[0])) || (rc = need_text(c, "PATTERN", pos[2])))
+		return rc;
+	wire_msg req = {.op = add ? WIRE_OP_ACL_ADD : WIRE_OP_ACL_DEL};
+	WIRE_SET(&req, USER, user, wire_cstr(pos[0]));
+	WIRE_SET(&req, PERM, perm, wire_cstr(pos[1]));
+	WIRE_SET(&req, PATTERN, pattern, wire_cstr(pos[2]));
+	char what[400];
+	snprintf(what, sizeof what, "acl %s %s %s %.300s", add ? "add" : "del", pos[0], pos[1],
+	         pos[2]);
+	client_reply *rep;
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	client_reply_free(rep);
+	if (c->json)
+		printf("{\"ok\":true}\n");
+	else
+		printf("%s %s %s %s\n", add ? "granted" : "revoked", pos[0], pos[1], pos[2]);
+	return EXIT_OK;
+}
+
 /* ---- help ------------------------------------------------------------------------------- */
 
 static const struct cmd *find_cmd(const char *name, const char *sub);
@@ -2928,6 +3183,32 @@ static const struct cmd cmds[] = {
 	 "      --group G         producer group that owns the transaction (required)\n"
 	 "      --tx ID           add to this transaction (32 hex digits)\n"
 	 "      --key K           business key of the message\n"},
+	{"user", "add", HANDLER(cmd_user_set), "USER --password P [--role admin] [--data-dir DIR]",
+	 "add a user who may log in (broker --auth; doc/security.md)",
+	 "Only a salted SCRAM-SHA-256 secret made here reaches the broker; the password\n"
+	 "never does. A new user may do nothing until granted (escrowctl acl add).\n"
+	 "With --data-dir the user is written straight into the store of a STOPPED\n"
+	 "broker (no connection; refused while escrowd holds the data dir): this is how\n"
+	 "the first admin is made.\n\n"
+	 "Options:\n"
+	 "      --password P      the new user's password (required)\n"
+	 "      --role admin      also grant 'admin *' (every right)\n"
+	 "      --data-dir DIR    offline: write into this data dir\n"},
+	{"user", "passwd", HANDLER(cmd_user_set), "USER --password P",
+	 "change a user's password (any user may change its own)", NULL},
+	{"user", "del", SIMPLE(user_del), "USER [--force]",
+	 "delete a user with its permissions; its connections are closed", NULL},
+	{"user", "list", SIMPLE(user_list), "", "list users with their number of rules", NULL},
+	{"acl", "add", HANDLER(cmd_acl_change), "USER produce|consume|tx|admin PATTERN",
+	 "grant USER a permission on the names PATTERN matches (a glob: * ? [..])",
+	 "produce PATTERN: send to matching topics. consume PATTERN: subscribe to\n"
+	 "matching topics (TOPIC/GROUP limits the group too, e.g. transfer/bank2).\n"
+	 "tx PATTERN: open, commit and roll back transactions of matching producer\n"
+	 "groups and answer their check-backs. admin PATTERN: topic, group and DLQ\n"
+	 "commands on matching topics; 'admin *' allows everything.\n"},
+	{"acl", "del", HANDLER(cmd_acl_change), "USER produce|consume|tx|admin PATTERN",
+	 "revoke a permission (exactly as granted)", NULL},
+	{"acl", "list", SIMPLE(acl_list), "[USER]", "list permissions (of USER)", NULL},
 	{"help", NULL, HANDLER(cmd_help_run), "[COMMAND [SUBCOMMAND]]", "show help for a command", NULL},
 	{NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };
@@ -2962,10 +3243,14 @@ int main(int argc, char **argv)
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
+		{"user", required_argument, NULL, O_USER},
+		{"password", required_argument, NULL, O_PASSWORD},
 		{NULL, 0, NULL, 0},
 	};
 	struct ctl c = {.timeout_ms = DEFAULT_TIMEOUT_MS};
 	const char *env = getenv("ESCROW_SERVER");
+	c.user = getenv("ESCROW_USER") && *getenv("ESCROW_USER") ? getenv("ESCROW_USER") : NULL;
+	c.password = getenv("ESCROW_PASSWORD");
 	const struct cmd *k;
 	int opt, rc;
 
@@ -2993,6 +3278,12 @@ int main(int argc, char **argv)
 		case 'V':
 			printf(PROG " %s\n", ESCROW_VERSION_STR);
 			return EXIT_OK;
+		case O_USER:
+			c.user = optarg;
+			break;
+		case O_PASSWORD:
+			c.password = optarg;
+			break;
 		case ':':
 			return usage_err(&c, "option '%s' needs a value", argv[optind - 1]);
 		default:

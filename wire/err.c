@@ -37,6 +37,8 @@ static const struct err_desc {
 	{ESCROW_ERR_NOT_READY, "NOT_READY", "broker not ready (hello first, or shutting down)", 1},
 	{ESCROW_ERR_INTERNAL, "INTERNAL", "internal broker error", 0},
 	{ESCROW_ERR_BUSY, "BUSY", "broker busy, retry later", 1},
+	{ESCROW_ERR_FORBIDDEN, "FORBIDDEN", "permission denied", 0},
+	{ESCROW_ERR_UNAUTHENTICATED, "UNAUTHENTICATED", "not logged in, or the login failed", 0},
 };
 
 static const struct err_desc *find(int err)

@@ -81,6 +81,8 @@ typedef enum escrow_err {
 	ESCROW_ERR_NOT_READY = 12,     /**< hello first; or the broker is shutting down */
 	ESCROW_ERR_INTERNAL = 13,      /**< a broker bug; the request was not applied */
 	ESCROW_ERR_BUSY = 14,          /**< too many requests in flight; retry later */
+	ESCROW_ERR_FORBIDDEN = 15,     /**< the user lacks the permission the request needs (--auth) */
+	ESCROW_ERR_UNAUTHENTICATED = 16, /**< log in first, or the login failed (--auth) */
 } escrow_err_t;
 
 /**

@@ -18,6 +18,8 @@
  *                        messages wait in the library's buffer (item 7)
  *   largest_send_deliverable  a send of exactly the frame limit is
  *                        delivered, its neighbour too (item 6)
+ *   oversized_frame_skipped  a frame over the client's limit is skipped, the
+ *                        connection and the next delivery kept (item 6)
  *   max_body_above_4mib  --max-body 6MiB works end to end through the
  *                        libraries, which learn the limit in hello (item 15)
  *   run_ctx_nack_reason  the run loop's handler gives the nack's reason and
@@ -25,11 +27,15 @@
  *
  * usage: test_consumer_hard ESCROWD
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "escrow/consumer.h"
@@ -767,6 +773,127 @@ end:
 	stop();
 }
 
+/* ---- a fake broker that sends one frame over the client's limit -------- */
+
+struct fake {
+	int lfd;       /* listening socket */
+	int accepts;   /* connections accepted */
+	int acked_seq; /* seq of the ack that came back (0: none) */
+};
+
+static void *fake_broker(void *arg)
+{
+	struct fake *fk = arg;
+	raw_frame in = {0};
+	char *big = NULL;
+	int fd = accept(fk->lfd, NULL, NULL);
+	if (fd < 0)
+		return NULL;
+	fk->accepts++;
+	/* hello, then subscribe: answer both */
+	for (int i = 0; i < 2; i++) {
+		if (raw_recv(fd, &in, RAW_TIMEOUT_MS) != RAW_OK)
+			goto out;
+		wire_msg r = {0};
+		WIRE_SET(&r, RID, rid, in.f.m.rid);
+		WIRE_SET(&r, OK, ok, true);
+		if (in.f.m.op == WIRE_OP_HELLO) {
+			WIRE_SET(&r, VER, ver, WIRE_PROTOCOL_VERSION);
+			WIRE_SET(&r, NAME, name, wire_cstr("fake"));
+		} else {
+			WIRE_SET(&r, SID, sid, 1);
+		}
+		raw_send(fd, &r);
+		raw_frame_free(&in);
+	}
+	/* a delivery larger than any client reads, then a normal one */
+	size_t n = WIRE_FRAME_MAX_DEFAULT + WIRE_PUSH_ENVELOPE_BYTES + 1000;
+	if (!(big = malloc(n)))
+		goto out;
+	memset(big, 'B', n);
+	for (int seq = 1; seq <= 2; seq++) {
+		wire_msg d = {0};
+		d.op = WIRE_OP_DELIVER;
+		WIRE_SET(&d, SID, sid, 1);
+		WIRE_SET(&d, SEQ, seq, (uint64_t)seq);
+		WIRE_SET(&d, DLV, dlv, (uint64_t)seq);
+		WIRE_SET(&d, ID, id, escrow_id_new());
+		WIRE_SET(&d, ATTEMPT, attempt, 1);
+		WIRE_SET(&d, BODY, body, seq == 1 ? ((wire_str){big, (uint32_t)n}) : wire_cstr("small"));
+		raw_send(fd, &d);
+	}
+	/* the ack of seq 2 comes on this same connection */
+	while (raw_recv(fd, &in, RAW_TIMEOUT_MS) == RAW_OK) {
+		if (in.f.m.op == WIRE_OP_ACK)
+			fk->acked_seq = (int)in.f.m.seq;
+		raw_frame_free(&in);
+		if (fk->acked_seq)
+			break;
+	}
+	/* no second connection may come */
+	struct pollfd pf = {.fd = fk->lfd, .events = POLLIN};
+	if (poll(&pf, 1, 500) > 0) {
+		int fd2 = accept(fk->lfd, NULL, NULL);
+		if (fd2 >= 0) {
+			fk->accepts++;
+			close(fd2);
+		}
+	}
+out:
+	raw_frame_free(&in);
+	free(big);
+	close(fd);
+	return NULL;
+}
+
+/*
+ * Item 6, the consumer's side: a frame over the client's limit is skipped
+ * (its length keeps the stream in sync), not answered by dropping the
+ * connection, which would fail every other delivery in flight ("consumer
+ * gone"). The delivery after it is polled and acked on the same connection.
+ */
+static void test_oversized_frame_skipped(void)
+{
+	struct fake fk = {.lfd = -1};
+	pthread_t th;
+	int started = 0;
+	escrow_conf_t *conf = NULL;
+	escrow_consumer_t *c = NULL;
+	escrow_msg_t *m = NULL;
+	char err[256], addr[64];
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t sl = sizeof sa;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK((fk.lfd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+	CHECK_INT(bind(fk.lfd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
+	CHECK_INT(listen(fk.lfd, 4), ==, 0);
+	CHECK_INT(getsockname(fk.lfd, (struct sockaddr *)&sa, &sl), ==, 0);
+	snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
+	CHECK_INT(pthread_create(&th, NULL, fake_broker, &fk), ==, 0);
+	started = 1;
+	CHECK(conf = escrow_conf_new());
+	CHECK_INT(escrow_conf_set(conf, "server", addr, err, sizeof err), ==, 0);
+	CHECK_INT(escrow_conf_set(conf, "reconnect.backoff.ms", "10", err, sizeof err), ==, 0);
+	CHECK(c = escrow_consumer_new(conf, "t", "g", err, sizeof err));
+	CHECK(m = escrow_consumer_poll(c, 5000));
+	CHECK_UINT(escrow_msg_seq(m), ==, 2);
+	CHECK_INT(escrow_ack(c, m), ==, 0);
+	pthread_join(th, NULL);
+	started = 0;
+	CHECK_INT(fk.acked_seq, ==, 2);
+	CHECK_INT(fk.accepts, ==, 1);
+end:
+	escrow_msg_free(m);
+	escrow_consumer_free(c);
+	escrow_conf_free(conf);
+	if (started) {
+		shutdown(fk.lfd, SHUT_RDWR);
+		pthread_join(th, NULL);
+	}
+	if (fk.lfd >= 0)
+		close(fk.lfd);
+}
+
 static const test_case cases[] = {
 	TEST_CASE(test_ack_after_reset),
 	TEST_CASE(test_nack_reason_utf8_lib),
@@ -776,6 +903,7 @@ static const test_case cases[] = {
 	TEST_CASE(test_free_flushes_acks),
 	TEST_CASE(test_slow_consumer_no_redelivery),
 	TEST_CASE(test_largest_send_deliverable),
+	TEST_CASE(test_oversized_frame_skipped),
 	TEST_CASE(test_max_body_above_4mib),
 	TEST_CASE(test_run_ctx_nack_reason),
 };

@@ -27,6 +27,7 @@
 #include "escrow/consumer.h"
 #include "escrow/producer.h"
 #include "tests/harness/broker.h"
+#include "tests/harness/client.h"
 #include "tests/harness/raw.h"
 #include "tests/harness/test.h"
 
@@ -38,32 +39,14 @@ static const char *targs[] = {"--tx-timeout", "300ms", "--tx-check-backoff", "10
                               "--sync", "full", "--log-level", "warn",
                               NULL, NULL, NULL};
 
-static void log_cb(int level, const char *line, void *arg)
-{
-	(void)arg;
-	if (level <= ESCROW_LOG_ERROR)
-		fprintf(stderr, "escrow[%d]: %s\n", level, line);
-}
-
+/* make_conf: a producer-group @name conf with send.window @window (256). */
 static escrow_conf_t *make_conf(const char *name, const char *window, escrow_check_tx_cb *cb,
                                 void *arg)
 {
-	char err[256];
-	escrow_conf_t *c = escrow_conf_new();
-	if (!c)
-		return NULL;
-	if (escrow_conf_set(c, "server", broker.addr, err, sizeof err) ||
-	    escrow_conf_set(c, "client.name", name, err, sizeof err) ||
-	    escrow_conf_set(c, "request.timeout.ms", "30000", err, sizeof err) ||
-	    escrow_conf_set(c, "reconnect.backoff.max.ms", "200", err, sizeof err) ||
-	    escrow_conf_set(c, "send.window", window ? window : "256", err, sizeof err) ||
-	    escrow_conf_set(c, "producer.group", name, err, sizeof err)) {
-		test_diag("escrow_conf_set: %s", err);
-		escrow_conf_free(c);
-		return NULL;
-	}
-	escrow_conf_set_log_cb(c, log_cb, NULL);
-	if (cb)
+	escrow_conf_t *c = test_conf_new(broker.addr, name, ESCROW_LOG_ERROR, "request.timeout.ms",
+	                                 "30000", "reconnect.backoff.max.ms", "200", "send.window",
+	                                 window ? window : "256", "producer.group", name, NULL);
+	if (c && cb)
 		escrow_conf_set_check_cb(c, cb, arg);
 	return c;
 }
@@ -72,10 +55,7 @@ static escrow_producer_t *make_producer(const char *name, const char *window,
                                         escrow_check_tx_cb *cb, void *arg)
 {
 	escrow_conf_t *c = make_conf(name, window, cb, arg);
-	char err[256];
-	escrow_producer_t *p = c ? escrow_producer_new(c, err, sizeof err) : NULL;
-	if (c && !p)
-		test_diag("escrow_producer_new: %s", err);
+	escrow_producer_t *p = test_producer_new(c);
 	escrow_conf_free(c);
 	return p;
 }
@@ -83,10 +63,7 @@ static escrow_producer_t *make_producer(const char *name, const char *window,
 static escrow_consumer_t *make_consumer(const char *topic, const char *group)
 {
 	escrow_conf_t *c = make_conf("consumer", NULL, NULL, NULL);
-	char err[256];
-	escrow_consumer_t *k = c ? escrow_consumer_new(c, topic, group, err, sizeof err) : NULL;
-	if (c && !k)
-		test_diag("escrow_consumer_new: %s", err);
+	escrow_consumer_t *k = test_consumer_new(c, topic, group);
 	escrow_conf_free(c);
 	return k;
 }

@@ -30,6 +30,7 @@
 #include "escrow/consumer.h"
 #include "escrow/producer.h"
 #include "tests/harness/broker.h"
+#include "tests/harness/client.h"
 #include "tests/harness/raw.h"
 #include "tests/harness/test.h"
 
@@ -39,30 +40,19 @@ static const char *const targs[] = {"--tx-timeout", "300ms", "--tx-check-backoff
                                     "--tx-max-checks", "5", "--tx-check-timeout", "500ms",
                                     "--sync", "full", "--log-level", "warn", NULL};
 
-static void log_cb(int level, const char *line, void *arg)
-{
-	(void)arg;
-	if (level <= ESCROW_LOG_WARN)
-		fprintf(stderr, "escrow[%d]: %s\n", level, line);
-}
-
+/* make_conf: a conf named @name, of producer group @pgroup when not NULL. */
 static escrow_conf_t *make_conf(const char *name, const char *pgroup, escrow_check_tx_cb *cb,
                                 void *arg)
 {
+	escrow_conf_t *c = test_conf_new(broker.addr, name, ESCROW_LOG_WARN, "request.timeout.ms",
+	                                 "20000", NULL);
 	char err[256];
-	escrow_conf_t *c = escrow_conf_new();
-	if (!c)
-		return NULL;
-	if (escrow_conf_set(c, "server", broker.addr, err, sizeof err) ||
-	    escrow_conf_set(c, "client.name", name, err, sizeof err) ||
-	    escrow_conf_set(c, "request.timeout.ms", "20000", err, sizeof err) ||
-	    (pgroup && escrow_conf_set(c, "producer.group", pgroup, err, sizeof err))) {
+	if (c && pgroup && escrow_conf_set(c, "producer.group", pgroup, err, sizeof err)) {
 		test_diag("escrow_conf_set: %s", err);
 		escrow_conf_free(c);
 		return NULL;
 	}
-	escrow_conf_set_log_cb(c, log_cb, NULL);
-	if (cb)
+	if (c && cb)
 		escrow_conf_set_check_cb(c, cb, arg);
 	return c;
 }
@@ -71,10 +61,7 @@ static escrow_producer_t *make_producer(const char *name, const char *pgroup,
                                         escrow_check_tx_cb *cb, void *arg)
 {
 	escrow_conf_t *c = make_conf(name, pgroup, cb, arg);
-	char err[256];
-	escrow_producer_t *p = c ? escrow_producer_new(c, err, sizeof err) : NULL;
-	if (c && !p)
-		test_diag("escrow_producer_new: %s", err);
+	escrow_producer_t *p = test_producer_new(c);
 	escrow_conf_free(c);
 	return p;
 }
@@ -82,10 +69,7 @@ static escrow_producer_t *make_producer(const char *name, const char *pgroup,
 static escrow_consumer_t *make_consumer(const char *topic, const char *group)
 {
 	escrow_conf_t *c = make_conf("consumer", NULL, NULL, NULL);
-	char err[256];
-	escrow_consumer_t *k = c ? escrow_consumer_new(c, topic, group, err, sizeof err) : NULL;
-	if (c && !k)
-		test_diag("escrow_consumer_new: %s", err);
+	escrow_consumer_t *k = test_consumer_new(c, topic, group);
 	escrow_conf_free(c);
 	return k;
 }
