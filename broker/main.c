@@ -279,8 +279,10 @@ int main(int argc, char **argv)
 		config_free(&b->conf);
 		return rc;
 	}
-	if (!insecure_ok(&b->conf))
+	if (!insecure_ok(&b->conf)) {
+		config_free(&b->conf);
 		return 2;
+	}
 	clock_set_scale(b->conf.time_scale);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
