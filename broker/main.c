@@ -216,8 +216,10 @@ int main(int argc, char **argv)
 	int rc = config_parse(&b->conf, argc, argv);
 	if (rc)
 		return rc == 1 ? 0 : 2;
-	if (!insecure_ok(&b->conf))
+	if (!insecure_ok(&b->conf)) {
+		config_free(&b->conf);
 		return 2;
+	}
 	clock_set_scale(b->conf.time_scale);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
