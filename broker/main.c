@@ -357,6 +357,7 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(b->base);
 	shutdown_broker(b);
+	http_check_shutdown();
 	http_close(b);
 	tx_shutdown(b);
 
