@@ -33,6 +33,7 @@
 
 #include "store/store.h"
 #include "wire/clock.h"
+#include "wire/xmalloc.h"
 #include "wire/wire.h"
 
 /* ---- logging (log.c) ---------------------------------------------------- */

@@ -469,8 +469,7 @@ static void cmd_send(conn *c, const wire_msg *m)
 
 static sub *sub_new(conn *c, group *g, uint32_t prefetch, uint64_t limit)
 {
-	sub *s = calloc(1, sizeof *s);
-	BROKER_ASSERT(s);
+	sub *s = xcalloc(1, sizeof *s);
 	s->sid = ++c->b->next_sid;
 	s->c = c;
 	s->g = g;

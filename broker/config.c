@@ -377,8 +377,7 @@ static int row_set(broker_conf *c, const conf_row *r, const char *v, char *err, 
 			         r->min, r->max ? r->max : (uint64_t)SIZE_MAX);
 			return -1;
 		}
-		char *s = strdup(v);
-		BROKER_ASSERT(s);
+		char *s = xstrdup(v);
 		free(*(char **)p);
 		*(char **)p = s;
 		return 0;
@@ -424,8 +423,7 @@ static int row_set(broker_conf *c, const conf_row *r, const char *v, char *err, 
 			snprintf(err, errlen, "'%s' is not HOST:PORT (port 0-65535)", v);
 			return -1;
 		}
-		char *host = strndup(v, (size_t)(colon - v));
-		BROKER_ASSERT(host);
+		char *host = xstrndup(v, (size_t)(colon - v));
 		free(a->host);
 		a->host = host;
 		a->port = (int)port;

@@ -58,8 +58,7 @@ static int load_topic(void *arg, const store_topic_info *ti)
 static int load_ack(void *arg, uint64_t seq)
 {
 	group *g = arg;
-	ack_ent *a = malloc(sizeof *a);
-	BROKER_ASSERT(a);
+	ack_ent *a = xmalloc(sizeof *a);
 	a->seq = seq;
 	HASH_ADD(hh, g->acks, seq, sizeof a->seq, a);
 	g->n_acks++;
