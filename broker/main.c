@@ -312,6 +312,12 @@ int main(int argc, char **argv)
 
 	if (store_open(&b->st, &so, err, sizeof err)) {
 		fprintf(stderr, "escrowd: cannot open data dir %s: %s\n", b->conf.data_dir, err);
+		/* a refused start (lock held, damaged store) is routine: leave
+		 * nothing behind for the leak checker */
+		event_free(b->done_ev);
+		event_free(b->flush_ev);
+		event_base_free(b->base);
+		config_free(&b->conf);
 		return 1;
 	}
 	if (redeliver_init(b) || retain_init(b) || usage_init(b) || metrics_init(b)) {
