@@ -33,6 +33,7 @@
 
 #include "store/store.h"
 #include "wire/clock.h"
+#include "wire/xmalloc.h"
 #include "wire/wire.h"
 
 /* ---- logging (log.c) ---------------------------------------------------- */
@@ -110,8 +111,15 @@ typedef struct broker_conf {
 	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
 	uint32_t tx_max_messages;     /* --tx-max-messages: half messages per tx */
 	uint64_t tx_max_bytes;        /* --tx-max-bytes: stored half bytes per tx */
+	/* offline modes (main.c): run, print, exit; NULL when not asked */
+	char *check_dir;              /* --check DIR */
+	char *backup_from, *backup_to; /* --backup-from DIR --to DIR */
 	bool auth;                    /* --auth: log in and permissions (auth.c) */
 	bool insecure;                /* --insecure: allow a non-loopback listener without auth */
+	char *tls_cert;               /* --tls-cert: PEM chain; "" = no TLS (tls.c) */
+	char *tls_key;                /* --tls-key: PEM private key */
+	char *tls_ca;                 /* --tls-ca: CAs of client certificates; "" = none */
+	bool tls_verify_clients;      /* --tls-verify-clients: a client certificate is required */
 } broker_conf;
 
 /*
@@ -339,6 +347,8 @@ struct conn {
 	bool out_paused;    /* too many unread replies: not reading (CONN_OUTPUT_MAX) */
 	struct event *stall_ev; /* --frame-timeout: partial frame or unread output */
 	uint32_t refs;      /* store ops in flight that reply to this conn */
+	uint64_t since_ms;  /* accepted, Unix ms (conn_list) */
+	uint64_t last_ms;   /* last request read, Unix ms (conn_list) */
 	sub *subs;
 	conn *prev, *next;
 	/* A connection without a socket (bev NULL; the HTTP front, http.c):
@@ -364,6 +374,30 @@ void conn_close(conn *c, const char *why); /* drop now */
 void conn_close_after_flush(conn *c);
 void conn_unref(conn *c);
 
+/* ---- operations: backup, connections (backup.c, connz.c) ---------------- */
+
+struct backup_job;
+void cmd_backup(conn *c, const wire_msg *m);
+void cmd_backup_status(conn *c, const wire_msg *m);
+/* backup_shutdown waits for a running backup (before the store closes). */
+void backup_shutdown(broker *b);
+
+/* usage.c: how full the store is (status) and the 80 % / 95 % warnings */
+typedef struct broker_usage {
+	uint64_t map_size_bytes;  /* LMDB map size */
+	uint64_t map_used_bytes;  /* pages up to the last written, bytes */
+	uint64_t disk_free_bytes; /* statvfs f_bavail of the data dir */
+	uint64_t disk_size_bytes; /* statvfs f_blocks of the data dir */
+} broker_usage;
+void usage_get(broker *b, broker_usage *u);
+/* messages stored across topics, and the stored_ms of the oldest (0: none) */
+void usage_retained(broker *b, uint64_t *retained, uint64_t *oldest_ms);
+void usage_check(broker *b); /* log a threshold newly crossed */
+int usage_init(broker *b);   /* the 1 s check timer; 0 or -1 */
+void usage_free(broker *b);
+void cmd_conn_list(conn *c, const wire_msg *m);
+void cmd_conn_kill(conn *c, const wire_msg *m);
+
 /* ---- request handlers (cmd.c) ------------------------------------------- */
 
 void cmd_dispatch(conn *c, const wire_msg *m);
@@ -387,6 +421,22 @@ void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* cmd_done handles an op the writer handed back (reply + side effects). */
 void cmd_done(broker *b, store_op *op);
+
+/* ---- TLS (tls.c, doc/security.md) --------------------------------------- */
+
+/* tls_open makes b->tls from --tls-cert/--tls-key/--tls-ca (no-op without
+ * them). 0, or -1 after printing why (a file that does not load, a key that
+ * does not match, an option missing its partner). */
+int tls_open(broker *b);
+/* tls_reload (SIGHUP) builds a new context from the same files for new
+ * connections; open ones keep theirs. On failure the old one stays (logged). */
+void tls_reload(broker *b);
+void tls_close(broker *b);
+/* tls_bev_new: a server-side OpenSSL bufferevent on accepted @fd (owns it
+ * on success), or NULL. */
+struct bufferevent *tls_bev_new(broker *b, evutil_socket_t fd);
+/* tls_error: the OpenSSL error of a failed TLS bufferevent into @buf, or NULL. */
+const char *tls_error(struct bufferevent *bev, char *buf, size_t n);
 
 /* ---- authentication and permissions (auth.c, doc/security.md) ---------- */
 
@@ -491,6 +541,9 @@ void cmd_check_url_list(conn *c, const wire_msg *m);
 conn *http_check_conn(broker *b, const store_tx_info *ti);
 void http_check_cancel(conn *c);
 uint32_t http_checks_out(void);
+/* http_check_shutdown drops every check still out (before the event base
+ * goes); the store keeps them due, so the next escrowd asks again. */
+void http_check_shutdown(void);
 
 /* ---- delivery (dispatch.c) ---------------------------------------------- */
 
@@ -630,7 +683,10 @@ struct broker {
 	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
 	struct txstate *tx;       /* transactions (tx.c) */
 	struct http_front *http;  /* the HTTP front (http.c); NULL without --http */
+	struct backup_job *backup; /* backup.c: NULL until the first backup */
+	struct usage *usage;      /* usage.c */
 	struct broker_metrics *m; /* metrics.c */
+	struct ssl_ctx_st *tls;   /* tls.c: SSL_CTX for new connections; NULL: plain TCP */
 };
 
 /* ---- metrics (metrics.c, GET /metrics) ---------------------------------- */
