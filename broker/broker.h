@@ -112,6 +112,10 @@ typedef struct broker_conf {
 	uint64_t tx_max_bytes;        /* --tx-max-bytes: stored half bytes per tx */
 	bool auth;                    /* --auth: log in and permissions (auth.c) */
 	bool insecure;                /* --insecure: allow a non-loopback listener without auth */
+	char *tls_cert;               /* --tls-cert: PEM chain; "" = no TLS (tls.c) */
+	char *tls_key;                /* --tls-key: PEM private key */
+	char *tls_ca;                 /* --tls-ca: CAs of client certificates; "" = none */
+	bool tls_verify_clients;      /* --tls-verify-clients: a client certificate is required */
 } broker_conf;
 
 /*
@@ -388,6 +392,22 @@ void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
 /* cmd_done handles an op the writer handed back (reply + side effects). */
 void cmd_done(broker *b, store_op *op);
 
+/* ---- TLS (tls.c, doc/security.md) --------------------------------------- */
+
+/* tls_open makes b->tls from --tls-cert/--tls-key/--tls-ca (no-op without
+ * them). 0, or -1 after printing why (a file that does not load, a key that
+ * does not match, an option missing its partner). */
+int tls_open(broker *b);
+/* tls_reload (SIGHUP) builds a new context from the same files for new
+ * connections; open ones keep theirs. On failure the old one stays (logged). */
+void tls_reload(broker *b);
+void tls_close(broker *b);
+/* tls_bev_new: a server-side OpenSSL bufferevent on accepted @fd (owns it
+ * on success), or NULL. */
+struct bufferevent *tls_bev_new(broker *b, evutil_socket_t fd);
+/* tls_error: the OpenSSL error of a failed TLS bufferevent into @buf, or NULL. */
+const char *tls_error(struct bufferevent *bev, char *buf, size_t n);
+
 /* ---- authentication and permissions (auth.c, doc/security.md) ---------- */
 
 /* Permissions of an ACL rule (escrowctl acl add USER PERM PATTERN). */
@@ -631,6 +651,7 @@ struct broker {
 	struct txstate *tx;       /* transactions (tx.c) */
 	struct http_front *http;  /* the HTTP front (http.c); NULL without --http */
 	struct broker_metrics *m; /* metrics.c */
+	struct ssl_ctx_st *tls;   /* tls.c: SSL_CTX for new connections; NULL: plain TCP */
 };
 
 /* ---- metrics (metrics.c, GET /metrics) ---------------------------------- */

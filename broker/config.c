@@ -118,6 +118,19 @@ const conf_row conf_rows[] = {
 	{.name = "insecure", .type = CONF_BOOL, .def = "false", CONF_FIELD(insecure),
 	 .help = "allow listening on a non-loopback address without TLS and --auth (anyone who "
 	         "reaches the port may then do anything)"},
+	{.name = "tls-cert", .type = CONF_STRING, .def = "", .min = 0, .max = 1024, .arg = "FILE",
+	 CONF_FIELD(tls_cert),
+	 .help = "serve the binary protocol over TLS (1.2+) with this PEM certificate chain; "
+	         "with --tls-key; SIGHUP reloads both for new connections"},
+	{.name = "tls-key", .type = CONF_STRING, .def = "", .min = 0, .max = 1024, .arg = "FILE",
+	 CONF_FIELD(tls_key), .help = "the PEM private key of --tls-cert"},
+	{.name = "tls-ca", .type = CONF_STRING, .def = "", .min = 0, .max = 1024, .arg = "FILE",
+	 CONF_FIELD(tls_ca),
+	 .help = "PEM CAs that sign client certificates; a client showing one it does not "
+	         "sign is refused"},
+	{.name = "tls-verify-clients", .type = CONF_BOOL, .def = "false",
+	 CONF_FIELD(tls_verify_clients),
+	 .help = "require a client certificate signed by --tls-ca"},
 	{.name = "http-max-conns", .type = CONF_INT, .def = "1024", .min = 1, .max = 1000000,
 	 CONF_FIELD(http_max_conns),
 	 .help = "HTTP connections served at once; a request on one more gets 429 and its "

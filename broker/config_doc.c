@@ -128,7 +128,10 @@ void config_doc_write(FILE *f)
 	      "a valid `host:port` (as for escrowctl and escrow-bench), else `127.0.0.1:7420`.\n"
 	      "`user` and `password` log in to a broker started with `--auth`\n"
 	      "(SCRAM-SHA-256; the password itself never crosses the wire;\n"
-	      "doc/security.md); `escrow_conf_get` shows a set password as `***`.\n",
+	      "doc/security.md); `escrow_conf_get` shows a set password as `***`.\n"
+	      "`tls` (`true`/`false`) connects with TLS 1.2+, verifying the broker's\n"
+	      "certificate against `tls.ca` (default: the system's CAs) and the host of\n"
+	      "`server`; `tls.cert` and `tls.key` show a client certificate.\n",
 	      f);
 }
 

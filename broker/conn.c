@@ -58,7 +58,7 @@ void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen)
 	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	c->bev = bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->bev = b->tls ? tls_bev_new(b, fd) : bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!c->bev) {
 		log_error("bufferevent_socket_new failed for %s", c->peer);
 		evutil_closesocket(fd);
@@ -345,8 +345,13 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	conn *c = arg;
+	char tlserr[256];
+	const char *te = c->b->tls && (what & BEV_EVENT_ERROR) ? tls_error(bev, tlserr, sizeof tlserr)
+	                                                      : NULL;
+	if (te) /* a plain-text client, a refused certificate, a bad handshake */
+		log_info("conn %llu %s: TLS: %s", (unsigned long long)c->id, c->peer, te);
 	if (what & BEV_EVENT_EOF)
 		conn_close(c, "peer closed");
 	else if (what & BEV_EVENT_ERROR)
-		conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		conn_close(c, te ? te : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }

@@ -45,6 +45,7 @@ struct hclient {
 	struct evhttp_uri *uri;
 	struct evdns_base *dns; /* name lookups without blocking; NULL for an IP address
 	                         * (a numeric getaddrinfo does not block) */
+	bool dns_private;       /* dns is this client's own (not the shared one) */
 	SSL_CTX *tls;     /* https: the client context; NULL for http */
 	const char *host; /* in uri */
 	uint16_t port;
@@ -69,6 +70,47 @@ typedef struct hreq {
 	SSL *ssl;    /* https: this request's TLS session (owned by its bufferevent) */
 	struct bufferevent *bev;
 } hreq;
+
+/* One resolver (its UDP socket, /etc/resolv.conf, /etc/hosts) shared by
+ * every client of the same event base, so a thousand push groups do not
+ * hold a thousand resolvers; a client of another base gets its own. */
+static struct {
+	struct event_base *base;
+	struct evdns_base *dns;
+	unsigned refs;
+} shared_dns;
+
+static struct evdns_base *dns_get(struct event_base *base, bool *private_out)
+{
+	*private_out = false;
+	if (shared_dns.dns && shared_dns.base == base) {
+		shared_dns.refs++;
+		return shared_dns.dns;
+	}
+	struct evdns_base *d = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (d && !shared_dns.dns) {
+		shared_dns.base = base;
+		shared_dns.dns = d;
+		shared_dns.refs = 1;
+	} else {
+		*private_out = d != NULL;
+	}
+	return d;
+}
+
+static void dns_put(struct evdns_base *d, bool private_dns)
+{
+	if (!d)
+		return;
+	if (private_dns) {
+		evdns_base_free(d, 1);
+	} else if (--shared_dns.refs == 0) {
+		/* lookups in flight fail (their connections are gone already) */
+		evdns_base_free(d, 1);
+		shared_dns.dns = NULL;
+		shared_dns.base = NULL;
+	}
+}
 
 static uint64_t mono_ms(void)
 {
@@ -154,7 +196,7 @@ hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conn
 	unsigned char addr[16];
 	h->v6 = inet_pton(AF_INET6, host, addr) == 1;
 	bool literal = h->v6 || inet_pton(AF_INET, host, addr) == 1;
-	h->dns = literal ? NULL : evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	h->dns = literal ? NULL : dns_get(base, &h->dns_private);
 	if (!literal && !h->dns) {
 		snprintf(err, errlen, "cannot set up name lookups (/etc/resolv.conf)");
 		hclient_free(h);
@@ -220,8 +262,7 @@ void hclient_free(hclient *h)
 		evhttp_uri_free(h->uri);
 	if (h->tls)
 		SSL_CTX_free(h->tls);
-	if (h->dns)
-		evdns_base_free(h->dns, 1); /* lookups in flight fail (their connections are gone) */
+	dns_put(h->dns, h->dns_private);
 	free(h->host_hdr);
 	free(h->target);
 	free(h);

@@ -7,7 +7,10 @@
  * connection at a time, so "requests in flight" is bounded by the pool.
  * Every call and every callback runs on the thread of the event_base the
  * client was made with (escrowd: the network thread); nothing blocks:
- * connecting, sending and reading are events on that base.
+ * name lookups (evdns: /etc/resolv.conf, /etc/hosts), connecting, sending
+ * and reading are events on that base. The clients of one base share one
+ * resolver; so hclient_new and hclient_free must not run on two threads at
+ * once (escrowd has one event loop).
  *
  * Users: push groups (push.c). Kept generic (method, headers, body in;
  * status, headers, body or an error out) so that other outgoing HTTP (a

@@ -46,6 +46,7 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 {
 	broker *b = arg;
 	config_reload(&b->conf);
+	tls_reload(b);
 }
 
 static int load_topic(void *arg, const store_topic_info *ti)
@@ -176,22 +177,25 @@ static bool is_loopback(const char *host)
  * the network can reach must know who is talking (--auth) and keep the
  * secrets of the login and the messages out of sight (TLS); escrowd refuses
  * to start otherwise unless --insecure says the operator accepts it.
- * Loopback stays zero-configuration. The HTTP front has no login yet, so a
- * non-loopback --http always needs --insecure.
+ * Loopback stays zero-configuration. The HTTP front has no login or TLS
+ * yet, so a non-loopback --http always needs --insecure.
  */
 static bool insecure_ok(const broker_conf *c)
 {
 	if (c->insecure)
 		return true;
-	if (!is_loopback(c->listen.host)) {
+	bool tls = c->tls_cert && *c->tls_cert;
+	if (!is_loopback(c->listen.host) && !(tls && c->auth)) {
 		fprintf(stderr,
-		        "escrowd: refusing to listen on %s:%d without TLS and --auth: anyone who "
-		        "can reach the port could read every topic, commit or roll back any "
-		        "transaction and purge dead letters. This build has no TLS for the binary "
-		        "protocol yet, so a non-loopback address needs --insecure (with --auth, "
-		        "passwords still never cross the wire; messages do, in clear text). "
-		        "See doc/security.md.\n",
-		        c->listen.host, c->listen.port);
+		        "escrowd: refusing to listen on %s:%d without %s: anyone who can reach the "
+		        "port could %s. Give --tls-cert/--tls-key and --auth (doc/security.md), "
+		        "listen on 127.0.0.1, or accept the risk with --insecure.\n",
+		        c->listen.host, c->listen.port,
+		        !tls && !c->auth ? "TLS and --auth" : !tls ? "TLS" : "--auth",
+		        !c->auth ? "read every topic, commit or roll back any transaction and purge "
+		                   "dead letters"
+		                 : "read every message on the wire and take over logged-in "
+		                   "connections");
 		return false;
 	}
 	if (c->http && *c->http && !is_loopback(c->http)) {
@@ -261,7 +265,7 @@ int main(int argc, char **argv)
 		store_close(b->st);
 		return 1;
 	}
-	if (listen_on(b) || http_open(b)) {
+	if (tls_open(b) || listen_on(b) || http_open(b)) {
 		store_close(b->st);
 		return 1;
 	}
@@ -306,6 +310,7 @@ int main(int argc, char **argv)
 	check_url_free();
 	auth_free();
 	evconnlistener_free(b->lst);
+	tls_close(b);
 	event_base_free(b->base);
 	wire_buf_free(&b->out);
 	config_free(&b->conf);

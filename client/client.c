@@ -34,6 +34,12 @@
 #include <event2/util.h>
 #include <uthash.h>
 
+#include <arpa/inet.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 #include "client/client.h"
 #include "wire/scram.h"
 #include "wire/clock.h"
@@ -796,6 +802,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
+static const char *tls_why(client *cl, struct bufferevent *bev, char *buf, size_t n);
+
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	client *cl = arg;
@@ -810,14 +818,22 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	int e = EVUTIL_SOCKET_ERROR();
-	if (cl->state == S_CONNECTING)
+	char tb[400];
+	const char *tw = tls_why(cl, bev, tb, sizeof tb);
+	if (tw && cl->state != S_READY)
+		conn_lost(cl, "connect %s:%s: %s", cl->host, cl->port, tw);
+	else if (cl->state == S_CONNECTING)
 		conn_lost(cl, "connect %s:%s: %s", cl->host, cl->port,
 		          e ? evutil_socket_error_to_string(e) : "failed");
 	else if (what & BEV_EVENT_EOF)
-		conn_lost(cl, "connection to %s:%s closed by the broker", cl->host, cl->port);
+		conn_lost(cl, "connection to %s:%s closed by the broker%s", cl->host, cl->port,
+		          cl->state == S_HELLO && !cl->conf.tls ? " during hello (does it want TLS?)"
+		                                                : "");
 	else
-		conn_lost(cl, "connection to %s:%s: %s", cl->host, cl->port,
-		          e ? evutil_socket_error_to_string(e) : "error");
+		conn_lost(cl, "connection to %s:%s: %s%s", cl->host, cl->port,
+		          e ? evutil_socket_error_to_string(e) : "error",
+		          cl->state == S_HELLO && !cl->conf.tls ? " during hello (does it want TLS?)"
+		                                                : "");
 }
 
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -831,6 +847,102 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	else if (cl->state == S_HELLO)
 		conn_lost(cl, "hello to %s:%s: no answer within %d ms", cl->host, cl->port,
 		          cl->conf.connect_timeout_ms);
+}
+
+/* ssl_err_text: the last OpenSSL error, or @dflt. */
+static const char *ssl_err_text(unsigned long e, char *buf, size_t n, const char *dflt)
+{
+	if (!e)
+		return dflt;
+	ERR_error_string_n(e, buf, n);
+	return buf;
+}
+
+/*
+ * tls_bev_new: an OpenSSL bufferevent (TLS 1.2+, as the broker speaks)
+ * that verifies the broker's certificate against conf tls.ca (or the
+ * system's CAs) and the host of `server` (a DNS name, or an IP address
+ * matched against the certificate's IP SANs), and shows tls.cert when set.
+ * The context is built per connection, so a replaced CA file is read on the
+ * next reconnect. NULL with a sentence in @err.
+ */
+static struct bufferevent *tls_bev_new(client *cl, char *err, size_t n)
+{
+	char e[256];
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl = NULL;
+	if (!ctx) {
+		snprintf(err, n, "TLS: %s", ssl_err_text(ERR_get_error(), e, sizeof e, "no context"));
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	int ok = cl->conf.tls_ca[0] ? SSL_CTX_load_verify_locations(ctx, cl->conf.tls_ca, NULL)
+	                            : SSL_CTX_set_default_verify_paths(ctx);
+	if (ok != 1) {
+		snprintf(err, n, "tls.ca %s: %s", cl->conf.tls_ca,
+		         ssl_err_text(ERR_get_error(), e, sizeof e, "cannot read"));
+		goto fail;
+	}
+	if (cl->conf.tls_cert[0] &&
+	    (SSL_CTX_use_certificate_chain_file(ctx, cl->conf.tls_cert) != 1 ||
+	     SSL_CTX_use_PrivateKey_file(ctx, cl->conf.tls_key[0] ? cl->conf.tls_key
+	                                                          : cl->conf.tls_cert,
+	                                 SSL_FILETYPE_PEM) != 1 ||
+	     SSL_CTX_check_private_key(ctx) != 1)) {
+		snprintf(err, n, "tls.cert %s / tls.key %s: %s", cl->conf.tls_cert, cl->conf.tls_key,
+		         ssl_err_text(ERR_get_error(), e, sizeof e, "key does not match"));
+		goto fail;
+	}
+	ssl = SSL_new(ctx);
+	if (!ssl)
+		goto fail;
+	/* server name verification: an IP address against IP SANs, else DNS */
+	unsigned char ipbuf[16];
+	bool is_ip = inet_pton(AF_INET, cl->host, ipbuf) == 1 || inet_pton(AF_INET6, cl->host, ipbuf) == 1;
+	X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+	if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, cl->host) != 1
+	          : (SSL_set1_host(ssl, cl->host) != 1 ||
+	             SSL_set_tlsext_host_name(ssl, cl->host) != 1)) {
+		snprintf(err, n, "TLS: cannot set the name to verify (%s)", cl->host);
+		goto fail;
+	}
+	SSL_CTX_free(ctx); /* ssl keeps its reference */
+	ctx = NULL;
+	struct bufferevent *bev = bufferevent_openssl_socket_new(
+		cl->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev)
+		goto fail;
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+fail:
+	ERR_clear_error();
+	if (!err[0])
+		snprintf(err, n, "TLS: out of memory");
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* tls_why: why the TLS connection @bev failed, or NULL if not a TLS error. */
+static const char *tls_why(client *cl, struct bufferevent *bev, char *buf, size_t n)
+{
+	if (!cl->conf.tls)
+		return NULL;
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+	unsigned long e = bufferevent_get_openssl_error(bev);
+	if (vr != X509_V_OK) {
+		snprintf(buf, n, "TLS: the broker's certificate is refused: %s",
+		         X509_verify_cert_error_string(vr));
+		return buf;
+	}
+	if (!e)
+		return NULL;
+	char es[200];
+	snprintf(buf, n, "TLS: %s", ssl_err_text(e, es, sizeof es, "handshake failed"));
+	return buf;
 }
 
 /* reconnect_cb resolves the server and starts one connect attempt. */
@@ -848,11 +960,14 @@ static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
 		conn_lost(cl, "resolve %s: %s", cl->host, gai_strerror(rc));
 		return;
 	}
-	cl->bev = bufferevent_socket_new(cl->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	char tlserr[1024] = "";
+	cl->bev = cl->conf.tls ? tls_bev_new(cl, tlserr, sizeof tlserr)
+	                       : bufferevent_socket_new(cl->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (!cl->bev) {
 		freeaddrinfo(ai);
 		cl->state = S_CONNECTING;
-		conn_lost(cl, "connect %s:%s: out of memory", cl->host, cl->port);
+		conn_lost(cl, "connect %s:%s: %s", cl->host, cl->port,
+		          tlserr[0] ? tlserr : "out of memory");
 		return;
 	}
 	bufferevent_setcb(cl->bev, read_cb, NULL, event_cb, cl);

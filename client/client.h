@@ -225,6 +225,10 @@ struct escrow_conf {
 	char producer_group[CONF_STR_MAX]; /* hello pgroup */
 	char user[CONF_STR_MAX];           /* login user ("": none; doc/security.md) */
 	char password[CONF_STR_MAX];       /* its password ("": none); never logged */
+	int tls;                           /* 1: connect with TLS 1.2+ (doc/security.md) */
+	char tls_ca[CONF_STR_MAX];         /* PEM CAs that verify the broker ("": the system's) */
+	char tls_cert[CONF_STR_MAX];       /* PEM client certificate ("": none) */
+	char tls_key[CONF_STR_MAX];        /* its key */
 	int request_timeout_ms;            /* per request incl. retries, ms */
 	int connect_timeout_ms;            /* one connect + hello, ms */
 	int reconnect_backoff_ms;          /* first reconnect delay, ms */

@@ -16,7 +16,7 @@
 #include "client/client.h"
 #include "wire/scram.h"
 
-enum ctype { C_STR, C_INT, C_LEVEL, C_SERVER, C_NAME, C_USER, C_SECRET };
+enum ctype { C_STR, C_INT, C_LEVEL, C_SERVER, C_NAME, C_USER, C_SECRET, C_BOOL, C_PATH };
 
 static const struct conf_prop {
 	const char *name;
@@ -36,6 +36,14 @@ static const struct conf_prop {
 	 "log in as this user when the broker runs with --auth (SCRAM-SHA-256; empty: none)"},
 	{"password", C_SECRET, offsetof(escrow_conf_t, password), "", 0, 0,
 	 "the user's password; never sent to the broker (escrow_conf_get shows ***)"},
+	{"tls", C_BOOL, offsetof(escrow_conf_t, tls), "false", 0, 0,
+	 "connect with TLS 1.2+; the broker's certificate must name the host of `server`"},
+	{"tls.ca", C_PATH, offsetof(escrow_conf_t, tls_ca), "", 0, 0,
+	 "PEM file of the CAs that verify the broker (empty: the system's)"},
+	{"tls.cert", C_PATH, offsetof(escrow_conf_t, tls_cert), "", 0, 0,
+	 "PEM client certificate, for a broker with --tls-verify-clients"},
+	{"tls.key", C_PATH, offsetof(escrow_conf_t, tls_key), "", 0, 0,
+	 "the PEM private key of tls.cert"},
 	{"request.timeout.ms", C_INT, offsetof(escrow_conf_t, request_timeout_ms), "30000", 1,
 	 INT_MAX / 2, "time a request may wait for its reply, including retries, ms"},
 	{"connect.timeout.ms", C_INT, offsetof(escrow_conf_t, connect_timeout_ms), "5000", 1,
@@ -114,12 +122,22 @@ static int set_prop(escrow_conf_t *conf, const struct conf_prop *p, const char *
 			            "%s \"%s\": must be 1-%d bytes of [A-Za-z0-9._-]", p->name,
 			            value, WIRE_NAME_MAX);
 		goto text;
+	case C_BOOL:
+		if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
+			*(int *)field = 1;
+		else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0)
+			*(int *)field = 0;
+		else
+			return errf(errstr, errstr_size, "%s \"%s\": expected true or false", p->name,
+			            value);
+		return ESCROW_OK;
 	case C_USER:
 		if (value[0] && !scram_user_valid(value, strlen(value)))
 			return errf(errstr, errstr_size,
 			            "user \"%s\": must be 1-%d bytes of [A-Za-z0-9._-]", value,
 			            SCRAM_USER_MAX);
 		/* fall through */
+	case C_PATH:
 	case C_SECRET:
 		if (strlen(value) >= CONF_STR_MAX)
 			return errf(errstr, errstr_size, "%s is longer than %d bytes", p->name,
@@ -242,6 +260,12 @@ int escrow_conf_get(const escrow_conf_t *conf, const char *name, char *buf, size
 		break;
 	case C_SECRET:
 		n = snprintf(buf, buf_size, "%s", field[0] ? "***" : "");
+		break;
+	case C_PATH:
+		n = snprintf(buf, buf_size, "%s", field);
+		break;
+	case C_BOOL:
+		n = snprintf(buf, buf_size, "%s", *(const int *)field ? "true" : "false");
 		break;
 	case C_INT:
 		n = snprintf(buf, buf_size, "%d", *(const int *)field);

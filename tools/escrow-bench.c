@@ -59,6 +59,9 @@ static const char *const mode_names[] = {"produce", "consume", "e2e", "paced", "
 static struct {
 	enum mode mode;
 	const char *server, *topic, *group;
+	const char *user, *password;             /* --user/--password, $ESCROW_USER/_PASSWORD */
+	const char *tls_ca, *tls_cert, *tls_key; /* --tls-ca, --tls-cert, --tls-key */
+	bool tls;                                /* --tls */
 	long messages;
 	long size;
 	int window, prefetch, producers, consumers;
@@ -165,7 +168,13 @@ static escrow_conf_t *make_conf(const char *name)
 	    escrow_conf_set(c, "send.window", num, err, sizeof err) ||
 	    (snprintf(num, sizeof num, "%d", o.prefetch),
 	     escrow_conf_set(c, "consumer.prefetch", num, err, sizeof err)) ||
-	    escrow_conf_set(c, "log.level", "warn", err, sizeof err)) {
+	    escrow_conf_set(c, "log.level", "warn", err, sizeof err) ||
+	    (o.user && escrow_conf_set(c, "user", o.user, err, sizeof err)) ||
+	    (o.password && escrow_conf_set(c, "password", o.password, err, sizeof err)) ||
+	    (o.tls && escrow_conf_set(c, "tls", "true", err, sizeof err)) ||
+	    (o.tls_ca && escrow_conf_set(c, "tls.ca", o.tls_ca, err, sizeof err)) ||
+	    (o.tls_cert && escrow_conf_set(c, "tls.cert", o.tls_cert, err, sizeof err)) ||
+	    (o.tls_key && escrow_conf_set(c, "tls.key", o.tls_key, err, sizeof err))) {
 		fprintf(stderr, PROG ": configuration: %s\n", err);
 		exit(2);
 	}
@@ -644,6 +653,9 @@ static void usage(FILE *f)
 	  "\n"
 	  "options:\n"
 	  "  -s, --server HOST:PORT  broker [$ESCROW_SERVER or " DEFAULT_SERVER "]\n"
+	  "      --user U --password P  log in (broker --auth) [$ESCROW_USER, $ESCROW_PASSWORD]\n"
+	  "      --tls, --tls-ca F   connect with TLS, verifying the broker with CAs F\n"
+	  "      --tls-cert F --tls-key F  client certificate\n"
 	  "  -t, --topic NAME        topic, created when missing [bench]\n"
 	  "  -g, --group NAME        consumer group [a fresh one per run]\n"
 	  "  -n, --messages N        messages [100000; paced 3000]\n"
@@ -679,6 +691,10 @@ static long num_arg(const char *name, const char *s, long min, long max)
 static void parse_args(int argc, char **argv)
 {
 	const char *env = getenv("ESCROW_SERVER");
+	if (getenv("ESCROW_USER") && *getenv("ESCROW_USER"))
+		o.user = getenv("ESCROW_USER");
+	if (getenv("ESCROW_PASSWORD"))
+		o.password = getenv("ESCROW_PASSWORD");
 	if (env && env[0])
 		o.server = env;
 	static const struct option lo[] = {
@@ -687,6 +703,8 @@ static void parse_args(int argc, char **argv)
 		{"prefetch", 1, 0, 'p'}, {"producers", 1, 0, 'P'}, {"consumers", 1, 0, 'C'},
 		{"rate", 1, 0, 'r'},     {"timeout", 1, 0, 'T'},  {"json", 0, 0, 'j'},
 		{"quiet", 0, 0, 'q'},    {"help", 0, 0, 'h'},     {"tx-sync", 0, 0, 'X'},
+		{"user", 1, 0, 1001},    {"password", 1, 0, 1002}, {"tls", 0, 0, 1003},
+		{"tls-ca", 1, 0, 1004},  {"tls-cert", 1, 0, 1005}, {"tls-key", 1, 0, 1006},
 		{0, 0, 0, 0},
 	};
 	int c;
@@ -706,6 +724,12 @@ static void parse_args(int argc, char **argv)
 		case 'j': o.json = true; break;
 		case 'q': o.quiet = true; break;
 		case 'X': o.tx_sync = true; break;
+		case 1001: o.user = optarg; break;
+		case 1002: o.password = optarg; break;
+		case 1003: o.tls = true; break;
+		case 1004: o.tls = true; o.tls_ca = optarg; break;
+		case 1005: o.tls_cert = optarg; break;
+		case 1006: o.tls_key = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: fprintf(stderr, "try '" PROG " --help'\n"); exit(2);
 		}

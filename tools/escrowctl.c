@@ -63,6 +63,8 @@ struct ctl {
 	bool force;            /* --force: no confirmation question */
 	const char *user;      /* --user or $ESCROW_USER: log in as (broker --auth) */
 	const char *password;  /* --password or $ESCROW_PASSWORD */
+	bool tls;              /* --tls */
+	const char *tls_ca, *tls_cert, *tls_key; /* --tls-ca, --tls-cert, --tls-key */
 };
 
 /*
@@ -136,6 +138,9 @@ static const char global_help[] =
 	"      --timeout DUR       request timeout (before the command) [10s]\n"
 	"      --user U            log in as U (broker --auth) [$ESCROW_USER]\n"
 	"      --password P        U's password [$ESCROW_PASSWORD]\n"
+	"      --tls               connect with TLS; the broker's certificate must name HOST\n"
+	"      --tls-ca F          PEM CAs that verify the broker (implies --tls) [system's]\n"
+	"      --tls-cert F --tls-key F  client certificate (broker --tls-verify-clients)\n"
 	"  -v, --verbose           client log lines to stderr (-vv: debug lines)\n"
 	"  -h, --help              this help\n"
 	"  -V, --version           print escrowctl's version and exit (before the command)\n"
@@ -195,6 +200,7 @@ enum {
 	O_FORCE,     /* --force of the commands that ask for confirmation */
 	O_USER,      /* --user: log in as */
 	O_PASSWORD,  /* --password: the login's password (user add: the new user's) */
+	O_TLS, O_TLS_CA, O_TLS_CERT, O_TLS_KEY,
 	O_OWN = 1100 /* first code of a command's own options */
 };
 
@@ -207,6 +213,10 @@ static const struct option common_opts[] = {
 	{"help", no_argument, NULL, 'h'},
 	{"user", required_argument, NULL, O_USER},
 	{"password", required_argument, NULL, O_PASSWORD},
+	{"tls", no_argument, NULL, O_TLS},
+	{"tls-ca", required_argument, NULL, O_TLS_CA},
+	{"tls-cert", required_argument, NULL, O_TLS_CERT},
+	{"tls-key", required_argument, NULL, O_TLS_KEY},
 	{NULL, 0, NULL, 0},
 };
 
@@ -294,6 +304,19 @@ static int parse_opts(struct ctl *c, int argc, char **argv, const struct option 
 		case O_PASSWORD:
 			c->password = optarg;
 			break;
+		case O_TLS:
+			c->tls = true;
+			break;
+		case O_TLS_CA:
+			c->tls = true;
+			c->tls_ca = optarg;
+			break;
+		case O_TLS_CERT:
+			c->tls_cert = optarg;
+			break;
+		case O_TLS_KEY:
+			c->tls_key = optarg;
+			break;
 		case ':':
 			return usage_err(c, "option '%s' needs a value", argv[optind - 1]);
 		case '?':
@@ -348,6 +371,15 @@ static int ctl_connect(struct ctl *c, client_opts *o)
 	if (c->user && escrow_conf_set(conf, "user", c->user, err, sizeof err)) {
 		escrow_conf_free(conf);
 		return usage_err(c, "--user: %s", err);
+	}
+	if (c->tls) {
+		escrow_conf_set(conf, "tls", "true", NULL, 0);
+		if ((c->tls_ca && escrow_conf_set(conf, "tls.ca", c->tls_ca, err, sizeof err)) ||
+		    (c->tls_cert && escrow_conf_set(conf, "tls.cert", c->tls_cert, err, sizeof err)) ||
+		    (c->tls_key && escrow_conf_set(conf, "tls.key", c->tls_key, err, sizeof err))) {
+			escrow_conf_free(conf);
+			return usage_err(c, "--tls: %s", err);
+		}
 	}
 	if (c->password && escrow_conf_set(conf, "password", c->password, err, sizeof err)) {
 		escrow_conf_free(conf);
@@ -2968,6 +3000,10 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},
 		{"user", required_argument, NULL, O_USER},
 		{"password", required_argument, NULL, O_PASSWORD},
+		{"tls", no_argument, NULL, O_TLS},
+		{"tls-ca", required_argument, NULL, O_TLS_CA},
+		{"tls-cert", required_argument, NULL, O_TLS_CERT},
+		{"tls-key", required_argument, NULL, O_TLS_KEY},
 		{NULL, 0, NULL, 0},
 	};
 	struct ctl c = {.timeout_ms = DEFAULT_TIMEOUT_MS};
@@ -3006,6 +3042,19 @@ int main(int argc, char **argv)
 			break;
 		case O_PASSWORD:
 			c.password = optarg;
+			break;
+		case O_TLS:
+			c.tls = true;
+			break;
+		case O_TLS_CA:
+			c.tls = true;
+			c.tls_ca = optarg;
+			break;
+		case O_TLS_CERT:
+			c.tls_cert = optarg;
+			break;
+		case O_TLS_KEY:
+			c.tls_key = optarg;
 			break;
 		case ':':
 			return usage_err(&c, "option '%s' needs a value", argv[optind - 1]);

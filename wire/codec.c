@@ -188,13 +188,19 @@ static int pack_map(msgpack_packer *pk, const wire_msg *m)
 		if (pack_str(pk, "op", 2) || pack_str(pk, name, strlen(name)))
 			return -1;
 	}
-	for (int f = 0; f < WIRE_F__COUNT; f++) {
-		if (!(m->has & WIRE_BIT(f)))
-			continue;
-		const struct field_desc *fd = &fields[f];
-		if (pack_str(pk, fd->key, fd->keylen) ||
-		    pack_field(pk, fd, (const char *)m + fd->off))
-			return -1;
+	/* Only the fields present, lowest number first (the same order as a
+	 * scan of the whole table, so the bytes are the same): a map carries
+	 * a handful of the 73 fields. */
+	for (int half = 0; half < 2; half++) {
+		uint64_t bits = (uint64_t)(m->has >> (64 * half));
+		while (bits) {
+			int f = 64 * half + __builtin_ctzll(bits);
+			bits &= bits - 1;
+			const struct field_desc *fd = &fields[f];
+			if (pack_str(pk, fd->key, fd->keylen) ||
+			    pack_field(pk, fd, (const char *)m + fd->off))
+				return -1;
+		}
 	}
 	return 0;
 }
@@ -367,6 +373,49 @@ static void *zalloc(struct dec *d, size_t n, size_t size)
 
 static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int depth);
 
+/*
+ * The field keys hashed into an open-addressing table, built once: a key is
+ * found with one hash and usually one memcmp instead of a scan of all 73
+ * (the scan was ~10 % of escrowd's instructions per message, bench/RESULTS.md).
+ */
+#define KEY_SLOTS 256 /* power of two, > 2 x WIRE_F__COUNT */
+_Static_assert(KEY_SLOTS >= 2 * WIRE_F__COUNT, "key table too small");
+static uint8_t key_slot[KEY_SLOTS]; /* field number + 1; 0 = empty */
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+static uint32_t key_hash(const char *s, uint32_t len)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (uint32_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h;
+}
+
+static void key_init(void)
+{
+	for (int f = 0; f < WIRE_F__COUNT; f++) {
+		uint32_t i = key_hash(fields[f].key, fields[f].keylen) & (KEY_SLOTS - 1);
+		while (key_slot[i])
+			i = (i + 1) & (KEY_SLOTS - 1);
+		key_slot[i] = (uint8_t)(f + 1);
+	}
+}
+
+/* field_lookup returns the field whose key is @ks/@kl, or WIRE_F__COUNT. */
+static int field_lookup(const char *ks, uint32_t kl)
+{
+	pthread_once(&key_once, key_init);
+	if (kl > 255)
+		return WIRE_F__COUNT;
+	for (uint32_t i = key_hash(ks, kl) & (KEY_SLOTS - 1); key_slot[i];
+	     i = (i + 1) & (KEY_SLOTS - 1)) {
+		int f = key_slot[i] - 1;
+		if (fields[f].keylen == kl && memcmp(fields[f].key, ks, kl) == 0)
+			return f;
+	}
+	return WIRE_F__COUNT;
+}
+
 static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_object *o,
                      void *v, int depth)
 {
@@ -487,10 +536,7 @@ static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int dept
 			}
 			continue;
 		}
-		int f;
-		for (f = 0; f < WIRE_F__COUNT; f++)
-			if (fields[f].keylen == kl && memcmp(fields[f].key, ks, kl) == 0)
-				break;
+		int f = field_lookup(ks, kl);
 		if (f == WIRE_F__COUNT)
 			continue; /* unknown key: ignored (protocol.md §3) */
 		if (m->has & WIRE_BIT(f))
