@@ -38,6 +38,7 @@ struct cluster {
 	uint64_t lease_ms;
 	uint64_t tick_ms;
 	struct event *tick;
+	struct event *close_ev;      /* step_down: close client connections, from the loop */
 
 	int64_t lease_id;            /* 0: none */
 	uint64_t lease_until_ms;     /* monotonic: our lease surely lives until then */
@@ -73,8 +74,24 @@ static void note_error(cluster *cl, const char *what, const char *error)
 	snprintf(cl->last_error, sizeof cl->last_error, "%s", error);
 }
 
-/* step_down stops leading: clients are disconnected, so that they
- * reconnect through their server list and find the new leader. */
+/* close_all_cb closes every client connection (scheduled by step_down:
+ * not from inside a connection's own callback, which may still use it). */
+static void close_all_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	cluster *cl = arg;
+	if (cl->leading)
+		return; /* leads again already */
+	for (conn *c = cl->b->conns, *next; c; c = next) {
+		next = c->next;
+		conn_close(c, "this node stopped leading");
+	}
+}
+
+/* step_down stops leading: clients are disconnected (on the next loop
+ * pass), so that they reconnect through their server list and find the new
+ * leader; until then their requests are answered NOT_LEADER. */
 static void step_down(cluster *cl, const char *why)
 {
 	if (!cl->leading)
@@ -84,10 +101,7 @@ static void step_down(cluster *cl, const char *why)
 	cl->leader_id = 0;
 	log_warn("cluster: node %u stops leading (epoch %lld): %s", cl->b->conf.node_id,
 	         (long long)cl->epoch, why);
-	for (conn *c = cl->b->conns, *next; c; c = next) {
-		next = c->next;
-		conn_close(c, "this node stopped leading");
-	}
+	event_active(cl->close_ev, 0, 0);
 }
 
 bool cluster_leading(cluster *cl)
@@ -349,8 +363,9 @@ int cluster_open(broker *b, int bound_port, char *err, size_t errlen)
 	uint64_t timeout = cl->lease_ms / 3 < 500 ? 500 : cl->lease_ms / 3;
 	cl->e = etcd_new(b->base, cf->etcd, timeout, err, errlen);
 	cl->tick = evtimer_new(b->base, tick_cb, cl);
+	cl->close_ev = event_new(b->base, -1, 0, close_all_cb, cl);
 	cl->members = json_array();
-	if (!cl->e || !cl->tick || !cl->members) {
+	if (!cl->e || !cl->tick || !cl->close_ev || !cl->members) {
 		if (cl->e || cl->tick)
 			snprintf(err, errlen, "out of memory");
 		cluster_close(cl);
@@ -372,6 +387,8 @@ void cluster_close(cluster *cl)
 		cl->b->cluster = NULL;
 	if (cl->tick)
 		event_free(cl->tick);
+	if (cl->close_ev)
+		event_free(cl->close_ev);
 	etcd_free(cl->e); /* callbacks ("cancelled") only clear in_* flags */
 	json_decref(cl->members);
 	free(cl);
