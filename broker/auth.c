@@ -116,6 +116,10 @@ static const op_rule op_rules[WIRE_OP__COUNT] = {
 	[WIRE_OP_ACL_ADD] = R(PERM_ADMIN, RES_ALL),
 	[WIRE_OP_ACL_DEL] = R(PERM_ADMIN, RES_ALL),
 	[WIRE_OP_ACL_LIST] = R(PERM_ADMIN, RES_ALL),
+	[WIRE_OP_BACKUP] = R(PERM_ADMIN, RES_ALL),        /* writes files as escrowd */
+	[WIRE_OP_BACKUP_STATUS] = R(PERM_ADMIN, RES_ALL),
+	[WIRE_OP_CONN_LIST] = R(PERM_ADMIN, RES_ALL),
+	[WIRE_OP_CONN_KILL] = R(PERM_ADMIN, RES_ALL),
 };
 #undef R
 

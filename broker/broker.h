@@ -33,6 +33,7 @@
 
 #include "store/store.h"
 #include "wire/clock.h"
+#include "wire/xmalloc.h"
 #include "wire/wire.h"
 
 /* ---- logging (log.c) ---------------------------------------------------- */
@@ -110,6 +111,9 @@ typedef struct broker_conf {
 	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
 	uint32_t tx_max_messages;     /* --tx-max-messages: half messages per tx */
 	uint64_t tx_max_bytes;        /* --tx-max-bytes: stored half bytes per tx */
+	/* offline modes (main.c): run, print, exit; NULL when not asked */
+	char *check_dir;              /* --check DIR */
+	char *backup_from, *backup_to; /* --backup-from DIR --to DIR */
 	bool auth;                    /* --auth: log in and permissions (auth.c) */
 	bool insecure;                /* --insecure: allow a non-loopback listener without auth */
 	char *tls_cert;               /* --tls-cert: PEM chain; "" = no TLS (tls.c) */
@@ -354,6 +358,8 @@ struct conn {
 	bool out_paused;    /* too many unread replies: not reading (CONN_OUTPUT_MAX) */
 	struct event *stall_ev; /* --frame-timeout: partial frame or unread output */
 	uint32_t refs;      /* store ops in flight that reply to this conn */
+	uint64_t since_ms;  /* accepted, Unix ms (conn_list) */
+	uint64_t last_ms;   /* last request read, Unix ms (conn_list) */
 	sub *subs;
 	conn *prev, *next;
 	/* A connection without a socket (bev NULL; the HTTP front, http.c):
@@ -378,6 +384,30 @@ void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...
 void conn_close(conn *c, const char *why); /* drop now */
 void conn_close_after_flush(conn *c);
 void conn_unref(conn *c);
+
+/* ---- operations: backup, connections (backup.c, connz.c) ---------------- */
+
+struct backup_job;
+void cmd_backup(conn *c, const wire_msg *m);
+void cmd_backup_status(conn *c, const wire_msg *m);
+/* backup_shutdown waits for a running backup (before the store closes). */
+void backup_shutdown(broker *b);
+
+/* usage.c: how full the store is (status) and the 80 % / 95 % warnings */
+typedef struct broker_usage {
+	uint64_t map_size_bytes;  /* LMDB map size */
+	uint64_t map_used_bytes;  /* pages up to the last written, bytes */
+	uint64_t disk_free_bytes; /* statvfs f_bavail of the data dir */
+	uint64_t disk_size_bytes; /* statvfs f_blocks of the data dir */
+} broker_usage;
+void usage_get(broker *b, broker_usage *u);
+/* messages stored across topics, and the stored_ms of the oldest (0: none) */
+void usage_retained(broker *b, uint64_t *retained, uint64_t *oldest_ms);
+void usage_check(broker *b); /* log a threshold newly crossed */
+int usage_init(broker *b);   /* the 1 s check timer; 0 or -1 */
+void usage_free(broker *b);
+void cmd_conn_list(conn *c, const wire_msg *m);
+void cmd_conn_kill(conn *c, const wire_msg *m);
 
 /* ---- request handlers (cmd.c) ------------------------------------------- */
 
@@ -661,6 +691,8 @@ struct broker {
 	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
 	struct txstate *tx;       /* transactions (tx.c) */
 	struct http_front *http;  /* the HTTP front (http.c); NULL without --http */
+	struct backup_job *backup; /* backup.c: NULL until the first backup */
+	struct usage *usage;      /* usage.c */
 	struct broker_metrics *m; /* metrics.c */
 	struct ssl_ctx_st *tls;   /* tls.c: SSL_CTX for new connections; NULL: plain TCP */
 	struct cluster *cluster;  /* cluster.c: NULL without --cluster */

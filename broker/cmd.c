@@ -170,6 +170,17 @@ static void cmd_status(conn *c, const wire_msg *m)
 	WIRE_SET(&r, TXS, txs, txs);
 	WIRE_SET(&r, EXPIRED, expired, expired);
 	WIRE_SET(&r, CHECKS, checks, checks);
+	broker_usage u;
+	usage_get(b, &u);
+	WIRE_SET(&r, MAP_SIZE_BYTES, map_size_bytes, u.map_size_bytes);
+	WIRE_SET(&r, MAP_USED_BYTES, map_used_bytes, u.map_used_bytes);
+	WIRE_SET(&r, DISK_FREE_BYTES, disk_free_bytes, u.disk_free_bytes);
+	WIRE_SET(&r, DISK_SIZE_BYTES, disk_size_bytes, u.disk_size_bytes);
+	uint64_t retained, oldest;
+	usage_retained(b, &retained, &oldest);
+	WIRE_SET(&r, RETAINED, retained, retained);
+	if (oldest)
+		WIRE_SET(&r, OLDEST_MS, oldest_ms, oldest);
 	char *cl = b->cluster ? cluster_status_json(b->cluster) : NULL;
 	if (cl)
 		WIRE_SET(&r, CLUSTER, cluster, wire_cstr(cl));
@@ -462,8 +473,7 @@ static void cmd_send(conn *c, const wire_msg *m)
 
 static sub *sub_new(conn *c, group *g, uint32_t prefetch, uint64_t limit)
 {
-	sub *s = calloc(1, sizeof *s);
-	BROKER_ASSERT(s);
+	sub *s = xcalloc(1, sizeof *s);
 	s->sid = ++c->b->next_sid;
 	s->c = c;
 	s->g = g;
@@ -603,6 +613,10 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_GROUP_DESCRIBE] = cmd_group_describe,
 	[WIRE_OP_GROUP_RESET] = cmd_group_reset,
 	[WIRE_OP_GROUP_DELETE] = cmd_group_delete,
+	[WIRE_OP_BACKUP] = cmd_backup,
+	[WIRE_OP_BACKUP_STATUS] = cmd_backup_status,
+	[WIRE_OP_CONN_LIST] = cmd_conn_list,
+	[WIRE_OP_CONN_KILL] = cmd_conn_kill,
 	[WIRE_OP_AUTH_START] = cmd_auth_start,
 	[WIRE_OP_AUTH_CONTINUE] = cmd_auth_continue,
 	[WIRE_OP_USER_ADD] = cmd_user_add,
@@ -616,6 +630,7 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 
 void cmd_dispatch(conn *c, const wire_msg *m)
 {
+	c->last_ms = now_ms();
 	if (c->b->stopping) {
 		conn_reply_err(c, m, ESCROW_ERR_NOT_READY, "broker is shutting down");
 		return;

@@ -405,8 +405,7 @@ static int row_set(broker_conf *c, const conf_row *r, const char *v, char *err, 
 			         r->min, r->max ? r->max : (uint64_t)SIZE_MAX);
 			return -1;
 		}
-		char *s = strdup(v);
-		BROKER_ASSERT(s);
+		char *s = xstrdup(v);
 		free(*(char **)p);
 		*(char **)p = s;
 		return 0;
@@ -452,8 +451,7 @@ static int row_set(broker_conf *c, const conf_row *r, const char *v, char *err, 
 			snprintf(err, errlen, "'%s' is not HOST:PORT (port 0-65535)", v);
 			return -1;
 		}
-		char *host = strndup(v, (size_t)(colon - v));
-		BROKER_ASSERT(host);
+		char *host = xstrndup(v, (size_t)(colon - v));
 		free(a->host);
 		a->host = host;
 		a->port = (int)port;
@@ -773,6 +771,11 @@ static void usage(FILE *f)
 	fprintf(f, "  %-26s %s\n", "--print-config", "print the effective options and their source, then exit");
 	fprintf(f, "  %-26s %s\n", "--print-config-doc", "print doc/config.md (generated from the table)");
 	fprintf(f, "  %-26s %s\n", "--print-config-sample", "print escrow.conf.sample (generated)");
+	fprintf(f, "  %-26s %s\n", "--check DIR",
+	        "verify the data dir DIR offline (schema, every index, counts), print a report, "
+	        "exit 0 clean, 1 damaged");
+	fprintf(f, "  %-26s %s\n", "--backup-from DIR --to DIR2",
+	        "copy the stopped broker's data dir DIR into DIR2 (a new data dir), verify it, exit");
 	fprintf(f, "  %-26s %s\n  %-26s %s\n", "-h, --help", "this text", "-V, --version",
 	        "print the version");
 }
@@ -795,11 +798,16 @@ static void print_config(const broker_conf *c, FILE *f)
 
 /* ---- entry points ---------------------------------------------------------- */
 
-enum { OPT_CONFIG = 900, OPT_PRINT, OPT_PRINT_DOC, OPT_PRINT_SAMPLE, OPT_ROW = 1000 };
+/* --check, --backup-from and --to are actions like --print-config, not rows
+ * of the table: a config file must never turn a broker into a one-off check. */
+enum { OPT_CONFIG = 900, OPT_PRINT, OPT_PRINT_DOC, OPT_PRINT_SAMPLE, OPT_CHECK, OPT_BACKUP_FROM,
+       OPT_BACKUP_TO, OPT_ROW = 1000 };
+
+
 
 int config_parse(broker_conf *c, int argc, char **argv)
 {
-	struct option lo[N_ROWS + 7];
+	struct option lo[N_ROWS + 10];
 	for (size_t i = 0; i < N_ROWS; i++)
 		lo[i] = (struct option){conf_rows[i].name,
 		                        conf_rows[i].type == CONF_BOOL ? optional_argument : required_argument,
@@ -810,8 +818,12 @@ int config_parse(broker_conf *c, int argc, char **argv)
 	lo[N_ROWS + 3] = (struct option){"print-config-sample", no_argument, NULL, OPT_PRINT_SAMPLE};
 	lo[N_ROWS + 4] = (struct option){"help", no_argument, NULL, 'h'};
 	lo[N_ROWS + 5] = (struct option){"version", no_argument, NULL, 'V'};
-	lo[N_ROWS + 6] = (struct option){0};
+	lo[N_ROWS + 6] = (struct option){"check", required_argument, NULL, OPT_CHECK};
+	lo[N_ROWS + 7] = (struct option){"backup-from", required_argument, NULL, OPT_BACKUP_FROM};
+	lo[N_ROWS + 8] = (struct option){"to", required_argument, NULL, OPT_BACKUP_TO};
+	lo[N_ROWS + 9] = (struct option){0};
 	int ch, print = 0;
+	const char *check = NULL, *bfrom = NULL, *bto = NULL; /* offline actions */
 	memset(&in, 0, sizeof in);
 	memset(c, 0, sizeof *c);
 	opterr = 0;
@@ -827,6 +839,14 @@ int config_parse(broker_conf *c, int argc, char **argv)
 		}
 		if (ch == OPT_CONFIG) {
 			in.file = optarg;
+			continue;
+		}
+		if (ch == OPT_CHECK || ch == OPT_BACKUP_FROM || ch == OPT_BACKUP_TO) {
+			if (!optarg[0]) {
+				fprintf(stderr, "escrowd: %s needs a directory\n", argv[optind - 1]);
+				return 2;
+			}
+			*(ch == OPT_CHECK ? &check : ch == OPT_BACKUP_FROM ? &bfrom : &bto) = optarg;
 			continue;
 		}
 		if (ch == OPT_PRINT || ch == OPT_PRINT_DOC || ch == OPT_PRINT_SAMPLE) {
@@ -853,6 +873,10 @@ int config_parse(broker_conf *c, int argc, char **argv)
 		fprintf(stderr, "escrowd: unexpected argument '%s'\ntry 'escrowd --help'\n", argv[optind]);
 		return 2;
 	}
+	if (!bfrom != !bto) {
+		fprintf(stderr, "escrowd: --backup-from DIR and --to DIR go together\n");
+		return 2;
+	}
 	if (print == OPT_PRINT_DOC || print == OPT_PRINT_SAMPLE) {
 		(print == OPT_PRINT_DOC ? config_doc_write : config_sample_write)(stdout);
 		return 1;
@@ -864,6 +888,9 @@ int config_parse(broker_conf *c, int argc, char **argv)
 		return 2;
 	}
 	log_level = c->log_level;
+	c->check_dir = check ? strdup(check) : NULL;
+	c->backup_from = bfrom ? strdup(bfrom) : NULL;
+	c->backup_to = bto ? strdup(bto) : NULL;
 	if (print == OPT_PRINT) {
 		print_config(c, stdout);
 		config_free(c);
@@ -914,4 +941,8 @@ void config_free(broker_conf *c)
 {
 	for (size_t i = 0; i < N_ROWS; i++)
 		row_free(c, &conf_rows[i]);
+	free(c->check_dir);
+	free(c->backup_from);
+	free(c->backup_to);
+	c->check_dir = c->backup_from = c->backup_to = NULL;
 }

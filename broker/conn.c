@@ -43,6 +43,7 @@ void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen)
 	}
 	c->b = b;
 	c->id = ++b->next_conn_id;
+	c->since_ms = c->last_ms = now_ms();
 	if (sa->sa_family == AF_INET) {
 		struct sockaddr_in *in = (struct sockaddr_in *)sa;
 		char ip[INET_ADDRSTRLEN];

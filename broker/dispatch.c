@@ -136,8 +136,7 @@ static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 
 flight *flight_new(group *g, uint64_t seq)
 {
-	flight *f = calloc(1, sizeof *f);
-	BROKER_ASSERT(f);
+	flight *f = xcalloc(1, sizeof *f);
 	f->seq = seq;
 	f->attempt = 1;
 	HASH_ADD(hh, g->flights, seq, sizeof f->seq, f);

@@ -592,7 +592,15 @@ static void tx_messages(route_ctx *x, const char *txs)
 		return;
 	txgroup *g = NULL;
 	HASH_FIND(hh, txgroups, tx.b, 16, g);
-	publish_or_tx(x, NULL, &tx, g ? g->pgroup : "default");
+	/* ?producer_group=G names it when escrowd restarted since POST /v1/tx
+	 * (the map is memory; the group is stored with the first message) */
+	const char *pg = query_get(x, "producer_group");
+	if (pg && !name_valid(wire_cstr(pg))) {
+		hreq_send_error(x->r, 400, "INVALID", "producer_group must be 1-255 bytes of [A-Za-z0-9._-]");
+		hreq_free(x->r);
+		return;
+	}
+	publish_or_tx(x, NULL, &tx, pg ? pg : g ? g->pgroup : "default");
 }
 
 static void tx_end(route_ctx *x, const char *txs, const char *action, bool operator)

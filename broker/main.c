@@ -58,8 +58,7 @@ static int load_topic(void *arg, const store_topic_info *ti)
 static int load_ack(void *arg, uint64_t seq)
 {
 	group *g = arg;
-	ack_ent *a = malloc(sizeof *a);
-	BROKER_ASSERT(a);
+	ack_ent *a = xmalloc(sizeof *a);
 	a->seq = seq;
 	HASH_ADD(hh, g->acks, seq, sizeof a->seq, a);
 	g->n_acks++;
@@ -137,6 +136,7 @@ static void shutdown_broker(broker *b)
 	log_info("store: %llu write batches, %llu ops, %.1f ops per batch (group commit)",
 	         (unsigned long long)st.batches, (unsigned long long)st.ops,
 	         st.batches ? (double)st.ops / (double)st.batches : 0.0);
+	backup_shutdown(b); /* a copy in progress reads the store */
 	store_close(b->st); /* drains the writer; ops come back via store_done_cb */
 	b->st = NULL;
 	broker_process_done(b);
@@ -162,6 +162,62 @@ static void raise_fd_limit(void)
 	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 		fprintf(stderr, "escrowd: cannot raise the open files limit above %llu\n",
 		        (unsigned long long)was);
+}
+
+static void say_stdout(void *arg, const char *line)
+{
+	(void)arg;
+	printf("  %s\n", line);
+}
+
+/*
+ * run_check: `escrowd --check DIR` (store_check). Exit 0 clean, 1 when the
+ * store is damaged or cannot be read.
+ */
+static int run_check(const char *dir)
+{
+	store_check_report r;
+	char err[512] = "";
+	printf("escrowd --check %s\n", dir);
+	int rc = store_check(dir, say_stdout, NULL, &r, err, sizeof err);
+	if (rc)
+		printf("check: FAILED: %s\n", err);
+	else
+		printf("check: clean\n");
+	store_check_report_free(&r);
+	fflush(stdout);
+	return rc ? 1 : 0;
+}
+
+static void backup_progress(void *arg, uint64_t done, uint64_t total)
+{
+	(void)arg;
+	fprintf(stderr, "backup: %llu of about %llu bytes copied\n", (unsigned long long)done,
+	        (unsigned long long)total);
+}
+
+/* run_backup_from: `escrowd --backup-from FROM --to DIR` (store_backup_dir). */
+static int run_backup_from(const char *from, const char *to)
+{
+	store_check_report r;
+	uint64_t bytes = 0;
+	char err[512] = "";
+	int rc = store_backup_dir(from, to, false, backup_progress, NULL, &bytes, &r, err,
+	                          sizeof err);
+	if (rc) {
+		fprintf(stderr, "escrowd: backup of %s failed: %s\n", from, err);
+		store_check_report_free(&r);
+		return 1;
+	}
+	printf("backup of %s into %s: %llu bytes, verified\n", from, to, (unsigned long long)bytes);
+	for (size_t i = 0; i < r.n_topic_list; i++)
+		printf("  topic %s: last seq %llu, %llu messages\n", r.topic_list[i].name,
+		       (unsigned long long)r.topic_list[i].last_seq,
+		       (unsigned long long)r.topic_list[i].msgs);
+	printf("  %llu pending transactions, %llu expired\n", (unsigned long long)r.txs_pending,
+	       (unsigned long long)r.txs_expired);
+	store_check_report_free(&r);
+	return 0;
 }
 
 /* is_loopback: @host (or HOST:PORT) is 127.0.0.0/8, ::1 or localhost. */
@@ -216,8 +272,16 @@ int main(int argc, char **argv)
 	int rc = config_parse(&b->conf, argc, argv);
 	if (rc)
 		return rc == 1 ? 0 : 2;
-	if (!insecure_ok(&b->conf))
+	if (b->conf.check_dir || b->conf.backup_from) {
+		rc = b->conf.check_dir ? run_check(b->conf.check_dir)
+		                       : run_backup_from(b->conf.backup_from, b->conf.backup_to);
+		config_free(&b->conf);
+		return rc;
+	}
+	if (!insecure_ok(&b->conf)) {
+		config_free(&b->conf);
 		return 2;
+	}
 	clock_set_scale(b->conf.time_scale);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
@@ -250,7 +314,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "escrowd: cannot open data dir %s: %s\n", b->conf.data_dir, err);
 		return 1;
 	}
-	if (redeliver_init(b) || retain_init(b) || metrics_init(b)) {
+	if (redeliver_init(b) || retain_init(b) || usage_init(b) || metrics_init(b)) {
 		fprintf(stderr, "escrowd: cannot create the redelivery timer\n");
 		return 1;
 	}
@@ -312,6 +376,7 @@ int main(int argc, char **argv)
 	event_free(b->flush_ev);
 	redeliver_free(b);
 	retain_free(b);
+	usage_free(b);
 	metrics_free(b);
 	check_url_free();
 	auth_free();

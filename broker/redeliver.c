@@ -45,8 +45,7 @@ static void tq_push(broker *b, tq_ent e)
 {
 	if (b->tq_n == b->tq_cap) {
 		size_t cap = b->tq_cap ? b->tq_cap * 2 : 256;
-		tq_ent *n = realloc(b->tq, cap * sizeof *n);
-		BROKER_ASSERT(n);
+		tq_ent *n = xrealloc(b->tq, cap * sizeof *n);
 		b->tq = n;
 		b->tq_cap = cap;
 	}
@@ -171,8 +170,7 @@ static void dead_letter(broker *b, group *g, flight *f, const char *reason)
 	ack_ent *a = NULL;
 	HASH_FIND(hh, g->dead, &f->seq, sizeof f->seq, a);
 	if (!a) {
-		a = malloc(sizeof *a);
-		BROKER_ASSERT(a);
+		a = xmalloc(sizeof *a);
 		a->seq = f->seq;
 		HASH_ADD(hh, g->dead, seq, sizeof a->seq, a);
 		g->n_dead++;
@@ -321,8 +319,7 @@ static int load_dead(void *arg, const store_retry_info *r)
 	HASH_FIND(hh, g->dead, &r->seq, sizeof r->seq, a);
 	if (a)
 		return 0;
-	a = malloc(sizeof *a);
-	BROKER_ASSERT(a);
+	a = xmalloc(sizeof *a);
 	a->seq = r->seq;
 	HASH_ADD(hh, g->dead, seq, sizeof a->seq, a);
 	g->n_dead++;

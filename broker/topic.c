@@ -47,11 +47,9 @@ group *group_find(topic *t, wire_str name)
 topic *topic_add(broker *b, uint32_t id, const char *name, const store_topic_conf *conf,
                  uint64_t created_ms, uint64_t next_seq, uint64_t first_seq)
 {
-	topic *t = calloc(1, sizeof *t);
-	BROKER_ASSERT(t);
+	topic *t = xcalloc(1, sizeof *t);
 	t->id = id;
-	t->name = strdup(name);
-	BROKER_ASSERT(t->name);
+	t->name = xstrdup(name);
 	t->conf = *conf;
 	t->created_ms = created_ms;
 	t->next_seq = next_seq ? next_seq : 1;
@@ -64,12 +62,10 @@ topic *topic_add(broker *b, uint32_t id, const char *name, const store_topic_con
 group *group_add(broker *b, topic *t, uint32_t id, const char *name,
                  const store_group_conf *conf, uint64_t created_ms, uint64_t ack_floor)
 {
-	group *g = calloc(1, sizeof *g);
-	BROKER_ASSERT(g);
+	group *g = xcalloc(1, sizeof *g);
 	g->id = id;
 	g->t = t;
-	g->name = strdup(name);
-	BROKER_ASSERT(g->name);
+	g->name = xstrdup(name);
 	g->conf = *conf;
 	g->created_ms = created_ms;
 	g->ack_floor = ack_floor ? ack_floor : 1;
@@ -186,8 +182,7 @@ bool group_ack(group *g, uint64_t seq, uint64_t *floor_before, uint64_t *floor_a
 		}
 		g->ack_floor = f;
 	} else {
-		ack_ent *a = malloc(sizeof *a);
-		BROKER_ASSERT(a);
+		ack_ent *a = xmalloc(sizeof *a);
 		a->seq = seq;
 		HASH_ADD(hh, g->acks, seq, sizeof a->seq, a);
 		g->n_acks++;

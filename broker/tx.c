@@ -106,8 +106,7 @@ static txw *w_get(broker *b, const escrow_id_t *tx)
 	txw *w = w_find(b, tx);
 	if (w)
 		return w;
-	w = calloc(1, sizeof *w);
-	BROKER_ASSERT(w);
+	w = xcalloc(1, sizeof *w);
 	w->tx = *tx;
 	HASH_ADD(hh, b->tx->w, tx.b, 16, w);
 	return w;

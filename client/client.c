@@ -44,11 +44,9 @@
 #include "wire/scram.h"
 #include "wire/clock.h"
 
-/* Placeholder rid encoded into every request: msgpack always packs it as
- * 0xcf + 8 bytes, which are overwritten with the real rid at each send. */
+/* Placeholder rid encoded into every request (wire_encode_rid packs it as
+ * 8 fixed bytes and says where); the real rid is patched in at each send. */
 #define RID_PLACEHOLDER UINT64_MAX
-static const char rid_pattern[] = "\xa3rid\xcf\xff\xff\xff\xff\xff\xff\xff\xff";
-#define RID_PATTERN_LEN (sizeof rid_pattern - 1)
 
 enum req_where { R_INBOX, R_WAITING, R_PENDING, R_BACKOFF };
 
@@ -384,9 +382,7 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 
 static void patch_rid(req *r, uint64_t rid)
 {
-	unsigned char *p = (unsigned char *)r->frame.p + r->rid_off;
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(rid >> (56 - 8 * i));
+	wire_rid_patch(&r->frame, r->rid_off, rid);
 }
 
 /* req_send writes @r on the ready connection with a fresh rid. */
@@ -674,13 +670,11 @@ static void send_handshake(client *cl, wire_msg *h, int step)
 	req *r = calloc(1, sizeof *r);
 	if (r)
 		r->cl = cl;
-	if (!r || wire_encode(h, &r->frame)) {
+	if (!r || wire_encode_rid(h, &r->frame, &r->rid_off)) {
 		req_free(r);
 		conn_lost(cl, "hello to %s:%s: out of memory", cl->host, cl->port);
 		return;
 	}
-	char *at = memmem(r->frame.p, r->frame.len, rid_pattern, RID_PATTERN_LEN);
-	r->rid_off = (size_t)(at - r->frame.p) + 5;
 	r->is_hello = step;
 	cl->hello = r;
 	cl->state = S_HELLO;
@@ -1330,7 +1324,7 @@ static int req_build(client *cl, const wire_msg *m, int with_rid, req **out)
 	copy.has &= ~WF(RID);
 	if (with_rid)
 		WIRE_SET(&copy, RID, rid, RID_PLACEHOLDER);
-	if (wire_encode(&copy, &r->frame)) {
+	if (wire_encode_rid(&copy, &r->frame, with_rid ? &r->rid_off : NULL)) {
 		req_free(r);
 		return ESCROW_ERR__NO_MEM;
 	}
@@ -1344,14 +1338,6 @@ static int req_build(client *cl, const wire_msg *m, int with_rid, req **out)
 		           wire_op_name(m->op), r->frame.len - WIRE_HDR_BYTES, limit);
 		req_free(r);
 		return ESCROW_ERR_TOO_LARGE;
-	}
-	if (with_rid) {
-		char *at = memmem(r->frame.p, r->frame.len, rid_pattern, RID_PATTERN_LEN);
-		if (!at) { /* cannot happen: the codec packs rid right after op */
-			req_free(r);
-			return ESCROW_ERR__INVALID_ARG;
-		}
-		r->rid_off = (size_t)(at - r->frame.p) + 5;
 	}
 	*out = r;
 	return 0;

@@ -27,7 +27,7 @@ fi
 ninja -C build-fuzz >build-fuzz/build.log 2>&1 || { echo "fuzz.sh: build failed:" >&2; grep -E "error|undefined" build-fuzz/build.log | head -20 >&2; exit 1; }
 mkdir -p build-fuzz/crashes
 rc=0
-for t in frame handler auth; do
+for t in frame handler auth http; do
 	work=build-fuzz/corpus-$t
 	rm -rf "$work"; mkdir -p "$work"
 	cp tests/fuzz/corpus/$t/* "$work/"

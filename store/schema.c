@@ -68,6 +68,11 @@ static const char *const dbi_names[DBI__COUNT] = {
 
 _Static_assert(DBI__COUNT <= STORE_MAXDBS, "raise STORE_MAXDBS");
 
+const char *store_dbi_name(store_dbi dbi)
+{
+	return (unsigned)dbi < DBI__COUNT ? dbi_names[dbi] : "?";
+}
+
 static MDB_val cstr_val(const char *s)
 {
 	return (MDB_val){strlen(s), (void *)s};

@@ -139,6 +139,86 @@ int store_dir_lock(const char *dir, int *fd_out, char *err, size_t errlen);
 /* store_dir_unlock releases a lock taken by store_dir_lock; -1 is a no-op. */
 void store_dir_unlock(int fd);
 
+/* One topic as store_check found it. */
+typedef struct store_check_topic {
+	char name[STORE_NAME_MAX + 1];
+	uint64_t last_seq; /* next_seq - 1: 0 when nothing was ever stored */
+	uint64_t msgs;     /* retained messages */
+} store_check_topic;
+
+/* What store_check found; counts of what was read. */
+typedef struct store_check_report {
+	store_check_topic *topic_list; /* n_topic_list, by topic id; owned (_free) */
+	size_t n_topic_list;
+	uint32_t schema_version;
+	uint32_t next_topic_id, next_group_id;
+	uint64_t topics, groups;
+	uint64_t msgs;          /* retained messages */
+	uint64_t msg_ids;       /* id index entries */
+	uint64_t stale_ids;     /* id index entries whose message is gone (allowed) */
+	uint64_t keys;          /* key index entries */
+	uint64_t txs_pending, txs_expired;
+	uint64_t halves;        /* half messages stored */
+	uint64_t halves_expected; /* half messages the transactions count */
+	uint64_t retries, dead; /* retry records, dead letters */
+	uint64_t problems;      /* inconsistencies found (0: clean) */
+} store_check_report;
+
+/*
+ * store_check verifies the data dir @dir offline, read-only (`escrowd
+ * --check`): it takes the dir's lock (refused while an escrowd runs on it),
+ * runs the damage checks of store_open (empty, truncated, no valid meta),
+ * checks the schema version, then reads every database in one read
+ * transaction and holds each index against what it indexes (check.c lists
+ * the rules: topics, groups, messages with their id and key indexes, acks,
+ * retries, dead letters, transactions with their half messages and check
+ * times). @say (may be NULL) gets each line of the report (per-topic counts
+ * and last seq, totals, and one "PROBLEM: ..." line per inconsistency, the
+ * first 100); @r gets the counts. Nothing is written.
+ * Returns 0 when the store is clean; ESCROW_ERR_STORAGE with a sentence in
+ * @err when it cannot be opened or read (lock held, damaged file, other
+ * schema version, a database missing) or when r->problems > 0;
+ * ESCROW_ERR__NO_MEM. Any thread; uses no store handle.
+ */
+int store_check(const char *dir, void (*say)(void *arg, const char *line), void *arg,
+                store_check_report *r, char *err, size_t errlen);
+/* store_check_report_free frees what @r holds (not @r); zeroes it. */
+void store_check_report_free(store_check_report *r);
+
+/* Progress of a backup: @done_bytes of about @total_bytes copied (the
+ * total is the source's pages in use; a compact copy ends below it). */
+typedef void (*store_progress_fn)(void *arg, uint64_t done_bytes, uint64_t total_bytes);
+
+/*
+ * store_backup copies the open store @s into the data dir @dir while it
+ * serves (LMDB's live copy, mdb_env_copyfd2, from one read transaction: the
+ * writer goes on committing meanwhile), compacted when @compact
+ * (MDB_CP_COMPACT: only pages in use). @dir is created (mode 0700) or must
+ * exist without a data.mdb. The copy is written to DIR/data.mdb.partial,
+ * fsynced and only then renamed to DIR/data.mdb, so a failed backup never
+ * looks like a data dir. Then the copy is verified with store_check, whose
+ * report (in @r: each topic's last seq, pending transactions, counts) is
+ * the result. @progress (may be NULL) is called every 4 MiB and once at the
+ * end, on the calling thread. *bytes_out gets the size of the copy.
+ * Blocking: call it from a thread of its own, never the network thread.
+ * Returns 0; ESCROW_ERR_EXISTS (DIR has a data.mdb), ESCROW_ERR_INVALID (DIR
+ * is not a directory), ESCROW_ERR_STORAGE_FULL (ENOSPC), ESCROW_ERR_STORAGE
+ * (other failures, or the copy does not verify), each with a sentence in
+ * @err. Free @r with store_check_report_free.
+ */
+int store_backup(store *s, const char *dir, bool compact, store_progress_fn progress, void *arg,
+                 uint64_t *bytes_out, store_check_report *r, char *err, size_t errlen);
+
+/*
+ * store_backup_dir is store_backup for a stopped broker (`escrowd
+ * --backup-from FROM --to DIR`): it takes FROM's lock (refused while an
+ * escrowd runs there: use escrowctl backup), opens FROM read-only with the
+ * damage checks of store_open, and copies as above. Same returns.
+ */
+int store_backup_dir(const char *from, const char *dir, bool compact, store_progress_fn progress,
+                     void *arg, uint64_t *bytes_out, store_check_report *r, char *err,
+                     size_t errlen);
+
 /*
  * store_close stops accepting ops, lets the writer finish everything already
  * submitted (each comes back through done), joins it, and closes LMDB.

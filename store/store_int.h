@@ -158,6 +158,7 @@ int store_env_open(const char *dir, uint64_t map_size_bytes, unsigned flags, boo
                    MDB_env **out, char *err, size_t errlen);
 
 /* schema.c */
+const char *store_dbi_name(store_dbi dbi); /* "msgs" */
 int store_schema_open(store *s, char *err, size_t errlen);
 int store_topic_rec_encode(const char *name, uint64_t created_ms, const store_topic_conf *c,
                            uint32_t id, MDB_val *out, void **to_free);

@@ -1960,10 +1960,14 @@ static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char
 		printf("\"count\":%llu", n);
 		if (kept) {
 			printf(",\"not_done\":[");
-			for (uint32_t i = 0; i < m->items.n; i++)
-				printf("%s{\"seq\":%llu,\"reason\":\"%.*s\"}", i ? "," : "",
-				       (unsigned long long)m->items.v[i].seq, (int)m->items.v[i].reason.len,
-				       m->items.v[i].reason.p);
+			for (uint32_t i = 0; i < m->items.n; i++) {
+				/* the reason is the broker's text: escaped as JSON requires */
+				printf("%s{\"seq\":%llu,\"reason\":", i ? "," : "",
+				       (unsigned long long)m->items.v[i].seq);
+				json_str(stdout, m->items.v[i].reason.p ? m->items.v[i].reason.p : "",
+				         m->items.v[i].reason.len);
+				printf("}");
+			}
 			printf("]");
 		}
 		if (!all)
@@ -2448,12 +2452,14 @@ static const struct simple msg_find = {
 };
 
 /* status {} -> {version, name, uptime_ms, conns, count, ...} */
+static int status_human(struct ctl *c, const wire_msg *m, char **pos);
 static const struct simple status = {
 	.op = WIRE_OP_STATUS, .flags = CLIENT_RETRY,
 	.out = OUT_RECORD, .json_keys = status_key,
 	.first = (const int[]){WIRE_F_NAME, WIRE_F_VERSION, WIRE_F_UPTIME_MS, WIRE_F_CONNS,
 	                       WIRE_F_COUNT, -1},
 	.label = status_label,
+	.human = status_human,
 };
 
 /* tx_list {state?, pgroup?} -> {items: [{tx, pgroup, state, stored_ms, checks, count,
@@ -2816,6 +2822,258 @@ static int cmd_cluster_status(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* ---- operations: backup, conn list|kill, status storage ------------------------------ */
+
+/* fmt_bytes: "1.5 MiB" */
+static const char *fmt_bytes(uint64_t n, char *buf, size_t len)
+{
+	static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	double v = (double)n;
+	int u = 0;
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%llu B", (unsigned long long)n);
+	else
+		snprintf(buf, len, "%.1f %s", v, unit[u]);
+	return buf;
+}
+
+static double percent(uint64_t part, uint64_t whole)
+{
+	return whole ? 100.0 * (double)part / (double)whole : 0.0;
+}
+
+/* status: the record, then the storage lines (map, disk, retained). */
+static int status_human(struct ctl *c, const wire_msg *m, char **pos)
+{
+	(void)c;
+	(void)pos;
+	static const int first[] = {WIRE_F_NAME, WIRE_F_VERSION, WIRE_F_UPTIME_MS, WIRE_F_CONNS,
+	                            WIRE_F_COUNT, -1};
+	record_print(stdout, m, first,
+	             WF(MAP_SIZE_BYTES) | WF(MAP_USED_BYTES) | WF(DISK_FREE_BYTES) |
+	                 WF(DISK_SIZE_BYTES) | WF(RETAINED) | WF(OLDEST_MS),
+	             status_label);
+	char a[32], b[32], d[32];
+	if (WIRE_HAS(m, MAP_SIZE_BYTES))
+		printf("%-12s%s of %s used (%.1f%%)\n", "map:", fmt_bytes(m->map_used_bytes, a, sizeof a),
+		       fmt_bytes(m->map_size_bytes, b, sizeof b),
+		       percent(m->map_used_bytes, m->map_size_bytes));
+	if (WIRE_HAS(m, DISK_SIZE_BYTES) && m->disk_size_bytes)
+		printf("%-12s%s free of %s (%.1f%% used)\n", "disk:",
+		       fmt_bytes(m->disk_free_bytes, a, sizeof a),
+		       fmt_bytes(m->disk_size_bytes, b, sizeof b),
+		       percent(m->disk_size_bytes - m->disk_free_bytes, m->disk_size_bytes));
+	if (WIRE_HAS(m, RETAINED)) {
+		uint64_t now = client_now_unix_ms();
+		if (WIRE_HAS(m, OLDEST_MS) && m->oldest_ms)
+			printf("%-12s%llu messages, the oldest stored %s ago\n", "retained:",
+			       (unsigned long long)m->retained,
+			       fmt_dur(now > m->oldest_ms ? now - m->oldest_ms : 0, d, sizeof d));
+		else
+			printf("%-12s%llu messages\n", "retained:", (unsigned long long)m->retained);
+	}
+	return EXIT_OK;
+}
+
+/* conn list's table: one line per connection, its subscriptions as
+ * TOPIC/GROUP(in flight) in one column. */
+static int conn_list_table(struct ctl *c, const wire_msg *m, char **pos)
+{
+	(void)c;
+	(void)pos;
+	static const char *const hdr[] = {"ID",       "PEER",    "ROLE",   "NAME", "GROUPS",
+	                                  "INFLIGHT", "UNACKED", "SINCE",  "IDLE"};
+	table t;
+	if (table_init(&t, 9, hdr)) {
+		errx_("out of memory");
+		return EXIT_BROKER;
+	}
+	uint64_t now = client_now_unix_ms();
+	for (uint32_t i = 0; WIRE_HAS(m, ITEMS) && i < m->items.n; i++) {
+		const wire_msg *it = &m->items.v[i];
+		char groups[1024] = "", num[32], infl[32], bytes[32], since[64], idle[32];
+		if (WIRE_HAS(it, PGROUP) && it->pgroup.len)
+			snprintf(groups, sizeof groups, "%.*s", (int)it->pgroup.len, it->pgroup.p);
+		for (uint32_t j = 0; WIRE_HAS(it, ITEMS) && j < it->items.n; j++) {
+			const wire_msg *s = &it->items.v[j];
+			size_t l = strlen(groups);
+			snprintf(groups + l, sizeof groups - l, "%s%.*s/%.*s(%llu)", l ? "," : "",
+			         (int)s->topic.len, s->topic.p, (int)s->group.len, s->group.p,
+			         (unsigned long long)s->inflight);
+		}
+		snprintf(num, sizeof num, "%llu", (unsigned long long)it->conn);
+		snprintf(infl, sizeof infl, "%llu", (unsigned long long)it->inflight);
+		fmt_bytes(it->bytes, bytes, sizeof bytes);
+		fmt_time(it->since_ms, since, sizeof since);
+		fmt_dur(now > it->last_ms ? now - it->last_ms : 0, idle, sizeof idle);
+		char **cells = calloc(9, sizeof *cells); /* the table takes the array too */
+		if (!cells)
+			break;
+		cells[0] = strdup(num);
+		cells[1] = wire_str_dup(it->peer);
+		cells[2] = wire_str_dup(it->role);
+		cells[3] = WIRE_HAS(it, NAME) ? wire_str_dup(it->name) : NULL;
+		cells[4] = groups[0] ? strdup(groups) : NULL;
+		cells[5] = strdup(infl);
+		cells[6] = strdup(bytes);
+		cells[7] = strdup(since);
+		cells[8] = strdup(idle);
+		table_row(&t, cells);
+	}
+	table_print(&t, stdout);
+	table_free(&t);
+	return EXIT_OK;
+}
+
+/* conn kill ID: {conn} -> ok | NOT_FOUND | INVALID (escrowd audits it) */
+static int cmd_conn_kill_run(struct ctl *c, int argc, char **argv)
+{
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)))
+		return rc;
+	const char *arg = argv[optind];
+	char *end;
+	errno = 0;
+	unsigned long long id = strtoull(arg, &end, 10);
+	if (errno || end == arg || *end || arg[0] == '-' || id == 0)
+		return usage_err(c, "ID: expected a connection id from 'conn list', got '%s'", arg);
+	wire_msg req = {.op = WIRE_OP_CONN_KILL};
+	WIRE_SET(&req, CONN, conn, id);
+	char what[64];
+	snprintf(what, sizeof what, "conn kill %llu", id);
+	client_reply *rep;
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	client_reply_free(rep);
+	if (c->json)
+		printf("{\"ok\":true,\"conn\":%llu}\n", id);
+	else
+		printf("killed connection %llu: its unacked deliveries will be redelivered\n", id);
+	return EXIT_OK;
+}
+
+#define BACKUP_POLL_MS 200
+
+enum { O_COMPACT = O_OWN + 60 };
+
+static int backup_opt(struct ctl *c, int opt, const char *arg, void *st)
+{
+	(void)arg;
+	if (opt == O_COMPACT) {
+		*(bool *)st = true;
+		return -1;
+	}
+	return usage_err(c, "unknown option");
+}
+
+/*
+ * backup DIR [--compact]: start the copy (backup), then poll backup_status
+ * every 200 ms, showing progress on stderr when it is a terminal or -v, until
+ * it is done; print what the copy holds. DIR is on the broker's host; a
+ * relative DIR is made absolute with this process's working directory.
+ */
+static int cmd_backup_run(struct ctl *c, int argc, char **argv)
+{
+	static const struct option own[] = {{"compact", no_argument, NULL, O_COMPACT},
+	                                    {NULL, 0, NULL, 0}};
+	bool compact = false;
+	int rc = parse_opts(c, argc, argv, own, backup_opt, &compact);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)))
+		return rc;
+	const char *dir = argv[optind];
+	char path[4096];
+	if (dir[0] == '/') {
+		snprintf(path, sizeof path, "%s", dir);
+	} else {
+		char cwd[2048];
+		if (!getcwd(cwd, sizeof cwd)) {
+			errx_("cannot read the working directory: %s", strerror(errno));
+			return EXIT_BROKER;
+		}
+		snprintf(path, sizeof path, "%s/%s", cwd, dir);
+	}
+	if ((rc = need_text(c, "DIR", path)))
+		return rc;
+	wire_msg req = {.op = WIRE_OP_BACKUP};
+	WIRE_SET(&req, PATH, path, wire_cstr(path));
+	if (compact)
+		WIRE_SET(&req, COMPACT, compact, true);
+	char what[4200];
+	snprintf(what, sizeof what, "backup %s", path);
+	client_reply *rep;
+	if ((rc = ctl_request(c, what, &req, 0, &rep)))
+		return rc;
+	client_reply_free(rep);
+	bool show = c->verbose || isatty(2);
+	uint64_t t0 = client_now_unix_ms(), last_bytes = UINT64_MAX;
+	for (;;) {
+		wire_msg st = {.op = WIRE_OP_BACKUP_STATUS};
+		if ((rc = ctl_request(c, "backup status", &st, CLIENT_RETRY, &rep)))
+			return rc;
+		const wire_msg *m = client_reply_msg(rep);
+		bool running = m->state.len == 7 && memcmp(m->state.p, "running", 7) == 0;
+		bool done = m->state.len == 4 && memcmp(m->state.p, "done", 4) == 0;
+		char a[32], b[32];
+		if (running) {
+			if (show && m->bytes != last_bytes) {
+				fprintf(stderr, "backup: %s of about %s copied (%.0f%%)\n",
+				        fmt_bytes(m->bytes, a, sizeof a),
+				        fmt_bytes(m->map_used_bytes, b, sizeof b),
+				        m->map_used_bytes && m->bytes < m->map_used_bytes
+				                ? percent(m->bytes, m->map_used_bytes)
+				                : 99.0);
+				last_bytes = m->bytes;
+			}
+			client_reply_free(rep);
+			struct timespec ts = {0, BACKUP_POLL_MS * 1000000L};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (c->json) {
+			json_msg(stdout, m, 0, "topics", NULL);
+			printf("\n");
+		} else if (done) {
+			uint64_t ms = WIRE_HAS(m, LAST_MS) && m->last_ms > m->since_ms
+			                      ? m->last_ms - m->since_ms
+			                      : client_now_unix_ms() - t0;
+			printf("backup into %.*s: %s in %llu ms%s, verified\n", (int)m->path.len,
+			       m->path.p, fmt_bytes(m->bytes, a, sizeof a), (unsigned long long)ms,
+			       m->compact ? " (compact)" : "");
+			for (uint32_t i = 0; WIRE_HAS(m, ITEMS) && i < m->items.n; i++) {
+				const wire_msg *t = &m->items.v[i];
+				printf("  topic %.*s: last seq %llu, %llu messages\n", (int)t->topic.len,
+				       t->topic.p, (unsigned long long)t->last_seq,
+				       (unsigned long long)t->count);
+			}
+			printf("  pending transactions: %llu, expired: %llu\n",
+			       (unsigned long long)m->txs, (unsigned long long)m->expired);
+			printf("start a broker on it with: escrowd --data-dir %.*s\n", (int)m->path.len,
+			       m->path.p);
+		}
+		if (!done)
+			errx_("backup into %s failed: %.*s", path, (int)m->reason.len,
+			      m->reason.p ? m->reason.p : "");
+		client_reply_free(rep);
+		return done ? EXIT_OK : EXIT_BROKER;
+	}
+}
+
+/* conn_list {} -> {items: [{conn, peer, role, name?, pgroup?, since_ms, last_ms, inflight,
+ * bytes, items: [{topic, group, sid, inflight, prefetch}]}]} */
+static const struct simple conn_list = {
+	.op = WIRE_OP_CONN_LIST, .flags = CLIENT_RETRY,
+	.out = OUT_LIST, .json_key = "items", .json_items_always = true,
+	.human = conn_list_table,
+};
+
 /* SIMPLE(d): run by run_simple as d describes; HANDLER(f): a handler of its own. */
 #define SIMPLE(d) run_simple, &d
 #define HANDLER(f) f, NULL
@@ -2971,12 +3229,35 @@ static const struct cmd cmds[] = {
 	 "                        scheduled (attempt, when) or dead-lettered (that was the\n"
 	 "                        group's last delivery)\n"
 	 "      --delay DUR       with --nack: redeliver after DUR instead\n"},
-	{"status", NULL, SIMPLE(status), "", "show the broker's version, uptime and counters", NULL},
+	{"status", NULL, SIMPLE(status), "",
+	 "show the broker's version, uptime, counters and storage use",
+	 "Storage: the LMDB map's size and bytes in use, free space on the data dir's\n"
+	 "file system, messages retained and the oldest one's age. --json gives\n"
+	 "map_size_bytes, map_used_bytes, disk_free_bytes, disk_size_bytes, retained and\n"
+	 "oldest_ms (Unix ms)."},
 	{"cluster", "status", HANDLER(cmd_cluster_status), "[--json]",
 	 "show the cluster (escrowd --cluster): leader, epoch, members, in-sync, lag (EXPERIMENTAL)",
 	 "Any member answers. -s takes the members as H:P,H:P,H:P: the first that\n"
 	 "answers is asked. lag is \"-\" while batches are not replicated\n"
 	 "(doc/replication.md).\n"},
+	{"backup", NULL, HANDLER(cmd_backup_run), "DIR [--compact]",
+	 "copy the running broker's store into DIR (a new data dir) while it serves",
+	 "The broker copies its LMDB store from one read transaction (sends, acks and\n"
+	 "commits go on meanwhile) into DIR on the broker's host, then verifies the copy.\n"
+	 "DIR must not exist or be empty; a relative DIR is taken from this directory.\n"
+	 "Prints each topic's last seq and the pending transactions the copy holds.\n"
+	 "Start a broker on it with 'escrowd --data-dir DIR' (doc/operations.md).\n\n"
+	 "  --compact   copy only the pages in use (smaller, slower)"},
+	{"conn", "list", SIMPLE(conn_list), "",
+	 "list every connection: peer, role, client name, groups, in flight, idle",
+	 "Columns: connection id, peer address, role, client name, producer group and\n"
+	 "subscriptions (topic/group(in flight)), deliveries awaiting ack, their bytes,\n"
+	 "connected since, time since its last request. --json: items with conn, peer,\n"
+	 "role, name, pgroup, since_ms, last_ms, inflight, bytes and items (subscriptions)."},
+	{"conn", "kill", HANDLER(cmd_conn_kill_run), "ID",
+	 "close connection ID (from conn list); audited",
+	 "Its deliveries awaiting ack fail as \"consumer gone\" and are redelivered after\n"
+	 "the group's backoff; its transactions are checked back as usual."},
 	{"pgroup", "set", SIMPLE(pgroup_set), "GROUP [--check-url URL]",
 	 "set (or, without --check-url, remove) the HTTP check-back URL of a producer group",
 	 "When a transaction of GROUP needs a check-back and no producer of GROUP that\n"

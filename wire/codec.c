@@ -177,7 +177,21 @@ static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const voi
 	return -1;
 }
 
+/* rid_at: when not NULL, pack_map packs rid as a fixed 0xcf + 8 bytes and
+ * stores the offset of those 8 bytes in rid_at->buf here (wire_encode_rid). */
+struct rid_at {
+	const wire_buf *buf;
+	size_t off;
+};
+
+static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra);
+
 static int pack_map(msgpack_packer *pk, const wire_msg *m)
+{
+	return pack_map_rid(pk, m, NULL);
+}
+
+static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra)
 {
 	size_t n = (size_t)(__builtin_popcountll((uint64_t)m->has) +
 	                              __builtin_popcountll((uint64_t)(m->has >> 64))) + (m->op != WIRE_OP_NONE);
@@ -197,9 +211,15 @@ static int pack_map(msgpack_packer *pk, const wire_msg *m)
 			int f = 64 * half + __builtin_ctzll(bits);
 			bits &= bits - 1;
 			const struct field_desc *fd = &fields[f];
-			if (pack_str(pk, fd->key, fd->keylen) ||
-			    pack_field(pk, fd, (const char *)m + fd->off))
+			if (pack_str(pk, fd->key, fd->keylen))
 				return -1;
+			if (ra && f == WIRE_F_RID) {
+				ra->off = ra->buf->len + 1; /* after the 0xcf type byte */
+				if (msgpack_pack_fix_uint64(pk, m->rid))
+					return -1;
+			} else if (pack_field(pk, fd, (const char *)m + fd->off)) {
+				return -1;
+			}
 		}
 	}
 	return 0;
@@ -219,13 +239,21 @@ int wire_encode_map(const wire_msg *m, wire_buf *b)
 
 int wire_encode(const wire_msg *m, wire_buf *b)
 {
+	return wire_encode_rid(m, b, NULL);
+}
+
+int wire_encode_rid(const wire_msg *m, wire_buf *b, size_t *rid_off)
+{
 	size_t start = b->len;
+	struct rid_at ra = {b, 0};
+	if (rid_off && !(m->has & WF(RID)))
+		return ESCROW_ERR__INVALID_ARG;
 	if (buf_reserve(b, WIRE_HDR_BYTES))
 		return ESCROW_ERR__NO_MEM;
 	b->len += WIRE_HDR_BYTES;
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, b, buf_write);
-	if (pack_map(&pk, m)) {
+	if (pack_map_rid(&pk, m, rid_off ? &ra : NULL)) {
 		b->len = start;
 		return ESCROW_ERR__NO_MEM;
 	}
@@ -235,7 +263,16 @@ int wire_encode(const wire_msg *m, wire_buf *b)
 	h[1] = (unsigned char)(n >> 16);
 	h[2] = (unsigned char)(n >> 8);
 	h[3] = (unsigned char)n;
+	if (rid_off)
+		*rid_off = ra.off;
 	return 0;
+}
+
+void wire_rid_patch(wire_buf *b, size_t rid_off, uint64_t rid)
+{
+	unsigned char *p = (unsigned char *)b->p + rid_off;
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(rid >> (56 - 8 * i));
 }
 
 uint32_t wire_frame_len(const unsigned char h[WIRE_HDR_BYTES])

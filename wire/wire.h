@@ -140,6 +140,18 @@ void wire_buf_free(wire_buf *b); /* frees p, zeroes the struct */
  */
 int wire_encode(const wire_msg *m, wire_buf *b);
 
+/*
+ * wire_encode_rid is wire_encode for a request whose rid is set later, at
+ * each (re)send: @m must have a rid (any value); it is packed as a fixed
+ * 8-byte big-endian integer whose offset in b->p goes to *@rid_off (NULL:
+ * plain wire_encode). wire_rid_patch then writes a new rid there in place.
+ * Returns 0, ESCROW_ERR__NO_MEM, or ESCROW_ERR__INVALID_ARG (no rid in @m).
+ * The client's request queue uses it (client/client.c), so no code outside
+ * wire/ needs to know how msgpack lays out a frame.
+ */
+int wire_encode_rid(const wire_msg *m, wire_buf *b, size_t *rid_off);
+void wire_rid_patch(wire_buf *b, size_t rid_off, uint64_t rid);
+
 /* wire_encode_map appends only the msgpack map, no header: the shape of a
  * stored record (store/). Same returns as wire_encode. */
 int wire_encode_map(const wire_msg *m, wire_buf *b);

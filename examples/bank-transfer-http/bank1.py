@@ -124,7 +124,7 @@ def transfer(body, fault):
     tx = r["tx"]
     msg = {"topic": "transfer", "key": tx_no, "id": tx_no,
            "payload": json.dumps({"tx_no": tx_no, "from": src, "to": dst, "amount": amount})}
-    st, r = esc.call("POST", "/v1/tx/%s/messages" % tx, msg)
+    st, r = esc.call("POST", "/v1/tx/%s/messages?producer_group=bank1" % tx, msg)
     if st != 201:
         esc.call("POST", "/v1/tx/%s/rollback" % tx)
         return {"tx_no": tx_no, "outcome": "FAILED", "error": r}

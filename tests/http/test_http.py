@@ -258,6 +258,9 @@ def test_tx(b):
                       {"messages": [{"topic": "orders", "payload": "tx-1", "key": "k-tx"},
                                     {"topic": "shared", "payload": "tx-2", "delay_ms": 10}]})
     t.ok(st == 201 and len(body["messages"]) == 2, "POST /v1/tx/{tx}/messages (two topics)", body)
+    st, body = b.call("POST", "/v1/tx/%s/messages?producer_group=bad%%20name" % tx,
+                      {"topic": "orders", "payload": "x"})
+    check_error(st, body, 400, "INVALID", "a transaction message with a bad ?producer_group")
     st, body = b.call("POST", "/v1/tx/%s/messages" % tx, {"payload": "no topic"})
     check_error(st, body, 400, "BAD_REQUEST", "a transaction message without a topic")
     st, body = b.call("GET", "/v1/tx/" + tx)

@@ -3,7 +3,7 @@
  * with every one of its fields missing, of the wrong msgpack type, oversized,
  * a negative or huge number, invalid UTF-8 where text is expected. Each
  * mutated request must get a clear answer: a reply with the request's rid
- * and an error code (1..14) with a message, never a crash, never a silent
+ * and an error code (1..16) with a message, never a crash, never a silent
  * drop, never a closed connection; a mutation that makes the request invalid
  * must not be answered ok. At the end client A's data (a topic, a group, two
  * messages, one acked) is intact. Raw protocol (tests/harness/raw.h).
@@ -73,6 +73,17 @@ static const opdef ops[] = {
 	{"nack", "consumer",
 	 {{"sid", T_U64, 1}, {"seq", T_U64, 1}, {"delay_ms", T_U64, 0}, {"reason", T_STR, 0}}},
 	{"touch", "consumer", {{"sid", T_U64, 1}, {"seq", T_U64, 1}}},
+	/* without --auth: the login is refused (INVALID), users and rules are
+	 * still checked field by field (doc/security.md) */
+	{"auth_start", "admin", {{"sasl", T_STR, 1}}},
+	{"auth_continue", "admin", {{"sasl", T_STR, 1}}},
+	{"user_add", "admin", {{"user", T_STR, 1}, {"secret", T_STR, 1}, {"role", T_STR, 0}}},
+	{"user_del", "admin", {{"user", T_STR, 1}}},
+	{"user_list", "admin", {{0}}},
+	{"user_passwd", "admin", {{"user", T_STR, 1}, {"secret", T_STR, 1}}},
+	{"acl_add", "admin", {{"user", T_STR, 1}, {"perm", T_STR, 1}, {"pattern", T_STR, 1}}},
+	{"acl_del", "admin", {{"user", T_STR, 1}, {"perm", T_STR, 1}, {"pattern", T_STR, 1}}},
+	{"acl_list", "admin", {{"user", T_STR, 0}}},
 };
 
 /* mutations of one field */
@@ -400,7 +411,8 @@ static int one_request(int *fd, const opdef *o, int fi, enum mut mu)
 		}
 		if (WIRE_HAS(w, ERR)) {
 			n_errors++;
-			if (w->err < 1 || w->err > 14 || !WIRE_HAS(w, EMSG) || w->emsg.len == 0) {
+			if (w->err < 1 || w->err > ESCROW_ERR_UNAUTHENTICATED || !WIRE_HAS(w, EMSG) ||
+			    w->emsg.len == 0) {
 				test_diag("%s.%s %s: unclear error %lld", o->op, tf->key, mut_name[mu],
 				          (long long)w->err);
 				raw_frame_free(&r);
@@ -571,6 +583,111 @@ static void test_hello_mutations(void)
 end:;
 }
 
+/* auth_call: send {op, rid, sasl: @s} on @fd; the reply's err (0 ok), or
+ * a RAW_* code. */
+static int auth_call(int fd, const char *op, const char *s, size_t n)
+{
+	static uint64_t arid = 1u << 30;
+	mp_buf *m = calloc(1, sizeof *m);
+	mp_map(m, 3);
+	mp_str(m, "op");
+	mp_str(m, op);
+	mp_str(m, "rid");
+	mp_uint(m, ++arid);
+	mp_str(m, "sasl");
+	mp_strn(m, s, n);
+	int rc = mp_send_frame(fd, m);
+	free(m);
+	if (rc)
+		return RAW_ERROR;
+	raw_frame r;
+	rc = raw_recv(fd, &r, RAW_TIMEOUT_MS);
+	if (rc == RAW_OK)
+		rc = WIRE_HAS(&r.f.m, ERR) ? (int)r.f.m.err : 0;
+	raw_frame_free(&r);
+	return rc;
+}
+
+/*
+ * With --auth (and no users): every op of the table, well formed, is
+ * refused UNAUTHENTICATED before a login; every truncation and every
+ * one-byte corruption of a client-first message, and any client-final,
+ * fails UNAUTHENTICATED and closes the connection, or (a still valid
+ * client-first) gets a server-first; nothing logs in.
+ */
+static void test_auth_mutations(void)
+{
+	test_broker ab = {0};
+	char adir[300];
+	int fails = 0, fd = -1;
+	static const char *const args[] = {"--auth", "--log-level", "error", NULL};
+	snprintf(adir, sizeof adir, "%s/auth", dir);
+	CHECK_INT(broker_start(&ab, adir, args), ==, 0);
+	for (size_t oi = 0; oi < sizeof ops / sizeof ops[0]; oi++) {
+		const opdef *o = &ops[oi];
+		if (!strncmp(o->op, "auth_", 5))
+			continue;
+		fd = raw_connect(ab.port);
+		CHECK(fd >= 0 && raw_hello(fd, "prop", o->role) == 0);
+		mp_buf *m = calloc(1, sizeof *m);
+		int nf = 0;
+		while (nf < 8 && o->f[nf].key)
+			nf++;
+		mp_map(m, (uint32_t)(2 + nf));
+		mp_str(m, "op");
+		mp_str(m, o->op);
+		mp_str(m, "rid");
+		mp_uint(m, 7);
+		for (int i = 0; i < nf; i++) {
+			mp_str(m, o->f[i].key);
+			put_good(m, o->op, &o->f[i]);
+		}
+		CHECK(mp_send_frame(fd, m) == 0);
+		free(m);
+		raw_frame r;
+		int rc = raw_recv(fd, &r, RAW_TIMEOUT_MS);
+		int err = rc == RAW_OK && WIRE_HAS(&r.f.m, ERR) ? (int)r.f.m.err : -1;
+		raw_frame_free(&r);
+		if (err != ESCROW_ERR_UNAUTHENTICATED) {
+			test_diag("%s before login: %d, want UNAUTHENTICATED", o->op, err);
+			fails++;
+		}
+		raw_close(fd);
+		fd = -1;
+	}
+	static const char cf[] = "n,,n=someone,r=abcdefghijklmnop";
+	size_t len = strlen(cf);
+	for (size_t cut = 0; cut <= 2 * len; cut++) {
+		char msg[64];
+		size_t n = len;
+		memcpy(msg, cf, len);
+		if (cut < len)
+			n = cut; /* a truncation */
+		else if (cut < 2 * len)
+			msg[cut - len] = ','; /* a corruption */
+		fd = raw_connect(ab.port);
+		CHECK(fd >= 0 && raw_hello(fd, "prop", "admin") == 0);
+		int rc = auth_call(fd, "auth_start", msg, n);
+		if (rc == 0) {
+			/* still a valid client-first: any client-final fails */
+			static const char fin[] = "c=biws,r=abcdefghijklmnopXXXX,p=AAAA";
+			rc = auth_call(fd, "auth_continue", fin, strlen(fin));
+		}
+		if (rc != ESCROW_ERR_UNAUTHENTICATED || !raw_wait_closed(fd, RAW_TIMEOUT_MS)) {
+			test_diag("client-first variant %zu (%.*s): %d, want UNAUTHENTICATED and closed",
+			          cut, (int)n, msg, rc);
+			fails++;
+		}
+		raw_close(fd);
+		fd = -1;
+	}
+	CHECK_INT(fails, ==, 0);
+end:
+	raw_close(fd);
+	if (ab.pid)
+		broker_stop(&ab);
+}
+
 static void test_client_a_intact(void)
 {
 	int fd = -1;
@@ -614,6 +731,7 @@ static const test_case cases[] = {
 	TEST_CASE(test_start_and_client_a),
 	TEST_CASE(test_every_op_every_field_every_mutation),
 	TEST_CASE(test_hello_mutations),
+	TEST_CASE(test_auth_mutations),
 	TEST_CASE(test_client_a_intact),
 };
 

@@ -5,6 +5,8 @@
  * usage: torture --escrowd PATH --escrowctl PATH --checker PATH
  *                [--seed S] [--seconds N] [--sync full|none] [--keep]
  *                [--resume DIR]   (drain and check the kept run in DIR again)
+ *                [--secure]       (escrowd with TLS and --auth: certificates made
+ *                                  with the openssl CLI, every client logs in)
  *
  * One escrowd on a fixed port and a private data dir. Forked producer
  * processes send plain messages and transactions (commit, rollback, left
@@ -47,6 +49,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -76,6 +79,11 @@
 #define ACK_TIMEOUT "800ms"
 
 static const char *escrowd, *escrowctl, *checker;
+/* --secure: TLS + --auth (doc/security.md); escrowctl then runs through a
+ * wrapper script in the work dir that adds --tls-ca, and the login comes
+ * from ESCROW_USER/ESCROW_PASSWORD, so check.py needs no change */
+static int secure;
+static char ca_file[700], cert_file[700], key_file[700], ctl_wrapper[700];
 static uint64_t seed;
 static int seconds = 60;
 static const char *sync_mode = "none";
@@ -162,6 +170,12 @@ static escrow_conf_t *mkconf(const char *name)
 	escrow_conf_set(c, "reconnect.backoff.max.ms", "200", e, sizeof e);
 	escrow_conf_set(c, "consumer.prefetch", "8", e, sizeof e);
 	escrow_conf_set(c, "log.level", "error", e, sizeof e);
+	if (secure) {
+		escrow_conf_set(c, "tls", "true", e, sizeof e);
+		escrow_conf_set(c, "tls.ca", ca_file, e, sizeof e);
+		escrow_conf_set(c, "user", "root", e, sizeof e);
+		escrow_conf_set(c, "password", "rootpw", e, sizeof e);
+	}
 	return c;
 }
 
@@ -367,7 +381,8 @@ static int start_broker(void)
 	                       "--tx-timeout", "700ms", "--tx-check-backoff", "500ms",
 	                       "--tx-max-checks", "3", "--tx-check-timeout", "2s",
 	                       "--ack-timeout", ACK_TIMEOUT, "--backoff", "50ms 100ms 200ms",
-	                       NULL};
+	                       secure ? "--auth" : NULL, "--tls-cert", cert_file, "--tls-key",
+	                       key_file, NULL};
 	for (int i = 0; i < 20; i++) { /* the port may linger a moment */
 		if (broker_start(&broker, datadir, extra) == 0)
 			return 0;
@@ -387,6 +402,49 @@ static int ctl(const char *out, const char *fmt, ...)
 	snprintf(cmd, sizeof cmd, "'%s' -s %s --json %s >'%s/%s' 2>>'%s/ctl.err'", escrowctl, addr,
 	         args, work, out ? out : "ctl.out", work);
 	return system(cmd);
+}
+
+/*
+ * setup_secure makes a CA and a certificate for 127.0.0.1 in the work dir
+ * (openssl CLI), the admin root offline in the data dir (escrowctl user add
+ * --data-dir), and the escrowctl wrapper. 0 or -1.
+ */
+static int setup_secure(void)
+{
+	char cmd[4096 + 3 * PATH_MAX];
+	snprintf(ca_file, sizeof ca_file, "%s/ca.pem", work);
+	snprintf(cert_file, sizeof cert_file, "%s/broker.pem", work);
+	snprintf(key_file, sizeof key_file, "%s/broker.key", work);
+	snprintf(ctl_wrapper, sizeof ctl_wrapper, "%s/escrowctl-tls.sh", work);
+	setenv("ESCROW_USER", "root", 1);
+	setenv("ESCROW_PASSWORD", "rootpw", 1);
+	static char ctl_abs[PATH_MAX];
+	if (!realpath(escrowctl, ctl_abs))
+		return -1;
+	escrowctl = ctl_abs; /* the commands below run in the work dir */
+	if (access(ca_file, F_OK) == 0) /* --resume: made by the first run */
+		goto wrapper;
+	snprintf(cmd, sizeof cmd,
+	         "cd '%s' && K='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes' && "
+	         "openssl req -x509 $K -keyout ca.key -out ca.pem -days 2 -subj /CN=torture-ca && "
+	         "openssl req $K -keyout broker.key -out broker.csr -subj /CN=127.0.0.1 && "
+	         "printf 'subjectAltName=IP:127.0.0.1\\n' > san && "
+	         "openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+	         "-out broker.pem -days 2 -extfile san && "
+	         "'%s' user add root --password rootpw --role admin --data-dir '%s'"
+	         " >/dev/null 2>'%s/secure.err'",
+	         work, escrowctl, datadir, work);
+	if (system(cmd) != 0)
+		return -1;
+wrapper:;
+	FILE *f = fopen(ctl_wrapper, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "#!/bin/sh\nexec '%s' --tls-ca '%s' \"$@\"\n", escrowctl, ca_file);
+	fclose(f);
+	chmod(ctl_wrapper, 0755);
+	escrowctl = ctl_wrapper;
+	return 0;
 }
 
 static int free_port(void)
@@ -555,6 +613,10 @@ int main(int argc, char **argv)
 			keep = 1;
 			continue;
 		}
+		if (!strcmp(a, "--secure")) {
+			secure = 1;
+			continue;
+		}
 		if (!v)
 			usage();
 		if (!strcmp(a, "--escrowd"))
@@ -589,6 +651,10 @@ int main(int argc, char **argv)
 	snprintf(stopfile, sizeof stopfile, "%s/stop", work);
 	port = free_port();
 	snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+	if (secure && setup_secure() != 0) {
+		printf("not ok 1 - torture # --secure: could not make certificates or the admin\n");
+		return 1;
+	}
 	if (start_broker() != 0) {
 		printf("not ok 1 - torture # escrowd did not start\n");
 		return 1;

@@ -1124,12 +1124,43 @@ end:
 		fclose(fp);
 }
 
+/* wire_encode_rid says where the rid's 8 bytes are, and wire_rid_patch
+ * rewrites them in place: the client's resend path (no memmem in client/). */
+static void test_encode_rid_patch(void)
+{
+	wire_msg m = {0};
+	wire_buf b = {0};
+	wire_frame f = {0};
+	char err[128];
+	size_t off = 0;
+	m.op = WIRE_OP_SEND;
+	WIRE_SET(&m, RID, rid, 5); /* small: a plain encode would use 1 byte */
+	WIRE_SET(&m, TOPIC, topic, wire_cstr("orders"));
+	WIRE_SET(&m, BODY, body, wire_cstr("x"));
+	CHECK_INT(wire_encode_rid(&m, &b, &off), ==, 0);
+	CHECK(off > WIRE_HDR_BYTES && off + 8 <= b.len);
+	wire_rid_patch(&b, off, 0x0102030405060708ull);
+	CHECK_INT(wire_decode(b.p + WIRE_HDR_BYTES, b.len - WIRE_HDR_BYTES, &f, NULL, err, sizeof err),
+	          ==, 0);
+	CHECK_UINT(f.m.rid, ==, 0x0102030405060708ull);
+	CHECK(wire_str_eq(f.m.topic, "orders"));
+	CHECK_INT(f.m.op, ==, WIRE_OP_SEND);
+	wire_frame_free(&f);
+	f = (wire_frame){0};
+	m.has &= ~WF(RID);
+	CHECK_INT(wire_encode_rid(&m, &b, &off), ==, ESCROW_ERR__INVALID_ARG);
+end:
+	wire_frame_free(&f);
+	wire_buf_free(&b);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1)
 		srcdir = argv[1];
 	static const test_case cases[] = {
 		TEST_CASE(test_roundtrip_every_op_every_field),
+		TEST_CASE(test_encode_rid_patch),
 		TEST_CASE(test_roundtrip_only_required_fields),
 		TEST_CASE(test_roundtrip_empty_and_large_values),
 		TEST_CASE(test_encode_appends_frames),
