@@ -552,6 +552,9 @@ void cmd_check_url_list(conn *c, const wire_msg *m);
 conn *http_check_conn(broker *b, const store_tx_info *ti);
 void http_check_cancel(conn *c);
 uint32_t http_checks_out(void);
+/* http_check_shutdown drops every check still out (before the event base
+ * goes); the store keeps them due, so the next escrowd asks again. */
+void http_check_shutdown(void);
 
 /* ---- delivery (dispatch.c) ---------------------------------------------- */
 

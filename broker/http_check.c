@@ -44,13 +44,33 @@ typedef struct hcheck {
 	uint64_t chk;
 	uint64_t stored_ms; /* when the transaction was opened */
 	bool answered;
+	struct hcheck *prev, *next; /* in out_list */
 } hcheck;
 
-static uint32_t n_out; /* checks out now */
+static uint32_t n_out;      /* checks out now */
+static hcheck *out_list;    /* ... and which, for http_check_shutdown */
+
+static void out_unlink(hcheck *hc)
+{
+	if (hc->prev)
+		hc->prev->next = hc->next;
+	else if (out_list == hc)
+		out_list = hc->next;
+	if (hc->next)
+		hc->next->prev = hc->prev;
+	hc->prev = hc->next = NULL;
+}
 
 uint32_t http_checks_out(void)
 {
 	return n_out;
+}
+
+static void evcon_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	evhttp_connection_free(arg);
 }
 
 /* answer sends end_tx {tx, action, chk} through the handler, then forgets
@@ -78,9 +98,15 @@ static void answer(hcheck *hc, const char *action, bool in_progress)
 		}
 	}
 	n_out--;
+	out_unlink(hc);
 	conn_close(hc->vc, "check answered"); /* freed once the end_tx is durable */
-	if (hc->evcon)
-		evhttp_connection_free_on_completion(hc->evcon);
+	if (hc->evcon) {
+		/* not from inside its own callback: on the next loop pass (a
+		 * failed or timed-out connection is not freed by libevent) */
+		struct timeval zero = {0, 0};
+		if (event_base_once(b->base, -1, EV_TIMEOUT, evcon_free_cb, hc->evcon, &zero))
+			evhttp_connection_free_on_completion(hc->evcon);
+	}
 	free(hc->url);
 	free(hc);
 }
@@ -220,6 +246,7 @@ void http_check_cancel(conn *c)
 	if (hc->chk)
 		return; /* started: its answer comes */
 	n_out--;
+	out_unlink(hc);
 	conn_close(c, "check not sent");
 	free(hc->url);
 	free(hc);
@@ -251,5 +278,23 @@ conn *http_check_conn(broker *b, const store_tx_info *ti)
 	hc->vc->pgroup = strdup(ti->pgroup);
 	hc->vc->name = strdup(url);
 	n_out++;
+	hc->next = out_list;
+	if (out_list)
+		out_list->prev = hc;
+	out_list = hc;
 	return hc->vc;
+}
+
+void http_check_shutdown(void)
+{
+	while (out_list) {
+		hcheck *hc = out_list;
+		out_unlink(hc);
+		n_out--;
+		if (hc->evcon)
+			evhttp_connection_free(hc->evcon); /* drops its request, no callback */
+		conn_close(hc->vc, "shutdown");
+		free(hc->url);
+		free(hc);
+	}
 }

@@ -361,6 +361,7 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(b->base);
 	shutdown_broker(b);
+	http_check_shutdown();
 	http_close(b);
 	cluster_close(b->cluster);
 	tx_shutdown(b);

@@ -31,6 +31,7 @@ class Checker:
         self.calls = {}  # tx -> [(path, body)]
         self.lock = threading.Lock()
         self.hold = threading.Event()  # mode=hold waits on it
+        self.hold2 = threading.Event()  # mode=hold2 too
         self.n425 = {}
         checker = self
 
@@ -52,6 +53,11 @@ class Checker:
                 if mode == "hold":
                     checker.hold.wait(30)
                     mode = "commit"
+                if mode == "hold2":
+                    if not checker.hold2.wait(30):
+                        mode = "unknown"
+                    else:
+                        mode = "commit"
                 if mode == "slow":
                     time.sleep(1.6)
                     mode = "commit"
@@ -211,10 +217,20 @@ def main():
         b.ctl("pgroup", "set", "pg-g")
         p = b.ctl("--json", "pgroup", "list")
         t.ok("pg-g" not in p.stdout, "pgroup set without --check-url removes it", p.stdout)
+        ts = begin(b, "pg-s", chk.url("hold2"), "stopped")
+        deadline = time.time() + 10
+        while chk.n(ts) == 0 and time.time() < deadline:
+            time.sleep(0.02)
+        t.eq(b.stop(), 0, "SIGTERM with a check outstanding: escrowd exits 0 (nothing leaked)")
+        chk.hold2.set()
+        b.start()
+        got = wait_states(b, [ts], {ts: "committed"}, 10)
+        t.eq(got[ts], "committed", "... and the next escrowd asks again and commits it")
         t.eq(b.stop(), 0, "escrowd exits 0 on SIGTERM")
     finally:
         b.close()
         chk.hold.set()
+        chk.hold2.set()
         chk.srv.shutdown()
     t.done()
 
