@@ -27,6 +27,10 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+#include <strings.h>
 
 #include "broker/broker.h"
 #include "wire/scram.h"
@@ -47,6 +51,19 @@ typedef struct auth_user {
 } auth_user;
 
 static auth_user *users;
+
+/* A verified header: SHA-256 of it, the user, and the StoredKey it was
+ * verified against (a changed password no longer matches). */
+typedef struct basic_ent {
+	unsigned char digest[SHA256_DIGEST_LENGTH];
+	char user[SCRAM_USER_MAX + 1];
+	unsigned char stored_key[SCRAM_KEY_BYTES];
+	UT_hash_handle hh;
+} basic_ent;
+
+static basic_ent *basic_cache;
+#define BASIC_CACHE_MAX 1024
+
 
 static const char *const perm_names[PERM__COUNT] = {
 	[PERM_NONE] = "none", [PERM_PRODUCE] = "produce", [PERM_CONSUME] = "consume",
@@ -294,6 +311,11 @@ int auth_load(broker *b)
 
 void auth_free(void)
 {
+	basic_ent *e, *etmp;
+	HASH_ITER(hh, basic_cache, e, etmp) {
+		HASH_DEL(basic_cache, e);
+		free(e);
+	}
 	auth_user *u, *tmp;
 	HASH_ITER(hh, users, u, tmp) {
 		HASH_DEL(users, u);
@@ -452,6 +474,81 @@ bool auth_check_or_reply(conn *c, const wire_msg *m)
 	const auth_user *u = user_find(c->user);
 	return need_or_reply(c, u, m, r->perm, r->res) &&
 	       need_or_reply(c, u, m, r->perm2, r->res2);
+}
+
+/* ---- HTTP Basic --------------------------------------------------------- */
+
+int auth_basic_check(const char *h, char *user, size_t n, char *why, size_t whylen)
+{
+	snprintf(why, whylen, "this broker runs with --auth: send Authorization: Basic "
+	                      "(user:password) over TLS or loopback");
+	if (!h || strncasecmp(h, "Basic ", 6) != 0)
+		return -1;
+	const char *b64 = h + 6;
+	size_t len = strlen(b64);
+	unsigned char raw[SCRAM_USER_MAX + SCRAM_PASSWORD_MAX + 8];
+	if (len == 0 || len % 4 || len / 4 * 3 > sizeof raw)
+		return -1;
+	unsigned char digest[SHA256_DIGEST_LENGTH];
+	SHA256((const unsigned char *)h, strlen(h), digest);
+	basic_ent *e = NULL;
+	HASH_FIND(hh, basic_cache, digest, sizeof digest, e);
+	if (e) {
+		const auth_user *u = user_find(e->user);
+		if (u && CRYPTO_memcmp(u->sec.stored_key, e->stored_key, SCRAM_KEY_BYTES) == 0) {
+			snprintf(user, n, "%s", e->user);
+			return 0;
+		}
+		HASH_DEL(basic_cache, e);
+		free(e);
+	}
+	int rl = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)len);
+	if (rl < 0)
+		return -1;
+	rl -= (b64[len - 1] == '=') + (b64[len - 2] == '=');
+	unsigned char *colon = memchr(raw, ':', (size_t)rl);
+	snprintf(why, whylen, "authentication failed: unknown user or wrong password");
+	if (!colon || !scram_user_valid((const char *)raw, (size_t)(colon - raw)))
+		return -1;
+	char name[SCRAM_USER_MAX + 1];
+	memcpy(name, raw, (size_t)(colon - raw));
+	name[colon - raw] = 0;
+	const auth_user *u = user_find(name);
+	size_t pwlen = (size_t)rl - (size_t)(colon - raw) - 1;
+	unsigned char salted[SCRAM_KEY_BYTES], ck[SCRAM_KEY_BYTES], sk[SCRAM_KEY_BYTES];
+	bool ok = u && pwlen > 0 &&
+	          PKCS5_PBKDF2_HMAC((const char *)colon + 1, (int)pwlen, u->sec.salt,
+	                            (int)u->sec.salt_len, (int)u->sec.iter, EVP_sha256(),
+	                            SCRAM_KEY_BYTES, salted) &&
+	          HMAC(EVP_sha256(), salted, sizeof salted, (const unsigned char *)"Client Key", 10,
+	               ck, NULL) &&
+	          SHA256(ck, sizeof ck, sk) &&
+	          CRYPTO_memcmp(sk, u->sec.stored_key, SCRAM_KEY_BYTES) == 0;
+	OPENSSL_cleanse(salted, sizeof salted);
+	OPENSSL_cleanse(raw, sizeof raw);
+	if (!ok) {
+		char what[120];
+		snprintf(what, sizeof what, "HTTP Basic login as %s failed", name);
+		conn fake = {.peer = "http", .id = 0};
+		log_denial(&fake, what);
+		return -1;
+	}
+	if (HASH_COUNT(basic_cache) >= BASIC_CACHE_MAX) {
+		basic_ent *x, *tmp;
+		HASH_ITER(hh, basic_cache, x, tmp) {
+			HASH_DEL(basic_cache, x);
+			free(x);
+		}
+	}
+	e = calloc(1, sizeof *e);
+	if (e) {
+		memcpy(e->digest, digest, sizeof digest);
+		snprintf(e->user, sizeof e->user, "%s", name);
+		memcpy(e->stored_key, u->sec.stored_key, SCRAM_KEY_BYTES);
+		HASH_ADD(hh, basic_cache, digest, sizeof e->digest, e);
+	}
+	snprintf(user, n, "%s", name);
+	return 0;
 }
 
 /* ---- the SCRAM handshake ------------------------------------------------- */

@@ -469,6 +469,14 @@ bool auth_check_or_reply(conn *c, const wire_msg *m);
  * name); true without --auth, false for a connection not logged in. */
 bool auth_conn_allows(const conn *c, int perm, const char *res);
 int auth_perm_parse(wire_str s);   /* PERM_* or -1 */
+/*
+ * auth_basic_check checks an HTTP "Authorization: Basic base64(user:pass)"
+ * header @h (NULL: none) against the stored SCRAM secret (PBKDF2 of the
+ * password with the user's salt; a cache of recent successes keyed by
+ * SHA-256 of the header spares the PBKDF2 on every request). 0 with the
+ * user in @user (@n bytes), or -1 with why in @why (logged, rate-limited).
+ */
+int auth_basic_check(const char *h, char *user, size_t n, char *why, size_t whylen);
 const char *auth_perm_name(int perm);
 void cmd_auth_start(conn *c, const wire_msg *m);
 void cmd_auth_continue(conn *c, const wire_msg *m);

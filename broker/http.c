@@ -46,6 +46,8 @@ static const char *reason_of(int status)
 	case 409: return "Conflict";
 	case 413: return "Payload Too Large";
 	case 429: return "Too Many Requests";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
 	case 500: return "Internal Server Error";
 	case 503: return "Service Unavailable";
 	default: return "Status";
@@ -67,6 +69,8 @@ int http_status(int err)
 	case ESCROW_ERR_STORAGE_FULL:
 	case ESCROW_ERR_BUSY: return 429;
 	case ESCROW_ERR_NOT_READY: return 503;
+	case ESCROW_ERR_UNAUTHENTICATED: return 401;
+	case ESCROW_ERR_FORBIDDEN: return 403;
 	default: return 500;
 	}
 }
@@ -181,7 +185,12 @@ void http_call(hreq *r, conn *c, wire_msg *m, uint32_t i)
 	HASH_ADD(hh, h->rids, rid, sizeof e->rid, e);
 	WIRE_SET(m, RID, rid, e->rid);
 	r->left++;
+	/* --auth: the shared virtual connection acts as the request's user for
+	 * the permission check of this one dispatch (auth.c) */
+	char *was = c->user;
+	c->user = r->user[0] ? r->user : NULL;
 	cmd_dispatch(c, m);
+	c->user = was;
 }
 
 void http_finish_if_done(hreq *r)
@@ -1059,8 +1068,22 @@ static void request_cb(struct evhttp_request *req, void *arg)
 		hreq_free(r);
 		return;
 	}
-	route_ctx x = {.r = r, .method = evhttp_request_get_command(req)};
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	if (h->b->conf.auth && path && strcmp(path, "/livez") != 0 && strcmp(path, "/readyz") != 0) {
+		/* --auth: HTTP Basic (doc/security.md "HTTP") */
+		const char *ah = evhttp_find_header(evhttp_request_get_input_headers(req),
+		                                    "Authorization");
+		char why[160];
+		if (auth_basic_check(ah, r->user, sizeof r->user, why, sizeof why)) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+			                  "Basic realm=\"escrow\", charset=\"UTF-8\"");
+			hreq_send_error(r, 401, "UNAUTHENTICATED", "%s", why);
+			hreq_free(r);
+			return;
+		}
+	}
+	route_ctx x = {.r = r, .method = evhttp_request_get_command(req)};
 	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
 	if (!uri || parse_path(&x, evhttp_uri_get_path(uri))) {
 		hreq_send_error(r, 404, "NOT_FOUND", "bad path");
@@ -1112,6 +1135,15 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- open / close ------------------------------------------------------------------------- */
 
+/* https_bev_cb: each HTTP connection's bufferevent when escrowd has TLS:
+ * the server context of the moment, so SIGHUP's new certificate applies to
+ * new HTTP connections too (libevent's https pattern: evhttp_set_bevcb). */
+static struct bufferevent *https_bev_cb(struct event_base *base, void *arg)
+{
+	(void)base;
+	return tls_bev_new(arg, -1);
+}
+
 int http_open(broker *b)
 {
 	const char *v = b->conf.http;
@@ -1151,6 +1183,8 @@ int http_open(broker *b)
 	                                            EVHTTP_REQ_PUT | EVHTTP_REQ_HEAD);
 	evhttp_set_default_content_type(h->http, "application/json");
 	evhttp_set_gencb(h->http, request_cb, h);
+	if (b->tls) /* --tls-cert: HTTPS with the same certificate (tls.c) */
+		evhttp_set_bevcb(h->http, https_bev_cb, b);
 	h->sock = evhttp_bind_socket_with_handle(h->http, h->host, (ev_uint16_t)port);
 	if (!h->sock) {
 		fprintf(stderr, "escrowd: cannot serve HTTP on %s\n", v);

@@ -52,6 +52,7 @@ struct hreq {
 	struct evhttp_request *req;
 	hconn *hc;
 	uint32_t left;       /* replies still awaited */
+	char user[65];       /* --auth: the user of its Basic credentials; "": none */
 	bool dispatching;    /* inside the dispatch loop: finish later */
 	bool finished;
 	void (*done)(hreq *r, uint32_t i, const wire_msg *m);

@@ -233,8 +233,8 @@ static bool is_loopback(const char *host)
  * the network can reach must know who is talking (--auth) and keep the
  * secrets of the login and the messages out of sight (TLS); escrowd refuses
  * to start otherwise unless --insecure says the operator accepts it.
- * Loopback stays zero-configuration. The HTTP front has no login or TLS
- * yet, so a non-loopback --http always needs --insecure.
+ * Loopback stays zero-configuration. The HTTP front follows the same rule
+ * (with --tls-cert it serves HTTPS, with --auth it takes HTTP Basic).
  */
 static bool insecure_ok(const broker_conf *c)
 {
@@ -254,11 +254,11 @@ static bool insecure_ok(const broker_conf *c)
 		                   "connections");
 		return false;
 	}
-	if (c->http && *c->http && !is_loopback(c->http)) {
+	if (c->http && *c->http && !is_loopback(c->http) && !(tls && c->auth)) {
 		fprintf(stderr,
-		        "escrowd: refusing to serve HTTP on %s: the HTTP API has no login or TLS yet, "
-		        "so anyone who reaches it may do anything; use a loopback address or "
-		        "--insecure. See doc/security.md.\n",
+		        "escrowd: refusing to serve HTTP on %s without TLS and --auth: anyone who "
+		        "reaches it could read or change everything; give --tls-cert/--tls-key and "
+		        "--auth, use a loopback address, or --insecure. See doc/security.md.\n",
 		        c->http);
 		return false;
 	}
@@ -312,6 +312,12 @@ int main(int argc, char **argv)
 
 	if (store_open(&b->st, &so, err, sizeof err)) {
 		fprintf(stderr, "escrowd: cannot open data dir %s: %s\n", b->conf.data_dir, err);
+		/* a refused start (lock held, damaged store) is routine: leave
+		 * nothing behind for the leak checker */
+		event_free(b->done_ev);
+		event_free(b->flush_ev);
+		event_base_free(b->base);
+		config_free(&b->conf);
 		return 1;
 	}
 	if (redeliver_init(b) || retain_init(b) || usage_init(b) || metrics_init(b)) {

@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,9 +25,45 @@
 static test_broker broker;
 static char dir[256];
 static const char *ctl;
-static const char *const args[] = {"--auth", "--tx-timeout", "200ms", "--tx-check-backoff",
-                                   "100ms", "--tx-check-timeout", "300ms", "--log-level", "info",
-                                   NULL};
+static char http_addr[64]; /* --http 127.0.0.1:PORT (a port found free at start) */
+static const char *args[] = {"--auth", "--tx-timeout", "200ms", "--tx-check-backoff",
+                             "100ms", "--tx-check-timeout", "300ms", "--log-level", "info",
+                             "--http", http_addr, NULL};
+
+/* free_port: a TCP port nobody listens on now (bound, read, closed). */
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t l = sizeof a;
+	int p = -1;
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &l) == 0)
+		p = ntohs(a.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return p;
+}
+
+/* http_code: curl @path on the HTTP front with Basic @userpw (NULL: none);
+ * the status code, or -1. */
+static int http_code(const char *userpw, const char *method, const char *path)
+{
+	char url[200], out[256];
+	snprintf(url, sizeof url, "http://%s%s", http_addr, path);
+	const char *a[16] = {"/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method};
+	int n = 8;
+	if (userpw) {
+		a[n++] = "-u";
+		a[n++] = userpw;
+	}
+	a[n++] = url;
+	a[n] = NULL;
+	int st = prog_run(a, out, sizeof out, 10000);
+	if (!(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0))
+		return -1;
+	return atoi(out);
+}
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -227,6 +266,7 @@ static void test_bootstrap(void)
 {
 	char out[4096];
 	CHECK(tmpdir_make(dir, sizeof dir, "auth") == 0);
+	snprintf(http_addr, sizeof http_addr, "127.0.0.1:%d", free_port());
 	ctl = getenv("ESCROWCTL");
 	if (!ctl)
 		SKIP("no $ESCROWCTL");
@@ -484,6 +524,23 @@ static void test_del_and_restart(void)
 end:;
 }
 
+/* the HTTP front with --auth: Basic credentials checked against the same
+ * users and the same permission table; probes stay open */
+static void test_http_basic(void)
+{
+	if (access("/usr/bin/curl", X_OK) != 0)
+		SKIP("no curl");
+	CHECK_INT(http_code(NULL, "GET", "/v1/topics"), ==, 401);
+	CHECK_INT(http_code("root:wrong", "GET", "/v1/topics"), ==, 401);
+	CHECK_INT(http_code("nobody:x", "GET", "/v1/topics"), ==, 401);
+	CHECK_INT(http_code("root:rootpw", "GET", "/v1/topics"), ==, 200);
+	CHECK_INT(http_code("root:rootpw", "GET", "/v1/topics"), ==, 200); /* cached */
+	CHECK_INT(http_code("bank1:new1", "GET", "/v1/topics"), ==, 403);
+	CHECK_INT(http_code("bank1:new1", "GET", "/v1/topics/transfer/groups/bank2/dlq"), ==, 403);
+	CHECK_INT(http_code(NULL, "GET", "/livez"), ==, 200);
+end:;
+}
+
 /* a non-loopback listener without TLS and --auth is refused unless
  * --insecure; loopback needs nothing */
 static void test_insecure_refused(void)
@@ -523,6 +580,7 @@ int main(int argc, char **argv)
 		TEST_CASE(test_produce_only),
 		TEST_CASE(test_checks_by_right),
 		TEST_CASE(test_del_and_restart),
+		TEST_CASE(test_http_basic),
 		TEST_CASE(test_insecure_refused),
 		TEST_CASE(test_stop),
 	};

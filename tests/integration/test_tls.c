@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +27,42 @@ static test_broker broker;
 static char f_ca[400], f_evil[400], f_srv[400], f_srvkey[400], f_cli[400], f_clikey[400];
 static char f_evilcli[400], f_evilclikey[400], f_other[400], f_otherkey[400], f_exp[400],
 	f_expkey[400], f_live[400], f_livekey[400], f_ca2srv[400], f_ca2srvkey[400], f_ca2[400];
+
+static char http_addr[64]; /* --http 127.0.0.1:PORT: HTTPS with the same certificate */
+
+static int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t l = sizeof a;
+	int p = -1;
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &l) == 0)
+		p = ntohs(a.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return p;
+}
+
+/* curl_code: GET @url with curl and @extra args; the HTTP status, 0 when
+ * curl failed (refused certificate, not TLS). */
+static int curl_code(const char *url, const char *a1, const char *a2, const char *a3,
+                     const char *a4)
+{
+	char out[256];
+	const char *a[16] = {"/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+	                     "--max-time", "5"};
+	int n = 8;
+	const char *x[] = {a1, a2, a3, a4};
+	for (int i = 0; i < 4 && x[i]; i++)
+		a[n++] = x[i];
+	a[n++] = url;
+	a[n] = NULL;
+	int st = prog_run(a, out, sizeof out, 10000);
+	if (!(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0))
+		return 0;
+	return atoi(out);
+}
 
 static void path(char *out, const char *name)
 {
@@ -62,8 +101,9 @@ static int start(const char *cert, const char *key, const char *const *more)
 {
 	char dd[400];
 	path(dd, "data");
-	const char *a[20] = {"--auth", "--tls-cert", cert, "--tls-key", key, "--log-level", "info"};
-	int n = 7;
+	const char *a[20] = {"--auth", "--tls-cert", cert,  "--tls-key", key,
+	                     "--log-level", "info", "--http", http_addr};
+	int n = 9;
 	for (int i = 0; more && more[i]; i++)
 		a[n++] = more[i];
 	a[n] = NULL;
@@ -75,6 +115,7 @@ static int start(const char *cert, const char *key, const char *const *more)
 static void test_certs(void)
 {
 	CHECK(tmpdir_make(dir, sizeof dir, "tls") == 0);
+	snprintf(http_addr, sizeof http_addr, "127.0.0.1:%d", free_port());
 	ctl = getenv("ESCROWCTL");
 	if (!ctl)
 		SKIP("no $ESCROWCTL");
@@ -148,6 +189,21 @@ static void test_plaintext_refused(void)
 	CHECK_INT(CTL(out, "status"), ==, 1);
 	CHECK(strstr(out, "TLS") != NULL);
 	CHECK_INT(CTL(out, "--tls-ca", f_ca, "status"), ==, 0);
+end:;
+}
+
+/* the HTTP front speaks HTTPS with the same certificate, and takes Basic */
+static void test_https(void)
+{
+	char url[200], plain[200];
+	if (access("/usr/bin/curl", X_OK) != 0)
+		SKIP("no curl");
+	snprintf(url, sizeof url, "https://%s/v1/topics", http_addr);
+	snprintf(plain, sizeof plain, "http://%s/v1/topics", http_addr);
+	CHECK_INT(curl_code(url, "--cacert", f_ca, "-u", "root:rootpw"), ==, 200);
+	CHECK_INT(curl_code(url, "--cacert", f_ca, NULL, NULL), ==, 401);
+	CHECK_INT(curl_code(url, "--cacert", f_evil, "-u", "root:rootpw"), ==, 0);
+	CHECK_INT(curl_code(plain, "-u", "root:rootpw", NULL, NULL), ==, 0);
 end:;
 }
 
@@ -281,6 +337,7 @@ int main(int argc, char **argv)
 		TEST_CASE(test_certs),
 		TEST_CASE(test_tls_works),
 		TEST_CASE(test_plaintext_refused),
+		TEST_CASE(test_https),
 		TEST_CASE(test_wrong_ca),
 		TEST_CASE(test_sighup_reload),
 		TEST_CASE(test_wrong_host_and_expired),
