@@ -347,6 +347,11 @@ int main(int argc, char **argv)
 	event_add(sighup, NULL);
 
 	int port = bound_port(b);
+	if (cluster_open(b, port, err, sizeof err)) {
+		fprintf(stderr, "escrowd: %s\n", err);
+		store_close(b->st);
+		return 1;
+	}
 	log_info("escrowd %s serving %s:%d, data dir %s, sync %s, %u topics", ESCROW_VERSION_STR,
 	         b->conf.listen.host, port, b->conf.data_dir,
 	         b->conf.sync == STORE_SYNC_FULL ? "full" : "none",
@@ -364,6 +369,7 @@ int main(int argc, char **argv)
 	shutdown_broker(b);
 	http_check_shutdown();
 	http_close(b);
+	cluster_close(b->cluster);
 	tx_shutdown(b);
 
 	while (b->conns)
