@@ -313,6 +313,11 @@ static void on_done(struct evhttp_request *req, void *arg)
 	if (code > 0 && !q->failed) {
 		r.status = code;
 		r.headers = evhttp_request_get_input_headers(req);
+		struct evbuffer *in = evhttp_request_get_input_buffer(req);
+		r.body_len = evbuffer_get_length(in);
+		r.body = r.body_len ? evbuffer_pullup(in, -1) : NULL;
+		if (r.body_len && !r.body)
+			r.body_len = 0;
 	} else {
 		r.error = q->failed ? error_text(q->error) : "connection refused or closed";
 		if (q->ssl) {

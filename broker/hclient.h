@@ -12,7 +12,7 @@
  * resolver; so hclient_new and hclient_free must not run on two threads at
  * once (escrowd has one event loop).
  *
- * Users: push groups (push.c). Kept generic (method, headers, body in;
+ * Users: push groups (push.c) and HTTP check-backs (http_check.c). Kept generic (method, headers, body in;
  * status, headers, body or an error out) so that other outgoing HTTP (a
  * check-back over HTTP, say) can share it.
  */
@@ -35,6 +35,9 @@ typedef struct hclient_result {
 	                              * "bad answer" */
 	uint64_t latency_ms;         /* from hclient_send to the answer or the error */
 	struct evkeyvalq *headers;   /* the answer's headers; NULL without an answer */
+	const void *body;            /* the answer's body (body_len bytes, not NUL-terminated);
+	                              * NULL without an answer or when empty */
+	size_t body_len;
 } hclient_result;
 
 /* Called once per accepted request, on the event loop thread. @r and what
