@@ -121,7 +121,18 @@ typedef struct broker_conf {
 	char *tls_key;                /* --tls-key: PEM private key */
 	char *tls_ca;                 /* --tls-ca: CAs of client certificates; "" = none */
 	bool tls_verify_clients;      /* --tls-verify-clients: a client certificate is required */
+	/* cluster mode (cluster.c, doc/replication.md); off when cluster is "" */
+	char *cluster;                /* --cluster NAME */
+	uint32_t node_id;             /* --node-id N, 1 or more */
+	char *etcd;                   /* --etcd URL[,URL...] */
+	char *advertise;              /* --advertise H:P; "" = the bound --listen address */
+	char *replica_listen;         /* --replica-listen H:P (published; not served yet) */
+	uint8_t acks;                 /* --acks: CLUSTER_ACKS_* */
+	uint64_t cluster_lease_ms;    /* --cluster-lease: etcd lease TTL, whole seconds */
 } broker_conf;
+
+/* --acks (doc/replication.md §4); only LEADER is built */
+enum { CLUSTER_ACKS_ALL = 0, CLUSTER_ACKS_QUORUM = 1, CLUSTER_ACKS_LEADER = 2 };
 
 /*
  * The option table (config.c, conf_rows[]): one row per escrowd option
@@ -697,6 +708,7 @@ struct broker {
 	struct usage *usage;      /* usage.c */
 	struct broker_metrics *m; /* metrics.c */
 	struct ssl_ctx_st *tls;   /* tls.c: SSL_CTX for new connections; NULL: plain TCP */
+	struct cluster *cluster;  /* cluster.c: NULL without --cluster */
 };
 
 /* ---- metrics (metrics.c, GET /metrics) ---------------------------------- */
@@ -729,6 +741,33 @@ uint32_t http_conns(broker *b);
 /* http_close stops accepting, drops every HTTP connection and frees the
  * front; replies not sent yet are dropped. */
 void http_close(broker *b);
+
+/* ---- cluster mode (cluster.c; doc/replication.md) ------------------------ */
+
+typedef struct cluster cluster;
+/*
+ * cluster_open starts cluster mode when --cluster is set (no-op, 0,
+ * otherwise): checks the cluster options, makes the etcd client and starts
+ * the election tick on b->base; @bound_port is the listener's port (the
+ * default --advertise). Returns 0, or -1 with a sentence in @err (a missing
+ * --etcd or --node-id, --acks all|quorum (not built), --http (not supported
+ * in cluster mode yet), a bad etcd URL, out of memory).
+ */
+int cluster_open(broker *b, int bound_port, char *err, size_t errlen);
+/* cluster_close stops the tick and frees the etcd client (requests in
+ * flight are dropped). NULL-safe. The lease is left to expire. */
+void cluster_close(cluster *cl);
+/* cluster_leading: whether this node leads now: it won the election and its
+ * lease surely still lives (monotonic deadline, doc/replication.md §2);
+ * steps down (closing client connections) when the deadline has passed. */
+bool cluster_leading(cluster *cl);
+/* cluster_allows_or_reply: true when @m may run here (no cluster mode, this
+ * node leads, or @m is hello, ping, status or a login op); else answers
+ * NOT_LEADER "leader HOST:PORT" / "no leader" and returns false. */
+bool cluster_allows_or_reply(conn *c, const wire_msg *m);
+/* cluster_status_json: the status as a malloc'ed JSON text (protocol.md
+ * §5.3 `cluster`); NULL when out of memory. The caller frees. */
+char *cluster_status_json(cluster *cl);
 
 /* ---- the end of a loop pass: submit, commit, complete (commit.c) -------- */
 

@@ -147,7 +147,7 @@ static void cmd_ping(conn *c, const wire_msg *m)
 	reply_ok(c, m);
 }
 
-/* status {rid} -> {rid, ok, name, version, uptime_ms, conns, count, ...} §5.3 */
+/* status {rid} -> {rid, ok, name, version, uptime_ms, conns, count, ..., cluster?} §5.3 */
 static void cmd_status(conn *c, const wire_msg *m)
 {
 	broker *b = c->b;
@@ -181,7 +181,11 @@ static void cmd_status(conn *c, const wire_msg *m)
 	WIRE_SET(&r, RETAINED, retained, retained);
 	if (oldest)
 		WIRE_SET(&r, OLDEST_MS, oldest_ms, oldest);
+	char *cl = b->cluster ? cluster_status_json(b->cluster) : NULL;
+	if (cl)
+		WIRE_SET(&r, CLUSTER, cluster, wire_cstr(cl));
 	conn_reply(c, &r);
+	free(cl);
 }
 
 /* topic_create {rid, topic, retention_ms?} -> {rid, ok} | EXISTS | INVALID §5.4 */
@@ -647,6 +651,8 @@ void cmd_dispatch(conn *c, const wire_msg *m)
 		return;
 	}
 	if (!auth_check_or_reply(c, m))
+		return;
+	if (c->b->cluster && !cluster_allows_or_reply(c, m))
 		return;
 	handlers[m->op](c, m);
 }

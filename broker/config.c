@@ -35,6 +35,8 @@ static const conf_enum log_level_names[] = {
 	{"error", ESCROW_LOG_ERROR}, {"warn", ESCROW_LOG_WARN}, {"info", ESCROW_LOG_INFO},
 	{"debug", ESCROW_LOG_DEBUG}, {NULL, 0}};
 static const conf_enum tx_policy_names[] = {{"expire", 0}, {"rollback", 1}, {NULL, 0}};
+static const conf_enum acks_names[] = {{"all", CLUSTER_ACKS_ALL}, {"quorum", CLUSTER_ACKS_QUORUM},
+                                       {"leader", CLUSTER_ACKS_LEADER}, {NULL, 0}};
 
 const conf_row conf_rows[] = {
 	{.name = "listen", .type = CONF_ADDRESS, .def = "127.0.0.1:7420", CONF_FIELD(listen),
@@ -157,6 +159,32 @@ const conf_row conf_rows[] = {
 	 .help = "a connection that has begun a frame and not finished it, or that has over "
 	         "16 MiB of replies it does not read, for this long is closed (slowloris, stuck "
 	         "clients); idle connections without a partial frame are never closed"},
+	{.name = "cluster", .type = CONF_STRING, .def = "", .min = 0, .max = 64, .arg = "NAME",
+	 CONF_FIELD(cluster),
+	 .help = "EXPERIMENTAL: run as a node of cluster NAME (doc/replication.md): leader "
+	         "election through --etcd; only the leader serves clients, the others answer "
+	         "NOT_LEADER; batches are NOT replicated yet; off when empty"},
+	{.name = "node-id", .type = CONF_INT, .def = "0", .min = 0, .max = 1000000,
+	 CONF_FIELD(node_id), .help = "this node's id in the cluster, 1 or more (--cluster)"},
+	{.name = "etcd", .type = CONF_STRING, .def = "", .min = 0, .max = 1000, .arg = "URL[,URL...]",
+	 CONF_FIELD(etcd),
+	 .help = "etcd v3 JSON gateway URLs (http://HOST:PORT) for --cluster; after a failed "
+	         "request the next URL is used"},
+	{.name = "advertise", .type = CONF_STRING, .def = "", .min = 0, .max = 300, .arg = "HOST:PORT",
+	 CONF_FIELD(advertise),
+	 .help = "the address clients are redirected to when this node leads (--cluster); "
+	         "empty: the bound --listen address"},
+	{.name = "replica-listen", .type = CONF_STRING, .def = "", .min = 0, .max = 300,
+	 .arg = "HOST:PORT", CONF_FIELD(replica_listen),
+	 .help = "the replication port between nodes (--cluster); published in etcd, not served "
+	         "yet: batches are not shipped"},
+	{.name = "acks", .type = CONF_ENUM, .def = "leader", .enums = acks_names, CONF_FIELD(acks),
+	 .help = "when a cluster leader answers a write: leader (durable on the leader); all and "
+	         "quorum (durable on the in-sync set / a majority) are not built yet and refused"},
+	{.name = "cluster-lease", .type = CONF_DURATION, .def = "3s", .min = 2000, .max = 3600000,
+	 CONF_FIELD(cluster_lease_ms),
+	 .help = "TTL of the node's etcd lease (whole seconds; etcd 3.4 refuses less than 2s): a "
+	         "dead leader is replaced within about this long"},
 };
 const size_t conf_rows_count = sizeof conf_rows / sizeof conf_rows[0];
 #define N_ROWS (sizeof conf_rows / sizeof conf_rows[0])

@@ -314,10 +314,8 @@ static void on_done(struct evhttp_request *req, void *arg)
 		r.status = code;
 		r.headers = evhttp_request_get_input_headers(req);
 		struct evbuffer *in = evhttp_request_get_input_buffer(req);
-		r.body_len = evbuffer_get_length(in);
-		r.body = r.body_len ? evbuffer_pullup(in, -1) : NULL;
-		if (r.body_len && !r.body)
-			r.body_len = 0;
+		r.body_len = in ? evbuffer_get_length(in) : 0;
+		r.body = r.body_len ? (const char *)evbuffer_pullup(in, -1) : "";
 	} else {
 		r.error = q->failed ? error_text(q->error) : "connection refused or closed";
 		if (q->ssl) {
@@ -394,6 +392,13 @@ static void tls_drop(hclient *h, hslot *s)
 int hclient_send(hclient *h, enum evhttp_cmd_type method, const hclient_header *hdrs,
                  size_t n_hdrs, const void *body, size_t body_len, hclient_cb *cb, void *arg)
 {
+	return hclient_send_path(h, method, h->target, hdrs, n_hdrs, body, body_len, cb, arg);
+}
+
+int hclient_send_path(hclient *h, enum evhttp_cmd_type method, const char *path,
+                      const hclient_header *hdrs, size_t n_hdrs, const void *body, size_t body_len,
+                      hclient_cb *cb, void *arg)
+{
 	uint32_t i = 0;
 	while (i < h->n_slots && h->slots[i].req)
 		i++;
@@ -437,7 +442,7 @@ int hclient_send(hclient *h, enum evhttp_cmd_type method, const hclient_header *
 	 * evhttp_make_request has freed req itself without calling back */
 	h->slots[i].req = q;
 	h->busy++;
-	if (evhttp_make_request(h->slots[i].evcon, req, method, h->target)) {
+	if (evhttp_make_request(h->slots[i].evcon, req, method, path)) {
 		h->slots[i].req = NULL;
 		h->busy--;
 		tls_drop(h, &h->slots[i]);

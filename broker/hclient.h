@@ -12,9 +12,9 @@
  * resolver; so hclient_new and hclient_free must not run on two threads at
  * once (escrowd has one event loop).
  *
- * Users: push groups (push.c) and HTTP check-backs (http_check.c). Kept generic (method, headers, body in;
- * status, headers, body or an error out) so that other outgoing HTTP (a
- * check-back over HTTP, say) can share it.
+ * Users: push groups (push.c), HTTP check-backs (http_check.c) and the
+ * etcd client (etcd.c). Kept generic (method, headers, body in; status,
+ * headers, body or an error out) so that other outgoing HTTP can share it.
  */
 #ifndef ESCROW_HCLIENT_H
 #define ESCROW_HCLIENT_H
@@ -35,9 +35,9 @@ typedef struct hclient_result {
 	                              * "bad answer" */
 	uint64_t latency_ms;         /* from hclient_send to the answer or the error */
 	struct evkeyvalq *headers;   /* the answer's headers; NULL without an answer */
-	const void *body;            /* the answer's body (body_len bytes, not NUL-terminated);
-	                              * NULL without an answer or when empty */
-	size_t body_len;
+	const char *body;            /* the answer's body (not NUL-terminated; at most
+	                              * HCLIENT_MAX_ANSWER_BYTES); NULL without an answer */
+	size_t body_len;             /* bytes at body */
 } hclient_result;
 
 /* Called once per accepted request, on the event loop thread. @r and what
@@ -93,5 +93,15 @@ uint32_t hclient_idle(const hclient *h);
  */
 int hclient_send(hclient *h, enum evhttp_cmd_type method, const hclient_header *hdrs,
                  size_t n_hdrs, const void *body, size_t body_len, hclient_cb *cb, void *arg);
+
+/*
+ * hclient_send_path is hclient_send to @path ("/v3/kv/range"; must start
+ * with '/') of the client's endpoint instead of the URL's own path. Same
+ * returns. Users: the etcd client (etcd.c), whose requests go to several
+ * paths of one endpoint.
+ */
+int hclient_send_path(hclient *h, enum evhttp_cmd_type method, const char *path,
+                      const hclient_header *hdrs, size_t n_hdrs, const void *body, size_t body_len,
+                      hclient_cb *cb, void *arg);
 
 #endif

@@ -312,6 +312,12 @@ int main(int argc, char **argv)
 
 	if (store_open(&b->st, &so, err, sizeof err)) {
 		fprintf(stderr, "escrowd: cannot open data dir %s: %s\n", b->conf.data_dir, err);
+		/* a refused start (lock held, damaged store) is routine: leave
+		 * nothing behind for the leak checker */
+		event_free(b->done_ev);
+		event_free(b->flush_ev);
+		event_base_free(b->base);
+		config_free(&b->conf);
 		return 1;
 	}
 	if (redeliver_init(b) || retain_init(b) || usage_init(b) || metrics_init(b)) {
@@ -341,6 +347,11 @@ int main(int argc, char **argv)
 	event_add(sighup, NULL);
 
 	int port = bound_port(b);
+	if (cluster_open(b, port, err, sizeof err)) {
+		fprintf(stderr, "escrowd: %s\n", err);
+		store_close(b->st);
+		return 1;
+	}
 	log_info("escrowd %s serving %s:%d, data dir %s, sync %s, %u topics", ESCROW_VERSION_STR,
 	         b->conf.listen.host, port, b->conf.data_dir,
 	         b->conf.sync == STORE_SYNC_FULL ? "full" : "none",
@@ -358,6 +369,7 @@ int main(int argc, char **argv)
 	shutdown_broker(b);
 	http_check_shutdown();
 	http_close(b);
+	cluster_close(b->cluster);
 	tx_shutdown(b);
 
 	while (b->conns)

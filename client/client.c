@@ -88,8 +88,14 @@ struct client {
 	escrow_conf_t conf;       /* own copy */
 	char role[16];            /* hello role */
 	client_opts opts;         /* callbacks and flags; conf/role point at our copies */
-	char host[CONF_STR_MAX];  /* from conf.server, without [] */
+	char host[CONF_STR_MAX];  /* the server connected to (from conf.server or a
+	                           * NOT_LEADER redirect), without [] */
 	char port[8];
+	unsigned n_servers;       /* entries of conf.server's list "H:P,H:P,..." */
+	unsigned server_idx;      /* the entry host/port came from */
+	unsigned list_tries;      /* no_reconnect: entries tried since the last hello */
+	unsigned redirects;       /* NOT_LEADER redirects since the last hello */
+	int redirect_pending;     /* host/port is a NOT_LEADER redirect: keep it */
 
 	struct event_base *base;
 	pthread_t thread;
@@ -144,6 +150,8 @@ struct sync_wait {
 };
 
 static void conn_lost(client *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int pick_server(client *cl, unsigned idx);
+static int split_one(client *cl, const char *s, size_t len, char *errstr, size_t errlen);
 static void req_send(client *cl, req *r);
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -499,7 +507,19 @@ static void conn_lost(client *cl, const char *fmt, ...)
 	if (was_ready && cl->opts.on_disconnect)
 		cl->opts.on_disconnect(cl->opts.arg, ESCROW_ERR__TRANSPORT);
 
-	if (cl->opts.no_reconnect) {
+	/* cluster mode (doc/replication.md §8): follow a NOT_LEADER redirect,
+	 * else move on to the next server of the list */
+	int another = 0;
+	if (cl->redirect_pending) {
+		cl->redirect_pending = 0;
+		another = cl->redirects <= 4;
+		if (another)
+			cl->failures = 0; /* straight to the leader */
+	} else if (cl->n_servers > 1) {
+		pick_server(cl, (cl->server_idx + 1) % cl->n_servers);
+		another = ++cl->list_tries < cl->n_servers;
+	}
+	if (cl->opts.no_reconnect && !another) {
 		cl->state = S_DEAD;
 		pthread_mutex_lock(&cl->lock);
 		cl->dead = 1;
@@ -605,6 +625,7 @@ static void conn_ready(client *cl)
 	evtimer_del(cl->conn_timer);
 	cl->state = S_READY;
 	cl->failures = 0;
+	cl->list_tries = 0;
 	pthread_mutex_lock(&cl->lock);
 	cl->connected = 1;
 	cl->conn_id++;
@@ -688,6 +709,25 @@ static void handle_reply(client *cl, const wire_msg *m, const char *raw, size_t 
 		hello_done(cl, r, err, err == ESCROW_ERR__BAD_REPLY ? NULL : m);
 		return;
 	}
+	if (err == ESCROW_ERR_NOT_LEADER) {
+		/* not applied: send it again, as it is (same ids), to the leader
+		 * the broker names ("leader HOST:PORT"), or to the next server */
+		wire_str e = WIRE_HAS(m, EMSG) ? m->emsg : wire_cstr("");
+		char ebuf[8];
+		free(r->last_raw);
+		r->last_raw = NULL;
+		r->where = R_WAITING;
+		TAILQ_INSERT_HEAD(&cl->waiting, r, link);
+		cl->redirects++;
+		char was[CONF_STR_MAX + 8];
+		snprintf(was, sizeof was, "%s:%s", cl->host, cl->port);
+		if (e.len > 7 && memcmp(e.p, "leader ", 7) == 0 &&
+		    split_one(cl, e.p + 7, e.len - 7, ebuf, sizeof ebuf) == 0)
+			cl->redirect_pending = 1;
+		conn_lost(cl, "broker %s is not the cluster leader: %.*s", was, (int)e.len, e.p);
+		return;
+	}
+	cl->redirects = 0;
 	if ((r->flags & CLIENT_RETRY) && err > 0 && escrow_err_is_retriable(err)) {
 		if (!r->retry_ev) /* created on the first retry only */
 			r->retry_ev = evtimer_new(cl->base, retry_cb, r);
@@ -1080,12 +1120,14 @@ static void evthread_init(void)
 	evthread_rc = evthread_use_pthreads();
 }
 
-static int split_server(client *cl, char *errstr, size_t errlen)
+/* split_one puts "host:port" (@len bytes at @s; IPv6 as "[addr]:port")
+ * into cl->host and cl->port. */
+static int split_one(client *cl, const char *s, size_t len, char *errstr, size_t errlen)
 {
-	const char *s = cl->conf.server;
-	const char *colon = strrchr(s, ':');
-	if (!colon || colon == s || strlen(colon + 1) >= sizeof cl->port) {
-		snprintf(errstr, errlen, "server \"%s\": expected host:port", s);
+	const char *colon = memrchr(s, ':', len);
+	if (!colon || colon == s || (size_t)(s + len - colon - 1) >= sizeof cl->port ||
+	    len >= sizeof cl->host) {
+		snprintf(errstr, errlen, "server \"%.*s\": expected host:port", (int)len, s);
 		return ESCROW_ERR__INVALID_ARG;
 	}
 	size_t hl = (size_t)(colon - s);
@@ -1095,8 +1137,44 @@ static int split_server(client *cl, char *errstr, size_t errlen)
 	}
 	memcpy(cl->host, s, hl);
 	cl->host[hl] = 0;
-	snprintf(cl->port, sizeof cl->port, "%s", colon + 1);
+	snprintf(cl->port, sizeof cl->port, "%.*s", (int)(s + len - colon - 1), colon + 1);
 	return 0;
+}
+
+/* pick_server loads entry @idx of the comma-separated conf.server into
+ * cl->host/port (the list was checked by split_server). */
+static int pick_server(client *cl, unsigned idx)
+{
+	const char *s = cl->conf.server;
+	for (unsigned i = 0; i < idx; i++) {
+		const char *comma = strchr(s, ',');
+		if (!comma)
+			break;
+		s = comma + 1;
+	}
+	const char *end = strchr(s, ',');
+	char e[8];
+	cl->server_idx = idx;
+	return split_one(cl, s, end ? (size_t)(end - s) : strlen(s), e, sizeof e);
+}
+
+/* split_server checks every entry of conf.server ("H:P" or "H:P,H:P,...")
+ * and loads the first. */
+static int split_server(client *cl, char *errstr, size_t errlen)
+{
+	const char *s = cl->conf.server;
+	cl->n_servers = 0;
+	for (;;) {
+		const char *end = strchr(s, ',');
+		int rc = split_one(cl, s, end ? (size_t)(end - s) : strlen(s), errstr, errlen);
+		if (rc)
+			return rc;
+		cl->n_servers++;
+		if (!end)
+			break;
+		s = end + 1;
+	}
+	return pick_server(cl, 0);
 }
 
 int client_new(client **out, const client_opts *o, char *errstr, size_t errlen)

@@ -27,7 +27,8 @@ static const struct conf_prop {
 	const char *desc;
 } props[] = {
 	{"server", C_SERVER, offsetof(escrow_conf_t, server), "127.0.0.1:7420", 0, 0,
-	 "broker address host:port"},
+	 "broker address host:port, or the members of a cluster host:port,host:port,... "
+	 "(tried in turn; a NOT_LEADER answer is followed to the leader)"},
 	{"client.name", C_STR, offsetof(escrow_conf_t, client_name), "escrow-client", 0, 0,
 	 "name shown in broker logs and escrowctl status"},
 	{"producer.group", C_NAME, offsetof(escrow_conf_t, producer_group), "default", 0, 0,
@@ -95,8 +96,28 @@ static int errf(char *errstr, size_t errstr_size, const char *fmt, ...)
 	return ESCROW_ERR__BAD_CONF;
 }
 
-/* check_server accepts "host:port" (IPv6 hosts as "[addr]:port"). */
+static int check_one_server(const char *v, char *errstr, size_t errstr_size);
+
+/* check_server accepts "host:port" (IPv6 hosts as "[addr]:port"), or a
+ * comma-separated list of them: the members of a cluster (doc/replication.md). */
 static int check_server(const char *v, char *errstr, size_t errstr_size)
+{
+	char one[CONF_STR_MAX];
+	for (;;) {
+		const char *comma = strchr(v, ',');
+		size_t n = comma ? (size_t)(comma - v) : strlen(v);
+		if (n >= sizeof one)
+			return errf(errstr, errstr_size, "server list entry too long");
+		memcpy(one, v, n);
+		one[n] = 0;
+		int rc = check_one_server(one, errstr, errstr_size);
+		if (rc || !comma)
+			return rc;
+		v = comma + 1;
+	}
+}
+
+static int check_one_server(const char *v, char *errstr, size_t errstr_size)
 {
 	const char *colon = strrchr(v, ':');
 	if (!colon || colon == v)

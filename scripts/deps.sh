@@ -10,6 +10,7 @@ pkgs=(build-essential meson ninja-build pkg-config python3
       libpq-dev postgresql  # PostgreSQL: barrier/, its tests, the bank demo's pg variant
       libjansson-dev curl  # JSON (HTTP front, examples/bank-transfer) + load driver
       libssl-dev           # libcrypto: base64 and SHA-256 of the HTTP front, push group signatures
+      etcd-server          # cluster mode's coordinator: tests/integration/test_cluster.c
       prometheus           # promtool: tests/http checks GET /metrics
       clang libclang-rt-dev  # libFuzzer targets (scripts/fuzz.sh)
       valgrind               # memcheck test (tests/recovery/test_valgrind.c)

@@ -85,7 +85,10 @@ int store_open(store **out, const store_opts *o, char *err, size_t errlen)
 	 * network thread's reset rtxn and a store_load_* transaction may
 	 * coexist on one thread. No MDB_WRITEMAP: it forbids nested
 	 * transactions, which later ops may want. */
-	unsigned flags = MDB_NOTLS | (o->sync == STORE_SYNC_NONE ? MDB_NOSYNC : 0);
+	/* --sync full: MDB_NOMETASYNC, with each batch answered only once the
+	 * next commit's (or an explicit) fdatasync covered its meta page
+	 * (store_writer_main): one fdatasync per commit, not two. */
+	unsigned flags = MDB_NOTLS | (o->sync == STORE_SYNC_NONE ? MDB_NOSYNC : MDB_NOMETASYNC);
 	if ((rc = store_env_open(s->dir, map, flags, true, &s->env, err, errlen)))
 		goto fail;
 	s->maxkey = (unsigned)mdb_env_get_maxkeysize(s->env);

@@ -64,6 +64,8 @@ struct wctx {
 	size_t nt, capt;
 	struct gcache *g;
 	size_t ng, capg;
+	bool wrote;           /* a commit since this was cleared wrote pages (and,
+	                       * under --sync full, fdatasync'd the data file) */
 };
 
 /*
@@ -927,6 +929,7 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 	if (w->mdb_rc)
 		goto abort;
 	uint64_t t0 = mono_us();
+	size_t txnid = mdb_txn_id(w->txn);
 	rc = mdb_txn_commit(w->txn);
 	w->txn = NULL;
 	if (rc) {
@@ -934,6 +937,11 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 		w->fail_key[0] = 0;
 		return rc;
 	}
+	/* A transaction that dirtied nothing commits without writing or
+	 * syncing anything, and the last txnid stays where it was. */
+	MDB_envinfo info;
+	if (mdb_env_info(s->env, &info) == 0 && info.me_last_txnid == txnid)
+		w->wrote = true;
 	uint64_t us = mono_us() - t0;
 	hist_add(s->commit_us_hist, store_commit_us_bounds, us);
 	__atomic_add_fetch(&s->commit_us_sum, us, __ATOMIC_RELAXED);
@@ -1056,9 +1064,41 @@ static void process_batch(struct wctx *w, store_op *batch)
 }
 
 /*
+ * sync_meta makes the last commit's meta page durable (one fdatasync of the
+ * data file, which holds the meta pages) before @batch is handed back. On
+ * failure every op of the batch that had succeeded answers STORAGE: its
+ * outcome is unknown (it is visible, and survives a crash of escrowd, but
+ * perhaps not a power loss), which is what a failed commit means too.
+ * @locality writer thread
+ */
+static void sync_meta(struct wctx *w, store_op *batch)
+{
+	uint64_t t0 = mono_us();
+	int rc = mdb_env_sync(w->s->env, 1);
+	__atomic_add_fetch(&w->s->commit_us_sum, mono_us() - t0, __ATOMIC_RELAXED);
+	if (rc == 0)
+		return;
+	store_log(w->s, ESCROW_LOG_ERROR, "store: mdb_env_sync: %s; the last batch answers STORAGE",
+	          mdb_strerror(rc));
+	for (store_op *op = batch; op; op = op->next)
+		if (op->err == 0)
+			op->err = store_map_mdb(rc);
+}
+
+/*
  * store_writer_main is the writer thread: wait for ops, take the whole
  * queue, apply it, hand it back through done; exit once close has begun and
  * the queue is empty. done runs without the lock held, so it may submit.
+ *
+ * Under --sync full the environment has MDB_NOMETASYNC: a commit writes its
+ * pages, fdatasyncs the data file, then writes its meta page WITHOUT a
+ * second sync. That batch is "pending": it is handed back only once its
+ * meta page is durable, which the next commit that writes anything does
+ * first thing (its fdatasync of the same file covers the earlier meta
+ * write, as LMDB documents for MDB_NOMETASYNC), or, when no more ops are
+ * queued, an explicit mdb_env_sync. One fdatasync per commit instead of
+ * two, and no batch is answered before both its pages and its meta page
+ * are on disk (doc/storage.md §4).
  * @locality writer thread
  * @locks takes mu around queue access only
  */
@@ -1068,17 +1108,37 @@ void *store_writer_main(void *arg)
 	struct wctx w;
 	memset(&w, 0, sizeof w);
 	w.s = s;
+	bool defer = s->o.sync == STORE_SYNC_FULL;
+	store_op *pending = NULL; /* committed; meta page not yet synced */
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
-		while (!s->qhead && !s->closing)
+		while (!s->qhead && !s->closing && !pending)
 			pthread_cond_wait(&s->cv, &s->mu);
-		if (!s->qhead)
-			break; /* closing, and nothing left */
+		if (!s->qhead) {
+			if (!pending)
+				break; /* closing, and nothing left */
+			pthread_mutex_unlock(&s->mu);
+			sync_meta(&w, pending); /* idle: sync now */
+			s->o.done(s->o.done_arg, pending);
+			pending = NULL;
+			pthread_mutex_lock(&s->mu);
+			continue;
+		}
 		store_op *batch = s->qhead;
 		s->qhead = s->qtail = NULL;
 		pthread_mutex_unlock(&s->mu);
+		w.wrote = false;
 		process_batch(&w, batch);
-		s->o.done(s->o.done_arg, batch);
+		if (pending) {
+			if (!w.wrote) /* nothing synced the data file since */
+				sync_meta(&w, pending);
+			s->o.done(s->o.done_arg, pending);
+			pending = NULL;
+		}
+		if (defer && w.wrote)
+			pending = batch;
+		else
+			s->o.done(s->o.done_arg, batch);
 		pthread_mutex_lock(&s->mu);
 	}
 	pthread_mutex_unlock(&s->mu);

@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -133,7 +134,7 @@ static int usage_err(struct ctl *c, const char *fmt, ...)
 
 static const char global_help[] =
 	"Global options (before or after the command):\n"
-	"  -s, --server HOST:PORT  broker address [$ESCROW_SERVER or " DEFAULT_SERVER "]\n"
+	"  -s, --server HOST:PORT  broker address, or a cluster's H:P,H:P,... [$ESCROW_SERVER or " DEFAULT_SERVER "]\n"
 	"      --json              machine-readable JSON output\n"
 	"      --timeout DUR       request timeout (before the command) [10s]\n"
 	"      --user U            log in as U (broker --auth) [$ESCROW_USER]\n"
@@ -2760,6 +2761,67 @@ static int cmd_help_run(struct ctl *c, int argc, char **argv)
 
 /* ---- the command table ----------------------------------------------------------------- */
 
+/* ---- cluster status ------------------------------------------------------------- */
+
+/* cluster status [--json]: the `cluster` JSON text of the status reply
+ * (doc/protocol.md §5.3), as is with --json, else as a table. Any member
+ * answers it (no NOT_LEADER). */
+static int cmd_cluster_status(struct ctl *c, int argc, char **argv)
+{
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_STATUS};
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 0, 0)))
+		return rc;
+	if ((rc = ctl_request(c, "cluster status", &req, CLIENT_RETRY, &rep)))
+		return rc;
+	const wire_msg *m = client_reply_msg(rep);
+	if (!WIRE_HAS(m, CLUSTER)) {
+		client_reply_free(rep);
+		errx_("cluster status: %s does not run in cluster mode (escrowd --cluster)", c->server);
+		return EXIT_BROKER;
+	}
+	json_error_t je;
+	json_t *st = json_loadb(m->cluster.p, m->cluster.len, 0, &je);
+	if (c->json || !st) {
+		printf("%.*s\n", (int)m->cluster.len, m->cluster.p);
+		json_decref(st);
+		client_reply_free(rep);
+		return EXIT_OK;
+	}
+	json_t *leader = json_object_get(st, "leader");
+	printf("cluster %s: asked node %lld (%s); leader: ", json_string_value(json_object_get(st, "cluster")),
+	       (long long)json_integer_value(json_object_get(st, "node_id")),
+	       json_string_value(json_object_get(st, "role")));
+	if (json_is_object(leader))
+		printf("node %lld at %s", (long long)json_integer_value(json_object_get(leader, "node_id")),
+		       json_string_value(json_object_get(leader, "advertise")));
+	else
+		printf("none (election under way)");
+	printf(", epoch %lld, acks %s\n", (long long)json_integer_value(json_object_get(st, "epoch")),
+	       json_string_value(json_object_get(st, "acks")));
+	printf("EXPERIMENTAL: batches are not replicated to followers yet (doc/replication.md)\n");
+	printf("%-8s %-24s %-9s %-8s %s\n", "NODE", "ADDRESS", "ROLE", "IN_SYNC", "LAG");
+	size_t i;
+	json_t *mb;
+	json_array_foreach(json_object_get(st, "members"), i, mb) {
+		json_t *lag = json_object_get(mb, "lag");
+		char lagtxt[32] = "-";
+		if (json_is_integer(lag))
+			snprintf(lagtxt, sizeof lagtxt, "%lld", (long long)json_integer_value(lag));
+		const char *addr = json_string_value(json_object_get(mb, "advertise"));
+		printf("%-8lld %-24s %-9s %-8s %s\n",
+		       (long long)json_integer_value(json_object_get(mb, "node_id")), addr ? addr : "?",
+		       json_string_value(json_object_get(mb, "role")),
+		       json_is_true(json_object_get(mb, "in_sync")) ? "yes" : "no", lagtxt);
+	}
+	json_decref(st);
+	client_reply_free(rep);
+	return EXIT_OK;
+}
+
 /* ---- operations: backup, conn list|kill, status storage ------------------------------ */
 
 /* fmt_bytes: "1.5 MiB" */
@@ -3173,6 +3235,11 @@ static const struct cmd cmds[] = {
 	 "file system, messages retained and the oldest one's age. --json gives\n"
 	 "map_size_bytes, map_used_bytes, disk_free_bytes, disk_size_bytes, retained and\n"
 	 "oldest_ms (Unix ms)."},
+	{"cluster", "status", HANDLER(cmd_cluster_status), "[--json]",
+	 "show the cluster (escrowd --cluster): leader, epoch, members, in-sync, lag (EXPERIMENTAL)",
+	 "Any member answers. -s takes the members as H:P,H:P,H:P: the first that\n"
+	 "answers is asked. lag is \"-\" while batches are not replicated\n"
+	 "(doc/replication.md).\n"},
 	{"backup", NULL, HANDLER(cmd_backup_run), "DIR [--compact]",
 	 "copy the running broker's store into DIR (a new data dir) while it serves",
 	 "The broker copies its LMDB store from one read transaction (sends, acks and\n"

@@ -39,6 +39,7 @@ static const struct err_desc {
 	{ESCROW_ERR_BUSY, "BUSY", "broker busy, retry later", 1},
 	{ESCROW_ERR_FORBIDDEN, "FORBIDDEN", "permission denied", 0},
 	{ESCROW_ERR_UNAUTHENTICATED, "UNAUTHENTICATED", "not logged in, or the login failed", 0},
+	{ESCROW_ERR_NOT_LEADER, "NOT_LEADER", "this cluster node does not lead", 1},
 };
 
 static const struct err_desc *find(int err)

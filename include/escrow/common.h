@@ -83,6 +83,8 @@ typedef enum escrow_err {
 	ESCROW_ERR_BUSY = 14,          /**< too many requests in flight; retry later */
 	ESCROW_ERR_FORBIDDEN = 15,     /**< the user lacks the permission the request needs (--auth) */
 	ESCROW_ERR_UNAUTHENTICATED = 16, /**< log in first, or the login failed (--auth) */
+	ESCROW_ERR_NOT_LEADER = 17,    /**< cluster mode: this node does not lead; the message is
+	                                *   "leader HOST:PORT" or "no leader" (doc/replication.md) */
 } escrow_err_t;
 
 /**

@@ -233,10 +233,10 @@ end:
 	stop();
 }
 
-/* dlq_reason: the reason of the first DLQ entry of t/@group into @out
- * (NUL-terminated); 0, or the broker's code / a RAW_* code (RAW_BAD: the
- * reply frame did not decode). */
-static int dlq_reason(const char *group, char *out, size_t outlen)
+/* dlq_reason_once: the reason of the first DLQ entry of t/@group into @out
+ * (NUL-terminated); 0, ESCROW_ERR_NOT_FOUND when the DLQ is empty, or the
+ * broker's code / a RAW_* code (RAW_BAD: the reply frame did not decode). */
+static int dlq_reason_once(const char *group, char *out, size_t outlen)
 {
 	wire_msg m = {0};
 	m.op = WIRE_OP_DLQ_LIST;
@@ -251,6 +251,21 @@ static int dlq_reason(const char *group, char *out, size_t outlen)
 		snprintf(out, outlen, "%.*s", (int)r.f.m.items.v[0].reason.len,
 		         r.f.m.items.v[0].reason.p);
 	raw_frame_free(&r);
+	return rc;
+}
+
+/* dlq_reason: dlq_reason_once, asked again while the DLQ is empty for up
+ * to 10 s. A nack's reply (and a library nack, which has none) comes
+ * before the broker's writer has stored the dead letter (protocol.md
+ * 5.16: "the retry record is written in the background"), so one read
+ * right after it may come too early. */
+static int dlq_reason(const char *group, char *out, size_t outlen)
+{
+	int64_t until = test_now_ms() + 10000;
+	int rc;
+	while ((rc = dlq_reason_once(group, out, outlen)) == ESCROW_ERR_NOT_FOUND &&
+	       test_now_ms() < until)
+		usleep(10000);
 	return rc;
 }
 

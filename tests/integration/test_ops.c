@@ -614,7 +614,49 @@ end:
 	tmpdir_remove(dir);
 }
 
+/* A store filled to its map size: the next start warns once at 80 % and once
+ * at 95 % (the first usage tick, 1 s after start). */
+static void test_full_map_warns(void)
+{
+	char dir[256] = "", data[300];
+	test_broker a = {0};
+	int fd = -1;
+	static const char *const args[] = {"--map-size", "1MiB", NULL};
+	CHECK_INT(tmpdir_make(dir, sizeof dir, "full"), ==, 0);
+	snprintf(data, sizeof data, "%s/data", dir);
+	CHECK_INT(broker_start(&a, data, args), ==, 0);
+	fd = open_conn(&a, "filler", "producer", NULL);
+	CHECK(fd >= 0);
+	CHECK_INT(topic_create(fd, "t"), ==, 0);
+	static char body[8192];
+	memset(body, 'f', sizeof body);
+	int rc = 0, n = 0;
+	while (n < 1000 && (rc = send_one(fd, "t", escrow_id_new(), NULL, body, sizeof body)) == 0)
+		n++;
+	test_diag("%d sends of 8 KiB fit a 1 MiB map, then %d", n, rc);
+	CHECK_INT(rc, ==, ESCROW_ERR_STORAGE_FULL);
+	raw_close(fd);
+	fd = -1;
+	CHECK_INT(broker_stop(&a), ==, 0);
+	/* run it for 2.5 s (then SIGKILL) and read its log */
+	const char *argv[] = {broker_path(), "--listen", "127.0.0.1:0", "--data-dir", data,
+	                      "--map-size", "1MiB", "--sync", "none", NULL};
+	prog_run(argv, out, sizeof out, 2500);
+	test_diag("escrowd log: %s", out);
+	CHECK(strstr(out, "escrowd ready") != NULL);
+	CHECK(strstr(out, "over 80%") != NULL);
+	CHECK(strstr(out, "over 95%") != NULL);
+	/* once each */
+	const char *p = strstr(out, "over 80%");
+	CHECK(p && !strstr(p + 1, "over 80%"));
+end:
+	raw_close(fd);
+	broker_kill(&a, SIGKILL);
+	tmpdir_remove(dir);
+}
+
 static const test_case cases[] = {
+	TEST_CASE(test_full_map_warns),
 	TEST_CASE(test_backup_under_load),
 	TEST_CASE(test_check_finds_damage),
 	TEST_CASE(test_conn_list_and_kill),

@@ -957,7 +957,7 @@ static void test_err_table(void)
 		E(_QUEUE_FULL), E(_BAD_CONF), E(_STATE), E(_BAD_REPLY),
 		E(BAD_REQUEST), E(UNKNOWN_OP), E(FRAME_TOO_LARGE), E(PROTOCOL_VERSION),
 		E(NOT_FOUND), E(EXISTS), E(CONFLICT), E(STORAGE_FULL), E(STORAGE), E(TOO_LARGE),
-		E(INVALID), E(NOT_READY), E(INTERNAL), E(BUSY), E(FORBIDDEN), E(UNAUTHENTICATED),
+		E(INVALID), E(NOT_READY), E(INTERNAL), E(BUSY), E(FORBIDDEN), E(UNAUTHENTICATED), E(NOT_LEADER),
 	};
 #undef E
 	for (size_t i = 0; i < TEST_COUNT(all); i++) {
@@ -973,7 +973,7 @@ static void test_err_table(void)
 		}
 	}
 	/* the wire codes are dense from 1: a new one needs a name here too */
-	CHECK_STR(escrow_err2name(ESCROW_ERR_UNAUTHENTICATED + 1), ==, "UNKNOWN");
+	CHECK_STR(escrow_err2name(ESCROW_ERR_NOT_LEADER + 1), ==, "UNKNOWN");
 	CHECK_STR(escrow_err2name(ESCROW_ERR__BAD_REPLY - 1), ==, "UNKNOWN");
 	CHECK_STR(escrow_err2name(999), ==, "UNKNOWN");
 	CHECK_STR(escrow_err2str(999), ==, "unknown error");
@@ -981,7 +981,8 @@ static void test_err_table(void)
 
 	static const int retriable[] = {ESCROW_ERR__TRANSPORT, ESCROW_ERR__TIMED_OUT,
 	                                ESCROW_ERR__QUEUE_FULL, ESCROW_ERR_STORAGE_FULL,
-	                                ESCROW_ERR_NOT_READY, ESCROW_ERR_BUSY};
+	                                ESCROW_ERR_NOT_READY, ESCROW_ERR_BUSY,
+	                                ESCROW_ERR_NOT_LEADER};
 	for (size_t i = 0; i < TEST_COUNT(all); i++) {
 		int want = 0;
 		for (size_t j = 0; j < TEST_COUNT(retriable); j++)

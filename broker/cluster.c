@@ -1,0 +1,445 @@
+/*
+ * cluster.c - cluster mode (escrowd --cluster, doc/replication.md §2):
+ * leader election through etcd, the fencing epoch, membership, and the
+ * NOT_LEADER answer of a node that does not lead.
+ *
+ * Every tick (lease/10, at least 100 ms) the node, with at most one request
+ * of each kind in flight:
+ *  - grants itself a lease of --cluster-lease when it has none;
+ *  - keeps it alive every third of the lease; the answer to a keepalive
+ *    sent at T (monotonic) with a positive TTL lets the node lead until
+ *    T + 0.9 × lease (etcd cannot expire the lease before T + lease);
+ *  - runs the campaign txn: if the leader key does not exist, create it
+ *    with our lease; else read it. The leader is whoever's lease the key
+ *    carries; the epoch is the key's create_revision;
+ *  - puts its member record (on its lease) and reads every member's.
+ * cluster_allows_or_reply checks the deadline on each request, so a leader
+ * resumed after a pause past its deadline answers NOT_LEADER at once,
+ * before any timer of ours has run.
+ *
+ * Not built yet (doc/replication.md): shipping batches, --acks all|quorum,
+ * the in-sync set, truncation, catch-up.
+ *
+ * @locality network thread
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker/broker.h"
+#include "broker/etcd.h"
+
+struct cluster {
+	broker *b;
+	etcd *e;
+	char prefix[300];      /* "/escrow/NAME/" */
+	char advertise[300];   /* HOST:PORT clients are sent to */
+	uint64_t lease_ms;
+	uint64_t tick_ms;
+	struct event *tick;
+	struct event *close_ev;      /* step_down: close client connections, from the loop */
+
+	int64_t lease_id;            /* 0: none */
+	uint64_t lease_until_ms;     /* monotonic: our lease surely lives until then */
+	uint64_t keepalive_sent_ms;  /* monotonic: when the last keepalive went out */
+	uint64_t member_put_ms;      /* monotonic: when the member record was last put */
+	bool leading;                /* the leader key carries our lease */
+	int64_t epoch;               /* create_revision of the leader key; 0: no leader */
+	uint32_t leader_id;
+	char leader_addr[300];       /* "" when no leader is known */
+	json_t *members;             /* array of the member records last read */
+	bool in_grant, in_keepalive, in_campaign, in_put, in_members;
+	char last_error[200];
+};
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static json_t *key_json(const cluster *cl, const char *suffix)
+{
+	char k[400];
+	snprintf(k, sizeof k, "%s%s", cl->prefix, suffix);
+	return etcd_b64(k, strlen(k));
+}
+
+static void note_error(cluster *cl, const char *what, const char *error)
+{
+	if (strncmp(cl->last_error, error, strlen(error)) != 0)
+		log_warn("cluster: %s: %s", what, error);
+	snprintf(cl->last_error, sizeof cl->last_error, "%s", error);
+}
+
+/* close_all_cb closes every client connection (scheduled by step_down:
+ * not from inside a connection's own callback, which may still use it). */
+static void close_all_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	cluster *cl = arg;
+	if (cl->leading)
+		return; /* leads again already */
+	for (conn *c = cl->b->conns, *next; c; c = next) {
+		next = c->next;
+		conn_close(c, "this node stopped leading");
+	}
+}
+
+/* step_down stops leading: clients are disconnected (on the next loop
+ * pass), so that they reconnect through their server list and find the new
+ * leader; until then their requests are answered NOT_LEADER. */
+static void step_down(cluster *cl, const char *why)
+{
+	if (!cl->leading)
+		return;
+	cl->leading = false;
+	cl->leader_addr[0] = '\0';
+	cl->leader_id = 0;
+	log_warn("cluster: node %u stops leading (epoch %lld): %s", cl->b->conf.node_id,
+	         (long long)cl->epoch, why);
+	event_active(cl->close_ev, 0, 0);
+}
+
+bool cluster_leading(cluster *cl)
+{
+	if (cl->leading && mono_ms() >= cl->lease_until_ms)
+		step_down(cl, "lease deadline passed without a keepalive answer");
+	return cl->leading;
+}
+
+/* ---- lease ------------------------------------------------------------- */
+
+static void on_grant(json_t *a, const char *error, void *arg)
+{
+	cluster *cl = arg;
+	cl->in_grant = false;
+	int64_t id = a ? etcd_int(a, "ID") : 0;
+	int64_t ttl = a ? etcd_int(a, "TTL") : 0;
+	if (!id || ttl <= 0) {
+		note_error(cl, "lease grant", error ? error : "no lease in the answer");
+		return;
+	}
+	cl->lease_id = id;
+	/* counted from the grant's send time: keepalive_sent_ms was set then */
+	cl->lease_until_ms = cl->keepalive_sent_ms + (uint64_t)ttl * 900;
+	cl->member_put_ms = 0;
+	log_info("cluster: node %u has lease %llx (%lld s)", cl->b->conf.node_id,
+	         (unsigned long long)id, (long long)ttl);
+}
+
+static void on_keepalive(json_t *a, const char *error, void *arg)
+{
+	cluster *cl = arg;
+	cl->in_keepalive = false;
+	if (!a) {
+		note_error(cl, "lease keepalive", error);
+		return; /* lease_until_ms stands; the tick steps down past it */
+	}
+	int64_t ttl = etcd_int(a, "TTL");
+	if (ttl <= 0) {
+		log_warn("cluster: node %u lost its lease (expired)", cl->b->conf.node_id);
+		cl->lease_id = 0;
+		step_down(cl, "lease expired");
+		return;
+	}
+	uint64_t until = cl->keepalive_sent_ms + (uint64_t)ttl * 900;
+	if (until > cl->lease_until_ms)
+		cl->lease_until_ms = until;
+}
+
+/* ---- campaign ---------------------------------------------------------- */
+
+static void on_campaign(json_t *a, const char *error, void *arg)
+{
+	cluster *cl = arg;
+	cl->in_campaign = false;
+	if (!a) {
+		note_error(cl, "campaign", error);
+		return;
+	}
+	int64_t rev = etcd_int(json_object_get(a, "header"), "revision");
+	json_t *kv = NULL;
+	json_t *resp = json_array_get(json_object_get(a, "responses"), 0);
+	bool won = json_is_true(json_object_get(a, "succeeded"));
+	if (!won)
+		kv = json_array_get(json_object_get(json_object_get(resp, "response_range"), "kvs"), 0);
+	int64_t lease = won ? cl->lease_id : etcd_int(kv, "lease");
+	int64_t epoch = won ? rev : etcd_int(kv, "create_revision");
+	if (!won && !kv) { /* deleted between compare and range: next tick */
+		step_down(cl, "the leader key is gone");
+		cl->epoch = 0;
+		return;
+	}
+	if (lease == cl->lease_id && cl->lease_id && mono_ms() < cl->lease_until_ms) {
+		if (!cl->leading)
+			log_info("cluster: node %u leads, epoch %lld", cl->b->conf.node_id, (long long)epoch);
+		cl->leading = true;
+		cl->epoch = epoch;
+		cl->leader_id = cl->b->conf.node_id;
+		snprintf(cl->leader_addr, sizeof cl->leader_addr, "%s", cl->advertise);
+		return;
+	}
+	step_down(cl, "the leader key carries another lease");
+	size_t len = 0;
+	char *v = etcd_unb64(json_string_value(json_object_get(kv, "value")), &len);
+	json_t *rec = v ? json_loadb(v, len, 0, NULL) : NULL;
+	free(v);
+	const char *addr = json_string_value(json_object_get(rec, "advertise"));
+	if (epoch != cl->epoch)
+		log_info("cluster: node %u follows node %lld at %s, epoch %lld", cl->b->conf.node_id,
+		         (long long)json_integer_value(json_object_get(rec, "node_id")),
+		         addr ? addr : "?", (long long)epoch);
+	cl->epoch = epoch;
+	cl->leader_id = (uint32_t)json_integer_value(json_object_get(rec, "node_id"));
+	snprintf(cl->leader_addr, sizeof cl->leader_addr, "%s", addr ? addr : "");
+	json_decref(rec);
+}
+
+static json_t *self_record(cluster *cl)
+{
+	return json_pack("{s:I, s:s, s:s, s:s, s:I, s:I}", "node_id", (json_int_t)cl->b->conf.node_id,
+	                 "advertise", cl->advertise, "replica", cl->b->conf.replica_listen,
+	                 "role", cl->leading ? "leader" : "follower", "epoch",
+	                 (json_int_t)cl->epoch, "applied", (json_int_t)0);
+}
+
+static json_t *value_json(json_t *rec)
+{
+	char *s = json_dumps(rec, JSON_COMPACT);
+	json_decref(rec);
+	json_t *v = s ? etcd_b64(s, strlen(s)) : NULL;
+	free(s);
+	return v;
+}
+
+static void campaign(cluster *cl)
+{
+	json_t *key = key_json(cl, "leader");
+	json_t *val = value_json(self_record(cl));
+	char lease[32];
+	snprintf(lease, sizeof lease, "%lld", (long long)cl->lease_id);
+	json_t *body = json_pack(
+	        "{s:[{s:O, s:s, s:s, s:s}], s:[{s:{s:O, s:o, s:s}}], s:[{s:{s:o}}]}", "compare", "key",
+	        key, "target", "CREATE", "create_revision", "0", "result", "EQUAL", "success",
+	        "request_put", "key", key, "value", val, "lease", lease, "failure", "request_range",
+	        "key", key);
+	if (!body)
+		return;
+	cl->in_campaign = etcd_post(cl->e, "/v3/kv/txn", body, on_campaign, cl) == 0;
+}
+
+/* ---- members ----------------------------------------------------------- */
+
+static void on_put(json_t *a, const char *error, void *arg)
+{
+	cluster *cl = arg;
+	cl->in_put = false;
+	if (!a)
+		note_error(cl, "member put", error);
+}
+
+static void on_members(json_t *a, const char *error, void *arg)
+{
+	cluster *cl = arg;
+	cl->in_members = false;
+	if (!a) {
+		note_error(cl, "member list", error);
+		return;
+	}
+	json_t *list = json_array();
+	size_t i;
+	json_t *kv;
+	json_array_foreach(json_object_get(a, "kvs"), i, kv) {
+		size_t len = 0;
+		char *v = etcd_unb64(json_string_value(json_object_get(kv, "value")), &len);
+		json_t *rec = v ? json_loadb(v, len, 0, NULL) : NULL;
+		free(v);
+		if (json_is_object(rec))
+			json_array_append_new(list, rec);
+		else
+			json_decref(rec);
+	}
+	json_decref(cl->members);
+	cl->members = list;
+}
+
+static void members_sync(cluster *cl)
+{
+	char suffix[40];
+	snprintf(suffix, sizeof suffix, "members/%u", cl->b->conf.node_id);
+	char lease[32];
+	snprintf(lease, sizeof lease, "%lld", (long long)cl->lease_id);
+	json_t *put = json_pack("{s:o, s:o, s:s}", "key", key_json(cl, suffix), "value",
+	                        value_json(self_record(cl)), "lease", lease);
+	if (put)
+		cl->in_put = etcd_post(cl->e, "/v3/kv/put", put, on_put, cl) == 0;
+	/* the range [prefix "members/", prefix "members0") */
+	char from[400], to[400];
+	snprintf(from, sizeof from, "%smembers/", cl->prefix);
+	snprintf(to, sizeof to, "%smembers0", cl->prefix);
+	json_t *range = json_pack("{s:o, s:o}", "key", etcd_b64(from, strlen(from)), "range_end",
+	                          etcd_b64(to, strlen(to)));
+	if (range)
+		cl->in_members = etcd_post(cl->e, "/v3/kv/range", range, on_members, cl) == 0;
+}
+
+/* ---- the tick ---------------------------------------------------------- */
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	cluster *cl = arg;
+	uint64_t now = mono_ms();
+	cluster_leading(cl); /* steps down past the deadline */
+	if (!cl->lease_id) {
+		if (!cl->in_grant) {
+			json_t *body = json_pack("{s:I}", "TTL", (json_int_t)((cl->lease_ms + 999) / 1000));
+			cl->keepalive_sent_ms = now;
+			cl->in_grant = body && etcd_post(cl->e, "/v3/lease/grant", body, on_grant, cl) == 0;
+		}
+	} else {
+		if (!cl->in_keepalive && now - cl->keepalive_sent_ms >= cl->lease_ms / 3) {
+			char id[32];
+			snprintf(id, sizeof id, "%lld", (long long)cl->lease_id);
+			json_t *body = json_pack("{s:s}", "ID", id);
+			cl->keepalive_sent_ms = now;
+			cl->in_keepalive = body &&
+			                   etcd_post(cl->e, "/v3/lease/keepalive", body, on_keepalive, cl) == 0;
+		}
+		if (!cl->in_campaign)
+			campaign(cl);
+		if (!cl->in_put && !cl->in_members &&
+		    (!cl->member_put_ms || now - cl->member_put_ms >= cl->lease_ms / 3)) {
+			cl->member_put_ms = now;
+			members_sync(cl);
+		}
+	}
+	struct timeval tv = {(time_t)(cl->tick_ms / 1000), (suseconds_t)(cl->tick_ms % 1000) * 1000};
+	evtimer_add(cl->tick, &tv);
+}
+
+/* ---- the public side --------------------------------------------------- */
+
+int cluster_open(broker *b, int bound_port, char *err, size_t errlen)
+{
+	const broker_conf *cf = &b->conf;
+	if (!cf->cluster || !*cf->cluster)
+		return 0;
+	if (!cf->etcd || !*cf->etcd) {
+		snprintf(err, errlen, "--cluster needs --etcd URL[,URL...]");
+		return -1;
+	}
+	if (!cf->node_id) {
+		snprintf(err, errlen, "--cluster needs --node-id N (1 or more)");
+		return -1;
+	}
+	if (cf->acks != CLUSTER_ACKS_LEADER) {
+		snprintf(err, errlen, "--acks all and --acks quorum are not built yet (batches are not "
+		                      "shipped to followers; doc/replication.md): use --acks leader");
+		return -1;
+	}
+	if (cf->http && *cf->http) {
+		snprintf(err, errlen, "--http is not supported with --cluster yet (doc/replication.md)");
+		return -1;
+	}
+	cluster *cl = calloc(1, sizeof *cl);
+	if (!cl) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	cl->b = b;
+	snprintf(cl->prefix, sizeof cl->prefix, "/escrow/%s/", cf->cluster);
+	if (cf->advertise && *cf->advertise)
+		snprintf(cl->advertise, sizeof cl->advertise, "%s", cf->advertise);
+	else
+		snprintf(cl->advertise, sizeof cl->advertise, "%s:%d", cf->listen.host, bound_port);
+	cl->lease_ms = cf->cluster_lease_ms;
+	cl->tick_ms = cl->lease_ms / 10 < 100 ? 100 : cl->lease_ms / 10;
+	uint64_t timeout = cl->lease_ms / 3 < 500 ? 500 : cl->lease_ms / 3;
+	cl->e = etcd_new(b->base, cf->etcd, timeout, err, errlen);
+	cl->tick = evtimer_new(b->base, tick_cb, cl);
+	cl->close_ev = event_new(b->base, -1, 0, close_all_cb, cl);
+	cl->members = json_array();
+	if (!cl->e || !cl->tick || !cl->close_ev || !cl->members) {
+		if (cl->e || cl->tick)
+			snprintf(err, errlen, "out of memory");
+		cluster_close(cl);
+		return -1;
+	}
+	b->cluster = cl;
+	log_info("cluster %s: node %u, advertise %s, etcd %s, lease %llu ms (EXPERIMENTAL: batches "
+	         "are not replicated yet, doc/replication.md)",
+	         cf->cluster, cf->node_id, cl->advertise, cf->etcd, (unsigned long long)cl->lease_ms);
+	tick_cb(-1, 0, cl);
+	return 0;
+}
+
+void cluster_close(cluster *cl)
+{
+	if (!cl)
+		return;
+	if (cl->b && cl->b->cluster == cl)
+		cl->b->cluster = NULL;
+	if (cl->tick)
+		event_free(cl->tick);
+	if (cl->close_ev)
+		event_free(cl->close_ev);
+	etcd_free(cl->e); /* callbacks ("cancelled") only clear in_* flags */
+	json_decref(cl->members);
+	free(cl);
+}
+
+/* the ops a node that does not lead still answers */
+static bool op_local(int op)
+{
+	return op == WIRE_OP_HELLO || op == WIRE_OP_PING || op == WIRE_OP_STATUS ||
+	       op == WIRE_OP_AUTH_START || op == WIRE_OP_AUTH_CONTINUE;
+}
+
+bool cluster_allows_or_reply(conn *c, const wire_msg *m)
+{
+	cluster *cl = c->b->cluster;
+	if (!cl || op_local(m->op) || cluster_leading(cl))
+		return true;
+	if (cl->leader_addr[0])
+		conn_reply_err(c, m, ESCROW_ERR_NOT_LEADER, "leader %s", cl->leader_addr);
+	else
+		conn_reply_err(c, m, ESCROW_ERR_NOT_LEADER, "no leader");
+	return false;
+}
+
+char *cluster_status_json(cluster *cl)
+{
+	bool leading = cluster_leading(cl);
+	json_t *members = json_array();
+	size_t i;
+	json_t *rec;
+	json_array_foreach(cl->members, i, rec) {
+		uint32_t id = (uint32_t)json_integer_value(json_object_get(rec, "node_id"));
+		bool is_leader = cl->epoch && id == cl->leader_id;
+		/* no batches are shipped yet: only the leader holds its own data */
+		json_array_append_new(
+		        members,
+		        json_pack("{s:I, s:O, s:s, s:b, s:o}", "node_id", (json_int_t)id, "advertise",
+		                  json_object_get(rec, "advertise") ? json_object_get(rec, "advertise")
+		                                                    : json_null(),
+		                  "role", is_leader ? "leader" : "follower", "in_sync", is_leader,
+		                  "lag", is_leader ? json_integer(0) : json_null()));
+	}
+	json_t *st = json_pack(
+	        "{s:s, s:I, s:s, s:o, s:I, s:s, s:s, s:o, s:b}", "cluster", cl->b->conf.cluster,
+	        "node_id", (json_int_t)cl->b->conf.node_id, "role", leading ? "leader" : "follower",
+	        "leader", cl->epoch ? json_pack("{s:I, s:s}", "node_id", (json_int_t)cl->leader_id,
+	                                          "advertise", cl->leader_addr)
+	                            : json_null(),
+	        "epoch", (json_int_t)cl->epoch, "acks", "leader", "replication", "not built",
+	        "members", members, "experimental", true);
+	char *s = st ? json_dumps(st, JSON_COMPACT) : NULL;
+	json_decref(st);
+	return s;
+}
