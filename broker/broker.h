@@ -108,6 +108,7 @@ typedef struct broker_conf {
 	uint64_t http_timeout_ms;     /* --http-timeout */
 	uint32_t http_max_body_bytes; /* --http-max-body */
 	uint32_t http_check_concurrency; /* --http-check-concurrency */
+	char *http_check_ca;          /* --http-check-ca: PEM CAs for https check URLs; "" = system's */
 	uint64_t tx_max_age_ms;       /* --tx-max-age; 0: no limit */
 	uint32_t tx_max_messages;     /* --tx-max-messages: half messages per tx */
 	uint64_t tx_max_bytes;        /* --tx-max-bytes: stored half bytes per tx */
@@ -545,8 +546,9 @@ void tx_check_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint64
 /* check_url_for: the URL to POST a check of @tx to (the transaction's own,
  * else its producer group's), or NULL. Borrowed until the next change. */
 const char *check_url_for(const char *pgroup, const escrow_id_t *tx);
-/* check_url_parse: 0 when @url is an absolute http:// URL of at most 2048
- * bytes, else -1 with a sentence in @err. */
+/* check_url_parse: 0 when @url is an absolute http:// or https:// URL of at
+ * most 2048 bytes without user:password@ (what hclient accepts), else -1
+ * with a sentence in @err. */
 int check_url_parse(const char *url, size_t len, char *err, size_t errlen);
 void check_url_forget_tx(broker *b, const escrow_id_t *tx); /* written in the background */
 int check_url_load(broker *b); /* startup, after tx_init: 0 or STORAGE */

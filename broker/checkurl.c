@@ -20,6 +20,7 @@
 #include <event2/http.h>
 
 #include "broker/broker.h"
+#include "broker/hclient.h"
 
 #define PFX_PGROUP "check_url/pgroup/"
 #define PFX_TX "check_url/tx/"
@@ -74,20 +75,15 @@ int check_url_parse(const char *url, size_t len, char *err, size_t errlen)
 		return -1;
 	}
 	char *s = strndup(url, len);
-	struct evhttp_uri *u = s ? evhttp_uri_parse(s) : NULL;
-	free(s);
-	const char *scheme = u ? evhttp_uri_get_scheme(u) : NULL;
-	const char *host = u ? evhttp_uri_get_host(u) : NULL;
-	int rc = 0;
-	if (!u || !scheme || !host || !*host) {
-		snprintf(err, errlen, "check_url is not an absolute http:// URL");
-		rc = -1;
-	} else if (strcmp(scheme, "http") != 0) {
-		snprintf(err, errlen, "check_url must be http:// (https is not supported yet)");
-		rc = -1;
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
 	}
-	if (u)
-		evhttp_uri_free(u);
+	char why[CHECK_URL_MAX + 100];
+	int rc = hclient_url_check(s, why, sizeof why); /* what the check's client accepts */
+	free(s);
+	if (rc)
+		snprintf(err, errlen, "check_url: %s", why);
 	return rc;
 }
 

@@ -150,6 +150,10 @@ const conf_row conf_rows[] = {
 	{.name = "http-check-concurrency", .type = CONF_INT, .def = "64", .min = 1, .max = 100000,
 	 CONF_FIELD(http_check_concurrency),
 	 .help = "HTTP check-back requests outstanding at once"},
+	{.name = "http-check-ca", .type = CONF_STRING, .def = "", .min = 0, .max = 1024, .arg = "FILE",
+	 CONF_FIELD(http_check_ca),
+	 .help = "PEM CAs that https:// check URLs' certificates are verified against; "
+	         "default the system's CAs (verification cannot be turned off)"},
 	{.name = "frame-timeout", .type = CONF_DURATION, .def = "30s", .min = 1, .flags = CONF_RELOAD,
 	 CONF_FIELD(frame_timeout_ms),
 	 .help = "a connection that has begun a frame and not finished it, or that has over "

@@ -12,9 +12,9 @@
  * resolver; so hclient_new and hclient_free must not run on two threads at
  * once (escrowd has one event loop).
  *
- * Users: push groups (push.c). Kept generic (method, headers, body in;
- * status, headers, body or an error out) so that other outgoing HTTP (a
- * check-back over HTTP, say) can share it.
+ * Users: push groups (push.c), HTTP check-backs (http_check.c) and the
+ * etcd client (etcd.c). Kept generic (method, headers, body in; status,
+ * headers, body or an error out) so that other outgoing HTTP can share it.
  */
 #ifndef ESCROW_HCLIENT_H
 #define ESCROW_HCLIENT_H

@@ -9,7 +9,9 @@
  *
  *   POST <url>  {"tx", "producer_group", "messages": [{"topic","key","id"}], "checks"}
  *
- * with evhttp's non-blocking client on the broker's event base, and turns
+ * with the broker's outgoing HTTP client (hclient.c: non-blocking, evdns,
+ * https with certificate verification against --http-check-ca or the
+ * system's CAs), and turns
  * the answer back into the `end_tx {tx, action, chk}` a binary producer
  * would send, through the same handler (so the same backoff, check counting
  * and --tx-policy apply). The answer protocol is strict (DTM's dtm#535: a
@@ -26,19 +28,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
 #include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
 #include "broker/broker.h"
-
-#define ANSWER_MAX_BYTES (64 * 1024)
+#include "broker/hclient.h"
 
 typedef struct hcheck {
 	broker *b;
 	conn *vc;
-	struct evhttp_connection *evcon;
+	hclient *hc; /* this check's client (one connection); freed on the next loop pass */
 	char *url;
 	escrow_id_t tx;
 	uint64_t chk;
@@ -66,11 +65,11 @@ uint32_t http_checks_out(void)
 	return n_out;
 }
 
-static void evcon_free_cb(evutil_socket_t fd, short what, void *arg)
+static void hclient_free_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	evhttp_connection_free(arg);
+	hclient_free(arg);
 }
 
 /* answer sends end_tx {tx, action, chk} through the handler, then forgets
@@ -100,27 +99,24 @@ static void answer(hcheck *hc, const char *action, bool in_progress)
 	n_out--;
 	out_unlink(hc);
 	conn_close(hc->vc, "check answered"); /* freed once the end_tx is durable */
-	if (hc->evcon) {
-		/* not from inside its own callback: on the next loop pass (a
-		 * failed or timed-out connection is not freed by libevent) */
+	if (hc->hc) {
+		/* hclient_free may not run inside the client's own callback: on
+		 * the next loop pass */
 		struct timeval zero = {0, 0};
-		if (event_base_once(b->base, -1, EV_TIMEOUT, evcon_free_cb, hc->evcon, &zero))
-			evhttp_connection_free_on_completion(hc->evcon);
+		if (event_base_once(b->base, -1, EV_TIMEOUT, hclient_free_cb, hc->hc, &zero))
+			log_error("http check: cannot schedule freeing its client (leaked)");
 	}
 	free(hc->url);
 	free(hc);
 }
 
 /* parse_answer: "commit", "rollback" or "unknown" from a 200's body. */
-static const char *parse_answer(struct evhttp_request *req)
+static const char *parse_answer(const hclient_result *r)
 {
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	if (len == 0 || len > ANSWER_MAX_BYTES)
+	if (r->body_len == 0 || r->body_len > HCLIENT_MAX_ANSWER_BYTES)
 		return "unknown";
-	const char *p = (const char *)evbuffer_pullup(in, -1);
 	json_error_t je;
-	json_t *o = p ? json_loadb(p, len, 0, &je) : NULL;
+	json_t *o = json_loadb(r->body, r->body_len, 0, &je);
 	const char *action = NULL, *out = "unknown";
 	if (o && json_unpack_ex(o, &je, 0, "{s:s}", "action", &action) == 0) {
 		if (strcmp(action, "commit") == 0)
@@ -132,21 +128,19 @@ static const char *parse_answer(struct evhttp_request *req)
 	return out;
 }
 
-static void response_cb(struct evhttp_request *req, void *arg)
+static void on_answer(const hclient_result *r, void *arg)
 {
 	hcheck *hc = arg;
-	if (!req) {
-		/* connect error, reset or --tx-check-timeout */
-		answer(hc, "unknown", false);
-		return;
-	}
-	int status = evhttp_request_get_response_code(req);
-	if (status == 200)
-		answer(hc, parse_answer(req), false);
-	else if (status == 425)
+	if (r->error && strncmp(r->error, "TLS", 3) == 0)
+		log_warn("http check %s: %s", hc->url, r->error); /* a setup error to fix */
+	else if (r->error)
+		log_debug("http check %s: %s", hc->url, r->error);
+	if (r->status == 200)
+		answer(hc, parse_answer(r), false);
+	else if (r->status == 425)
 		answer(hc, "unknown", true);
 	else
-		answer(hc, "unknown", false); /* 0 (no response), 3xx, 4xx, 5xx */
+		answer(hc, "unknown", false); /* no answer (connect error, TLS, timeout), 3xx-5xx */
 }
 
 static void fail_later_cb(evutil_socket_t fd, short what, void *arg)
@@ -156,27 +150,10 @@ static void fail_later_cb(evutil_socket_t fd, short what, void *arg)
 	answer(arg, "unknown", false);
 }
 
-/* start POSTs the check; on any local failure the answer is UNKNOWN, given
- * on the next loop pass (never inside the timer's own call). */
-static void start(hcheck *hc, const wire_msg *p)
+/* check_body: the JSON text POSTed for check @p (malloc'd), or NULL. */
+static char *check_body(const hcheck *hc, const wire_msg *p)
 {
-	broker *b = hc->b;
-	struct evhttp_uri *u = evhttp_uri_parse(hc->url);
-	json_t *body = NULL, *msgs = NULL;
-	char *text = NULL;
-	struct evhttp_request *req = NULL;
-	const char *host = u ? evhttp_uri_get_host(u) : NULL;
-	int port = u ? evhttp_uri_get_port(u) : -1;
-	if (!host)
-		goto fail;
-	hc->evcon = evhttp_connection_base_new(b->base, NULL, host, (ev_uint16_t)(port > 0 ? port : 80));
-	if (!hc->evcon)
-		goto fail;
-	struct timeval tv = {(time_t)(b->conf.tx_check_timeout_ms / 1000),
-	                     (suseconds_t)(b->conf.tx_check_timeout_ms % 1000) * 1000};
-	evhttp_connection_set_timeout_tv(hc->evcon, &tv);
-	evhttp_connection_set_max_body_size(hc->evcon, ANSWER_MAX_BYTES);
-	msgs = json_array();
+	json_t *msgs = json_array();
 	for (uint32_t i = 0; msgs && WIRE_HAS(p, ITEMS) && i < p->items.n; i++) {
 		const wire_msg *it = &p->items.v[i];
 		char hex[33];
@@ -186,43 +163,45 @@ static void start(hcheck *hc, const wire_msg *p)
 			json_object_set_new(o, "key", json_stringn(it->key.p, it->key.len));
 		json_array_append_new(msgs, o);
 	}
+	if (!msgs)
+		return NULL;
 	char hex[33];
-	body = json_pack("{s:s, s:s%, s:o, s:I}", "tx", escrow_id_fmt(&hc->tx, hex),
-	                 "producer_group", p->pgroup.p ? p->pgroup.p : "", (size_t)p->pgroup.len,
-	                 "messages", msgs, "checks", (json_int_t)p->checks);
-	msgs = NULL; /* stolen by "o" */
-	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	req = text ? evhttp_request_new(response_cb, hc) : NULL;
-	if (!req)
-		goto fail;
-	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
-	evhttp_add_header(hdr, "Host", host);
-	evhttp_add_header(hdr, "Content-Type", "application/json");
-	evhttp_add_header(hdr, "User-Agent", "escrowd-check");
-	evbuffer_add(evhttp_request_get_output_buffer(req), text, strlen(text));
-	const char *path = evhttp_uri_get_path(u);
-	const char *query = evhttp_uri_get_query(u);
-	char target[2400];
-	snprintf(target, sizeof target, "%s%s%s", path && *path ? path : "/", query ? "?" : "",
-	         query ? query : "");
-	if (evhttp_make_request(hc->evcon, req, EVHTTP_REQ_POST, target)) {
-		req = NULL; /* freed by evhttp on failure */
-		goto fail;
+	json_t *body = json_pack("{s:s, s:s%, s:o, s:I}", "tx", escrow_id_fmt(&hc->tx, hex),
+	                         "producer_group", p->pgroup.p ? p->pgroup.p : "",
+	                         (size_t)p->pgroup.len, "messages", msgs, "checks",
+	                         (json_int_t)p->checks); /* "o" steals msgs, even on failure */
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	return text;
+}
+
+/* start POSTs the check through a one-connection hclient (http or https,
+ * --tx-check-timeout, --http-check-ca); on any local failure the answer is
+ * UNKNOWN, given on the next loop pass (never inside the timer's own call). */
+static void start(hcheck *hc, const wire_msg *p)
+{
+	broker *b = hc->b;
+	char err[300];
+	char *text = check_body(hc, p);
+	hc->hc = text ? hclient_new(b->base, hc->url, 1, b->conf.tx_check_timeout_ms,
+	                            b->conf.http_check_ca, err, sizeof err)
+	              : NULL;
+	if (!text)
+		snprintf(err, sizeof err, "out of memory");
+	if (hc->hc) {
+		static const hclient_header hdrs[] = {{"Content-Type", "application/json"},
+		                                      {"User-Agent", "escrowd-check"}};
+		int rc = hclient_send(hc->hc, EVHTTP_REQ_POST, hdrs, 2, text, strlen(text), on_answer, hc);
+		if (rc == 0) {
+			free(text);
+			return;
+		}
+		snprintf(err, sizeof err, "cannot send: %s", escrow_err2str(rc));
+		hclient_free(hc->hc);
+		hc->hc = NULL;
 	}
 	free(text);
-	json_decref(body);
-	evhttp_uri_free(u);
-	return;
-fail:
-	free(text);
-	json_decref(body);
-	json_decref(msgs);
-	if (u)
-		evhttp_uri_free(u);
-	if (hc->evcon) {
-		evhttp_connection_free(hc->evcon); /* no request on it */
-		hc->evcon = NULL;
-	}
+	log_warn("http check %s: %s", hc->url, err);
 	struct timeval zero = {0, 0};
 	if (event_base_once(b->base, -1, EV_TIMEOUT, fail_later_cb, hc, &zero))
 		log_error("http check: cannot schedule; the check times out instead");
@@ -291,8 +270,8 @@ void http_check_shutdown(void)
 		hcheck *hc = out_list;
 		out_unlink(hc);
 		n_out--;
-		if (hc->evcon)
-			evhttp_connection_free(hc->evcon); /* drops its request, no callback */
+		hc->answered = true; /* the "cancelled" callback of hclient_free does nothing */
+		hclient_free(hc->hc);
 		conn_close(hc->vc, "shutdown");
 		free(hc->url);
 		free(hc);

@@ -2,7 +2,9 @@
 """test_http_check.py - HTTP check-back (doc/http.md "HTTP check-back") against
 a real escrowd and a real HTTP server in this test (http.server): answers
 commit, rollback, unknown, 425, garbage, a 200 with an error body, 500, slow
-(past --tx-check-timeout) and nobody listening; the transaction's URL wins
+(past --tx-check-timeout) and nobody listening; https check URLs with a
+self-signed certificate escrowd trusts (--http-check-ca) and one it does
+not (refused before any request is sent); the transaction's URL wins
 over its producer group's (escrowctl pgroup set); escrowd SIGKILLed with
 checks outstanding loses no pending transaction and asks again after the
 restart.
@@ -12,8 +14,12 @@ Usage: ESCROWD=... ESCROWCTL=... test_http_check.py
 import http.server
 import json
 import os
+import shutil
 import socket
+import ssl
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -27,7 +33,8 @@ t = Tap()
 class Checker:
     """A check-back endpoint: answers by the ?mode= of the URL it was given."""
 
-    def __init__(self):
+    def __init__(self, pem=None):
+        self.scheme = "https" if pem else "http"
         self.calls = {}  # tx -> [(path, body)]
         self.lock = threading.Lock()
         self.hold = threading.Event()  # mode=hold waits on it
@@ -92,13 +99,20 @@ class Checker:
             # as UNKNOWN without ever reaching this server.
             request_queue_size = 128
 
+            def handle_error(self, *a):
+                pass  # escrowd refused our certificate, or gave up on an answer
+
         self.srv = Server(("127.0.0.1", 0), H)
         self.srv.daemon_threads = True
+        if pem:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(pem)
+            self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
         self.port = self.srv.server_address[1]
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
     def url(self, mode, path="/check"):
-        return "http://127.0.0.1:%d%s?mode=%s" % (self.port, path, mode)
+        return "%s://127.0.0.1:%d%s?mode=%s" % (self.scheme, self.port, path, mode)
 
     def n(self, tx):
         with self.lock:
@@ -116,6 +130,25 @@ class Checker:
     def first(self, tx):
         with self.lock:
             return self.calls.get(tx, [(None, None)])[0]
+
+
+def make_cert(d, name):
+    """A self-signed certificate for 127.0.0.1: (key+cert PEM, cert PEM), or None
+    without an openssl command."""
+    base = os.path.join(d, name)
+    if not shutil.which("openssl"):
+        return None
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", base + ".key", "-out", base + ".crt"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if r.returncode != 0:
+        return None
+    with open(base + ".pem", "w") as out:
+        for f in (base + ".key", base + ".crt"):
+            with open(f) as src:
+                out.write(src.read())
+    return base + ".pem", base + ".crt"
 
 
 def free_port():
@@ -159,25 +192,48 @@ def main():
     dead = free_port()
     args = ["--tx-timeout", "200ms", "--tx-check-backoff", "200ms", "--tx-max-checks", "3",
             "--tx-check-timeout", "2s", "--tx-policy", "expire"]
+    certdir = tempfile.mkdtemp(prefix="escrow-check-tls-")
+    trusted, untrusted = make_cert(certdir, "trusted"), make_cert(certdir, "untrusted")
+    tls_chk = tls_bad = None
+    if trusted and untrusted:
+        tls_chk, tls_bad = Checker(trusted[0]), Checker(untrusted[0])
+        args += ["--http-check-ca", trusted[1]]
     b = Broker(args)
     try:
         st, _ = b.call("POST", "/v1/topics", {"topic": "orders"})
         st, r = b.call("POST", "/v1/tx", {"check_url": "ftp://x/y"})
         t.ok(st == 400 and r["error"]["code"] == "INVALID", "a check_url that is not http:// -> 400", r)
+        st, r = b.call("POST", "/v1/tx", {"check_url": "https://u:p@x/y"})
+        t.ok(st == 400 and r["error"]["code"] == "INVALID", "a check_url with user:password@ -> 400", r)
         st, r = b.call("POST", "/v1/tx", {"check_url": "https://x/y"})
-        t.ok(st == 400 and "https" in r["error"]["message"], "https check URLs are refused for now", r)
+        t.ok(st == 201, "an https:// check_url is accepted", r)
 
         modes = ["commit", "rollback", "unknown", "garbage", "errorbody", "500", "slow", "425"]
         txs = {m: begin(b, "pg-" + m, chk.url(m), m) for m in modes}
         txs["nolisten"] = begin(b, "pg-nolisten", "http://127.0.0.1:%d/check" % dead, "nolisten")
+        if tls_chk:
+            txs["https"] = begin(b, "pg-https", tls_chk.url("rollback"), "https")
+            txs["https-untrusted"] = begin(b, "pg-https-bad", tls_bad.url("commit"), "https-bad")
         want = {txs[m]: "expired" for m in txs}
         want[txs["commit"]] = "committed"
+        if tls_chk:
+            want[txs["https"]] = "rolled_back"
         want[txs["rollback"]] = "rolled_back"
         want[txs["425"]] = "committed"
         got = wait_states(b, list(want), want, 20)
         for m in ["commit", "rollback", "unknown", "garbage", "errorbody", "500", "slow", "425",
                   "nolisten"]:
             t.eq(got[txs[m]], want[txs[m]], "check answered %s -> %s" % (m, want[txs[m]]))
+        if not tls_chk:
+            t.ok(True, "# SKIP no openssl command to make certificates for the https checks")
+        else:
+            t.ok(got[txs["https"]] == "rolled_back" and tls_chk.wait_n(txs["https"], 1) == 1,
+                 "an https check URL whose self-signed certificate --http-check-ca trusts: "
+                 "asked once, its rollback applied", (got[txs["https"]], tls_chk.n(txs["https"])))
+            tb = txs["https-untrusted"]
+            t.ok(got[tb] == "expired" and tls_bad.n(tb) == 0,
+                 "an https check URL with a certificate escrowd does not trust: never sent "
+                 "(UNKNOWN each time, then --tx-policy expire)", (got[tb], tls_bad.n(tb)))
         for m in ["unknown", "garbage", "errorbody", "500"]:
             t.eq(chk.wait_n(txs[m], 3), 3, "%s counted as UNKNOWN: asked --tx-max-checks (3) times" % m)
         t.ok(chk.wait_n(txs["425"], 6) == 6,
@@ -248,6 +304,10 @@ def main():
         chk.hold.set()
         chk.hold2.set()
         chk.srv.shutdown()
+        for c in (tls_chk, tls_bad):
+            if c:
+                c.srv.shutdown()
+        shutil.rmtree(certdir, ignore_errors=True)
     t.done()
 
 
