@@ -73,6 +73,7 @@
 #include <escrow/msg.h>
 #include <escrow/producer.h>
 
+#include "bankconf.h"
 #include "bankdb.h"
 #include "bankpg.h"
 
@@ -554,7 +555,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: bank1 (--db FILE | --pg CONNINFO) [--barrier | --no-barrier] [--listen HOST:PORT]\n"
 		"             [--server HOST:PORT] [--rollback-after MS] [--slow-ms MS]\n"
-		"             [--crash-after-commit | --local-unknown | --slow]\n"
+		"             [--crash-after-commit | --local-unknown | --slow] [--escrow-conf KEY=VALUE]...\n"
 		"Zhang San's bank: POST /transfer {\"from\":1,\"to\":2,\"amount\":20}, GET /balance?account=1.\n"
 		"  --db FILE             SQLite database (created with account 1, balance 10000)\n"
 		"  --pg CONNINFO         PostgreSQL database instead (libpq conninfo; barrier mode only)\n"
@@ -567,6 +568,8 @@ static void usage(FILE *f)
 		"  --crash-after-commit  fault: exit right after each local commit, before END_TX\n"
 		"  --local-unknown       fault (--no-barrier): commit locally, then answer UNKNOWN\n"
 		"  --slow                fault (--barrier): hold the local transaction open --slow-ms\n"
+		"  --escrow-conf KEY=VALUE  any libescrow conf key (repeatable), e.g. user=bank1,\n"
+		"                        password=P, tls=true, tls.ca=ca.pem (doc/security.md)\n"
 		"  (env BANK1_FAULT=crash|unknown|slow does the same; POST /transfer?fault=... per request)\n"
 		"GET /barrier: the barrier's check counters.\n"
 		"Prints \"bank1 ready port=N\" on stdout once it serves.\n");
@@ -602,7 +605,7 @@ static int open_databases(const char *dbpath, const char *pginfo)
 
 /* The producer of group bank1, with the barrier's check handler or
  * check_tx. Returns 0, or -1 after printing why. */
-static int start_producer(const char *server)
+static int start_producer(const char *server, const bankconf_t *extra)
 {
 	char errstr[256];
 	escrow_conf_t *conf = escrow_conf_new();
@@ -612,6 +615,10 @@ static int start_producer(const char *server)
 	    escrow_conf_set(conf, "request.timeout.ms", "10000", errstr, sizeof errstr) ||
 	    escrow_conf_set(conf, "reconnect.backoff.max.ms", "500", errstr, sizeof errstr)) {
 		fprintf(stderr, "bank1: %s\n", errstr);
+		escrow_conf_free(conf);
+		return -1;
+	}
+	if (bankconf_apply(extra, "bank1", conf)) {
 		escrow_conf_free(conf);
 		return -1;
 	}
@@ -645,9 +652,11 @@ int main(int argc, char **argv)
 		{ "pg", required_argument, NULL, 'P' },
 		{ "barrier", no_argument, NULL, 'B' },
 		{ "no-barrier", no_argument, NULL, 'N' },
+		{ "escrow-conf", required_argument, NULL, 'E' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	bankconf_t extra = { .n = 0 };
 	int c;
 
 	default_fault = parse_fault(getenv("BANK1_FAULT"));
@@ -664,6 +673,10 @@ int main(int argc, char **argv)
 		case 'P': pginfo = optarg; break;
 		case 'B': use_barrier = 1; break;
 		case 'N': use_barrier = 0; break;
+		case 'E':
+			if (bankconf_add(&extra, "bank1", optarg))
+				return 2;
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -677,7 +690,7 @@ int main(int argc, char **argv)
 		server = "127.0.0.1:7420";
 	signal(SIGPIPE, SIG_IGN);
 
-	if (open_databases(dbpath, pginfo) || start_producer(server))
+	if (open_databases(dbpath, pginfo) || start_producer(server, &extra))
 		return 1;
 
 	struct event_base *base = event_base_new();

@@ -35,6 +35,7 @@
 #include <escrow/consumer.h>
 #include <escrow/msg.h>
 
+#include "bankconf.h"
 #include "bankdb.h"
 
 static sqlite3 *db;
@@ -172,6 +173,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: bank2 --db FILE [--server HOST:PORT] [--fail-first N] [--crash-after N] [--sleep-ms MS]\n"
+		"             [--escrow-conf KEY=VALUE]...\n"
 		"       bank2 --db FILE --add-account NO NAME\n"
 		"Li Si's bank: consumer group bank2 of topic transfer; credits each transfer once.\n"
 		"  --db FILE          SQLite database (created with account 2, balance 0)\n"
@@ -179,6 +181,8 @@ static void usage(FILE *f)
 		"  --fail-first N     fault: answer RECONSUME_LATER to the first N deliveries\n"
 		"  --crash-after N    fault: exit after the Nth credit is committed, before its ack\n"
 		"  --sleep-ms MS      take this long per message\n"
+		"  --escrow-conf KEY=VALUE  any libescrow conf key (repeatable), e.g. user=bank2,\n"
+		"                     password=P, tls=true, tls.ca=ca.pem (doc/security.md)\n"
 		"  --add-account NO NAME  create account NO with balance 0, then exit\n"
 		"Prints \"bank2 ready\" on stdout once subscribed.\n");
 }
@@ -187,6 +191,7 @@ int main(int argc, char **argv)
 {
 	const char *dbpath = NULL, *server = getenv("ESCROW_SERVER");
 	long add_no = 0;
+	bankconf_t extra = { .n = 0 };
 	static const struct option opts[] = {
 		{ "db", required_argument, NULL, 'd' },
 		{ "server", required_argument, NULL, 's' },
@@ -194,6 +199,7 @@ int main(int argc, char **argv)
 		{ "crash-after", required_argument, NULL, 'c' },
 		{ "sleep-ms", required_argument, NULL, 'w' },
 		{ "add-account", required_argument, NULL, 'a' },
+		{ "escrow-conf", required_argument, NULL, 'E' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -210,6 +216,10 @@ int main(int argc, char **argv)
 		case 'c': crash_after = strtol(optarg, NULL, 10); break;
 		case 'w': sleep_ms = strtol(optarg, NULL, 10); break;
 		case 'a': add_no = strtol(optarg, NULL, 10); break;
+		case 'E':
+			if (bankconf_add(&extra, "bank2", optarg))
+				return 2;
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -237,6 +247,11 @@ int main(int argc, char **argv)
 	    escrow_conf_set(conf, "consumer.prefetch", "16", errstr, sizeof errstr) ||
 	    escrow_conf_set(conf, "reconnect.backoff.max.ms", "500", errstr, sizeof errstr)) {
 		fprintf(stderr, "bank2: %s\n", errstr);
+		return 2;
+	}
+	if (bankconf_apply(&extra, "bank2", conf)) {
+		escrow_conf_free(conf);
+		sqlite3_close(db);
 		return 2;
 	}
 	escrow_conf_set_log_cb(conf, log_cb, NULL);

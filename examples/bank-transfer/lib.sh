@@ -12,6 +12,14 @@ BT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${BANK1_BARRIER:=off}"        # bank1 --barrier (on) or the RocketMQ-style --no-barrier (off);
                                  # the scenario tests s1-s7 run the latter, demo.sh the former
 BANK1_PG= PG_DIR=               # set by start_pg: bank1 on PostgreSQL (--pg)
+# Across hosts (two-hosts.sh sets these; the defaults are one host, no TLS/auth):
+: "${ESCROW_HOST:=127.0.0.1}"    # escrowd's --listen host, and where clients reach it
+: "${ESCROWD_LOG_LEVEL:=warn}"   # escrowd --log-level
+[ -n "${ESCROWD_EXTRA+x}" ] || ESCROWD_EXTRA=()  # more escrowd options (--tls-cert ... --auth)
+[ -n "${CTL_OPTS+x}" ] || CTL_OPTS=()            # more escrowctl options (--tls-ca F)
+[ -n "${IN_BROKER+x}" ] || IN_BROKER=()          # command prefix running escrowd (ip netns exec A)
+[ -n "${IN_BANKS+x}" ] || IN_BANKS=()            # prefix running bank1, bank2, curl, escrowctl
+BT_ON_EXIT=                     # a function bt_cleanup calls once the processes are gone
 PGTEMP=$BT_DIR/../../scripts/pgtemp.sh
 for v in ESCROWD ESCROWCTL BANK1 BANK2; do
 	[ -x "${!v:-}" ] || { echo "lib.sh: \$$v must name the built program (meson sets it)" >&2; exit 2; }
@@ -31,6 +39,7 @@ bt_cleanup() {
 	local rc=$?
 	for p in $BANK1_PID $BANK2_PID $ESCROWD_PID; do kill "$p" 2>/dev/null; done
 	for p in $BANK1_PID $BANK2_PID $ESCROWD_PID; do wait "$p" 2>/dev/null; done
+	[ -z "$BT_ON_EXIT" ] || "$BT_ON_EXIT"
 	if [ -n "$PG_DIR" ]; then
 		"$PGTEMP" stop "$PG_DIR" || true
 		[ "$BT_KEEP" = 1 ] && echo "PostgreSQL data dir kept in $PG_DIR" >&2 || rm -rf "$PG_DIR"
@@ -53,7 +62,7 @@ wait_for() {
 	return 1
 }
 
-ctl() { "$ESCROWCTL" -s "127.0.0.1:$ESCROW_PORT" "$@"; }
+ctl() { "${IN_BANKS[@]}" "$ESCROWCTL" -s "$ESCROW_HOST:$ESCROW_PORT" "${CTL_OPTS[@]}" "$@"; }
 
 # bt_disown PID: with BT_DISOWN=1 (demo.sh) a started process is no job of
 # this shell, so its kill -9 prints no "Killed" job line in the middle of the
@@ -65,14 +74,14 @@ bt_disown() {
 
 start_escrowd() { # on $ESCROW_PORT when set (a restart), else a free port
 	: >"$WORK/escrowd.out"
-	"$ESCROWD" --listen "127.0.0.1:${ESCROW_PORT:-0}" --data-dir "$WORK/broker" \
-		--tx-timeout 1s --tx-check-backoff "1s" --tx-check-timeout 2s \
-		--log-level warn >"$WORK/escrowd.out" 2>>"$WORK/escrowd.log" &
+	"${IN_BROKER[@]}" "$ESCROWD" --listen "$ESCROW_HOST:${ESCROW_PORT:-0}" --data-dir "$WORK/broker" \
+		--tx-timeout 1s --tx-check-backoff "1s" --tx-check-timeout 2s "${ESCROWD_EXTRA[@]}" \
+		--log-level "$ESCROWD_LOG_LEVEL" >"$WORK/escrowd.out" 2>>"$WORK/escrowd.log" &
 	ESCROWD_PID=$!
 	bt_disown "$ESCROWD_PID"
 	wait_for 10 grep -q '^escrowd ready' "$WORK/escrowd.out" || die "escrowd did not start"
 	ESCROW_PORT=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' "$WORK/escrowd.out")
-	export ESCROW_SERVER=127.0.0.1:$ESCROW_PORT
+	export ESCROW_SERVER=$ESCROW_HOST:$ESCROW_PORT
 }
 
 create_topic_group() {
@@ -99,7 +108,7 @@ start_bank1() { # [bank1 options]: on a free port, BANK1_PORT set
 	[ -z "$BANK1_PG" ] || where=(--pg "$BANK1_PG")
 	[ "$BANK1_BARRIER" = off ] || mode=--barrier
 	: >"$WORK/bank1.out"
-	"$BANK1" "${where[@]}" "$mode" --listen 127.0.0.1:0 --server "$ESCROW_SERVER" \
+	"${IN_BANKS[@]}" "$BANK1" "${where[@]}" "$mode" --listen 127.0.0.1:0 --server "$ESCROW_SERVER" \
 		--rollback-after "$ROLLBACK_AFTER_MS" "$@" >"$WORK/bank1.out" 2>>"$WORK/bank1.log" &
 	BANK1_PID=$!
 	bt_disown "$BANK1_PID"
@@ -109,7 +118,7 @@ start_bank1() { # [bank1 options]: on a free port, BANK1_PORT set
 
 start_bank2() { # [bank2 options]
 	: >"$WORK/bank2.out"
-	"$BANK2" --db "$WORK/bank2.db" --server "$ESCROW_SERVER" "$@" \
+	"${IN_BANKS[@]}" "$BANK2" --db "$WORK/bank2.db" --server "$ESCROW_SERVER" "$@" \
 		>"$WORK/bank2.out" 2>>"$WORK/bank2.log" &
 	BANK2_PID=$!
 	bt_disown "$BANK2_PID"
@@ -126,7 +135,7 @@ kill9() { # PID: SIGKILL and reap; returns once it is gone (also when disowned,
 # transfer FROM TO AMOUNT [FAULT]: POST /transfer, print bank1's JSON answer
 # (empty when bank1 did not answer, e.g. it crashed).
 transfer() {
-	curl -s --max-time 20 -X POST -H 'Content-Type: application/json' \
+	"${IN_BANKS[@]}" curl -s --max-time 20 -X POST -H 'Content-Type: application/json' \
 		-d "{\"from\":$1,\"to\":$2,\"amount\":$3}" \
 		"http://127.0.0.1:$BANK1_PORT/transfer${4:+?fault=$4}" || true
 }
