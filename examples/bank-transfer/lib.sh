@@ -37,8 +37,9 @@ bt_setup() { # [DIR]: work in DIR (kept) or a temp dir (removed at exit)
 
 bt_cleanup() {
 	local rc=$?
-	for p in $BANK1_PID $BANK2_PID $ESCROWD_PID; do kill "$p" 2>/dev/null; done
-	for p in $BANK1_PID $BANK2_PID $ESCROWD_PID; do wait "$p" 2>/dev/null; done
+	# "|| true": under set -e a process that already died must not end the cleanup
+	for p in $BANK1_PID $BANK2_PID $ESCROWD_PID; do kill "$p" 2>/dev/null || true; done
+	for p in $BANK1_PID $BANK2_PID $ESCROWD_PID; do wait "$p" 2>/dev/null || true; done
 	[ -z "$BT_ON_EXIT" ] || "$BT_ON_EXIT"
 	if [ -n "$PG_DIR" ]; then
 		"$PGTEMP" stop "$PG_DIR" || true
