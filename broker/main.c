@@ -265,27 +265,16 @@ static bool insecure_ok(const broker_conf *c)
 	return true;
 }
 
-int main(int argc, char **argv)
+/*
+ * broker_open: everything escrowd needs before it listens: the event loop
+ * with its two priorities, the store (and its writer thread), the timers,
+ * and the in-memory state loaded from the store (topics, groups, acks,
+ * retries, transactions, check URLs, users). main() and the fuzz targets
+ * (tests/fuzz/fuzz_broker.h) both start a broker through it, so they cannot
+ * drift apart. Says what failed on stderr; returns 0 or 1.
+ */
+static int broker_open(broker *b)
 {
-	broker bk, *b = &bk;
-	memset(b, 0, sizeof *b);
-	int rc = config_parse(&b->conf, argc, argv);
-	if (rc)
-		return rc == 1 ? 0 : 2;
-	if (b->conf.check_dir || b->conf.backup_from) {
-		rc = b->conf.check_dir ? run_check(b->conf.check_dir)
-		                       : run_backup_from(b->conf.backup_from, b->conf.backup_to);
-		config_free(&b->conf);
-		return rc;
-	}
-	if (!insecure_ok(&b->conf)) {
-		config_free(&b->conf);
-		return 2;
-	}
-	clock_set_scale(b->conf.time_scale);
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
-	raise_fd_limit();
 	evthread_use_pthreads();
 	pthread_mutex_init(&b->done_mu, NULL);
 	b->start_ms = now_ms();
@@ -317,7 +306,6 @@ int main(int argc, char **argv)
 		event_free(b->done_ev);
 		event_free(b->flush_ev);
 		event_base_free(b->base);
-		config_free(&b->conf);
 		return 1;
 	}
 	if (redeliver_init(b) || retain_init(b) || usage_init(b) || metrics_init(b)) {
@@ -335,6 +323,35 @@ int main(int argc, char **argv)
 		store_close(b->st);
 		return 1;
 	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	broker bk, *b = &bk;
+	memset(b, 0, sizeof *b);
+	int rc = config_parse(&b->conf, argc, argv);
+	if (rc)
+		return rc == 1 ? 0 : 2;
+	if (b->conf.check_dir || b->conf.backup_from) {
+		rc = b->conf.check_dir ? run_check(b->conf.check_dir)
+		                       : run_backup_from(b->conf.backup_from, b->conf.backup_to);
+		config_free(&b->conf);
+		return rc;
+	}
+	if (!insecure_ok(&b->conf)) {
+		config_free(&b->conf);
+		return 2;
+	}
+	clock_set_scale(b->conf.time_scale);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN); /* until hup_cb is installed: never die of a HUP */
+	raise_fd_limit();
+	if (broker_open(b)) {
+		config_free(&b->conf);
+		return 1;
+	}
+	char err[512] = "";
 	if (tls_open(b) || listen_on(b) || http_open(b)) {
 		store_close(b->st);
 		return 1;

@@ -16,6 +16,7 @@
 int escrowd_main(int argc, char **argv);
 #include "broker/main.c"
 #undef main
+#include "tests/fuzz/fuzz_broker.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -27,68 +28,15 @@ int escrowd_main(int argc, char **argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static broker fz, *fb;
-static char fz_dir[] = "/tmp/escrow-fuzz-http-XXXXXX";
-
-static void rm_dir(void)
-{
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", fz_dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "fuzz_http: could not remove %s\n", fz_dir);
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static const char *const http_extra[] = {"--http", "127.0.0.1:0", "--http-max-body", "256KiB",
+                                         NULL};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	char *dir = fz_dir;
-	if (!mkdtemp(dir))
-		abort();
-	atexit(rm_dir);
-	char *args[] = {"escrowd", "--data-dir", dir, "--sync", "none", "--map-size", "256MiB",
-	                "--log-level", "error", "--max-body", "64KiB", "--tx-timeout", "50ms",
-	                "--tx-check-timeout", "50ms", "--tx-check-backoff", "50ms",
-	                "--tx-max-checks", "2", "--ack-timeout", "100ms", "--backoff", "10ms",
-	                "--http", "127.0.0.1:0", "--http-max-body", "256KiB", NULL};
-	fb = &fz;
-	if (config_parse(&fb->conf, (int)(sizeof args / sizeof args[0]) - 1, args))
-		abort();
-	signal(SIGPIPE, SIG_IGN);
-	evthread_use_pthreads();
-	pthread_mutex_init(&fb->done_mu, NULL);
-	fb->start_ms = now_ms();
-	store_opts so = {
-		.dir = fb->conf.data_dir,
-		.map_size_bytes = fb->conf.map_size_bytes,
-		.sync = fb->conf.sync,
-		.done = store_done_cb,
-		.done_arg = fb,
-		.log = log_store_sink,
-	};
-	char err[512] = "";
-	fb->base = event_base_new();
-	if (!fb->base)
-		abort();
-	event_base_priority_init(fb->base, 2);
-	fb->done_ev = event_new(fb->base, -1, 0, broker_done_event, fb);
-	fb->flush_ev = event_new(fb->base, -1, 0, broker_flush_event, fb);
-	event_priority_set(fb->done_ev, 0);
-	event_priority_set(fb->flush_ev, 1);
-	if (store_open(&fb->st, &so, err, sizeof err)) {
-		fprintf(stderr, "fuzz_http: store_open %s: %s\n", dir, err);
-		abort();
-	}
-	if (redeliver_init(fb) || retain_init(fb) || metrics_init(fb) ||
-	    store_load_topics(fb->st, load_topic, fb) || store_load_groups(fb->st, load_group, fb) ||
-	    redeliver_load(fb) || tx_init(fb) || check_url_load(fb) || http_open(fb))
+	fuzz_broker_open("http", http_extra);
+	if (http_open(fb))
 		abort();
 	return 0;
 }
@@ -111,8 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t off = 0;
 	int shut = 0, eof = 0;
 	char sink[65536];
-	int64_t deadline = mono_ms() + 2000;
-	while (mono_ms() < deadline && !eof) {
+	int64_t deadline = fz_mono_ms() + 2000;
+	while (fz_mono_ms() < deadline && !eof) {
 		if (off < size) {
 			ssize_t w = write(sv[1], data + off, size - off);
 			if (w > 0)
