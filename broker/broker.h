@@ -523,6 +523,14 @@ size_t page_item_bytes(const wire_msg *it);
 /* page_fits: whether @it still goes into page @p (always the first item;
  * then while under p->limit items and PAGE_BYTES); counts it when it does. */
 bool page_fits(page_acc *p, const wire_msg *it);
+/* page_id_cursor_or_reply: for lists ordered by a 32-bit id (topic_list,
+ * group_list), the id the request's cursor names in @after (0 when none):
+ * 0, or -1 after answering INVALID. */
+int page_id_cursor_or_reply(conn *c, const wire_msg *m, uint32_t *after);
+/* page_reply_by_id answers @m with @count @items (borrowed) and, when @more,
+ * the cursor naming @last_id, the id of the last item sent. */
+void page_reply_by_id(conn *c, const wire_msg *m, wire_msg *items, uint32_t count, bool more,
+                      uint32_t last_id);
 
 /* ---- transactions (tx.c), and the cmd.c helpers they share --------------- */
 

@@ -121,11 +121,10 @@ void cmd_group_list(conn *c, const wire_msg *m)
 	topic *only = NULL;
 	if (WIRE_HAS(m, TOPIC) && !(only = topic_or_reply(c, m)))
 		return;
-	unsigned char cur[4] = {0};
+	uint32_t after = 0;
 	uint32_t limit = page_limit_or_reply(c, m);
-	if (!limit || page_cursor_or_reply(c, m, cur, sizeof cur) < 0)
+	if (!limit || page_id_cursor_or_reply(c, m, &after) < 0)
 		return;
-	uint32_t after = (uint32_t)cur[0] << 24 | (uint32_t)cur[1] << 16 | (uint32_t)cur[2] << 8 | cur[3];
 	uint32_t n = 0, all = HASH_CNT(hh_id, b->groups_by_id);
 	group **v = calloc(all + 1, sizeof *v);
 	wire_msg *items = calloc(all + 1, sizeof *items);
@@ -146,19 +145,7 @@ void cmd_group_list(conn *c, const wire_msg *m)
 		if (!page_fits(&pg, &items[i]))
 			break;
 	}
-	wire_msg r;
-	wire_reply_ok(&r, m);
-	WIRE_SET(&r, ITEMS, items, ((wire_items){i, items}));
-	unsigned char next[4];
-	if (i < n) {
-		uint32_t id = v[i - 1]->id;
-		next[0] = (unsigned char)(id >> 24);
-		next[1] = (unsigned char)(id >> 16);
-		next[2] = (unsigned char)(id >> 8);
-		next[3] = (unsigned char)id;
-		WIRE_SET(&r, CURSOR, cursor, ((wire_str){(const char *)next, 4}));
-	}
-	conn_reply(c, &r);
+	page_reply_by_id(c, m, items, i, i < n, i ? v[i - 1]->id : 0);
 	free(items);
 	free(v);
 }

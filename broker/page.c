@@ -55,3 +55,25 @@ bool page_fits(page_acc *p, const wire_msg *it)
 	p->bytes += n;
 	return true;
 }
+
+int page_id_cursor_or_reply(conn *c, const wire_msg *m, uint32_t *after)
+{
+	unsigned char cur[4] = {0};
+	if (page_cursor_or_reply(c, m, cur, sizeof cur) < 0)
+		return -1;
+	*after = (uint32_t)cur[0] << 24 | (uint32_t)cur[1] << 16 | (uint32_t)cur[2] << 8 | cur[3];
+	return 0;
+}
+
+void page_reply_by_id(conn *c, const wire_msg *m, wire_msg *items, uint32_t count, bool more,
+                      uint32_t last_id)
+{
+	wire_msg r;
+	wire_reply_ok(&r, m);
+	WIRE_SET(&r, ITEMS, items, ((wire_items){count, items}));
+	unsigned char next[4] = {(unsigned char)(last_id >> 24), (unsigned char)(last_id >> 16),
+	                         (unsigned char)(last_id >> 8), (unsigned char)last_id};
+	if (more)
+		WIRE_SET(&r, CURSOR, cursor, ((wire_str){(const char *)next, 4}));
+	conn_reply(c, &r);
+}
