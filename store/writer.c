@@ -579,15 +579,16 @@ static int apply_group_create(struct wctx *w, store_op *op)
 	return 0;
 }
 
-/* GROUP_SET: the groups record of group.id gets group.push, the rest kept. */
-static int apply_group_set(struct wctx *w, store_op *op)
+/*
+ * group_key_get: the groups key (topic_id|name) of group @gid, from
+ * group_ids, copied into @kb (4 + STORE_NAME_MAX bytes) with its length in
+ * @klen: 0, ESCROW_ERR_NOT_FOUND, or a recorded store failure.
+ */
+static int group_key_get(struct wctx *w, uint32_t gid, unsigned char *kb, size_t *klen)
 {
-	uint32_t gid = op->u.group.id;
-	if (!op->u.group.push)
-		return ESCROW_ERR_INVALID;
 	unsigned char ib[4];
 	put_u32(ib, gid);
-	MDB_val ik = {4, ib}, iv, d, nd;
+	MDB_val ik = {4, ib}, iv;
 	int rc = mdb_get(w->txn, w->s->dbi[DBI_GROUP_IDS], &ik, &iv);
 	if (rc == MDB_NOTFOUND)
 		return ESCROW_ERR_NOT_FOUND;
@@ -595,9 +596,23 @@ static int apply_group_set(struct wctx *w, store_op *op)
 		return wfail(w, rc, "group_ids get", "group_id=%u", gid);
 	if (iv.mv_size < 4 || iv.mv_size > 4 + STORE_NAME_MAX)
 		return wfail(w, MDB_CORRUPTED, "group_ids value size", "group_id=%u", gid);
-	unsigned char kb[4 + STORE_NAME_MAX];
 	memcpy(kb, iv.mv_data, iv.mv_size);
-	MDB_val k = {iv.mv_size, kb};
+	*klen = iv.mv_size;
+	return 0;
+}
+
+/* GROUP_SET: the groups record of group.id gets group.push, the rest kept. */
+static int apply_group_set(struct wctx *w, store_op *op)
+{
+	uint32_t gid = op->u.group.id;
+	if (!op->u.group.push)
+		return ESCROW_ERR_INVALID;
+	unsigned char kb[4 + STORE_NAME_MAX];
+	size_t klen;
+	int rc = group_key_get(w, gid, kb, &klen);
+	if (rc)
+		return rc;
+	MDB_val k = {klen, kb}, d, nd;
 	rc = mdb_get(w->txn, w->s->dbi[DBI_GROUPS], &k, &d);
 	if (rc == MDB_NOTFOUND)
 		return ESCROW_ERR_NOT_FOUND;
@@ -620,19 +635,11 @@ static int apply_group_set(struct wctx *w, store_op *op)
 static int apply_group_delete(struct wctx *w, store_op *op)
 {
 	uint32_t gid = op->u.group.id;
-	unsigned char ib[4];
-	put_u32(ib, gid);
-	MDB_val ik = {4, ib}, iv;
-	int rc = mdb_get(w->txn, w->s->dbi[DBI_GROUP_IDS], &ik, &iv);
-	if (rc == MDB_NOTFOUND)
-		return ESCROW_ERR_NOT_FOUND;
-	if (rc)
-		return wfail(w, rc, "group_ids get", "group_id=%u", gid);
-	if (iv.mv_size < 4 || iv.mv_size > 4 + STORE_NAME_MAX)
-		return wfail(w, MDB_CORRUPTED, "group_ids value size", "group_id=%u", gid);
 	unsigned char kb[4 + STORE_NAME_MAX];
-	size_t klen = iv.mv_size;
-	memcpy(kb, iv.mv_data, klen);
+	size_t klen;
+	int rc = group_key_get(w, gid, kb, &klen);
+	if (rc)
+		return rc;
 
 	/* write phase */
 	MDB_val k = {klen, kb};
