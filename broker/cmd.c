@@ -679,6 +679,10 @@ void topic_made_visible(broker *b, topic *t, uint64_t seq)
 
 void cmd_done(broker *b, store_op *op)
 {
+	if (op->kind == STORE_OP_REPL_ROLE || op->kind == STORE_OP_REPL_APPLY) {
+		repl_done(b, op);
+		return;
+	}
 	if (op->kind >= STORE_OP_TX_HALF_ADD && op->kind <= STORE_OP_TX_GC) {
 		tx_done(b, op);
 		return;
@@ -687,7 +691,8 @@ void cmd_done(broker *b, store_op *op)
 		/* queued by the broker itself (redeliver.c, retain.c): nobody waits */
 		if (op->kind == STORE_OP_RETAIN)
 			retain_done(b, op);
-		if (op->err && op->err != ESCROW_ERR_NOT_READY && op->err != ESCROW_ERR_NOT_FOUND)
+		if (op->err && op->err != ESCROW_ERR_NOT_READY && op->err != ESCROW_ERR_NOT_FOUND &&
+		    op->err != ESCROW_ERR_NOT_LEADER)
 			log_warn("store op %d failed: %s", op->kind, escrow_err2name(op->err));
 		store_op_free(op);
 		return;
