@@ -549,6 +549,12 @@ int page_id_cursor_or_reply(conn *c, const wire_msg *m, uint32_t *after);
  * the cursor naming @last_id, the id of the last item sent. */
 void page_reply_by_id(conn *c, const wire_msg *m, wire_msg *items, uint32_t count, bool more,
                       uint32_t last_id);
+/* For lists ordered by seq (dlq_list, msg_find): page_seq_cursor writes
+ * @seq as the 8-byte BE cursor into @buf and returns it (borrows @buf);
+ * page_seq_cursor_or_reply gives the seq after the request's cursor (1 when
+ * none), or 0 after answering INVALID. */
+wire_str page_seq_cursor(unsigned char buf[8], uint64_t seq);
+uint64_t page_seq_cursor_or_reply(conn *c, const wire_msg *m);
 
 /* ---- transactions (tx.c), and the cmd.c helpers they share --------------- */
 
@@ -668,15 +674,25 @@ void cmd_group_describe(conn *c, const wire_msg *m);
 void cmd_group_reset(conn *c, const wire_msg *m);
 void cmd_group_delete(conn *c, const wire_msg *m);
 
-/* ---- dead letters, message lookup (dlq.c) -------------------------------- */
+/* ---- dead letters, reconciliation (dlq.c) -------------------------------- */
 
 void cmd_dlq_list(conn *c, const wire_msg *m);
 void cmd_dlq_redrive(conn *c, const wire_msg *m);
 void cmd_dlq_purge(conn *c, const wire_msg *m);
+void cmd_group_pending(conn *c, const wire_msg *m);
+
+/* ---- single-message reads (msg.c) ----------------------------------------- */
+
 void cmd_msg_get(conn *c, const wire_msg *m);
 void cmd_msg_find(conn *c, const wire_msg *m);
 void cmd_msg_peek(conn *c, const wire_msg *m);
-void cmd_group_pending(conn *c, const wire_msg *m);
+/* msg_decode_rec decodes stored record @rec into @fr (free with
+ * wire_frame_free); false, logged, when it does not decode. */
+bool msg_decode_rec(wire_str rec, wire_frame *fr);
+/* msg_state: the state of message @seq (due at @at_ms, 0 if not delayed) in
+ * group @g as doc/semantics.md names it (DEAD, IN_FLIGHT, DELAYED, READY,
+ * ACKED), with its delivery attempt in @attempt (0 if none). Static string. */
+const char *msg_state(group *g, uint64_t seq, uint64_t at_ms, uint32_t *attempt);
 
 /* ---- push groups (push.c) ----------------------------------------------- */
 
