@@ -138,7 +138,7 @@ static void cmd_hello(conn *c, const wire_msg *m)
 	if (c->b->conf.auth)
 		WIRE_SET(&r, AUTH, auth, true);
 	conn_reply(c, &r);
-	tx_on_hello(c);
+	checkback_on_hello(c);
 }
 
 /* ping {rid} -> {rid, ok} §5.2 */
