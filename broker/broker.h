@@ -442,6 +442,10 @@ void cmd_op_count(store_op *op, uint64_t count);
  * (owned by the op from now on; malloc'd) as items {seq, reason: @reason
  * (static)}: what the request named and the broker did not do. */
 void cmd_op_skipped(store_op *op, uint64_t *seqs, uint32_t n, const char *reason);
+/* cmd_op_state: the success reply to @op (from cmd_op_new) carries state
+ * @state (static), and attempt @attempt and at_ms @at_ms (Unix ms) when
+ * @attempt is not 0: a nack's outcome, sent once its record is durable. */
+void cmd_op_state(store_op *op, const char *state, uint32_t attempt, uint64_t at_ms);
 /* cmd_op_audit: once @op succeeds, log the audit line "WHAT" (printf @fmt) of
  * conn @c (log.c audit_line_new); nothing is logged if it fails. */
 void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
@@ -657,6 +661,13 @@ void rd_arm(broker *b, group *g, flight *f, uint64_t due_ms);
  * gone): schedule the next attempt after @delay_ms (UINT64_MAX: the group's
  * backoff step), or dead-letter it after max_deliver attempts. */
 void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_ms);
+/* rd_fail_reply is rd_fail for a request @req of @c (a nack): when @req has
+ * a rid, the store op that records the outcome (retry or dead letter)
+ * replies {rid, ok, state, attempt?, at_ms?} once it is durable, and it
+ * returns true; false when nothing was stored (group being deleted, broker
+ * stopping, out of memory): then the caller replies itself. */
+bool rd_fail_reply(broker *b, group *g, flight *f, const char *reason, uint64_t delay_ms, conn *c,
+                   const wire_msg *req);
 /* rd_settle: @f was acked: forget its retry record. Frees nothing. */
 void rd_settle(broker *b, group *g, flight *f);
 int redeliver_load(broker *b); /* retry and dlq records at startup */
