@@ -734,26 +734,28 @@ static int msgpack_bounded(const unsigned char *p, size_t len)
 
 /* type_fits: whether the msgpack type byte @c can be a value of type @t (the
  * shape the decoder would accept; text is not re-checked for UTF-8). */
-static bool type_fits(enum ftype t, unsigned c)
+static bool type_fits(wire_type t, unsigned c)
 {
 	switch (t) {
-	case T_U64:
+	case WIRE_T_U64:
 		return c <= 0x7f || (c >= 0xcc && c <= 0xcf);
-	case T_I64:
+	case WIRE_T_I64:
 		return c <= 0x7f || c >= 0xe0 || (c >= 0xcc && c <= 0xd3);
-	case T_BOOL:
+	case WIRE_T_BOOL:
 		return c == 0xc2 || c == 0xc3;
-	case T_STR:
+	case WIRE_T_STR:
 		return (c >= 0xa0 && c <= 0xbf) || (c >= 0xd9 && c <= 0xdb);
-	case T_BIN:
-	case T_ID:
+	case WIRE_T_BIN:
+	case WIRE_T_ID:
 		return c >= 0xc4 && c <= 0xc6;
-	case T_STRS:
-	case T_U64S:
-	case T_ITEMS:
+	case WIRE_T_STRS:
+	case WIRE_T_U64S:
+	case WIRE_T_ITEMS:
 		return (c >= 0x90 && c <= 0x9f) || c == 0xdc || c == 0xdd;
-	case T_PROPS:
+	case WIRE_T_PROPS:
 		return (c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf;
+	case WIRE_T__COUNT:
+		break;
 	}
 	return false;
 }
@@ -819,7 +821,7 @@ int wire_map_view_of(const char *data, size_t len, wire_map_view *v)
 
 int wire_map_view_u64(const wire_map_view *v, wire_field f, uint64_t *out)
 {
-	if (f >= WIRE_F__COUNT || !(v->has & WIRE_BIT(f)) || fields[f].type != T_U64)
+	if (f >= WIRE_F__COUNT || !(v->has & WIRE_BIT(f)) || fields[f].type != WIRE_T_U64)
 		return ESCROW_ERR_NOT_FOUND;
 	const unsigned char *p = (const unsigned char *)v->base + v->off[f];
 	unsigned c = *p++;

@@ -1296,6 +1296,8 @@ static void test_splice_refused(void)
 	CHECK_INT(wire_map_view_of((const char *)m.b, m.n, &v), ==, ESCROW_ERR_BAD_REQUEST);
 end:
 	wire_buf_free(&b);
+}
+
 /* The reflection API (wire_field_type/lookup/ptr/set/next) agrees with the
  * struct: every field's key looks up to itself, its pointer is its member,
  * set marks its bit, and next visits exactly the present fields in order. */
