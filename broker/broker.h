@@ -493,6 +493,8 @@ void cmd_acl_list(conn *c, const wire_msg *m);
 
 struct txstate;
 int tx_init(broker *b);           /* after topics are loaded; 0 or -1 */
+/* tx_wake runs the check-back scan now (a node that starts leading). */
+void tx_wake(broker *b);
 void tx_shutdown(broker *b);
 void cmd_send_half(conn *c, const wire_msg *m);
 void cmd_end_tx(conn *c, const wire_msg *m);
@@ -594,6 +596,9 @@ typedef struct tq_ent {
 } tq_ent;
 
 int redeliver_init(broker *b);
+/* redeliver_rearm arms the timer at the earliest due entry (cluster.c calls
+ * it when this node starts leading: the timer stays unarmed on a follower). */
+void redeliver_rearm(broker *b);
 void redeliver_free(broker *b);
 /* rd_arm sets f->due_ms and schedules the timer for it. */
 void rd_arm(broker *b, group *g, flight *f, uint64_t due_ms);
@@ -618,6 +623,8 @@ void cmd_touch(conn *c, const wire_msg *m);
 /* ---- retention (retain.c): the timer, incremental deletes of old messages */
 
 int retain_init(broker *b);
+/* retain_wake runs the retention tick now (a node that starts leading). */
+void retain_wake(broker *b);
 void retain_free(broker *b);
 void retain_done(broker *b, store_op *op); /* a RETAIN op came back */
 
@@ -769,6 +776,14 @@ void cluster_close(cluster *cl);
  * lease surely still lives (monotonic deadline, doc/replication.md §2);
  * steps down (closing client connections) when the deadline has passed. */
 bool cluster_leading(cluster *cl);
+/* cluster_runs_timers: whether @b runs the leader-only work now: check-backs
+ * (tx.c, also those sent on hello), ack-timeout redelivery, backoff and DLQ
+ * moves (redeliver.c), retention (retain.c) and push deliveries (push.c).
+ * True without --cluster; in cluster mode only while cluster_leading (false
+ * before cluster_open), as RocketMQ's BrokerController turns its
+ * transaction check, schedule and pop-revive services on for a master only
+ * (changeSpecialServiceStatus). Network thread. */
+bool cluster_runs_timers(broker *b);
 /* cluster_allows_or_reply: true when @m may run here (no cluster mode, this
  * node leads, or @m is hello, ping, status or a login op); else answers
  * NOT_LEADER "leader HOST:PORT" / "no leader" and returns false. */

@@ -670,8 +670,14 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	broker *b = arg;
-	if (!b->stopping)
+	if (!b->stopping && cluster_runs_timers(b))
 		scan(b);
+}
+
+void tx_wake(broker *b)
+{
+	if (b->tx && b->tx->timer)
+		event_active(b->tx->timer, EV_TIMEOUT, 0);
 }
 
 /*
@@ -694,7 +700,8 @@ void tx_check_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint64
 void tx_on_hello(conn *c)
 {
 	broker *b = c->b;
-	if (!b->tx || !can_check(c) || !c->pgroup || !auth_conn_allows(c, PERM_TX, c->pgroup))
+	if (!b->tx || !can_check(c) || !c->pgroup || !auth_conn_allows(c, PERM_TX, c->pgroup) ||
+	    !cluster_runs_timers(b))
 		return;
 	store_rtxn *rt;
 	if (store_rtxn_begin(b->st, &rt))
@@ -719,8 +726,8 @@ void tx_on_hello(conn *c)
 void tx_on_close(conn *c)
 {
 	broker *b = c->b;
-	if (!b->tx || b->stopping)
-		return;
+	if (!b->tx || b->stopping || !cluster_runs_timers(b))
+		return; /* not leading: scan times the check out when it leads again */
 	txw *w, *tmp;
 	HASH_ITER(hh, b->tx->w, w, tmp) {
 		if (w->state == W_CHECKING && w->conn_id == c->id)
