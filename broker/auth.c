@@ -644,7 +644,7 @@ void cmd_auth_continue(conn *c, const wire_msg *m)
 	WIRE_SET(&r, SASL, sasl, wire_cstr(out));
 	WIRE_SET(&r, USER, user, wire_cstr(c->user));
 	conn_reply(c, &r);
-	tx_on_hello(c); /* a checker producer may be asked its checks now */
+	checkback_on_hello(c); /* a checker producer may be asked its checks now */
 }
 
 /* ---- users and rules --------------------------------------------------- */

@@ -385,6 +385,10 @@ void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...
 void conn_close(conn *c, const char *why); /* drop now */
 void conn_close_after_flush(conn *c);
 void conn_unref(conn *c);
+/* conn_key: @c's identity across restarts, as recorded for a transaction's
+ * opener: the broker's start time in ms (40 bits) and the connection id (24
+ * bits), so it never matches a connection of another broker process. */
+uint64_t conn_key(const conn *c);
 
 /* ---- operations: backup, connections (backup.c, connz.c) ---------------- */
 
@@ -427,6 +431,10 @@ void cmd_op_count(store_op *op, uint64_t count);
  * (owned by the op from now on; malloc'd) as items {seq, reason: @reason
  * (static)}: what the request named and the broker did not do. */
 void cmd_op_skipped(store_op *op, uint64_t *seqs, uint32_t n, const char *reason);
+/* cmd_op_state: the success reply to @op (from cmd_op_new) carries state
+ * @state (static), and attempt @attempt and at_ms @at_ms (Unix ms) when
+ * @attempt is not 0: a nack's outcome, sent once its record is durable. */
+void cmd_op_state(store_op *op, const char *state, uint32_t attempt, uint64_t at_ms);
 /* cmd_op_audit: once @op succeeds, log the audit line "WHAT" (printf @fmt) of
  * conn @c (log.c audit_line_new); nothing is logged if it fails. */
 void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
@@ -489,16 +497,28 @@ void cmd_acl_add(conn *c, const wire_msg *m);
 void cmd_acl_del(conn *c, const wire_msg *m);
 void cmd_acl_list(conn *c, const wire_msg *m);
 
-/* ---- transactions and check-back (tx.c) -------------------------------- */
+/* ---- transactions (tx.c) ------------------------------------------------ */
 
 struct txstate;
-int tx_init(broker *b);           /* after topics are loaded; 0 or -1 */
-/* tx_wake runs the check-back scan now (a node that starts leading). */
-void tx_wake(broker *b);
+int tx_init(broker *b);           /* after topics are loaded (starts checkback.c); 0 or -1 */
 void tx_shutdown(broker *b);
 void cmd_send_half(conn *c, const wire_msg *m);
 void cmd_end_tx(conn *c, const wire_msg *m);
 void cmd_tx_list(conn *c, const wire_msg *m);
+
+/* A TX_* op plus who waits for it. op first: store_op_free frees it all. */
+typedef struct txop {
+	store_op op;
+	conn *c;       /* reply here; NULL: the timer's own op */
+	uint64_t rid;
+	bool policy;   /* the timer's max-checks action */
+	char *audit;   /* operator end_tx: logged once it succeeded; owned */
+} txop;
+
+/* txop_new: a TX_* op of @kind about @tx (may be NULL), answering @req's rid
+ * on @c (a ref is taken) when both are given and @req has a rid. Free it
+ * with store_op_free after tx_done. NULL when out of memory. */
+txop *txop_new(conn *c, const wire_msg *req, store_op_kind kind, const escrow_id_t *tx);
 
 /* ---- page.c: paging of list replies (doc/protocol.md §4.1) ---------------- */
 
@@ -533,6 +553,12 @@ int page_id_cursor_or_reply(conn *c, const wire_msg *m, uint32_t *after);
  * the cursor naming @last_id, the id of the last item sent. */
 void page_reply_by_id(conn *c, const wire_msg *m, wire_msg *items, uint32_t count, bool more,
                       uint32_t last_id);
+/* For lists ordered by seq (dlq_list, msg_find): page_seq_cursor writes
+ * @seq as the 8-byte BE cursor into @buf and returns it (borrows @buf);
+ * page_seq_cursor_or_reply gives the seq after the request's cursor (1 when
+ * none), or 0 after answering INVALID. */
+wire_str page_seq_cursor(unsigned char buf[8], uint64_t seq);
+uint64_t page_seq_cursor_or_reply(conn *c, const wire_msg *m);
 
 /* ---- transactions (tx.c), and the cmd.c helpers they share --------------- */
 
@@ -540,8 +566,6 @@ void tx_done(broker *b, store_op *op);
 /* cmd.c helpers shared with tx.c */
 char *build_record(const wire_msg *m, uint32_t *len);
 bool check_msg_fields_or_reply(conn *c, const wire_msg *m);   /* a TX_* op handed back */
-void tx_on_hello(conn *c);               /* a producer said hello: check at once */
-void tx_on_close(conn *c);               /* its unanswered checks are asked elsewhere */
 void tx_counts(broker *b, uint64_t *pending, uint64_t *expired, uint64_t *checks);
 /* transactions with a message for the topic (reads txs and half: operators only) */
 void tx_topic_counts(broker *b, uint32_t topic_id, uint64_t *pending, uint64_t *expired);
@@ -549,7 +573,32 @@ void tx_topic_counts(broker *b, uint32_t topic_id, uint64_t *pending, uint64_t *
  * the topic for dispatch (APPEND and TX_END commits). */
 void topic_made_visible(broker *b, topic *t, uint64_t seq);
 
-void tx_check_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint64_t stored_ms);
+/* ---- the check-back machine (checkback.c) --------------------------------- */
+
+struct checkback;
+int checkback_init(broker *b);     /* from tx_init: starts the timer; 0 or -1 */
+void checkback_shutdown(broker *b);
+/* checkback_wake runs the check-back pass now (a node that starts leading). */
+void checkback_wake(broker *b);
+void checkback_on_hello(conn *c);  /* a producer said hello: check at once */
+void checkback_on_close(conn *c);  /* its unanswered checks are asked elsewhere */
+/* checkback_in_progress: check @chk of @tx was answered "still in progress"
+ * (an HTTP check's 425): asked again later, not counted. */
+void checkback_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint64_t stored_ms);
+/* checkback_answer: end_tx request @m with @action (STORE_TX_COMMIT,
+ * STORE_TX_ROLLBACK, or 0 for unknown) arrived: true when it answers the
+ * check in flight for its tx (its chk), which is then counted in metrics. */
+bool checkback_answer(broker *b, const wire_msg *m, int action);
+/* checkback_unknown: the check in flight for @tx was answered UNKNOWN: it
+ * counts, and @tx is asked again after the backoff (or gets --tx-policy). */
+void checkback_unknown(broker *b, const escrow_id_t *tx);
+/* checkback_settling: an end_tx of @tx is queued: a check in flight for it
+ * no longer times out. */
+void checkback_settling(broker *b, const escrow_id_t *tx);
+/* checkback_op_done: the writer handed back TX_* @op (tx_done calls it
+ * first); @from_conn: the op answers a connection, not the timer. */
+void checkback_op_done(broker *b, const store_op *op, bool from_conn);
+uint64_t checkback_checks_sent(broker *b); /* checks asked since start */
 
 /* ---- check-back URLs (checkurl.c) and the HTTP check client (http_check.c) */
 
@@ -606,6 +655,13 @@ void rd_arm(broker *b, group *g, flight *f, uint64_t due_ms);
  * gone): schedule the next attempt after @delay_ms (UINT64_MAX: the group's
  * backoff step), or dead-letter it after max_deliver attempts. */
 void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_ms);
+/* rd_fail_reply is rd_fail for a request @req of @c (a nack): when @req has
+ * a rid, the store op that records the outcome (retry or dead letter)
+ * replies {rid, ok, state, attempt?, at_ms?} once it is durable, and it
+ * returns true; false when nothing was stored (group being deleted, broker
+ * stopping, out of memory): then the caller replies itself. */
+bool rd_fail_reply(broker *b, group *g, flight *f, const char *reason, uint64_t delay_ms, conn *c,
+                   const wire_msg *req);
 /* rd_settle: @f was acked: forget its retry record. Frees nothing. */
 void rd_settle(broker *b, group *g, flight *f);
 int redeliver_load(broker *b); /* retry and dlq records at startup */
@@ -636,15 +692,25 @@ void cmd_group_describe(conn *c, const wire_msg *m);
 void cmd_group_reset(conn *c, const wire_msg *m);
 void cmd_group_delete(conn *c, const wire_msg *m);
 
-/* ---- dead letters, message lookup (dlq.c) -------------------------------- */
+/* ---- dead letters, reconciliation (dlq.c) -------------------------------- */
 
 void cmd_dlq_list(conn *c, const wire_msg *m);
 void cmd_dlq_redrive(conn *c, const wire_msg *m);
 void cmd_dlq_purge(conn *c, const wire_msg *m);
+void cmd_group_pending(conn *c, const wire_msg *m);
+
+/* ---- single-message reads (msg.c) ----------------------------------------- */
+
 void cmd_msg_get(conn *c, const wire_msg *m);
 void cmd_msg_find(conn *c, const wire_msg *m);
 void cmd_msg_peek(conn *c, const wire_msg *m);
-void cmd_group_pending(conn *c, const wire_msg *m);
+/* msg_decode_rec decodes stored record @rec into @fr (free with
+ * wire_frame_free); false, logged, when it does not decode. */
+bool msg_decode_rec(wire_str rec, wire_frame *fr);
+/* msg_state: the state of message @seq (due at @at_ms, 0 if not delayed) in
+ * group @g as doc/semantics.md names it (DEAD, IN_FLIGHT, DELAYED, READY,
+ * ACKED), with its delivery attempt in @attempt (0 if none). Static string. */
+const char *msg_state(group *g, uint64_t seq, uint64_t at_ms, uint32_t *attempt);
 
 /* ---- push groups (push.c) ----------------------------------------------- */
 
@@ -718,6 +784,7 @@ struct broker {
 	struct event *retain_ev;  /* retain.c: periodic retention tick */
 	uint64_t msgs_in, msgs_out, acks_in; /* counters for status */
 	struct txstate *tx;       /* transactions (tx.c) */
+	struct checkback *checkback; /* check-back timer (checkback.c) */
 	struct http_front *http;  /* the HTTP front (http.c); NULL without --http */
 	struct backup_job *backup; /* backup.c: NULL until the first backup */
 	struct usage *usage;      /* usage.c */
@@ -777,7 +844,7 @@ void cluster_close(cluster *cl);
  * steps down (closing client connections) when the deadline has passed. */
 bool cluster_leading(cluster *cl);
 /* cluster_runs_timers: whether @b runs the leader-only work now: check-backs
- * (tx.c, also those sent on hello), ack-timeout redelivery, backoff and DLQ
+ * (checkback.c, also those sent on hello), ack-timeout redelivery, backoff and DLQ
  * moves (redeliver.c), retention (retain.c) and push deliveries (push.c).
  * True without --cluster; in cluster mode only while cluster_leading (false
  * before cluster_open), as RocketMQ's BrokerController turns its

@@ -129,7 +129,7 @@ bool cluster_runs_timers(broker *b)
 static void timers_start(broker *b)
 {
 	redeliver_rearm(b);
-	tx_wake(b);
+	checkback_wake(b);
 	retain_wake(b);
 	for (topic *t = b->topics_by_id; t; t = t->hh_id.next)
 		for (group *g = t->groups; g; g = g->next)

@@ -30,6 +30,9 @@ typedef struct bop {
 	uint64_t *skipped; /* seqs not acted on (cmd_op_skipped); owned */
 	uint32_t n_skipped;
 	const char *skip_reason; /* static */
+	const char *state;       /* the reply carries state (cmd_op_state); static */
+	uint32_t attempt;        /* ... and attempt and at_ms, when not 0 */
+	uint64_t at_ms;
 } bop;
 
 static bop *bop_new(conn *c, const wire_msg *req, store_op_kind kind)
@@ -60,6 +63,14 @@ void cmd_op_skipped(store_op *op, uint64_t *seqs, uint32_t n, const char *reason
 	r->skipped = seqs;
 	r->n_skipped = n;
 	r->skip_reason = reason;
+}
+
+void cmd_op_state(store_op *op, const char *state, uint32_t attempt, uint64_t at_ms)
+{
+	bop *r = (bop *)op;
+	r->state = state;
+	r->attempt = attempt;
+	r->at_ms = at_ms;
 }
 
 void cmd_op_count(store_op *op, uint64_t count)
@@ -138,7 +149,7 @@ static void cmd_hello(conn *c, const wire_msg *m)
 	if (c->b->conf.auth)
 		WIRE_SET(&r, AUTH, auth, true);
 	conn_reply(c, &r);
-	tx_on_hello(c);
+	checkback_on_hello(c);
 }
 
 /* ping {rid} -> {rid, ok} §5.2 */
@@ -699,6 +710,12 @@ void cmd_done(broker *b, store_op *op)
 	WIRE_SET(&rep, OK, ok, true);
 	if (r->has_count)
 		WIRE_SET(&rep, COUNT, count, r->count);
+	if (r->state)
+		WIRE_SET(&rep, STATE, state, wire_cstr(r->state));
+	if (r->attempt) {
+		WIRE_SET(&rep, ATTEMPT, attempt, r->attempt);
+		WIRE_SET(&rep, AT_MS, at_ms, r->at_ms);
+	}
 	wire_msg *skipped = r->n_skipped ? calloc(r->n_skipped, sizeof *skipped) : NULL;
 	if (skipped) {
 		for (uint32_t i = 0; i < r->n_skipped; i++) {

@@ -133,7 +133,7 @@ void conn_close(conn *c, const char *why)
 	c->closed = true;
 	while (c->subs)
 		sub_detach(b, c->subs);
-	tx_on_close(c);
+	checkback_on_close(c);
 	if (c->sink) {
 		/* virtual: never in b->conns */
 		if (c->refs == 0)
@@ -355,4 +355,9 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		conn_close(c, "peer closed");
 	else if (what & BEV_EVENT_ERROR)
 		conn_close(c, te ? te : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+uint64_t conn_key(const conn *c)
+{
+	return (c->b->start_ms << 24) | (c->id & 0xffffff);
 }

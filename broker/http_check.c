@@ -20,7 +20,7 @@
  * transaction. "action": "unknown", any other status, a body that is not
  * such JSON, a connect error or no answer within --tx-check-timeout count
  * as UNKNOWN. 425 (Too Early: "still in progress") is asked again after the
- * first backoff step without counting (tx_check_in_progress), until the
+ * first backoff step without counting (checkback_in_progress), until the
  * transaction is older than --tx-max-age.
  *
  * @locality network thread
@@ -85,7 +85,7 @@ static void answer(hcheck *hc, const char *action, bool in_progress)
 	          escrow_id_fmt(&hc->tx, hex), hc->url, in_progress ? "in progress (425)" : action);
 	if (!b->stopping) {
 		if (in_progress) {
-			tx_check_in_progress(b, &hc->tx, hc->chk, hc->stored_ms);
+			checkback_in_progress(b, &hc->tx, hc->chk, hc->stored_ms);
 		} else {
 			wire_msg m = {0};
 			m.op = WIRE_OP_END_TX;

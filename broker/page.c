@@ -77,3 +77,25 @@ void page_reply_by_id(conn *c, const wire_msg *m, wire_msg *items, uint32_t coun
 		WIRE_SET(&r, CURSOR, cursor, ((wire_str){(const char *)next, 4}));
 	conn_reply(c, &r);
 }
+
+/* page_seq_cursor: a u64 BE seq as a page cursor in @buf. */
+wire_str page_seq_cursor(unsigned char buf[8], uint64_t seq)
+{
+	for (int i = 0; i < 8; i++)
+		buf[i] = (unsigned char)(seq >> (56 - 8 * i));
+	return (wire_str){(const char *)buf, 8};
+}
+
+/* page_seq_cursor_or_reply: the seq after the request's cursor (1 when none), or
+ * 0 after answering INVALID. */
+uint64_t page_seq_cursor_or_reply(conn *c, const wire_msg *m)
+{
+	unsigned char b[8];
+	int rc = page_cursor_or_reply(c, m, b, 8);
+	if (rc <= 0)
+		return rc == 0 ? 1 : 0;
+	uint64_t seq = 0;
+	for (int i = 0; i < 8; i++)
+		seq = seq << 8 | b[i];
+	return seq + 1;
+}

@@ -126,14 +126,19 @@ void redo_push(group *g, flight *f)
 
 /* ---- failures ------------------------------------------------------------ */
 
-static void submit_retry(broker *b, group *g, flight *f, store_op_kind kind, const char *reason)
+/* submit_retry stores @f's retry (or dead-letter) record. With @c and @req
+ * (a nack with a rid), the op replies to it once durable, with @state and,
+ * for a retry, the attempt and time; returns true then. */
+static bool submit_retry(broker *b, group *g, flight *f, store_op_kind kind, const char *reason,
+                         conn *c, const wire_msg *req, const char *state)
 {
-	store_op *op = calloc(1, sizeof *op);
+	bool reply = c && req && WIRE_HAS(req, RID);
+	store_op *op = reply ? cmd_op_new(c, req, kind) : calloc(1, sizeof *op);
 	if (!op) {
 		/* memory still has the schedule; only a restart would forget it */
 		log_error("out of memory recording a retry of %s/%s seq %llu", g->t->name, g->name,
 		          (unsigned long long)f->seq);
-		return;
+		return false;
 	}
 	op->kind = kind;
 	op->u.retry.group_id = g->id;
@@ -145,7 +150,10 @@ static void submit_retry(broker *b, group *g, flight *f, store_op_kind kind, con
 		memcpy(op->u.retry.reason, reason, n);
 		op->u.retry.reason[n] = 0;
 	}
+	if (reply)
+		cmd_op_state(op, state, kind == STORE_OP_RETRY ? f->attempt : 0, f->due_ms);
 	broker_submit(b, op);
+	return reply;
 }
 
 /* backoff_ms: the group's delay after failed attempt @attempt (from 1); the
@@ -160,14 +168,15 @@ static uint64_t backoff_ms(const group *g, uint32_t attempt)
 	return g->conf.backoff_ms[i];
 }
 
-static void dead_letter(broker *b, group *g, flight *f, const char *reason)
+static bool dead_letter(broker *b, group *g, flight *f, const char *reason, conn *c,
+                        const wire_msg *req)
 {
 	log_info("%s/%s seq %llu dead-lettered after %u attempts: %s", g->t->name, g->name,
 	         (unsigned long long)f->seq, f->attempt, reason);
 	g->n_dead_by[strcmp(reason, "ack timeout") == 0     ? 0
 	          : strcmp(reason, "consumer gone") == 0 ? 1
 	                                                 : 2]++;
-	submit_retry(b, g, f, STORE_OP_DEAD, reason);
+	bool replies = submit_retry(b, g, f, STORE_OP_DEAD, reason, c, req, "DEAD");
 	ack_ent *a = NULL;
 	HASH_FIND(hh, g->dead, &f->seq, sizeof f->seq, a);
 	if (!a) {
@@ -189,9 +198,16 @@ static void dead_letter(broker *b, group *g, flight *f, const char *reason)
 		}
 	}
 	flight_drop(g, f);
+	return replies;
 }
 
 void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_ms)
+{
+	rd_fail_reply(b, g, f, reason, delay_ms, NULL, NULL);
+}
+
+bool rd_fail_reply(broker *b, group *g, flight *f, const char *reason, uint64_t delay_ms, conn *c,
+                   const wire_msg *req)
 {
 	if (f->s) {
 		f->s->inflight--;
@@ -201,12 +217,12 @@ void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_
 	f->dlv = 0;
 	if (g->dying) {
 		flight_drop(g, f);
-		return;
+		return false;
 	}
 	if (b->stopping) {
 		/* a clean shutdown closing connections is no failure: the
 		 * message comes again after the restart, attempt unchanged */
-		return;
+		return false;
 	}
 	if (!cluster_runs_timers(b)) {
 		/* a node that stopped leading (its clients are being closed)
@@ -218,10 +234,8 @@ void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_
 	}
 	dispatch_mark(b, g);
 	uint32_t max = g->conf.max_deliver ? g->conf.max_deliver : 16;
-	if (f->attempt >= max) {
-		dead_letter(b, g, f, reason);
-		return;
-	}
+	if (f->attempt >= max)
+		return dead_letter(b, g, f, reason, c, req);
 	if (delay_ms == UINT64_MAX)
 		delay_ms = backoff_ms(g, f->attempt);
 	log_debug("%s/%s seq %llu attempt %u failed (%s); next in %llu ms", g->t->name, g->name,
@@ -230,7 +244,7 @@ void rd_fail(broker *b, group *g, flight *f, const char *reason, uint64_t delay_
 	f->parked = true;
 	f->has_retry = true;
 	rd_arm(b, g, f, now_ms() + delay_ms);
-	submit_retry(b, g, f, STORE_OP_RETRY, reason);
+	return submit_retry(b, g, f, STORE_OP_RETRY, reason, c, req, "DELAYED");
 }
 
 void rd_dead(broker *b, group *g, flight *f, const char *reason)
@@ -246,13 +260,13 @@ void rd_dead(broker *b, group *g, flight *f, const char *reason)
 		return;
 	}
 	dispatch_mark(b, g);
-	dead_letter(b, g, f, reason);
+	dead_letter(b, g, f, reason, NULL, NULL);
 }
 
 void rd_settle(broker *b, group *g, flight *f)
 {
 	if (f->has_retry)
-		submit_retry(b, g, f, STORE_OP_RETRY_DEL, NULL);
+		submit_retry(b, g, f, STORE_OP_RETRY_DEL, NULL, NULL, NULL, NULL);
 	f->has_retry = false;
 }
 
@@ -393,8 +407,10 @@ static void reply_ok_if_rid(conn *c, const wire_msg *m)
 }
 
 /* nack {sid, seq, rid?, delay_ms?, reason?} -> {rid, ok, state, attempt?,
- * at_ms?} at once §5.16: state says what the nack did, DELAYED (redelivery
- * as attempt at at_ms) or DEAD (that was the last allowed delivery). */
+ * at_ms?} once durable §5.16, like ack: the reply goes out when the retry
+ * (or dead-letter) record is stored. state says what the nack did, DELAYED
+ * (redelivery as attempt at at_ms) or DEAD (that was the last allowed
+ * delivery). */
 void cmd_nack(conn *c, const wire_msg *m)
 {
 	sub *s;
@@ -414,9 +430,12 @@ void cmd_nack(conn *c, const wire_msg *m)
 		}
 	}
 	g->n_nacked++;
-	rd_fail(c->b, g, f, reason, WIRE_HAS(m, DELAY_MS) ? m->delay_ms : UINT64_MAX);
-	if (!WIRE_HAS(m, RID))
+	if (rd_fail_reply(c->b, g, f, reason, WIRE_HAS(m, DELAY_MS) ? m->delay_ms : UINT64_MAX, c,
+	                  m) ||
+	    !WIRE_HAS(m, RID))
 		return;
+	/* nothing was stored (out of memory, group being deleted): say what
+	 * memory holds at once */
 	wire_msg r;
 	wire_reply_ok(&r, m);
 	f = NULL;

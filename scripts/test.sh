@@ -15,8 +15,14 @@
 #   --build-dir    build directory [build-test, or build-asan with --sanitize]
 #   --suite NAME   run only that suite (unit, integration, ...); repeatable
 #   --no-fuzz      skip the short seeded libFuzzer run (scripts/fuzz.sh), which
-#                  otherwise runs each fuzz target for $ESCROW_FUZZ_SECONDS (20)
-#                  seconds with seed 1 and counts as one case per target
+#                  otherwise runs each fuzz target for $ESCROW_FUZZ_SECONDS (5)
+#                  seconds with seed 1, beside the meson tests, and counts as
+#                  one case. The long fuzz profile is separate:
+#                  scripts/fuzz.sh --seconds 1800
+#
+# Tests run $ESCROW_TEST_JOBS (4) at a time: every test binary starts its own
+# escrowd on port 0 with private temp dirs, and most of a test's time is
+# spent waiting on timers, not on the CPU.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -62,8 +68,20 @@ fi || { echo "test.sh: meson setup failed; see $dir/meson-logs/meson-log.txt" >&
 ninja -C "$dir" || { echo "test.sh: build failed" >&2; summary 0 1; }
 
 rm -f "$dir/meson-logs/testlog.json"
-# Two at a time: integration tests use port 0 and private data dirs, so they
-# may overlap; more than two slows the broker-heavy ones on small machines.
+# The fuzz targets are built first and then run in the background beside
+# the tests (time-boxed: a busier machine only means fewer executions).
+fuzz_pid=
+fuzz_log="$dir/meson-logs/fuzz.txt"
+if $fuzz && [ ${#mtest_args[@]} -eq 0 ]; then
+	if scripts/fuzz.sh --build-only; then
+		scripts/fuzz.sh --seconds "${ESCROW_FUZZ_SECONDS:-5}" --seed 1 >"$fuzz_log" 2>&1 &
+		fuzz_pid=$!
+	else
+		fuzz_pid=none # counted as a failure below
+	fi
+fi
+# Several at a time: integration tests use port 0 and private data dirs, so
+# they may overlap; most of their time is waiting on short timers.
 progress="$dir/meson-logs/test-progress.txt"
 mkdir -p "$dir/meson-logs"
 : >"$progress"
@@ -85,7 +103,7 @@ heartbeat &
 hb=$!
 disown "$hb" # ended below without bash's "Terminated" job line
 # unbuffered, so each finished test shows at once through the pipe
-PYTHONUNBUFFERED=1 meson test -C "$dir" --print-errorlogs --num-processes 2 "${mtest_args[@]}" |
+PYTHONUNBUFFERED=1 meson test -C "$dir" --print-errorlogs --num-processes "${ESCROW_TEST_JOBS:-4}" "${mtest_args[@]}" |
 	tee "$progress"
 mrc=${PIPESTATUS[0]}
 kill "$hb" 2>/dev/null
@@ -162,10 +180,12 @@ if [ "$mrc" -ne 0 ] && [ "$failed" -eq 0 ]; then
 	echo "test.sh: meson test exited $mrc without a failed case in the log" >&2
 	failed=1
 fi
-if $fuzz && [ ${#mtest_args[@]} -eq 0 ]; then
-	if scripts/fuzz.sh --seconds "${ESCROW_FUZZ_SECONDS:-20}" --seed 1; then
+if [ -n "$fuzz_pid" ]; then
+	if [ "$fuzz_pid" != none ] && wait "$fuzz_pid"; then
+		cat "$fuzz_log"
 		passed=$((passed + 1))
 	else
+		[ -f "$fuzz_log" ] && cat "$fuzz_log"
 		failed=$((failed + 1))
 		echo "failed: fuzz (scripts/fuzz.sh --seed 1)" >&2
 	fi

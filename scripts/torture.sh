@@ -8,8 +8,12 @@
 #
 # usage: scripts/torture.sh [--minutes N (30)] [--seconds N] [--seed S]
 #                           [--sync full|none (full)] [--keep] [--resume DIR]
+#                           [--powerloss]
 #   --resume DIR  drain and check a kept run's dir again (e.g. after a fix to
 #                 the checker), without a new workload
+#   --powerloss   every kill of escrowd is a power cut: writes not covered by
+#                 a returned fsync are dropped (tests/powerloss/, meson test
+#                 powerloss; doc/storage.md 4.1)
 # The CI profile is the registered meson test `recovery` (seed 1, 45 s,
 # --sync none): meson test -C build recovery
 set -euo pipefail
@@ -26,7 +30,8 @@ while [ $# -gt 0 ]; do
 	--sync) sync=$2; shift 2 ;;
 	--keep) extra+=(--keep); shift ;;
 	--resume) extra+=(--resume "$2"); shift 2 ;;
-	-h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--powerloss) extra+=(--powerloss "$PWD/build/tests/escrow_powerloss.so"); shift ;;
+	-h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "torture.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done

@@ -2,7 +2,8 @@
  * ctl_out.c - escrowctl's output helpers: JSON writer, human formatting of
  * wire fields, aligned tables, durations, bodies. See ctl_out.h.
  *
- * The per-field code is driven by wire/fields.def, so a field added there
+ * Fields are handled through wire/'s reflection (wire_field_next,
+ * wire_field_type, wire_field_ptr), so a field added to wire/fields.def
  * shows up in `--json` output and in the tables without touching this file.
  */
 #include <ctype.h>
@@ -136,30 +137,48 @@ static void json_items(FILE *f, const wire_items *it, json_key_fn key_of)
 	fputc(']', f);
 }
 
+/* j_value writes the JSON value of a field of type @t at @v. */
+static void j_value(FILE *f, const char *key, wire_type t, const void *v)
+{
+	switch (t) {
+	case WIRE_T_U64: j_U64(f, key, v); break;
+	case WIRE_T_I64: j_I64(f, key, v); break;
+	case WIRE_T_BOOL: j_BOOL(f, key, v); break;
+	case WIRE_T_STR: j_STR(f, key, v); break;
+	case WIRE_T_BIN: j_BIN(f, key, v); break;
+	case WIRE_T_ID: j_ID(f, key, v); break;
+	case WIRE_T_STRS: j_STRS(f, key, v); break;
+	case WIRE_T_PROPS: j_PROPS(f, key, v); break;
+	case WIRE_T_U64S: j_U64S(f, key, v); break;
+	case WIRE_T_ITEMS: j_ITEMS(f, key, v); break;
+	case WIRE_T__COUNT: break;
+	}
+}
+
 void json_msg(FILE *f, const wire_msg *m, wire_mask skip, const char *items_key,
               json_key_fn key_of)
 {
 	int first = 1;
 	skip |= WF(RID) | WF(OK);
 	fputc('{', f);
-#define FIELD(E, k, T, mem, d)                                                                   \
-	if (WIRE_HAS(m, E) && !(skip & WF(E))) {                                                 \
-		const char *key_ = key_of && key_of(WIRE_F_##E) ? key_of(WIRE_F_##E) : k;        \
-		if (WIRE_F_##E == WIRE_F_ITEMS && items_key)                                     \
-			key_ = items_key;                                                        \
-		else if (WIRE_F_##E == WIRE_F_BODY && !wire_utf8_valid(m->body.p, m->body.len)) \
-			key_ = "body_base64";                                                    \
-		fputs(first ? "" : ",", f);                                                      \
-		first = 0;                                                                       \
-		json_cstr(f, key_);                                                              \
-		fputc(':', f);                                                                   \
-		if (WIRE_F_##E == WIRE_F_ITEMS)                                                  \
-			json_items(f, &m->items, key_of);                                        \
-		else                                                                             \
-			j_##T(f, key_, &m->mem);                                                 \
+	for (wire_field fl = wire_field_next(m, -1); fl < WIRE_F__COUNT;
+	     fl = wire_field_next(m, fl)) {
+		if (skip & WIRE_BIT(fl))
+			continue;
+		const char *key = key_of && key_of(fl) ? key_of(fl) : wire_field_key(fl);
+		if (fl == WIRE_F_ITEMS && items_key)
+			key = items_key;
+		else if (fl == WIRE_F_BODY && !wire_utf8_valid(m->body.p, m->body.len))
+			key = "body_base64";
+		fputs(first ? "" : ",", f);
+		first = 0;
+		json_cstr(f, key);
+		fputc(':', f);
+		if (fl == WIRE_F_ITEMS)
+			json_items(f, &m->items, key_of);
+		else
+			j_value(f, key, wire_field_type(fl), wire_field_ptr(m, fl));
 	}
-#include "wire/fields.def"
-#undef FIELD
 	fputc('}', f);
 }
 
@@ -398,15 +417,19 @@ char *fmt_field(const wire_msg *m, wire_field fld)
 	f = open_memstream(&out, &len);
 	if (!f)
 		return NULL;
-	switch (fld) {
-#define FIELD(E, k, T, mem, d)                                                                   \
-	case WIRE_F_##E:                                                                         \
-		h_##T(f, fld, &m->mem);                                                          \
-		break;
-#include "wire/fields.def"
-#undef FIELD
-	default:
-		break;
+	const void *v = wire_field_ptr(m, fld);
+	switch (wire_field_type(fld)) {
+	case WIRE_T_U64: h_U64(f, fld, v); break;
+	case WIRE_T_I64: h_I64(f, fld, v); break;
+	case WIRE_T_BOOL: h_BOOL(f, fld, v); break;
+	case WIRE_T_STR: h_STR(f, fld, v); break;
+	case WIRE_T_BIN: h_BIN(f, fld, v); break;
+	case WIRE_T_ID: h_ID(f, fld, v); break;
+	case WIRE_T_STRS: h_STRS(f, fld, v); break;
+	case WIRE_T_PROPS: h_PROPS(f, fld, v); break;
+	case WIRE_T_U64S: h_U64S(f, fld, v); break;
+	case WIRE_T_ITEMS: h_ITEMS(f, fld, v); break;
+	case WIRE_T__COUNT: break;
 	}
 	if (fclose(f) != 0) {
 		free(out);

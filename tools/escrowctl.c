@@ -612,56 +612,11 @@ static int parse_id(const char *s, escrow_id_t *id)
 	return 0;
 }
 
-/* field_at returns where the value of field @f of @m is. */
-static const void *field_at(const wire_msg *m, wire_field f)
-{
-	switch (f) {
-#define FIELD(E, k, T, mem, d)                                                                   \
-	case WIRE_F_##E:                                                                         \
-		return &m->mem;
-#include "wire/fields.def"
-#undef FIELD
-	default:
-		return NULL;
-	}
-}
-
-/* field_set marks field @f of @m present and returns where its value goes. */
-static void *field_set(wire_msg *m, wire_field f)
-{
-	m->has |= WIRE_BIT(f);
-	return (void *)field_at(m, f);
-}
-
-/* field_is_str: the field is a wire str (else the ones used here are u64). */
-static bool field_is_str(wire_field f)
-{
-	static const char *const type[WIRE_F__COUNT] = {
-#define FIELD(E, k, T, mem, d) [WIRE_F_##E] = #T,
-#include "wire/fields.def"
-#undef FIELD
-	};
-	return strcmp(type[f], "STR") == 0;
-}
-
-/* field_is_bool: the field is a wire bool. */
-static bool field_is_bool(wire_field f)
-{
-	static const char *const type[WIRE_F__COUNT] = {
-#define FIELD(E, k, T, mem, d) [WIRE_F_##E] = #T,
-#include "wire/fields.def"
-#undef FIELD
-	};
-	return strcmp(type[f], "BOOL") == 0;
-}
-
+/* field_by_key: the field named @k/@len, or -1 (wire/'s reflection). */
 static int field_by_key(const char *k, size_t len)
 {
-	for (int f = 0; f < WIRE_F__COUNT; f++)
-		if (strlen(wire_field_key((wire_field)f)) == len &&
-		    memcmp(wire_field_key((wire_field)f), k, len) == 0)
-			return f;
-	return -1;
+	wire_field f = wire_field_lookup(k, len);
+	return f < WIRE_F__COUNT ? (int)f : -1;
 }
 
 /*
@@ -688,8 +643,8 @@ static void say_tpl(FILE *f, const char *t, const wire_msg *m)
 		} else if (*t == '{') {
 			size_t len = strcspn(t + 1, "}");
 			int fld = field_by_key(t + 1, len);
-			if (fld >= 0 && field_is_str((wire_field)fld)) {
-				const wire_str *s = field_at(m, (wire_field)fld);
+			if (fld >= 0 && wire_field_type((wire_field)fld) == WIRE_T_STR) {
+				const wire_str *s = wire_field_ptr(m, (wire_field)fld);
 				fwrite(s->p, 1, s->len, f);
 			} else if (fld >= 0) {
 				char *v = fmt_field(m, (wire_field)fld);
@@ -711,7 +666,7 @@ static int simple_opt(struct ctl *c, int opt, const char *arg, void *st)
 	wire_msg *req = st;
 	const struct simple *d = c->cmd->simple;
 	const struct opt_map *o = &d->opts[opt - O_OWN];
-	void *v = field_set(req, o->f);
+	void *v = wire_field_set(req, o->f);
 	char *end;
 	switch (o->kind) {
 	case K_DUR:
@@ -795,11 +750,11 @@ static int simple_print(struct ctl *c, const struct simple *d, const wire_msg *r
 		if (c->json) {
 			printf("{\"ok\":true");
 			for (const int *f = d->echo; f && *f >= 0; f++) {
-				const void *v = field_at(req, (wire_field)*f);
+				const void *v = wire_field_ptr(req, (wire_field)*f);
 				if (!(req->has & WIRE_BIT(*f)))
 					continue;
 				printf(",\"%s\":", wire_field_key((wire_field)*f));
-				if (field_is_str((wire_field)*f))
+				if (wire_field_type((wire_field)*f) == WIRE_T_STR)
 					json_str(stdout, ((const wire_str *)v)->p, ((const wire_str *)v)->len);
 				else
 					printf("%llu", (unsigned long long)*(const uint64_t *)v);
@@ -929,7 +884,7 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 	char **pos = argv + optind;
 	for (i = 0; i < npos; i++) {
 		const struct pos_map *p = &d->pos[i];
-		void *v = field_set(&req, p->f);
+		void *v = wire_field_set(&req, p->f);
 		if (p->kind == P_TEXT && (rc = need_text(c, p->name, pos[i])))
 			return rc;
 		if ((p->kind == P_MSGID && parse_id(pos[i], v)) ||
@@ -942,10 +897,10 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 		if (d->opts[i].required && !(req.has & WIRE_BIT(d->opts[i].f)))
 			return usage_err(c, "%s", d->opts[i].required);
 	for (i = 0; i < 2 && d->fixed[i].s; i++) {
-		if (field_is_bool(d->fixed[i].f))
-			*(bool *)field_set(&req, d->fixed[i].f) = strcmp(d->fixed[i].s, "true") == 0;
+		if (wire_field_type(d->fixed[i].f) == WIRE_T_BOOL)
+			*(bool *)wire_field_set(&req, d->fixed[i].f) = strcmp(d->fixed[i].s, "true") == 0;
 		else
-			*(wire_str *)field_set(&req, d->fixed[i].f) = wire_cstr(d->fixed[i].s);
+			*(wire_str *)wire_field_set(&req, d->fixed[i].f) = wire_cstr(d->fixed[i].s);
 	}
 
 	/* the error prefix: "group describe T G", "msg find T --key K" */
@@ -955,7 +910,7 @@ static int run_simple(struct ctl *c, int argc, char **argv)
 		snprintf(what + len, cap - len, " %s", pos[i]);
 	}
 	for (i = 0; d->opts && d->opts[i].name; i++) {
-		const wire_str *s = field_at(&req, d->opts[i].f);
+		const wire_str *s = wire_field_ptr(&req, d->opts[i].f);
 		len = strlen(what);
 		if (d->opts[i].in_what)
 			snprintf(what + len, cap - len, " --%s %.*s", d->opts[i].name,
@@ -1243,17 +1198,11 @@ out:
 
 /*
  * Deliveries cross from the client's I/O thread to the main thread as deep
- * copies (the pushed frame is only borrowed for the callback).
+ * copies (wire_msg_dup: the pushed frame is only borrowed for the callback).
  */
-struct chunk {
-	struct chunk *next;
-	max_align_t data[];
-};
-
 struct qmsg {
 	struct qmsg *next;
-	wire_msg m;        /* points into mem */
-	struct chunk *mem; /* every copy made for m */
+	wire_frame f; /* owns everything f.m points to */
 };
 
 struct delivq {
@@ -1264,102 +1213,20 @@ struct delivq {
 	bool oom;      /* a delivery could not be copied */
 };
 
-static void *qalloc(struct qmsg *q, size_t n)
-{
-	struct chunk *ch = malloc(sizeof *ch + (n ? n : 1));
-	if (!ch)
-		return NULL;
-	ch->next = q->mem;
-	q->mem = ch;
-	return ch->data;
-}
-
 static void qmsg_free(struct qmsg *q)
 {
-	while (q && q->mem) {
-		struct chunk *ch = q->mem;
-		q->mem = ch->next;
-		free(ch);
-	}
+	if (q)
+		wire_frame_free(&q->f);
 	free(q);
-}
-
-/* The deep copiers per field type: 0 ok, -1 out of memory. */
-static int dup_str(struct qmsg *q, wire_str *s)
-{
-	char *p = qalloc(q, s->len);
-	if (!p)
-		return -1;
-	if (s->len)
-		memcpy(p, s->p, s->len);
-	s->p = p;
-	return 0;
-}
-
-static int d_U64(struct qmsg *q, uint64_t *v) { (void)q; (void)v; return 0; }
-static int d_I64(struct qmsg *q, int64_t *v) { (void)q; (void)v; return 0; }
-static int d_BOOL(struct qmsg *q, bool *v) { (void)q; (void)v; return 0; }
-static int d_ID(struct qmsg *q, escrow_id_t *v) { (void)q; (void)v; return 0; }
-static int d_STR(struct qmsg *q, wire_str *v) { return dup_str(q, v); }
-static int d_BIN(struct qmsg *q, wire_str *v) { return dup_str(q, v); }
-
-static int d_STRS(struct qmsg *q, wire_strs *v)
-{
-	wire_str *a = qalloc(q, v->n * sizeof *a);
-	if (!a)
-		return -1;
-	memcpy(a, v->v, v->n * sizeof *a);
-	v->v = a;
-	for (uint32_t i = 0; i < v->n; i++)
-		if (dup_str(q, &a[i]))
-			return -1;
-	return 0;
-}
-
-static int d_PROPS(struct qmsg *q, wire_props *v)
-{
-	wire_strs k = {v->n, v->k}, val = {v->n, v->v};
-	if (d_STRS(q, &k) || d_STRS(q, &val))
-		return -1;
-	v->k = k.v;
-	v->v = val.v;
-	return 0;
-}
-
-static int d_U64S(struct qmsg *q, wire_u64s *v)
-{
-	uint64_t *a = qalloc(q, v->n * sizeof *a);
-	if (!a)
-		return -1;
-	memcpy(a, v->v, v->n * sizeof *a);
-	v->v = a;
-	return 0;
-}
-
-/* Nested records are not part of a delivery; they are dropped. */
-static int d_ITEMS(struct qmsg *q, wire_items *v)
-{
-	(void)q;
-	v->n = 0;
-	v->v = NULL;
-	return 0;
 }
 
 static struct qmsg *qmsg_dup(const wire_msg *m)
 {
 	struct qmsg *q = calloc(1, sizeof *q);
-	if (!q)
+	if (q && wire_msg_dup(m, &q->f)) {
+		free(q);
 		return NULL;
-	q->m = *m;
-	q->m.has &= ~WF(ITEMS);
-#define FIELD(E, k, T, mem, d)                                                                   \
-	if (WIRE_HAS(&q->m, E) && d_##T(q, &q->m.mem)) {                                         \
-		qmsg_free(q);                                                                    \
-		return NULL;                                                                     \
 	}
-#include "wire/fields.def"
-#include "wire/clock.h"
-#undef FIELD
 	return q;
 }
 
@@ -1639,25 +1506,25 @@ static int cmd_consume(struct ctl *c, int argc, char **argv)
 	while (got < o.count && (q = delivq_pop(&dq, o.wait_ms))) {
 		got++;
 		if (!o.nack)
-			print_delivery(c, &q->m, got, NULL);
+			print_delivery(c, &q->f.m, got, NULL);
 		if (!o.no_ack) {
 			wire_msg ack = {.op = o.nack ? WIRE_OP_NACK : WIRE_OP_ACK};
-			WIRE_SET(&ack, SID, sid, q->m.sid);
-			WIRE_SET(&ack, SEQ, seq, q->m.seq);
-			if (WIRE_HAS(&q->m, DLV))
-				WIRE_SET(&ack, DLV, dlv, q->m.dlv);
+			WIRE_SET(&ack, SID, sid, q->f.m.sid);
+			WIRE_SET(&ack, SEQ, seq, q->f.m.seq);
+			if (WIRE_HAS(&q->f.m, DLV))
+				WIRE_SET(&ack, DLV, dlv, q->f.m.dlv);
 			if (o.nack) {
 				WIRE_SET(&ack, REASON, reason, wire_cstr("escrowctl consume --nack"));
 				if (o.has_delay)
 					WIRE_SET(&ack, DELAY_MS, delay_ms, o.delay_ms);
 			}
 			snprintf(what, sizeof what, "%s %s %s seq %llu", o.nack ? "nack" : "ack", topic,
-			         group, (unsigned long long)q->m.seq);
+			         group, (unsigned long long)q->f.m.seq);
 			rc = ctl_request(c, what, &ack, 0, &rep);
 			if (o.nack && rc == EXIT_OK) {
 				/* print the message with what the nack did to it */
 				const wire_msg *r = client_reply_msg(rep);
-				print_delivery(c, &q->m, got, r);
+				print_delivery(c, &q->f.m, got, r);
 				if (WIRE_HAS(r, STATE) && wire_str_eq(r->state, "DEAD"))
 					n_dead++;
 				else

@@ -11,15 +11,13 @@
 
 #include "wire/wire.h"
 
-enum ftype { T_U64, T_I64, T_BOOL, T_STR, T_BIN, T_ID, T_STRS, T_PROPS, T_U64S, T_ITEMS };
-
 static const struct field_desc {
 	const char *key;
 	uint8_t keylen;
-	enum ftype type;
+	wire_type type;
 	size_t off;
 } fields[WIRE_F__COUNT] = {
-#define FIELD(E, k, T, m, d) [WIRE_F_##E] = {k, sizeof(k) - 1, T_##T, offsetof(wire_msg, m)},
+#define FIELD(E, k, T, m, d) [WIRE_F_##E] = {k, sizeof(k) - 1, WIRE_T_##T, offsetof(wire_msg, m)},
 #include "fields.def"
 #undef FIELD
 };
@@ -65,6 +63,46 @@ wire_mask wire_op_required(wire_op op)
 const char *wire_field_key(wire_field f)
 {
 	return (unsigned)f < WIRE_F__COUNT ? fields[f].key : "?";
+}
+
+wire_type wire_field_type(wire_field f)
+{
+	return (unsigned)f < WIRE_F__COUNT ? fields[f].type : WIRE_T__COUNT;
+}
+
+static int field_lookup(const char *ks, uint32_t kl);
+
+wire_field wire_field_lookup(const char *key, size_t len)
+{
+	if (len > 255)
+		return WIRE_F__COUNT;
+	return (wire_field)field_lookup(key, (uint32_t)len);
+}
+
+const void *wire_field_ptr(const wire_msg *m, wire_field f)
+{
+	return (unsigned)f < WIRE_F__COUNT ? (const char *)m + fields[f].off : NULL;
+}
+
+void *wire_field_set(wire_msg *m, wire_field f)
+{
+	if ((unsigned)f >= WIRE_F__COUNT)
+		return NULL;
+	m->has |= WIRE_BIT(f);
+	return (char *)m + fields[f].off;
+}
+
+wire_field wire_field_next(const wire_msg *m, int after)
+{
+	int f = after < 0 ? 0 : after + 1;
+	if (f >= WIRE_F__COUNT)
+		return WIRE_F__COUNT;
+	wire_mask rest = m->has >> f;
+	if (!rest)
+		return WIRE_F__COUNT;
+	uint64_t lo = (uint64_t)rest;
+	f += lo ? __builtin_ctzll(lo) : 64 + __builtin_ctzll((uint64_t)(rest >> 64));
+	return f < WIRE_F__COUNT ? (wire_field)f : WIRE_F__COUNT;
 }
 
 int wire_check_required(const wire_msg *m)
@@ -119,25 +157,25 @@ static int pack_map(msgpack_packer *pk, const wire_msg *m);
 static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const void *v)
 {
 	switch (fd->type) {
-	case T_U64:
+	case WIRE_T_U64:
 		return msgpack_pack_uint64(pk, *(const uint64_t *)v);
-	case T_I64:
+	case WIRE_T_I64:
 		return msgpack_pack_int64(pk, *(const int64_t *)v);
-	case T_BOOL:
+	case WIRE_T_BOOL:
 		return *(const bool *)v ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-	case T_STR: {
+	case WIRE_T_STR: {
 		const wire_str *s = v;
 		return pack_str(pk, s->p, s->len);
 	}
-	case T_BIN: {
+	case WIRE_T_BIN: {
 		const wire_str *s = v;
 		return msgpack_pack_bin(pk, s->len) || msgpack_pack_bin_body(pk, s->p, s->len);
 	}
-	case T_ID: {
+	case WIRE_T_ID: {
 		const escrow_id_t *id = v;
 		return msgpack_pack_bin(pk, 16) || msgpack_pack_bin_body(pk, id->b, 16);
 	}
-	case T_STRS: {
+	case WIRE_T_STRS: {
 		const wire_strs *a = v;
 		if (msgpack_pack_array(pk, a->n))
 			return -1;
@@ -146,7 +184,7 @@ static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const voi
 				return -1;
 		return 0;
 	}
-	case T_PROPS: {
+	case WIRE_T_PROPS: {
 		const wire_props *a = v;
 		if (msgpack_pack_map(pk, a->n))
 			return -1;
@@ -155,7 +193,7 @@ static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const voi
 				return -1;
 		return 0;
 	}
-	case T_U64S: {
+	case WIRE_T_U64S: {
 		const wire_u64s *a = v;
 		if (msgpack_pack_array(pk, a->n))
 			return -1;
@@ -164,7 +202,7 @@ static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const voi
 				return -1;
 		return 0;
 	}
-	case T_ITEMS: {
+	case WIRE_T_ITEMS: {
 		const wire_items *a = v;
 		if (msgpack_pack_array(pk, a->n))
 			return -1;
@@ -173,6 +211,8 @@ static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const voi
 				return -1;
 		return 0;
 	}
+	case WIRE_T__COUNT:
+		break;
 	}
 	return -1;
 }
@@ -457,9 +497,9 @@ static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_o
                      void *v, int depth)
 {
 	switch (fd->type) {
-	case T_U64:
+	case WIRE_T_U64:
 		return dec_u64(d, fd, o, v);
-	case T_I64:
+	case WIRE_T_I64:
 		if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
 			if (o->via.u64 > INT64_MAX)
 				return dec_fail(d, fd->key, "", "integer too large");
@@ -470,14 +510,14 @@ static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_o
 			return dec_fail(d, fd->key, "expected ", "integer");
 		}
 		return 0;
-	case T_BOOL:
+	case WIRE_T_BOOL:
 		if (o->type != MSGPACK_OBJECT_BOOLEAN)
 			return dec_fail(d, fd->key, "expected ", "bool");
 		*(bool *)v = o->via.boolean;
 		return 0;
-	case T_STR:
+	case WIRE_T_STR:
 		return dec_str(d, fd, o, v);
-	case T_BIN: {
+	case WIRE_T_BIN: {
 		wire_str *s = v;
 		if (o->type != MSGPACK_OBJECT_BIN)
 			return dec_fail(d, fd->key, "expected ", "bin");
@@ -485,12 +525,12 @@ static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_o
 		s->len = o->via.bin.size;
 		return 0;
 	}
-	case T_ID:
+	case WIRE_T_ID:
 		if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != 16)
 			return dec_fail(d, fd->key, "expected ", "bin of 16 bytes");
 		memcpy(((escrow_id_t *)v)->b, o->via.bin.ptr, 16);
 		return 0;
-	case T_STRS: {
+	case WIRE_T_STRS: {
 		wire_strs *a = v;
 		if (o->type != MSGPACK_OBJECT_ARRAY)
 			return dec_fail(d, fd->key, "expected ", "array of str");
@@ -503,7 +543,7 @@ static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_o
 				return ESCROW_ERR_BAD_REQUEST;
 		return 0;
 	}
-	case T_PROPS: {
+	case WIRE_T_PROPS: {
 		wire_props *a = v;
 		if (o->type != MSGPACK_OBJECT_MAP)
 			return dec_fail(d, fd->key, "expected ", "map of str to str");
@@ -518,7 +558,7 @@ static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_o
 				return ESCROW_ERR_BAD_REQUEST;
 		return 0;
 	}
-	case T_U64S: {
+	case WIRE_T_U64S: {
 		wire_u64s *a = v;
 		if (o->type != MSGPACK_OBJECT_ARRAY)
 			return dec_fail(d, fd->key, "expected ", "array of integers");
@@ -531,7 +571,7 @@ static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_o
 				return ESCROW_ERR_BAD_REQUEST;
 		return 0;
 	}
-	case T_ITEMS: {
+	case WIRE_T_ITEMS: {
 		wire_items *a = v;
 		if (o->type != MSGPACK_OBJECT_ARRAY)
 			return dec_fail(d, fd->key, "expected ", "array of maps");
@@ -549,6 +589,8 @@ static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_o
 		}
 		return 0;
 	}
+	case WIRE_T__COUNT:
+		break;
 	}
 	return ESCROW_ERR_BAD_REQUEST;
 }
@@ -773,6 +815,33 @@ int wire_decode(const char *data, size_t len, wire_frame *f, wire_str *unknown_o
 		return rc;
 	}
 	f->priv = z;
+	return 0;
+}
+
+static void free_finalizer(void *p)
+{
+	free(p);
+}
+
+int wire_msg_dup(const wire_msg *m, wire_frame *out)
+{
+	wire_buf b = {0};
+	char err[128];
+	memset(out, 0, sizeof *out);
+	int rc = wire_encode_map(m, &b);
+	if (!rc)
+		rc = wire_decode(b.p, b.len, out, NULL, err, sizeof err);
+	if (rc) {
+		wire_buf_free(&b);
+		return rc;
+	}
+	/* the strings point into b: the zone frees it when the frame goes */
+	if (!msgpack_zone_push_finalizer(out->priv, free_finalizer, b.p)) {
+		wire_frame_free(out);
+		wire_buf_free(&b);
+		return ESCROW_ERR__NO_MEM;
+	}
+	out->m.op = m->op;
 	return 0;
 }
 

@@ -119,6 +119,49 @@ wire_mask wire_op_required(wire_op op);     /* WF() mask */
 const char *wire_field_key(wire_field f);   /* "topic" */
 
 /*
+ * Field reflection: the table of fields.def for code outside wire/ that
+ * handles fields generically (escrowctl's output formats and its argument
+ * parsing), so that nobody else expands fields.def. A field's number is its
+ * bit in wire_msg.has (WIRE_BIT(f)); its member's C type is WIRE_CTYPE_<T>
+ * of its wire_type. All are pure functions of the static table: thread-safe,
+ * no allocation.
+ */
+typedef enum wire_type {
+	WIRE_T_U64,   /* uint64_t */
+	WIRE_T_I64,   /* int64_t */
+	WIRE_T_BOOL,  /* bool */
+	WIRE_T_STR,   /* wire_str, UTF-8 text */
+	WIRE_T_BIN,   /* wire_str, bytes */
+	WIRE_T_ID,    /* escrow_id_t */
+	WIRE_T_STRS,  /* wire_strs */
+	WIRE_T_PROPS, /* wire_props */
+	WIRE_T_U64S,  /* wire_u64s */
+	WIRE_T_ITEMS, /* wire_items */
+	WIRE_T__COUNT
+} wire_type;
+
+/* wire_field_type: @f's type; WIRE_T__COUNT when @f is out of range. */
+wire_type wire_field_type(wire_field f);
+/* wire_field_lookup: the field whose key is the @len bytes at @key (not
+ * NUL-terminated), or WIRE_F__COUNT when no field has that key. */
+wire_field wire_field_lookup(const char *key, size_t len);
+/* wire_field_ptr: where @f's member is in @m (present or not; read it only
+ * when m->has holds WIRE_BIT(f)), as a WIRE_CTYPE_<type> *; NULL when @f is
+ * out of range. */
+const void *wire_field_ptr(const wire_msg *m, wire_field f);
+/* wire_field_set marks @f present in @m and returns where its value goes
+ * (the caller writes a WIRE_CTYPE_<type> there); NULL when out of range. */
+void *wire_field_set(wire_msg *m, wire_field f);
+/*
+ * wire_field_next: the first field present in @m with a number above
+ * @after, or WIRE_F__COUNT when none is left; @after -1 starts. In bit
+ * (= fields.def) order, the order wire_encode writes them:
+ *   for (wire_field f = wire_field_next(m, -1); f < WIRE_F__COUNT;
+ *        f = wire_field_next(m, f))
+ */
+wire_field wire_field_next(const wire_msg *m, int after);
+
+/*
  * wire_check_required returns 0 when @m has every field its op requires,
  * else the index of the first missing field (its key via wire_field_key)
  * plus one.
@@ -179,6 +222,16 @@ typedef struct wire_frame {
 int wire_decode(const char *data, size_t len, wire_frame *f, wire_str *unknown_op, char *err,
                 size_t errlen);
 void wire_frame_free(wire_frame *f);
+
+/*
+ * wire_msg_dup deep-copies @m (every present field, nested items too, and
+ * its op) into @out, which owns all of it: free it with wire_frame_free. For
+ * keeping a pushed frame that is only borrowed by a callback. Returns 0,
+ * ESCROW_ERR__NO_MEM, or ESCROW_ERR_BAD_REQUEST when @m cannot be encoded
+ * (items nested more than twice, or more than 2^32 bytes); then @out holds
+ * nothing to free. Thread-safe.
+ */
+int wire_msg_dup(const wire_msg *m, wire_frame *out);
 
 /* Helpers for building messages. */
 static inline wire_str wire_cstr(const char *s)

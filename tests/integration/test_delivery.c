@@ -428,10 +428,25 @@ static void test_restart_mid_backoff_and_delay(void)
 	CHECK(fd >= 0);
 	CHECK_INT(send_msg("t5", "retry me", 0, &id), ==, 0);
 	CHECK_INT(next_deliver(fd, 3000, &d1), ==, 0);
-	CHECK_INT(settle(fd, WIRE_OP_NACK, &d1, UINT64_MAX), ==, 0);
+	{
+		/* with a rid the reply comes once the retry record is durable
+		 * (§5.16), so the SIGKILL below cannot lose it */
+		wire_msg m = {0};
+		raw_frame r = {0};
+		m.op = WIRE_OP_NACK;
+		WIRE_SET(&m, RID, rid, 77);
+		WIRE_SET(&m, SID, sid, d1.sid);
+		WIRE_SET(&m, SEQ, seq, d1.seq);
+		WIRE_SET(&m, REASON, reason, wire_cstr("test says no"));
+		int rc = raw_call(fd, &m, &r, RAW_TIMEOUT_MS);
+		int ok = rc == RAW_OK && WIRE_HAS(&r.f.m, OK) && wire_str_eq(r.f.m.state, "DELAYED") &&
+		         r.f.m.attempt == 2;
+		raw_frame_free(&r);
+		CHECK_INT(rc, ==, RAW_OK);
+		CHECK(ok);
+	}
 	int64_t sent_delayed = test_now_ms();
 	CHECK_INT(send_msg("t5", "later", 2500, &did), ==, 0);
-	usleep(300 * 1000); /* let the retry record reach the store */
 	raw_close(fd);
 	fd = -1;
 	raw_close(admin);

@@ -46,7 +46,9 @@ static int recv_within(int fd, raw_frame *r, int ms)
 	return raw_recv(fd, r, RAW_TIMEOUT_MS);
 }
 
-static int pconn(const char *name, const char *role, const char *pgroup)
+/* pconn_as: a connection with hello {name, role, pgroup?}; a producer
+ * answers checks when @checker (§5.1). */
+static int pconn_as(const char *name, const char *role, const char *pgroup, bool checker)
 {
 	int fd = raw_connect(broker.port);
 	if (fd < 0)
@@ -58,8 +60,8 @@ static int pconn(const char *name, const char *role, const char *pgroup)
 	WIRE_SET(&m, ROLE, role, wire_cstr(role));
 	if (pgroup)
 		WIRE_SET(&m, PGROUP, pgroup, wire_cstr(pgroup));
-	if (strcmp(role, "producer") == 0)
-		WIRE_SET(&m, CHECKER, checker, true); /* these producers answer checks */
+	if (strcmp(role, "producer") == 0 && checker)
+		WIRE_SET(&m, CHECKER, checker, true);
 	raw_frame r;
 	int rc = raw_call(fd, &m, &r, RAW_TIMEOUT_MS);
 	int ok = rc == RAW_OK && WIRE_HAS(&r.f.m, OK);
@@ -69,6 +71,12 @@ static int pconn(const char *name, const char *role, const char *pgroup)
 		return -1;
 	}
 	return fd;
+}
+
+/* pconn: a connection; producers answer checks */
+static int pconn(const char *name, const char *role, const char *pgroup)
+{
+	return pconn_as(name, role, pgroup, true);
 }
 
 /* call: sends @m, returns the reply's err (0 ok) or a RAW_* code; @state
@@ -137,13 +145,21 @@ static uint64_t subscribe(int fd, const char *topic, const char *group)
 	return sid;
 }
 
-/* drain: reads deliveries on @fd for @ms (acking them); calls @seen for
- * each id; returns how many came. */
-static int drain(int fd, int ms, void (*seen)(const escrow_id_t *id, void *arg), void *arg)
+#define QUIET_MS 200 /* how long drain_n waits for one more than wanted */
+
+/* drain_upto: reads deliveries on @fd (acking them) for @ms, or, once
+ * @want (>= 0) came, for QUIET_MS more (to see any beyond @want); calls
+ * @seen for each id; returns how many came. */
+static int drain_upto(int fd, int want, int ms, void (*seen)(const escrow_id_t *id, void *arg),
+                      void *arg)
 {
 	int n = 0;
 	int64_t end = test_now_ms() + ms;
 	for (;;) {
+		if (want >= 0 && n >= want && end > test_now_ms() + QUIET_MS) {
+			end = test_now_ms() + QUIET_MS;
+			want = -1;
+		}
 		int64_t left = end - test_now_ms();
 		if (left <= 0)
 			break;
@@ -164,6 +180,19 @@ static int drain(int fd, int ms, void (*seen)(const escrow_id_t *id, void *arg),
 			break;
 	}
 	return n;
+}
+
+/* drain: every delivery on @fd for @ms (for "nothing arrives" checks) */
+static int drain(int fd, int ms, void (*seen)(const escrow_id_t *id, void *arg), void *arg)
+{
+	return drain_upto(fd, -1, ms, seen, arg);
+}
+
+/* drain_n: deliveries on @fd until @want came (5 s at most) and QUIET_MS
+ * after: exactly @want is the answer when none came late or twice */
+static int drain_n(int fd, int want)
+{
+	return drain_upto(fd, want, 5000, NULL, NULL);
 }
 
 /* wait_check: the next check push on @fd within @ms; 0 if none. */
@@ -300,8 +329,8 @@ static void test_commit_rollback_idempotent(void)
 	CHECK_STR(st, ==, "committed");
 	CHECK_INT(end_tx(p, tx2, "rollback", 0, st), ==, 0);
 	CHECK_STR(st, ==, "rolled_back");
-	CHECK_INT(drain(ca, 300, NULL, NULL), ==, 2);
-	CHECK_INT(drain(cb, 100, NULL, NULL), ==, 1);
+	CHECK_INT(drain_n(ca, 2), ==, 2);
+	CHECK_INT(drain_n(cb, 1), ==, 1);
 	/* idempotency and conflicts */
 	CHECK_INT(end_tx(p, tx1, "commit", 0, st), ==, 0);
 	CHECK_INT(end_tx(p, tx1, "rollback", 0, st), ==, ESCROW_ERR_CONFLICT);
@@ -335,13 +364,13 @@ static void test_delay_counts_from_commit(void)
 	WIRE_SET(&m, TOPIC, topic, wire_cstr("tb"));
 	WIRE_SET(&m, ID, id, escrow_id_new());
 	WIRE_SET(&m, BODY, body, wire_cstr("later"));
-	WIRE_SET(&m, DELAY_MS, delay_ms, 800);
+	WIRE_SET(&m, DELAY_MS, delay_ms, 400);
 	CHECK_INT(call(p, &m, NULL, NULL), ==, 0);
-	usleep(900 * 1000); /* longer than the delay: it must not count yet */
+	usleep(450 * 1000); /* longer than the delay: it must not count yet */
 	CHECK_INT(end_tx(p, tx, "commit", 0, NULL), ==, 0);
 	/* had the delay counted from send_half it would be due already */
-	CHECK_INT(drain(c, 500, NULL, NULL), ==, 0);
-	CHECK_INT(drain(c, 1500, NULL, NULL), ==, 1);
+	CHECK_INT(drain(c, 300, NULL, NULL), ==, 0);
+	CHECK_INT(drain_n(c, 1), ==, 1);
 end:
 	raw_close(p);
 	raw_close(c);
@@ -367,7 +396,7 @@ static void dead_producer(const char *action, int want)
 	CHECK_MEM(got.b, tx.b, 16);
 	CHECK_INT(nitems, ==, 1);
 	CHECK_INT(end_tx(p2, tx, action, chk, NULL), ==, 0);
-	CHECK_INT(drain(c, 500, NULL, NULL), ==, want);
+	CHECK_INT(want ? drain_n(c, want) : drain(c, 500, NULL, NULL), ==, want);
 end:
 	raw_close(c);
 	raw_close(p2);
@@ -426,7 +455,7 @@ static void test_unknown_expires(void)
 		test_diag("no $ESCROWCTL: resolving with end_tx directly");
 		CHECK_INT(end_tx(admin, tx, "commit", 0, NULL), ==, 0);
 	}
-	CHECK_INT(drain(c, 500, NULL, NULL), ==, 1);
+	CHECK_INT(drain_n(c, 1), ==, 1);
 	tx_state(admin, tx, st, NULL);
 	CHECK_STR(st, ==, "");
 end:
@@ -445,7 +474,10 @@ static void test_offline_group_waits(void)
 	CHECK_INT(half(p, tx, "ta", escrow_id_new(), "offline", NULL), ==, 0);
 	raw_close(p);
 	p = -1;
-	usleep(2500 * 1000); /* > max checks x (timeout + backoff) */
+	/* > --tx-timeout + max checks x (check timeout + backoff) = 1.4 s:
+	 * had the broker counted checks with nobody to ask, it would have
+	 * expired the transaction by now */
+	usleep(1700 * 1000);
 	char st[32];
 	uint64_t checks = 99;
 	tx_state(admin, tx, st, &checks);
@@ -458,7 +490,7 @@ static void test_offline_group_waits(void)
 	CHECK(chk != 0);
 	test_diag("check came %lld ms after the producer connected", (long long)(test_now_ms() - t0));
 	CHECK_INT(end_tx(p, tx, "commit", chk, NULL), ==, 0);
-	CHECK_INT(drain(c, 500, NULL, NULL), ==, 1);
+	CHECK_INT(drain_n(c, 1), ==, 1);
 
 	/* opener alive + another member: the opener is asked */
 	other = pconn("p5c", "producer", "pg5");
@@ -528,7 +560,7 @@ static void test_broker_killed_with_pending(void)
 	while (count_pending(admin) != 0 && test_now_ms() < end)
 		usleep(50000);
 	CHECK_UINT(count_pending(admin), ==, 0);
-	CHECK_INT(drain(c, 1000, NULL, NULL), ==, want);
+	CHECK_INT(drain_upto(c, want, 10000, NULL, NULL), ==, want);
 end:
 	raw_close(p);
 	raw_close(q);
@@ -544,10 +576,13 @@ static int decided8[T8][N8]; /* 1 commit, 2 rollback, 3 unknown */
 static escrow_id_t tx8[T8][N8];
 static unsigned char delivered8[T8][N8];
 
-static void *producer8(void *arg)
+static int done8; /* producer threads finished (atomic) */
+
+/* producer8_run: thread @t's N8 transactions; its connection answers no
+ * checks, so every check goes to the test's checker connection */
+static void *producer8_run(int t)
 {
-	int t = (int)(intptr_t)arg;
-	int fd = pconn("p8", "producer", "pg8");
+	int fd = pconn_as("p8", "producer", "pg8", false);
 	if (fd < 0)
 		return (void *)1;
 	unsigned seed = (unsigned)(t * 7919 + 1);
@@ -570,6 +605,13 @@ static void *producer8(void *arg)
 	return NULL;
 }
 
+static void *producer8(void *arg)
+{
+	void *rv = producer8_run((int)(intptr_t)arg);
+	__atomic_add_fetch(&done8, 1, __ATOMIC_SEQ_CST);
+	return rv;
+}
+
 static void seen8(const escrow_id_t *id, void *arg)
 {
 	(void)arg;
@@ -580,11 +622,14 @@ static void seen8(const escrow_id_t *id, void *arg)
 
 static void test_many_concurrent(void)
 {
-	int q = -1, c = -1;
-	/* a broker of its own whose first check comes after the producer
-	 * threads are done and gone, so every check reaches the checker */
-	static const char *const args8[] = {"--tx-timeout", "6s", "--tx-check-backoff", "100ms",
-	                                    "--tx-max-checks", "3", "--tx-check-timeout", "1s",
+	int q = -1, c = -1, started = 0, bad = 0;
+	pthread_t th[T8];
+	/* a broker of its own: the checker answers while the threads still
+	 * run, so a check may wait long (5 s) before it counts as unanswered;
+	 * a transaction is checked 2 s after its send_half, far longer than
+	 * a thread takes from send_half to its own end_tx */
+	static const char *const args8[] = {"--tx-timeout", "2s", "--tx-check-backoff", "100ms",
+	                                    "--tx-max-checks", "3", "--tx-check-timeout", "5s",
 	                                    "--log-level", "warn", NULL};
 	raw_close(admin);
 	admin = -1;
@@ -599,26 +644,22 @@ static void test_many_concurrent(void)
 	CHECK(c >= 0 && subscribe(c, "tc", "g8"));
 	q = pconn("checker", "producer", "pg8");
 	CHECK(q >= 0);
-	pthread_t th[T8];
+	done8 = 0;
 	int64_t t0 = test_now_ms();
-	for (int t = 0; t < T8; t++)
-		pthread_create(&th[t], NULL, producer8, (void *)(intptr_t)t);
-	int bad = 0;
-	for (int t = 0; t < T8; t++) {
-		void *rv;
-		pthread_join(th[t], &rv);
-		bad += rv != NULL;
-	}
-	test_diag("%d transactions from %d threads in %lld ms", T8 * N8, T8,
-	          (long long)(test_now_ms() - t0));
-	CHECK_INT(bad, ==, 0);
-	/* the checker answers the unknown ones: the message id's index decides */
-	int64_t end = test_now_ms() + 30000;
+	for (; started < T8; started++)
+		pthread_create(&th[started], NULL, producer8, (void *)(intptr_t)started);
+	/* the checker answers the unknown ones: the message id's index
+	 * decides; it stops once the threads are done and nothing is pending */
+	int64_t end = test_now_ms() + 30000, t_done = 0;
 	int n = 0;
 	while (test_now_ms() < end) {
 		escrow_id_t got;
-		uint64_t chk = wait_check(q, 300, &got, NULL);
+		uint64_t chk = wait_check(q, 100, &got, NULL);
 		if (!chk) {
+			if (__atomic_load_n(&done8, __ATOMIC_SEQ_CST) < T8)
+				continue;
+			if (!t_done)
+				t_done = test_now_ms();
 			if (count_pending(admin) == 0)
 				break;
 			continue;
@@ -632,8 +673,16 @@ static void test_many_concurrent(void)
 		WIRE_SET(&m, RID, rid, 2000000 + (uint64_t)n++);
 		raw_send(q, &m);
 	}
+	for (int t = 0; t < started; t++) {
+		void *rv;
+		pthread_join(th[t], &rv);
+		bad += rv != NULL;
+	}
+	started = 0;
+	test_diag("%d transactions from %d threads in %lld ms", T8 * N8, T8,
+	          (long long)(t_done - t0));
+	CHECK_INT(bad, ==, 0);
 	CHECK_UINT(count_pending(admin), ==, 0);
-	drain(c, 1500, seen8, NULL);
 	/* committed = explicit commits + unknown ones whose tx id the rule
 	 * commits; delivered must be exactly that set, each once */
 	int commits = 0, wrong = 0, unknowns = 0, by_check = 0;
@@ -644,7 +693,12 @@ static void test_many_concurrent(void)
 			commits += want;
 			unknowns += d == 3;
 			by_check += d == 3 && want;
-			if (delivered8[t][i] != want)
+		}
+	drain_upto(c, commits, 10000, seen8, NULL);
+	for (int t = 0; t < T8; t++)
+		for (int i = 0; i < N8; i++) {
+			int d = decided8[t][i];
+			if (delivered8[t][i] != (d == 1 || (d == 3 && tx8[t][i].b[15] % 2 == 0)))
 				wrong++;
 		}
 	test_diag("%d committed (%d of %d unknown ones by check-back), %d checks answered", commits,
@@ -652,6 +706,8 @@ static void test_many_concurrent(void)
 	CHECK_INT(wrong, ==, 0);
 	CHECK_INT(n, ==, unknowns);
 end:
+	for (int t = 0; t < started; t++)
+		pthread_join(th[t], NULL);
 	raw_close(q);
 	raw_close(c);
 }

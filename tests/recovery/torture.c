@@ -7,6 +7,13 @@
  *                [--resume DIR]   (drain and check the kept run in DIR again)
  *                [--secure]       (escrowd with TLS and --auth: certificates made
  *                                  with the openssl CLI, every client logs in)
+ *                [--powerloss SHIM] (every broker kill is a power cut: escrowd
+ *                                  runs under the LD_PRELOAD shim of
+ *                                  tests/powerloss/, and before each restart
+ *                                  the data dir is rebuilt as a disk would
+ *                                  hold it: the writes not covered by a
+ *                                  returned fsync/fdatasync are lost, all or
+ *                                  a seeded random share of their pages)
  *
  * One escrowd on a fixed port and a private data dir. Forked producer
  * processes send plain messages and transactions (commit, rollback, left
@@ -71,6 +78,7 @@
 #include "escrow/consumer.h"
 #include "escrow/producer.h"
 #include "tests/harness/broker.h"
+#include "tests/powerloss/cut.h"
 
 #define TOPIC "tt"
 #define NPROD 3
@@ -92,6 +100,12 @@ static const char *resume; /* --resume DIR: drain and check a kept run */
 static char work[512], datadir[600], stopfile[600], addr[64];
 static int port;
 static test_broker broker;
+/* --powerloss: the shim, its state dir, and what the cuts did */
+static const char *powerloss;
+static char plstate[600];
+static unsigned long n_cuts, n_cuts_dirty;
+static uint64_t cut_rng;
+static powerloss_stats cut_total;
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -383,12 +397,51 @@ static int start_broker(void)
 	                       "--ack-timeout", ACK_TIMEOUT, "--backoff", "50ms 100ms 200ms",
 	                       secure ? "--auth" : NULL, "--tls-cert", cert_file, "--tls-key",
 	                       key_file, NULL};
-	for (int i = 0; i < 20; i++) { /* the port may linger a moment */
-		if (broker_start(&broker, datadir, extra) == 0)
-			return 0;
-		sleep_ms(100);
+	if (powerloss) { /* for escrowd only: clients are forked later, without it */
+		setenv("LD_PRELOAD", powerloss, 1);
+		setenv("POWERLOSS_DIR", datadir, 1);
+		setenv("POWERLOSS_STATE", plstate, 1);
 	}
-	return -1;
+	int rc = -1;
+	for (int i = 0; i < 20 && rc != 0; i++) { /* the port may linger a moment */
+		rc = broker_start(&broker, datadir, extra);
+		if (rc != 0)
+			sleep_ms(100);
+	}
+	if (powerloss) {
+		unsetenv("LD_PRELOAD");
+		unsetenv("POWERLOSS_DIR");
+		unsetenv("POWERLOSS_STATE");
+	}
+	return rc;
+}
+
+/*
+ * crash_broker SIGKILLs escrowd; with --powerloss it is a power cut: the
+ * data dir is rebuilt from the shim's state, each page written since its
+ * file's last sync kept with a seeded chance of 0, 30, 70 or 100 %.
+ * Returns 0, or -1 when the dir could not be rebuilt.
+ */
+static int crash_broker(void)
+{
+	broker_kill(&broker, SIGKILL);
+	n_broker_kills++;
+	if (!powerloss)
+		return 0;
+	static const unsigned keep[] = {0, 30, 70, 100};
+	unsigned k = keep[rnd() % 4];
+	powerloss_stats st;
+	char err[512];
+	if (powerloss_cut(plstate, datadir, k, &cut_rng, &st, err, sizeof err) != 0) {
+		printf("# FAIL: %s\n", err);
+		return -1;
+	}
+	n_cuts++;
+	n_cuts_dirty += st.dirty > 0;
+	cut_total.dirty += st.dirty;
+	cut_total.kept += st.kept;
+	cut_total.bytes_lost += st.bytes_lost;
+	return 0;
 }
 
 static int ctl(const char *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -595,7 +648,8 @@ static int drain(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: torture --escrowd P --escrowctl P --checker P [--seed S] "
-	                "[--seconds N] [--sync full|none] [--keep] [--resume DIR]\n");
+	                "[--seconds N] [--sync full|none] [--keep] [--resume DIR] [--secure] "
+	                "[--powerloss SHIM]\n");
 	exit(2);
 }
 
@@ -631,6 +685,8 @@ int main(int argc, char **argv)
 			seconds = atoi(v);
 		else if (!strcmp(a, "--sync"))
 			sync_mode = v;
+		else if (!strcmp(a, "--powerloss"))
+			powerloss = v;
 		else
 			usage();
 		i++;
@@ -649,6 +705,15 @@ int main(int argc, char **argv)
 		return 1;
 	snprintf(datadir, sizeof datadir, "%s/data", work);
 	snprintf(stopfile, sizeof stopfile, "%s/stop", work);
+	snprintf(plstate, sizeof plstate, "%s/powerloss", work);
+	cut_rng = seed * 0xD1B54A32D192ED03ULL + 7;
+	if (powerloss) {
+		if (mkdir(plstate, 0700) != 0 && errno != EEXIST) {
+			printf("not ok 1 - torture # mkdir %s: %s\n", plstate, strerror(errno));
+			return 1;
+		}
+		printf("# power loss: every broker kill is a cut (shim %s)\n", powerloss);
+	}
 	port = free_port();
 	snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
 	if (secure && setup_secure() != 0) {
@@ -705,8 +770,10 @@ int main(int argc, char **argv)
 		reap();
 		int r = (int)(rnd() % 100);
 		if (r < 50) {
-			broker_kill(&broker, SIGKILL);
-			n_broker_kills++;
+			if (crash_broker() != 0) {
+				fail = 1;
+				break;
+			}
 			if (pct(30))
 				sleep_ms((int)(rnd() % 1500)); /* clients retry meanwhile */
 			if (start_broker() != 0) {
@@ -764,9 +831,7 @@ int main(int argc, char **argv)
 	}
 	if (!fail) {
 		/* one more crash, so every confirmed ack must have survived one */
-		broker_kill(&broker, SIGKILL);
-		n_broker_kills++;
-		if (start_broker() != 0) {
+		if (crash_broker() != 0 || start_broker() != 0) {
 			printf("# FAIL: escrowd did not start again after the last kill\n");
 			fail = 1;
 		}
@@ -788,6 +853,10 @@ drain_and_check:
 	}
 	printf("# faults: %lu broker kills (%lu restarts), %lu producer/consumer kills\n", n_broker_kills,
 	       n_restarts, n_client_kills);
+	if (powerloss)
+		printf("# power cuts: %lu (%lu with unsynced pages): %" PRIu64 " unsynced pages, %" PRIu64
+		       " kept, %" PRIu64 " bytes lost\n",
+		       n_cuts, n_cuts_dirty, cut_total.dirty, cut_total.kept, cut_total.bytes_lost);
 	if (!fail) {
 		char cmd[2048];
 		snprintf(cmd, sizeof cmd,

@@ -1154,6 +1154,78 @@ end:
 	wire_buf_free(&b);
 }
 
+/* The reflection API (wire_field_type/lookup/ptr/set/next) agrees with the
+ * struct: every field's key looks up to itself, its pointer is its member,
+ * set marks its bit, and next visits exactly the present fields in order. */
+static void test_field_reflection(void)
+{
+	wire_msg m = {0};
+	for (int f = 0; f < WIRE_F__COUNT; f++) {
+		const char *k = wire_field_key((wire_field)f);
+		CHECK_INT(wire_field_lookup(k, strlen(k)), ==, f);
+		CHECK(wire_field_type((wire_field)f) < WIRE_T__COUNT);
+	}
+	CHECK_INT(wire_field_lookup("nope", 4), ==, WIRE_F__COUNT);
+	CHECK_INT(wire_field_lookup("topicx", 5), ==, WIRE_F_TOPIC);
+	CHECK_INT(wire_field_type(WIRE_F_TOPIC), ==, WIRE_T_STR);
+	CHECK_INT(wire_field_type(WIRE_F_BODY), ==, WIRE_T_BIN);
+	CHECK_INT(wire_field_type(WIRE_F_ID), ==, WIRE_T_ID);
+	CHECK_INT(wire_field_type(WIRE_F_RID), ==, WIRE_T_U64);
+	CHECK_INT(wire_field_type(WIRE_F_ERR), ==, WIRE_T_I64);
+	CHECK_INT(wire_field_type(WIRE_F_BACKOFF_MS), ==, WIRE_T_U64S);
+	CHECK_INT(wire_field_type(WIRE_F_ITEMS), ==, WIRE_T_ITEMS);
+	CHECK_INT(wire_field_type(WIRE_F__COUNT), ==, WIRE_T__COUNT);
+	CHECK(wire_field_ptr(&m, WIRE_F_SEQ) == (const void *)&m.seq);
+	CHECK(wire_field_ptr(&m, WIRE_F_CLUSTER) == (const void *)&m.cluster);
+	CHECK(wire_field_ptr(&m, WIRE_F__COUNT) == NULL);
+	CHECK_INT(wire_field_next(&m, -1), ==, WIRE_F__COUNT);
+	*(uint64_t *)wire_field_set(&m, WIRE_F_SEQ) = 42;
+	*(wire_str *)wire_field_set(&m, WIRE_F_TOPIC) = wire_cstr("t");
+	*(wire_str *)wire_field_set(&m, WIRE_F_CLUSTER) = wire_cstr("{}"); /* bit >= 64 */
+	CHECK(WIRE_HAS(&m, SEQ) && m.seq == 42);
+	CHECK(WIRE_HAS(&m, TOPIC) && wire_str_eq(m.topic, "t"));
+	wire_field seen[4];
+	int n = 0;
+	for (wire_field f = wire_field_next(&m, -1); f < WIRE_F__COUNT && n < 4;
+	     f = wire_field_next(&m, f))
+		seen[n++] = f;
+	CHECK_INT(n, ==, 3);
+	CHECK_INT(seen[0], ==, WIRE_F_TOPIC);
+	CHECK_INT(seen[1], ==, WIRE_F_SEQ);
+	CHECK_INT(seen[2], ==, WIRE_F_CLUSTER);
+	CHECK_INT(wire_field_next(&m, WIRE_F_CLUSTER), ==, WIRE_F__COUNT);
+end:;
+}
+
+/* wire_msg_dup copies every field, nested items included, and the copy
+ * outlives the original's storage. */
+static void test_msg_dup(void)
+{
+	char topic[] = "orders", body[] = "hello";
+	wire_str tags[2] = {wire_cstr("a"), wire_cstr("b")};
+	wire_msg item = {0}, m = {.op = WIRE_OP_DELIVER};
+	wire_frame f = {0};
+	WIRE_SET(&item, SEQ, seq, 9);
+	WIRE_SET(&m, TOPIC, topic, ((wire_str){topic, 6}));
+	WIRE_SET(&m, BODY, body, ((wire_str){body, 5}));
+	WIRE_SET(&m, TAGS, tags, ((wire_strs){2, tags}));
+	WIRE_SET(&m, SEQ, seq, 7);
+	WIRE_SET(&m, ITEMS, items, ((wire_items){1, &item}));
+	CHECK_INT(wire_msg_dup(&m, &f), ==, 0);
+	memset(topic, 'x', 6);
+	memset(body, 'y', 5);
+	tags[0] = wire_cstr("z");
+	CHECK_INT(f.m.op, ==, WIRE_OP_DELIVER);
+	CHECK(f.m.has == m.has);
+	CHECK(wire_str_eq(f.m.topic, "orders"));
+	CHECK_STRN(f.m.body.p, f.m.body.len, "hello");
+	CHECK(f.m.tags.n == 2 && wire_str_eq(f.m.tags.v[0], "a") && wire_str_eq(f.m.tags.v[1], "b"));
+	CHECK_UINT(f.m.seq, ==, 7);
+	CHECK(f.m.items.n == 1 && f.m.items.v[0].seq == 9);
+end:
+	wire_frame_free(&f);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -1181,6 +1253,8 @@ int main(int argc, char **argv)
 		TEST_CASE(test_id_order_and_format),
 		TEST_CASE(test_str_helpers),
 		TEST_CASE(test_protocol_doc_has_every_op),
+		TEST_CASE(test_field_reflection),
+		TEST_CASE(test_msg_dup),
 		TEST_CASE(test_reject_huge_counts), /* last: an allocator abort ends the run */
 	};
 	return test_run(cases, TEST_COUNT(cases));
