@@ -230,7 +230,7 @@ bool rd_fail_reply(broker *b, group *g, flight *f, const char *reason, uint64_t 
 		 * message waits, attempt unchanged, for a time it leads again */
 		f->parked = true;
 		rd_arm(b, g, f, now_ms());
-		return;
+		return false;
 	}
 	dispatch_mark(b, g);
 	uint32_t max = g->conf.max_deliver ? g->conf.max_deliver : 16;
