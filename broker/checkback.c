@@ -53,9 +53,37 @@ typedef struct txw {
 	UT_hash_handle hh;
 } txw;
 
+/*
+ * The producer groups (RocketMQ's producer group: any member may answer a
+ * check of the group's transactions): each connection that answers checks
+ * (hello with role producer and checker) has a `checker` entry from hello
+ * to close, found by its connection id (and so by the opener's conn_key
+ * recorded in txs) and, when
+ * hello named a group, linked into that group's member list, in hello order.
+ * pick_conn reads these instead of walking every connection.
+ */
+typedef struct pgroup pgroup;
+
+typedef struct checker {
+	conn *c;
+	uint64_t id;                 /* c->id */
+	pgroup *g;                   /* NULL: hello named no producer group */
+	struct checker *prev, *next; /* in g->members */
+	UT_hash_handle hh;           /* in checkback.checkers, by id */
+} checker;
+
+struct pgroup {
+	char name[STORE_NAME_MAX + 1];
+	checker *members; /* first member; members->prev is the last */
+	uint32_t n;
+	UT_hash_handle hh; /* in checkback.pgroups, by name */
+};
+
 struct checkback {
 	struct event *timer;
 	txw *w;
+	checker *checkers;
+	pgroup *pgroups;
 	uint64_t next_chk;
 	uint64_t checks;
 	uint64_t rr;
@@ -140,32 +168,98 @@ static bool can_check(const conn *c)
 	return !c->closed && !c->closing && c->hello && c->checker && c->role == ROLE_PRODUCER;
 }
 
+/* member_del takes @c out of the producer-group table (if it is in). */
+static void member_del(struct checkback *cb, conn *c)
+{
+	checker *k = NULL;
+	HASH_FIND(hh, cb->checkers, &c->id, sizeof c->id, k);
+	if (!k)
+		return;
+	HASH_DEL(cb->checkers, k);
+	pgroup *g = k->g;
+	if (g) {
+		if (k == g->members)
+			g->members = k->next;
+		else
+			k->prev->next = k->next;
+		if (k->next)
+			k->next->prev = k->prev;
+		else if (g->members)
+			g->members->prev = k->prev;
+		if (--g->n == 0) {
+			HASH_DEL(cb->pgroups, g);
+			free(g);
+		}
+	}
+	free(k);
+}
+
+/* member_add puts @c, after its hello, into the table when it answers
+ * checks; a second hello first takes it out of its old group. Connections
+ * without a socket (the HTTP front's) are never asked. */
+static void member_add(struct checkback *cb, conn *c)
+{
+	member_del(cb, c);
+	if (c->sink || !can_check(c))
+		return;
+	checker *k = xcalloc(1, sizeof *k);
+	k->c = c;
+	k->id = c->id;
+	HASH_ADD(hh, cb->checkers, id, sizeof k->id, k);
+	if (!c->pgroup)
+		return;
+	pgroup *g = NULL;
+	HASH_FIND_STR(cb->pgroups, c->pgroup, g);
+	if (!g) {
+		g = xcalloc(1, sizeof *g);
+		snprintf(g->name, sizeof g->name, "%s", c->pgroup);
+		HASH_ADD_STR(cb->pgroups, name, g);
+	}
+	k->g = g;
+	k->next = NULL;
+	if (g->members) {
+		k->prev = g->members->prev;
+		g->members->prev->next = k;
+		g->members->prev = k;
+	} else {
+		k->prev = k;
+		g->members = k;
+	}
+	g->n++;
+}
+
 /* pick_conn: among the connections that answer check-backs (can_check),
- * the opener if connected, else a producer of the group, round-robin. A
- * producer without a check handler is never asked: its silence would count
- * as UNKNOWN and bring the policy closer while an answering member waits. */
+ * the opener if connected, else a member of the transaction's producer
+ * group, round-robin. A producer without a check handler is never asked:
+ * its silence would count as UNKNOWN and bring the policy closer while an
+ * answering member waits. Under --auth only a user with tx on the
+ * transaction's group is asked. */
 static conn *pick_conn(broker *b, const store_tx_info *ti)
 {
-	uint32_t n = 0;
-	for (conn *c = b->conns; c; c = c->next) {
-		/* --auth: only a user with tx on the transaction's group is asked */
-		if (!can_check(c) || !auth_conn_allows(c, PERM_TX, ti->pgroup))
-			continue;
-		if (conn_key(c) == ti->conn_id)
-			return c;
-		if (c->role == ROLE_PRODUCER && c->pgroup && strcmp(c->pgroup, ti->pgroup) == 0)
-			n++;
+	struct checkback *cb = b->checkback;
+	checker *k;
+	/* the opener: conn_key keeps its id's low 24 bits */
+	for (uint64_t id = ti->conn_id & 0xffffff; id <= b->next_conn_id; id += 1u << 24) {
+		k = NULL;
+		HASH_FIND(hh, cb->checkers, &id, sizeof id, k);
+		if (k && conn_key(k->c) == ti->conn_id && can_check(k->c) &&
+		    auth_conn_allows(k->c, PERM_TX, ti->pgroup))
+			return k->c;
 	}
+	pgroup *g = NULL;
+	HASH_FIND_STR(cb->pgroups, ti->pgroup, g);
+	if (!g)
+		return NULL;
+	uint32_t n = 0;
+	for (k = g->members; k; k = k->next)
+		if (can_check(k->c) && auth_conn_allows(k->c, PERM_TX, ti->pgroup))
+			n++;
 	if (n == 0)
 		return NULL;
-	uint32_t pick = (uint32_t)(b->checkback->rr++ % n), i = 0;
-	for (conn *c = b->conns; c; c = c->next) {
-		if (!can_check(c) || !auth_conn_allows(c, PERM_TX, ti->pgroup))
-			continue;
-		if (c->role == ROLE_PRODUCER && c->pgroup && strcmp(c->pgroup, ti->pgroup) == 0 &&
-		    i++ == pick)
-			return c;
-	}
+	uint32_t pick = (uint32_t)(cb->rr++ % n), i = 0;
+	for (k = g->members; k; k = k->next)
+		if (can_check(k->c) && auth_conn_allows(k->c, PERM_TX, ti->pgroup) && i++ == pick)
+			return k->c;
 	return NULL;
 }
 
@@ -393,8 +487,11 @@ void checkback_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint6
 void checkback_on_hello(conn *c)
 {
 	broker *b = c->b;
-	if (!b->checkback || !can_check(c) || !c->pgroup ||
-	    !auth_conn_allows(c, PERM_TX, c->pgroup) || !cluster_runs_timers(b))
+	if (!b->checkback)
+		return;
+	member_add(b->checkback, c);
+	if (!can_check(c) || !c->pgroup || !auth_conn_allows(c, PERM_TX, c->pgroup) ||
+	    !cluster_runs_timers(b))
 		return;
 	store_rtxn *rt;
 	if (store_rtxn_begin(b->st, &rt))
@@ -419,7 +516,10 @@ void checkback_on_hello(conn *c)
 void checkback_on_close(conn *c)
 {
 	broker *b = c->b;
-	if (!b->checkback || b->stopping || !cluster_runs_timers(b))
+	if (!b->checkback)
+		return;
+	member_del(b->checkback, c);
+	if (b->stopping || !cluster_runs_timers(b))
 		return; /* not leading: scan times the check out when it leads again */
 	txw *w, *tmp;
 	HASH_ITER(hh, b->checkback->w, w, tmp) {
@@ -518,6 +618,16 @@ void checkback_shutdown(broker *b)
 	HASH_ITER(hh, b->checkback->w, w, tmp) {
 		HASH_DEL(b->checkback->w, w);
 		free(w);
+	}
+	checker *k, *ktmp;
+	HASH_ITER(hh, b->checkback->checkers, k, ktmp) {
+		HASH_DEL(b->checkback->checkers, k);
+		free(k);
+	}
+	pgroup *g, *gtmp;
+	HASH_ITER(hh, b->checkback->pgroups, g, gtmp) {
+		HASH_DEL(b->checkback->pgroups, g);
+		free(g);
 	}
 	free(b->checkback);
 	b->checkback = NULL;
