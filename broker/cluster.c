@@ -17,6 +17,13 @@
  * resumed after a pause past its deadline answers NOT_LEADER at once,
  * before any timer of ours has run.
  *
+ * The leader-only work (doc/replication.md §2: check-backs, ack-timeout
+ * redelivery and its backoff, DLQ moves, retention, push deliveries) asks
+ * cluster_runs_timers before it runs; a follower runs none of it, a node
+ * that wins starts it once repl.c has loaded its store (cluster_ready ->
+ * timers_start) and one that steps down runs
+ * none of it from the moment its deadline passes.
+ *
  * Not built yet (doc/replication.md): shipping batches, --acks all|quorum,
  * the in-sync set, truncation, catch-up.
  *
@@ -110,6 +117,26 @@ bool cluster_leading(cluster *cl)
 	if (cl->leading && mono_ms() >= cl->lease_until_ms)
 		step_down(cl, "lease deadline passed without a keepalive answer");
 	return cl->leading;
+}
+
+bool cluster_runs_timers(broker *b)
+{
+	if (!b->conf.cluster || !*b->conf.cluster)
+		return true;
+	return b->cluster && cluster_leading(b->cluster) && repl_ready(b);
+}
+
+/* timers_start: this node has just become leader: the leader-only work
+ * (cluster_runs_timers) starts now rather than at each timer's next tick. */
+static void timers_start(broker *b)
+{
+	redeliver_rearm(b);
+	checkback_wake(b);
+	retain_wake(b);
+	for (topic *t = b->topics_by_id; t; t = t->hh_id.next)
+		for (group *g = t->groups; g; g = g->next)
+			if (g->push)
+				dispatch_mark(b, g);
 }
 
 /* ---- lease ------------------------------------------------------------- */
@@ -345,7 +372,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 
 void cluster_ready(broker *b)
 {
-	(void)b; /* the leader-only work starts here (cluster_runs_timers) */
+	timers_start(b); /* the store is loaded: the leader-only work starts */
 }
 
 struct etcd *cluster_etcd(broker *b)

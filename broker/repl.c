@@ -332,7 +332,7 @@ static int peer_frame(void *arg, const wire_msg *m)
 		return peer_hello(p, m);
 	if (m->op != WIRE_OP_REPL_ACK || !p->node)
 		return -1;
-	if (m->pos > p->acked_pos) {
+	if (m->pos >= p->acked_pos) { /* >=: the first ack of a follower at pos 0 too */
 		p->acked_pos = m->pos;
 		p->acked_ms = repl_mono_ms();
 		repl_isr_changed(p->r);
@@ -654,6 +654,15 @@ void repl_follow(broker *b, uint64_t epoch, const char *replica_addr)
 		         replica_addr ? replica_addr : "");
 	}
 	up_connect(r);
+}
+
+void repl_refresh(broker *b)
+{
+	repl *r = b->repl;
+	if (!r || r->role != STORE_ROLE_FOLLOWER || r->applied_pos == r->refreshed_pos)
+		return;
+	r->refreshed_pos = r->applied_pos;
+	broker_reload_state(b);
 }
 
 bool repl_ready(broker *b)

@@ -77,6 +77,7 @@ struct repl {
 	uint64_t inflight;     /* REPL_APPLY ops submitted, not done */
 	size_t inflight_bytes;
 	uint64_t applied_pos;
+	uint64_t refreshed_pos; /* applied_pos at the last repl_refresh */
 	/* held replies (isr.c) */
 	pthread_mutex_t held_mu; /* held_in: from the writer thread */
 	held *held_in, *held_in_last;
