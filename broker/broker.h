@@ -380,6 +380,17 @@ conn *conn_new_virtual(broker *b, const char *peer, conn_role role,
                        void (*sink)(conn *c, const wire_msg *m), void *sink_arg);
 /* conn_reply encodes @m onto c's output. No-op if c is closed. */
 void conn_reply(conn *c, const wire_msg *m);
+/*
+ * conn_reply_spliced writes the frame of @m's fields followed by the entries
+ * of the encoded map @v (a stored record, borrowed: copied before return)
+ * onto c's output: the frame a decode of @v merged into @m would encode to,
+ * without that decode and encode (wire_encode_head). Returns 0 (also when c
+ * is closed), or ESCROW_ERR__INVALID_ARG when c has a sink (it takes a
+ * wire_msg) or @v cannot be spliced into @m (a shared or foreign key):
+ * then nothing is written and the caller sends the decoded form instead.
+ * Closes c when out of memory. Network thread.
+ */
+int conn_reply_spliced(conn *c, const wire_msg *m, const wire_map_view *v);
 void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void conn_close(conn *c, const char *why); /* drop now */
