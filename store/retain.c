@@ -8,7 +8,7 @@
  */
 #include "store/store_int.h"
 
-int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
+static int retain_write(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 {
 	uint32_t tid = op->u.retain.topic_id;
 	op->u.retain.deleted = 0;
@@ -99,4 +99,13 @@ int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 fail:
 	*mdb_rc = rc ? rc : MDB_CORRUPTED;
 	return store_map_mdb(*mdb_rc);
+}
+
+int store_apply_retain(struct wctx *w, store_op *op)
+{
+	int mrc = 0;
+	int rc = retain_write(store_w_txn(w), store_w_store(w), op, &mrc);
+	if (mrc)
+		return wfail(w, mrc, "retain", "topic_id=%u", op->u.retain.topic_id);
+	return rc;
 }

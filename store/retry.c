@@ -74,7 +74,7 @@ static int put_rec(MDB_txn *txn, store *s, store_dbi dbi, const store_op *op, ui
 	return mdb_put(txn, s->dbi[dbi], &k, &d, 0);
 }
 
-int store_apply_retry(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int *mdb_rc)
+static int retry_write(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int *mdb_rc)
 {
 	uint32_t gid = op->u.retry.group_id;
 	uint64_t seq = op->u.retry.seq;
@@ -173,4 +173,14 @@ int store_load_retry(store *s, int (*cb)(void *arg, const store_retry_info *r), 
 int store_load_dlq(store *s, int (*cb)(void *arg, const store_retry_info *r), void *arg)
 {
 	return load_all(s, DBI_DLQ, cb, arg);
+}
+
+int store_apply_retry(struct wctx *w, store_op *op)
+{
+	int mrc = 0;
+	int rc = retry_write(store_w_txn(w), store_w_store(w), op, store_w_now(w), &mrc);
+	if (mrc)
+		return wfail(w, mrc, "retry/dlq", "group_id=%u seq=%llu", op->u.retry.group_id,
+		             (unsigned long long)op->u.retry.seq);
+	return rc;
 }

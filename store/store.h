@@ -599,4 +599,9 @@ void store_submit(store *s, store_op *op);
 /* store_op_free frees @op's owned buffers and the op itself. NULL-safe. */
 void store_op_free(store_op *op);
 
+/* store_op_name: @kind's name in log lines ("append", "tx_end"; "unknown"
+ * for a kind with no row in the writer's op table). Static string; any
+ * thread. */
+const char *store_op_name(store_op_kind kind);
+
 #endif

@@ -171,19 +171,19 @@ int store_group_rec_set_push(const MDB_val *v, const store_push_conf *push, MDB_
 int store_group_rec_decode(const MDB_val *v, store_group_info *g, char name[STORE_NAME_MAX + 1],
                            store_push_conf *push);
 
-/* retry.c: apply functions for the RETRY family, called by writer.c's
- * apply() inside its write transaction. Return 0 or an escrow code; on an
- * LMDB failure of a write set *mdb_rc (the transaction is then poisoned). */
-int store_apply_retry(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int *mdb_rc);
-
-/* lookup.c: STORE_OP_ATTEMPT, same contract as store_apply_retry; and
- * store_attempt_del, the delivery log of (@topic_id, @seq), or of the whole
- * topic: 0 or an LMDB code (write phase of retention and topic delete). */
-int store_apply_attempt(MDB_txn *txn, store *s, store_op *op, int *mdb_rc);
+/* The apply functions of the op families outside writer.c, rows of its op
+ * table (store_ops[]): each runs inside the write transaction of @w and
+ * returns 0 or an escrow code; an LMDB failure goes through wfail (the
+ * transaction is then poisoned). retry.c: RETRY, RETRY_DEL, DEAD, DLQ_DEL;
+ * lookup.c: ATTEMPT; retain.c: RETAIN; tx.c: the TX_* ops (below). */
+struct wctx;
+int store_apply_retry(struct wctx *w, store_op *op);
+int store_apply_attempt(struct wctx *w, store_op *op);
+int store_apply_retain(struct wctx *w, store_op *op);
+/* lookup.c: store_attempt_del, the delivery log of (@topic_id, @seq), or of
+ * the whole topic: 0 or an LMDB code (write phase of retention and topic
+ * delete). */
 int store_attempt_del(MDB_txn *txn, store *s, uint32_t topic_id, uint64_t seq, bool whole_topic);
-
-/* retain.c: STORE_OP_RETAIN, same contract as store_apply_retry. */
-int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc);
 
 /* writer.c */
 void *store_writer_main(void *arg);

@@ -343,6 +343,8 @@ static int apply_group_reset(struct wctx *w, store_op *op)
  * meta next_topic_id += 1. */
 static int apply_topic_create(struct wctx *w, store_op *op)
 {
+	op->u.topic.id = 0;
+	op->u.topic.created_ms = 0;
 	const char *name = op->u.topic.name;
 	size_t len = strnlen(name, sizeof op->u.topic.name);
 	if (len == 0)
@@ -524,6 +526,9 @@ static uint64_t first_seq(struct wctx *w, uint32_t tid, uint64_t dflt)
  * topic_id|name, acks[id|0] = the starting floor, meta next_group_id += 1. */
 static int apply_group_create(struct wctx *w, store_op *op)
 {
+	op->u.group.id = 0;
+	op->u.group.ack_floor = 0;
+	op->u.group.created_ms = 0;
 	const char *name = op->u.group.name;
 	uint32_t tid = op->u.group.topic_id;
 	size_t len = strnlen(name, sizeof op->u.group.name);
@@ -748,6 +753,9 @@ int store_w_append_write(struct wctx *w, struct tcache *t, const escrow_id_t *id
 
 static int apply_append(struct wctx *w, store_op *op)
 {
+	op->u.append.seq = 0;
+	op->u.append.dup = false;
+	op->u.append.dup_topic_id = 0;
 	struct tcache *t = NULL;
 	uint32_t klen = op->u.append.key ? op->u.append.key_len : 0;
 	int rc = store_w_append_check(w, op->u.append.topic_id, &op->u.append.id, klen, &t,
@@ -800,84 +808,149 @@ static int apply_ack(struct wctx *w, store_op *op)
 	return 0;
 }
 
+/* META_SET: meta[key] = value, or the key deleted. */
+static int apply_meta_set(struct wctx *w, store_op *op)
+{
+	size_t kl = strnlen(op->u.meta.key, sizeof op->u.meta.key);
+	if (kl == 0 || kl > STORE_META_KEY_MAX || !strchr(op->u.meta.key, '/') ||
+	    op->u.meta.value_len > STORE_META_VALUE_MAX)
+		return ESCROW_ERR_TOO_LARGE;
+	MDB_val k = {kl, op->u.meta.key};
+	int rc;
+	if (op->u.meta.value && op->u.meta.value_len) {
+		MDB_val d = {op->u.meta.value_len, op->u.meta.value};
+		rc = mdb_put(w->txn, w->s->dbi[DBI_META], &k, &d, 0);
+	} else {
+		rc = mdb_del(w->txn, w->s->dbi[DBI_META], &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	if (rc)
+		return wfail(w, rc, "meta", "key=%.64s", op->u.meta.key);
+	return 0;
+}
+
+/* ---- the op table -------------------------------------------------------- */
+
+/* What each op is about, for log lines (after its name). */
+static void describe_topic(const store_op *op, char *buf, size_t len)
+{
+	if (op->kind == STORE_OP_TOPIC_CREATE)
+		snprintf(buf, len, "topic=%.64s", op->u.topic.name);
+	else
+		snprintf(buf, len, "topic_id=%u", op->u.topic.id);
+}
+
+static void describe_group(const store_op *op, char *buf, size_t len)
+{
+	if (op->kind == STORE_OP_GROUP_CREATE)
+		snprintf(buf, len, "topic_id=%u group=%.64s", op->u.group.topic_id, op->u.group.name);
+	else if (op->kind == STORE_OP_GROUP_RESET)
+		snprintf(buf, len, "group_id=%u floor=%llu", op->u.group.id,
+		         (unsigned long long)op->u.group.ack_floor);
+	else
+		snprintf(buf, len, "group_id=%u", op->u.group.id);
+}
+
+static void describe_append(const store_op *op, char *buf, size_t len)
+{
+	char hex[33];
+	snprintf(buf, len, "topic_id=%u id=%s", op->u.append.topic_id,
+	         escrow_id_fmt(&op->u.append.id, hex));
+}
+
+static void describe_ack(const store_op *op, char *buf, size_t len)
+{
+	snprintf(buf, len, "group_id=%u seq=%llu floor=%llu", op->u.ack.group_id,
+	         (unsigned long long)op->u.ack.seq, (unsigned long long)op->u.ack.floor_after);
+}
+
+static void describe_tx(const store_op *op, char *buf, size_t len)
+{
+	char hex[33];
+	snprintf(buf, len, "tx=%s", escrow_id_fmt(&op->u.tx.tx, hex));
+}
+
+static void describe_retry(const store_op *op, char *buf, size_t len)
+{
+	snprintf(buf, len, "group_id=%u seq=%llu", op->u.retry.group_id,
+	         (unsigned long long)op->u.retry.seq);
+}
+
+static void describe_retain(const store_op *op, char *buf, size_t len)
+{
+	snprintf(buf, len, "topic_id=%u below=%llu", op->u.retain.topic_id,
+	         (unsigned long long)op->u.retain.below_seq);
+}
+
+static void describe_attempt(const store_op *op, char *buf, size_t len)
+{
+	snprintf(buf, len, "topic_id=%u seq=%llu group_id=%u", op->u.attempt.topic_id,
+	         (unsigned long long)op->u.attempt.seq, op->u.attempt.group_id);
+}
+
+static void describe_meta(const store_op *op, char *buf, size_t len)
+{
+	snprintf(buf, len, "key=%.64s", op->u.meta.key);
+}
+
+/*
+ * The store's side of every op kind (store.h store_op_kind), one row each,
+ * indexed by kind like wire/ops.def: its name in log lines, the function
+ * that applies it inside the write transaction (0 or an escrow code; an
+ * LMDB failure goes through wfail, which poisons the transaction), and what
+ * it is about. A new op: a kind in store.h, its apply function (in the file
+ * of its family), a row here.
+ */
+static const struct store_op_desc {
+	const char *name;
+	int (*apply)(struct wctx *w, store_op *op);
+	void (*describe)(const store_op *op, char *buf, size_t len);
+} store_ops[] = {
+	[STORE_OP_TOPIC_CREATE] = {"topic_create", apply_topic_create, describe_topic},
+	[STORE_OP_TOPIC_DELETE] = {"topic_delete", apply_topic_delete, describe_topic},
+	[STORE_OP_GROUP_CREATE] = {"group_create", apply_group_create, describe_group},
+	[STORE_OP_GROUP_DELETE] = {"group_delete", apply_group_delete, describe_group},
+	[STORE_OP_APPEND] = {"append", apply_append, describe_append},
+	[STORE_OP_ACK] = {"ack", apply_ack, describe_ack},
+	[STORE_OP_TX_HALF_ADD] = {"tx_half_add", store_tx_apply, describe_tx},
+	[STORE_OP_TX_END] = {"tx_end", store_tx_apply, describe_tx},
+	[STORE_OP_TX_CHECKED] = {"tx_checked", store_tx_apply, describe_tx},
+	[STORE_OP_TX_RESCHEDULE] = {"tx_reschedule", store_tx_apply, describe_tx},
+	[STORE_OP_TX_EXPIRE] = {"tx_expire", store_tx_apply, describe_tx},
+	[STORE_OP_TX_GC] = {"tx_gc", store_tx_apply, describe_tx},
+	[STORE_OP_RETRY] = {"retry", store_apply_retry, describe_retry},
+	[STORE_OP_RETRY_DEL] = {"retry_del", store_apply_retry, describe_retry},
+	[STORE_OP_DEAD] = {"dead", store_apply_retry, describe_retry},
+	[STORE_OP_DLQ_DEL] = {"dlq_del", store_apply_retry, describe_retry},
+	[STORE_OP_GROUP_RESET] = {"group_reset", apply_group_reset, describe_group},
+	[STORE_OP_RETAIN] = {"retain", store_apply_retain, describe_retain},
+	[STORE_OP_ATTEMPT] = {"attempt", store_apply_attempt, describe_attempt},
+	[STORE_OP_GROUP_SET] = {"group_set", apply_group_set, describe_group},
+	[STORE_OP_META_SET] = {"meta_set", apply_meta_set, describe_meta},
+};
+
+static const struct store_op_desc *op_desc(store_op_kind kind)
+{
+	if ((unsigned)kind >= sizeof store_ops / sizeof *store_ops || !store_ops[kind].name)
+		return NULL;
+	return &store_ops[kind];
+}
+
+const char *store_op_name(store_op_kind kind)
+{
+	const struct store_op_desc *d = op_desc(kind);
+	return d ? d->name : "unknown";
+}
+
 static int apply(struct wctx *w, store_op *op)
 {
-	switch (op->kind) {
-	case STORE_OP_TOPIC_CREATE:
-		op->u.topic.id = 0;
-		op->u.topic.created_ms = 0;
-		return apply_topic_create(w, op);
-	case STORE_OP_TOPIC_DELETE:
-		return apply_topic_delete(w, op);
-	case STORE_OP_GROUP_CREATE:
-		op->u.group.id = 0;
-		op->u.group.ack_floor = 0;
-		op->u.group.created_ms = 0;
-		return apply_group_create(w, op);
-	case STORE_OP_GROUP_DELETE:
-		return apply_group_delete(w, op);
-	case STORE_OP_GROUP_SET:
-		return apply_group_set(w, op);
-	case STORE_OP_ATTEMPT: {
-		int mrc = 0, rc = store_apply_attempt(w->txn, w->s, op, &mrc);
-		if (mrc)
-			return wfail(w, mrc, "attempt", "topic_id=%u", op->u.attempt.topic_id);
-		return rc;
+	const struct store_op_desc *d = op_desc(op->kind);
+	if (!d) {
+		store_log(w->s, ESCROW_LOG_ERROR, "store: unknown op kind %d", (int)op->kind);
+		return ESCROW_ERR_INTERNAL;
 	}
-	case STORE_OP_APPEND:
-		op->u.append.seq = 0;
-		op->u.append.dup = false;
-		op->u.append.dup_topic_id = 0;
-		return apply_append(w, op);
-	case STORE_OP_ACK:
-		return apply_ack(w, op);
-	case STORE_OP_TX_HALF_ADD:
-	case STORE_OP_TX_END:
-	case STORE_OP_TX_CHECKED:
-	case STORE_OP_TX_RESCHEDULE:
-	case STORE_OP_TX_EXPIRE:
-	case STORE_OP_TX_GC:
-		return store_tx_apply(w, op);
-	case STORE_OP_GROUP_RESET:
-		return apply_group_reset(w, op);
-	case STORE_OP_RETAIN: {
-		int mrc = 0, rc = store_apply_retain(w->txn, w->s, op, &mrc);
-		if (mrc)
-			return wfail(w, mrc, "retain", "topic_id=%u", op->u.retain.topic_id);
-		return rc;
-	}
-	case STORE_OP_RETRY:
-	case STORE_OP_RETRY_DEL:
-	case STORE_OP_DEAD:
-	case STORE_OP_DLQ_DEL: {
-		int mrc = 0, rc = store_apply_retry(w->txn, w->s, op, w->now_ms, &mrc);
-		if (mrc)
-			return wfail(w, mrc, "retry/dlq", "group_id=%u seq=%llu", op->u.retry.group_id,
-			             (unsigned long long)op->u.retry.seq);
-		return rc;
-	}
-	case STORE_OP_META_SET: {
-		size_t kl = strnlen(op->u.meta.key, sizeof op->u.meta.key);
-		if (kl == 0 || kl > STORE_META_KEY_MAX || !strchr(op->u.meta.key, '/') ||
-		    op->u.meta.value_len > STORE_META_VALUE_MAX)
-			return ESCROW_ERR_TOO_LARGE;
-		MDB_val k = {kl, op->u.meta.key};
-		int rc;
-		if (op->u.meta.value && op->u.meta.value_len) {
-			MDB_val d = {op->u.meta.value_len, op->u.meta.value};
-			rc = mdb_put(w->txn, w->s->dbi[DBI_META], &k, &d, 0);
-		} else {
-			rc = mdb_del(w->txn, w->s->dbi[DBI_META], &k, NULL);
-			if (rc == MDB_NOTFOUND)
-				rc = 0;
-		}
-		if (rc)
-			return wfail(w, rc, "meta", "key=%.64s", op->u.meta.key);
-		return 0;
-	}
-	}
-	store_log(w->s, ESCROW_LOG_ERROR, "store: unknown op kind %d", (int)op->kind);
-	return ESCROW_ERR_INTERNAL;
+	return d->apply(w, op);
 }
 
 /* ---- batches ----------------------------------------------------------- */
@@ -966,65 +1039,17 @@ abort:
 /* Failures logged one by one per batch; the rest are counted in one line. */
 #define LOG_FAILURES_MAX 8
 
-/* describe_op writes the op's kind and the key it is about into @buf. */
+/* describe_op writes the op's name and the key it is about into @buf. */
 static const char *describe_op(const store_op *op, char *buf, size_t len)
 {
-	char hex[33];
-	switch (op->kind) {
-	case STORE_OP_TOPIC_CREATE:
-		snprintf(buf, len, "topic_create topic=%.64s", op->u.topic.name);
-		break;
-	case STORE_OP_TOPIC_DELETE:
-		snprintf(buf, len, "topic_delete topic_id=%u", op->u.topic.id);
-		break;
-	case STORE_OP_GROUP_CREATE:
-		snprintf(buf, len, "group_create topic_id=%u group=%.64s", op->u.group.topic_id,
-		         op->u.group.name);
-		break;
-	case STORE_OP_GROUP_DELETE:
-		snprintf(buf, len, "group_delete group_id=%u", op->u.group.id);
-		break;
-	case STORE_OP_GROUP_SET:
-		snprintf(buf, len, "group_set group_id=%u", op->u.group.id);
-		break;
-	case STORE_OP_ATTEMPT:
-		snprintf(buf, len, "attempt topic_id=%u seq=%llu group_id=%u", op->u.attempt.topic_id,
-		         (unsigned long long)op->u.attempt.seq, op->u.attempt.group_id);
-		break;
-	case STORE_OP_RETAIN:
-		snprintf(buf, len, "retain topic_id=%u below=%llu", op->u.retain.topic_id,
-		         (unsigned long long)op->u.retain.below_seq);
-		break;
-	case STORE_OP_GROUP_RESET:
-		snprintf(buf, len, "group_reset group_id=%u floor=%llu", op->u.group.id,
-		         (unsigned long long)op->u.group.ack_floor);
-		break;
-	case STORE_OP_APPEND:
-		snprintf(buf, len, "append topic_id=%u id=%s", op->u.append.topic_id,
-		         escrow_id_fmt(&op->u.append.id, hex));
-		break;
-	case STORE_OP_ACK:
-		snprintf(buf, len, "ack group_id=%u seq=%llu floor=%llu", op->u.ack.group_id,
-		         (unsigned long long)op->u.ack.seq, (unsigned long long)op->u.ack.floor_after);
-		break;
-	case STORE_OP_TX_HALF_ADD:
-	case STORE_OP_TX_END:
-	case STORE_OP_TX_CHECKED:
-	case STORE_OP_TX_RESCHEDULE:
-	case STORE_OP_TX_EXPIRE:
-	case STORE_OP_TX_GC:
-		snprintf(buf, len, "tx op %d tx=%s", (int)op->kind, escrow_id_fmt(&op->u.tx.tx, hex));
-		break;
-	case STORE_OP_RETRY:
-	case STORE_OP_RETRY_DEL:
-	case STORE_OP_DEAD:
-	case STORE_OP_DLQ_DEL:
-		snprintf(buf, len, "retry/dlq kind %d group_id=%u seq=%llu", (int)op->kind,
-		         op->u.retry.group_id, (unsigned long long)op->u.retry.seq);
-		break;
-	default:
+	const struct store_op_desc *d = op_desc(op->kind);
+	if (!d) {
 		snprintf(buf, len, "op kind %d", (int)op->kind);
+		return buf;
 	}
+	int n = snprintf(buf, len, "%s ", d->name);
+	if (n > 0 && (size_t)n < len)
+		d->describe(op, buf + n, len - (size_t)n);
 	return buf;
 }
 
