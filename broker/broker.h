@@ -380,6 +380,17 @@ conn *conn_new_virtual(broker *b, const char *peer, conn_role role,
                        void (*sink)(conn *c, const wire_msg *m), void *sink_arg);
 /* conn_reply encodes @m onto c's output. No-op if c is closed. */
 void conn_reply(conn *c, const wire_msg *m);
+/*
+ * conn_reply_spliced writes the frame of @m's fields followed by the entries
+ * of the encoded map @v (a stored record, borrowed: copied before return)
+ * onto c's output: the frame a decode of @v merged into @m would encode to,
+ * without that decode and encode (wire_encode_head). Returns 0 (also when c
+ * is closed), or ESCROW_ERR__INVALID_ARG when c has a sink (it takes a
+ * wire_msg) or @v cannot be spliced into @m (a shared or foreign key):
+ * then nothing is written and the caller sends the decoded form instead.
+ * Closes c when out of memory. Network thread.
+ */
+int conn_reply_spliced(conn *c, const wire_msg *m, const wire_map_view *v);
 void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void conn_close(conn *c, const char *why); /* drop now */
@@ -627,6 +638,8 @@ void topic_made_visible(broker *b, topic *t, uint64_t seq);
 struct checkback;
 int checkback_init(broker *b);     /* from tx_init: starts the timer; 0 or -1 */
 void checkback_shutdown(broker *b);
+/* checkback_wake runs the check-back pass now (a node that starts leading). */
+void checkback_wake(broker *b);
 void checkback_on_hello(conn *c);  /* a producer said hello: check at once */
 void checkback_on_close(conn *c);  /* its unanswered checks are asked elsewhere */
 /* checkback_in_progress: check @chk of @tx was answered "still in progress"
@@ -692,6 +705,9 @@ typedef struct tq_ent {
 } tq_ent;
 
 int redeliver_init(broker *b);
+/* redeliver_rearm arms the timer at the earliest due entry (cluster.c calls
+ * it when this node starts leading: the timer stays unarmed on a follower). */
+void redeliver_rearm(broker *b);
 void redeliver_free(broker *b);
 /* rd_arm sets f->due_ms and schedules the timer for it. */
 void rd_arm(broker *b, group *g, flight *f, uint64_t due_ms);
@@ -723,6 +739,8 @@ void cmd_touch(conn *c, const wire_msg *m);
 /* ---- retention (retain.c): the timer, incremental deletes of old messages */
 
 int retain_init(broker *b);
+/* retain_wake runs the retention tick now (a node that starts leading). */
+void retain_wake(broker *b);
 void retain_free(broker *b);
 
 /* ---- consumer group admin (group.c) -------------------------------------- */
@@ -887,6 +905,14 @@ void cluster_close(cluster *cl);
  * lease surely still lives (monotonic deadline, doc/replication.md §2);
  * steps down (closing client connections) when the deadline has passed. */
 bool cluster_leading(cluster *cl);
+/* cluster_runs_timers: whether @b runs the leader-only work now: check-backs
+ * (checkback.c, also those sent on hello), ack-timeout redelivery, backoff and DLQ
+ * moves (redeliver.c), retention (retain.c) and push deliveries (push.c).
+ * True without --cluster; in cluster mode only while cluster_leading (false
+ * before cluster_open), as RocketMQ's BrokerController turns its
+ * transaction check, schedule and pop-revive services on for a master only
+ * (changeSpecialServiceStatus). Network thread. */
+bool cluster_runs_timers(broker *b);
 /* cluster_allows_or_reply: true when @m may run here (no cluster mode, this
  * node leads, or @m is hello, ping, status or a login op); else answers
  * NOT_LEADER "leader HOST:PORT" / "no leader" and returns false. */

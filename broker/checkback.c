@@ -499,8 +499,14 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	broker *b = arg;
-	if (!b->stopping)
+	if (!b->stopping && cluster_runs_timers(b))
 		scan(b);
+}
+
+void checkback_wake(broker *b)
+{
+	if (b->checkback && b->checkback->timer)
+		event_active(b->checkback->timer, EV_TIMEOUT, 0);
 }
 
 /*
@@ -526,7 +532,8 @@ void checkback_on_hello(conn *c)
 	if (!b->checkback)
 		return;
 	member_add(b->checkback, c);
-	if (!can_check(c) || !c->pgroup || !auth_conn_allows(c, PERM_TX, c->pgroup))
+	if (!can_check(c) || !c->pgroup || !auth_conn_allows(c, PERM_TX, c->pgroup) ||
+	    !cluster_runs_timers(b))
 		return;
 	store_rtxn *rt;
 	if (store_rtxn_begin(b->st, &rt))
@@ -554,8 +561,8 @@ void checkback_on_close(conn *c)
 	if (!b->checkback)
 		return;
 	member_del(b->checkback, c);
-	if (b->stopping)
-		return;
+	if (b->stopping || !cluster_runs_timers(b))
+		return; /* not leading: scan times the check out when it leads again */
 	txw *w, *tmp;
 	HASH_ITER(hh, b->checkback->w, w, tmp) {
 		if (w->state == W_CHECKING && w->conn_id == c->id)

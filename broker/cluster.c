@@ -17,6 +17,12 @@
  * resumed after a pause past its deadline answers NOT_LEADER at once,
  * before any timer of ours has run.
  *
+ * The leader-only work (doc/replication.md §2: check-backs, ack-timeout
+ * redelivery and its backoff, DLQ moves, retention, push deliveries) asks
+ * cluster_runs_timers before it runs; a follower runs none of it, a node
+ * that wins starts it at once (timers_start) and one that steps down runs
+ * none of it from the moment its deadline passes.
+ *
  * Not built yet (doc/replication.md): shipping batches, --acks all|quorum,
  * the in-sync set, truncation, catch-up.
  *
@@ -111,6 +117,26 @@ bool cluster_leading(cluster *cl)
 	return cl->leading;
 }
 
+bool cluster_runs_timers(broker *b)
+{
+	if (!b->conf.cluster || !*b->conf.cluster)
+		return true;
+	return b->cluster && cluster_leading(b->cluster);
+}
+
+/* timers_start: this node has just become leader: the leader-only work
+ * (cluster_runs_timers) starts now rather than at each timer's next tick. */
+static void timers_start(broker *b)
+{
+	redeliver_rearm(b);
+	checkback_wake(b);
+	retain_wake(b);
+	for (topic *t = b->topics_by_id; t; t = t->hh_id.next)
+		for (group *g = t->groups; g; g = g->next)
+			if (g->push)
+				dispatch_mark(b, g);
+}
+
 /* ---- lease ------------------------------------------------------------- */
 
 static void on_grant(json_t *a, const char *error, void *arg)
@@ -175,12 +201,15 @@ static void on_campaign(json_t *a, const char *error, void *arg)
 		return;
 	}
 	if (lease == cl->lease_id && cl->lease_id && mono_ms() < cl->lease_until_ms) {
-		if (!cl->leading)
+		bool was = cl->leading;
+		if (!was)
 			log_info("cluster: node %u leads, epoch %lld", cl->b->conf.node_id, (long long)epoch);
 		cl->leading = true;
 		cl->epoch = epoch;
 		cl->leader_id = cl->b->conf.node_id;
 		snprintf(cl->leader_addr, sizeof cl->leader_addr, "%s", cl->advertise);
+		if (!was)
+			timers_start(cl->b);
 		return;
 	}
 	step_down(cl, "the leader key carries another lease");

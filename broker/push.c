@@ -296,8 +296,8 @@ void push_detach(group *g)
 sub *push_sub(group *g)
 {
 	struct push *p = g->push;
-	if (p->conf.disabled || !p->hc)
-		return NULL;
+	if (p->conf.disabled || !p->hc || !cluster_runs_timers(p->b))
+		return NULL; /* a follower pushes nothing (cluster.c starts it when it leads) */
 	if (p->open) {
 		if (p->s.inflight)
 			return NULL;

@@ -84,10 +84,11 @@ static tq_ent tq_pop(broker *b)
 	return top;
 }
 
-/* timer_rearm arms timer_ev at the heap's top (or disarms it). */
+/* timer_rearm arms timer_ev at the heap's top (or disarms it: nothing due,
+ * stopping, or a cluster node that does not lead). */
 static void timer_rearm(broker *b)
 {
-	if (!b->tq_n || b->stopping) {
+	if (!b->tq_n || b->stopping || !cluster_runs_timers(b)) {
 		if (b->timer_at)
 			evtimer_del(b->timer_ev);
 		b->timer_at = 0;
@@ -220,6 +221,14 @@ bool rd_fail_reply(broker *b, group *g, flight *f, const char *reason, uint64_t 
 		 * message comes again after the restart, attempt unchanged */
 		return false;
 	}
+	if (!cluster_runs_timers(b)) {
+		/* a node that stopped leading (its clients are being closed)
+		 * records no failed attempt and moves nothing to the DLQ: the
+		 * message waits, attempt unchanged, for a time it leads again */
+		f->parked = true;
+		rd_arm(b, g, f, now_ms());
+		return false;
+	}
 	dispatch_mark(b, g);
 	uint32_t max = g->conf.max_deliver ? g->conf.max_deliver : 16;
 	if (f->attempt >= max)
@@ -265,6 +274,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	broker *b = arg;
 	b->timer_at = 0;
+	if (!cluster_runs_timers(b))
+		return; /* the entries wait in the heap: redeliver_rearm */
 	uint64_t now = now_ms();
 	while (b->tq_n && b->tq[0].due_ms <= now) {
 		tq_ent e = tq_pop(b);
@@ -281,6 +292,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 			dispatch_mark(b, g);
 		}
 	}
+	timer_rearm(b);
+}
+
+void redeliver_rearm(broker *b)
+{
 	timer_rearm(b);
 }
 

@@ -57,7 +57,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	broker *b = arg;
-	if (b->stopping)
+	if (b->stopping || !cluster_runs_timers(b))
 		return;
 	uint64_t now = now_ms();
 	for (topic *t = b->topics_by_id; t; t = t->hh_id.next) {
@@ -89,6 +89,12 @@ int retain_init(broker *b)
 		return -1;
 	struct timeval tv = {RETAIN_TICK_MS / 1000, (RETAIN_TICK_MS % 1000) * 1000};
 	return event_add(b->retain_ev, &tv);
+}
+
+void retain_wake(broker *b)
+{
+	if (b->retain_ev)
+		event_active(b->retain_ev, EV_TIMEOUT, 0);
 }
 
 void retain_free(broker *b)

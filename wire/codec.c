@@ -137,6 +137,11 @@ static int buf_reserve(wire_buf *b, size_t more)
 	return 0;
 }
 
+int wire_buf_reserve(wire_buf *b, size_t more)
+{
+	return buf_reserve(b, more) ? ESCROW_ERR__NO_MEM : 0;
+}
+
 static int buf_write(void *data, const char *s, size_t len)
 {
 	wire_buf *b = data;
@@ -231,12 +236,16 @@ static int pack_map(msgpack_packer *pk, const wire_msg *m)
 	return pack_map_rid(pk, m, NULL);
 }
 
-static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra)
+/* entry_count: the entries of @m's map: its fields and "op". */
+static size_t entry_count(const wire_msg *m)
 {
-	size_t n = (size_t)(__builtin_popcountll((uint64_t)m->has) +
-	                              __builtin_popcountll((uint64_t)(m->has >> 64))) + (m->op != WIRE_OP_NONE);
-	if (msgpack_pack_map(pk, n))
-		return -1;
+	return (size_t)(__builtin_popcountll((uint64_t)m->has) +
+	                __builtin_popcountll((uint64_t)(m->has >> 64))) + (m->op != WIRE_OP_NONE);
+}
+
+/* pack_entries packs the entries of @m's map, without the map header. */
+static int pack_entries(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra)
+{
 	if (m->op != WIRE_OP_NONE) {
 		const char *name = wire_op_name(m->op);
 		if (pack_str(pk, "op", 2) || pack_str(pk, name, strlen(name)))
@@ -263,6 +272,13 @@ static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra
 		}
 	}
 	return 0;
+}
+
+static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra)
+{
+	if (msgpack_pack_map(pk, entry_count(m)))
+		return -1;
+	return pack_entries(pk, m, ra);
 }
 
 int wire_encode_map(const wire_msg *m, wire_buf *b)
@@ -629,21 +645,20 @@ static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int dept
 }
 
 /*
- * msgpack_bounded checks, before msgpack-c sees the bytes, that no container
- * claims more elements than the frame has bytes left: msgpack-c allocates a
- * container's element array from its declared count, so a 10-byte frame
- * claiming 2^32 elements would otherwise ask for 96 GiB. Every element takes
- * at least one byte, so objects still owed can never outnumber the bytes
- * left. Returns 0 if the bytes are bounded and well-formed as far as sizes
- * go, -1 otherwise.
+ * msgpack_skip walks one msgpack object at @p without building it and
+ * returns the byte after it, or NULL when the object runs past @end or a
+ * container claims more elements than there are bytes left (every element
+ * takes at least one byte, so objects still owed can never outnumber the
+ * bytes left). msgpack-c allocates a container's element array from its
+ * declared count, so a 10-byte frame claiming 2^32 elements would otherwise
+ * ask for 96 GiB: wire_decode checks the bytes with this first.
  */
-static int msgpack_bounded(const unsigned char *p, size_t len)
+static const unsigned char *msgpack_skip(const unsigned char *p, const unsigned char *end)
 {
-	const unsigned char *end = p + len;
 	size_t owed = 1;
 	while (owed > 0) {
 		if (p >= end || owed > (size_t)(end - p))
-			return -1;
+			return NULL;
 		owed--;
 		unsigned c = *p++;
 		size_t skip = 0, n = 0, lenbytes = 0, extra = 0;
@@ -681,12 +696,12 @@ static int msgpack_bounded(const unsigned char *p, size_t len)
 			case 0xdd: kind = 1; lenbytes = 4; break;
 			case 0xde: kind = 2; lenbytes = 2; break;
 			case 0xdf: kind = 2; lenbytes = 4; break;
-			default: return -1; /* 0xc1: never used */
+			default: return NULL; /* 0xc1: never used */
 			}
 		}
 		if (lenbytes) {
 			if ((size_t)(end - p) < lenbytes)
-				return -1;
+				return NULL;
 			size_t v = 0;
 			for (size_t i = 0; i < lenbytes; i++)
 				v = v << 8 | *p++;
@@ -698,14 +713,150 @@ static int msgpack_bounded(const unsigned char *p, size_t len)
 		if (kind) {
 			size_t need = kind == 2 ? 2 * n : n;
 			if (need > (size_t)(end - p) - owed)
-				return -1;
+				return NULL;
 			owed += need;
 		} else {
 			if (skip > (size_t)(end - p))
-				return -1;
+				return NULL;
 			p += skip;
 		}
 	}
+	return p;
+}
+
+/* msgpack_bounded: 0 if the bytes start with one bounded object, else -1. */
+static int msgpack_bounded(const unsigned char *p, size_t len)
+{
+	return msgpack_skip(p, p + len) ? 0 : -1;
+}
+
+/* ---- splicing encoded maps ---------------------------------------------- */
+
+/* type_fits: whether the msgpack type byte @c can be a value of type @t (the
+ * shape the decoder would accept; text is not re-checked for UTF-8). */
+static bool type_fits(wire_type t, unsigned c)
+{
+	switch (t) {
+	case WIRE_T_U64:
+		return c <= 0x7f || (c >= 0xcc && c <= 0xcf);
+	case WIRE_T_I64:
+		return c <= 0x7f || c >= 0xe0 || (c >= 0xcc && c <= 0xd3);
+	case WIRE_T_BOOL:
+		return c == 0xc2 || c == 0xc3;
+	case WIRE_T_STR:
+		return (c >= 0xa0 && c <= 0xbf) || (c >= 0xd9 && c <= 0xdb);
+	case WIRE_T_BIN:
+	case WIRE_T_ID:
+		return c >= 0xc4 && c <= 0xc6;
+	case WIRE_T_STRS:
+	case WIRE_T_U64S:
+	case WIRE_T_ITEMS:
+		return (c >= 0x90 && c <= 0x9f) || c == 0xdc || c == 0xdd;
+	case WIRE_T_PROPS:
+		return (c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf;
+	case WIRE_T__COUNT:
+		break;
+	}
+	return false;
+}
+
+int wire_map_view_of(const char *data, size_t len, wire_map_view *v)
+{
+	const unsigned char *p = (const unsigned char *)data, *end = p + len;
+	v->has = 0;
+	v->foreign = false;
+	if (len == 0)
+		return ESCROW_ERR_BAD_REQUEST;
+	uint32_t n;
+	unsigned c = *p++;
+	if (c >= 0x80 && c <= 0x8f) {
+		n = c & 0x0f;
+	} else if (c == 0xde && end - p >= 2) {
+		n = (uint32_t)p[0] << 8 | p[1];
+		p += 2;
+	} else if (c == 0xdf && end - p >= 4) {
+		n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+		p += 4;
+	} else {
+		return ESCROW_ERR_BAD_REQUEST;
+	}
+	v->entries = (const char *)p;
+	v->n = n;
+	for (uint32_t i = 0; i < n; i++) {
+		if (p >= end)
+			return ESCROW_ERR_BAD_REQUEST;
+		c = *p++;
+		size_t kl;
+		if (c >= 0xa0 && c <= 0xbf) {
+			kl = c & 0x1f;
+		} else if (c == 0xd9 && p < end) {
+			kl = *p++;
+		} else {
+			return ESCROW_ERR_BAD_REQUEST; /* longer keys are not fields */
+		}
+		if (kl > (size_t)(end - p))
+			return ESCROW_ERR_BAD_REQUEST;
+		const char *ks = (const char *)p;
+		p += kl;
+		const unsigned char *val = p;
+		p = msgpack_skip(p, end);
+		if (!p)
+			return ESCROW_ERR_BAD_REQUEST;
+		int f = field_lookup(ks, (uint32_t)kl);
+		if (f == WIRE_F__COUNT) {
+			v->foreign = true; /* "op", or a key this build does not know */
+			continue;
+		}
+		if ((v->has & WIRE_BIT(f)) || !type_fits(fields[f].type, *val))
+			return ESCROW_ERR_BAD_REQUEST;
+		v->has |= WIRE_BIT(f);
+		v->off[f] = (uint32_t)(val - (const unsigned char *)data);
+	}
+	if (p != end)
+		return ESCROW_ERR_BAD_REQUEST;
+	v->len = (size_t)(end - (const unsigned char *)v->entries);
+	v->base = data;
+	return 0;
+}
+
+int wire_map_view_u64(const wire_map_view *v, wire_field f, uint64_t *out)
+{
+	if (f >= WIRE_F__COUNT || !(v->has & WIRE_BIT(f)) || fields[f].type != WIRE_T_U64)
+		return ESCROW_ERR_NOT_FOUND;
+	const unsigned char *p = (const unsigned char *)v->base + v->off[f];
+	unsigned c = *p++;
+	size_t nb = c <= 0x7f ? 0 : (size_t)1 << (c - 0xcc); /* 0xcc..0xcf: 1, 2, 4, 8 bytes */
+	uint64_t x = c <= 0x7f ? c : 0;
+	for (size_t i = 0; i < nb; i++)
+		x = x << 8 | p[i];
+	*out = x;
+	return 0;
+}
+
+int wire_encode_head(const wire_msg *m, const wire_map_view *v, wire_buf *b)
+{
+	size_t start = b->len;
+	if ((m->has & v->has) || v->foreign)
+		return ESCROW_ERR__INVALID_ARG;
+	if (buf_reserve(b, WIRE_HDR_BYTES))
+		return ESCROW_ERR__NO_MEM;
+	b->len += WIRE_HDR_BYTES;
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, b, buf_write);
+	if (msgpack_pack_map(&pk, entry_count(m) + v->n) || pack_entries(&pk, m, NULL)) {
+		b->len = start;
+		return ESCROW_ERR__NO_MEM;
+	}
+	size_t n = b->len - start - WIRE_HDR_BYTES + v->len;
+	if (n > UINT32_MAX) {
+		b->len = start;
+		return ESCROW_ERR_TOO_LARGE;
+	}
+	unsigned char *h = (unsigned char *)b->p + start;
+	h[0] = (unsigned char)(n >> 24);
+	h[1] = (unsigned char)(n >> 16);
+	h[2] = (unsigned char)(n >> 8);
+	h[3] = (unsigned char)n;
 	return 0;
 }
 
