@@ -445,6 +445,9 @@ static void in_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the follower side ---------------------------------------------------- */
 
+static void repl_op_done(broker *b, broker_op *o);
+static void repl_done(broker *b, store_op *op);
+
 static void up_close(repl *r, const char *why)
 {
 	if (!r->up)
@@ -466,23 +469,15 @@ static int up_frame(void *arg, const wire_msg *m)
 		         (unsigned long long)m->epoch, r->up_addr, (unsigned long long)r->epoch);
 		return -1;
 	}
-	store_op *op = calloc(1, sizeof *op);
-	if (!op)
-		return -1;
-	op->kind = STORE_OP_REPL_APPLY;
+	store_op *op = &broker_op_new(NULL, NULL, STORE_OP_REPL_APPLY, repl_op_done)->op;
 	op->u.repl.epoch = m->epoch;
 	op->u.repl.pos = m->pos;
 	op->u.repl.snap = (int)m->snap;
 	op->u.repl.len = m->changes.len;
 	if (m->changes.len) {
-		op->u.repl.data = malloc(m->changes.len);
-		if (!op->u.repl.data) {
-			free(op);
-			return -1;
-		}
+		op->u.repl.data = xmalloc(m->changes.len);
 		memcpy(op->u.repl.data, m->changes.p, m->changes.len);
 	}
-	op->ctx = r;
 	r->inflight++;
 	r->inflight_bytes += m->changes.len;
 	broker_submit(r->b, op);
@@ -558,7 +553,13 @@ static void up_connect(repl *r)
 
 /* ---- completions -------------------------------------------------------- */
 
-void repl_done(broker *b, store_op *op)
+/* repl_op_done: the broker_op completion of REPL_ROLE and REPL_APPLY. */
+static void repl_op_done(broker *b, broker_op *o)
+{
+	repl_done(b, &o->op);
+}
+
+static void repl_done(broker *b, store_op *op)
 {
 	repl *r = b->repl;
 	if (op->kind == STORE_OP_REPL_ROLE) {
@@ -609,13 +610,9 @@ void repl_done(broker *b, store_op *op)
 
 static void submit_role(repl *r, int role, uint64_t epoch)
 {
-	store_op *op = calloc(1, sizeof *op);
-	if (!op)
-		return; /* the next tick tries again: r->role is not changed */
-	op->kind = STORE_OP_REPL_ROLE;
+	store_op *op = &broker_op_new(NULL, NULL, STORE_OP_REPL_ROLE, repl_op_done)->op;
 	op->u.repl.role = role;
 	op->u.repl.epoch = epoch;
-	op->ctx = r;
 	r->role = role;
 	broker_submit(r->b, op);
 }

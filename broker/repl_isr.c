@@ -332,7 +332,8 @@ static void answer(broker *b, held *h, bool fail)
 		if (fail && ops->err == 0 && ops->kind != STORE_OP_REPL_ROLE &&
 		    ops->kind != STORE_OP_REPL_APPLY)
 			ops->err = ESCROW_ERR_NOT_LEADER;
-		cmd_done(b, ops);
+		broker_op *o = (broker_op *)ops; /* every op the broker submits is one */
+		o->done(b, o);
 		ops = next;
 	}
 }
