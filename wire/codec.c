@@ -142,74 +142,154 @@ int wire_buf_reserve(wire_buf *b, size_t more)
 	return buf_reserve(b, more) ? ESCROW_ERR__NO_MEM : 0;
 }
 
-static int buf_write(void *data, const char *s, size_t len)
+/*
+ * The packer: msgpack written straight into a wire_buf. Each token reserves
+ * its bytes once and stores them; msgpack-c's packer called back into
+ * buf_write for every type byte, length and body (with the map walk, ~14 %
+ * of escrowd's instructions per message, bench/RESULTS.md). The forms are
+ * msgpack-c's, the smallest that holds the value, so the bytes are the same
+ * (the unit test `record` pins them).
+ */
+static inline int pk_tag(wire_buf *b, unsigned t, uint64_t v, unsigned nb)
 {
-	wire_buf *b = data;
-	if (buf_reserve(b, len))
+	if (buf_reserve(b, 9))
 		return -1;
-	memcpy(b->p + b->len, s, len);
-	b->len += len;
+	unsigned char *o = (unsigned char *)b->p + b->len;
+	o[0] = (unsigned char)t;
+	for (unsigned i = 0; i < nb; i++)
+		o[1 + i] = (unsigned char)(v >> (8 * (nb - 1 - i)));
+	b->len += 1 + nb;
 	return 0;
 }
 
-static int pack_str(msgpack_packer *pk, const char *p, size_t len)
+static int pk_uint(wire_buf *b, uint64_t v)
 {
-	return msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, p, len);
+	if (v < 0x80)
+		return pk_tag(b, (unsigned)v, 0, 0);
+	if (v < 0x100)
+		return pk_tag(b, 0xcc, v, 1);
+	if (v < 0x10000)
+		return pk_tag(b, 0xcd, v, 2);
+	if (v < 0x100000000u)
+		return pk_tag(b, 0xce, v, 4);
+	return pk_tag(b, 0xcf, v, 8);
 }
 
-static int pack_map(msgpack_packer *pk, const wire_msg *m);
+static int pk_int(wire_buf *b, int64_t v)
+{
+	if (v >= 0)
+		return pk_uint(b, (uint64_t)v);
+	if (v >= -32)
+		return pk_tag(b, (unsigned)(v & 0xff), 0, 0); /* negative fixint */
+	if (v >= -128)
+		return pk_tag(b, 0xd0, (uint64_t)v, 1);
+	if (v >= -32768)
+		return pk_tag(b, 0xd1, (uint64_t)v, 2);
+	if (v >= INT32_MIN)
+		return pk_tag(b, 0xd2, (uint64_t)v, 4);
+	return pk_tag(b, 0xd3, (uint64_t)v, 8);
+}
 
-static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const void *v)
+/* pk_len: the header of a container or byte string of @n elements/bytes:
+ * @fix | n below @fixmax (0 when there is no fix form), else the 8-, 16- or
+ * 32-bit form (@t8 0 when there is no 8-bit form). */
+static inline int pk_len(wire_buf *b, uint64_t n, unsigned fix, uint64_t fixmax, unsigned t8,
+                         unsigned t16, unsigned t32)
+{
+	if (n < fixmax)
+		return pk_tag(b, fix | (unsigned)n, 0, 0);
+	if (t8 && n < 0x100)
+		return pk_tag(b, t8, n, 1);
+	if (n < 0x10000)
+		return pk_tag(b, t16, n, 2);
+	if (n > UINT32_MAX)
+		return -1;
+	return pk_tag(b, t32, n, 4);
+}
+
+static inline int pk_map(wire_buf *b, size_t n)
+{
+	return pk_len(b, n, 0x80, 16, 0, 0xde, 0xdf);
+}
+
+static inline int pk_array(wire_buf *b, size_t n)
+{
+	return pk_len(b, n, 0x90, 16, 0, 0xdc, 0xdd);
+}
+
+static inline int pk_bytes(wire_buf *b, const char *p, size_t n)
+{
+	if (buf_reserve(b, n))
+		return -1;
+	if (n)
+		memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+static int pk_str(wire_buf *b, const char *p, size_t len)
+{
+	return pk_len(b, len, 0xa0, 32, 0xd9, 0xda, 0xdb) || pk_bytes(b, p, len);
+}
+
+static int pk_bin(wire_buf *b, const char *p, size_t len)
+{
+	return pk_len(b, len, 0, 0, 0xc4, 0xc5, 0xc6) || pk_bytes(b, p, len);
+}
+
+static int pack_map(wire_buf *pk, const wire_msg *m);
+
+static int pack_field(wire_buf *pk, const struct field_desc *fd, const void *v)
 {
 	switch (fd->type) {
 	case WIRE_T_U64:
-		return msgpack_pack_uint64(pk, *(const uint64_t *)v);
+		return pk_uint(pk, *(const uint64_t *)v);
 	case WIRE_T_I64:
-		return msgpack_pack_int64(pk, *(const int64_t *)v);
+		return pk_int(pk, *(const int64_t *)v);
 	case WIRE_T_BOOL:
-		return *(const bool *)v ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+		return pk_tag(pk, *(const bool *)v ? 0xc3 : 0xc2, 0, 0);
 	case WIRE_T_STR: {
 		const wire_str *s = v;
-		return pack_str(pk, s->p, s->len);
+		return pk_str(pk, s->p, s->len);
 	}
 	case WIRE_T_BIN: {
 		const wire_str *s = v;
-		return msgpack_pack_bin(pk, s->len) || msgpack_pack_bin_body(pk, s->p, s->len);
+		return pk_bin(pk, s->p, s->len);
 	}
 	case WIRE_T_ID: {
 		const escrow_id_t *id = v;
-		return msgpack_pack_bin(pk, 16) || msgpack_pack_bin_body(pk, id->b, 16);
+		return pk_bin(pk, (const char *)id->b, 16);
 	}
 	case WIRE_T_STRS: {
 		const wire_strs *a = v;
-		if (msgpack_pack_array(pk, a->n))
+		if (pk_array(pk, a->n))
 			return -1;
 		for (uint32_t i = 0; i < a->n; i++)
-			if (pack_str(pk, a->v[i].p, a->v[i].len))
+			if (pk_str(pk, a->v[i].p, a->v[i].len))
 				return -1;
 		return 0;
 	}
 	case WIRE_T_PROPS: {
 		const wire_props *a = v;
-		if (msgpack_pack_map(pk, a->n))
+		if (pk_map(pk, a->n))
 			return -1;
 		for (uint32_t i = 0; i < a->n; i++)
-			if (pack_str(pk, a->k[i].p, a->k[i].len) || pack_str(pk, a->v[i].p, a->v[i].len))
+			if (pk_str(pk, a->k[i].p, a->k[i].len) || pk_str(pk, a->v[i].p, a->v[i].len))
 				return -1;
 		return 0;
 	}
 	case WIRE_T_U64S: {
 		const wire_u64s *a = v;
-		if (msgpack_pack_array(pk, a->n))
+		if (pk_array(pk, a->n))
 			return -1;
 		for (uint32_t i = 0; i < a->n; i++)
-			if (msgpack_pack_uint64(pk, a->v[i]))
+			if (pk_uint(pk, a->v[i]))
 				return -1;
 		return 0;
 	}
 	case WIRE_T_ITEMS: {
 		const wire_items *a = v;
-		if (msgpack_pack_array(pk, a->n))
+		if (pk_array(pk, a->n))
 			return -1;
 		for (uint32_t i = 0; i < a->n; i++)
 			if (pack_map(pk, &a->v[i]))
@@ -223,15 +303,14 @@ static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const voi
 }
 
 /* rid_at: when not NULL, pack_map packs rid as a fixed 0xcf + 8 bytes and
- * stores the offset of those 8 bytes in rid_at->buf here (wire_encode_rid). */
+ * stores the offset of those 8 bytes in the buffer here (wire_encode_rid). */
 struct rid_at {
-	const wire_buf *buf;
 	size_t off;
 };
 
-static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra);
+static int pack_map_rid(wire_buf *pk, const wire_msg *m, struct rid_at *ra);
 
-static int pack_map(msgpack_packer *pk, const wire_msg *m)
+static int pack_map(wire_buf *pk, const wire_msg *m)
 {
 	return pack_map_rid(pk, m, NULL);
 }
@@ -244,11 +323,11 @@ static size_t entry_count(const wire_msg *m)
 }
 
 /* pack_entries packs the entries of @m's map, without the map header. */
-static int pack_entries(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra)
+static int pack_entries(wire_buf *pk, const wire_msg *m, struct rid_at *ra)
 {
 	if (m->op != WIRE_OP_NONE) {
 		const char *name = wire_op_name(m->op);
-		if (pack_str(pk, "op", 2) || pack_str(pk, name, strlen(name)))
+		if (pk_str(pk, "op", 2) || pk_str(pk, name, strlen(name)))
 			return -1;
 	}
 	/* Only the fields present, lowest number first (the same order as a
@@ -260,11 +339,11 @@ static int pack_entries(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra
 			int f = 64 * half + __builtin_ctzll(bits);
 			bits &= bits - 1;
 			const struct field_desc *fd = &fields[f];
-			if (pack_str(pk, fd->key, fd->keylen))
+			if (pk_str(pk, fd->key, fd->keylen))
 				return -1;
 			if (ra && f == WIRE_F_RID) {
-				ra->off = ra->buf->len + 1; /* after the 0xcf type byte */
-				if (msgpack_pack_fix_uint64(pk, m->rid))
+				ra->off = pk->len + 1; /* after the 0xcf type byte */
+				if (pk_tag(pk, 0xcf, m->rid, 8))
 					return -1;
 			} else if (pack_field(pk, fd, (const char *)m + fd->off)) {
 				return -1;
@@ -274,9 +353,9 @@ static int pack_entries(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra
 	return 0;
 }
 
-static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra)
+static int pack_map_rid(wire_buf *pk, const wire_msg *m, struct rid_at *ra)
 {
-	if (msgpack_pack_map(pk, entry_count(m)))
+	if (pk_map(pk, entry_count(m)))
 		return -1;
 	return pack_entries(pk, m, ra);
 }
@@ -284,9 +363,7 @@ static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra
 int wire_encode_map(const wire_msg *m, wire_buf *b)
 {
 	size_t start = b->len;
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, b, buf_write);
-	if (pack_map(&pk, m)) {
+	if (pack_map(b, m)) {
 		b->len = start;
 		return ESCROW_ERR__NO_MEM;
 	}
@@ -301,15 +378,13 @@ int wire_encode(const wire_msg *m, wire_buf *b)
 int wire_encode_rid(const wire_msg *m, wire_buf *b, size_t *rid_off)
 {
 	size_t start = b->len;
-	struct rid_at ra = {b, 0};
+	struct rid_at ra = {0};
 	if (rid_off && !(m->has & WF(RID)))
 		return ESCROW_ERR__INVALID_ARG;
 	if (buf_reserve(b, WIRE_HDR_BYTES))
 		return ESCROW_ERR__NO_MEM;
 	b->len += WIRE_HDR_BYTES;
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, b, buf_write);
-	if (pack_map_rid(&pk, m, rid_off ? &ra : NULL)) {
+	if (pack_map_rid(b, m, rid_off ? &ra : NULL)) {
 		b->len = start;
 		return ESCROW_ERR__NO_MEM;
 	}
@@ -841,9 +916,7 @@ int wire_encode_head(const wire_msg *m, const wire_map_view *v, wire_buf *b)
 	if (buf_reserve(b, WIRE_HDR_BYTES))
 		return ESCROW_ERR__NO_MEM;
 	b->len += WIRE_HDR_BYTES;
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, b, buf_write);
-	if (msgpack_pack_map(&pk, entry_count(m) + v->n) || pack_entries(&pk, m, NULL)) {
+	if (pk_map(b, entry_count(m) + v->n) || pack_entries(b, m, NULL)) {
 		b->len = start;
 		return ESCROW_ERR__NO_MEM;
 	}
