@@ -503,24 +503,139 @@ static int dec_fail(struct dec *d, const char *field, const char *what, const ch
 	return ESCROW_ERR_BAD_REQUEST;
 }
 
-static int dec_str(struct dec *d, const struct field_desc *fd, const msgpack_object *o,
+/*
+ * The reader: msgpack read in place, one object header at a time, straight
+ * into wire_msg (msgpack-c's unpacker built a tree of msgpack_object first:
+ * with dec_map's walk of it ~16 % of escrowd's instructions per message,
+ * bench/RESULTS.md). wire_decode checks the whole frame with msgpack_skip
+ * before reading, so no read here can run past the end. The types are
+ * msgpack-c's: a signed integer form holding a value >= 0 is a positive
+ * integer.
+ */
+enum mtype { M_NIL, M_BOOL, M_UINT, M_NINT, M_FLOAT, M_STR, M_BIN, M_ARRAY, M_MAP, M_EXT };
+
+struct mobj {
+	enum mtype t;
+	uint64_t u;    /* M_UINT, M_BOOL */
+	int64_t i;     /* M_NINT */
+	const char *p; /* M_STR, M_BIN, M_EXT: the bytes */
+	uint32_t n;    /* bytes; or elements of M_ARRAY, pairs of M_MAP (they follow) */
+};
+
+struct rd {
+	const unsigned char *p, *end;
+};
+
+static uint64_t rd_be(struct rd *r, unsigned nb)
+{
+	uint64_t v = 0;
+	for (unsigned i = 0; i < nb; i++)
+		v = v << 8 | *r->p++;
+	return v;
+}
+
+/* rd_next reads the next object: a scalar whole, a str/bin/ext with its
+ * bytes, the count of an array or map whose elements come next. */
+static void rd_next(struct rd *r, struct mobj *o)
+{
+	unsigned c = *r->p++;
+	o->n = 0;
+	if (c <= 0x7f) {
+		o->t = M_UINT;
+		o->u = c;
+		return;
+	}
+	if (c >= 0xe0) {
+		o->t = M_NINT;
+		o->i = (int8_t)c;
+		return;
+	}
+	if (c <= 0x8f) {
+		o->t = M_MAP;
+		o->n = c & 0x0f;
+		return;
+	}
+	if (c <= 0x9f) {
+		o->t = M_ARRAY;
+		o->n = c & 0x0f;
+		return;
+	}
+	if (c <= 0xbf) {
+		o->t = M_STR;
+		o->n = c & 0x1f;
+	} else if (c == 0xc2 || c == 0xc3) {
+		o->t = M_BOOL;
+		o->u = c == 0xc3;
+		return;
+	} else if (c >= 0xc4 && c <= 0xc6) {
+		o->t = M_BIN;
+		o->n = (uint32_t)rd_be(r, 1u << (c - 0xc4));
+	} else if (c >= 0xc7 && c <= 0xc9) {
+		o->t = M_EXT;
+		o->n = (uint32_t)rd_be(r, 1u << (c - 0xc7)) + 1; /* + the type byte */
+	} else if (c == 0xca || c == 0xcb) {
+		o->t = M_FLOAT;
+		r->p += c == 0xca ? 4 : 8;
+		return;
+	} else if (c >= 0xcc && c <= 0xcf) {
+		o->t = M_UINT;
+		o->u = rd_be(r, 1u << (c - 0xcc));
+		return;
+	} else if (c >= 0xd0 && c <= 0xd3) {
+		unsigned sh = 64 - 8 * (1u << (c - 0xd0));
+		int64_t v = (int64_t)(rd_be(r, 1u << (c - 0xd0)) << sh) >> sh;
+		o->t = v < 0 ? M_NINT : M_UINT;
+		o->i = v;
+		o->u = (uint64_t)v;
+		return;
+	} else if (c >= 0xd4 && c <= 0xd8) {
+		o->t = M_EXT;
+		o->n = (1u << (c - 0xd4)) + 1;
+	} else if (c >= 0xd9 && c <= 0xdb) {
+		o->t = M_STR;
+		o->n = (uint32_t)rd_be(r, 1u << (c - 0xd9));
+	} else if (c == 0xdc || c == 0xdd) {
+		o->t = M_ARRAY;
+		o->n = (uint32_t)rd_be(r, c == 0xdc ? 2 : 4);
+		return;
+	} else if (c == 0xde || c == 0xdf) {
+		o->t = M_MAP;
+		o->n = (uint32_t)rd_be(r, c == 0xde ? 2 : 4);
+		return;
+	} else {
+		o->t = M_NIL; /* 0xc0 (0xc1 never passes msgpack_skip) */
+		return;
+	}
+	o->p = (const char *)r->p;
+	r->p += o->n;
+}
+
+static const unsigned char *msgpack_skip(const unsigned char *p, const unsigned char *end);
+
+/* rd_skip passes over the next object, nested elements and all. */
+static void rd_skip(struct rd *r)
+{
+	r->p = msgpack_skip(r->p, r->end);
+}
+
+static int dec_str(struct dec *d, const struct field_desc *fd, const struct mobj *o,
                    wire_str *out)
 {
-	if (o->type != MSGPACK_OBJECT_STR)
+	if (o->t != M_STR)
 		return dec_fail(d, fd->key, "expected ", "str");
-	if (!wire_utf8_valid(o->via.str.ptr, o->via.str.size))
+	if (!wire_utf8_valid(o->p, o->n))
 		return dec_fail(d, fd->key, "", "invalid UTF-8 or NUL in text");
-	out->p = o->via.str.ptr;
-	out->len = o->via.str.size;
+	out->p = o->p;
+	out->len = o->n;
 	return 0;
 }
 
-static int dec_u64(struct dec *d, const struct field_desc *fd, const msgpack_object *o,
+static int dec_u64(struct dec *d, const struct field_desc *fd, const struct mobj *o,
                    uint64_t *out)
 {
-	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+	if (o->t != M_UINT)
 		return dec_fail(d, fd->key, "expected ", "non-negative integer");
-	*out = o->via.u64;
+	*out = o->u;
 	return 0;
 }
 
@@ -539,7 +654,7 @@ static void *zalloc(struct dec *d, size_t n, size_t size)
 	return (void *)(((uintptr_t)p + align - 1) & ~(align - 1));
 }
 
-static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int depth);
+static int dec_map(struct dec *d, struct rd *r, wire_msg *m, int depth);
 
 /*
  * The field keys hashed into an open-addressing table, built once: a key is
@@ -569,10 +684,10 @@ static void key_init(void)
 	}
 }
 
-/* field_lookup returns the field whose key is @ks/@kl, or WIRE_F__COUNT. */
-static int field_lookup(const char *ks, uint32_t kl)
+/* field_find returns the field whose key is @ks/@kl, or WIRE_F__COUNT; the
+ * table must be built (keys_ready). */
+static inline int field_find(const char *ks, uint32_t kl)
 {
-	pthread_once(&key_once, key_init);
 	if (kl > 255)
 		return WIRE_F__COUNT;
 	for (uint32_t i = key_hash(ks, kl) & (KEY_SLOTS - 1); key_slot[i];
@@ -584,134 +699,164 @@ static int field_lookup(const char *ks, uint32_t kl)
 	return WIRE_F__COUNT;
 }
 
-static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_object *o,
-                     void *v, int depth)
+/* keys_ready builds the key table once; a decode calls it once, not per key. */
+static void keys_ready(void)
 {
-	switch (fd->type) {
-	case WIRE_T_U64:
-		return dec_u64(d, fd, o, v);
-	case WIRE_T_I64:
-		if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-			if (o->via.u64 > INT64_MAX)
-				return dec_fail(d, fd->key, "", "integer too large");
-			*(int64_t *)v = (int64_t)o->via.u64;
-		} else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-			*(int64_t *)v = o->via.i64;
-		} else {
-			return dec_fail(d, fd->key, "expected ", "integer");
-		}
-		return 0;
-	case WIRE_T_BOOL:
-		if (o->type != MSGPACK_OBJECT_BOOLEAN)
-			return dec_fail(d, fd->key, "expected ", "bool");
-		*(bool *)v = o->via.boolean;
-		return 0;
-	case WIRE_T_STR:
-		return dec_str(d, fd, o, v);
-	case WIRE_T_BIN: {
-		wire_str *s = v;
-		if (o->type != MSGPACK_OBJECT_BIN)
-			return dec_fail(d, fd->key, "expected ", "bin");
-		s->p = o->via.bin.ptr;
-		s->len = o->via.bin.size;
-		return 0;
-	}
-	case WIRE_T_ID:
-		if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != 16)
-			return dec_fail(d, fd->key, "expected ", "bin of 16 bytes");
-		memcpy(((escrow_id_t *)v)->b, o->via.bin.ptr, 16);
-		return 0;
-	case WIRE_T_STRS: {
-		wire_strs *a = v;
-		if (o->type != MSGPACK_OBJECT_ARRAY)
-			return dec_fail(d, fd->key, "expected ", "array of str");
-		a->n = o->via.array.size;
-		a->v = zalloc(d, a->n, sizeof *a->v);
-		if (a->n && !a->v)
-			return ESCROW_ERR__NO_MEM;
-		for (uint32_t i = 0; i < a->n; i++)
-			if (dec_str(d, fd, &o->via.array.ptr[i], &a->v[i]))
-				return ESCROW_ERR_BAD_REQUEST;
-		return 0;
-	}
-	case WIRE_T_PROPS: {
-		wire_props *a = v;
-		if (o->type != MSGPACK_OBJECT_MAP)
-			return dec_fail(d, fd->key, "expected ", "map of str to str");
-		a->n = o->via.map.size;
-		a->k = zalloc(d, a->n, sizeof *a->k);
-		a->v = zalloc(d, a->n, sizeof *a->v);
-		if (a->n && (!a->k || !a->v))
-			return ESCROW_ERR__NO_MEM;
-		for (uint32_t i = 0; i < a->n; i++)
-			if (dec_str(d, fd, &o->via.map.ptr[i].key, &a->k[i]) ||
-			    dec_str(d, fd, &o->via.map.ptr[i].val, &a->v[i]))
-				return ESCROW_ERR_BAD_REQUEST;
-		return 0;
-	}
-	case WIRE_T_U64S: {
-		wire_u64s *a = v;
-		if (o->type != MSGPACK_OBJECT_ARRAY)
-			return dec_fail(d, fd->key, "expected ", "array of integers");
-		a->n = o->via.array.size;
-		a->v = zalloc(d, a->n, sizeof *a->v);
-		if (a->n && !a->v)
-			return ESCROW_ERR__NO_MEM;
-		for (uint32_t i = 0; i < a->n; i++)
-			if (dec_u64(d, fd, &o->via.array.ptr[i], &a->v[i]))
-				return ESCROW_ERR_BAD_REQUEST;
-		return 0;
-	}
-	case WIRE_T_ITEMS: {
+	pthread_once(&key_once, key_init);
+}
+
+static int field_lookup(const char *ks, uint32_t kl)
+{
+	keys_ready();
+	return field_find(ks, kl);
+}
+
+static int dec_field(struct dec *d, const struct field_desc *fd, struct rd *r, void *v,
+                     int depth)
+{
+	struct mobj o, e;
+	if (fd->type == WIRE_T_ITEMS) {
+		/* the maps are read by dec_map: only the array header here */
 		wire_items *a = v;
-		if (o->type != MSGPACK_OBJECT_ARRAY)
+		rd_next(r, &o);
+		if (o.t != M_ARRAY)
 			return dec_fail(d, fd->key, "expected ", "array of maps");
 		if (depth >= 2)
 			return dec_fail(d, fd->key, "", "nested too deeply");
-		a->n = o->via.array.size;
+		a->n = o.n;
 		a->v = zalloc(d, a->n, sizeof *a->v);
 		if (a->n && !a->v)
 			return ESCROW_ERR__NO_MEM;
 		for (uint32_t i = 0; i < a->n; i++) {
 			memset(&a->v[i], 0, sizeof a->v[i]);
-			int rc = dec_map(d, &o->via.array.ptr[i], &a->v[i], depth + 1);
+			int rc = dec_map(d, r, &a->v[i], depth + 1);
 			if (rc)
 				return rc;
 		}
 		return 0;
 	}
+	rd_next(r, &o);
+	switch (fd->type) {
+	case WIRE_T_U64:
+		return dec_u64(d, fd, &o, v);
+	case WIRE_T_I64:
+		if (o.t == M_UINT) {
+			if (o.u > INT64_MAX)
+				return dec_fail(d, fd->key, "", "integer too large");
+			*(int64_t *)v = (int64_t)o.u;
+		} else if (o.t == M_NINT) {
+			*(int64_t *)v = o.i;
+		} else {
+			return dec_fail(d, fd->key, "expected ", "integer");
+		}
+		return 0;
+	case WIRE_T_BOOL:
+		if (o.t != M_BOOL)
+			return dec_fail(d, fd->key, "expected ", "bool");
+		*(bool *)v = o.u != 0;
+		return 0;
+	case WIRE_T_STR:
+		return dec_str(d, fd, &o, v);
+	case WIRE_T_BIN: {
+		wire_str *s = v;
+		if (o.t != M_BIN)
+			return dec_fail(d, fd->key, "expected ", "bin");
+		s->p = o.p;
+		s->len = o.n;
+		return 0;
+	}
+	case WIRE_T_ID:
+		if (o.t != M_BIN || o.n != 16)
+			return dec_fail(d, fd->key, "expected ", "bin of 16 bytes");
+		memcpy(((escrow_id_t *)v)->b, o.p, 16);
+		return 0;
+	case WIRE_T_STRS: {
+		wire_strs *a = v;
+		if (o.t != M_ARRAY)
+			return dec_fail(d, fd->key, "expected ", "array of str");
+		a->n = o.n;
+		a->v = zalloc(d, a->n, sizeof *a->v);
+		if (a->n && !a->v)
+			return ESCROW_ERR__NO_MEM;
+		for (uint32_t i = 0; i < a->n; i++) {
+			rd_next(r, &e);
+			if (dec_str(d, fd, &e, &a->v[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+		}
+		return 0;
+	}
+	case WIRE_T_PROPS: {
+		wire_props *a = v;
+		if (o.t != M_MAP)
+			return dec_fail(d, fd->key, "expected ", "map of str to str");
+		a->n = o.n;
+		a->k = zalloc(d, a->n, sizeof *a->k);
+		a->v = zalloc(d, a->n, sizeof *a->v);
+		if (a->n && (!a->k || !a->v))
+			return ESCROW_ERR__NO_MEM;
+		for (uint32_t i = 0; i < a->n; i++) {
+			rd_next(r, &e);
+			if (dec_str(d, fd, &e, &a->k[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+			rd_next(r, &e);
+			if (dec_str(d, fd, &e, &a->v[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+		}
+		return 0;
+	}
+	case WIRE_T_U64S: {
+		wire_u64s *a = v;
+		if (o.t != M_ARRAY)
+			return dec_fail(d, fd->key, "expected ", "array of integers");
+		a->n = o.n;
+		a->v = zalloc(d, a->n, sizeof *a->v);
+		if (a->n && !a->v)
+			return ESCROW_ERR__NO_MEM;
+		for (uint32_t i = 0; i < a->n; i++) {
+			rd_next(r, &e);
+			if (dec_u64(d, fd, &e, &a->v[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+		}
+		return 0;
+	}
+	case WIRE_T_ITEMS:
 	case WIRE_T__COUNT:
 		break;
 	}
 	return ESCROW_ERR_BAD_REQUEST;
 }
 
-static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int depth)
+static int dec_map(struct dec *d, struct rd *r, wire_msg *m, int depth)
 {
-	if (o->type != MSGPACK_OBJECT_MAP)
+	struct mobj o, k, v;
+	rd_next(r, &o);
+	if (o.t != M_MAP)
 		return dec_fail(d, NULL, "frame is not a msgpack map", "");
-	for (uint32_t i = 0; i < o->via.map.size; i++) {
-		const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
-		if (k->type != MSGPACK_OBJECT_STR)
+	for (uint32_t i = 0; i < o.n; i++) {
+		rd_next(r, &k);
+		if (k.t != M_STR)
 			return dec_fail(d, NULL, "map key is not a str", "");
-		const char *ks = k->via.str.ptr;
-		uint32_t kl = k->via.str.size;
+		const char *ks = k.p;
+		uint32_t kl = k.n;
 		if (depth == 0 && kl == 2 && memcmp(ks, "op", 2) == 0) {
-			if (v->type != MSGPACK_OBJECT_STR)
+			rd_next(r, &v);
+			if (v.t != M_STR)
 				return dec_fail(d, "op", "expected ", "str");
-			m->op = wire_op_lookup(v->via.str.ptr, v->via.str.size);
+			m->op = wire_op_lookup(v.p, v.n);
 			if (m->op == WIRE_OP__COUNT && d->unknown_op) {
-				d->unknown_op->p = v->via.str.ptr;
-				d->unknown_op->len = v->via.str.size;
+				d->unknown_op->p = v.p;
+				d->unknown_op->len = v.n;
 			}
 			continue;
 		}
-		int f = field_lookup(ks, kl);
-		if (f == WIRE_F__COUNT)
-			continue; /* unknown key: ignored (protocol.md §3) */
+		int f = field_find(ks, kl);
+		if (f == WIRE_F__COUNT) {
+			rd_skip(r); /* unknown key: ignored (protocol.md §3) */
+			continue;
+		}
 		if (m->has & WIRE_BIT(f))
 			return dec_fail(d, fields[f].key, "", "given twice");
-		int rc = dec_field(d, &fields[f], v, (char *)m + fields[f].off, depth);
+		int rc = dec_field(d, &fields[f], r, (char *)m + fields[f].off, depth);
 		if (rc)
 			return rc;
 		m->has |= WIRE_BIT(f);
@@ -724,9 +869,9 @@ static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int dept
  * returns the byte after it, or NULL when the object runs past @end or a
  * container claims more elements than there are bytes left (every element
  * takes at least one byte, so objects still owed can never outnumber the
- * bytes left). msgpack-c allocates a container's element array from its
- * declared count, so a 10-byte frame claiming 2^32 elements would otherwise
- * ask for 96 GiB: wire_decode checks the bytes with this first.
+ * bytes left). wire_decode checks a whole frame with this before reading it,
+ * so a 10-byte frame claiming 2^32 elements is refused before any allocation
+ * sized from that count.
  */
 static const unsigned char *msgpack_skip(const unsigned char *p, const unsigned char *end)
 {
@@ -799,11 +944,6 @@ static const unsigned char *msgpack_skip(const unsigned char *p, const unsigned 
 	return p;
 }
 
-/* msgpack_bounded: 0 if the bytes start with one bounded object, else -1. */
-static int msgpack_bounded(const unsigned char *p, size_t len)
-{
-	return msgpack_skip(p, p + len) ? 0 : -1;
-}
 
 /* ---- splicing encoded maps ---------------------------------------------- */
 
@@ -840,6 +980,7 @@ int wire_map_view_of(const char *data, size_t len, wire_map_view *v)
 	const unsigned char *p = (const unsigned char *)data, *end = p + len;
 	v->has = 0;
 	v->foreign = false;
+	keys_ready();
 	if (len == 0)
 		return ESCROW_ERR_BAD_REQUEST;
 	uint32_t n;
@@ -877,7 +1018,7 @@ int wire_map_view_of(const char *data, size_t len, wire_map_view *v)
 		p = msgpack_skip(p, end);
 		if (!p)
 			return ESCROW_ERR_BAD_REQUEST;
-		int f = field_lookup(ks, (uint32_t)kl);
+		int f = field_find(ks, (uint32_t)kl);
 		if (f == WIRE_F__COUNT) {
 			v->foreign = true; /* "op", or a key this build does not know */
 			continue;
@@ -1011,27 +1152,24 @@ int wire_decode(const char *data, size_t len, wire_frame *f, wire_str *unknown_o
 	memset(f, 0, sizeof *f);
 	if (unknown_op)
 		*unknown_op = (wire_str){0};
-	if (msgpack_bounded((const unsigned char *)data, len)) {
+	const unsigned char *end = msgpack_skip((const unsigned char *)data,
+	                                        (const unsigned char *)data + len);
+	if (!end) {
 		snprintf(err, errlen, "frame is not valid msgpack (truncated, or a length or count "
 		                      "larger than the frame)");
 		return ESCROW_ERR_BAD_REQUEST;
 	}
+	keys_ready();
 	msgpack_zone *z = zone_take();
 	if (!z)
 		return ESCROW_ERR__NO_MEM;
-	msgpack_object obj;
-	size_t off = 0;
-	msgpack_unpack_return ur = msgpack_unpack(data, len, &off, z, &obj);
 	int rc;
 	struct dec d = {z, err, errlen, unknown_op};
-	if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
-		rc = dec_fail(&d, NULL, "frame too complex to decode", "");
-	} else if (ur == MSGPACK_UNPACK_SUCCESS) {
-		rc = dec_map(&d, &obj, &f->m, 0);
-	} else if (ur == MSGPACK_UNPACK_EXTRA_BYTES) {
+	if (end != (const unsigned char *)data + len) {
 		rc = dec_fail(&d, NULL, "bytes after the map inside the frame", "");
 	} else {
-		rc = dec_fail(&d, NULL, "frame is not valid msgpack", "");
+		struct rd r = {(const unsigned char *)data, end};
+		rc = dec_map(&d, &r, &f->m, 0);
 	}
 	if (rc) {
 		zone_give(z);
