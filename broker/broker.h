@@ -923,7 +923,10 @@ char *cluster_status_json(cluster *cl);
 
 /* ---- the end of a loop pass: submit, commit, complete (commit.c) -------- */
 
-/* broker_submit queues @op for the writer at the end of this pass. */
+/* broker_submit queues @op for the writer at the end of this pass. @op is
+ * the op of a broker_op (broker_op_new, cmd_op_new, broker_op_quiet_new):
+ * its done runs once it is handed back; a bare store_op is refused
+ * (BROKER_ASSERT). */
 void broker_submit(broker *b, store_op *op);
 /* broker_schedule_flush makes sure the end-of-pass event runs. */
 void broker_schedule_flush(broker *b);
