@@ -374,7 +374,7 @@ void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen);
  * conn_new_virtual makes a connection with no socket whose replies and pushes
  * go to @sink (called on the network thread, @m borrowed for the call). It has
  * said hello with @role, is not in b->conns (not counted, never asked a
- * check) and is freed by conn_close like any other. NULL when out of memory.
+ * check) and is freed by conn_close like any other. Never NULL (xmalloc.h).
  */
 conn *conn_new_virtual(broker *b, const char *peer, conn_role role,
                        void (*sink)(conn *c, const wire_msg *m), void *sink_arg);
@@ -429,7 +429,7 @@ void cmd_conn_kill(conn *c, const wire_msg *m);
 
 void cmd_dispatch(conn *c, const wire_msg *m);
 /* audit_line_new: "audit: conn ID peer HOST:PORT client NAME: WHAT" with WHAT
- * from printf @fmt (log.c), malloc'd (NULL when out of memory); the caller
+ * from printf @fmt (log.c), malloc'd (never NULL); the caller
  * logs it with log_info once the action succeeded. */
 char *audit_line_v(conn *c, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 char *audit_line_new(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
