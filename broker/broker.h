@@ -428,30 +428,88 @@ void cmd_conn_kill(conn *c, const wire_msg *m);
 /* ---- request handlers (cmd.c) ------------------------------------------- */
 
 void cmd_dispatch(conn *c, const wire_msg *m);
-/* cmd_op_new: a store op whose completion replies {rid, ok} (or the error)
- * to @c when @req has a rid. NULL when out of memory. */
-store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind);
 /* audit_line_new: "audit: conn ID peer HOST:PORT client NAME: WHAT" with WHAT
  * from printf @fmt (log.c), malloc'd (NULL when out of memory); the caller
  * logs it with log_info once the action succeeded. */
 char *audit_line_v(conn *c, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 char *audit_line_new(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* cmd_op_count: the success reply to @op (from cmd_op_new) carries count. */
+
+/* ---- broker ops: a store op with its completion (op.c) -------------------- */
+
+/*
+ * A store op the broker queued, with who waits for it and the function that
+ * finishes it (libevent's callback that travels with its event). op stays
+ * the first member: store_op_free frees the whole broker_op. Every op the
+ * broker submits is a broker_op; commit.c calls its done once the writer
+ * handed it back, on the network thread.
+ */
+typedef struct broker_op broker_op;
+/* done: reply and side effects of @o (op.err says whether it was stored),
+ * then broker_op_end(@o), which frees it. */
+typedef void broker_op_done_fn(broker *b, broker_op *o);
+struct broker_op {
+	store_op op;
+	broker_op_done_fn *done;
+	conn *c;           /* reply here, a ref held (NULL: nobody waits) */
+	uint64_t rid;
+	/* what the success reply carries (broker_op_reply_ok) */
+	bool has_count;    /* cmd_op_count */
+	uint64_t count;
+	const char *state; /* cmd_op_state; static */
+	uint32_t attempt;  /* ... and attempt and at_ms, when not 0 */
+	uint64_t at_ms;
+	uint64_t *skipped; /* seqs not acted on (cmd_op_skipped); owned */
+	uint32_t n_skipped;
+	const char *skip_reason; /* static */
+	char *audit;       /* logged once the op succeeded (cmd_op_audit); owned */
+	/* what one kind of op needs when it completes */
+	uint32_t prefetch; /* subscribe creating its group: credit of the subscription */
+	uint64_t limit;    /* ... and its deliveries in all, 0 = no limit */
+	bool policy;       /* the check-back timer's --tx-policy action */
+};
+
+/* broker_op_new: an op of @kind finished by @done, replying to @c when @req
+ * has a rid (a ref on @c is taken). Aborts when out of memory (xmalloc.h). */
+broker_op *broker_op_new(conn *c, const wire_msg *req, store_op_kind kind,
+                         broker_op_done_fn *done);
+/* broker_op_quiet_new: an op of @kind nobody waits for
+ * (broker_op_quiet_done). */
+store_op *broker_op_quiet_new(store_op_kind kind);
+/* cmd_op_new: an op whose completion replies {rid, ok} (or the error) to @c
+ * when @req has a rid (broker_op_reply_done). Never NULL. */
+store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind);
+/* cmd_op_count: the success reply to @op (a broker_op) carries count. */
 void cmd_op_count(store_op *op, uint64_t count);
-/* cmd_op_skipped: the success reply to @op (from cmd_op_new) lists @seqs
+/* cmd_op_skipped: the success reply to @op (a broker_op) lists @seqs
  * (owned by the op from now on; malloc'd) as items {seq, reason: @reason
  * (static)}: what the request named and the broker did not do. */
 void cmd_op_skipped(store_op *op, uint64_t *seqs, uint32_t n, const char *reason);
-/* cmd_op_state: the success reply to @op (from cmd_op_new) carries state
+/* cmd_op_state: the success reply to @op (a broker_op) carries state
  * @state (static), and attempt @attempt and at_ms @at_ms (Unix ms) when
  * @attempt is not 0: a nack's outcome, sent once its record is durable. */
 void cmd_op_state(store_op *op, const char *state, uint32_t attempt, uint64_t at_ms);
-/* cmd_op_audit: once @op succeeds, log the audit line "WHAT" (printf @fmt) of
- * conn @c (log.c audit_line_new); nothing is logged if it fails. */
+/* cmd_op_audit: once @op (a broker_op) succeeds, log the audit line "WHAT"
+ * (printf @fmt) of conn @c (log.c audit_line_new); nothing if it fails. */
 void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* cmd_done handles an op the writer handed back (reply + side effects). */
-void cmd_done(broker *b, store_op *op);
+/* Pieces of a done function. broker_op_log_failure: one warning naming the
+ * op, unless it succeeded, the broker is stopping, or the writer logged it
+ * (STORAGE, STORAGE_FULL). broker_op_reply_err answers the error op.err with
+ * @what, or with the usual sentence for it when @what is NULL.
+ * broker_op_reply_ok answers {rid, ok} plus the fields already in @rep (may
+ * be NULL) and what the cmd_op_* calls asked for. Both do nothing when
+ * nobody waits. broker_op_end logs the audit line (on success), drops the
+ * ref on the conn and frees @o. */
+void broker_op_log_failure(const broker_op *o);
+void broker_op_reply_err(broker_op *o, const char *what);
+void broker_op_reply_ok(broker_op *o, wire_msg *rep);
+void broker_op_end(broker_op *o);
+/* broker_op_reply_done: the whole done of an op that only answers: the
+ * failure logged and answered, or {rid, ok, ...}. */
+void broker_op_reply_done(broker *b, broker_op *o);
+/* broker_op_quiet_done: the done of an op nobody waits for: a failure
+ * other than NOT_FOUND (the group or topic went meanwhile) is logged. */
+void broker_op_quiet_done(broker *b, broker_op *o);
 
 /* ---- TLS (tls.c, doc/security.md) --------------------------------------- */
 
@@ -517,19 +575,11 @@ void cmd_send_half(conn *c, const wire_msg *m);
 void cmd_end_tx(conn *c, const wire_msg *m);
 void cmd_tx_list(conn *c, const wire_msg *m);
 
-/* A TX_* op plus who waits for it. op first: store_op_free frees it all. */
-typedef struct txop {
-	store_op op;
-	conn *c;       /* reply here; NULL: the timer's own op */
-	uint64_t rid;
-	bool policy;   /* the timer's max-checks action */
-	char *audit;   /* operator end_tx: logged once it succeeded; owned */
-} txop;
-
-/* txop_new: a TX_* op of @kind about @tx (may be NULL), answering @req's rid
- * on @c (a ref is taken) when both are given and @req has a rid. Free it
- * with store_op_free after tx_done. NULL when out of memory. */
-txop *txop_new(conn *c, const wire_msg *req, store_op_kind kind, const escrow_id_t *tx);
+/* tx_end_done completes a TX_END op, the request's or the check-back
+ * timer's (--tx-policy rollback): counters, visibility, reply. */
+void tx_end_done(broker *b, broker_op *o);
+/* tx_count_expired: a pending transaction became EXPIRED (checkback.c). */
+void tx_count_expired(broker *b);
 
 /* ---- page.c: paging of list replies (doc/protocol.md §4.1) ---------------- */
 
@@ -573,7 +623,6 @@ uint64_t page_seq_cursor_or_reply(conn *c, const wire_msg *m);
 
 /* ---- transactions (tx.c), and the cmd.c helpers they share --------------- */
 
-void tx_done(broker *b, store_op *op);
 /* cmd.c helpers shared with tx.c */
 char *build_record(const wire_msg *m, uint32_t *len);
 bool check_msg_fields_or_reply(conn *c, const wire_msg *m);   /* a TX_* op handed back */
@@ -606,9 +655,9 @@ void checkback_unknown(broker *b, const escrow_id_t *tx);
 /* checkback_settling: an end_tx of @tx is queued: a check in flight for it
  * no longer times out. */
 void checkback_settling(broker *b, const escrow_id_t *tx);
-/* checkback_op_done: the writer handed back TX_* @op (tx_done calls it
- * first); @from_conn: the op answers a connection, not the timer. */
-void checkback_op_done(broker *b, const store_op *op, bool from_conn);
+/* checkback_ended: a TX_END @op came back (tx_end_done calls it first);
+ * @from_conn: it answers a connection, not the timer. */
+void checkback_ended(broker *b, const store_op *op, bool from_conn);
 uint64_t checkback_checks_sent(broker *b); /* checks asked since start */
 
 /* ---- check-back URLs (checkurl.c) and the HTTP check client (http_check.c) */
@@ -693,7 +742,6 @@ int retain_init(broker *b);
 /* retain_wake runs the retention tick now (a node that starts leading). */
 void retain_wake(broker *b);
 void retain_free(broker *b);
-void retain_done(broker *b, store_op *op); /* a RETAIN op came back */
 
 /* ---- consumer group admin (group.c) -------------------------------------- */
 
@@ -702,6 +750,10 @@ void cmd_group_list(conn *c, const wire_msg *m);
 void cmd_group_describe(conn *c, const wire_msg *m);
 void cmd_group_reset(conn *c, const wire_msg *m);
 void cmd_group_delete(conn *c, const wire_msg *m);
+/* group_created: a GROUP_CREATE @op stored its group: it joins the topic in
+ * memory (with its push settings) unless it is there; the group, or NULL
+ * when the topic went meanwhile. */
+group *group_created(broker *b, const store_op *op);
 
 /* ---- dead letters, reconciliation (dlq.c) -------------------------------- */
 
@@ -746,7 +798,6 @@ sub *push_sub(group *g);
 int push_send(broker *b, group *g, flight *f, const wire_msg *rec);
 void push_fill(wire_msg *it, const group *g); /* group_describe/list fields */
 void cmd_group_set(conn *c, const wire_msg *m);
-void push_set_done(broker *b, const store_op *op); /* a GROUP_SET came back */
 /* push_log_add records one attempt in the delivery log (status 0 = no
  * answer; @error NULL when answered). */
 void push_log_add(broker *b, group *g, uint64_t seq, uint32_t attempt, uint64_t at_ms,

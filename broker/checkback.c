@@ -15,7 +15,7 @@
  * The timer runs every TX_TICK_MS: it turns overdue checks into UNKNOWN
  * answers, then reads at most TX_SCAN_MAX entries of tx_due that are due
  * (never the whole txs table) and checks each one that has no txw in
- * CHECKING or OP state. It also runs the tombstone GC (tx_done) pass.
+ * CHECKING or OP state. It also runs the tombstone GC pass (tx_done table).
  *
  * Connections are identified across restarts by their conn_key (conn.c), so
  * the opener recorded in txs never matches a connection of another broker
@@ -121,15 +121,56 @@ static void w_drop(broker *b, const escrow_id_t *tx)
 
 /* ---- check-back ---------------------------------------------------------- */
 
-static void submit_timer_op(broker *b, store_op_kind kind, const escrow_id_t *tx, uint64_t due,
-                            bool policy)
+/* The completions of the timer's ops. */
+static void checked_done(broker *b, broker_op *o)
 {
-	txop *r = txop_new(NULL, NULL, kind, tx);
-	if (!r) {
-		log_error("out of memory queueing a transaction op");
-		w_drop(b, tx);
-		return;
+	w_drop(b, &o->op.u.tx.tx);
+	broker_op_end(o);
+}
+
+static void reschedule_done(broker *b, broker_op *o)
+{
+	txw *w = w_find(b, &o->op.u.tx.tx);
+	if (w && !o->op.err)
+		w->state = W_PARKED;
+	else
+		w_drop(b, &o->op.u.tx.tx);
+	broker_op_end(o);
+}
+
+static void expire_done(broker *b, broker_op *o)
+{
+	store_op *op = &o->op;
+	w_drop(b, &op->u.tx.tx);
+	if (!op->err) {
+		tx_count_expired(b);
+		char hex[33];
+		log_warn("tx %s EXPIRED after %u checks: kept, never delivered until an operator "
+		         "runs escrowctl tx commit|rollback",
+		         escrow_id_fmt(&op->u.tx.tx, hex), op->u.tx.checks);
 	}
+	broker_op_end(o);
+}
+
+static void gc_done(broker *b, broker_op *o)
+{
+	struct checkback *cb = b->checkback;
+	cb->gc_running = false;
+	if (!o->op.err) {
+		cb->gc_at = o->op.u.tx.tx;
+		if (o->op.u.tx.n_out)
+			log_debug("tx gc: %u tombstones deleted", o->op.u.tx.n_out);
+	}
+	broker_op_end(o);
+}
+
+/* submit_timer_op queues TX_* op @kind about @tx, finished by @done; @tx
+ * is in OP state until then. */
+static void submit_timer_op(broker *b, store_op_kind kind, broker_op_done_fn *done,
+                            const escrow_id_t *tx, uint64_t due, bool policy)
+{
+	broker_op *r = broker_op_new(NULL, NULL, kind, done);
+	r->op.u.tx.tx = *tx;
 	r->op.u.tx.due_ms = due;
 	r->policy = policy;
 	if (kind == STORE_OP_TX_END)
@@ -142,9 +183,9 @@ static void submit_timer_op(broker *b, store_op_kind kind, const escrow_id_t *tx
 static void apply_policy(broker *b, const escrow_id_t *tx)
 {
 	if (b->conf.tx_policy_rollback)
-		submit_timer_op(b, STORE_OP_TX_END, tx, 0, true);
+		submit_timer_op(b, STORE_OP_TX_END, tx_end_done, tx, 0, true);
 	else
-		submit_timer_op(b, STORE_OP_TX_EXPIRE, tx, 0, true);
+		submit_timer_op(b, STORE_OP_TX_EXPIRE, expire_done, tx, 0, true);
 }
 
 /* submit_checked: the check of @w was answered UNKNOWN or timed out. */
@@ -158,7 +199,8 @@ static void submit_checked(broker *b, txw *w, bool counted_unknown)
 	}
 	const store_group_conf *bo = &b->conf.tx_backoff;
 	uint32_t i = k - 1 < bo->n_backoff ? k - 1 : bo->n_backoff - 1;
-	submit_timer_op(b, STORE_OP_TX_CHECKED, &w->tx, now_ms() + bo->backoff_ms[i], false);
+	submit_timer_op(b, STORE_OP_TX_CHECKED, checked_done, &w->tx,
+	                now_ms() + bo->backoff_ms[i], false);
 }
 
 /* can_check: @c may be asked about transactions: a producer that said
@@ -383,7 +425,8 @@ static void check_one(broker *b, store_rtxn *rt, const escrow_id_t *tx)
 		c = http_check_conn(b, &ti); /* the check URL, if any (http_check.c) */
 	if (!c) {
 		/* nobody to ask: wait without counting */
-		submit_timer_op(b, STORE_OP_TX_RESCHEDULE, tx, now_ms() + TX_PARK_MS, false);
+		submit_timer_op(b, STORE_OP_TX_RESCHEDULE, reschedule_done, tx,
+		                now_ms() + TX_PARK_MS, false);
 		w = w_get(b, tx);
 		snprintf(w->pgroup, sizeof w->pgroup, "%s", ti.pgroup);
 		return;
@@ -442,13 +485,12 @@ static void scan(broker *b)
 	store_rtxn_end(rt);
 	if (!b->checkback->gc_running && now - b->checkback->last_gc_ms >= TX_GC_EVERY_MS) {
 		b->checkback->last_gc_ms = now;
-		txop *r = txop_new(NULL, NULL, STORE_OP_TX_GC, &b->checkback->gc_at);
-		if (r) {
-			r->op.u.tx.due_ms = now > b->conf.tx_tombstone_ms ? now - b->conf.tx_tombstone_ms : 0;
-			r->op.u.tx.count = TX_GC_BATCH;
-			b->checkback->gc_running = true;
-			broker_submit(b, &r->op);
-		}
+		broker_op *r = broker_op_new(NULL, NULL, STORE_OP_TX_GC, gc_done);
+		r->op.u.tx.tx = b->checkback->gc_at;
+		r->op.u.tx.due_ms = now > b->conf.tx_tombstone_ms ? now - b->conf.tx_tombstone_ms : 0;
+		r->op.u.tx.count = TX_GC_BATCH;
+		b->checkback->gc_running = true;
+		broker_submit(b, &r->op);
 	}
 }
 
@@ -480,8 +522,8 @@ void checkback_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint6
 	if (!w || w->state != W_CHECKING || w->chk != chk)
 		return; /* timed out or settled meanwhile */
 	metrics_check_done(b, CHECK_IN_PROGRESS, w->deadline_ms - b->conf.tx_check_timeout_ms);
-	submit_timer_op(b, STORE_OP_TX_RESCHEDULE, tx, now_ms() + b->conf.tx_backoff.backoff_ms[0],
-	                false);
+	submit_timer_op(b, STORE_OP_TX_RESCHEDULE, reschedule_done, tx,
+	                now_ms() + b->conf.tx_backoff.backoff_ms[0], false);
 }
 
 void checkback_on_hello(conn *c)
@@ -524,7 +566,7 @@ void checkback_on_close(conn *c)
 	txw *w, *tmp;
 	HASH_ITER(hh, b->checkback->w, w, tmp) {
 		if (w->state == W_CHECKING && w->conn_id == c->id)
-			submit_timer_op(b, STORE_OP_TX_RESCHEDULE, &w->tx, now_ms(), false);
+			submit_timer_op(b, STORE_OP_TX_RESCHEDULE, reschedule_done, &w->tx, now_ms(), false);
 	}
 }
 
@@ -556,37 +598,10 @@ void checkback_settling(broker *b, const escrow_id_t *tx)
 		w->state = W_OP; /* answered (or settled another way): no timeout */
 }
 
-void checkback_op_done(broker *b, const store_op *op, bool from_conn)
+void checkback_ended(broker *b, const store_op *op, bool from_conn)
 {
-	struct checkback *cb = b->checkback;
-	switch (op->kind) {
-	case STORE_OP_TX_END:
-		if (!from_conn || op->err || !op->u.tx.already)
-			w_drop(b, &op->u.tx.tx);
-		break;
-	case STORE_OP_TX_CHECKED:
-	case STORE_OP_TX_EXPIRE:
+	if (!from_conn || op->err || !op->u.tx.already)
 		w_drop(b, &op->u.tx.tx);
-		break;
-	case STORE_OP_TX_RESCHEDULE: {
-		txw *w = w_find(b, &op->u.tx.tx);
-		if (w && !op->err)
-			w->state = W_PARKED;
-		else
-			w_drop(b, &op->u.tx.tx);
-		break;
-	}
-	case STORE_OP_TX_GC:
-		cb->gc_running = false;
-		if (!op->err) {
-			cb->gc_at = op->u.tx.tx;
-			if (op->u.tx.n_out)
-				log_debug("tx gc: %u tombstones deleted", op->u.tx.n_out);
-		}
-		break;
-	default:
-		break;
-	}
 }
 
 uint64_t checkback_checks_sent(broker *b)

@@ -13,7 +13,7 @@
  * Dispatch runs once per event-loop pass for every group marked dirty
  * (dispatch_mark), inside one LMDB read snapshot, after the pass's replies:
  * a message becomes visible only once the batch that stored it is durable
- * (cmd_done raises topic->next_seq then).
+ * (send_done and tx_end_done raise topic->next_seq then).
  *
  * @locality network thread
  */

@@ -133,7 +133,7 @@ static bool submit_retry(broker *b, group *g, flight *f, store_op_kind kind, con
                          conn *c, const wire_msg *req, const char *state)
 {
 	bool reply = c && req && WIRE_HAS(req, RID);
-	store_op *op = reply ? cmd_op_new(c, req, kind) : calloc(1, sizeof *op);
+	store_op *op = reply ? cmd_op_new(c, req, kind) : broker_op_quiet_new(kind);
 	if (!op) {
 		/* memory still has the schedule; only a restart would forget it */
 		log_error("out of memory recording a retry of %s/%s seq %llu", g->t->name, g->name,
@@ -187,15 +187,12 @@ static bool dead_letter(broker *b, group *g, flight *f, const char *reason, conn
 	}
 	uint64_t before, after;
 	if (group_ack(g, f->seq, &before, &after)) {
-		store_op *op = calloc(1, sizeof *op);
-		if (op) {
-			op->kind = STORE_OP_ACK;
-			op->u.ack.group_id = g->id;
-			op->u.ack.seq = f->seq;
-			op->u.ack.floor_before = before;
-			op->u.ack.floor_after = after;
-			broker_submit(b, op);
-		}
+		store_op *op = broker_op_quiet_new(STORE_OP_ACK);
+		op->u.ack.group_id = g->id;
+		op->u.ack.seq = f->seq;
+		op->u.ack.floor_before = before;
+		op->u.ack.floor_after = after;
+		broker_submit(b, op);
 	}
 	flight_drop(g, f);
 	return replies;
