@@ -87,7 +87,8 @@ int retain_init(broker *b)
 	b->retain_ev = event_new(b->base, -1, EV_PERSIST, tick, b);
 	if (!b->retain_ev)
 		return -1;
-	struct timeval tv = {RETAIN_TICK_MS / 1000, (RETAIN_TICK_MS % 1000) * 1000};
+	/* a tick of the broker's clock: --time-scale shortens it too */
+	struct timeval tv = clock_timeval(RETAIN_TICK_MS);
 	return event_add(b->retain_ev, &tv);
 }
 
