@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness/broker.h"
@@ -251,6 +252,27 @@ static void test_send_reads_stdin(void)
 end:;
 }
 
+/* send's options reach the stored message (the frame is the producer
+ * library's, msg_send_frame, plus --at): key, tags, props, delay, at */
+static void test_send_options_stored(void)
+{
+	CHECK_INT(ctl(NULL, "topic create t4"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t4 g4"), ==, 0);
+	CHECK_INT(ctl(NULL, "send --key k1 --tag a --tag b --prop x=1 --prop y=2 t4 hello"), ==, 0);
+	CHECK_INT(ctl(NULL, "send --delay 1h t4 later"), ==, 0);
+	unsigned long long at = (unsigned long long)time(NULL) * 1000 + 7200000; /* in 2 h */
+	char want_at[64];
+	snprintf(want_at, sizeof want_at, "\"at_ms\":%llu", at);
+	CHECK_INT(ctl(NULL, "send --at %llu t4 in2h", at), ==, 0);
+	CHECK_INT(ctl(NULL, "--json msg peek t4 g4 --count 5"), ==, 0);
+	CHECK(strstr(out, "\"key\":\"k1\",\"tags\":[\"a\",\"b\"],\"props\":{\"x\":\"1\","
+	                  "\"y\":\"2\"},\"body\":\"hello\"") != NULL);
+	CHECK(strstr(out, want_at) != NULL);
+	CHECK_INT(count_of(out, "\"at_ms\":"), ==, 2); /* --delay became an at_ms too */
+	CHECK_INT(count_of(out, "\"born_ms\":"), ==, 3);
+end:;
+}
+
 /* every list command has its items under "items"; no stored_ms that is not a store time */
 static void test_json_lists(void)
 {
@@ -451,6 +473,7 @@ int main(int argc, char **argv)
 		TEST_CASE(test_reset_forms),
 		TEST_CASE(test_delete_needs_force),
 		TEST_CASE(test_send_reads_stdin),
+		TEST_CASE(test_send_options_stored),
 		TEST_CASE(test_json_lists),
 		TEST_CASE(test_help),
 		TEST_CASE(test_man_synopsis),
