@@ -760,6 +760,10 @@ void repl_close(repl *r)
 		free(rec);
 		rec = n;
 	}
+	/* replies still held (the last batches of a shutdown): NOT_LEADER */
+	r->role = STORE_ROLE_FOLLOWER;
+	repl_held_cb(-1, 0, r);
+	repl_fail_held(r);
 	repl_isr_free(r);
 	if (r->in_ev)
 		event_free(r->in_ev);
