@@ -652,15 +652,12 @@ void cmd_auth_continue(conn *c, const wire_msg *m)
 /* meta_op: an op writing meta[key] = value ("" deletes) with no reply. */
 static store_op *meta_op(const char *key, const char *value)
 {
-	store_op *op = calloc(1, sizeof *op);
-	if (!op)
-		return NULL;
-	op->kind = STORE_OP_META_SET;
+	store_op *op = broker_op_quiet_new(STORE_OP_META_SET);
 	snprintf(op->u.meta.key, sizeof op->u.meta.key, "%s", key);
 	if (value && *value) {
 		op->u.meta.value = strdup(value);
 		if (!op->u.meta.value) {
-			free(op);
+			store_op_free(op);
 			return NULL;
 		}
 		op->u.meta.value_len = (uint32_t)strlen(value);

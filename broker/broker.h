@@ -126,12 +126,14 @@ typedef struct broker_conf {
 	uint32_t node_id;             /* --node-id N, 1 or more */
 	char *etcd;                   /* --etcd URL[,URL...] */
 	char *advertise;              /* --advertise H:P; "" = the bound --listen address */
-	char *replica_listen;         /* --replica-listen H:P (published; not served yet) */
+	char *replica_listen;         /* --replica-listen H:P: the replica port (repl.c) */
 	uint8_t acks;                 /* --acks: CLUSTER_ACKS_* */
+	uint64_t replica_lag_max_ms;  /* --replica-lag-max: then out of the in-sync set */
+	uint64_t replica_log_keep_bytes; /* --replica-log-keep: log tail kept in memory */
 	uint64_t cluster_lease_ms;    /* --cluster-lease: etcd lease TTL, whole seconds */
 } broker_conf;
 
-/* --acks (doc/replication.md §4); only LEADER is built */
+/* --acks (doc/replication.md §4) */
 enum { CLUSTER_ACKS_ALL = 0, CLUSTER_ACKS_QUORUM = 1, CLUSTER_ACKS_LEADER = 2 };
 
 /*
@@ -380,6 +382,17 @@ conn *conn_new_virtual(broker *b, const char *peer, conn_role role,
                        void (*sink)(conn *c, const wire_msg *m), void *sink_arg);
 /* conn_reply encodes @m onto c's output. No-op if c is closed. */
 void conn_reply(conn *c, const wire_msg *m);
+/*
+ * conn_reply_spliced writes the frame of @m's fields followed by the entries
+ * of the encoded map @v (a stored record, borrowed: copied before return)
+ * onto c's output: the frame a decode of @v merged into @m would encode to,
+ * without that decode and encode (wire_encode_head). Returns 0 (also when c
+ * is closed), or ESCROW_ERR__INVALID_ARG when c has a sink (it takes a
+ * wire_msg) or @v cannot be spliced into @m (a shared or foreign key):
+ * then nothing is written and the caller sends the decoded form instead.
+ * Closes c when out of memory. Network thread.
+ */
+int conn_reply_spliced(conn *c, const wire_msg *m, const wire_map_view *v);
 void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void conn_close(conn *c, const char *why); /* drop now */
@@ -417,30 +430,88 @@ void cmd_conn_kill(conn *c, const wire_msg *m);
 /* ---- request handlers (cmd.c) ------------------------------------------- */
 
 void cmd_dispatch(conn *c, const wire_msg *m);
-/* cmd_op_new: a store op whose completion replies {rid, ok} (or the error)
- * to @c when @req has a rid. NULL when out of memory. */
-store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind);
 /* audit_line_new: "audit: conn ID peer HOST:PORT client NAME: WHAT" with WHAT
  * from printf @fmt (log.c), malloc'd (NULL when out of memory); the caller
  * logs it with log_info once the action succeeded. */
 char *audit_line_v(conn *c, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 char *audit_line_new(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* cmd_op_count: the success reply to @op (from cmd_op_new) carries count. */
+
+/* ---- broker ops: a store op with its completion (op.c) -------------------- */
+
+/*
+ * A store op the broker queued, with who waits for it and the function that
+ * finishes it (libevent's callback that travels with its event). op stays
+ * the first member: store_op_free frees the whole broker_op. Every op the
+ * broker submits is a broker_op; commit.c calls its done once the writer
+ * handed it back, on the network thread.
+ */
+typedef struct broker_op broker_op;
+/* done: reply and side effects of @o (op.err says whether it was stored),
+ * then broker_op_end(@o), which frees it. */
+typedef void broker_op_done_fn(broker *b, broker_op *o);
+struct broker_op {
+	store_op op;
+	broker_op_done_fn *done;
+	conn *c;           /* reply here, a ref held (NULL: nobody waits) */
+	uint64_t rid;
+	/* what the success reply carries (broker_op_reply_ok) */
+	bool has_count;    /* cmd_op_count */
+	uint64_t count;
+	const char *state; /* cmd_op_state; static */
+	uint32_t attempt;  /* ... and attempt and at_ms, when not 0 */
+	uint64_t at_ms;
+	uint64_t *skipped; /* seqs not acted on (cmd_op_skipped); owned */
+	uint32_t n_skipped;
+	const char *skip_reason; /* static */
+	char *audit;       /* logged once the op succeeded (cmd_op_audit); owned */
+	/* what one kind of op needs when it completes */
+	uint32_t prefetch; /* subscribe creating its group: credit of the subscription */
+	uint64_t limit;    /* ... and its deliveries in all, 0 = no limit */
+	bool policy;       /* the check-back timer's --tx-policy action */
+};
+
+/* broker_op_new: an op of @kind finished by @done, replying to @c when @req
+ * has a rid (a ref on @c is taken). Aborts when out of memory (xmalloc.h). */
+broker_op *broker_op_new(conn *c, const wire_msg *req, store_op_kind kind,
+                         broker_op_done_fn *done);
+/* broker_op_quiet_new: an op of @kind nobody waits for
+ * (broker_op_quiet_done). */
+store_op *broker_op_quiet_new(store_op_kind kind);
+/* cmd_op_new: an op whose completion replies {rid, ok} (or the error) to @c
+ * when @req has a rid (broker_op_reply_done). Never NULL. */
+store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind);
+/* cmd_op_count: the success reply to @op (a broker_op) carries count. */
 void cmd_op_count(store_op *op, uint64_t count);
-/* cmd_op_skipped: the success reply to @op (from cmd_op_new) lists @seqs
+/* cmd_op_skipped: the success reply to @op (a broker_op) lists @seqs
  * (owned by the op from now on; malloc'd) as items {seq, reason: @reason
  * (static)}: what the request named and the broker did not do. */
 void cmd_op_skipped(store_op *op, uint64_t *seqs, uint32_t n, const char *reason);
-/* cmd_op_state: the success reply to @op (from cmd_op_new) carries state
+/* cmd_op_state: the success reply to @op (a broker_op) carries state
  * @state (static), and attempt @attempt and at_ms @at_ms (Unix ms) when
  * @attempt is not 0: a nack's outcome, sent once its record is durable. */
 void cmd_op_state(store_op *op, const char *state, uint32_t attempt, uint64_t at_ms);
-/* cmd_op_audit: once @op succeeds, log the audit line "WHAT" (printf @fmt) of
- * conn @c (log.c audit_line_new); nothing is logged if it fails. */
+/* cmd_op_audit: once @op (a broker_op) succeeds, log the audit line "WHAT"
+ * (printf @fmt) of conn @c (log.c audit_line_new); nothing if it fails. */
 void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* cmd_done handles an op the writer handed back (reply + side effects). */
-void cmd_done(broker *b, store_op *op);
+/* Pieces of a done function. broker_op_log_failure: one warning naming the
+ * op, unless it succeeded, the broker is stopping, or the writer logged it
+ * (STORAGE, STORAGE_FULL). broker_op_reply_err answers the error op.err with
+ * @what, or with the usual sentence for it when @what is NULL.
+ * broker_op_reply_ok answers {rid, ok} plus the fields already in @rep (may
+ * be NULL) and what the cmd_op_* calls asked for. Both do nothing when
+ * nobody waits. broker_op_end logs the audit line (on success), drops the
+ * ref on the conn and frees @o. */
+void broker_op_log_failure(const broker_op *o);
+void broker_op_reply_err(broker_op *o, const char *what);
+void broker_op_reply_ok(broker_op *o, wire_msg *rep);
+void broker_op_end(broker_op *o);
+/* broker_op_reply_done: the whole done of an op that only answers: the
+ * failure logged and answered, or {rid, ok, ...}. */
+void broker_op_reply_done(broker *b, broker_op *o);
+/* broker_op_quiet_done: the done of an op nobody waits for: a failure
+ * other than NOT_FOUND (the group or topic went meanwhile) is logged. */
+void broker_op_quiet_done(broker *b, broker_op *o);
 
 /* ---- TLS (tls.c, doc/security.md) --------------------------------------- */
 
@@ -506,19 +577,11 @@ void cmd_send_half(conn *c, const wire_msg *m);
 void cmd_end_tx(conn *c, const wire_msg *m);
 void cmd_tx_list(conn *c, const wire_msg *m);
 
-/* A TX_* op plus who waits for it. op first: store_op_free frees it all. */
-typedef struct txop {
-	store_op op;
-	conn *c;       /* reply here; NULL: the timer's own op */
-	uint64_t rid;
-	bool policy;   /* the timer's max-checks action */
-	char *audit;   /* operator end_tx: logged once it succeeded; owned */
-} txop;
-
-/* txop_new: a TX_* op of @kind about @tx (may be NULL), answering @req's rid
- * on @c (a ref is taken) when both are given and @req has a rid. Free it
- * with store_op_free after tx_done. NULL when out of memory. */
-txop *txop_new(conn *c, const wire_msg *req, store_op_kind kind, const escrow_id_t *tx);
+/* tx_end_done completes a TX_END op, the request's or the check-back
+ * timer's (--tx-policy rollback): counters, visibility, reply. */
+void tx_end_done(broker *b, broker_op *o);
+/* tx_count_expired: a pending transaction became EXPIRED (checkback.c). */
+void tx_count_expired(broker *b);
 
 /* ---- page.c: paging of list replies (doc/protocol.md §4.1) ---------------- */
 
@@ -562,7 +625,6 @@ uint64_t page_seq_cursor_or_reply(conn *c, const wire_msg *m);
 
 /* ---- transactions (tx.c), and the cmd.c helpers they share --------------- */
 
-void tx_done(broker *b, store_op *op);
 /* cmd.c helpers shared with tx.c */
 char *build_record(const wire_msg *m, uint32_t *len);
 bool check_msg_fields_or_reply(conn *c, const wire_msg *m);   /* a TX_* op handed back */
@@ -578,6 +640,8 @@ void topic_made_visible(broker *b, topic *t, uint64_t seq);
 struct checkback;
 int checkback_init(broker *b);     /* from tx_init: starts the timer; 0 or -1 */
 void checkback_shutdown(broker *b);
+/* checkback_wake runs the check-back pass now (a node that starts leading). */
+void checkback_wake(broker *b);
 void checkback_on_hello(conn *c);  /* a producer said hello: check at once */
 void checkback_on_close(conn *c);  /* its unanswered checks are asked elsewhere */
 /* checkback_in_progress: check @chk of @tx was answered "still in progress"
@@ -593,9 +657,9 @@ void checkback_unknown(broker *b, const escrow_id_t *tx);
 /* checkback_settling: an end_tx of @tx is queued: a check in flight for it
  * no longer times out. */
 void checkback_settling(broker *b, const escrow_id_t *tx);
-/* checkback_op_done: the writer handed back TX_* @op (tx_done calls it
- * first); @from_conn: the op answers a connection, not the timer. */
-void checkback_op_done(broker *b, const store_op *op, bool from_conn);
+/* checkback_ended: a TX_END @op came back (tx_end_done calls it first);
+ * @from_conn: it answers a connection, not the timer. */
+void checkback_ended(broker *b, const store_op *op, bool from_conn);
 uint64_t checkback_checks_sent(broker *b); /* checks asked since start */
 
 /* ---- check-back URLs (checkurl.c) and the HTTP check client (http_check.c) */
@@ -643,6 +707,9 @@ typedef struct tq_ent {
 } tq_ent;
 
 int redeliver_init(broker *b);
+/* redeliver_rearm arms the timer at the earliest due entry (cluster.c calls
+ * it when this node starts leading: the timer stays unarmed on a follower). */
+void redeliver_rearm(broker *b);
 void redeliver_free(broker *b);
 /* rd_arm sets f->due_ms and schedules the timer for it. */
 void rd_arm(broker *b, group *g, flight *f, uint64_t due_ms);
@@ -674,8 +741,9 @@ void cmd_touch(conn *c, const wire_msg *m);
 /* ---- retention (retain.c): the timer, incremental deletes of old messages */
 
 int retain_init(broker *b);
+/* retain_wake runs the retention tick now (a node that starts leading). */
+void retain_wake(broker *b);
 void retain_free(broker *b);
-void retain_done(broker *b, store_op *op); /* a RETAIN op came back */
 
 /* ---- consumer group admin (group.c) -------------------------------------- */
 
@@ -684,6 +752,10 @@ void cmd_group_list(conn *c, const wire_msg *m);
 void cmd_group_describe(conn *c, const wire_msg *m);
 void cmd_group_reset(conn *c, const wire_msg *m);
 void cmd_group_delete(conn *c, const wire_msg *m);
+/* group_created: a GROUP_CREATE @op stored its group: it joins the topic in
+ * memory (with its push settings) unless it is there; the group, or NULL
+ * when the topic went meanwhile. */
+group *group_created(broker *b, const store_op *op);
 
 /* ---- dead letters, reconciliation (dlq.c) -------------------------------- */
 
@@ -728,7 +800,6 @@ sub *push_sub(group *g);
 int push_send(broker *b, group *g, flight *f, const wire_msg *rec);
 void push_fill(wire_msg *it, const group *g); /* group_describe/list fields */
 void cmd_group_set(conn *c, const wire_msg *m);
-void push_set_done(broker *b, const store_op *op); /* a GROUP_SET came back */
 /* push_log_add records one attempt in the delivery log (status 0 = no
  * answer; @error NULL when answered). */
 void push_log_add(broker *b, group *g, uint64_t seq, uint32_t attempt, uint64_t at_ms,
@@ -784,6 +855,7 @@ struct broker {
 	struct broker_metrics *m; /* metrics.c */
 	struct ssl_ctx_st *tls;   /* tls.c: SSL_CTX for new connections; NULL: plain TCP */
 	struct cluster *cluster;  /* cluster.c: NULL without --cluster */
+	struct repl *repl;        /* repl.c: NULL without --cluster */
 };
 
 /* ---- metrics (metrics.c, GET /metrics) ---------------------------------- */
@@ -836,6 +908,14 @@ void cluster_close(cluster *cl);
  * lease surely still lives (monotonic deadline, doc/replication.md §2);
  * steps down (closing client connections) when the deadline has passed. */
 bool cluster_leading(cluster *cl);
+/* cluster_runs_timers: whether @b runs the leader-only work now: check-backs
+ * (checkback.c, also those sent on hello), ack-timeout redelivery, backoff and DLQ
+ * moves (redeliver.c), retention (retain.c) and push deliveries (push.c).
+ * True without --cluster; in cluster mode only while cluster_leading (false
+ * before cluster_open), as RocketMQ's BrokerController turns its
+ * transaction check, schedule and pop-revive services on for a master only
+ * (changeSpecialServiceStatus). Network thread. */
+bool cluster_runs_timers(broker *b);
 /* cluster_allows_or_reply: true when @m may run here (no cluster mode, this
  * node leads, or @m is hello, ping, status or a login op); else answers
  * NOT_LEADER "leader HOST:PORT" / "no leader" and returns false. */
@@ -843,6 +923,64 @@ bool cluster_allows_or_reply(conn *c, const wire_msg *m);
 /* cluster_status_json: the status as a malloc'ed JSON text (protocol.md
  * §5.3 `cluster`); NULL when out of memory. The caller frees. */
 char *cluster_status_json(cluster *cl);
+
+/* cluster_ready: repl.c has loaded the store a new leader serves from; the
+ * leader-only work may start. */
+void cluster_ready(broker *b);
+/* cluster_etcd and cluster_prefix: the etcd client and the key prefix
+ * "/escrow/NAME/" (repl_isr.c writes the in-sync set with them). */
+struct etcd *cluster_etcd(broker *b);
+const char *cluster_prefix(broker *b);
+
+/* ---- replication (repl.c, repl_isr.c; doc/replication.md §3-§7) --------- */
+
+typedef struct repl repl;
+struct json_t;
+/*
+ * repl_open starts the replica port (--replica-listen) in cluster mode
+ * (no-op, 0, otherwise). The node starts as a follower (its store was
+ * opened with STORE_ROLE_FOLLOWER). Returns 0, or -1 with a sentence in
+ * @err (no --replica-listen, a bad address, the port is taken).
+ */
+int repl_open(broker *b, char *err, size_t errlen);
+/* repl_close drops followers and the leader connection. NULL-safe. */
+void repl_close(repl *r);
+/* repl_lead: cluster.c won the election under @epoch. The store switches
+ * to leader after what it was applying; then the in-memory state is
+ * reloaded from it, cluster_ready is called, and repl_ready turns true. */
+void repl_lead(broker *b, uint64_t epoch);
+/* repl_follow: another node leads under @epoch; its replica port is
+ * @replica_addr (NULL or "": none known yet). Idempotent (every tick).
+ * A node that led stops: its held replies answer NOT_LEADER. */
+void repl_follow(broker *b, uint64_t epoch, const char *replica_addr);
+/* repl_refresh: on a follower that applied records since, reloads the
+ * in-memory state from the store (broker_reload_state), so that `status`
+ * shows what it holds. No-op otherwise. */
+void repl_refresh(broker *b);
+/* repl_ready: no cluster, or this node leads and has loaded its state. */
+bool repl_ready(broker *b);
+/* repl_shipped_cb: store_opts.shipped (writer thread). */
+void repl_shipped_cb(void *arg, uint64_t epoch, uint64_t pos, char *changes, size_t len);
+/* repl_hold (writer thread, from store_done_cb, cluster mode): takes the
+ * ops of the batch @ops that answer clients; they are answered once --acks
+ * allows (repl_isr.c). Returns the rest (REPL ops: run now), or NULL. */
+store_op *repl_hold(broker *b, store_op *ops);
+/* repl_member: the leader's view of follower @node: its acknowledged
+ * position, its lag in records and in ms. false when this node does not
+ * lead or @node is not connected. Hook for cluster status and metrics. */
+bool repl_member(broker *b, uint32_t node, uint64_t *acked_pos, uint64_t *lag, uint64_t *lag_ms);
+/* repl_in_sync: whether @node is in the in-sync set as this node knows it. */
+bool repl_in_sync(broker *b, uint32_t node);
+/* repl_may_campaign: whether this node may stand for election: it is in
+ * the in-sync set read at revision *isr_rev (0: there is no set yet). The
+ * campaign compares the set's mod_revision with *isr_rev. */
+bool repl_may_campaign(broker *b, int64_t *isr_rev);
+/* repl_isr_seen: the campaign's read of the isr key (@kv NULL: none). */
+void repl_isr_seen(broker *b, struct json_t *kv);
+/* broker_reload_state empties the in-memory topics, groups, acks, retries,
+ * transaction counts, check URLs and users and loads them from the store
+ * again (main.c; a follower that starts leading). */
+void broker_reload_state(broker *b);
 
 /* ---- the end of a loop pass: submit, commit, complete (commit.c) -------- */
 

@@ -15,7 +15,7 @@
  * The timer runs every TX_TICK_MS: it turns overdue checks into UNKNOWN
  * answers, then reads at most TX_SCAN_MAX entries of tx_due that are due
  * (never the whole txs table) and checks each one that has no txw in
- * CHECKING or OP state. It also runs the tombstone GC (tx_done) pass.
+ * CHECKING or OP state. It also runs the tombstone GC pass (tx_done table).
  *
  * Connections are identified across restarts by their conn_key (conn.c), so
  * the opener recorded in txs never matches a connection of another broker
@@ -53,9 +53,37 @@ typedef struct txw {
 	UT_hash_handle hh;
 } txw;
 
+/*
+ * The producer groups (RocketMQ's producer group: any member may answer a
+ * check of the group's transactions): each connection that answers checks
+ * (hello with role producer and checker) has a `checker` entry from hello
+ * to close, found by its connection id (and so by the opener's conn_key
+ * recorded in txs) and, when
+ * hello named a group, linked into that group's member list, in hello order.
+ * pick_conn reads these instead of walking every connection.
+ */
+typedef struct pgroup pgroup;
+
+typedef struct checker {
+	conn *c;
+	uint64_t id;                 /* c->id */
+	pgroup *g;                   /* NULL: hello named no producer group */
+	struct checker *prev, *next; /* in g->members */
+	UT_hash_handle hh;           /* in checkback.checkers, by id */
+} checker;
+
+struct pgroup {
+	char name[STORE_NAME_MAX + 1];
+	checker *members; /* first member; members->prev is the last */
+	uint32_t n;
+	UT_hash_handle hh; /* in checkback.pgroups, by name */
+};
+
 struct checkback {
 	struct event *timer;
 	txw *w;
+	checker *checkers;
+	pgroup *pgroups;
 	uint64_t next_chk;
 	uint64_t checks;
 	uint64_t rr;
@@ -93,15 +121,56 @@ static void w_drop(broker *b, const escrow_id_t *tx)
 
 /* ---- check-back ---------------------------------------------------------- */
 
-static void submit_timer_op(broker *b, store_op_kind kind, const escrow_id_t *tx, uint64_t due,
-                            bool policy)
+/* The completions of the timer's ops. */
+static void checked_done(broker *b, broker_op *o)
 {
-	txop *r = txop_new(NULL, NULL, kind, tx);
-	if (!r) {
-		log_error("out of memory queueing a transaction op");
-		w_drop(b, tx);
-		return;
+	w_drop(b, &o->op.u.tx.tx);
+	broker_op_end(o);
+}
+
+static void reschedule_done(broker *b, broker_op *o)
+{
+	txw *w = w_find(b, &o->op.u.tx.tx);
+	if (w && !o->op.err)
+		w->state = W_PARKED;
+	else
+		w_drop(b, &o->op.u.tx.tx);
+	broker_op_end(o);
+}
+
+static void expire_done(broker *b, broker_op *o)
+{
+	store_op *op = &o->op;
+	w_drop(b, &op->u.tx.tx);
+	if (!op->err) {
+		tx_count_expired(b);
+		char hex[33];
+		log_warn("tx %s EXPIRED after %u checks: kept, never delivered until an operator "
+		         "runs escrowctl tx commit|rollback",
+		         escrow_id_fmt(&op->u.tx.tx, hex), op->u.tx.checks);
 	}
+	broker_op_end(o);
+}
+
+static void gc_done(broker *b, broker_op *o)
+{
+	struct checkback *cb = b->checkback;
+	cb->gc_running = false;
+	if (!o->op.err) {
+		cb->gc_at = o->op.u.tx.tx;
+		if (o->op.u.tx.n_out)
+			log_debug("tx gc: %u tombstones deleted", o->op.u.tx.n_out);
+	}
+	broker_op_end(o);
+}
+
+/* submit_timer_op queues TX_* op @kind about @tx, finished by @done; @tx
+ * is in OP state until then. */
+static void submit_timer_op(broker *b, store_op_kind kind, broker_op_done_fn *done,
+                            const escrow_id_t *tx, uint64_t due, bool policy)
+{
+	broker_op *r = broker_op_new(NULL, NULL, kind, done);
+	r->op.u.tx.tx = *tx;
 	r->op.u.tx.due_ms = due;
 	r->policy = policy;
 	if (kind == STORE_OP_TX_END)
@@ -114,9 +183,9 @@ static void submit_timer_op(broker *b, store_op_kind kind, const escrow_id_t *tx
 static void apply_policy(broker *b, const escrow_id_t *tx)
 {
 	if (b->conf.tx_policy_rollback)
-		submit_timer_op(b, STORE_OP_TX_END, tx, 0, true);
+		submit_timer_op(b, STORE_OP_TX_END, tx_end_done, tx, 0, true);
 	else
-		submit_timer_op(b, STORE_OP_TX_EXPIRE, tx, 0, true);
+		submit_timer_op(b, STORE_OP_TX_EXPIRE, expire_done, tx, 0, true);
 }
 
 /* submit_checked: the check of @w was answered UNKNOWN or timed out. */
@@ -130,7 +199,8 @@ static void submit_checked(broker *b, txw *w, bool counted_unknown)
 	}
 	const store_group_conf *bo = &b->conf.tx_backoff;
 	uint32_t i = k - 1 < bo->n_backoff ? k - 1 : bo->n_backoff - 1;
-	submit_timer_op(b, STORE_OP_TX_CHECKED, &w->tx, now_ms() + bo->backoff_ms[i], false);
+	submit_timer_op(b, STORE_OP_TX_CHECKED, checked_done, &w->tx,
+	                now_ms() + bo->backoff_ms[i], false);
 }
 
 /* can_check: @c may be asked about transactions: a producer that said
@@ -140,32 +210,98 @@ static bool can_check(const conn *c)
 	return !c->closed && !c->closing && c->hello && c->checker && c->role == ROLE_PRODUCER;
 }
 
+/* member_del takes @c out of the producer-group table (if it is in). */
+static void member_del(struct checkback *cb, conn *c)
+{
+	checker *k = NULL;
+	HASH_FIND(hh, cb->checkers, &c->id, sizeof c->id, k);
+	if (!k)
+		return;
+	HASH_DEL(cb->checkers, k);
+	pgroup *g = k->g;
+	if (g) {
+		if (k == g->members)
+			g->members = k->next;
+		else
+			k->prev->next = k->next;
+		if (k->next)
+			k->next->prev = k->prev;
+		else if (g->members)
+			g->members->prev = k->prev;
+		if (--g->n == 0) {
+			HASH_DEL(cb->pgroups, g);
+			free(g);
+		}
+	}
+	free(k);
+}
+
+/* member_add puts @c, after its hello, into the table when it answers
+ * checks; a second hello first takes it out of its old group. Connections
+ * without a socket (the HTTP front's) are never asked. */
+static void member_add(struct checkback *cb, conn *c)
+{
+	member_del(cb, c);
+	if (c->sink || !can_check(c))
+		return;
+	checker *k = xcalloc(1, sizeof *k);
+	k->c = c;
+	k->id = c->id;
+	HASH_ADD(hh, cb->checkers, id, sizeof k->id, k);
+	if (!c->pgroup)
+		return;
+	pgroup *g = NULL;
+	HASH_FIND_STR(cb->pgroups, c->pgroup, g);
+	if (!g) {
+		g = xcalloc(1, sizeof *g);
+		snprintf(g->name, sizeof g->name, "%s", c->pgroup);
+		HASH_ADD_STR(cb->pgroups, name, g);
+	}
+	k->g = g;
+	k->next = NULL;
+	if (g->members) {
+		k->prev = g->members->prev;
+		g->members->prev->next = k;
+		g->members->prev = k;
+	} else {
+		k->prev = k;
+		g->members = k;
+	}
+	g->n++;
+}
+
 /* pick_conn: among the connections that answer check-backs (can_check),
- * the opener if connected, else a producer of the group, round-robin. A
- * producer without a check handler is never asked: its silence would count
- * as UNKNOWN and bring the policy closer while an answering member waits. */
+ * the opener if connected, else a member of the transaction's producer
+ * group, round-robin. A producer without a check handler is never asked:
+ * its silence would count as UNKNOWN and bring the policy closer while an
+ * answering member waits. Under --auth only a user with tx on the
+ * transaction's group is asked. */
 static conn *pick_conn(broker *b, const store_tx_info *ti)
 {
-	uint32_t n = 0;
-	for (conn *c = b->conns; c; c = c->next) {
-		/* --auth: only a user with tx on the transaction's group is asked */
-		if (!can_check(c) || !auth_conn_allows(c, PERM_TX, ti->pgroup))
-			continue;
-		if (conn_key(c) == ti->conn_id)
-			return c;
-		if (c->role == ROLE_PRODUCER && c->pgroup && strcmp(c->pgroup, ti->pgroup) == 0)
-			n++;
+	struct checkback *cb = b->checkback;
+	checker *k;
+	/* the opener: conn_key keeps its id's low 24 bits */
+	for (uint64_t id = ti->conn_id & 0xffffff; id <= b->next_conn_id; id += 1u << 24) {
+		k = NULL;
+		HASH_FIND(hh, cb->checkers, &id, sizeof id, k);
+		if (k && conn_key(k->c) == ti->conn_id && can_check(k->c) &&
+		    auth_conn_allows(k->c, PERM_TX, ti->pgroup))
+			return k->c;
 	}
+	pgroup *g = NULL;
+	HASH_FIND_STR(cb->pgroups, ti->pgroup, g);
+	if (!g)
+		return NULL;
+	uint32_t n = 0;
+	for (k = g->members; k; k = k->next)
+		if (can_check(k->c) && auth_conn_allows(k->c, PERM_TX, ti->pgroup))
+			n++;
 	if (n == 0)
 		return NULL;
-	uint32_t pick = (uint32_t)(b->checkback->rr++ % n), i = 0;
-	for (conn *c = b->conns; c; c = c->next) {
-		if (!can_check(c) || !auth_conn_allows(c, PERM_TX, ti->pgroup))
-			continue;
-		if (c->role == ROLE_PRODUCER && c->pgroup && strcmp(c->pgroup, ti->pgroup) == 0 &&
-		    i++ == pick)
-			return c;
-	}
+	uint32_t pick = (uint32_t)(cb->rr++ % n), i = 0;
+	for (k = g->members; k; k = k->next)
+		if (can_check(k->c) && auth_conn_allows(k->c, PERM_TX, ti->pgroup) && i++ == pick)
+			return k->c;
 	return NULL;
 }
 
@@ -289,7 +425,8 @@ static void check_one(broker *b, store_rtxn *rt, const escrow_id_t *tx)
 		c = http_check_conn(b, &ti); /* the check URL, if any (http_check.c) */
 	if (!c) {
 		/* nobody to ask: wait without counting */
-		submit_timer_op(b, STORE_OP_TX_RESCHEDULE, tx, now_ms() + TX_PARK_MS, false);
+		submit_timer_op(b, STORE_OP_TX_RESCHEDULE, reschedule_done, tx,
+		                now_ms() + TX_PARK_MS, false);
 		w = w_get(b, tx);
 		snprintf(w->pgroup, sizeof w->pgroup, "%s", ti.pgroup);
 		return;
@@ -348,13 +485,12 @@ static void scan(broker *b)
 	store_rtxn_end(rt);
 	if (!b->checkback->gc_running && now - b->checkback->last_gc_ms >= TX_GC_EVERY_MS) {
 		b->checkback->last_gc_ms = now;
-		txop *r = txop_new(NULL, NULL, STORE_OP_TX_GC, &b->checkback->gc_at);
-		if (r) {
-			r->op.u.tx.due_ms = now > b->conf.tx_tombstone_ms ? now - b->conf.tx_tombstone_ms : 0;
-			r->op.u.tx.count = TX_GC_BATCH;
-			b->checkback->gc_running = true;
-			broker_submit(b, &r->op);
-		}
+		broker_op *r = broker_op_new(NULL, NULL, STORE_OP_TX_GC, gc_done);
+		r->op.u.tx.tx = b->checkback->gc_at;
+		r->op.u.tx.due_ms = now > b->conf.tx_tombstone_ms ? now - b->conf.tx_tombstone_ms : 0;
+		r->op.u.tx.count = TX_GC_BATCH;
+		b->checkback->gc_running = true;
+		broker_submit(b, &r->op);
 	}
 }
 
@@ -363,8 +499,14 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	broker *b = arg;
-	if (!b->stopping)
+	if (!b->stopping && cluster_runs_timers(b))
 		scan(b);
+}
+
+void checkback_wake(broker *b)
+{
+	if (b->checkback && b->checkback->timer)
+		event_active(b->checkback->timer, EV_TIMEOUT, 0);
 }
 
 /*
@@ -380,14 +522,18 @@ void checkback_in_progress(broker *b, const escrow_id_t *tx, uint64_t chk, uint6
 	if (!w || w->state != W_CHECKING || w->chk != chk)
 		return; /* timed out or settled meanwhile */
 	metrics_check_done(b, CHECK_IN_PROGRESS, w->deadline_ms - b->conf.tx_check_timeout_ms);
-	submit_timer_op(b, STORE_OP_TX_RESCHEDULE, tx, now_ms() + b->conf.tx_backoff.backoff_ms[0],
-	                false);
+	submit_timer_op(b, STORE_OP_TX_RESCHEDULE, reschedule_done, tx,
+	                now_ms() + b->conf.tx_backoff.backoff_ms[0], false);
 }
 
 void checkback_on_hello(conn *c)
 {
 	broker *b = c->b;
-	if (!b->checkback || !can_check(c) || !c->pgroup || !auth_conn_allows(c, PERM_TX, c->pgroup))
+	if (!b->checkback)
+		return;
+	member_add(b->checkback, c);
+	if (!can_check(c) || !c->pgroup || !auth_conn_allows(c, PERM_TX, c->pgroup) ||
+	    !cluster_runs_timers(b))
 		return;
 	store_rtxn *rt;
 	if (store_rtxn_begin(b->st, &rt))
@@ -412,12 +558,15 @@ void checkback_on_hello(conn *c)
 void checkback_on_close(conn *c)
 {
 	broker *b = c->b;
-	if (!b->checkback || b->stopping)
+	if (!b->checkback)
 		return;
+	member_del(b->checkback, c);
+	if (b->stopping || !cluster_runs_timers(b))
+		return; /* not leading: scan times the check out when it leads again */
 	txw *w, *tmp;
 	HASH_ITER(hh, b->checkback->w, w, tmp) {
 		if (w->state == W_CHECKING && w->conn_id == c->id)
-			submit_timer_op(b, STORE_OP_TX_RESCHEDULE, &w->tx, now_ms(), false);
+			submit_timer_op(b, STORE_OP_TX_RESCHEDULE, reschedule_done, &w->tx, now_ms(), false);
 	}
 }
 
@@ -449,37 +598,10 @@ void checkback_settling(broker *b, const escrow_id_t *tx)
 		w->state = W_OP; /* answered (or settled another way): no timeout */
 }
 
-void checkback_op_done(broker *b, const store_op *op, bool from_conn)
+void checkback_ended(broker *b, const store_op *op, bool from_conn)
 {
-	struct checkback *cb = b->checkback;
-	switch (op->kind) {
-	case STORE_OP_TX_END:
-		if (!from_conn || op->err || !op->u.tx.already)
-			w_drop(b, &op->u.tx.tx);
-		break;
-	case STORE_OP_TX_CHECKED:
-	case STORE_OP_TX_EXPIRE:
+	if (!from_conn || op->err || !op->u.tx.already)
 		w_drop(b, &op->u.tx.tx);
-		break;
-	case STORE_OP_TX_RESCHEDULE: {
-		txw *w = w_find(b, &op->u.tx.tx);
-		if (w && !op->err)
-			w->state = W_PARKED;
-		else
-			w_drop(b, &op->u.tx.tx);
-		break;
-	}
-	case STORE_OP_TX_GC:
-		cb->gc_running = false;
-		if (!op->err) {
-			cb->gc_at = op->u.tx.tx;
-			if (op->u.tx.n_out)
-				log_debug("tx gc: %u tombstones deleted", op->u.tx.n_out);
-		}
-		break;
-	default:
-		break;
-	}
 }
 
 uint64_t checkback_checks_sent(broker *b)
@@ -511,6 +633,16 @@ void checkback_shutdown(broker *b)
 	HASH_ITER(hh, b->checkback->w, w, tmp) {
 		HASH_DEL(b->checkback->w, w);
 		free(w);
+	}
+	checker *k, *ktmp;
+	HASH_ITER(hh, b->checkback->checkers, k, ktmp) {
+		HASH_DEL(b->checkback->checkers, k);
+		free(k);
+	}
+	pgroup *g, *gtmp;
+	HASH_ITER(hh, b->checkback->pgroups, g, gtmp) {
+		HASH_DEL(b->checkback->pgroups, g);
+		free(g);
 	}
 	free(b->checkback);
 	b->checkback = NULL;

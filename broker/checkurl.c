@@ -100,7 +100,7 @@ const char *check_url_for(const char *pgroup, const escrow_id_t *tx)
 }
 
 /* submit_set writes meta[key] = url ("" deletes); replies to @c when @req
- * has a rid (cmd_done). Returns 0, or -1 after an error reply. The memory
+ * has a rid (broker_op_reply_done). Returns 0, or -1 after an error reply. The memory
  * copy changes at once (the check timer uses it from now on). With @audit
  * the change is audited once durable (doc/protocol.md, "The audit log"). */
 static int submit_set(conn *c, const wire_msg *req, const char *key, const char *url,
@@ -135,10 +135,7 @@ void check_url_forget_tx(broker *b, const escrow_id_t *tx)
 	snprintf(key, sizeof key, PFX_TX "%s", escrow_id_fmt(tx, hex));
 	if (!find(key))
 		return;
-	store_op *op = calloc(1, sizeof *op);
-	if (!op)
-		return;
-	op->kind = STORE_OP_META_SET;
+	store_op *op = broker_op_quiet_new(STORE_OP_META_SET);
 	snprintf(op->u.meta.key, sizeof op->u.meta.key, "%s", key);
 	put(key, NULL, 0);
 	broker_submit(b, op);

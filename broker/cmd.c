@@ -1,94 +1,20 @@
 /*
- * cmd.c - request handlers, one per op of wire/ops.def, and the completion
- * of the store ops they queue. Section numbers refer to doc/protocol.md.
+ * cmd.c - request handlers, one per op of wire/ops.def (the core ones;
+ * the others are in the file of their concept), and the completion of the
+ * store ops they queue. Section numbers refer to doc/protocol.md.
  *
  * A handler validates its request and either answers at once (reads, and
- * every error found before touching the store) or queues a store op; the
- * reply to a write goes out from cmd_done, after the batch holding the op
- * is durable.
+ * every error found before touching the store) or queues a broker op (op.c)
+ * naming its completion; the reply to a write goes out from that function,
+ * after the batch holding the op is durable.
  *
  * @locality network thread
  */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broker/broker.h"
 #include "escrow/version.h"
-
-/* A store op plus what the reply needs. op must stay the first member:
- * store_op_free() frees the op pointer, which is the whole bop. */
-typedef struct bop {
-	store_op op;
-	conn *c;           /* reply here (NULL: nobody waits) */
-	uint64_t rid;
-	uint32_t prefetch; /* subscribe: credit of the new subscription */
-	uint64_t limit;    /* subscribe: deliveries in all, 0 = no limit */
-	bool has_count;    /* the reply carries count (cmd_op_count) */
-	uint64_t count;
-	char *audit;       /* logged once the op succeeded (cmd_op_audit); owned */
-	uint64_t *skipped; /* seqs not acted on (cmd_op_skipped); owned */
-	uint32_t n_skipped;
-	const char *skip_reason; /* static */
-	const char *state;       /* the reply carries state (cmd_op_state); static */
-	uint32_t attempt;        /* ... and attempt and at_ms, when not 0 */
-	uint64_t at_ms;
-} bop;
-
-static bop *bop_new(conn *c, const wire_msg *req, store_op_kind kind)
-{
-	bop *r = calloc(1, sizeof *r);
-	if (!r)
-		return NULL;
-	r->op.kind = kind;
-	r->op.ctx = r;
-	if (c && req && WIRE_HAS(req, RID)) {
-		r->c = c;
-		r->rid = req->rid;
-		c->refs++;
-	}
-	return r;
-}
-
-store_op *cmd_op_new(conn *c, const wire_msg *req, store_op_kind kind)
-{
-	bop *r = bop_new(c, req, kind);
-	return r ? &r->op : NULL;
-}
-
-void cmd_op_skipped(store_op *op, uint64_t *seqs, uint32_t n, const char *reason)
-{
-	bop *r = (bop *)op;
-	free(r->skipped);
-	r->skipped = seqs;
-	r->n_skipped = n;
-	r->skip_reason = reason;
-}
-
-void cmd_op_state(store_op *op, const char *state, uint32_t attempt, uint64_t at_ms)
-{
-	bop *r = (bop *)op;
-	r->state = state;
-	r->attempt = attempt;
-	r->at_ms = at_ms;
-}
-
-void cmd_op_count(store_op *op, uint64_t count)
-{
-	bop *r = (bop *)op;
-	r->has_count = true;
-	r->count = count;
-}
-
-void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
-{
-	bop *r = (bop *)op;
-	va_list ap;
-	va_start(ap, fmt);
-	free(r->audit);
-	r->audit = audit_line_v(c, fmt, ap);
-	va_end(ap);
-}
 
 static void reply_ok(conn *c, const wire_msg *req)
 {
@@ -161,6 +87,7 @@ static void cmd_ping(conn *c, const wire_msg *m)
 /* status {rid} -> {rid, ok, name, version, uptime_ms, conns, count, ..., cluster?} §5.3 */
 static void cmd_status(conn *c, const wire_msg *m)
 {
+	repl_refresh(c->b); /* a follower's counts come from its store */
 	broker *b = c->b;
 	wire_msg r;
 	wire_reply_ok(&r, m);
@@ -199,6 +126,22 @@ static void cmd_status(conn *c, const wire_msg *m)
 	free(cl);
 }
 
+static void topic_create_done(broker *b, broker_op *o)
+{
+	store_op *op = &o->op;
+	if (op->err) {
+		broker_op_log_failure(o);
+		broker_op_reply_err(o, NULL);
+	} else {
+		if (!topic_by_id(b, op->u.topic.id))
+			topic_add(b, op->u.topic.id, op->u.topic.name, &op->u.topic.conf,
+			          op->u.topic.created_ms, 1, 1);
+		log_info("topic %s created (id %u)", op->u.topic.name, op->u.topic.id);
+		broker_op_reply_ok(o, NULL);
+	}
+	broker_op_end(o);
+}
+
 /* topic_create {rid, topic, retention_ms?} -> {rid, ok} | EXISTS | INVALID §5.4 */
 static void cmd_topic_create(conn *c, const wire_msg *m)
 {
@@ -212,11 +155,7 @@ static void cmd_topic_create(conn *c, const wire_msg *m)
 		               (int)m->topic.len, m->topic.p);
 		return;
 	}
-	bop *r = bop_new(c, m, STORE_OP_TOPIC_CREATE);
-	if (!r) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	broker_op *r = broker_op_new(c, m, STORE_OP_TOPIC_CREATE, topic_create_done);
 	copy_name(r->op.u.topic.name, m->topic);
 	r->op.u.topic.conf = c->b->conf.topic_defaults;
 	if (WIRE_HAS(m, RETENTION_MS))
@@ -319,6 +258,25 @@ static void cmd_topic_describe(conn *c, const wire_msg *m)
 	free(items);
 }
 
+static void topic_delete_done(broker *b, broker_op *o)
+{
+	store_op *op = &o->op;
+	if (op->err) {
+		broker_op_log_failure(o);
+		broker_op_reply_err(o, op->err == ESCROW_ERR_CONFLICT
+		                               ? "a transaction holds messages for this topic; commit "
+		                                 "or roll it back first (escrowctl tx list)"
+		                               : NULL);
+	} else {
+		topic *t = topic_by_id(b, op->u.topic.id);
+		if (t)
+			topic_remove(b, t);
+		log_info("topic %s deleted", op->u.topic.name);
+		broker_op_reply_ok(o, NULL);
+	}
+	broker_op_end(o);
+}
+
 /* topic_delete {rid, topic} -> {rid, ok} | NOT_FOUND §5.7 */
 static void cmd_topic_delete(conn *c, const wire_msg *m)
 {
@@ -335,11 +293,7 @@ static void cmd_topic_delete(conn *c, const wire_msg *m)
 		               t->name, (unsigned long long)pending, (unsigned long long)expired);
 		return;
 	}
-	bop *r = bop_new(c, m, STORE_OP_TOPIC_DELETE);
-	if (!r) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	broker_op *r = broker_op_new(c, m, STORE_OP_TOPIC_DELETE, topic_delete_done);
 	r->op.u.topic.id = t->id;
 	copy_name(r->op.u.topic.name, m->topic);
 	cmd_op_audit(&r->op, c, "deleted topic %s", r->op.u.topic.name);
@@ -434,6 +388,24 @@ char *build_record(const wire_msg *m, uint32_t *len)
 	return buf.p;
 }
 
+static void send_done(broker *b, broker_op *o)
+{
+	store_op *op = &o->op;
+	if (op->err) {
+		broker_op_log_failure(o);
+		broker_op_reply_err(o, NULL);
+	} else {
+		if (!op->u.append.dup)
+			topic_made_visible(b, topic_by_id(b, op->u.append.topic_id), op->u.append.seq);
+		wire_msg rep = {0};
+		WIRE_SET(&rep, SEQ, seq, op->u.append.seq);
+		if (op->u.append.dup)
+			WIRE_SET(&rep, DUP, dup, true);
+		broker_op_reply_ok(o, &rep);
+	}
+	broker_op_end(o);
+}
+
 /* send {rid, topic, id, body, key?, tags?, props?, born_ms?} -> {rid, ok,
  * seq, dup?} once durable §5.8 */
 static void cmd_send(conn *c, const wire_msg *m)
@@ -441,24 +413,18 @@ static void cmd_send(conn *c, const wire_msg *m)
 	topic *t = topic_or_reply(c, m);
 	if (!t || !check_msg_fields_or_reply(c, m))
 		return;
-	bop *r = bop_new(c, m, STORE_OP_APPEND);
 	char *rec = NULL, *key = NULL;
 	uint32_t rec_len = 0;
-	if (r)
-		rec = build_record(m, &rec_len);
-	if (r && WIRE_HAS(m, KEY) && m->key.len)
+	rec = build_record(m, &rec_len);
+	if (WIRE_HAS(m, KEY) && m->key.len)
 		key = wire_str_dup(m->key);
-	if (!r || !rec || (WIRE_HAS(m, KEY) && m->key.len && !key)) {
+	if (!rec || (WIRE_HAS(m, KEY) && m->key.len && !key)) {
 		free(rec);
 		free(key);
-		if (r) {
-			if (r->c)
-				conn_unref(r->c);
-			free(r);
-		}
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
 		return;
 	}
+	broker_op *r = broker_op_new(c, m, STORE_OP_APPEND, send_done);
 	r->op.u.append.topic_id = t->id;
 	r->op.u.append.id = m->id;
 	r->op.u.append.key = key;
@@ -495,6 +461,28 @@ static void reply_sid(conn *c, uint64_t rid, uint64_t sid)
 	conn_reply(c, &r);
 }
 
+/* subscribe_done: the group a subscribe asked for is created (or not). */
+static void subscribe_done(broker *b, broker_op *o)
+{
+	if (o->op.err) {
+		broker_op_log_failure(o);
+		broker_op_reply_err(o, NULL);
+		broker_op_end(o);
+		return;
+	}
+	group *g = group_created(b, &o->op);
+	if (o->c && !o->c->closed) {
+		if (!g) {
+			o->op.err = ESCROW_ERR_NOT_FOUND;
+			broker_op_reply_err(o, NULL);
+		} else {
+			sub *s = sub_new(o->c, g, o->prefetch, o->limit);
+			reply_sid(o->c, o->rid, s->sid);
+		}
+	}
+	broker_op_end(o);
+}
+
 /* subscribe {rid, topic, group, prefetch?, count?} -> {rid, ok, sid} §5.9
  * Creates the group, starting at the earliest retained message, if needed. */
 static void cmd_subscribe(conn *c, const wire_msg *m)
@@ -526,11 +514,7 @@ static void cmd_subscribe(conn *c, const wire_msg *m)
 		reply_sid(c, m->rid, s->sid);
 		return;
 	}
-	bop *r = bop_new(c, m, STORE_OP_GROUP_CREATE);
-	if (!r) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	broker_op *r = broker_op_new(c, m, STORE_OP_GROUP_CREATE, subscribe_done);
 	r->prefetch = (uint32_t)prefetch;
 	r->limit = WIRE_HAS(m, COUNT) ? m->count : 0;
 	r->op.u.group.topic_id = t->id;
@@ -538,6 +522,18 @@ static void cmd_subscribe(conn *c, const wire_msg *m)
 	r->op.u.group.conf = c->b->conf.group_defaults;
 	r->op.u.group.latest = false;
 	broker_submit(c->b, &r->op);
+}
+
+/* ack_done: a failed ack is answered but not logged (the ack stays in
+ * memory; a restart redelivers the message). */
+static void ack_done(broker *b, broker_op *o)
+{
+	(void)b;
+	if (o->op.err)
+		broker_op_reply_err(o, NULL);
+	else
+		broker_op_reply_ok(o, NULL);
+	broker_op_end(o);
 }
 
 /* ack {sid, seq, rid?} -> {rid, ok} once durable, if rid was given §5.11 */
@@ -563,14 +559,7 @@ static void cmd_ack(conn *c, const wire_msg *m)
 			reply_ok(c, m);
 		return;
 	}
-	bop *r = bop_new(c, m, STORE_OP_ACK);
-	if (!r) {
-		/* the ack stays in memory; a restart redelivers the message */
-		log_error("out of memory queueing an ack");
-		if (WIRE_HAS(m, RID))
-			conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	broker_op *r = broker_op_new(c, m, STORE_OP_ACK, ack_done);
 	r->op.u.ack.group_id = g->id;
 	r->op.u.ack.seq = m->seq;
 	r->op.u.ack.floor_before = before;
@@ -656,30 +645,6 @@ void cmd_dispatch(conn *c, const wire_msg *m)
 	handlers[m->op](c, m);
 }
 
-/* ---- completions ------------------------------------------------------- */
-
-static void reply_done_err(conn *c, uint64_t rid, const store_op *op)
-{
-	wire_msg req = {0};
-	WIRE_SET(&req, RID, rid, rid);
-	const char *what = "";
-	switch (op->err) {
-	case ESCROW_ERR_EXISTS: what = "already exists"; break;
-	case ESCROW_ERR_NOT_FOUND: what = "not found (deleted meanwhile?)"; break;
-	case ESCROW_ERR_STORAGE_FULL: what = "storage is full; nothing was written (free space, or restart with a larger --map-size)"; break;
-	case ESCROW_ERR_STORAGE: what = "storage error; nothing was written (see the broker log)"; break;
-	case ESCROW_ERR_NOT_READY: what = "broker is shutting down; nothing was written"; break;
-	case ESCROW_ERR_CONFLICT:
-		what = op->kind == STORE_OP_TOPIC_DELETE
-		               ? "a transaction holds messages for this topic; commit or roll it "
-		                 "back first (escrowctl tx list)"
-		               : escrow_err2str(op->err);
-		break;
-	default: what = escrow_err2str(op->err); break;
-	}
-	conn_reply_err(c, &req, op->err, "%s", what);
-}
-
 void topic_made_visible(broker *b, topic *t, uint64_t seq)
 {
 	if (t && seq >= t->next_seq) {
@@ -687,143 +652,4 @@ void topic_made_visible(broker *b, topic *t, uint64_t seq)
 		for (group *g = t->groups; g; g = g->next)
 			dispatch_mark(b, g);
 	}
-}
-
-void cmd_done(broker *b, store_op *op)
-{
-	if (op->kind >= STORE_OP_TX_HALF_ADD && op->kind <= STORE_OP_TX_GC) {
-		tx_done(b, op);
-		return;
-	}
-	if (!op->ctx) {
-		/* queued by the broker itself (redeliver.c, retain.c): nobody waits */
-		if (op->kind == STORE_OP_RETAIN)
-			retain_done(b, op);
-		if (op->err && op->err != ESCROW_ERR_NOT_READY && op->err != ESCROW_ERR_NOT_FOUND)
-			log_warn("store op %d failed: %s", op->kind, escrow_err2name(op->err));
-		store_op_free(op);
-		return;
-	}
-	bop *r = (bop *)op;
-	conn *c = r->c;
-	wire_msg rep = {0};
-	WIRE_SET(&rep, RID, rid, r->rid);
-	WIRE_SET(&rep, OK, ok, true);
-	if (r->has_count)
-		WIRE_SET(&rep, COUNT, count, r->count);
-	if (r->state)
-		WIRE_SET(&rep, STATE, state, wire_cstr(r->state));
-	if (r->attempt) {
-		WIRE_SET(&rep, ATTEMPT, attempt, r->attempt);
-		WIRE_SET(&rep, AT_MS, at_ms, r->at_ms);
-	}
-	wire_msg *skipped = r->n_skipped ? calloc(r->n_skipped, sizeof *skipped) : NULL;
-	if (skipped) {
-		for (uint32_t i = 0; i < r->n_skipped; i++) {
-			WIRE_SET(&skipped[i], SEQ, seq, r->skipped[i]);
-			WIRE_SET(&skipped[i], REASON, reason, wire_cstr(r->skip_reason));
-		}
-		WIRE_SET(&rep, ITEMS, items, ((wire_items){r->n_skipped, skipped}));
-	}
-	if (op->err) {
-		if (op->err != ESCROW_ERR_NOT_READY && op->kind != STORE_OP_ACK)
-			log_warn("store op %d failed: %s", op->kind, escrow_err2name(op->err));
-		if (c)
-			reply_done_err(c, r->rid, op);
-		goto out;
-	}
-	switch (op->kind) {
-	case STORE_OP_TOPIC_CREATE:
-		if (!topic_by_id(b, op->u.topic.id))
-			topic_add(b, op->u.topic.id, op->u.topic.name, &op->u.topic.conf,
-			          op->u.topic.created_ms, 1, 1);
-		log_info("topic %s created (id %u)", op->u.topic.name, op->u.topic.id);
-		if (c)
-			conn_reply(c, &rep);
-		break;
-	case STORE_OP_TOPIC_DELETE: {
-		topic *t = topic_by_id(b, op->u.topic.id);
-		if (t)
-			topic_remove(b, t);
-		log_info("topic %s deleted", op->u.topic.name);
-		if (c)
-			conn_reply(c, &rep);
-		break;
-	}
-	case STORE_OP_GROUP_CREATE: {
-		topic *t = topic_by_id(b, op->u.group.topic_id);
-		group *g = t ? group_by_id(b, op->u.group.id) : NULL;
-		if (t && !g)
-		{
-			g = group_add(b, t, op->u.group.id, op->u.group.name, &op->u.group.conf,
-			              op->u.group.created_ms, op->u.group.ack_floor);
-			if (op->u.group.push)
-				push_attach(b, g, op->u.group.push);
-		}
-		if (g)
-			log_info("group %s of topic %s created at seq %llu", g->name, t->name,
-			         (unsigned long long)g->ack_floor);
-		if (c && !c->closed) {
-			if (!g) {
-				op->err = ESCROW_ERR_NOT_FOUND;
-				reply_done_err(c, r->rid, op);
-			} else if (r->prefetch) {
-				sub *s = sub_new(c, g, r->prefetch, r->limit);
-				reply_sid(c, r->rid, s->sid);
-			} else {
-				conn_reply(c, &rep);
-			}
-		}
-		break;
-	}
-	case STORE_OP_GROUP_DELETE:
-	case STORE_OP_META_SET:
-		if (c)
-			conn_reply(c, &rep);
-		break;
-	case STORE_OP_GROUP_SET:
-		push_set_done(b, op);
-		if (c)
-			conn_reply(c, &rep);
-		break;
-	case STORE_OP_APPEND: {
-		topic *t = topic_by_id(b, op->u.append.topic_id);
-		if (!op->u.append.dup)
-			topic_made_visible(b, t, op->u.append.seq);
-		if (c) {
-			WIRE_SET(&rep, SEQ, seq, op->u.append.seq);
-			if (op->u.append.dup)
-				WIRE_SET(&rep, DUP, dup, true);
-			conn_reply(c, &rep);
-		}
-		break;
-	}
-	case STORE_OP_GROUP_RESET:
-		if (c) {
-			WIRE_SET(&rep, ACK_FLOOR, ack_floor, op->u.group.ack_floor);
-			conn_reply(c, &rep);
-		}
-		break;
-	case STORE_OP_ACK:
-	case STORE_OP_RETAIN:
-	case STORE_OP_RETRY:
-	case STORE_OP_RETRY_DEL:
-	case STORE_OP_DEAD:
-	case STORE_OP_DLQ_DEL:
-		if (c)
-			conn_reply(c, &rep);
-		break;
-	default:
-		break;
-	}
-out:
-	/* audit only what was done (a refused or failed request is not) */
-	if (r->audit && !op->err)
-		log_info("%s", r->audit);
-	free(r->audit);
-	free(r->skipped);
-	free(skipped);
-	if (c)
-		conn_unref(c);
-	store_op_free(op);
 }

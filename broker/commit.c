@@ -7,8 +7,9 @@
  * them to the writer as one chain and runs dispatch. The writer applies
  * whatever is queued in one LMDB transaction and one fsync while the network
  * thread goes on reading, then store_done_cb (writer thread) appends the
- * batch to the completion queue and activates done_ev, whose callback sends
- * the replies: a producer hears "ok" only for what is durable.
+ * batch to the completion queue and activates done_ev, whose callback runs
+ * each op's own completion (op.c), which sends the reply: a producer hears
+ * "ok" only for what is durable.
  */
 #include <stdlib.h>
 
@@ -35,6 +36,8 @@ void broker_submit(broker *b, store_op *op)
 void store_done_cb(void *arg, store_op *ops)
 {
 	broker *b = arg;
+	if (b->repl && !(ops = repl_hold(b, ops)))
+		return; /* answered once --acks allows (repl_isr.c) */
 	store_op *tail = ops;
 	while (tail->next)
 		tail = tail->next;
@@ -59,7 +62,8 @@ void broker_process_done(broker *b)
 	while (ops) {
 		store_op *next = ops->next;
 		ops->next = NULL;
-		cmd_done(b, ops);
+		broker_op *o = (broker_op *)ops; /* every op the broker submits is one */
+		o->done(b, o);
 		ops = next;
 	}
 }

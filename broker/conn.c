@@ -187,6 +187,37 @@ void conn_reply(conn *c, const wire_msg *m)
 	bufferevent_write(c->bev, out->p, out->len);
 }
 
+/* Spliced entries up to this size are copied next to the head, so the frame
+ * goes out in one evbuffer_add; larger ones are added on their own. */
+#define SPLICE_COPY_BYTES 2048
+
+int conn_reply_spliced(conn *c, const wire_msg *m, const wire_map_view *v)
+{
+	if (c->closed)
+		return 0;
+	if (c->sink)
+		return ESCROW_ERR__INVALID_ARG;
+	wire_buf *out = &c->b->out;
+	out->len = 0;
+	int rc = wire_encode_head(m, v, out);
+	if (rc == ESCROW_ERR__NO_MEM || (!rc && v->len <= SPLICE_COPY_BYTES && wire_buf_reserve(out, v->len))) {
+		log_error("out of memory encoding a frame to %s", c->peer);
+		conn_close(c, "out of memory");
+		return 0;
+	}
+	if (rc)
+		return rc;
+	if (v->len <= SPLICE_COPY_BYTES) {
+		memcpy(out->p + out->len, v->entries, v->len);
+		out->len += v->len;
+		bufferevent_write(c->bev, out->p, out->len);
+	} else {
+		bufferevent_write(c->bev, out->p, out->len);
+		bufferevent_write(c->bev, v->entries, v->len);
+	}
+	return 0;
+}
+
 void conn_reply_err(conn *c, const wire_msg *req, int code, const char *fmt, ...)
 {
 	char msg[512];

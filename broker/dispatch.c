@@ -13,7 +13,7 @@
  * Dispatch runs once per event-loop pass for every group marked dirty
  * (dispatch_mark), inside one LMDB read snapshot, after the pass's replies:
  * a message becomes visible only once the batch that stored it is durable
- * (cmd_done raises topic->next_seq then).
+ * (send_done and tx_end_done raise topic->next_seq then).
  *
  * @locality network thread
  */
@@ -63,11 +63,22 @@ static sub *next_sub(group *g)
 
 enum { DELIVERED = 0, PARKED = 1, GONE = -1 };
 
+/* The fields a DELIVER frame adds to the stored record's. */
+#define DELIVER_OWN (WF(SID) | WF(DLV) | WF(ACK_TIMEOUT_MS) | WF(SEQ) | WF(ATTEMPT) | WF(TOPIC) | WF(GROUP))
+
 /*
  * deliver sends message @seq of @g to @s and starts its ack deadline.
  * Returns DELIVERED; PARKED when the message has a deliver-at time still in
  * the future (the flight waits on the timer, @s is not used); GONE if the
  * record is gone or unreadable (the caller forgets the delivery).
+ *
+ * To a socket the frame is spliced (issue 16): the DELIVER fields, then the
+ * stored record's entries as they are on disk (validated when stored, and
+ * their shape checked again by wire_map_view_of), so a delivery costs no
+ * decode and re-encode of the record. A push group (an HTTP request), a
+ * virtual connection (a sink takes a wire_msg) and a record that cannot be
+ * spliced as it is (a key the DELIVER fields also set, or one this build
+ * does not know) get the record decoded instead.
  */
 static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 {
@@ -79,18 +90,28 @@ static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 			          escrow_err2name(rc));
 		return GONE;
 	}
-	wire_frame fr;
-	char err[128];
-	if (wire_decode(rec.p, rec.len, &fr, NULL, err, sizeof err)) {
-		log_error("stored record %s seq %llu does not decode: %s", g->t->name,
-		          (unsigned long long)f->seq, err);
-		return GONE;
+	wire_map_view v;
+	wire_frame fr = {0};
+	uint64_t at_ms = 0;
+	bool spliced = s->c && !s->c->sink && wire_map_view_of(rec.p, rec.len, &v) == 0 && !v.foreign &&
+	               (v.has & WF(ID)) && !(v.has & DELIVER_OWN);
+	if (spliced) {
+		(void)wire_map_view_u64(&v, WIRE_F_AT_MS, &at_ms); /* absent: 0 */
+	} else {
+		char err[128];
+		if (wire_decode(rec.p, rec.len, &fr, NULL, err, sizeof err)) {
+			log_error("stored record %s seq %llu does not decode: %s", g->t->name,
+			          (unsigned long long)f->seq, err);
+			return GONE;
+		}
+		if (WIRE_HAS(&fr.m, AT_MS))
+			at_ms = fr.m.at_ms;
 	}
 	uint64_t now = now_ms();
-	if (WIRE_HAS(&fr.m, AT_MS) && fr.m.at_ms > now) {
+	if (at_ms > now) {
 		wire_frame_free(&fr);
 		f->parked = true;
-		rd_arm(b, g, f, fr.m.at_ms);
+		rd_arm(b, g, f, at_ms);
 		return PARKED;
 	}
 	f->dlv = ++b->next_dlv;
@@ -110,7 +131,8 @@ static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 		}
 		return DELIVERED;
 	}
-	wire_msg d = fr.m; /* id, key, tags, props, body, born_ms, stored_ms */
+	/* decoded: id, key, tags, props, body, born_ms, stored_ms, ... */
+	wire_msg d = spliced ? (wire_msg){0} : fr.m;
 	d.op = WIRE_OP_DELIVER;
 	WIRE_SET(&d, SID, sid, s->sid);
 	WIRE_SET(&d, DLV, dlv, f->dlv);
@@ -119,7 +141,10 @@ static int deliver(broker *b, store_rtxn *rt, group *g, sub *s, flight *f)
 	WIRE_SET(&d, ATTEMPT, attempt, f->attempt);
 	WIRE_SET(&d, TOPIC, topic, wire_cstr(g->t->name));
 	WIRE_SET(&d, GROUP, group, wire_cstr(g->name));
-	conn_reply(s->c, &d);
+	if (spliced)
+		(void)conn_reply_spliced(s->c, &d, &v); /* cannot be refused: checked above */
+	else
+		conn_reply(s->c, &d);
 	wire_frame_free(&fr);
 	f->s = s;
 	if (s->limited)

@@ -114,11 +114,7 @@ void cmd_dlq_list(conn *c, const wire_msg *m)
 static void submit_dlq_op(broker *b, group *g, uint64_t seq, store_op_kind kind, store_op *op)
 {
 	if (!op)
-		op = calloc(1, sizeof *op);
-	if (!op) {
-		log_error("out of memory recording a dead-letter change");
-		return;
-	}
+		op = broker_op_quiet_new(kind);
 	op->kind = kind;
 	op->u.retry.group_id = g->id;
 	op->u.retry.seq = seq;

@@ -8,6 +8,36 @@
 
 #include "broker/broker.h"
 
+group *group_created(broker *b, const store_op *op)
+{
+	topic *t = topic_by_id(b, op->u.group.topic_id);
+	group *g = t ? group_by_id(b, op->u.group.id) : NULL;
+	if (t && !g) {
+		g = group_add(b, t, op->u.group.id, op->u.group.name, &op->u.group.conf,
+		              op->u.group.created_ms, op->u.group.ack_floor);
+		if (op->u.group.push)
+			push_attach(b, g, op->u.group.push);
+	}
+	if (g)
+		log_info("group %s of topic %s created at seq %llu", g->name, t->name,
+		         (unsigned long long)g->ack_floor);
+	return g;
+}
+
+static void group_create_done(broker *b, broker_op *o)
+{
+	if (o->op.err) {
+		broker_op_log_failure(o);
+		broker_op_reply_err(o, NULL);
+	} else if (!group_created(b, &o->op)) {
+		o->op.err = ESCROW_ERR_NOT_FOUND; /* the topic went meanwhile */
+		broker_op_reply_err(o, NULL);
+	} else {
+		broker_op_reply_ok(o, NULL);
+	}
+	broker_op_end(o);
+}
+
 /* group_create {rid, topic, group, from?, ack_timeout_ms?, max_deliver?,
  * backoff_ms?, push_url?, secrets?, timeout_ms?, concurrency?,
  * breaker_after?, disable_after_ms?} -> {rid, ok} durable | EXISTS |
@@ -73,12 +103,7 @@ void cmd_group_create(conn *c, const wire_msg *m)
 			return;
 		}
 	}
-	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_CREATE);
-	if (!op) {
-		free(pc);
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	store_op *op = &broker_op_new(c, m, STORE_OP_GROUP_CREATE, group_create_done)->op;
 	op->u.group.push = pc;
 	op->u.group.topic_id = t->id;
 	memcpy(op->u.group.name, m->group.p, m->group.len);
@@ -224,6 +249,20 @@ static uint64_t reset_moves(const group *g, uint64_t floor)
 	return again + skipped;
 }
 
+static void group_reset_done(broker *b, broker_op *o)
+{
+	(void)b;
+	if (o->op.err) {
+		broker_op_log_failure(o);
+		broker_op_reply_err(o, NULL);
+	} else {
+		wire_msg rep = {0};
+		WIRE_SET(&rep, ACK_FLOOR, ack_floor, o->op.u.group.ack_floor);
+		broker_op_reply_ok(o, &rep);
+	}
+	broker_op_end(o);
+}
+
 /*
  * group_reset {rid, topic, group, from?: earliest|latest, at_ms?, seq?,
  * dry_run?} -> {rid, ok, ack_floor, count} durable §5.22. The group forgets
@@ -279,11 +318,7 @@ void cmd_group_reset(conn *c, const wire_msg *m)
 		conn_reply(c, &r);
 		return;
 	}
-	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_RESET);
-	if (!op) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	store_op *op = &broker_op_new(c, m, STORE_OP_GROUP_RESET, group_reset_done)->op;
 	/* memory first: later requests see the reset group */
 	flight *f, *ftmp;
 	HASH_ITER(hh, g->flights, f, ftmp) {

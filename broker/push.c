@@ -296,8 +296,8 @@ void push_detach(group *g)
 sub *push_sub(group *g)
 {
 	struct push *p = g->push;
-	if (p->conf.disabled || !p->hc)
-		return NULL;
+	if (p->conf.disabled || !p->hc || !cluster_runs_timers(p->b))
+		return NULL; /* a follower pushes nothing (cluster.c starts it when it leads) */
 	if (p->open) {
 		if (p->s.inflight)
 			return NULL;
@@ -317,17 +317,14 @@ sub *push_sub(group *g)
 /* conf_store writes @p's settings (now disabled) to the group record. */
 static void conf_store(broker *b, struct push *p)
 {
-	store_op *op = calloc(1, sizeof *op);
 	store_push_conf *pc = malloc(sizeof *pc);
-	if (!op || !pc) {
-		free(op);
-		free(pc);
+	if (!pc) {
 		log_error("out of memory storing the settings of push group %s/%s", p->g->t->name,
 		          p->g->name);
 		return;
 	}
+	store_op *op = broker_op_quiet_new(STORE_OP_GROUP_SET);
 	*pc = p->conf;
-	op->kind = STORE_OP_GROUP_SET;
 	op->u.group.id = p->g->id;
 	op->u.group.push = pc;
 	broker_submit(b, op);
@@ -392,12 +389,7 @@ static void push_ack(broker *b, group *g, flight *f)
 	uint64_t before, after;
 	if (!group_ack(g, seq, &before, &after))
 		return;
-	store_op *op = calloc(1, sizeof *op);
-	if (!op) {
-		log_error("out of memory queueing an ack"); /* a restart pushes it again */
-		return;
-	}
-	op->kind = STORE_OP_ACK;
+	store_op *op = broker_op_quiet_new(STORE_OP_ACK);
 	op->u.ack.group_id = g->id;
 	op->u.ack.seq = seq;
 	op->u.ack.floor_before = before;
@@ -566,6 +558,38 @@ void push_fill(wire_msg *it, const group *g)
 		WIRE_SET(it, CA_FILE, ca_file, wire_cstr(p->conf.ca_file));
 }
 
+/* set_done: the settings of a push group in memory become the stored ones. */
+static void set_done(broker *b, const store_op *op)
+{
+	group *g = group_by_id(b, op->u.group.id);
+	if (!g || !g->push || !op->u.group.push)
+		return;
+	struct push *p = g->push;
+	bool was = p->conf.disabled;
+	p->conf = *op->u.group.push;
+	if (was && !p->conf.disabled) {
+		log_info("push group %s/%s enabled", g->t->name, g->name);
+		p->consec_fail = 0;
+		p->failing_since_ms = 0;
+		p->open = false;
+		p->probe_step = 0;
+	}
+	dispatch_mark(b, g);
+}
+
+/* group_set_done: a group_set request's settings are durable. */
+static void group_set_done(broker *b, broker_op *o)
+{
+	if (o->op.err) {
+		broker_op_log_failure(o);
+		broker_op_reply_err(o, NULL);
+	} else {
+		set_done(b, &o->op);
+		broker_op_reply_ok(o, NULL);
+	}
+	broker_op_end(o);
+}
+
 /* group_set {rid, topic, group, add_secret?, remove_secret?, disabled?} ->
  * {rid, ok} once stored §5.31 */
 void cmd_group_set(conn *c, const wire_msg *m)
@@ -634,12 +658,7 @@ void cmd_group_set(conn *c, const wire_msg *m)
 	}
 	if (WIRE_HAS(m, DISABLED))
 		pc->disabled = m->disabled;
-	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_SET);
-	if (!op) {
-		free(pc);
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	store_op *op = &broker_op_new(c, m, STORE_OP_GROUP_SET, group_set_done)->op;
 	op->u.group.id = g->id;
 	op->u.group.push = pc;
 	cmd_op_audit(op, c, "changed push group %s of topic %s%s%s%s", g->name, g->t->name,
@@ -649,34 +668,11 @@ void cmd_group_set(conn *c, const wire_msg *m)
 	broker_submit(c->b, op);
 }
 
-void push_set_done(broker *b, const store_op *op)
-{
-	group *g = group_by_id(b, op->u.group.id);
-	if (!g || !g->push || !op->u.group.push)
-		return;
-	struct push *p = g->push;
-	bool was = p->conf.disabled;
-	p->conf = *op->u.group.push;
-	if (was && !p->conf.disabled) {
-		log_info("push group %s/%s enabled", g->t->name, g->name);
-		p->consec_fail = 0;
-		p->failing_since_ms = 0;
-		p->open = false;
-		p->probe_step = 0;
-	}
-	dispatch_mark(b, g);
-}
 
 void push_log_add(broker *b, group *g, uint64_t seq, uint32_t attempt, uint64_t at_ms,
                   uint32_t status, uint64_t latency_ms, const char *error)
 {
-	store_op *op = calloc(1, sizeof *op);
-	if (!op) {
-		log_error("out of memory logging a push attempt of %s/%s seq %llu", g->t->name,
-		          g->name, (unsigned long long)seq);
-		return;
-	}
-	op->kind = STORE_OP_ATTEMPT;
+	store_op *op = broker_op_quiet_new(STORE_OP_ATTEMPT);
 	store_attempt_info *a = &op->u.attempt;
 	a->topic_id = g->t->id;
 	a->seq = seq;

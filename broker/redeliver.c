@@ -84,10 +84,11 @@ static tq_ent tq_pop(broker *b)
 	return top;
 }
 
-/* timer_rearm arms timer_ev at the heap's top (or disarms it). */
+/* timer_rearm arms timer_ev at the heap's top (or disarms it: nothing due,
+ * stopping, or a cluster node that does not lead). */
 static void timer_rearm(broker *b)
 {
-	if (!b->tq_n || b->stopping) {
+	if (!b->tq_n || b->stopping || !cluster_runs_timers(b)) {
 		if (b->timer_at)
 			evtimer_del(b->timer_ev);
 		b->timer_at = 0;
@@ -132,7 +133,7 @@ static bool submit_retry(broker *b, group *g, flight *f, store_op_kind kind, con
                          conn *c, const wire_msg *req, const char *state)
 {
 	bool reply = c && req && WIRE_HAS(req, RID);
-	store_op *op = reply ? cmd_op_new(c, req, kind) : calloc(1, sizeof *op);
+	store_op *op = reply ? cmd_op_new(c, req, kind) : broker_op_quiet_new(kind);
 	if (!op) {
 		/* memory still has the schedule; only a restart would forget it */
 		log_error("out of memory recording a retry of %s/%s seq %llu", g->t->name, g->name,
@@ -186,15 +187,12 @@ static bool dead_letter(broker *b, group *g, flight *f, const char *reason, conn
 	}
 	uint64_t before, after;
 	if (group_ack(g, f->seq, &before, &after)) {
-		store_op *op = calloc(1, sizeof *op);
-		if (op) {
-			op->kind = STORE_OP_ACK;
-			op->u.ack.group_id = g->id;
-			op->u.ack.seq = f->seq;
-			op->u.ack.floor_before = before;
-			op->u.ack.floor_after = after;
-			broker_submit(b, op);
-		}
+		store_op *op = broker_op_quiet_new(STORE_OP_ACK);
+		op->u.ack.group_id = g->id;
+		op->u.ack.seq = f->seq;
+		op->u.ack.floor_before = before;
+		op->u.ack.floor_after = after;
+		broker_submit(b, op);
 	}
 	flight_drop(g, f);
 	return replies;
@@ -221,6 +219,14 @@ bool rd_fail_reply(broker *b, group *g, flight *f, const char *reason, uint64_t 
 	if (b->stopping) {
 		/* a clean shutdown closing connections is no failure: the
 		 * message comes again after the restart, attempt unchanged */
+		return false;
+	}
+	if (!cluster_runs_timers(b)) {
+		/* a node that stopped leading (its clients are being closed)
+		 * records no failed attempt and moves nothing to the DLQ: the
+		 * message waits, attempt unchanged, for a time it leads again */
+		f->parked = true;
+		rd_arm(b, g, f, now_ms());
 		return false;
 	}
 	dispatch_mark(b, g);
@@ -268,6 +274,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	broker *b = arg;
 	b->timer_at = 0;
+	if (!cluster_runs_timers(b))
+		return; /* the entries wait in the heap: redeliver_rearm */
 	uint64_t now = now_ms();
 	while (b->tq_n && b->tq[0].due_ms <= now) {
 		tq_ent e = tq_pop(b);
@@ -284,6 +292,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 			dispatch_mark(b, g);
 		}
 	}
+	timer_rearm(b);
+}
+
+void redeliver_rearm(broker *b)
+{
 	timer_rearm(b);
 }
 

@@ -29,12 +29,35 @@ static uint64_t settled_below(group *g)
 	return lim;
 }
 
+/* retain_done: a RETAIN op came back: the topic may be retained again,
+ * from its new first seq; at once when the batch was full. */
+static void retain_done(broker *b, broker_op *o)
+{
+	store_op *op = &o->op;
+	topic *t = topic_by_id(b, op->u.retain.topic_id);
+	if (!t)
+		goto out;
+	t->retaining = false;
+	if (op->err || !op->u.retain.first_seq)
+		goto out;
+	if (op->u.retain.first_seq > t->first_seq)
+		t->first_seq = op->u.retain.first_seq;
+	if (op->u.retain.deleted)
+		log_debug("retention: %u messages of %s removed; first seq now %llu",
+		          op->u.retain.deleted, t->name, (unsigned long long)t->first_seq);
+	/* more to do: go again at once rather than a tick later */
+	if (op->u.retain.deleted == op->u.retain.max)
+		event_active(b->retain_ev, EV_TIMEOUT, 0);
+out:
+	broker_op_quiet_done(b, o);
+}
+
 static void tick(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	broker *b = arg;
-	if (b->stopping)
+	if (b->stopping || !cluster_runs_timers(b))
 		return;
 	uint64_t now = now_ms();
 	for (topic *t = b->topics_by_id; t; t = t->hh_id.next) {
@@ -48,10 +71,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 		}
 		if (below <= t->first_seq || now < t->conf.retention_ms)
 			continue;
-		store_op *op = calloc(1, sizeof *op);
-		if (!op)
-			return;
-		op->kind = STORE_OP_RETAIN;
+		store_op *op = &broker_op_new(NULL, NULL, STORE_OP_RETAIN, retain_done)->op;
 		op->u.retain.topic_id = t->id;
 		op->u.retain.below_seq = below;
 		op->u.retain.stored_before_ms = now - t->conf.retention_ms;
@@ -61,31 +81,21 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void retain_done(broker *b, store_op *op)
-{
-	topic *t = topic_by_id(b, op->u.retain.topic_id);
-	if (!t)
-		return;
-	t->retaining = false;
-	if (op->err || !op->u.retain.first_seq)
-		return;
-	if (op->u.retain.first_seq > t->first_seq)
-		t->first_seq = op->u.retain.first_seq;
-	if (op->u.retain.deleted)
-		log_debug("retention: %u messages of %s removed; first seq now %llu",
-		          op->u.retain.deleted, t->name, (unsigned long long)t->first_seq);
-	/* more to do: go again at once rather than a tick later */
-	if (op->u.retain.deleted == op->u.retain.max)
-		event_active(b->retain_ev, EV_TIMEOUT, 0);
-}
 
 int retain_init(broker *b)
 {
 	b->retain_ev = event_new(b->base, -1, EV_PERSIST, tick, b);
 	if (!b->retain_ev)
 		return -1;
-	struct timeval tv = {RETAIN_TICK_MS / 1000, (RETAIN_TICK_MS % 1000) * 1000};
+	/* a tick of the broker's clock: --time-scale shortens it too */
+	struct timeval tv = clock_timeval(RETAIN_TICK_MS);
 	return event_add(b->retain_ev, &tv);
+}
+
+void retain_wake(broker *b)
+{
+	if (b->retain_ev)
+		event_active(b->retain_ev, EV_TIMEOUT, 0);
 }
 
 void retain_free(broker *b)

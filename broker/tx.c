@@ -20,22 +20,7 @@ struct txstate {
 	uint64_t pending, expired;
 };
 
-txop *txop_new(conn *c, const wire_msg *req, store_op_kind kind, const escrow_id_t *tx)
-{
-	txop *r = calloc(1, sizeof *r);
-	if (!r)
-		return NULL;
-	r->op.kind = kind;
-	r->op.ctx = r;
-	if (tx)
-		r->op.u.tx.tx = *tx;
-	if (c && req && WIRE_HAS(req, RID)) {
-		r->c = c;
-		r->rid = req->rid;
-		c->refs++;
-	}
-	return r;
-}
+static broker_op_done_fn half_add_done;
 
 void tx_counts(broker *b, uint64_t *pending, uint64_t *expired, uint64_t *checks)
 {
@@ -59,20 +44,15 @@ void cmd_send_half(conn *c, const wire_msg *m)
 	if (!check_msg_fields_or_reply(c, &chk))
 		return;
 	const char *pg = c->pgroup && *c->pgroup ? c->pgroup : "default";
-	txop *r = txop_new(c, m, STORE_OP_TX_HALF_ADD, &m->tx);
-	if (!r) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	broker_op *r = broker_op_new(c, m, STORE_OP_TX_HALF_ADD, half_add_done);
+	r->op.u.tx.tx = m->tx;
 	r->op.u.tx.rec = build_record(&chk, &r->op.u.tx.rec_len);
 	if (WIRE_HAS(m, KEY) && m->key.len) {
 		r->op.u.tx.key = wire_str_dup(m->key);
 		r->op.u.tx.key_len = m->key.len;
 	}
 	if (!r->op.u.tx.rec || (WIRE_HAS(m, KEY) && m->key.len && !r->op.u.tx.key)) {
-		if (r->c)
-			conn_unref(r->c);
-		store_op_free(&r->op);
+		broker_op_end(r);
 		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
 		return;
 	}
@@ -142,11 +122,8 @@ void cmd_end_tx(conn *c, const wire_msg *m)
 		conn_reply(c, &r);
 		return;
 	}
-	txop *r = txop_new(c, m, STORE_OP_TX_END, &m->tx);
-	if (!r) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	broker_op *r = broker_op_new(c, m, STORE_OP_TX_END, tx_end_done);
+	r->op.u.tx.tx = m->tx;
 	r->op.u.tx.action = action;
 	if (c->role == ROLE_ADMIN) {
 		/* an operator's decision: audited once it is durable */
@@ -307,113 +284,83 @@ void cmd_tx_list(conn *c, const wire_msg *m)
 
 /* ---- completions ---------------------------------------------------------- */
 
-static void reply_err(conn *c, uint64_t rid, int err, const char *msg)
+static void half_add_done(broker *b, broker_op *o)
 {
-	wire_msg req = {0};
-	WIRE_SET(&req, RID, rid, rid);
-	conn_reply_err(c, &req, err, "%s", msg);
+	store_op *op = &o->op;
+	if (op->err == ESCROW_ERR_TOO_LARGE && op->u.tx.limit) {
+		char why[200];
+		if (op->u.tx.limit == 1)
+			snprintf(why, sizeof why,
+			         "transaction already holds %u messages, the most --tx-max-messages "
+			         "allows; commit it and start another",
+			         op->u.tx.count);
+		else
+			snprintf(why, sizeof why,
+			         "transaction holds %llu bytes; this message would pass "
+			         "--tx-max-bytes (%llu)",
+			         (unsigned long long)op->u.tx.bytes,
+			         (unsigned long long)b->conf.tx_max_bytes);
+		broker_op_reply_err(o, why);
+	} else if (op->err) {
+		broker_op_reply_err(o, op->err == ESCROW_ERR_CONFLICT
+		                               ? "transaction already ended or expired"
+		                       : op->err == ESCROW_ERR_NOT_FOUND ? "topic does not exist"
+		                                                          : escrow_err2str(op->err));
+	} else {
+		if (!op->u.tx.dup && op->u.tx.count == 1)
+			b->tx->pending++;
+		wire_msg rep = {0};
+		WIRE_SET(&rep, COUNT, count, op->u.tx.count);
+		if (op->u.tx.dup)
+			WIRE_SET(&rep, DUP, dup, true);
+		broker_op_reply_ok(o, &rep);
+	}
+	broker_op_end(o);
 }
 
-void tx_done(broker *b, store_op *op)
+void tx_end_done(broker *b, broker_op *o)
 {
-	txop *r = (txop *)op;
-	conn *c = r->c;
+	store_op *op = &o->op;
 	struct txstate *ts = b->tx;
-	char hex[33];
-	escrow_id_fmt(&op->u.tx.tx, hex);
-	wire_msg rep = {0};
-	WIRE_SET(&rep, RID, rid, r->rid);
-	WIRE_SET(&rep, OK, ok, true);
-	checkback_op_done(b, op, c != NULL);
-	switch (op->kind) {
-	case STORE_OP_TX_HALF_ADD:
-		if (op->err == ESCROW_ERR_TOO_LARGE && op->u.tx.limit) {
-			char why[200];
-			if (op->u.tx.limit == 1)
-				snprintf(why, sizeof why,
-				         "transaction already holds %u messages, the most --tx-max-messages "
-				         "allows; commit it and start another",
-				         op->u.tx.count);
-			else
-				snprintf(why, sizeof why,
-				         "transaction holds %llu bytes; this message would pass "
-				         "--tx-max-bytes (%llu)",
-				         (unsigned long long)op->u.tx.bytes,
-				         (unsigned long long)b->conf.tx_max_bytes);
-			if (c)
-				reply_err(c, r->rid, op->err, why);
-			break;
-		}
-		if (op->err) {
-			if (c)
-				reply_err(c, r->rid, op->err,
-				          op->err == ESCROW_ERR_CONFLICT
-				                  ? "transaction already ended or expired"
-				          : op->err == ESCROW_ERR_NOT_FOUND ? "topic does not exist"
-				                                             : escrow_err2str(op->err));
-			break;
-		}
-		if (!op->u.tx.dup && op->u.tx.count == 1)
-			ts->pending++;
-		if (c) {
-			WIRE_SET(&rep, COUNT, count, op->u.tx.count);
-			if (op->u.tx.dup)
-				WIRE_SET(&rep, DUP, dup, true);
-			conn_reply(c, &rep);
-		}
-		break;
-	case STORE_OP_TX_END:
-		if (op->err) {
-			if (c)
-				reply_err(c, r->rid, op->err,
-				          op->err == ESCROW_ERR_CONFLICT
-				                  ? "transaction already ended the other way"
-				          : op->err == ESCROW_ERR_NOT_FOUND ? "no such transaction"
-				                                             : escrow_err2str(op->err));
-			break;
-		}
-		if (!op->u.tx.already) {
-			if (op->u.tx.dup) {
-				if (ts->expired)
-					ts->expired--;
-			} else if (ts->pending) {
-				ts->pending--;
-			}
-			for (uint32_t i = 0; i < op->u.tx.n_out; i++)
-				topic_made_visible(b, topic_by_id(b, op->u.tx.out_topic[i]),
-				                   op->u.tx.out_seq[i]);
-			if (r->policy)
-				log_warn("tx %s rolled back after %u checks (--tx-policy rollback)", hex,
-				         b->conf.tx_max_checks);
-			else
-				log_debug("tx %s %s (%u messages)", hex, outcome_name(op->u.tx.action),
-				          op->u.tx.count);
-		}
-		if (c) {
-			WIRE_SET(&rep, STATE, state, wire_cstr(outcome_name(op->u.tx.action)));
-			WIRE_SET(&rep, COUNT, count, op->u.tx.n_out);
-			conn_reply(c, &rep);
-		}
-		break;
-	case STORE_OP_TX_EXPIRE:
-		if (!op->err) {
-			if (ts->pending)
-				ts->pending--;
-			ts->expired++;
-			log_warn("tx %s EXPIRED after %u checks: kept, never delivered until an operator "
-			         "runs escrowctl tx commit|rollback",
-			         hex, op->u.tx.checks);
-		}
-		break;
-	default:
-		break;
+	checkback_ended(b, op, o->c != NULL);
+	if (op->err) {
+		broker_op_reply_err(o, op->err == ESCROW_ERR_CONFLICT
+		                               ? "transaction already ended the other way"
+		                       : op->err == ESCROW_ERR_NOT_FOUND ? "no such transaction"
+		                                                          : escrow_err2str(op->err));
+		broker_op_end(o);
+		return;
 	}
-	if (r->audit && !op->err)
-		log_info("%s", r->audit);
-	free(r->audit);
-	if (c)
-		conn_unref(c);
-	store_op_free(op);
+	if (!op->u.tx.already) {
+		if (op->u.tx.dup) {
+			if (ts->expired)
+				ts->expired--;
+		} else if (ts->pending) {
+			ts->pending--;
+		}
+		for (uint32_t i = 0; i < op->u.tx.n_out; i++)
+			topic_made_visible(b, topic_by_id(b, op->u.tx.out_topic[i]), op->u.tx.out_seq[i]);
+		char hex[33];
+		escrow_id_fmt(&op->u.tx.tx, hex);
+		if (o->policy)
+			log_warn("tx %s rolled back after %u checks (--tx-policy rollback)", hex,
+			         b->conf.tx_max_checks);
+		else
+			log_debug("tx %s %s (%u messages)", hex, outcome_name(op->u.tx.action),
+			          op->u.tx.count);
+	}
+	wire_msg rep = {0};
+	WIRE_SET(&rep, STATE, state, wire_cstr(outcome_name(op->u.tx.action)));
+	WIRE_SET(&rep, COUNT, count, op->u.tx.n_out);
+	broker_op_reply_ok(o, &rep);
+	broker_op_end(o);
+}
+
+void tx_count_expired(broker *b)
+{
+	if (b->tx->pending)
+		b->tx->pending--;
+	b->tx->expired++;
 }
 
 /* ---- setup ------------------------------------------------------------ */

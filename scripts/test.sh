@@ -20,7 +20,7 @@
 #                  one case. The long fuzz profile is separate:
 #                  scripts/fuzz.sh --seconds 1800
 #
-# Tests run $ESCROW_TEST_JOBS (4) at a time: every test binary starts its own
+# Tests run $ESCROW_TEST_JOBS (6) at a time: every test binary starts its own
 # escrowd on port 0 with private temp dirs, and most of a test's time is
 # spent waiting on timers, not on the CPU.
 set -uo pipefail
@@ -103,7 +103,7 @@ heartbeat &
 hb=$!
 disown "$hb" # ended below without bash's "Terminated" job line
 # unbuffered, so each finished test shows at once through the pipe
-PYTHONUNBUFFERED=1 meson test -C "$dir" --print-errorlogs --num-processes "${ESCROW_TEST_JOBS:-4}" "${mtest_args[@]}" |
+PYTHONUNBUFFERED=1 meson test -C "$dir" --print-errorlogs --num-processes "${ESCROW_TEST_JOBS:-6}" "${mtest_args[@]}" |
 	tee "$progress"
 mrc=${PIPESTATUS[0]}
 kill "$hb" 2>/dev/null

@@ -85,7 +85,7 @@ static size_t attempt_key(unsigned char kb[K_ATTEMPT], uint32_t tid, uint64_t se
 	return K_ATTEMPT;
 }
 
-int store_apply_attempt(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
+static int attempt_write(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 {
 	const store_attempt_info *a = &op->u.attempt;
 	unsigned char kb[K_ATTEMPT], vb[V_ATTEMPT + STORE_REASON_MAX];
@@ -102,7 +102,7 @@ int store_apply_attempt(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 	if (rc == MDB_NOTFOUND)
 		return ESCROW_ERR_NOT_FOUND;
 	if (!rc)
-		rc = mdb_put(txn, s->dbi[DBI_ATTEMPTS], &k, &d, 0);
+		rc = store_w_put(txn, s->dbi[DBI_ATTEMPTS], &k, &d, 0);
 	if (rc) {
 		*mdb_rc = rc;
 		return store_map_mdb(rc);
@@ -127,7 +127,7 @@ int store_attempt_del(MDB_txn *txn, store *s, uint32_t topic_id, uint64_t seq, b
 			rc = 0;
 			break;
 		}
-		if (rc || (rc = mdb_cursor_del(c, 0)))
+		if (rc || (rc = store_w_cursor_del(c, 0)))
 			break;
 	}
 	mdb_cursor_close(c);
@@ -167,4 +167,13 @@ int store_attempt_scan(store_rtxn *r, uint32_t topic_id, uint64_t seq, uint32_t 
 		ret = store_map_mdb(rc);
 	mdb_cursor_close(c);
 	return ret;
+}
+
+int store_apply_attempt(struct wctx *w, store_op *op)
+{
+	int mrc = 0;
+	int rc = attempt_write(store_w_txn(w), store_w_store(w), op, &mrc);
+	if (mrc)
+		return wfail(w, mrc, "attempt", "topic_id=%u", op->u.attempt.topic_id);
+	return rc;
 }

@@ -8,7 +8,7 @@
  */
 #include "store/store_int.h"
 
-int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
+static int retain_write(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 {
 	uint32_t tid = op->u.retain.topic_id;
 	op->u.retain.deleted = 0;
@@ -65,7 +65,7 @@ int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 			put_u64(kb + 4 + klen, seq);
 		}
 		/* write phase of this message */
-		if ((rc = mdb_cursor_del(c, 0))) {
+		if ((rc = store_w_cursor_del(c, 0))) {
 			wire_frame_free(&f);
 			break;
 		}
@@ -73,7 +73,7 @@ int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 			MDB_val ik = {16, f.m.id.b}, iv;
 			rc = mdb_get(txn, s->dbi[DBI_MSG_IDS], &ik, &iv);
 			if (rc == 0 && iv.mv_size == K_TOPIC_SEQ && memcmp(iv.mv_data, mk, K_TOPIC_SEQ) == 0)
-				rc = mdb_del(txn, s->dbi[DBI_MSG_IDS], &ik, NULL);
+				rc = store_w_del(txn, s->dbi[DBI_MSG_IDS], &ik, NULL);
 			else if (rc == MDB_NOTFOUND || rc == 0)
 				rc = 0;
 		}
@@ -81,7 +81,7 @@ int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 			rc = store_attempt_del(txn, s, tid, seq, false);
 		if (!rc && klen) {
 			MDB_val kk = {4 + klen + 8, kb};
-			rc = mdb_del(txn, s->dbi[DBI_KEYS], &kk, NULL);
+			rc = store_w_del(txn, s->dbi[DBI_KEYS], &kk, NULL);
 			if (rc == MDB_NOTFOUND)
 				rc = 0;
 		}
@@ -99,4 +99,13 @@ int store_apply_retain(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 fail:
 	*mdb_rc = rc ? rc : MDB_CORRUPTED;
 	return store_map_mdb(*mdb_rc);
+}
+
+int store_apply_retain(struct wctx *w, store_op *op)
+{
+	int mrc = 0;
+	int rc = retain_write(store_w_txn(w), store_w_store(w), op, &mrc);
+	if (mrc)
+		return wfail(w, mrc, "retain", "topic_id=%u", op->u.retain.topic_id);
+	return rc;
 }

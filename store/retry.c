@@ -53,11 +53,11 @@ static int retry_del(MDB_txn *txn, store *s, uint32_t gid, uint64_t seq)
 	if (d.mv_size >= 12) {
 		unsigned char db[K_DUE];
 		MDB_val dk = key_due(db, get_u64((char *)d.mv_data + 4), gid, seq);
-		rc = mdb_del(txn, s->dbi[DBI_RETRY_DUE], &dk, NULL);
+		rc = store_w_del(txn, s->dbi[DBI_RETRY_DUE], &dk, NULL);
 		if (rc && rc != MDB_NOTFOUND)
 			return rc;
 	}
-	rc = mdb_del(txn, s->dbi[DBI_RETRY], &k, NULL);
+	rc = store_w_del(txn, s->dbi[DBI_RETRY], &k, NULL);
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -71,10 +71,10 @@ static int put_rec(MDB_txn *txn, store *s, store_dbi dbi, const store_op *op, ui
 	memcpy(vb + 12, op->u.retry.reason, rl);
 	unsigned char kb[K_GROUP_SEQ];
 	MDB_val k = key_id_seq(kb, op->u.retry.group_id, op->u.retry.seq), d = {12 + rl, vb};
-	return mdb_put(txn, s->dbi[dbi], &k, &d, 0);
+	return store_w_put(txn, s->dbi[dbi], &k, &d, 0);
 }
 
-int store_apply_retry(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int *mdb_rc)
+static int retry_write(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int *mdb_rc)
 {
 	uint32_t gid = op->u.retry.group_id;
 	uint64_t seq = op->u.retry.seq;
@@ -92,7 +92,7 @@ int store_apply_retry(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int
 			break;
 		unsigned char db[K_DUE];
 		MDB_val dk = key_due(db, op->u.retry.due_ms, gid, seq), dv = {0, NULL};
-		rc = mdb_put(txn, s->dbi[DBI_RETRY_DUE], &dk, &dv, 0);
+		rc = store_w_put(txn, s->dbi[DBI_RETRY_DUE], &dk, &dv, 0);
 		break;
 	}
 	case STORE_OP_RETRY_DEL:
@@ -106,7 +106,7 @@ int store_apply_retry(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int
 	case STORE_OP_DLQ_DEL: {
 		unsigned char kb[K_GROUP_SEQ];
 		MDB_val k = key_id_seq(kb, gid, seq);
-		rc = mdb_del(txn, s->dbi[DBI_DLQ], &k, NULL);
+		rc = store_w_del(txn, s->dbi[DBI_DLQ], &k, NULL);
 		if (rc == MDB_NOTFOUND)
 			rc = 0;
 		break;
@@ -173,4 +173,14 @@ int store_load_retry(store *s, int (*cb)(void *arg, const store_retry_info *r), 
 int store_load_dlq(store *s, int (*cb)(void *arg, const store_retry_info *r), void *arg)
 {
 	return load_all(s, DBI_DLQ, cb, arg);
+}
+
+int store_apply_retry(struct wctx *w, store_op *op)
+{
+	int mrc = 0;
+	int rc = retry_write(store_w_txn(w), store_w_store(w), op, store_w_now(w), &mrc);
+	if (mrc)
+		return wfail(w, mrc, "retry/dlq", "group_id=%u seq=%llu", op->u.retry.group_id,
+		             (unsigned long long)op->u.retry.seq);
+	return rc;
 }

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "client/msg_int.h"
 #include "store/store.h"
 #include "wire/scram.h"
 #include "ctl_out.h"
@@ -1071,35 +1072,66 @@ static int send_opt(struct ctl *c, int opt, const char *arg, void *st)
 }
 
 /*
+ * send_msg_new builds the message of one send as an escrow_msg_t (the public
+ * message API), so that its frame is built by msg_send_frame exactly as the
+ * producer library builds it. NULL when out of memory (the options were
+ * checked by send_opt).
+ */
+static escrow_msg_t *send_msg_new(const char *topic, const struct send_opts *o, const char *body,
+                                  size_t len, const escrow_id_t *id)
+{
+	escrow_msg_t *msg = escrow_msg_new(topic, body, len);
+	int rc = msg ? escrow_msg_set_id(msg, id) : ESCROW_ERR__NO_MEM;
+	if (!rc && o->key)
+		rc = escrow_msg_set_key(msg, o->key);
+	for (uint32_t i = 0; !rc && i < o->ntags; i++)
+		rc = escrow_msg_add_tag(msg, o->tags[i].p);
+	for (uint32_t i = 0; !rc && i < o->nprops; i++) {
+		char *name = strndup(o->pk[i].p, o->pk[i].len);
+		rc = name ? escrow_msg_set_prop(msg, name, o->pv[i].p) : ESCROW_ERR__NO_MEM;
+		free(name);
+	}
+	if (!rc && o->delay_ms)
+		rc = escrow_msg_set_delay_ms(msg, o->delay_ms);
+	if (rc) {
+		escrow_msg_free(msg);
+		return NULL;
+	}
+	return msg;
+}
+
+/*
  * send_one sends one message with a fresh id and prints "ID SEQ" (or a JSON
- * line). send {topic, id, key?, tags?, props?, body, born_ms} -> {seq, dup?}
+ * line). send {topic, id, key?, tags?, props?, body, born_ms, delay_ms?,
+ * at_ms?} -> {seq, dup?}. The frame is the producer library's
+ * (msg_send_frame); --at, which the message API has no setter for, is added
+ * to it.
  */
 static int send_one(struct ctl *c, const char *topic, const struct send_opts *o, const char *body,
                     size_t len, bool *header_done)
 {
 	client_reply *rep;
-	wire_msg req = {.op = WIRE_OP_SEND};
+	wire_msg req;
+	void *scratch = NULL;
 	escrow_id_t id = escrow_id_new();
 	char hex[33], what[300];
 	int rc;
-	WIRE_SET(&req, TOPIC, topic, wire_cstr(topic));
-	WIRE_SET(&req, ID, id, id);
-	WIRE_SET(&req, BODY, body, ((wire_str){body, (uint32_t)len}));
-	WIRE_SET(&req, BORN_MS, born_ms, client_now_unix_ms());
-	if (o->key)
-		WIRE_SET(&req, KEY, key, wire_cstr(o->key));
-	if (o->delay_ms)
-		WIRE_SET(&req, DELAY_MS, delay_ms, o->delay_ms);
+	escrow_msg_t *msg = send_msg_new(topic, o, body, len, &id);
+	if (!msg || msg_send_frame(msg, &id, client_now_unix_ms(), &req, &scratch)) {
+		escrow_msg_free(msg);
+		free(scratch);
+		errx_("out of memory");
+		return EXIT_BROKER;
+	}
 	if (o->at_ms)
 		WIRE_SET(&req, AT_MS, at_ms, o->at_ms);
-	if (o->ntags)
-		WIRE_SET(&req, TAGS, tags, ((wire_strs){o->ntags, o->tags}));
-	if (o->nprops)
-		WIRE_SET(&req, PROPS, props, ((wire_props){o->nprops, o->pk, o->pv}));
 	escrow_id_fmt(&id, hex);
 	snprintf(what, sizeof what, "send %s", topic);
 	/* CLIENT_RETRY: the id makes a re-send harmless (the broker de-duplicates) */
-	if ((rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep)))
+	rc = ctl_request(c, what, &req, CLIENT_RETRY, &rep);
+	escrow_msg_free(msg);
+	free(scratch);
+	if (rc)
 		return rc;
 	const wire_msg *m = client_reply_msg(rep);
 	unsigned long long seq = WIRE_HAS(m, SEQ) ? (unsigned long long)m->seq : 0;

@@ -137,74 +137,159 @@ static int buf_reserve(wire_buf *b, size_t more)
 	return 0;
 }
 
-static int buf_write(void *data, const char *s, size_t len)
+int wire_buf_reserve(wire_buf *b, size_t more)
 {
-	wire_buf *b = data;
-	if (buf_reserve(b, len))
+	return buf_reserve(b, more) ? ESCROW_ERR__NO_MEM : 0;
+}
+
+/*
+ * The packer: msgpack written straight into a wire_buf. Each token reserves
+ * its bytes once and stores them; msgpack-c's packer called back into
+ * buf_write for every type byte, length and body (with the map walk, ~14 %
+ * of escrowd's instructions per message, bench/RESULTS.md). The forms are
+ * msgpack-c's, the smallest that holds the value, so the bytes are the same
+ * (the unit test `record` pins them).
+ */
+static inline int pk_tag(wire_buf *b, unsigned t, uint64_t v, unsigned nb)
+{
+	if (buf_reserve(b, 9))
 		return -1;
-	memcpy(b->p + b->len, s, len);
-	b->len += len;
+	unsigned char *o = (unsigned char *)b->p + b->len;
+	o[0] = (unsigned char)t;
+	for (unsigned i = 0; i < nb; i++)
+		o[1 + i] = (unsigned char)(v >> (8 * (nb - 1 - i)));
+	b->len += 1 + nb;
 	return 0;
 }
 
-static int pack_str(msgpack_packer *pk, const char *p, size_t len)
+static int pk_uint(wire_buf *b, uint64_t v)
 {
-	return msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, p, len);
+	if (v < 0x80)
+		return pk_tag(b, (unsigned)v, 0, 0);
+	if (v < 0x100)
+		return pk_tag(b, 0xcc, v, 1);
+	if (v < 0x10000)
+		return pk_tag(b, 0xcd, v, 2);
+	if (v < 0x100000000u)
+		return pk_tag(b, 0xce, v, 4);
+	return pk_tag(b, 0xcf, v, 8);
 }
 
-static int pack_map(msgpack_packer *pk, const wire_msg *m);
+static int pk_int(wire_buf *b, int64_t v)
+{
+	if (v >= 0)
+		return pk_uint(b, (uint64_t)v);
+	if (v >= -32)
+		return pk_tag(b, (unsigned)(v & 0xff), 0, 0); /* negative fixint */
+	if (v >= -128)
+		return pk_tag(b, 0xd0, (uint64_t)v, 1);
+	if (v >= -32768)
+		return pk_tag(b, 0xd1, (uint64_t)v, 2);
+	if (v >= INT32_MIN)
+		return pk_tag(b, 0xd2, (uint64_t)v, 4);
+	return pk_tag(b, 0xd3, (uint64_t)v, 8);
+}
 
-static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const void *v)
+/* pk_len: the header of a container or byte string of @n elements/bytes:
+ * @fix | n below @fixmax (0 when there is no fix form), else the 8-, 16- or
+ * 32-bit form (@t8 0 when there is no 8-bit form). */
+static inline int pk_len(wire_buf *b, uint64_t n, unsigned fix, uint64_t fixmax, unsigned t8,
+                         unsigned t16, unsigned t32)
+{
+	if (n < fixmax)
+		return pk_tag(b, fix | (unsigned)n, 0, 0);
+	if (t8 && n < 0x100)
+		return pk_tag(b, t8, n, 1);
+	if (n < 0x10000)
+		return pk_tag(b, t16, n, 2);
+	if (n > UINT32_MAX)
+		return -1;
+	return pk_tag(b, t32, n, 4);
+}
+
+static inline int pk_map(wire_buf *b, size_t n)
+{
+	return pk_len(b, n, 0x80, 16, 0, 0xde, 0xdf);
+}
+
+static inline int pk_array(wire_buf *b, size_t n)
+{
+	return pk_len(b, n, 0x90, 16, 0, 0xdc, 0xdd);
+}
+
+static inline int pk_bytes(wire_buf *b, const char *p, size_t n)
+{
+	if (buf_reserve(b, n))
+		return -1;
+	if (n)
+		memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+static int pk_str(wire_buf *b, const char *p, size_t len)
+{
+	return pk_len(b, len, 0xa0, 32, 0xd9, 0xda, 0xdb) || pk_bytes(b, p, len);
+}
+
+static int pk_bin(wire_buf *b, const char *p, size_t len)
+{
+	return pk_len(b, len, 0, 0, 0xc4, 0xc5, 0xc6) || pk_bytes(b, p, len);
+}
+
+static int pack_map(wire_buf *pk, const wire_msg *m);
+
+static int pack_field(wire_buf *pk, const struct field_desc *fd, const void *v)
 {
 	switch (fd->type) {
 	case WIRE_T_U64:
-		return msgpack_pack_uint64(pk, *(const uint64_t *)v);
+		return pk_uint(pk, *(const uint64_t *)v);
 	case WIRE_T_I64:
-		return msgpack_pack_int64(pk, *(const int64_t *)v);
+		return pk_int(pk, *(const int64_t *)v);
 	case WIRE_T_BOOL:
-		return *(const bool *)v ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+		return pk_tag(pk, *(const bool *)v ? 0xc3 : 0xc2, 0, 0);
 	case WIRE_T_STR: {
 		const wire_str *s = v;
-		return pack_str(pk, s->p, s->len);
+		return pk_str(pk, s->p, s->len);
 	}
 	case WIRE_T_BIN: {
 		const wire_str *s = v;
-		return msgpack_pack_bin(pk, s->len) || msgpack_pack_bin_body(pk, s->p, s->len);
+		return pk_bin(pk, s->p, s->len);
 	}
 	case WIRE_T_ID: {
 		const escrow_id_t *id = v;
-		return msgpack_pack_bin(pk, 16) || msgpack_pack_bin_body(pk, id->b, 16);
+		return pk_bin(pk, (const char *)id->b, 16);
 	}
 	case WIRE_T_STRS: {
 		const wire_strs *a = v;
-		if (msgpack_pack_array(pk, a->n))
+		if (pk_array(pk, a->n))
 			return -1;
 		for (uint32_t i = 0; i < a->n; i++)
-			if (pack_str(pk, a->v[i].p, a->v[i].len))
+			if (pk_str(pk, a->v[i].p, a->v[i].len))
 				return -1;
 		return 0;
 	}
 	case WIRE_T_PROPS: {
 		const wire_props *a = v;
-		if (msgpack_pack_map(pk, a->n))
+		if (pk_map(pk, a->n))
 			return -1;
 		for (uint32_t i = 0; i < a->n; i++)
-			if (pack_str(pk, a->k[i].p, a->k[i].len) || pack_str(pk, a->v[i].p, a->v[i].len))
+			if (pk_str(pk, a->k[i].p, a->k[i].len) || pk_str(pk, a->v[i].p, a->v[i].len))
 				return -1;
 		return 0;
 	}
 	case WIRE_T_U64S: {
 		const wire_u64s *a = v;
-		if (msgpack_pack_array(pk, a->n))
+		if (pk_array(pk, a->n))
 			return -1;
 		for (uint32_t i = 0; i < a->n; i++)
-			if (msgpack_pack_uint64(pk, a->v[i]))
+			if (pk_uint(pk, a->v[i]))
 				return -1;
 		return 0;
 	}
 	case WIRE_T_ITEMS: {
 		const wire_items *a = v;
-		if (msgpack_pack_array(pk, a->n))
+		if (pk_array(pk, a->n))
 			return -1;
 		for (uint32_t i = 0; i < a->n; i++)
 			if (pack_map(pk, &a->v[i]))
@@ -218,28 +303,31 @@ static int pack_field(msgpack_packer *pk, const struct field_desc *fd, const voi
 }
 
 /* rid_at: when not NULL, pack_map packs rid as a fixed 0xcf + 8 bytes and
- * stores the offset of those 8 bytes in rid_at->buf here (wire_encode_rid). */
+ * stores the offset of those 8 bytes in the buffer here (wire_encode_rid). */
 struct rid_at {
-	const wire_buf *buf;
 	size_t off;
 };
 
-static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra);
+static int pack_map_rid(wire_buf *pk, const wire_msg *m, struct rid_at *ra);
 
-static int pack_map(msgpack_packer *pk, const wire_msg *m)
+static int pack_map(wire_buf *pk, const wire_msg *m)
 {
 	return pack_map_rid(pk, m, NULL);
 }
 
-static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra)
+/* entry_count: the entries of @m's map: its fields and "op". */
+static size_t entry_count(const wire_msg *m)
 {
-	size_t n = (size_t)(__builtin_popcountll((uint64_t)m->has) +
-	                              __builtin_popcountll((uint64_t)(m->has >> 64))) + (m->op != WIRE_OP_NONE);
-	if (msgpack_pack_map(pk, n))
-		return -1;
+	return (size_t)(__builtin_popcountll((uint64_t)m->has) +
+	                __builtin_popcountll((uint64_t)(m->has >> 64))) + (m->op != WIRE_OP_NONE);
+}
+
+/* pack_entries packs the entries of @m's map, without the map header. */
+static int pack_entries(wire_buf *pk, const wire_msg *m, struct rid_at *ra)
+{
 	if (m->op != WIRE_OP_NONE) {
 		const char *name = wire_op_name(m->op);
-		if (pack_str(pk, "op", 2) || pack_str(pk, name, strlen(name)))
+		if (pk_str(pk, "op", 2) || pk_str(pk, name, strlen(name)))
 			return -1;
 	}
 	/* Only the fields present, lowest number first (the same order as a
@@ -251,11 +339,11 @@ static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra
 			int f = 64 * half + __builtin_ctzll(bits);
 			bits &= bits - 1;
 			const struct field_desc *fd = &fields[f];
-			if (pack_str(pk, fd->key, fd->keylen))
+			if (pk_str(pk, fd->key, fd->keylen))
 				return -1;
 			if (ra && f == WIRE_F_RID) {
-				ra->off = ra->buf->len + 1; /* after the 0xcf type byte */
-				if (msgpack_pack_fix_uint64(pk, m->rid))
+				ra->off = pk->len + 1; /* after the 0xcf type byte */
+				if (pk_tag(pk, 0xcf, m->rid, 8))
 					return -1;
 			} else if (pack_field(pk, fd, (const char *)m + fd->off)) {
 				return -1;
@@ -265,12 +353,17 @@ static int pack_map_rid(msgpack_packer *pk, const wire_msg *m, struct rid_at *ra
 	return 0;
 }
 
+static int pack_map_rid(wire_buf *pk, const wire_msg *m, struct rid_at *ra)
+{
+	if (pk_map(pk, entry_count(m)))
+		return -1;
+	return pack_entries(pk, m, ra);
+}
+
 int wire_encode_map(const wire_msg *m, wire_buf *b)
 {
 	size_t start = b->len;
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, b, buf_write);
-	if (pack_map(&pk, m)) {
+	if (pack_map(b, m)) {
 		b->len = start;
 		return ESCROW_ERR__NO_MEM;
 	}
@@ -285,15 +378,13 @@ int wire_encode(const wire_msg *m, wire_buf *b)
 int wire_encode_rid(const wire_msg *m, wire_buf *b, size_t *rid_off)
 {
 	size_t start = b->len;
-	struct rid_at ra = {b, 0};
+	struct rid_at ra = {0};
 	if (rid_off && !(m->has & WF(RID)))
 		return ESCROW_ERR__INVALID_ARG;
 	if (buf_reserve(b, WIRE_HDR_BYTES))
 		return ESCROW_ERR__NO_MEM;
 	b->len += WIRE_HDR_BYTES;
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, b, buf_write);
-	if (pack_map_rid(&pk, m, rid_off ? &ra : NULL)) {
+	if (pack_map_rid(b, m, rid_off ? &ra : NULL)) {
 		b->len = start;
 		return ESCROW_ERR__NO_MEM;
 	}
@@ -412,24 +503,139 @@ static int dec_fail(struct dec *d, const char *field, const char *what, const ch
 	return ESCROW_ERR_BAD_REQUEST;
 }
 
-static int dec_str(struct dec *d, const struct field_desc *fd, const msgpack_object *o,
+/*
+ * The reader: msgpack read in place, one object header at a time, straight
+ * into wire_msg (msgpack-c's unpacker built a tree of msgpack_object first:
+ * with dec_map's walk of it ~16 % of escrowd's instructions per message,
+ * bench/RESULTS.md). wire_decode checks the whole frame with msgpack_skip
+ * before reading, so no read here can run past the end. The types are
+ * msgpack-c's: a signed integer form holding a value >= 0 is a positive
+ * integer.
+ */
+enum mtype { M_NIL, M_BOOL, M_UINT, M_NINT, M_FLOAT, M_STR, M_BIN, M_ARRAY, M_MAP, M_EXT };
+
+struct mobj {
+	enum mtype t;
+	uint64_t u;    /* M_UINT, M_BOOL */
+	int64_t i;     /* M_NINT */
+	const char *p; /* M_STR, M_BIN, M_EXT: the bytes */
+	uint32_t n;    /* bytes; or elements of M_ARRAY, pairs of M_MAP (they follow) */
+};
+
+struct rd {
+	const unsigned char *p, *end;
+};
+
+static uint64_t rd_be(struct rd *r, unsigned nb)
+{
+	uint64_t v = 0;
+	for (unsigned i = 0; i < nb; i++)
+		v = v << 8 | *r->p++;
+	return v;
+}
+
+/* rd_next reads the next object: a scalar whole, a str/bin/ext with its
+ * bytes, the count of an array or map whose elements come next. */
+static void rd_next(struct rd *r, struct mobj *o)
+{
+	unsigned c = *r->p++;
+	o->n = 0;
+	if (c <= 0x7f) {
+		o->t = M_UINT;
+		o->u = c;
+		return;
+	}
+	if (c >= 0xe0) {
+		o->t = M_NINT;
+		o->i = (int8_t)c;
+		return;
+	}
+	if (c <= 0x8f) {
+		o->t = M_MAP;
+		o->n = c & 0x0f;
+		return;
+	}
+	if (c <= 0x9f) {
+		o->t = M_ARRAY;
+		o->n = c & 0x0f;
+		return;
+	}
+	if (c <= 0xbf) {
+		o->t = M_STR;
+		o->n = c & 0x1f;
+	} else if (c == 0xc2 || c == 0xc3) {
+		o->t = M_BOOL;
+		o->u = c == 0xc3;
+		return;
+	} else if (c >= 0xc4 && c <= 0xc6) {
+		o->t = M_BIN;
+		o->n = (uint32_t)rd_be(r, 1u << (c - 0xc4));
+	} else if (c >= 0xc7 && c <= 0xc9) {
+		o->t = M_EXT;
+		o->n = (uint32_t)rd_be(r, 1u << (c - 0xc7)) + 1; /* + the type byte */
+	} else if (c == 0xca || c == 0xcb) {
+		o->t = M_FLOAT;
+		r->p += c == 0xca ? 4 : 8;
+		return;
+	} else if (c >= 0xcc && c <= 0xcf) {
+		o->t = M_UINT;
+		o->u = rd_be(r, 1u << (c - 0xcc));
+		return;
+	} else if (c >= 0xd0 && c <= 0xd3) {
+		unsigned sh = 64 - 8 * (1u << (c - 0xd0));
+		int64_t v = (int64_t)(rd_be(r, 1u << (c - 0xd0)) << sh) >> sh;
+		o->t = v < 0 ? M_NINT : M_UINT;
+		o->i = v;
+		o->u = (uint64_t)v;
+		return;
+	} else if (c >= 0xd4 && c <= 0xd8) {
+		o->t = M_EXT;
+		o->n = (1u << (c - 0xd4)) + 1;
+	} else if (c >= 0xd9 && c <= 0xdb) {
+		o->t = M_STR;
+		o->n = (uint32_t)rd_be(r, 1u << (c - 0xd9));
+	} else if (c == 0xdc || c == 0xdd) {
+		o->t = M_ARRAY;
+		o->n = (uint32_t)rd_be(r, c == 0xdc ? 2 : 4);
+		return;
+	} else if (c == 0xde || c == 0xdf) {
+		o->t = M_MAP;
+		o->n = (uint32_t)rd_be(r, c == 0xde ? 2 : 4);
+		return;
+	} else {
+		o->t = M_NIL; /* 0xc0 (0xc1 never passes msgpack_skip) */
+		return;
+	}
+	o->p = (const char *)r->p;
+	r->p += o->n;
+}
+
+static const unsigned char *msgpack_skip(const unsigned char *p, const unsigned char *end);
+
+/* rd_skip passes over the next object, nested elements and all. */
+static void rd_skip(struct rd *r)
+{
+	r->p = msgpack_skip(r->p, r->end);
+}
+
+static int dec_str(struct dec *d, const struct field_desc *fd, const struct mobj *o,
                    wire_str *out)
 {
-	if (o->type != MSGPACK_OBJECT_STR)
+	if (o->t != M_STR)
 		return dec_fail(d, fd->key, "expected ", "str");
-	if (!wire_utf8_valid(o->via.str.ptr, o->via.str.size))
+	if (!wire_utf8_valid(o->p, o->n))
 		return dec_fail(d, fd->key, "", "invalid UTF-8 or NUL in text");
-	out->p = o->via.str.ptr;
-	out->len = o->via.str.size;
+	out->p = o->p;
+	out->len = o->n;
 	return 0;
 }
 
-static int dec_u64(struct dec *d, const struct field_desc *fd, const msgpack_object *o,
+static int dec_u64(struct dec *d, const struct field_desc *fd, const struct mobj *o,
                    uint64_t *out)
 {
-	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+	if (o->t != M_UINT)
 		return dec_fail(d, fd->key, "expected ", "non-negative integer");
-	*out = o->via.u64;
+	*out = o->u;
 	return 0;
 }
 
@@ -448,7 +654,7 @@ static void *zalloc(struct dec *d, size_t n, size_t size)
 	return (void *)(((uintptr_t)p + align - 1) & ~(align - 1));
 }
 
-static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int depth);
+static int dec_map(struct dec *d, struct rd *r, wire_msg *m, int depth);
 
 /*
  * The field keys hashed into an open-addressing table, built once: a key is
@@ -478,10 +684,10 @@ static void key_init(void)
 	}
 }
 
-/* field_lookup returns the field whose key is @ks/@kl, or WIRE_F__COUNT. */
-static int field_lookup(const char *ks, uint32_t kl)
+/* field_find returns the field whose key is @ks/@kl, or WIRE_F__COUNT; the
+ * table must be built (keys_ready). */
+static inline int field_find(const char *ks, uint32_t kl)
 {
-	pthread_once(&key_once, key_init);
 	if (kl > 255)
 		return WIRE_F__COUNT;
 	for (uint32_t i = key_hash(ks, kl) & (KEY_SLOTS - 1); key_slot[i];
@@ -493,134 +699,164 @@ static int field_lookup(const char *ks, uint32_t kl)
 	return WIRE_F__COUNT;
 }
 
-static int dec_field(struct dec *d, const struct field_desc *fd, const msgpack_object *o,
-                     void *v, int depth)
+/* keys_ready builds the key table once; a decode calls it once, not per key. */
+static void keys_ready(void)
 {
-	switch (fd->type) {
-	case WIRE_T_U64:
-		return dec_u64(d, fd, o, v);
-	case WIRE_T_I64:
-		if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-			if (o->via.u64 > INT64_MAX)
-				return dec_fail(d, fd->key, "", "integer too large");
-			*(int64_t *)v = (int64_t)o->via.u64;
-		} else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-			*(int64_t *)v = o->via.i64;
-		} else {
-			return dec_fail(d, fd->key, "expected ", "integer");
-		}
-		return 0;
-	case WIRE_T_BOOL:
-		if (o->type != MSGPACK_OBJECT_BOOLEAN)
-			return dec_fail(d, fd->key, "expected ", "bool");
-		*(bool *)v = o->via.boolean;
-		return 0;
-	case WIRE_T_STR:
-		return dec_str(d, fd, o, v);
-	case WIRE_T_BIN: {
-		wire_str *s = v;
-		if (o->type != MSGPACK_OBJECT_BIN)
-			return dec_fail(d, fd->key, "expected ", "bin");
-		s->p = o->via.bin.ptr;
-		s->len = o->via.bin.size;
-		return 0;
-	}
-	case WIRE_T_ID:
-		if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != 16)
-			return dec_fail(d, fd->key, "expected ", "bin of 16 bytes");
-		memcpy(((escrow_id_t *)v)->b, o->via.bin.ptr, 16);
-		return 0;
-	case WIRE_T_STRS: {
-		wire_strs *a = v;
-		if (o->type != MSGPACK_OBJECT_ARRAY)
-			return dec_fail(d, fd->key, "expected ", "array of str");
-		a->n = o->via.array.size;
-		a->v = zalloc(d, a->n, sizeof *a->v);
-		if (a->n && !a->v)
-			return ESCROW_ERR__NO_MEM;
-		for (uint32_t i = 0; i < a->n; i++)
-			if (dec_str(d, fd, &o->via.array.ptr[i], &a->v[i]))
-				return ESCROW_ERR_BAD_REQUEST;
-		return 0;
-	}
-	case WIRE_T_PROPS: {
-		wire_props *a = v;
-		if (o->type != MSGPACK_OBJECT_MAP)
-			return dec_fail(d, fd->key, "expected ", "map of str to str");
-		a->n = o->via.map.size;
-		a->k = zalloc(d, a->n, sizeof *a->k);
-		a->v = zalloc(d, a->n, sizeof *a->v);
-		if (a->n && (!a->k || !a->v))
-			return ESCROW_ERR__NO_MEM;
-		for (uint32_t i = 0; i < a->n; i++)
-			if (dec_str(d, fd, &o->via.map.ptr[i].key, &a->k[i]) ||
-			    dec_str(d, fd, &o->via.map.ptr[i].val, &a->v[i]))
-				return ESCROW_ERR_BAD_REQUEST;
-		return 0;
-	}
-	case WIRE_T_U64S: {
-		wire_u64s *a = v;
-		if (o->type != MSGPACK_OBJECT_ARRAY)
-			return dec_fail(d, fd->key, "expected ", "array of integers");
-		a->n = o->via.array.size;
-		a->v = zalloc(d, a->n, sizeof *a->v);
-		if (a->n && !a->v)
-			return ESCROW_ERR__NO_MEM;
-		for (uint32_t i = 0; i < a->n; i++)
-			if (dec_u64(d, fd, &o->via.array.ptr[i], &a->v[i]))
-				return ESCROW_ERR_BAD_REQUEST;
-		return 0;
-	}
-	case WIRE_T_ITEMS: {
+	pthread_once(&key_once, key_init);
+}
+
+static int field_lookup(const char *ks, uint32_t kl)
+{
+	keys_ready();
+	return field_find(ks, kl);
+}
+
+static int dec_field(struct dec *d, const struct field_desc *fd, struct rd *r, void *v,
+                     int depth)
+{
+	struct mobj o, e;
+	if (fd->type == WIRE_T_ITEMS) {
+		/* the maps are read by dec_map: only the array header here */
 		wire_items *a = v;
-		if (o->type != MSGPACK_OBJECT_ARRAY)
+		rd_next(r, &o);
+		if (o.t != M_ARRAY)
 			return dec_fail(d, fd->key, "expected ", "array of maps");
 		if (depth >= 2)
 			return dec_fail(d, fd->key, "", "nested too deeply");
-		a->n = o->via.array.size;
+		a->n = o.n;
 		a->v = zalloc(d, a->n, sizeof *a->v);
 		if (a->n && !a->v)
 			return ESCROW_ERR__NO_MEM;
 		for (uint32_t i = 0; i < a->n; i++) {
 			memset(&a->v[i], 0, sizeof a->v[i]);
-			int rc = dec_map(d, &o->via.array.ptr[i], &a->v[i], depth + 1);
+			int rc = dec_map(d, r, &a->v[i], depth + 1);
 			if (rc)
 				return rc;
 		}
 		return 0;
 	}
+	rd_next(r, &o);
+	switch (fd->type) {
+	case WIRE_T_U64:
+		return dec_u64(d, fd, &o, v);
+	case WIRE_T_I64:
+		if (o.t == M_UINT) {
+			if (o.u > INT64_MAX)
+				return dec_fail(d, fd->key, "", "integer too large");
+			*(int64_t *)v = (int64_t)o.u;
+		} else if (o.t == M_NINT) {
+			*(int64_t *)v = o.i;
+		} else {
+			return dec_fail(d, fd->key, "expected ", "integer");
+		}
+		return 0;
+	case WIRE_T_BOOL:
+		if (o.t != M_BOOL)
+			return dec_fail(d, fd->key, "expected ", "bool");
+		*(bool *)v = o.u != 0;
+		return 0;
+	case WIRE_T_STR:
+		return dec_str(d, fd, &o, v);
+	case WIRE_T_BIN: {
+		wire_str *s = v;
+		if (o.t != M_BIN)
+			return dec_fail(d, fd->key, "expected ", "bin");
+		s->p = o.p;
+		s->len = o.n;
+		return 0;
+	}
+	case WIRE_T_ID:
+		if (o.t != M_BIN || o.n != 16)
+			return dec_fail(d, fd->key, "expected ", "bin of 16 bytes");
+		memcpy(((escrow_id_t *)v)->b, o.p, 16);
+		return 0;
+	case WIRE_T_STRS: {
+		wire_strs *a = v;
+		if (o.t != M_ARRAY)
+			return dec_fail(d, fd->key, "expected ", "array of str");
+		a->n = o.n;
+		a->v = zalloc(d, a->n, sizeof *a->v);
+		if (a->n && !a->v)
+			return ESCROW_ERR__NO_MEM;
+		for (uint32_t i = 0; i < a->n; i++) {
+			rd_next(r, &e);
+			if (dec_str(d, fd, &e, &a->v[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+		}
+		return 0;
+	}
+	case WIRE_T_PROPS: {
+		wire_props *a = v;
+		if (o.t != M_MAP)
+			return dec_fail(d, fd->key, "expected ", "map of str to str");
+		a->n = o.n;
+		a->k = zalloc(d, a->n, sizeof *a->k);
+		a->v = zalloc(d, a->n, sizeof *a->v);
+		if (a->n && (!a->k || !a->v))
+			return ESCROW_ERR__NO_MEM;
+		for (uint32_t i = 0; i < a->n; i++) {
+			rd_next(r, &e);
+			if (dec_str(d, fd, &e, &a->k[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+			rd_next(r, &e);
+			if (dec_str(d, fd, &e, &a->v[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+		}
+		return 0;
+	}
+	case WIRE_T_U64S: {
+		wire_u64s *a = v;
+		if (o.t != M_ARRAY)
+			return dec_fail(d, fd->key, "expected ", "array of integers");
+		a->n = o.n;
+		a->v = zalloc(d, a->n, sizeof *a->v);
+		if (a->n && !a->v)
+			return ESCROW_ERR__NO_MEM;
+		for (uint32_t i = 0; i < a->n; i++) {
+			rd_next(r, &e);
+			if (dec_u64(d, fd, &e, &a->v[i]))
+				return ESCROW_ERR_BAD_REQUEST;
+		}
+		return 0;
+	}
+	case WIRE_T_ITEMS:
 	case WIRE_T__COUNT:
 		break;
 	}
 	return ESCROW_ERR_BAD_REQUEST;
 }
 
-static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int depth)
+static int dec_map(struct dec *d, struct rd *r, wire_msg *m, int depth)
 {
-	if (o->type != MSGPACK_OBJECT_MAP)
+	struct mobj o, k, v;
+	rd_next(r, &o);
+	if (o.t != M_MAP)
 		return dec_fail(d, NULL, "frame is not a msgpack map", "");
-	for (uint32_t i = 0; i < o->via.map.size; i++) {
-		const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
-		if (k->type != MSGPACK_OBJECT_STR)
+	for (uint32_t i = 0; i < o.n; i++) {
+		rd_next(r, &k);
+		if (k.t != M_STR)
 			return dec_fail(d, NULL, "map key is not a str", "");
-		const char *ks = k->via.str.ptr;
-		uint32_t kl = k->via.str.size;
+		const char *ks = k.p;
+		uint32_t kl = k.n;
 		if (depth == 0 && kl == 2 && memcmp(ks, "op", 2) == 0) {
-			if (v->type != MSGPACK_OBJECT_STR)
+			rd_next(r, &v);
+			if (v.t != M_STR)
 				return dec_fail(d, "op", "expected ", "str");
-			m->op = wire_op_lookup(v->via.str.ptr, v->via.str.size);
+			m->op = wire_op_lookup(v.p, v.n);
 			if (m->op == WIRE_OP__COUNT && d->unknown_op) {
-				d->unknown_op->p = v->via.str.ptr;
-				d->unknown_op->len = v->via.str.size;
+				d->unknown_op->p = v.p;
+				d->unknown_op->len = v.n;
 			}
 			continue;
 		}
-		int f = field_lookup(ks, kl);
-		if (f == WIRE_F__COUNT)
-			continue; /* unknown key: ignored (protocol.md §3) */
+		int f = field_find(ks, kl);
+		if (f == WIRE_F__COUNT) {
+			rd_skip(r); /* unknown key: ignored (protocol.md §3) */
+			continue;
+		}
 		if (m->has & WIRE_BIT(f))
 			return dec_fail(d, fields[f].key, "", "given twice");
-		int rc = dec_field(d, &fields[f], v, (char *)m + fields[f].off, depth);
+		int rc = dec_field(d, &fields[f], r, (char *)m + fields[f].off, depth);
 		if (rc)
 			return rc;
 		m->has |= WIRE_BIT(f);
@@ -629,21 +865,20 @@ static int dec_map(struct dec *d, const msgpack_object *o, wire_msg *m, int dept
 }
 
 /*
- * msgpack_bounded checks, before msgpack-c sees the bytes, that no container
- * claims more elements than the frame has bytes left: msgpack-c allocates a
- * container's element array from its declared count, so a 10-byte frame
- * claiming 2^32 elements would otherwise ask for 96 GiB. Every element takes
- * at least one byte, so objects still owed can never outnumber the bytes
- * left. Returns 0 if the bytes are bounded and well-formed as far as sizes
- * go, -1 otherwise.
+ * msgpack_skip walks one msgpack object at @p without building it and
+ * returns the byte after it, or NULL when the object runs past @end or a
+ * container claims more elements than there are bytes left (every element
+ * takes at least one byte, so objects still owed can never outnumber the
+ * bytes left). wire_decode checks a whole frame with this before reading it,
+ * so a 10-byte frame claiming 2^32 elements is refused before any allocation
+ * sized from that count.
  */
-static int msgpack_bounded(const unsigned char *p, size_t len)
+static const unsigned char *msgpack_skip(const unsigned char *p, const unsigned char *end)
 {
-	const unsigned char *end = p + len;
 	size_t owed = 1;
 	while (owed > 0) {
 		if (p >= end || owed > (size_t)(end - p))
-			return -1;
+			return NULL;
 		owed--;
 		unsigned c = *p++;
 		size_t skip = 0, n = 0, lenbytes = 0, extra = 0;
@@ -681,12 +916,12 @@ static int msgpack_bounded(const unsigned char *p, size_t len)
 			case 0xdd: kind = 1; lenbytes = 4; break;
 			case 0xde: kind = 2; lenbytes = 2; break;
 			case 0xdf: kind = 2; lenbytes = 4; break;
-			default: return -1; /* 0xc1: never used */
+			default: return NULL; /* 0xc1: never used */
 			}
 		}
 		if (lenbytes) {
 			if ((size_t)(end - p) < lenbytes)
-				return -1;
+				return NULL;
 			size_t v = 0;
 			for (size_t i = 0; i < lenbytes; i++)
 				v = v << 8 | *p++;
@@ -698,14 +933,144 @@ static int msgpack_bounded(const unsigned char *p, size_t len)
 		if (kind) {
 			size_t need = kind == 2 ? 2 * n : n;
 			if (need > (size_t)(end - p) - owed)
-				return -1;
+				return NULL;
 			owed += need;
 		} else {
 			if (skip > (size_t)(end - p))
-				return -1;
+				return NULL;
 			p += skip;
 		}
 	}
+	return p;
+}
+
+
+/* ---- splicing encoded maps ---------------------------------------------- */
+
+/* type_fits: whether the msgpack type byte @c can be a value of type @t (the
+ * shape the decoder would accept; text is not re-checked for UTF-8). */
+static bool type_fits(wire_type t, unsigned c)
+{
+	switch (t) {
+	case WIRE_T_U64:
+		return c <= 0x7f || (c >= 0xcc && c <= 0xcf);
+	case WIRE_T_I64:
+		return c <= 0x7f || c >= 0xe0 || (c >= 0xcc && c <= 0xd3);
+	case WIRE_T_BOOL:
+		return c == 0xc2 || c == 0xc3;
+	case WIRE_T_STR:
+		return (c >= 0xa0 && c <= 0xbf) || (c >= 0xd9 && c <= 0xdb);
+	case WIRE_T_BIN:
+	case WIRE_T_ID:
+		return c >= 0xc4 && c <= 0xc6;
+	case WIRE_T_STRS:
+	case WIRE_T_U64S:
+	case WIRE_T_ITEMS:
+		return (c >= 0x90 && c <= 0x9f) || c == 0xdc || c == 0xdd;
+	case WIRE_T_PROPS:
+		return (c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf;
+	case WIRE_T__COUNT:
+		break;
+	}
+	return false;
+}
+
+int wire_map_view_of(const char *data, size_t len, wire_map_view *v)
+{
+	const unsigned char *p = (const unsigned char *)data, *end = p + len;
+	v->has = 0;
+	v->foreign = false;
+	keys_ready();
+	if (len == 0)
+		return ESCROW_ERR_BAD_REQUEST;
+	uint32_t n;
+	unsigned c = *p++;
+	if (c >= 0x80 && c <= 0x8f) {
+		n = c & 0x0f;
+	} else if (c == 0xde && end - p >= 2) {
+		n = (uint32_t)p[0] << 8 | p[1];
+		p += 2;
+	} else if (c == 0xdf && end - p >= 4) {
+		n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+		p += 4;
+	} else {
+		return ESCROW_ERR_BAD_REQUEST;
+	}
+	v->entries = (const char *)p;
+	v->n = n;
+	for (uint32_t i = 0; i < n; i++) {
+		if (p >= end)
+			return ESCROW_ERR_BAD_REQUEST;
+		c = *p++;
+		size_t kl;
+		if (c >= 0xa0 && c <= 0xbf) {
+			kl = c & 0x1f;
+		} else if (c == 0xd9 && p < end) {
+			kl = *p++;
+		} else {
+			return ESCROW_ERR_BAD_REQUEST; /* longer keys are not fields */
+		}
+		if (kl > (size_t)(end - p))
+			return ESCROW_ERR_BAD_REQUEST;
+		const char *ks = (const char *)p;
+		p += kl;
+		const unsigned char *val = p;
+		p = msgpack_skip(p, end);
+		if (!p)
+			return ESCROW_ERR_BAD_REQUEST;
+		int f = field_find(ks, (uint32_t)kl);
+		if (f == WIRE_F__COUNT) {
+			v->foreign = true; /* "op", or a key this build does not know */
+			continue;
+		}
+		if ((v->has & WIRE_BIT(f)) || !type_fits(fields[f].type, *val))
+			return ESCROW_ERR_BAD_REQUEST;
+		v->has |= WIRE_BIT(f);
+		v->off[f] = (uint32_t)(val - (const unsigned char *)data);
+	}
+	if (p != end)
+		return ESCROW_ERR_BAD_REQUEST;
+	v->len = (size_t)(end - (const unsigned char *)v->entries);
+	v->base = data;
+	return 0;
+}
+
+int wire_map_view_u64(const wire_map_view *v, wire_field f, uint64_t *out)
+{
+	if (f >= WIRE_F__COUNT || !(v->has & WIRE_BIT(f)) || fields[f].type != WIRE_T_U64)
+		return ESCROW_ERR_NOT_FOUND;
+	const unsigned char *p = (const unsigned char *)v->base + v->off[f];
+	unsigned c = *p++;
+	size_t nb = c <= 0x7f ? 0 : (size_t)1 << (c - 0xcc); /* 0xcc..0xcf: 1, 2, 4, 8 bytes */
+	uint64_t x = c <= 0x7f ? c : 0;
+	for (size_t i = 0; i < nb; i++)
+		x = x << 8 | p[i];
+	*out = x;
+	return 0;
+}
+
+int wire_encode_head(const wire_msg *m, const wire_map_view *v, wire_buf *b)
+{
+	size_t start = b->len;
+	if ((m->has & v->has) || v->foreign)
+		return ESCROW_ERR__INVALID_ARG;
+	if (buf_reserve(b, WIRE_HDR_BYTES))
+		return ESCROW_ERR__NO_MEM;
+	b->len += WIRE_HDR_BYTES;
+	if (pk_map(b, entry_count(m) + v->n) || pack_entries(b, m, NULL)) {
+		b->len = start;
+		return ESCROW_ERR__NO_MEM;
+	}
+	size_t n = b->len - start - WIRE_HDR_BYTES + v->len;
+	if (n > UINT32_MAX) {
+		b->len = start;
+		return ESCROW_ERR_TOO_LARGE;
+	}
+	unsigned char *h = (unsigned char *)b->p + start;
+	h[0] = (unsigned char)(n >> 24);
+	h[1] = (unsigned char)(n >> 16);
+	h[2] = (unsigned char)(n >> 8);
+	h[3] = (unsigned char)n;
 	return 0;
 }
 
@@ -787,27 +1152,24 @@ int wire_decode(const char *data, size_t len, wire_frame *f, wire_str *unknown_o
 	memset(f, 0, sizeof *f);
 	if (unknown_op)
 		*unknown_op = (wire_str){0};
-	if (msgpack_bounded((const unsigned char *)data, len)) {
+	const unsigned char *end = msgpack_skip((const unsigned char *)data,
+	                                        (const unsigned char *)data + len);
+	if (!end) {
 		snprintf(err, errlen, "frame is not valid msgpack (truncated, or a length or count "
 		                      "larger than the frame)");
 		return ESCROW_ERR_BAD_REQUEST;
 	}
+	keys_ready();
 	msgpack_zone *z = zone_take();
 	if (!z)
 		return ESCROW_ERR__NO_MEM;
-	msgpack_object obj;
-	size_t off = 0;
-	msgpack_unpack_return ur = msgpack_unpack(data, len, &off, z, &obj);
 	int rc;
 	struct dec d = {z, err, errlen, unknown_op};
-	if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
-		rc = dec_fail(&d, NULL, "frame too complex to decode", "");
-	} else if (ur == MSGPACK_UNPACK_SUCCESS) {
-		rc = dec_map(&d, &obj, &f->m, 0);
-	} else if (ur == MSGPACK_UNPACK_EXTRA_BYTES) {
+	if (end != (const unsigned char *)data + len) {
 		rc = dec_fail(&d, NULL, "bytes after the map inside the frame", "");
 	} else {
-		rc = dec_fail(&d, NULL, "frame is not valid msgpack", "");
+		struct rd r = {(const unsigned char *)data, end};
+		rc = dec_map(&d, &r, &f->m, 0);
 	}
 	if (rc) {
 		zone_give(z);

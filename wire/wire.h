@@ -176,6 +176,9 @@ typedef struct wire_buf {
 } wire_buf;
 
 void wire_buf_free(wire_buf *b); /* frees p, zeroes the struct */
+/* wire_buf_reserve makes room for @more bytes after b->len: 0, or
+ * ESCROW_ERR__NO_MEM (b unchanged). */
+int wire_buf_reserve(wire_buf *b, size_t more);
 
 /*
  * wire_encode appends one whole frame (header + map) for @m to @b.
@@ -222,6 +225,44 @@ typedef struct wire_frame {
 int wire_decode(const char *data, size_t len, wire_frame *f, wire_str *unknown_op, char *err,
                 size_t errlen);
 void wire_frame_free(wire_frame *f);
+
+/*
+ * Splicing: a stored record (an encoded map, doc/storage.md §2.5) forwarded
+ * into a frame as bytes, without decoding and re-encoding it (issue 16).
+ *
+ * wire_map_view_of walks the top-level map @data/@len (no frame header)
+ * without building it: it finds where the entries start, their count and
+ * bytes, which fields of fields.def they hold (each value's type byte must
+ * fit the field's type, as the decoder would require; text is not re-checked
+ * for UTF-8, and nested values only for their bounds) and where each value
+ * starts. @v points into @data afterwards; it owns nothing. Returns 0, or
+ * ESCROW_ERR_BAD_REQUEST when the bytes are not one whole map with str keys,
+ * a key is given twice or a field's value has the wrong type. Keys that are
+ * not fields (or "op") set v->foreign. Thread-safe.
+ */
+typedef struct wire_map_view {
+	const char *base;    /* @data */
+	const char *entries; /* the first key, inside @data */
+	size_t len;          /* bytes of all entries, to the end of @data */
+	uint32_t n;          /* entries */
+	bool foreign;        /* a key that is not a field of fields.def */
+	wire_mask has;       /* WF() bits of the fields among the keys */
+	uint32_t off[WIRE_F__COUNT]; /* value of field f at base + off[f], if in has */
+} wire_map_view;
+int wire_map_view_of(const char *data, size_t len, wire_map_view *v);
+/* wire_map_view_u64: the value of u64 field @f of @v in *out. Returns 0, or
+ * ESCROW_ERR_NOT_FOUND when @v has no such field or @f is not a u64 field. */
+int wire_map_view_u64(const wire_map_view *v, wire_field f, uint64_t *out);
+/*
+ * wire_encode_head appends the 4-byte header and the start of the frame
+ * whose map is @m's entries followed by @v's: the header counts v->len
+ * bytes that are not written; the caller sends v->entries (v->len bytes)
+ * right after b->p[start .. b->len). Returns 0, ESCROW_ERR__INVALID_ARG when
+ * @m and @v share a field or @v has a foreign key (the frame would carry a
+ * key twice: decode and re-encode instead), ESCROW_ERR_TOO_LARGE over 4 GiB,
+ * or ESCROW_ERR__NO_MEM (b unchanged on every error).
+ */
+int wire_encode_head(const wire_msg *m, const wire_map_view *v, wire_buf *b);
 
 /*
  * wire_msg_dup deep-copies @m (every present field, nested items too, and

@@ -619,6 +619,14 @@ static void race(int mode)
 		if (rc)
 			FAIL("send %d: %s", i, escrow_err2name(rc));
 		pthread_mutex_lock(&k.mu);
+		if (mode == 'a' && !k.done && !k.go && !pl.local_end_us) {
+			/* (a): a check-back preempted the send (a loaded machine
+			 * passed the tx timeout first), so the local function that
+			 * starts the checker never ran: start it now; its answer
+			 * must still be the transaction's fate */
+			k.go = 1;
+			pthread_cond_signal(&k.cv);
+		}
 		while (!k.done)
 			pthread_cond_wait(&k.cv, &k.mu);
 		escrow_tx_state_t ans = k.answer;

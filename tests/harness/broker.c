@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -268,6 +271,44 @@ int broker_stop(test_broker *b)
 	else if (WIFSIGNALED(st))
 		test_diag("escrowd (pid %d) died of signal %d on SIGTERM", (int)pid, WTERMSIG(st));
 	return -1;
+}
+
+int broker_up(test_broker *b, const char *tag, const char *const *extra)
+{
+	char dir[sizeof b->dir];
+	memset(b, 0, sizeof *b);
+	if (tmpdir_make(dir, sizeof dir, tag))
+		return -1;
+	if (broker_start(b, dir, extra)) {
+		tmpdir_remove(dir);
+		b->dir[0] = 0;
+		return -1;
+	}
+	return 0;
+}
+
+int broker_down(test_broker *b)
+{
+	int rc = 0;
+	if (b->pid > 0)
+		rc = broker_stop(b);
+	tmpdir_remove(b->dir);
+	b->dir[0] = 0;
+	return rc;
+}
+
+int port_free(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t l = sizeof a;
+	int p = -1;
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &l) == 0)
+		p = ntohs(a.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return p;
 }
 
 int tmpdir_make(char *out, size_t outlen, const char *tag)

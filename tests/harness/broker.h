@@ -70,6 +70,30 @@ int broker_stop(test_broker *b);
  */
 int prog_run(const char *const *argv, char *out, size_t outlen, int timeout_ms);
 
+/*
+ * broker_up: the per-case broker. Makes a fresh temp dir tagged @tag and
+ * starts escrowd on it with @extra (as broker_start). Returns 0, or -1
+ * after a diagnostic (the dir is removed again). Pair with broker_down, in
+ * a test_run_each setup/teardown, so that every case starts from an empty
+ * broker and runs alone under TEST_ONLY (like beanstalkd's SERVER()).
+ */
+int broker_up(test_broker *b, const char *tag, const char *const *extra);
+
+/*
+ * broker_down stops the broker of broker_up cleanly (SIGTERM) when it still
+ * runs, then removes its dir. Returns 0, or -1 when escrowd did not exit
+ * with status 0 (diagnostic printed). A no-op (0) for a broker never up.
+ */
+int broker_down(test_broker *b);
+
+/*
+ * port_free: a TCP port on 127.0.0.1 nobody listens on now (bound, read,
+ * closed), for a listener the broker cannot report (--http, --metrics);
+ * -1 when none could be had. Another process may take it meanwhile: tests
+ * retry their start when the broker says the address is in use.
+ */
+int port_free(void);
+
 /* tmpdir_make makes a fresh dir into @out; returns 0 or -1. */
 int tmpdir_make(char *out, size_t outlen, const char *tag);
 /* tmpdir_remove deletes @path recursively; NULL or "" is a no-op. */

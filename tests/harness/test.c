@@ -94,7 +94,7 @@ int test_run_each(const test_case *cases, size_t n, void (*setup)(void), void (*
 			setup();
 		if (failed)
 			test_diag("%s: setup failed; the case did not run", cases[i].name);
-		else
+		else if (!skipped) /* a setup that skips skips the case */
 			cases[i].fn();
 		if (teardown) {
 			int case_failed = failed;

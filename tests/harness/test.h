@@ -48,7 +48,8 @@ int test_run(const test_case *cases, size_t n);
 /*
  * test_run_each is test_run with a fixture: @setup runs before every case
  * and @teardown after it (either may be NULL; both may use CHECK, and a
- * failure in either fails that case; a case whose setup failed is not run).
+ * failure in either fails that case; a case whose setup failed or skipped
+ * is not run).
  * So every case starts from the same state and runs alone under TEST_ONLY:
  * a broker per case rather than one shared by cases that depend on order.
  */

@@ -3,6 +3,7 @@
  * a real escrowd on port 0: topics and groups created, described and deleted
  * from C, the errors a caller sees, and the libraries taking the broker
  * address from $ESCROW_SERVER (issue 10, "found by a new user").
+ * Every case gets a fresh broker (setup), so any case runs alone.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,6 @@
 #include "tests/harness/test.h"
 
 static test_broker broker;
-static char dir[256];
 
 /* conf_for: a conf for the test broker (NULL addr: leave `server` alone). */
 static escrow_conf_t *conf_for(const char *addr, const char *timeout_ms)
@@ -32,11 +32,40 @@ static escrow_conf_t *conf_for(const char *addr, const char *timeout_ms)
 	return c;
 }
 
-static void test_start(void)
+static void setup(void)
 {
-	CHECK_INT(tmpdir_make(dir, sizeof dir, "admin"), ==, 0);
-	CHECK_INT(broker_start(&broker, dir, NULL), ==, 0);
+	CHECK_INT(broker_up(&broker, "admin", NULL), ==, 0);
 end:;
+}
+
+static void teardown(void)
+{
+	CHECK_INT(broker_down(&broker), ==, 0);
+end:;
+}
+
+/* orders_made: topic "orders" and, with @msgs, group "billing" and that
+ * many messages in it. ESCROW_OK or the first error. */
+static int orders_made(int msgs)
+{
+	escrow_conf_t *c = conf_for(broker.addr, NULL);
+	char err[512];
+	escrow_admin_t *a = c ? escrow_admin_new(c, err, sizeof err) : NULL;
+	escrow_producer_t *p = NULL;
+	int rc = a ? escrow_admin_topic_create(a, "orders", 3600000) : ESCROW_ERR__INVALID_ARG;
+	if (rc == ESCROW_OK && msgs)
+		rc = escrow_admin_group_create(a, "orders", "billing", NULL);
+	if (rc == ESCROW_OK && msgs)
+		p = escrow_producer_new(c, err, sizeof err);
+	for (int i = 0; rc == ESCROW_OK && i < msgs; i++) {
+		escrow_msg_t *m = p ? escrow_msg_new("orders", "x", 1) : NULL;
+		rc = m ? escrow_send(p, m, NULL) : ESCROW_ERR__INVALID_ARG;
+		escrow_msg_free(m);
+	}
+	escrow_producer_free(p);
+	escrow_admin_free(a);
+	escrow_conf_free(c);
+	return rc;
 }
 
 /* topic create, describe, delete, with the errors of each */
@@ -88,6 +117,7 @@ static void test_groups(void)
 	escrow_group_info_t gi;
 	escrow_topic_info_t ti;
 	char err[512];
+	CHECK_INT(orders_made(0), ==, ESCROW_OK);
 	CHECK(c != NULL);
 	a = escrow_admin_new(c, err, sizeof err);
 	CHECK(a != NULL);
@@ -148,6 +178,7 @@ static void test_env_server(void)
 	escrow_consumer_t *cons = NULL;
 	escrow_topic_info_t ti;
 	char err[512];
+	CHECK_INT(orders_made(2), ==, ESCROW_OK);
 	setenv("ESCROW_SERVER", broker.addr, 1);
 	a = escrow_admin_new(NULL, err, sizeof err);
 	CHECK(a != NULL);
@@ -190,20 +221,15 @@ end:
 	escrow_conf_free(c);
 }
 
-static void test_stop(void)
-{
-	CHECK_INT(broker_stop(&broker), ==, 0);
-	tmpdir_remove(dir);
-end:;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc > 1)
 		broker_set_path(argv[1]);
 	static const test_case cases[] = {
-		TEST_CASE(test_start),       TEST_CASE(test_topics),      TEST_CASE(test_groups),
-		TEST_CASE(test_env_server),  TEST_CASE(test_unreachable), TEST_CASE(test_stop),
+		TEST_CASE(test_topics),
+		TEST_CASE(test_groups),
+		TEST_CASE(test_env_server),
+		TEST_CASE(test_unreachable),
 	};
-	return test_run(cases, TEST_COUNT(cases));
+	return test_run_each(cases, TEST_COUNT(cases), setup, teardown);
 }

@@ -30,21 +30,6 @@ static const char *args[] = {"--auth", "--tx-timeout", "200ms", "--tx-check-back
                              "100ms", "--tx-check-timeout", "300ms", "--log-level", "info",
                              "--http", http_addr, NULL};
 
-/* free_port: a TCP port nobody listens on now (bound, read, closed). */
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t l = sizeof a;
-	int p = -1;
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &l) == 0)
-		p = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return p;
-}
-
 /* http_code: curl @path on the HTTP front with Basic @userpw (NULL: none);
  * the status code, or -1. */
 static int http_code(const char *userpw, const char *method, const char *path)
@@ -266,7 +251,7 @@ static void test_bootstrap(void)
 {
 	char out[4096];
 	CHECK(tmpdir_make(dir, sizeof dir, "auth") == 0);
-	snprintf(http_addr, sizeof http_addr, "127.0.0.1:%d", free_port());
+	snprintf(http_addr, sizeof http_addr, "127.0.0.1:%d", port_free());
 	ctl = getenv("ESCROWCTL");
 	if (!ctl)
 		SKIP("no $ESCROWCTL");

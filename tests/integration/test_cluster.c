@@ -14,21 +14,14 @@
  * Skips (visibly) when etcd is not installed (scripts/deps.sh: etcd-server).
  * Batches are not replicated yet, so nothing here checks data across nodes.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness/broker.h"
+#include "harness/cluster.h"
 #include "harness/raw.h"
 #include "harness/test.h"
 
@@ -36,183 +29,28 @@
 #define LEASE_MS 2000
 
 static char dir[256];
-static const char *etcd_path, *ctl_path;
-static pid_t etcd_pid;
-static char etcd_url[64];
 static test_broker node[3];
 static char out[1 << 14];
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-	nanosleep(&ts, NULL);
-}
-
-/* free_port: a TCP port nobody listens on now (bind 0, read, close). */
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof a;
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-	    getsockname(fd, (struct sockaddr *)&a, &len)) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-static void etcd_kill(void)
-{
-	if (etcd_pid > 0) {
-		kill(etcd_pid, SIGKILL);
-		waitpid(etcd_pid, NULL, 0);
-		etcd_pid = 0;
-	}
-}
-
-/* etcd_start runs etcd on two free ports with its data in dir/etcd; waits
- * until its client port takes connections. */
-static int etcd_start(void)
-{
-	int cp = free_port(), pp = free_port();
-	if (cp < 0 || pp < 0)
-		return -1;
-	char data[400], curl[64], purl[64], init[128], logp[400];
-	snprintf(data, sizeof data, "%s/etcd", dir);
-	snprintf(curl, sizeof curl, "http://127.0.0.1:%d", cp);
-	snprintf(purl, sizeof purl, "http://127.0.0.1:%d", pp);
-	snprintf(init, sizeof init, "default=%s", purl);
-	snprintf(logp, sizeof logp, "%s/etcd.log", dir);
-	snprintf(etcd_url, sizeof etcd_url, "%s", curl);
-	etcd_pid = fork();
-	if (etcd_pid < 0)
-		return -1;
-	if (etcd_pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execl(etcd_path, etcd_path, "--data-dir", data, "--listen-client-urls", curl,
-		      "--advertise-client-urls", curl, "--listen-peer-urls", purl,
-		      "--initial-advertise-peer-urls", purl, "--initial-cluster", init, (char *)NULL);
-		_exit(127);
-	}
-	atexit(etcd_kill);
-	for (int i = 0; i < 100; i++) {
-		int fd = raw_connect(cp);
-		if (fd >= 0) {
-			raw_close(fd);
-			return 0;
-		}
-		sleep_ms(100);
-	}
-	return -1;
-}
-
-static int node_start(int i)
-{
-	char id[8];
-	snprintf(id, sizeof id, "%d", i + 1);
-	char d[400];
-	snprintf(d, sizeof d, "%s/node%d", dir, i + 1);
-	const char *extra[] = {"--cluster",        "t",         "--node-id",       id,
-	                       "--etcd",           etcd_url,    "--cluster-lease", LEASE,
-	                       "--replica-listen", "127.0.0.1:0", "--acks",        "leader",
-	                       NULL};
-	return broker_start(&node[i], d, extra);
-}
-
-enum { ASK_NONE = -100 };
-
-/* ask sends topic_list (a request only the leader serves) to node @i.
- * Returns 0 (served), the error code, or a RAW_* code (< 0); the error
- * message goes to @emsg. */
-static int ask(int i, char *emsg, size_t n)
-{
-	if (emsg)
-		emsg[0] = 0;
-	if (!node[i].pid)
-		return ASK_NONE;
-	int fd = raw_connect(node[i].port);
-	if (fd < 0)
-		return RAW_CLOSED;
-	int rc = raw_hello(fd, "test", "admin");
-	if (rc == 0) {
-		wire_msg req = {.op = WIRE_OP_TOPIC_LIST};
-		raw_frame fr;
-		rc = raw_call(fd, &req, &fr, 1000);
-		if (rc == RAW_OK) {
-			rc = (int)fr.f.m.err;
-			if (emsg && WIRE_HAS(&fr.f.m, EMSG))
-				snprintf(emsg, n, "%.*s", (int)fr.f.m.emsg.len, fr.f.m.emsg.p);
-		}
-		raw_frame_free(&fr);
-	}
-	raw_close(fd);
-	return rc;
-}
-
-/* leader_wait polls the running nodes until exactly one serves and every
- * other running one answers NOT_LEADER naming it; returns its index or -1
- * after @ms. */
 static int leader_wait(int ms)
 {
-	int64_t end = test_now_ms() + ms;
-	do {
-		int leader = -1, leaders = 0, redirects = 0, running = 0;
-		char msg[3][200];
-		for (int i = 0; i < 3; i++) {
-			int rc = ask(i, msg[i], sizeof msg[i]);
-			if (rc == ASK_NONE)
-				continue;
-			running++;
-			if (rc == 0) {
-				leader = i;
-				leaders++;
-			}
-		}
-		if (leaders > 1) {
-			test_fail_(__FILE__, __LINE__, "%d nodes serve at once", leaders);
-			return -1;
-		}
-		if (leader >= 0) {
-			char want[100];
-			snprintf(want, sizeof want, "leader %s", node[leader].addr);
-			for (int i = 0; i < 3; i++)
-				if (i != leader && node[i].pid && strcmp(msg[i], want) == 0)
-					redirects++;
-			if (redirects == running - 1)
-				return leader;
-		}
-		sleep_ms(50);
-	} while (test_now_ms() < end);
-	return -1;
+	return cl_leader_wait(node, 3, ms);
 }
 
 static int ctl(const char *server, const char *args)
 {
-	char cmd[1024];
-	snprintf(cmd, sizeof cmd, "'%s' -s %s %s", ctl_path, server, args);
-	const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-	int st = prog_run(argv, out, sizeof out, 10000);
-	return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return cl_ctl(server, args, out, sizeof out);
 }
 
 static long long epoch_of(const char *json)
 {
-	const char *p = strstr(json, "\"epoch\":");
-	return p ? atoll(p + 8) : -1;
+	return cl_json_int(json, "epoch");
 }
 
 static void test_cluster_failover(void)
 {
 	for (int i = 0; i < 3; i++)
-		if (node_start(i))
+		if (cl_node_start(&node[i], dir, i + 1, LEASE, NULL))
 			FAIL("node %d did not start", i + 1);
 
 	/* one leader, two redirects */
@@ -296,20 +134,15 @@ int main(int argc, char **argv)
 {
 	if (argc > 1)
 		broker_set_path(argv[1]);
-	etcd_path = getenv("ETCD");
-	if (!etcd_path)
-		etcd_path = "/usr/bin/etcd";
-	ctl_path = getenv("ESCROWCTL");
-	if (access(etcd_path, X_OK) != 0) {
-		printf("1..0 # SKIP etcd not installed (%s; scripts/deps.sh installs etcd-server)\n",
-		       etcd_path);
+	if (!cl_etcd_path()) {
+		printf("1..0 # SKIP etcd not installed (scripts/deps.sh installs etcd-server)\n");
 		return 0;
 	}
-	if (!ctl_path) {
+	if (!getenv("ESCROWCTL")) {
 		printf("1..0 # SKIP ESCROWCTL must be set (meson does)\n");
 		return 0;
 	}
-	if (tmpdir_make(dir, sizeof dir, "cluster") || etcd_start()) {
+	if (tmpdir_make(dir, sizeof dir, "cluster") || cl_etcd_start(dir)) {
 		printf("1..1\nnot ok 1 - cannot start etcd (see %s/etcd.log)\n", dir);
 		return 1;
 	}
@@ -318,7 +151,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 3; i++)
 		if (node[i].pid)
 			broker_kill(&node[i], SIGKILL);
-	etcd_kill();
+	cl_etcd_kill(SIGKILL);
 	tmpdir_remove(dir);
 	return rc;
 }

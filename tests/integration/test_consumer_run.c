@@ -5,6 +5,9 @@
  * 2, after the group's backoff, and is then acked), escrow_consumer_stop(),
  * escrow_nack() with an explicit delay and escrow_touch().
  *
+ * Every case gets a fresh broker with topic jobs and group workers (ack
+ * timeout 400 ms, backoff 100 ms), so any case runs alone.
+ *
  * usage: test_consumer_run ESCROWD
  */
 #include <pthread.h>
@@ -16,25 +19,13 @@
 #include "escrow/consumer.h"
 #include "escrow/producer.h"
 #include "tests/harness/broker.h"
+#include "tests/harness/client.h"
 #include "tests/harness/raw.h"
 #include "tests/harness/test.h"
 
 #define N 20
 
 static test_broker broker;
-static char dir[256];
-
-static escrow_conf_t *make_conf(void)
-{
-	char err[256];
-	escrow_conf_t *c = escrow_conf_new();
-	if (c && escrow_conf_set(c, "server", broker.addr, err, sizeof err)) {
-		test_diag("escrow_conf_set: %s", err);
-		escrow_conf_free(c);
-		return NULL;
-	}
-	return c;
-}
 
 /* admin_call sends @m on a fresh admin connection; 0 when ok. */
 static int admin_call(wire_msg *m)
@@ -53,12 +44,28 @@ static int admin_call(wire_msg *m)
 	return rc;
 }
 
-static void test_start(void)
+/* send_jobs: @n messages to topic jobs; 0 or the first error */
+static int send_jobs(int n, const char *body)
+{
+	for (int i = 0; i < n; i++) {
+		wire_msg m = {0};
+		m.op = WIRE_OP_SEND;
+		WIRE_SET(&m, TOPIC, topic, wire_cstr("jobs"));
+		WIRE_SET(&m, ID, id, escrow_id_new());
+		WIRE_SET(&m, BODY, body, wire_cstr(body));
+		int rc = admin_call(&m);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* setup: a fresh broker, topic jobs, group workers */
+static void setup(void)
 {
 	wire_msg m = {0};
 	uint64_t steps[1] = {100};
-	CHECK_INT(tmpdir_make(dir, sizeof dir, "run"), ==, 0);
-	CHECK_INT(broker_start(&broker, dir, NULL), ==, 0);
+	CHECK_INT(broker_up(&broker, "run", NULL), ==, 0);
 	m.op = WIRE_OP_TOPIC_CREATE;
 	WIRE_SET(&m, TOPIC, topic, wire_cstr("jobs"));
 	CHECK_INT(admin_call(&m), ==, 0);
@@ -69,14 +76,12 @@ static void test_start(void)
 	WIRE_SET(&m, ACK_TIMEOUT_MS, ack_timeout_ms, 400);
 	WIRE_SET(&m, BACKOFF_MS, backoff_ms, ((wire_u64s){1, steps}));
 	CHECK_INT(admin_call(&m), ==, 0);
-	for (int i = 0; i < N; i++) {
-		memset(&m, 0, sizeof m);
-		m.op = WIRE_OP_SEND;
-		WIRE_SET(&m, TOPIC, topic, wire_cstr("jobs"));
-		WIRE_SET(&m, ID, id, escrow_id_new());
-		WIRE_SET(&m, BODY, body, wire_cstr("job"));
-		CHECK_INT(admin_call(&m), ==, 0);
-	}
+end:;
+}
+
+static void teardown(void)
+{
+	CHECK_INT(broker_down(&broker), ==, 0);
 end:;
 }
 
@@ -115,11 +120,13 @@ static struct run_st st;
 static void test_run_reconsume_later_then_success(void)
 {
 	char err[256];
-	escrow_conf_t *conf = make_conf();
+	escrow_conf_t *conf = test_conf_new(broker.addr, "test-run", ESCROW_LOG_WARN, NULL);
 	pthread_t th;
 	void *ret = NULL;
 	bool started = false;
 	CHECK(conf);
+	CHECK_INT(send_jobs(N, "job"), ==, 0);
+	memset(&st, 0, sizeof st);
 	st.c = escrow_consumer_new(conf, "jobs", "workers", err, sizeof err);
 	if (!st.c)
 		FAIL("escrow_consumer_new: %s", err);
@@ -150,16 +157,11 @@ end:
 static void test_nack_delay_and_touch(void)
 {
 	char err[256];
-	escrow_conf_t *conf = make_conf();
+	escrow_conf_t *conf = test_conf_new(broker.addr, "test-run", ESCROW_LOG_WARN, NULL);
 	escrow_consumer_t *c = NULL;
 	escrow_msg_t *m = NULL, *m2 = NULL;
-	wire_msg s = {0};
 	CHECK(conf);
-	s.op = WIRE_OP_SEND;
-	WIRE_SET(&s, TOPIC, topic, wire_cstr("jobs"));
-	WIRE_SET(&s, ID, id, escrow_id_new());
-	WIRE_SET(&s, BODY, body, wire_cstr("one more"));
-	CHECK_INT(admin_call(&s), ==, 0);
+	CHECK_INT(send_jobs(1, "one more"), ==, 0);
 	c = escrow_consumer_new(conf, "jobs", "workers", err, sizeof err);
 	if (!c)
 		FAIL("escrow_consumer_new: %s", err);
@@ -190,22 +192,13 @@ end:
 	escrow_conf_free(conf);
 }
 
-static void test_stop(void)
-{
-	CHECK_INT(broker_stop(&broker), ==, 0);
-	tmpdir_remove(dir);
-end:;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc > 1)
 		broker_set_path(argv[1]);
 	static const test_case cases[] = {
-		TEST_CASE(test_start),
 		TEST_CASE(test_run_reconsume_later_then_success),
 		TEST_CASE(test_nack_delay_and_touch),
-		TEST_CASE(test_stop),
 	};
-	return test_run(cases, TEST_COUNT(cases));
+	return test_run_each(cases, TEST_COUNT(cases), setup, teardown);
 }

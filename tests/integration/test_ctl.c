@@ -7,6 +7,11 @@
  * never a terminal, as in a script); its stdout and stderr are kept apart
  * and its exit status is checked. The broker's log goes to a file of our
  * own, so the audit lines can be read back.
+ *
+ * Every case gets a fresh broker (setup) holding topic t with messages
+ * m1..m6 and group g (max deliveries 2, backoff 20 ms); a case that needs
+ * more state makes it first (ack_first_dead_second), so any case runs alone
+ * (TEST_ONLY=name).
  */
 #include <fcntl.h>
 #include <stdarg.h>
@@ -15,58 +20,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness/broker.h"
+#include "harness/ctl.h"
 #include "harness/test.h"
 
 static test_broker broker;
 static char dir[256];
 static char logpath[600];
-static const char *ctl_path;
 static char out[1 << 16], err[1 << 14];
 
-/* slurp reads file @path into @buf (NUL-terminated); the length or -1. */
-static long slurp(const char *path, char *buf, size_t n)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	size_t got = fread(buf, 1, n - 1, f);
-	buf[got] = 0;
-	fclose(f);
-	return (long)got;
-}
-
-/*
- * ctl runs "escrowctl -s ADDR ARGS" (ARGS printf-formatted, shell words)
- * with @in as its stdin (NULL: empty), stdout into `out` and stderr into
- * `err`. Returns the exit status, or -1 if it did not exit.
- */
+/* ctl runs "escrowctl -s ADDR ARGS" (harness/ctl.h) with @in as its
+ * stdin, stdout into `out`, stderr into `err`; the exit status or -1. */
 static int ctl(const char *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int ctl(const char *in, const char *fmt, ...)
 {
-	char args[2048], cmd[4096], inp[600], outp[600], errp[600];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(args, sizeof args, fmt, ap);
+	int rc = ctl_runv(broker.addr, dir, in, out, sizeof out, err, sizeof err, fmt, ap);
 	va_end(ap);
-	snprintf(inp, sizeof inp, "%s/ctl.in", dir);
-	snprintf(outp, sizeof outp, "%s/ctl.out", dir);
-	snprintf(errp, sizeof errp, "%s/ctl.err", dir);
-	FILE *f = fopen(inp, "w");
-	if (!f)
-		return -1;
-	fputs(in ? in : "", f);
-	fclose(f);
-	snprintf(cmd, sizeof cmd, "'%s' -s %s %s <'%s' >'%s' 2>'%s'", ctl_path, broker.addr, args,
-	         inp, outp, errp);
-	int st = system(cmd);
-	slurp(outp, out, sizeof out);
-	slurp(errp, err, sizeof err);
-	if (st == -1 || !WIFEXITED(st))
-		return -1;
-	return WEXITSTATUS(st);
+	return rc;
 }
 
 /* count_of: how many times @needle occurs in @hay. */
@@ -80,12 +55,12 @@ static int count_of(const char *hay, const char *needle)
 
 /* ---- cases ----------------------------------------------------------------- */
 
-static void test_start(void)
+/* setup: a fresh broker, its log in a file of ours; topic t, m1..m6, group g */
+static void setup(void)
 {
 	static const char *const args[] = {"--log-level", "info", NULL};
 	int saved = -1, fd = -1;
-	ctl_path = getenv("ESCROWCTL");
-	if (!ctl_path)
+	if (!ctl_path())
 		SKIP("no $ESCROWCTL");
 	CHECK_INT(tmpdir_make(dir, sizeof dir, "ctl"), ==, 0);
 	/* the broker's stderr (its log) goes to a file we can read */
@@ -106,6 +81,43 @@ end:
 		close(saved);
 	if (fd >= 0)
 		close(fd);
+}
+
+static void teardown(void)
+{
+	if (broker.pid)
+		CHECK_INT(broker_stop(&broker), ==, 0);
+end:
+	tmpdir_remove(dir);
+	dir[0] = 0;
+}
+
+/* nack_until_dead: consume --nack seq 2 of t/g until its last delivery
+ * (max 2) is dead-lettered, checking what each nack says. 0 or -1. */
+static int nack_until_dead(void)
+{
+	/* seq 2: max deliveries 2, backoff 20 ms */
+	CHECK_INT(ctl(NULL, "consume t g --nack"), ==, 0);
+	CHECK(strstr(out, "seq:") && strstr(out, "redelivery as attempt 2"));
+	CHECK(strstr(out, "1 scheduled for redelivery, 0 dead-lettered") != NULL);
+	CHECK(strstr(out, "will be redelivered") == NULL);
+	usleep(100 * 1000); /* the 20 ms backoff */
+	CHECK_INT(ctl(NULL, "--json consume t g --nack"), ==, 0);
+	CHECK(strstr(out, "\"seq\":2,") != NULL);
+	CHECK(strstr(out, "\"nack_state\":\"DEAD\"") != NULL);
+	return 0;
+end:
+	return -1;
+}
+
+/* ack_first_dead_second: seq 1 of t/g acked, seq 2 dead-lettered (the
+ * state the dlq and reset cases start from). 0 or -1. */
+static int ack_first_dead_second(void)
+{
+	CHECK_INT(ctl(NULL, "consume t g --count 1"), ==, 0);
+	return nack_until_dead();
+end:
+	return -1;
 }
 
 /* item 14: msg peek and consume --peek change no state; --no-ack says what it does */
@@ -145,15 +157,8 @@ end:;
 /* consume --nack prints what the nack did: redelivery scheduled, then dead-lettered */
 static void test_nack_says_what_happened(void)
 {
-	/* seq 2: max deliveries 2, backoff 20 ms */
-	CHECK_INT(ctl(NULL, "consume t g --nack"), ==, 0);
-	CHECK(strstr(out, "seq:") && strstr(out, "redelivery as attempt 2"));
-	CHECK(strstr(out, "1 scheduled for redelivery, 0 dead-lettered") != NULL);
-	CHECK(strstr(out, "will be redelivered") == NULL);
-	usleep(100 * 1000);
-	CHECK_INT(ctl(NULL, "--json consume t g --nack"), ==, 0);
-	CHECK(strstr(out, "\"seq\":2,") != NULL);
-	CHECK(strstr(out, "\"nack_state\":\"DEAD\"") != NULL);
+	CHECK_INT(ctl(NULL, "consume t g --count 1"), ==, 0);
+	CHECK_INT(nack_until_dead(), ==, 0);
 	CHECK_INT(ctl(NULL, "--json dlq list t g"), ==, 0);
 	CHECK(strstr(out, "\"seq\":2,") != NULL);
 end:;
@@ -162,6 +167,7 @@ end:;
 /* dlq purge reports counts; a seq that is not a dead letter is not "purged" */
 static void test_dlq_purge_counts(void)
 {
+	CHECK_INT(ack_first_dead_second(), ==, 0);
 	CHECK_INT(ctl(NULL, "dlq purge t g 4 --force"), ==, 1);
 	CHECK(strstr(out, "purged 0 of the 1 named dead letter") != NULL);
 	CHECK(strstr(err, "not in the dead-letter queue") != NULL);
@@ -181,6 +187,7 @@ end:;
 static void test_reset_forms(void)
 {
 	char before[sizeof out];
+	CHECK_INT(ack_first_dead_second(), ==, 0);
 	CHECK_INT(ctl(NULL, "--json group describe t g"), ==, 0);
 	snprintf(before, sizeof before, "%s", out);
 	/* a bare number was read as Unix ms (1970): refused now */
@@ -242,6 +249,27 @@ static void test_send_reads_stdin(void)
 	CHECK(strstr(out, "\"body\":\"hello from a pipe\"") != NULL);
 	CHECK(strstr(out, "\"body\":\"\"") != NULL);
 	CHECK_INT(count_of(out, "\"seq\":"), ==, 2);
+end:;
+}
+
+/* send's options reach the stored message (the frame is the producer
+ * library's, msg_send_frame, plus --at): key, tags, props, delay, at */
+static void test_send_options_stored(void)
+{
+	CHECK_INT(ctl(NULL, "topic create t4"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t4 g4"), ==, 0);
+	CHECK_INT(ctl(NULL, "send --key k1 --tag a --tag b --prop x=1 --prop y=2 t4 hello"), ==, 0);
+	CHECK_INT(ctl(NULL, "send --delay 1h t4 later"), ==, 0);
+	unsigned long long at = (unsigned long long)time(NULL) * 1000 + 7200000; /* in 2 h */
+	char want_at[64];
+	snprintf(want_at, sizeof want_at, "\"at_ms\":%llu", at);
+	CHECK_INT(ctl(NULL, "send --at %llu t4 in2h", at), ==, 0);
+	CHECK_INT(ctl(NULL, "--json msg peek t4 g4 --count 5"), ==, 0);
+	CHECK(strstr(out, "\"key\":\"k1\",\"tags\":[\"a\",\"b\"],\"props\":{\"x\":\"1\","
+	                  "\"y\":\"2\"},\"body\":\"hello\"") != NULL);
+	CHECK(strstr(out, want_at) != NULL);
+	CHECK_INT(count_of(out, "\"at_ms\":"), ==, 2); /* --delay became an at_ms too */
+	CHECK_INT(count_of(out, "\"born_ms\":"), ==, 3);
 end:;
 }
 
@@ -307,7 +335,7 @@ static void test_man_synopsis(void)
 	if (!src)
 		SKIP("no $ESCROW_SRCDIR");
 	snprintf(path, sizeof path, "%s/doc/man/escrowctl.1", src);
-	CHECK(slurp(path, man, sizeof man) > 0);
+	CHECK(file_slurp(path, man, sizeof man) > 0);
 	char *end = strstr(man, ".SH DESCRIPTION");
 	CHECK(end != NULL);
 	*end = 0;
@@ -359,12 +387,28 @@ end:;
 static void test_audit_after_success(void)
 {
 	static char log[1 << 20];
-	/* refused: an operator commit of a transaction that does not exist */
+	CHECK_INT(ack_first_dead_second(), ==, 0);
+	/* refused or doing nothing: never audited */
 	CHECK_INT(ctl(NULL, "tx commit 0123456789abcdef0123456789abcdef"), ==, 1);
 	CHECK_INT(ctl(NULL, "group reset t nosuch --to earliest --force"), ==, 1);
+	CHECK_INT(ctl(NULL, "dlq purge t g 4 --force"), ==, 1); /* not a dead letter */
+	/* done: audited */
+	CHECK_INT(ctl(NULL, "dlq purge t g 2 4 --force"), ==, 1);
+	CHECK_INT(ctl(NULL, "topic create t2"), ==, 0);
+	CHECK_INT(ctl(NULL, "group create t2 g2"), ==, 0);
+	CHECK_INT(ctl(NULL, "group delete t2 g2 --force"), ==, 0);
+	CHECK_INT(ctl(NULL, "topic delete --force t2"), ==, 0);
+	CHECK_INT(ctl(NULL, "group reset t g --to latest --force"), ==, 0);
+	CHECK_INT(ctl(NULL, "group reset t g --to earliest --force"), ==, 0);
 	CHECK_INT(ctl(NULL, "group reset t g --to-seq 2 --force"), ==, 0);
-	usleep(100 * 1000);
-	CHECK(slurp(logpath, log, sizeof log) > 0);
+	/* the audit line is logged after the reply: wait for the last one */
+	int64_t until = test_now_ms() + 5000;
+	while ((file_slurp(logpath, log, sizeof log) <= 0 ||
+	        !strstr(log, "reset group g of topic t to seq 2 (seq 2)")) &&
+	       test_now_ms() < until)
+		usleep(10 * 1000);
+	CHECK(strstr(log, "reset group g of topic t to seq 2 (seq 2)") != NULL);
+	CHECK(strstr(log, "purged 1 of 2 named dead letters of t/g") != NULL);
 	CHECK(strstr(log, "0123456789abcdef0123456789abcdef") == NULL);
 	CHECK(strstr(log, "nosuch") == NULL);
 	CHECK(strstr(log, "purged 0") == NULL); /* the purge of a seq not in the DLQ */
@@ -379,12 +423,9 @@ static void test_audit_after_success(void)
 			CHECK(!"audit format");
 		}
 	}
-	/* topic create x3, group create x3, purge 1, resets, deletes */
+	/* topic create x2, group create x2, purge, group and topic delete,
+	 * three resets */
 	CHECK_INT(n, >=, 10);
-	CHECK(strstr(logpath, "escrowd.log") != NULL);
-	CHECK_INT(slurp(logpath, log, sizeof log) > 0, ==, 1);
-	CHECK(strstr(log, "reset group g of topic t to seq 2 (seq 2)") != NULL);
-	CHECK(strstr(log, "purged 1 of 2 named dead letters of t/g") != NULL);
 end:;
 }
 
@@ -400,14 +441,14 @@ static void test_bench(void)
 	snprintf(cmd, sizeof cmd, "ESCROW_SERVER=%s '%s' e2e -t benchnew -n 300 -q >'%s' 2>&1",
 	         broker.addr, bench, outp);
 	CHECK_INT(system(cmd), ==, 0);
-	CHECK(slurp(outp, out, sizeof out) > 0);
+	CHECK(file_slurp(outp, out, sizeof out) > 0);
 	test_diag("%s", out);
 	CHECK(strstr(out, "group bench-") != NULL);
 	CHECK(strstr(out, "received 300, duplicates 0, stale skipped 0") != NULL);
 	CHECK(strstr(out, " ms") != NULL || strstr(out, " us") != NULL);
 	/* a second run reads nothing of the first: its own group */
 	CHECK_INT(system(cmd), ==, 0);
-	CHECK(slurp(outp, out, sizeof out) > 0);
+	CHECK(file_slurp(outp, out, sizeof out) > 0);
 	CHECK(strstr(out, "received 300, duplicates 0, stale skipped 0") != NULL);
 	CHECK_INT(ctl(NULL, "topic describe benchnew"), ==, 0);
 	CHECK_INT(ctl(NULL, "--json group list benchnew"), ==, 0);
@@ -421,31 +462,23 @@ static void test_bench(void)
 end:;
 }
 
-static void test_stop(void)
-{
-	CHECK_INT(broker_stop(&broker), ==, 0);
-	tmpdir_remove(dir);
-end:;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc > 1)
 		broker_set_path(argv[1]);
 	static const test_case cases[] = {
-		TEST_CASE(test_start),
 		TEST_CASE(test_peek_changes_nothing),
 		TEST_CASE(test_nack_says_what_happened),
 		TEST_CASE(test_dlq_purge_counts),
 		TEST_CASE(test_reset_forms),
 		TEST_CASE(test_delete_needs_force),
 		TEST_CASE(test_send_reads_stdin),
+		TEST_CASE(test_send_options_stored),
 		TEST_CASE(test_json_lists),
 		TEST_CASE(test_help),
 		TEST_CASE(test_man_synopsis),
 		TEST_CASE(test_audit_after_success),
 		TEST_CASE(test_bench),
-		TEST_CASE(test_stop),
 	};
-	return test_run(cases, TEST_COUNT(cases));
+	return test_run_each(cases, TEST_COUNT(cases), setup, teardown);
 }

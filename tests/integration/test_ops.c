@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "tests/harness/broker.h"
+#include "tests/harness/ctl.h"
 #include "tests/harness/raw.h"
 #include "tests/harness/test.h"
 
@@ -30,11 +31,6 @@
 static char out[65536];
 
 /* ---- helpers -------------------------------------------------------------- */
-
-static const char *ctl_path(void)
-{
-	return getenv("ESCROWCTL");
-}
 
 /* ctl runs escrowctl -s ADDR ARGS... (NULL-terminated) into out; returns the
  * exit status or -1. */

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "harness/broker.h"
+#include "harness/ctl.h"
 #include "harness/test.h"
 
 #define SECRET1 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -32,50 +33,22 @@
 
 static test_broker broker;
 static char dir[256];
-static const char *ctl_path;
 static const char *recv_path;
 static char out[1 << 20], err[1 << 14];
 static pid_t recv_pid;
 static int recv_port;
 static char mode_path[600], log_path[600];
 
-static long slurp(const char *path, char *buf, size_t n)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	size_t got = fread(buf, 1, n - 1, f);
-	buf[got] = 0;
-	fclose(f);
-	return (long)got;
-}
-
-/* ctl runs "escrowctl -s ADDR ARGS" with @in on stdin; stdout into out,
- * stderr into err; the exit status or -1. */
+/* ctl runs "escrowctl -s ADDR ARGS" (harness/ctl.h) with @in on stdin;
+ * stdout into out, stderr into err; the exit status or -1. */
 static int ctl(const char *in, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int ctl(const char *in, const char *fmt, ...)
 {
-	char args[2048], cmd[4096], inp[600], outp[600], errp[600];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(args, sizeof args, fmt, ap);
+	int rc = ctl_runv(broker.addr, dir, in, out, sizeof out, err, sizeof err, fmt, ap);
 	va_end(ap);
-	snprintf(inp, sizeof inp, "%s/ctl.in", dir);
-	snprintf(outp, sizeof outp, "%s/ctl.out", dir);
-	snprintf(errp, sizeof errp, "%s/ctl.err", dir);
-	FILE *f = fopen(inp, "w");
-	if (!f)
-		return -1;
-	fputs(in ? in : "", f);
-	fclose(f);
-	snprintf(cmd, sizeof cmd, "'%s' -s %s %s <'%s' >'%s' 2>'%s'", ctl_path, broker.addr, args,
-	         inp, outp, errp);
-	int st = system(cmd);
-	slurp(outp, out, sizeof out);
-	slurp(errp, err, sizeof err);
-	if (st == -1 || !WIFEXITED(st))
-		return -1;
-	return WEXITSTATUS(st);
+	return rc;
 }
 
 static void set_mode(const char *mode)
@@ -575,21 +548,6 @@ end:
 	stop_all();
 }
 
-/* free_port: a TCP port of 127.0.0.1 free a moment ago, or -1. */
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof sa;
-	int port = -1;
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-		port = ntohs(sa.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
 /* The same over the HTTP API (escrowd --http): create a push group, read
  * what it has not delivered, disable it. */
 static void test_http_api(void)
@@ -600,7 +558,7 @@ static void test_http_api(void)
 	snprintf(data, sizeof data, "%s/data", dir);
 	/* a free port for --http (the harness keeps only the wire port of
 	 * escrowd's ready line) */
-	int hport = free_port();
+	int hport = port_free();
 	CHECK_INT(hport, >, 0);
 	char hopt[32];
 	snprintf(hopt, sizeof hopt, "127.0.0.1:%d", hport);
@@ -621,7 +579,7 @@ static void test_http_api(void)
 	         hport, dir);
 	CHECK_INT(system(cmd), ==, 0);
 	snprintf(data, sizeof data, "%s/u.json", dir);
-	CHECK(slurp(data, out, sizeof out) > 0);
+	CHECK(file_slurp(data, out, sizeof out) > 0);
 	CHECK(strstr(out, "\"state\":\"DEAD\""));
 	CHECK(strstr(out, "\"status\":500"));
 	CHECK(strstr(out, "k9"));
@@ -735,9 +693,8 @@ int main(int argc, char **argv)
 {
 	if (argc > 1)
 		broker_set_path(argv[1]);
-	ctl_path = getenv("ESCROWCTL");
 	recv_path = getenv("PUSH_RECEIVER");
-	if (!ctl_path || !recv_path) {
+	if (!ctl_path() || !recv_path) {
 		printf("1..0 # SKIP ESCROWCTL and PUSH_RECEIVER must be set (meson does)\n");
 		return 0;
 	}

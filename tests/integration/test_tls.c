@@ -30,20 +30,6 @@ static char f_evilcli[400], f_evilclikey[400], f_other[400], f_otherkey[400], f_
 
 static char http_addr[64]; /* --http 127.0.0.1:PORT: HTTPS with the same certificate */
 
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t l = sizeof a;
-	int p = -1;
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &l) == 0)
-		p = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return p;
-}
-
 /* curl_code: GET @url with curl and @extra args; the HTTP status, 0 when
  * curl failed (refused certificate, not TLS). */
 static int curl_code(const char *url, const char *a1, const char *a2, const char *a3,
@@ -115,7 +101,7 @@ static int start(const char *cert, const char *key, const char *const *more)
 static void test_certs(void)
 {
 	CHECK(tmpdir_make(dir, sizeof dir, "tls") == 0);
-	snprintf(http_addr, sizeof http_addr, "127.0.0.1:%d", free_port());
+	snprintf(http_addr, sizeof http_addr, "127.0.0.1:%d", port_free());
 	ctl = getenv("ESCROWCTL");
 	if (!ctl)
 		SKIP("no $ESCROWCTL");

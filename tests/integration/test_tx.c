@@ -508,6 +508,43 @@ end:
 	raw_close(c);
 }
 
+/* The producer-group table (broker/checkback.c): a second hello moves a
+ * connection out of its group, a closed member is gone from it, and a
+ * member of another group is never asked; the first member to join later
+ * is asked at once. */
+static void test_group_members(void)
+{
+	int o = pconn("o9", "producer", "pg9"), m1 = pconn("m1", "producer", "pg9other");
+	int m2 = pconn("m2", "producer", "pg9"), m3 = -1;
+	CHECK(o >= 0 && m1 >= 0 && m2 >= 0);
+	escrow_id_t tx = escrow_id_new(), got;
+	CHECK_INT(half(o, tx, "ta", escrow_id_new(), "members", NULL), ==, 0);
+	raw_close(o);
+	o = -1;
+	/* m2 says hello again, now in another group: it leaves pg9 */
+	wire_msg h = {0};
+	h.op = WIRE_OP_HELLO;
+	WIRE_SET(&h, VER, ver, WIRE_PROTOCOL_VERSION);
+	WIRE_SET(&h, ROLE, role, wire_cstr("producer"));
+	WIRE_SET(&h, PGROUP, pgroup, wire_cstr("pg9b"));
+	WIRE_SET(&h, CHECKER, checker, true);
+	CHECK_INT(call(m2, &h, NULL, NULL), ==, 0);
+	/* past --tx-timeout: due, and nobody of pg9 is connected */
+	CHECK_UINT(wait_check(m1, 700, &got, NULL), ==, 0);
+	CHECK_UINT(wait_check(m2, 100, &got, NULL), ==, 0);
+	m3 = pconn("m3", "producer", "pg9");
+	CHECK(m3 >= 0);
+	uint64_t chk = wait_check(m3, 3000, &got, NULL);
+	CHECK(chk != 0);
+	CHECK_MEM(got.b, tx.b, 16);
+	CHECK_INT(end_tx(m3, tx, "rollback", chk, NULL), ==, 0);
+end:
+	raw_close(o);
+	raw_close(m1);
+	raw_close(m2);
+	raw_close(m3);
+}
+
 /* 6: escrowd SIGKILLed with 1,000 pending; after restart all still pending,
  * checked, resolved as the producer answers. */
 #define N6 1000
@@ -731,6 +768,7 @@ int main(int argc, char **argv)
 		TEST_CASE(test_killed_before_local_commit),
 		TEST_CASE(test_unknown_expires),
 		TEST_CASE(test_offline_group_waits),
+		TEST_CASE(test_group_members),
 		TEST_CASE(test_broker_killed_with_pending),
 		TEST_CASE(test_many_concurrent),
 	};

@@ -2,7 +2,11 @@
  * test_store_dlv.c - the store ops of reliable delivery (store/retry.c,
  * store/retain.c, GROUP_RESET in writer.c, store/lookup.c): retry records
  * and their reload, dead letters, redrive/purge deletes, group reset,
- * retention from the front, and the key and dlq scans. TAP output.
+ * retention from the front, and the key and dlq scans.
+ *
+ * tests/harness/test.h: every case opens a fresh store (setup: topic t,
+ * group g, messages 1..5 stored at 1001..1005 ms, keys "k" on 2 and 4) and
+ * makes the state it needs, so any case runs alone (TEST_ONLY=name).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -12,6 +16,8 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "tests/harness/broker.h" /* tmpdir_make, tmpdir_remove */
+#include "tests/harness/test.h"
 #include "wire/wire.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -60,14 +66,6 @@ static store *open_at(const char *dir)
 	return s;
 }
 
-static int fails;
-#define T(cond)                                                                           \
-	do {                                                                              \
-		if (!(cond)) {                                                            \
-			printf("# %s:%d: %s failed\n", __FILE__, __LINE__, #cond);        \
-			fails++;                                                          \
-		}                                                                         \
-	} while (0)
 
 struct seen {
 	int n;
@@ -146,122 +144,159 @@ static int append(store *s, uint32_t tid, unsigned n, const char *key, uint64_t 
 	return rc;
 }
 
-int main(void)
-{
-	char base[64] = "/tmp/escrow-test-store-dlv-XXXXXX", dir[128], cmd[200];
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (!mkdtemp(base)) {
-		printf("Bail out! mkdtemp: %s\n", strerror(errno));
-		return 1;
-	}
-	snprintf(dir, sizeof dir, "%s/data", base);
-	printf("1..4\n");
-	store *s = open_at(dir);
-	if (!s) {
-		printf("Bail out! cannot open the store\n");
-		return 1;
-	}
+/* ---- per case: a fresh store ---------------------------------------------- */
 
-	/* 1: retry records, replaced and deleted; DEAD; reload */
-	store_op *op = op_new(STORE_OP_TOPIC_CREATE);
+static char base[256], dir[300];
+static store *s;
+static uint32_t tid, gid;
+
+static void setup(void)
+{
+	store_op *op = NULL;
+	CHECK_INT(tmpdir_make(base, sizeof base, "store-dlv"), ==, 0);
+	snprintf(dir, sizeof dir, "%s/data", base);
+	s = open_at(dir);
+	CHECK(s != NULL);
+	op = op_new(STORE_OP_TOPIC_CREATE);
 	snprintf(op->u.topic.name, sizeof op->u.topic.name, "t");
-	T(run1(s, op) == 0);
-	uint32_t tid = op->u.topic.id;
+	CHECK_INT(run1(s, op), ==, 0);
+	tid = op->u.topic.id;
 	store_op_free(op);
 	op = op_new(STORE_OP_GROUP_CREATE);
 	op->u.group.topic_id = tid;
 	snprintf(op->u.group.name, sizeof op->u.group.name, "g");
-	T(run1(s, op) == 0);
-	uint32_t gid = op->u.group.id;
-	store_op_free(op);
+	CHECK_INT(run1(s, op), ==, 0);
+	gid = op->u.group.id;
 	for (unsigned i = 1; i <= 5; i++)
-		T(append(s, tid, i, i == 2 || i == 4 ? "k" : NULL, 1000 + i) == 0);
-	int f0 = fails;
-	store_op *ops[] = {
-		op_retry(STORE_OP_RETRY, gid, 1, 2, 5000, "nack"),
-		op_retry(STORE_OP_RETRY, gid, 1, 3, 6000, "ack timeout"), /* replaces */
-		op_retry(STORE_OP_RETRY, gid, 2, 2, 7000, "x"),
-		op_retry(STORE_OP_RETRY_DEL, gid, 2, 0, 0, NULL),
-		op_retry(STORE_OP_RETRY, gid, 3, 2, 8000, "y"),
-		op_retry(STORE_OP_DEAD, gid, 3, 16, 0, "poison"), /* drops the retry */
-		op_retry(STORE_OP_RETRY, 999, 1, 2, 1, "z"),     /* no such group */
-	};
-	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-		T(run1(s, ops[i]) == (i == 6 ? ESCROW_ERR_NOT_FOUND : 0));
-	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-		store_op_free(ops[i]);
+		CHECK_INT(append(s, tid, i, i == 2 || i == 4 ? "k" : NULL, 1000 + i), ==, 0);
+end:
+	store_op_free(op);
+}
+
+static void teardown(void)
+{
+	if (s)
+		store_close(s);
+	s = NULL;
+	tmpdir_remove(base);
+	base[0] = 0;
+}
+
+/* run_retry: one retry-kind op on the store; its err */
+static int run_retry(store_op_kind k, uint64_t seq, uint32_t att, uint64_t due, const char *reason)
+{
+	store_op *op = op_retry(k, gid, seq, att, due, reason);
+	int rc = run1(s, op);
+	store_op_free(op);
+	return rc;
+}
+
+/* retry records are replaced and deleted, DEAD drops the retry, all reload */
+static void test_retry_records_reload(void)
+{
+	struct seen r = {0}, d = {0};
+	CHECK_INT(run_retry(STORE_OP_RETRY, 1, 2, 5000, "nack"), ==, 0);
+	CHECK_INT(run_retry(STORE_OP_RETRY, 1, 3, 6000, "ack timeout"), ==, 0); /* replaces */
+	CHECK_INT(run_retry(STORE_OP_RETRY, 2, 2, 7000, "x"), ==, 0);
+	CHECK_INT(run_retry(STORE_OP_RETRY_DEL, 2, 0, 0, NULL), ==, 0);
+	CHECK_INT(run_retry(STORE_OP_RETRY, 3, 2, 8000, "y"), ==, 0);
+	CHECK_INT(run_retry(STORE_OP_DEAD, 3, 16, 0, "poison"), ==, 0); /* drops the retry */
+	store_op *op = op_retry(STORE_OP_RETRY, 999, 1, 2, 1, "z"); /* no such group */
+	int rc = run1(s, op);
+	store_op_free(op);
+	CHECK_INT(rc, ==, ESCROW_ERR_NOT_FOUND);
 	store_close(s);
 	s = open_at(dir);
-	T(s != NULL);
-	struct seen r = {0}, d = {0};
-	T(store_load_retry(s, collect, &r) == 0);
-	T(r.n == 1 && r.seq[0] == 1 && r.attempts[0] == 3 && r.ms[0] == 6000 &&
-	  strcmp(r.reason[0], "ack timeout") == 0);
-	T(store_load_dlq(s, collect, &d) == 0);
-	T(d.n == 1 && d.seq[0] == 3 && d.attempts[0] == 16 && strcmp(d.reason[0], "poison") == 0);
-	printf("%sok 1 - retry records replace, delete, dead-letter, reload\n", fails > f0 ? "not " : "");
+	CHECK(s != NULL);
+	CHECK_INT(store_load_retry(s, collect, &r), ==, 0);
+	CHECK(r.n == 1 && r.seq[0] == 1 && r.attempts[0] == 3 && r.ms[0] == 6000 &&
+	      strcmp(r.reason[0], "ack timeout") == 0);
+	CHECK_INT(store_load_dlq(s, collect, &d), ==, 0);
+	CHECK(d.n == 1 && d.seq[0] == 3 && d.attempts[0] == 16 && strcmp(d.reason[0], "poison") == 0);
+end:;
+}
 
-	/* 2: scans */
-	f0 = fails;
-	store_rtxn *rt;
-	T(store_rtxn_begin(s, &rt) == 0);
-	struct seen k = {0}, dl = {0};
-	T(store_key_scan(rt, tid, "k", 1, 0, collect_seq, &k) == 0);
-	T(k.n == 2 && k.seq[0] == 2 && k.seq[1] == 4);
-	T(store_dlq_scan(rt, gid, 0, collect, &dl) == 0);
-	T(dl.n == 1 && dl.seq[0] == 3);
+/* the key and dlq scans; a dlq delete */
+static void test_scans_and_dlq_delete(void)
+{
+	store_rtxn *rt = NULL;
+	struct seen k = {0}, dl = {0}, d = {0};
+	CHECK_INT(run_retry(STORE_OP_DEAD, 3, 16, 0, "poison"), ==, 0);
+	CHECK_INT(store_rtxn_begin(s, &rt), ==, 0);
+	CHECK_INT(store_key_scan(rt, tid, "k", 1, 0, collect_seq, &k), ==, 0);
+	CHECK(k.n == 2 && k.seq[0] == 2 && k.seq[1] == 4);
+	CHECK_INT(store_dlq_scan(rt, gid, 0, collect, &dl), ==, 0);
+	CHECK(dl.n == 1 && dl.seq[0] == 3);
 	store_rtxn_end(rt);
-	op = op_retry(STORE_OP_DLQ_DEL, gid, 3, 0, 0, NULL);
-	T(run1(s, op) == 0);
-	store_op_free(op);
-	memset(&d, 0, sizeof d);
-	T(store_load_dlq(s, collect, &d) == 0 && d.n == 0);
-	printf("%sok 2 - key and dlq scans, dlq delete\n", fails > f0 ? "not " : "");
+	rt = NULL;
+	CHECK_INT(run_retry(STORE_OP_DLQ_DEL, 3, 0, 0, NULL), ==, 0);
+	CHECK_INT(store_load_dlq(s, collect, &d), ==, 0);
+	CHECK_INT(d.n, ==, 0);
+end:
+	if (rt)
+		store_rtxn_end(rt);
+}
 
-	/* 3: group reset */
-	f0 = fails;
-	op = op_retry(STORE_OP_DEAD, gid, 4, 3, 0, "p");
-	T(run1(s, op) == 0);
-	store_op_free(op);
-	op = op_new(STORE_OP_GROUP_RESET);
+/* a group reset clears the group's retry and dlq records */
+static void test_group_reset_clears(void)
+{
+	struct seen r = {0}, d = {0};
+	CHECK_INT(run_retry(STORE_OP_RETRY, 1, 2, 5000, "nack"), ==, 0);
+	CHECK_INT(run_retry(STORE_OP_DEAD, 4, 3, 0, "p"), ==, 0);
+	CHECK_INT(store_load_retry(s, collect, &r), ==, 0);
+	CHECK_INT(store_load_dlq(s, collect, &d), ==, 0);
+	CHECK(r.n == 1 && d.n == 1); /* there is something to clear */
+	store_op *op = op_new(STORE_OP_GROUP_RESET);
 	op->u.group.id = gid;
 	op->u.group.ack_floor = 5;
-	T(run1(s, op) == 0);
+	int rc = run1(s, op);
 	store_op_free(op);
+	CHECK_INT(rc, ==, 0);
 	memset(&r, 0, sizeof r);
 	memset(&d, 0, sizeof d);
-	T(store_load_retry(s, collect, &r) == 0 && r.n == 0);
-	T(store_load_dlq(s, collect, &d) == 0 && d.n == 0);
-	printf("%sok 3 - group reset clears retry and dlq\n", fails > f0 ? "not " : "");
+	CHECK_INT(store_load_retry(s, collect, &r), ==, 0);
+	CHECK_INT(r.n, ==, 0);
+	CHECK_INT(store_load_dlq(s, collect, &d), ==, 0);
+	CHECK_INT(d.n, ==, 0);
+end:;
+}
 
-	/* 4: retention from the front, bounded by seq, age and count */
-	f0 = fails;
-	op = op_new(STORE_OP_RETAIN);
+/* retention deletes from the front, bounded by seq, age and count, with
+ * the messages' ids and keys */
+static void test_retention_from_front(void)
+{
+	store_rtxn *rt = NULL;
+	struct seen k = {0};
+	wire_str rec;
+	store_op *op = op_new(STORE_OP_RETAIN);
 	op->u.retain.topic_id = tid;
 	op->u.retain.below_seq = 5;
 	op->u.retain.stored_before_ms = 1004; /* 1..3 are older */
 	op->u.retain.max = 2;
-	T(run1(s, op) == 0);
-	T(op->u.retain.deleted == 2 && op->u.retain.first_seq == 3);
+	CHECK_INT(run1(s, op), ==, 0);
+	CHECK(op->u.retain.deleted == 2 && op->u.retain.first_seq == 3);
 	op->u.retain.max = 100;
-	T(run1(s, op) == 0);
-	T(op->u.retain.deleted == 1 && op->u.retain.first_seq == 4);
+	CHECK_INT(run1(s, op), ==, 0);
+	CHECK(op->u.retain.deleted == 1 && op->u.retain.first_seq == 4);
+	CHECK_INT(store_rtxn_begin(s, &rt), ==, 0);
+	CHECK_INT(store_key_scan(rt, tid, "k", 1, 0, collect_seq, &k), ==, 0);
+	test_diag("keys: n=%d first=%llu", k.n, (unsigned long long)k.seq[0]);
+	CHECK(k.n == 1 && k.seq[0] == 4); /* seq 2's key entry went with it */
+	CHECK_INT(store_msg_get(rt, tid, 3, &rec), ==, ESCROW_ERR_NOT_FOUND);
+	CHECK_INT(store_msg_get(rt, tid, 4, &rec), ==, 0);
+end:
+	if (rt)
+		store_rtxn_end(rt);
 	store_op_free(op);
-	T(store_rtxn_begin(s, &rt) == 0);
-	memset(&k, 0, sizeof k);
-	T(store_key_scan(rt, tid, "k", 1, 0, collect_seq, &k) == 0);
-	printf("# keys: n=%d first=%llu\n", k.n, (unsigned long long)k.seq[0]);
-	T(k.n == 1 && k.seq[0] == 4); /* seq 2's key entry went with it */
-	wire_str rec;
-	T(store_msg_get(rt, tid, 3, &rec) == ESCROW_ERR_NOT_FOUND);
-	T(store_msg_get(rt, tid, 4, &rec) == 0);
-	store_rtxn_end(rt);
-	printf("%sok 4 - retention deletes the oldest settled messages, ids and keys\n",
-	       fails > f0 ? "not " : "");
+}
 
-	store_close(s);
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
-	if (system(cmd) != 0)
-		printf("# could not remove %s\n", base);
-	return fails ? 1 : 0;
+int main(void)
+{
+	static const test_case cases[] = {
+		TEST_CASE(test_retry_records_reload),
+		TEST_CASE(test_scans_and_dlq_delete),
+		TEST_CASE(test_group_reset_clears),
+		TEST_CASE(test_retention_from_front),
+	};
+	return test_run_each(cases, TEST_COUNT(cases), setup, teardown);
 }

@@ -4,6 +4,10 @@
  * conflicts, checks moving tx_due, expiry, reopen, tombstone GC; the size
  * bound of a transaction, topic delete under halves, and the migration of a
  * schema 1 store (no half_ids, txs ver 1) to schema 2.
+ *
+ * tests/harness/test.h: every case opens a fresh store (setup: topics a
+ * and b) and makes the transactions it needs, so any case runs alone
+ * (TEST_ONLY=name).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -15,18 +19,11 @@
 #include <lmdb.h>
 
 #include "store/store.h"
+#include "tests/harness/broker.h" /* tmpdir_make, tmpdir_remove */
+#include "tests/harness/test.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static int fails;
-
-#define CHECK(c)                                                                      \
-	do {                                                                          \
-		if (!(c)) {                                                           \
-			printf("# %s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-			fails++;                                                      \
-		}                                                                     \
-	} while (0)
 
 static void on_log(int level, const char *line)
 {
@@ -212,118 +209,164 @@ static store *open_at(const char *dir)
 	return s;
 }
 
-int main(void)
+/* ---- per case: a fresh store with topics a and b --------------------------- */
+
+static char base[256], dir[300];
+static store *s;
+static uint32_t ta, tb;
+
+static void setup(void)
 {
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	char base[64] = "/tmp/escrow-test-storetx-XXXXXX", dir[128];
-	if (!mkdtemp(base)) {
-		printf("Bail out! mkdtemp: %s\n", strerror(errno));
-		return 1;
-	}
+	store_op *op = NULL;
+	CHECK_INT(tmpdir_make(base, sizeof base, "storetx"), ==, 0);
 	snprintf(dir, sizeof dir, "%s/data", base);
-	printf("1..1\n");
-	store *s = open_at(dir);
-	if (!s) {
-		printf("Bail out! open\n");
-		return 1;
-	}
-	store_op *op = new_op(STORE_OP_TOPIC_CREATE);
+	s = open_at(dir);
+	CHECK(s != NULL);
+	op = new_op(STORE_OP_TOPIC_CREATE);
 	snprintf(op->u.topic.name, sizeof op->u.topic.name, "a");
-	CHECK(run(s, op) == 0);
-	uint32_t ta = op->u.topic.id;
+	CHECK_INT(run(s, op), ==, 0);
+	ta = op->u.topic.id;
 	store_op_free(op);
 	op = new_op(STORE_OP_TOPIC_CREATE);
 	snprintf(op->u.topic.name, sizeof op->u.topic.name, "b");
-	CHECK(run(s, op) == 0);
-	uint32_t tb = op->u.topic.id;
+	CHECK_INT(run(s, op), ==, 0);
+	tb = op->u.topic.id;
+end:
 	store_op_free(op);
+}
 
-	escrow_id_t t1 = mkid(1001), t2 = mkid(1002), t3 = mkid(1003);
-	/* t1: 3 messages on 2 topics; a repeated id is a dup */
-	op = half(t1, ta, 1, "k1", 100);
-	CHECK(run(s, op) == 0 && op->u.tx.count == 1 && !op->u.tx.dup);
-	store_op_free(op);
-	op = half(t1, tb, 2, NULL, 999);
-	CHECK(run(s, op) == 0 && op->u.tx.count == 2);
-	store_op_free(op);
-	op = half(t1, ta, 3, NULL, 999);
-	CHECK(run(s, op) == 0 && op->u.tx.count == 3);
-	store_op_free(op);
-	op = half(t1, ta, 3, NULL, 999);
-	CHECK(run(s, op) == 0 && op->u.tx.dup && op->u.tx.count == 3);
-	store_op_free(op);
-	op = half(t2, 999, 4, NULL, 200);
-	CHECK(run(s, op) == ESCROW_ERR_NOT_FOUND);
-	store_op_free(op);
-	op = half(t2, ta, 4, NULL, 200);
-	CHECK(run(s, op) == 0);
-	store_op_free(op);
+static void teardown(void)
+{
+	if (s)
+		store_close(s);
+	s = NULL;
+	tmpdir_remove(base);
+	base[0] = 0;
+}
 
-	store_rtxn *r;
+/* run_half: one half message; its err, and *count / *dup when not NULL */
+static int run_half(escrow_id_t tx, uint32_t tid, unsigned idn, const char *key, uint64_t due,
+                    uint64_t *count, bool *dup)
+{
+	store_op *op = half(tx, tid, idn, key, due);
+	int rc = run(s, op);
+	if (count)
+		*count = op->u.tx.count;
+	if (dup)
+		*dup = op->u.tx.dup;
+	store_op_free(op);
+	return rc;
+}
+
+static escrow_id_t t1, t2, t3;
+
+/* t1: 3 messages on topics a, b, a (due 100); t2: one on a (due 200) */
+static int open_t1_t2(void)
+{
+	t1 = mkid(1001);
+	t2 = mkid(1002);
+	t3 = mkid(1003);
+	return run_half(t1, ta, 1, "k1", 100, NULL, NULL) || run_half(t1, tb, 2, NULL, 999, NULL, NULL) ||
+	       run_half(t1, ta, 3, NULL, 999, NULL, NULL) || run_half(t2, ta, 4, NULL, 200, NULL, NULL);
+}
+
+/* half add: counts, a repeated id is a dup, an unknown topic NOT_FOUND; the
+ * halves are listed and due, and invisible on their topic */
+static void test_half_add(void)
+{
+	store_rtxn *r = NULL;
 	struct due_seen d = {0};
-	CHECK(store_rtxn_begin(s, &r) == 0);
+	uint64_t count = 0, seq;
+	bool dup = true;
+	int nh = 0;
+	wire_str rec;
+	t1 = mkid(1001);
+	t2 = mkid(1002);
+	CHECK_INT(run_half(t1, ta, 1, "k1", 100, &count, &dup), ==, 0);
+	CHECK(count == 1 && !dup);
+	CHECK_INT(run_half(t1, tb, 2, NULL, 999, &count, NULL), ==, 0);
+	CHECK_UINT(count, ==, 2);
+	CHECK_INT(run_half(t1, ta, 3, NULL, 999, &count, NULL), ==, 0);
+	CHECK_UINT(count, ==, 3);
+	CHECK_INT(run_half(t1, ta, 3, NULL, 999, &count, &dup), ==, 0);
+	CHECK(dup && count == 3);
+	CHECK_INT(run_half(t2, 999, 4, NULL, 200, NULL, NULL), ==, ESCROW_ERR_NOT_FOUND);
+	CHECK_INT(run_half(t2, ta, 4, NULL, 200, NULL, NULL), ==, 0);
+	CHECK_INT(store_rtxn_begin(s, &r), ==, 0);
 	CHECK(store_tx_due(r, 150, 10, due_cb, &d) == 0 && d.n == 1 &&
 	      memcmp(&d.tx[0], &t1, 16) == 0 && d.due[0] == 100);
-	int nh = 0;
 	CHECK(store_tx_halves(r, &t1, half_cb, &nh) == 0 && nh == 3);
-	uint64_t seq;
-	wire_str rec;
-	CHECK(store_msg_next(r, ta, 1, &seq, &rec) == ESCROW_ERR_NOT_FOUND); /* invisible */
-	store_rtxn_end(r);
+	CHECK_INT(store_msg_next(r, ta, 1, &seq, &rec), ==, ESCROW_ERR_NOT_FOUND); /* invisible */
+end:
+	if (r)
+		store_rtxn_end(r);
+}
 
-	/* checks move tx_due, expiry takes it off */
+/* checks move tx_due, expiry takes a transaction off it */
+static void test_checks_and_expiry(void)
+{
+	store_rtxn *r = NULL;
+	struct due_seen d = {0};
+	store_tx_info ti;
 	uint32_t checks = 0;
+	CHECK_INT(open_t1_t2(), ==, 0);
 	CHECK(run_ck(s, STORE_OP_TX_CHECKED, t1, 500, &checks) == 0 && checks == 1);
 	CHECK(run_ck(s, STORE_OP_TX_RESCHEDULE, t1, 600, &checks) == 0 && checks == 1);
 	CHECK(run_ck(s, STORE_OP_TX_EXPIRE, t2, 0, &checks) == 0 && checks == 1);
-	CHECK(run_ck(s, STORE_OP_TX_CHECKED, t2, 700, NULL) == ESCROW_ERR_NOT_FOUND);
-	memset(&d, 0, sizeof d);
-	CHECK(store_rtxn_begin(s, &r) == 0);
+	CHECK_INT(run_ck(s, STORE_OP_TX_CHECKED, t2, 700, NULL), ==, ESCROW_ERR_NOT_FOUND);
+	CHECK_INT(store_rtxn_begin(s, &r), ==, 0);
 	CHECK(store_tx_due(r, 10000, 10, due_cb, &d) == 0 && d.n == 1 && d.due[0] == 600);
-	store_tx_info ti;
 	CHECK(store_tx_get(r, &t1, &ti) == 0 && ti.checks == 1 && ti.n == 3 &&
 	      ti.state == STORE_TX_PENDING && ti.conn_id == 7 && strcmp(ti.pgroup, "pg") == 0);
 	CHECK(store_tx_get(r, &t2, &ti) == 0 && ti.state == STORE_TX_EXPIRED);
-	store_rtxn_end(r);
+end:
+	if (r)
+		store_rtxn_end(r);
+}
 
-	/* commit t1: all 3 visible; idempotent; rollback conflicts */
-	store_op *keep;
-	CHECK(run_end(s, t1, STORE_TX_COMMIT, &keep) == 0 && keep->u.tx.n_out == 3 &&
-	      !keep->u.tx.already);
+/* commit makes all halves visible at once and is idempotent; rollback of a
+ * committed one conflicts, so does a late half; an expired transaction can
+ * still be rolled back by an operator; a tombstone remembers the outcome */
+static void test_commit_rollback_tombstones(void)
+{
+	store_rtxn *r = NULL;
+	store_op *keep = NULL;
+	struct due_seen d = {0};
+	store_tx_info ti;
+	uint64_t n = 0, ms;
+	int nh = 0, outc;
+	CHECK_INT(open_t1_t2(), ==, 0);
+	CHECK_INT(run_ck(s, STORE_OP_TX_EXPIRE, t2, 0, NULL), ==, 0);
+	CHECK_INT(run_end(s, t1, STORE_TX_COMMIT, &keep), ==, 0);
+	CHECK(keep->u.tx.n_out == 3 && !keep->u.tx.already);
 	store_op_free(keep);
-	CHECK(run_end(s, t1, STORE_TX_COMMIT, &keep) == 0 && keep->u.tx.already);
-	store_op_free(keep);
-	CHECK(run_end(s, t1, STORE_TX_ROLLBACK, NULL) == ESCROW_ERR_CONFLICT);
-	CHECK(run_end(s, t3, STORE_TX_COMMIT, NULL) == ESCROW_ERR_NOT_FOUND);
-	op = half(t1, ta, 9, NULL, 999);
-	CHECK(run(s, op) == ESCROW_ERR_CONFLICT);
-	store_op_free(op);
-	/* expired t2 can still be rolled back by an operator */
-	CHECK(run_end(s, t2, STORE_TX_ROLLBACK, NULL) == 0);
-	CHECK(run_end(s, t2, STORE_TX_COMMIT, NULL) == ESCROW_ERR_CONFLICT);
-
-	CHECK(store_rtxn_begin(s, &r) == 0);
-	uint64_t n = 0;
+	keep = NULL;
+	CHECK_INT(run_end(s, t1, STORE_TX_COMMIT, &keep), ==, 0);
+	CHECK(keep->u.tx.already);
+	CHECK_INT(run_end(s, t1, STORE_TX_ROLLBACK, NULL), ==, ESCROW_ERR_CONFLICT);
+	CHECK_INT(run_end(s, t3, STORE_TX_COMMIT, NULL), ==, ESCROW_ERR_NOT_FOUND);
+	CHECK_INT(run_half(t1, ta, 9, NULL, 999, NULL, NULL), ==, ESCROW_ERR_CONFLICT);
+	CHECK_INT(run_end(s, t2, STORE_TX_ROLLBACK, NULL), ==, 0);
+	CHECK_INT(run_end(s, t2, STORE_TX_COMMIT, NULL), ==, ESCROW_ERR_CONFLICT);
+	CHECK_INT(store_rtxn_begin(s, &r), ==, 0);
 	CHECK(store_topic_count(r, ta, &n) == 0 && n == 2);
 	CHECK(store_topic_count(r, tb, &n) == 0 && n == 1);
-	CHECK(store_tx_get(r, &t1, &ti) == ESCROW_ERR_NOT_FOUND);
-	nh = 0;
+	CHECK_INT(store_tx_get(r, &t1, &ti), ==, ESCROW_ERR_NOT_FOUND);
 	CHECK(store_tx_halves(r, &t1, half_cb, &nh) == 0 && nh == 0);
-	memset(&d, 0, sizeof d);
 	CHECK(store_tx_due(r, UINT64_MAX, 10, due_cb, &d) == 0 && d.n == 0);
-	int outc;
-	uint64_t ms;
 	CHECK(store_tx_done_get(r, &t1, &outc, &ms) == 0 && outc == STORE_TX_COMMIT);
-	store_rtxn_end(r);
+end:
+	if (r)
+		store_rtxn_end(r);
+	store_op_free(keep);
+}
 
-	/* survives reopen */
-	op = half(t3, tb, 20, NULL, 50);
-	CHECK(run(s, op) == 0);
-	store_op_free(op);
-
-	/* the size bound: count, then bytes; a repeated id is still a dup */
+/* the size bound: count, then bytes; a repeated id is still a dup */
+static void test_size_bound(void)
+{
 	escrow_id_t t4 = mkid(1004);
 	uint64_t bytes1 = 0;
+	store_op *op = NULL;
 	for (unsigned i = 0; i < 3; i++) {
 		op = half(t4, ta, 40 + i, NULL, 999);
 		op->u.tx.max_count = 3;
@@ -332,6 +375,7 @@ int main(void)
 			bytes1 = op->u.tx.bytes;
 		CHECK(op->u.tx.bytes == bytes1 * (i + 1));
 		store_op_free(op);
+		op = NULL;
 	}
 	op = half(t4, ta, 43, NULL, 999);
 	op->u.tx.max_count = 3;
@@ -345,25 +389,45 @@ int main(void)
 	op->u.tx.max_bytes = bytes1 * 3 + bytes1 / 2;
 	CHECK(run(s, op) == ESCROW_ERR_TOO_LARGE && op->u.tx.limit == 2);
 	store_op_free(op);
-	CHECK(run_end(s, t4, STORE_TX_ROLLBACK, NULL) == 0);
+	op = NULL;
+	CHECK_INT(run_end(s, t4, STORE_TX_ROLLBACK, NULL), ==, 0);
+end:
+	store_op_free(op);
+}
 
-	/* a topic holding halves (t3 on b) cannot be deleted */
+/* a topic holding halves cannot be deleted */
+static void test_topic_with_halves_stays(void)
+{
+	store_op *op = NULL;
+	CHECK_INT(run_half(mkid(1003), tb, 20, NULL, 50, NULL, NULL), ==, 0);
 	op = new_op(STORE_OP_TOPIC_DELETE);
 	op->u.topic.id = tb;
-	CHECK(run(s, op) == ESCROW_ERR_CONFLICT);
+	CHECK_INT(run(s, op), ==, ESCROW_ERR_CONFLICT);
+end:
 	store_op_free(op);
+}
 
-	/* schema 1 -> 2: t5's ids are indexed again and its bytes counted */
+/* schema 1 -> 2: a transaction's ids are indexed again and its bytes
+ * counted; pending ones survive a reopen; GC removes old tombstones */
+static void test_schema1_migration_reopen_gc(void)
+{
 	escrow_id_t t5 = mkid(1005);
-	uint64_t bytes5 = 0;
+	uint64_t bytes5 = 0, pend = 0, exp = 0;
+	store_op *op = NULL;
+	CHECK_INT(open_t1_t2(), ==, 0);
+	CHECK_INT(run_end(s, t1, STORE_TX_COMMIT, NULL), ==, 0);
+	CHECK_INT(run_end(s, t2, STORE_TX_ROLLBACK, NULL), ==, 0);
+	CHECK_INT(run_half(t3, tb, 20, NULL, 50, NULL, NULL), ==, 0); /* stays pending */
 	for (unsigned i = 0; i < 3; i++) {
 		op = half(t5, ta, 50 + i, "k5", 999);
-		CHECK(run(s, op) == 0);
+		CHECK_INT(run(s, op), ==, 0);
 		bytes5 = op->u.tx.bytes;
 		store_op_free(op);
+		op = NULL;
 	}
 	store_close(s);
-	CHECK(downgrade_to_v1(dir) == 0);
+	s = NULL;
+	CHECK_INT(downgrade_to_v1(dir), ==, 0);
 	s = open_at(dir);
 	CHECK(s != NULL);
 	op = half(t5, ta, 51, "k5", 999);
@@ -372,27 +436,32 @@ int main(void)
 	op = half(t5, ta, 53, "k5", 999);
 	CHECK(run(s, op) == 0 && !op->u.tx.dup && op->u.tx.count == 4);
 	store_op_free(op);
-	CHECK(run_end(s, t5, STORE_TX_ROLLBACK, NULL) == 0);
+	op = NULL;
+	CHECK_INT(run_end(s, t5, STORE_TX_ROLLBACK, NULL), ==, 0);
 	store_close(s);
 	s = open_at(dir);
 	CHECK(s != NULL);
-	uint64_t pend = 0, exp = 0;
 	CHECK(store_load_tx_counts(s, &pend, &exp) == 0 && pend == 1 && exp == 0);
-	CHECK(run_end(s, t1, STORE_TX_COMMIT, NULL) == 0);
-
-	/* GC: everything older than far future goes */
+	CHECK_INT(run_end(s, t1, STORE_TX_COMMIT, NULL), ==, 0); /* the tombstone answers */
+	/* GC: every tombstone older than the far future goes (t1, t2, t5) */
 	op = new_op(STORE_OP_TX_GC);
 	op->u.tx.due_ms = UINT64_MAX;
 	op->u.tx.count = 100;
-	CHECK(run(s, op) == 0 && op->u.tx.n_out == 4);
+	CHECK(run(s, op) == 0 && op->u.tx.n_out == 3);
+	CHECK_INT(run_end(s, t1, STORE_TX_COMMIT, NULL), ==, ESCROW_ERR_NOT_FOUND);
+end:
 	store_op_free(op);
-	CHECK(run_end(s, t1, STORE_TX_COMMIT, NULL) == ESCROW_ERR_NOT_FOUND);
-	store_close(s);
-	char cmd[200];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", base);
-	if (system(cmd)) {
-	}
-	printf("%sok 1 - tx ops: half add, commit, rollback, tombstones, checks, expiry, reopen, gc\n",
-	       fails ? "not " : "");
-	return fails ? 1 : 0;
+}
+
+int main(void)
+{
+	static const test_case cases[] = {
+		TEST_CASE(test_half_add),
+		TEST_CASE(test_checks_and_expiry),
+		TEST_CASE(test_commit_rollback_tombstones),
+		TEST_CASE(test_size_bound),
+		TEST_CASE(test_topic_with_halves_stays),
+		TEST_CASE(test_schema1_migration_reopen_gc),
+	};
+	return test_run_each(cases, TEST_COUNT(cases), setup, teardown);
 }
