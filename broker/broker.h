@@ -126,12 +126,14 @@ typedef struct broker_conf {
 	uint32_t node_id;             /* --node-id N, 1 or more */
 	char *etcd;                   /* --etcd URL[,URL...] */
 	char *advertise;              /* --advertise H:P; "" = the bound --listen address */
-	char *replica_listen;         /* --replica-listen H:P (published; not served yet) */
+	char *replica_listen;         /* --replica-listen H:P: the replica port (repl.c) */
 	uint8_t acks;                 /* --acks: CLUSTER_ACKS_* */
+	uint64_t replica_lag_max_ms;  /* --replica-lag-max: then out of the in-sync set */
+	uint64_t replica_log_keep_bytes; /* --replica-log-keep: log tail kept in memory */
 	uint64_t cluster_lease_ms;    /* --cluster-lease: etcd lease TTL, whole seconds */
 } broker_conf;
 
-/* --acks (doc/replication.md §4); only LEADER is built */
+/* --acks (doc/replication.md §4) */
 enum { CLUSTER_ACKS_ALL = 0, CLUSTER_ACKS_QUORUM = 1, CLUSTER_ACKS_LEADER = 2 };
 
 /*
@@ -853,6 +855,7 @@ struct broker {
 	struct broker_metrics *m; /* metrics.c */
 	struct ssl_ctx_st *tls;   /* tls.c: SSL_CTX for new connections; NULL: plain TCP */
 	struct cluster *cluster;  /* cluster.c: NULL without --cluster */
+	struct repl *repl;        /* repl.c: NULL without --cluster */
 };
 
 /* ---- metrics (metrics.c, GET /metrics) ---------------------------------- */
@@ -920,6 +923,64 @@ bool cluster_allows_or_reply(conn *c, const wire_msg *m);
 /* cluster_status_json: the status as a malloc'ed JSON text (protocol.md
  * §5.3 `cluster`); NULL when out of memory. The caller frees. */
 char *cluster_status_json(cluster *cl);
+
+/* cluster_ready: repl.c has loaded the store a new leader serves from; the
+ * leader-only work may start. */
+void cluster_ready(broker *b);
+/* cluster_etcd and cluster_prefix: the etcd client and the key prefix
+ * "/escrow/NAME/" (repl_isr.c writes the in-sync set with them). */
+struct etcd *cluster_etcd(broker *b);
+const char *cluster_prefix(broker *b);
+
+/* ---- replication (repl.c, repl_isr.c; doc/replication.md §3-§7) --------- */
+
+typedef struct repl repl;
+struct json_t;
+/*
+ * repl_open starts the replica port (--replica-listen) in cluster mode
+ * (no-op, 0, otherwise). The node starts as a follower (its store was
+ * opened with STORE_ROLE_FOLLOWER). Returns 0, or -1 with a sentence in
+ * @err (no --replica-listen, a bad address, the port is taken).
+ */
+int repl_open(broker *b, char *err, size_t errlen);
+/* repl_close drops followers and the leader connection. NULL-safe. */
+void repl_close(repl *r);
+/* repl_lead: cluster.c won the election under @epoch. The store switches
+ * to leader after what it was applying; then the in-memory state is
+ * reloaded from it, cluster_ready is called, and repl_ready turns true. */
+void repl_lead(broker *b, uint64_t epoch);
+/* repl_follow: another node leads under @epoch; its replica port is
+ * @replica_addr (NULL or "": none known yet). Idempotent (every tick).
+ * A node that led stops: its held replies answer NOT_LEADER. */
+void repl_follow(broker *b, uint64_t epoch, const char *replica_addr);
+/* repl_refresh: on a follower that applied records since, reloads the
+ * in-memory state from the store (broker_reload_state), so that `status`
+ * shows what it holds. No-op otherwise. */
+void repl_refresh(broker *b);
+/* repl_ready: no cluster, or this node leads and has loaded its state. */
+bool repl_ready(broker *b);
+/* repl_shipped_cb: store_opts.shipped (writer thread). */
+void repl_shipped_cb(void *arg, uint64_t epoch, uint64_t pos, char *changes, size_t len);
+/* repl_hold (writer thread, from store_done_cb, cluster mode): takes the
+ * ops of the batch @ops that answer clients; they are answered once --acks
+ * allows (repl_isr.c). Returns the rest (REPL ops: run now), or NULL. */
+store_op *repl_hold(broker *b, store_op *ops);
+/* repl_member: the leader's view of follower @node: its acknowledged
+ * position, its lag in records and in ms. false when this node does not
+ * lead or @node is not connected. Hook for cluster status and metrics. */
+bool repl_member(broker *b, uint32_t node, uint64_t *acked_pos, uint64_t *lag, uint64_t *lag_ms);
+/* repl_in_sync: whether @node is in the in-sync set as this node knows it. */
+bool repl_in_sync(broker *b, uint32_t node);
+/* repl_may_campaign: whether this node may stand for election: it is in
+ * the in-sync set read at revision *isr_rev (0: there is no set yet). The
+ * campaign compares the set's mod_revision with *isr_rev. */
+bool repl_may_campaign(broker *b, int64_t *isr_rev);
+/* repl_isr_seen: the campaign's read of the isr key (@kv NULL: none). */
+void repl_isr_seen(broker *b, struct json_t *kv);
+/* broker_reload_state empties the in-memory topics, groups, acks, retries,
+ * transaction counts, check URLs and users and loads them from the store
+ * again (main.c; a follower that starts leading). */
+void broker_reload_state(broker *b);
 
 /* ---- the end of a loop pass: submit, commit, complete (commit.c) -------- */
 

@@ -20,7 +20,8 @@
  * The leader-only work (doc/replication.md §2: check-backs, ack-timeout
  * redelivery and its backoff, DLQ moves, retention, push deliveries) asks
  * cluster_runs_timers before it runs; a follower runs none of it, a node
- * that wins starts it at once (timers_start) and one that steps down runs
+ * that wins starts it once repl.c has loaded its store (cluster_ready ->
+ * timers_start) and one that steps down runs
  * none of it from the moment its deadline passes.
  *
  * Not built yet (doc/replication.md): shipping batches, --acks all|quorum,
@@ -107,6 +108,7 @@ static void step_down(cluster *cl, const char *why)
 	cl->leader_id = 0;
 	log_warn("cluster: node %u stops leading (epoch %lld): %s", cl->b->conf.node_id,
 	         (long long)cl->epoch, why);
+	repl_follow(cl->b, 0, NULL); /* held replies answer NOT_LEADER; no more records */
 	event_active(cl->close_ev, 0, 0);
 }
 
@@ -121,7 +123,7 @@ bool cluster_runs_timers(broker *b)
 {
 	if (!b->conf.cluster || !*b->conf.cluster)
 		return true;
-	return b->cluster && cluster_leading(b->cluster);
+	return b->cluster && cluster_leading(b->cluster) && repl_ready(b);
 }
 
 /* timers_start: this node has just become leader: the leader-only work
@@ -193,6 +195,11 @@ static void on_campaign(json_t *a, const char *error, void *arg)
 	bool won = json_is_true(json_object_get(a, "succeeded"));
 	if (!won)
 		kv = json_array_get(json_object_get(json_object_get(resp, "response_range"), "kvs"), 0);
+	if (!won) { /* the failure branch also read the in-sync set */
+		json_t *isr = json_object_get(json_array_get(json_object_get(a, "responses"), 1),
+		                              "response_range");
+		repl_isr_seen(cl->b, json_array_get(json_object_get(isr, "kvs"), 0));
+	}
 	int64_t lease = won ? cl->lease_id : etcd_int(kv, "lease");
 	int64_t epoch = won ? rev : etcd_int(kv, "create_revision");
 	if (!won && !kv) { /* deleted between compare and range: next tick */
@@ -201,15 +208,13 @@ static void on_campaign(json_t *a, const char *error, void *arg)
 		return;
 	}
 	if (lease == cl->lease_id && cl->lease_id && mono_ms() < cl->lease_until_ms) {
-		bool was = cl->leading;
-		if (!was)
+		if (!cl->leading)
 			log_info("cluster: node %u leads, epoch %lld", cl->b->conf.node_id, (long long)epoch);
 		cl->leading = true;
 		cl->epoch = epoch;
 		cl->leader_id = cl->b->conf.node_id;
 		snprintf(cl->leader_addr, sizeof cl->leader_addr, "%s", cl->advertise);
-		if (!was)
-			timers_start(cl->b);
+		repl_lead(cl->b, (uint64_t)epoch); /* serves once the store is loaded */
 		return;
 	}
 	step_down(cl, "the leader key carries another lease");
@@ -225,6 +230,7 @@ static void on_campaign(json_t *a, const char *error, void *arg)
 	cl->epoch = epoch;
 	cl->leader_id = (uint32_t)json_integer_value(json_object_get(rec, "node_id"));
 	snprintf(cl->leader_addr, sizeof cl->leader_addr, "%s", addr ? addr : "");
+	repl_follow(cl->b, (uint64_t)epoch, json_string_value(json_object_get(rec, "replica")));
 	json_decref(rec);
 }
 
@@ -245,17 +251,27 @@ static json_t *value_json(json_t *rec)
 	return v;
 }
 
+/* campaign: only a member of the in-sync set may win (repl_may_campaign):
+ * the txn also compares the isr key's mod_revision with the one at which
+ * this node read itself in the set; a node that is not in it sends a
+ * compare that cannot hold, so the txn only reads the leader and the set. */
 static void campaign(cluster *cl)
 {
 	json_t *key = key_json(cl, "leader");
+	json_t *isr = key_json(cl, "isr");
 	json_t *val = value_json(self_record(cl));
-	char lease[32];
+	char lease[32], isr_rev[32];
 	snprintf(lease, sizeof lease, "%lld", (long long)cl->lease_id);
+	int64_t rev = 0;
+	bool may = repl_may_campaign(cl->b, &rev);
+	snprintf(isr_rev, sizeof isr_rev, "%lld", (long long)rev);
 	json_t *body = json_pack(
-	        "{s:[{s:O, s:s, s:s, s:s}], s:[{s:{s:O, s:o, s:s}}], s:[{s:{s:o}}]}", "compare", "key",
-	        key, "target", "CREATE", "create_revision", "0", "result", "EQUAL", "success",
-	        "request_put", "key", key, "value", val, "lease", lease, "failure", "request_range",
-	        "key", key);
+	        "{s:[{s:O, s:s, s:s, s:s}, {s:O, s:s, s:s, s:s}], s:[{s:{s:O, s:o, s:s}}],"
+	        " s:[{s:{s:o}}, {s:{s:o}}]}",
+	        "compare", "key", key, "target", "CREATE", "create_revision", may ? "0" : "-1",
+	        "result", "EQUAL", "key", isr, "target", "MOD", "mod_revision", isr_rev, "result",
+	        "EQUAL", "success", "request_put", "key", key, "value", val, "lease", lease,
+	        "failure", "request_range", "key", key, "request_range", "key", isr);
 	if (!body)
 		return;
 	cl->in_campaign = etcd_post(cl->e, "/v3/kv/txn", body, on_campaign, cl) == 0;
@@ -354,6 +370,21 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the public side --------------------------------------------------- */
 
+void cluster_ready(broker *b)
+{
+	timers_start(b); /* the store is loaded: the leader-only work starts */
+}
+
+struct etcd *cluster_etcd(broker *b)
+{
+	return b->cluster ? b->cluster->e : NULL;
+}
+
+const char *cluster_prefix(broker *b)
+{
+	return b->cluster ? b->cluster->prefix : "";
+}
+
 int cluster_open(broker *b, int bound_port, char *err, size_t errlen)
 {
 	const broker_conf *cf = &b->conf;
@@ -365,11 +396,6 @@ int cluster_open(broker *b, int bound_port, char *err, size_t errlen)
 	}
 	if (!cf->node_id) {
 		snprintf(err, errlen, "--cluster needs --node-id N (1 or more)");
-		return -1;
-	}
-	if (cf->acks != CLUSTER_ACKS_LEADER) {
-		snprintf(err, errlen, "--acks all and --acks quorum are not built yet (batches are not "
-		                      "shipped to followers; doc/replication.md): use --acks leader");
 		return -1;
 	}
 	if (cf->http && *cf->http) {
@@ -433,7 +459,7 @@ static bool op_local(int op)
 bool cluster_allows_or_reply(conn *c, const wire_msg *m)
 {
 	cluster *cl = c->b->cluster;
-	if (!cl || op_local(m->op) || cluster_leading(cl))
+	if (!cl || op_local(m->op) || (cluster_leading(cl) && repl_ready(c->b)))
 		return true;
 	if (cl->leader_addr[0])
 		conn_reply_err(c, m, ESCROW_ERR_NOT_LEADER, "leader %s", cl->leader_addr);
@@ -451,14 +477,17 @@ char *cluster_status_json(cluster *cl)
 	json_array_foreach(cl->members, i, rec) {
 		uint32_t id = (uint32_t)json_integer_value(json_object_get(rec, "node_id"));
 		bool is_leader = cl->epoch && id == cl->leader_id;
-		/* no batches are shipped yet: only the leader holds its own data */
+		uint64_t acked = 0, lag = 0, lag_ms = 0;
+		bool known = !is_leader && repl_member(cl->b, id, &acked, &lag, &lag_ms);
 		json_array_append_new(
 		        members,
-		        json_pack("{s:I, s:O, s:s, s:b, s:o}", "node_id", (json_int_t)id, "advertise",
+		        json_pack("{s:I, s:O, s:s, s:b, s:o, s:o}", "node_id", (json_int_t)id, "advertise",
 		                  json_object_get(rec, "advertise") ? json_object_get(rec, "advertise")
 		                                                    : json_null(),
-		                  "role", is_leader ? "leader" : "follower", "in_sync", is_leader,
-		                  "lag", is_leader ? json_integer(0) : json_null()));
+		                  "role", is_leader ? "leader" : "follower", "in_sync",
+		                  is_leader || repl_in_sync(cl->b, id), "lag",
+		                  is_leader ? json_integer(0) : known ? json_integer((json_int_t)lag) : json_null(),
+		                  "lag_ms", is_leader ? json_integer(0) : known ? json_integer((json_int_t)lag_ms) : json_null()));
 	}
 	json_t *st = json_pack(
 	        "{s:s, s:I, s:s, s:o, s:I, s:s, s:s, s:o, s:b}", "cluster", cl->b->conf.cluster,
@@ -466,7 +495,9 @@ char *cluster_status_json(cluster *cl)
 	        "leader", cl->epoch ? json_pack("{s:I, s:s}", "node_id", (json_int_t)cl->leader_id,
 	                                          "advertise", cl->leader_addr)
 	                            : json_null(),
-	        "epoch", (json_int_t)cl->epoch, "acks", "leader", "replication", "not built",
+	        "epoch", (json_int_t)cl->epoch, "acks",
+	        cl->b->conf.acks == CLUSTER_ACKS_ALL ? "all" : cl->b->conf.acks == CLUSTER_ACKS_QUORUM ? "quorum" : "leader",
+	        "replication", "batch shipping",
 	        "members", members, "experimental", true);
 	char *s = st ? json_dumps(st, JSON_COMPACT) : NULL;
 	json_decref(st);

@@ -87,6 +87,7 @@ static void cmd_ping(conn *c, const wire_msg *m)
 /* status {rid} -> {rid, ok, name, version, uptime_ms, conns, count, ..., cluster?} §5.3 */
 static void cmd_status(conn *c, const wire_msg *m)
 {
+	repl_refresh(c->b); /* a follower's counts come from its store */
 	broker *b = c->b;
 	wire_msg r;
 	wire_reply_ok(&r, m);

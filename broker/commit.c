@@ -36,6 +36,8 @@ void broker_submit(broker *b, store_op *op)
 void store_done_cb(void *arg, store_op *ops)
 {
 	broker *b = arg;
+	if (b->repl && !(ops = repl_hold(b, ops)))
+		return; /* answered once --acks allows (repl_isr.c) */
 	store_op *tail = ops;
 	while (tail->next)
 		tail = tail->next;

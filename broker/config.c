@@ -163,7 +163,7 @@ const conf_row conf_rows[] = {
 	 CONF_FIELD(cluster),
 	 .help = "EXPERIMENTAL: run as a node of cluster NAME (doc/replication.md): leader "
 	         "election through --etcd; only the leader serves clients, the others answer "
-	         "NOT_LEADER; batches are NOT replicated yet; off when empty"},
+	         "NOT_LEADER and apply the leader's batches from --replica-listen; off when empty"},
 	{.name = "node-id", .type = CONF_INT, .def = "0", .min = 0, .max = 1000000,
 	 CONF_FIELD(node_id), .help = "this node's id in the cluster, 1 or more (--cluster)"},
 	{.name = "etcd", .type = CONF_STRING, .def = "", .min = 0, .max = 1000, .arg = "URL[,URL...]",
@@ -176,11 +176,22 @@ const conf_row conf_rows[] = {
 	         "empty: the bound --listen address"},
 	{.name = "replica-listen", .type = CONF_STRING, .def = "", .min = 0, .max = 300,
 	 .arg = "HOST:PORT", CONF_FIELD(replica_listen),
-	 .help = "the replication port between nodes (--cluster); published in etcd, not served "
-	         "yet: batches are not shipped"},
-	{.name = "acks", .type = CONF_ENUM, .def = "leader", .enums = acks_names, CONF_FIELD(acks),
-	 .help = "when a cluster leader answers a write: leader (durable on the leader); all and "
-	         "quorum (durable on the in-sync set / a majority) are not built yet and refused"},
+	 .help = "the replication port between nodes (--cluster, required): the leader ships "
+	         "each committed batch to its followers through it; published in etcd"},
+	{.name = "acks", .type = CONF_ENUM, .def = "all", .enums = acks_names, CONF_FIELD(acks),
+	 .help = "when a cluster leader answers a write: all (durable on the leader and every "
+	         "member of the in-sync set), quorum (on a majority of the nodes that were ever in "
+	         "sync; the others leave the set first), leader (durable on the leader only: "
+	         "a failover may lose it)"},
+	{.name = "replica-lag-max", .type = CONF_DURATION, .def = "5s", .min = 100,
+	 .max = 3600000, CONF_FIELD(replica_lag_max_ms),
+	 .help = "a member of the in-sync set that has not acknowledged a batch for this long is "
+	         "removed from the set (by compare-and-swap in etcd) before the leader answers "
+	         "without it (--cluster)"},
+	{.name = "replica-log-keep", .type = CONF_SIZE, .def = "64MiB", .min = 1 << 20,
+	 CONF_FIELD(replica_log_keep_bytes),
+	 .help = "bytes of the newest log records a leader keeps in memory for followers that "
+	         "reconnect; one further behind gets a snapshot of the whole store (--cluster)"},
 	{.name = "cluster-lease", .type = CONF_DURATION, .def = "3s", .min = 2000, .max = 3600000,
 	 CONF_FIELD(cluster_lease_ms),
 	 .help = "TTL of the node's etcd lease (whole seconds; etcd 3.4 refuses less than 2s): a "

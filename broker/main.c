@@ -79,6 +79,30 @@ static int load_group(void *arg, const store_group_info *gi)
 	return store_load_acks(b->st, g->id, load_ack, g);
 }
 
+/* load_state: topics, groups with their acks, retries and dead letters. */
+static int load_state(broker *b)
+{
+	return store_load_topics(b->st, load_topic, b) || store_load_groups(b->st, load_group, b) ||
+	       redeliver_load(b);
+}
+
+void broker_reload_state(broker *b)
+{
+	while (b->topics_by_id)
+		topic_remove(b, b->topics_by_id);
+	if (load_state(b))
+		log_error("reloading the store's topics and groups failed (see above)");
+	tx_shutdown(b); /* its counts and timer come from the store again */
+	if (tx_init(b))
+		log_error("reloading the transaction counts failed");
+	check_url_free();
+	auth_free();
+	if (check_url_load(b) || auth_load(b))
+		log_error("reloading check URLs and users failed");
+	log_info("state reloaded from the store: %u topics",
+	         HASH_CNT(hh_name, b->topics_by_name));
+}
+
 static int listen_on(broker *b)
 {
 	/* evutil_parse_sockaddr_port refuses port 0, which tests rely on: parse
@@ -287,6 +311,12 @@ static int broker_open(broker *b)
 		.done_arg = b,
 		.log = log_store_sink,
 	};
+	if (b->conf.cluster && *b->conf.cluster) {
+		/* a node starts as a follower: its store changes only through the
+		 * leader's records until it wins an election (repl.c) */
+		so.role = STORE_ROLE_FOLLOWER;
+		so.shipped = repl_shipped_cb;
+	}
 	char err[512] = "";
 	b->base = event_base_new();
 	if (!b->base) {
@@ -312,8 +342,7 @@ static int broker_open(broker *b)
 		fprintf(stderr, "escrowd: cannot create the redelivery timer\n");
 		return 1;
 	}
-	if (store_load_topics(b->st, load_topic, b) || store_load_groups(b->st, load_group, b) ||
-	    redeliver_load(b)) {
+	if (load_state(b)) {
 		fprintf(stderr, "escrowd: cannot load %s (see the log above)\n", b->conf.data_dir);
 		store_close(b->st);
 		return 1;
@@ -364,7 +393,7 @@ int main(int argc, char **argv)
 	event_add(sighup, NULL);
 
 	int port = bound_port(b);
-	if (cluster_open(b, port, err, sizeof err)) {
+	if (repl_open(b, err, sizeof err) || cluster_open(b, port, err, sizeof err)) {
 		fprintf(stderr, "escrowd: %s\n", err);
 		store_close(b->st);
 		return 1;
@@ -387,6 +416,7 @@ int main(int argc, char **argv)
 	http_check_shutdown();
 	http_close(b);
 	cluster_close(b->cluster);
+	repl_close(b->repl);
 	tx_shutdown(b);
 
 	while (b->conns)

@@ -83,8 +83,8 @@ void cmd_op_audit(store_op *op, conn *c, const char *fmt, ...)
 void broker_op_log_failure(const broker_op *o)
 {
 	int err = o->op.err;
-	if (!err || err == ESCROW_ERR_NOT_READY)
-		return;
+	if (!err || err == ESCROW_ERR_NOT_READY || err == ESCROW_ERR_NOT_LEADER)
+		return; /* NOT_LEADER: a cluster follower's store takes no op of its own */
 	/* the writer logged these, naming the op and its key */
 	if (err == ESCROW_ERR_STORAGE || err == ESCROW_ERR_STORAGE_FULL)
 		return;

@@ -3,10 +3,8 @@
 # a bounded time from its checked-in corpus, with a printed seed so a failure
 # can be replayed. Crashes land in build-fuzz/crashes/.
 #
-# usage: scripts/fuzz.sh [--seconds N (default 60)] [--seed S] [--merge] [--build-only]
-#   --merge       fold new inputs found into tests/fuzz/corpus/ (minimized)
-#   --build-only  build the targets and stop (scripts/test.sh builds first,
-#                 then fuzzes beside the test suite)
+# usage: scripts/fuzz.sh [--seconds N (default 60)] [--seed S] [--merge]
+#   --merge  fold new inputs found into tests/fuzz/corpus/ (minimized)
 # The long profile: scripts/fuzz.sh --seconds 1800 (30 minutes per target);
 # scripts/test.sh runs the short CI profile, 5 s per target with seed 1.
 set -euo pipefail
@@ -14,14 +12,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs=60
 seed=$(( $(date +%s) % 100000 ))
 merge=0
-build_only=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--seconds) secs=$2; shift 2 ;;
 	--seed) seed=$2; shift 2 ;;
 	--merge) merge=1; shift ;;
-	--build-only) build_only=1; shift ;;
-	-h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "fuzz.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -30,7 +26,6 @@ if [ ! -f build-fuzz/build.ninja ]; then
 	CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false -Dbench=false -Dexamples=false >/dev/null
 fi
 ninja -C build-fuzz >build-fuzz/build.log 2>&1 || { echo "fuzz.sh: build failed:" >&2; grep -E "error|undefined" build-fuzz/build.log | head -20 >&2; exit 1; }
-[ $build_only = 1 ] && exit 0
 mkdir -p build-fuzz/crashes
 rc=0
 for t in frame handler auth http; do

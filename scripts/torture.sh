@@ -8,12 +8,15 @@
 #
 # usage: scripts/torture.sh [--minutes N (30)] [--seconds N] [--seed S]
 #                           [--sync full|none (full)] [--keep] [--resume DIR]
-#                           [--powerloss]
+#                           [--powerloss] [--cluster]
 #   --resume DIR  drain and check a kept run's dir again (e.g. after a fix to
 #                 the checker), without a new workload
 #   --powerloss   every kill of escrowd is a power cut: writes not covered by
 #                 a returned fsync are dropped (tests/powerloss/, meson test
 #                 powerloss; doc/storage.md 4.1)
+#   --cluster     three escrowd in cluster mode on one etcd (doc/replication.md):
+#                 the leader is SIGKILLed again and again (each failover timed,
+#                 failover_ms), once a follower restarts from an empty data dir
 # The CI profile is the registered meson test `recovery` (seed 1, 45 s,
 # --sync none): meson test -C build recovery
 set -euo pipefail
@@ -31,7 +34,8 @@ while [ $# -gt 0 ]; do
 	--keep) extra+=(--keep); shift ;;
 	--resume) extra+=(--resume "$2"); shift 2 ;;
 	--powerloss) extra+=(--powerloss "$PWD/build/tests/escrow_powerloss.so"); shift ;;
-	-h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--cluster) extra+=(--cluster); shift ;;
+	-h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "torture.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done

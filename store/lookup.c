@@ -102,7 +102,7 @@ static int attempt_write(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 	if (rc == MDB_NOTFOUND)
 		return ESCROW_ERR_NOT_FOUND;
 	if (!rc)
-		rc = mdb_put(txn, s->dbi[DBI_ATTEMPTS], &k, &d, 0);
+		rc = store_w_put(txn, s->dbi[DBI_ATTEMPTS], &k, &d, 0);
 	if (rc) {
 		*mdb_rc = rc;
 		return store_map_mdb(rc);
@@ -127,7 +127,7 @@ int store_attempt_del(MDB_txn *txn, store *s, uint32_t topic_id, uint64_t seq, b
 			rc = 0;
 			break;
 		}
-		if (rc || (rc = mdb_cursor_del(c, 0)))
+		if (rc || (rc = store_w_cursor_del(c, 0)))
 			break;
 	}
 	mdb_cursor_close(c);

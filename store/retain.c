@@ -65,7 +65,7 @@ static int retain_write(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 			put_u64(kb + 4 + klen, seq);
 		}
 		/* write phase of this message */
-		if ((rc = mdb_cursor_del(c, 0))) {
+		if ((rc = store_w_cursor_del(c, 0))) {
 			wire_frame_free(&f);
 			break;
 		}
@@ -73,7 +73,7 @@ static int retain_write(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 			MDB_val ik = {16, f.m.id.b}, iv;
 			rc = mdb_get(txn, s->dbi[DBI_MSG_IDS], &ik, &iv);
 			if (rc == 0 && iv.mv_size == K_TOPIC_SEQ && memcmp(iv.mv_data, mk, K_TOPIC_SEQ) == 0)
-				rc = mdb_del(txn, s->dbi[DBI_MSG_IDS], &ik, NULL);
+				rc = store_w_del(txn, s->dbi[DBI_MSG_IDS], &ik, NULL);
 			else if (rc == MDB_NOTFOUND || rc == 0)
 				rc = 0;
 		}
@@ -81,7 +81,7 @@ static int retain_write(MDB_txn *txn, store *s, store_op *op, int *mdb_rc)
 			rc = store_attempt_del(txn, s, tid, seq, false);
 		if (!rc && klen) {
 			MDB_val kk = {4 + klen + 8, kb};
-			rc = mdb_del(txn, s->dbi[DBI_KEYS], &kk, NULL);
+			rc = store_w_del(txn, s->dbi[DBI_KEYS], &kk, NULL);
 			if (rc == MDB_NOTFOUND)
 				rc = 0;
 		}

@@ -53,11 +53,11 @@ static int retry_del(MDB_txn *txn, store *s, uint32_t gid, uint64_t seq)
 	if (d.mv_size >= 12) {
 		unsigned char db[K_DUE];
 		MDB_val dk = key_due(db, get_u64((char *)d.mv_data + 4), gid, seq);
-		rc = mdb_del(txn, s->dbi[DBI_RETRY_DUE], &dk, NULL);
+		rc = store_w_del(txn, s->dbi[DBI_RETRY_DUE], &dk, NULL);
 		if (rc && rc != MDB_NOTFOUND)
 			return rc;
 	}
-	rc = mdb_del(txn, s->dbi[DBI_RETRY], &k, NULL);
+	rc = store_w_del(txn, s->dbi[DBI_RETRY], &k, NULL);
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
@@ -71,7 +71,7 @@ static int put_rec(MDB_txn *txn, store *s, store_dbi dbi, const store_op *op, ui
 	memcpy(vb + 12, op->u.retry.reason, rl);
 	unsigned char kb[K_GROUP_SEQ];
 	MDB_val k = key_id_seq(kb, op->u.retry.group_id, op->u.retry.seq), d = {12 + rl, vb};
-	return mdb_put(txn, s->dbi[dbi], &k, &d, 0);
+	return store_w_put(txn, s->dbi[dbi], &k, &d, 0);
 }
 
 static int retry_write(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, int *mdb_rc)
@@ -92,7 +92,7 @@ static int retry_write(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, in
 			break;
 		unsigned char db[K_DUE];
 		MDB_val dk = key_due(db, op->u.retry.due_ms, gid, seq), dv = {0, NULL};
-		rc = mdb_put(txn, s->dbi[DBI_RETRY_DUE], &dk, &dv, 0);
+		rc = store_w_put(txn, s->dbi[DBI_RETRY_DUE], &dk, &dv, 0);
 		break;
 	}
 	case STORE_OP_RETRY_DEL:
@@ -106,7 +106,7 @@ static int retry_write(MDB_txn *txn, store *s, store_op *op, uint64_t now_ms, in
 	case STORE_OP_DLQ_DEL: {
 		unsigned char kb[K_GROUP_SEQ];
 		MDB_val k = key_id_seq(kb, gid, seq);
-		rc = mdb_del(txn, s->dbi[DBI_DLQ], &k, NULL);
+		rc = store_w_del(txn, s->dbi[DBI_DLQ], &k, NULL);
 		if (rc == MDB_NOTFOUND)
 			rc = 0;
 		break;

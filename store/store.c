@@ -70,8 +70,10 @@ int store_open(store **out, const store_opts *o, char *err, size_t errlen)
 	}
 	s->o.dir = s->dir;
 	s->lock_fd = -1;
+	s->role = o->role;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
+	pthread_mutex_init(&s->pos_mu, NULL);
 
 	int rc = make_dir(s->dir, err, errlen);
 	if (rc)
@@ -95,6 +97,17 @@ int store_open(store **out, const store_opts *o, char *err, size_t errlen)
 
 	if ((rc = store_schema_open(s, err, errlen)))
 		goto fail;
+	MDB_txn *rt;
+	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &rt) == 0) {
+		int lrc = store_repl_load(s, rt);
+		mdb_txn_abort(rt);
+		if (lrc) {
+			snprintf(err, errlen, "cannot read the replication position in %s: %s", s->dir,
+			         mdb_strerror(lrc));
+			rc = ESCROW_ERR_STORAGE;
+			goto fail;
+		}
+	}
 
 	if (pthread_create(&s->writer, NULL, store_writer_main, s)) {
 		snprintf(err, errlen, "cannot start the store writer thread");
@@ -111,6 +124,8 @@ fail:
 	store_dir_unlock(s->lock_fd);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->pos_mu);
+	free(s->cap);
 	free(s->dir);
 	free(s);
 	return rc;
@@ -141,6 +156,8 @@ void store_close(store *s)
 	store_dir_unlock(s->lock_fd);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->pos_mu);
+	free(s->cap);
 	free(s->dir);
 	free(s);
 }
@@ -196,6 +213,8 @@ void store_op_free(store_op *op)
 	}
 	if (op->kind == STORE_OP_META_SET)
 		free(op->u.meta.value);
+	if (op->kind == STORE_OP_REPL_APPLY)
+		free(op->u.repl.data);
 	free(op);
 }
 

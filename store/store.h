@@ -55,6 +55,16 @@ typedef struct store_opts {
 	 * chained through ->next in submission order. The callee owns them. */
 	void (*done)(void *arg, struct store_op *ops);
 	void *done_arg;
+	/* Cluster leader only (doc/replication.md §3): called on the writer
+	 * thread after each committed transaction that changed something,
+	 * before its batch is handed to done, with the transaction's log
+	 * record: its change set @rec (@len bytes, malloc'd, the callee owns
+	 * it; format in store/replog.c), under @epoch at position @pos (+1 per
+	 * record). NULL: records are not kept. Arg: done_arg. */
+	void (*shipped)(void *arg, uint64_t epoch, uint64_t pos, char *rec, size_t len);
+	/* The role the store opens in (store_role): STORE_ROLE_SOLO (0)
+	 * without a cluster; a cluster node opens as STORE_ROLE_FOLLOWER. */
+	int role;
 	/* Log sink: level as escrow_log_level_t. NULL = silent. */
 	void (*log)(int level, const char *line);
 } store_opts;
@@ -473,7 +483,60 @@ typedef enum store_op_kind {
 	 * (owned; NULL or meta.value_len 0: delete the key). Nobody needs an
 	 * out. err: TOO_LARGE (key or value over the limits below). */
 	STORE_OP_META_SET,
+	/* Replication (store/replog.c, doc/replication.md §3). REPL_ROLE in:
+	 * repl.role (STORE_ROLE_*), repl.epoch (a leader's records carry it).
+	 * Ordered with the ops before it: a follower's REPL_APPLYs queued
+	 * earlier are applied first. A follower's store refuses every other op
+	 * (NOT_LEADER), a leader's captures its writes. out: repl.epoch,
+	 * repl.pos = the last record in the store. */
+	STORE_OP_REPL_ROLE,
+	/* REPL_APPLY (followers only, else NOT_LEADER): in: repl.epoch,
+	 * repl.pos, repl.data/len (owned: a change set as shipped), repl.snap.
+	 * SNAP_NONE: a log record; applied only when repl.pos is the store's
+	 * last pos + 1 and repl.epoch is not older than the last record's
+	 * (else CONFLICT, nothing written: the fencing of a deposed leader).
+	 * SNAP_FIRST empties the store (not its schema version) and applies
+	 * the first chunk of a snapshot; SNAP_MORE the next ones; SNAP_LAST the
+	 * last, which sets the position (epoch, pos). Until then the store has
+	 * no position (a restart asks for a new snapshot). err: CONFLICT,
+	 * INVALID (malformed change set), storage codes. */
+	STORE_OP_REPL_APPLY,
 } store_op_kind;
+
+typedef enum store_role {
+	STORE_ROLE_SOLO = 0,  /* no cluster: nothing captured (the default) */
+	STORE_ROLE_LEADER,    /* writes captured into log records */
+	STORE_ROLE_FOLLOWER,  /* only REPL_APPLY writes */
+} store_role;
+
+#define STORE_SNAP_NONE 0
+#define STORE_SNAP_FIRST 1
+#define STORE_SNAP_MORE 2
+#define STORE_SNAP_LAST 3
+
+/* store_repl_pos: the last log record in the store (0, 0: none). Any
+ * thread. */
+void store_repl_pos(store *s, uint64_t *epoch, uint64_t *pos);
+
+/*
+ * store_repl_epoch_end: the position of the last record of @epoch in this
+ * store's epoch history (Kafka's end offset for a leader epoch): a node
+ * whose last record is (@epoch, p) holds a prefix of this store's log when
+ * p <= *end. Returns 0, NOT_FOUND (no record of @epoch here), STORAGE. Any
+ * thread (opens its own read transaction).
+ */
+int store_repl_epoch_end(store *s, uint64_t epoch, uint64_t *end);
+
+/*
+ * store_snapshot reads the whole store in one read transaction and hands
+ * it to @emit as change sets of about @chunk_bytes (at least one entry
+ * each), every key as a put, without the schema version and the position;
+ * *epoch and *pos get the snapshot's position (set before the first emit).
+ * @emit returning nonzero stops it. Blocking: call it from a thread of its
+ * own. Returns 0, STORAGE, INTERNAL (@emit refused).
+ */
+int store_snapshot(store *s, int (*emit)(void *arg, const char *data, size_t len), void *arg,
+                   size_t chunk_bytes, uint64_t *epoch, uint64_t *pos);
 
 #define STORE_META_KEY_MAX 300     /* bytes of a meta.key */
 #define STORE_META_VALUE_MAX 4096  /* bytes of a meta.value */
@@ -586,6 +649,14 @@ typedef struct store_op {
 			char *value;
 			uint32_t value_len;
 		} meta;
+		struct {
+			int role;       /* REPL_ROLE */
+			uint64_t epoch;
+			uint64_t pos;
+			char *data;     /* owned */
+			size_t len;
+			int snap;       /* STORE_SNAP_* */
+		} repl;
 	} u;
 } store_op;
 

@@ -53,6 +53,12 @@ typedef enum store_dbi {
 #define META_SCHEMA_VERSION "schema_version" /* u32 BE */
 #define META_NEXT_TOPIC_ID "next_topic_id"   /* u32 BE: id the next topic gets */
 #define META_NEXT_GROUP_ID "next_group_id"   /* u32 BE: id the next group gets */
+/* Replication (replog.c, doc/replication.md §3): the last log record in this
+ * store, epoch u64 BE | pos u64 BE; absent: none (a fresh or snapshotting
+ * store). And the epoch history, (epoch u64 BE | first pos u64 BE) per
+ * epoch that wrote a record, oldest first. */
+#define META_REPL_POS "repl/pos"
+#define META_REPL_EPOCHS "repl/epochs"
 
 #define STORE_DEFAULT_MAP_SIZE (UINT64_C(16) << 30) /* 16 GiB, sparse */
 
@@ -133,6 +139,19 @@ struct store {
 	uint64_t commit_us_sum;                    /* @atomic */
 	uint64_t batch_ops_hist[STORE_HIST_N + 1]; /* @atomic */
 
+	/* Replication (replog.c). role, lead_epoch and the capture: writer
+	 * thread only. repl_epoch/repl_pos: @locks pos_mu. */
+	int role;              /* store_role, set by REPL_ROLE ops */
+	uint64_t lead_epoch;   /* leader: the epoch its records carry */
+	pthread_mutex_t pos_mu;
+	uint64_t repl_epoch;   /* the last record in the store */
+	uint64_t repl_pos;
+	char *cap;             /* the capture of the running transaction */
+	size_t cap_len, cap_size;
+	void *cap_resv;        /* the last MDB_RESERVE value, copied at the next write */
+	size_t cap_resv_len, cap_resv_at;
+	uint64_t cap_next_pos; /* the position the running transaction takes; 0: none */
+
 	/* Read side. @locality network thread */
 	struct store_rtxn rtxn; /* the cached one (rtxn.txn NULL until first begin) */
 	bool rtxn_busy;
@@ -202,6 +221,23 @@ int store_w_append_check(struct wctx *w, uint32_t tid, const escrow_id_t *id, ui
 int store_w_append_write(struct wctx *w, struct tcache *t, const escrow_id_t *id,
                          const char *key, uint32_t klen, const char *rec, uint32_t rec_len,
                          uint64_t *seq_out);
+
+/* replog.c: the writes of the apply code (same arguments and returns as
+ * mdb_put, mdb_del, mdb_cursor_del), captured on a leader. */
+int store_w_put(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigned flags);
+int store_w_del(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v);
+int store_w_cursor_del(MDB_cursor *c, unsigned flags);
+/* store_repl_load reads repl/pos at open. 0 or an LMDB code. */
+int store_repl_load(store *s, MDB_txn *txn);
+/* Around each write transaction of the writer (run_txn). */
+void store_repl_txn_begin(store *s);
+int store_repl_txn_precommit(store *s, MDB_txn *txn);
+void store_repl_txn_committed(store *s);
+void store_repl_txn_aborted(store *s);
+/* REPL_ROLE and REPL_APPLY, same contract as store_apply_retry; then
+ * store_repl_applied after the commit. */
+int store_repl_apply(MDB_txn *txn, store *s, store_op *op, int *mdb_rc);
+void store_repl_applied(store *s, store_op *first, store_op *end);
 
 /* tx.c */
 int store_tx_apply(struct wctx *w, store_op *op); /* the TX_* ops */

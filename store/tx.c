@@ -147,7 +147,7 @@ static int txs_put(struct wctx *w, const store_tx_info *t)
 	size_t len;
 	txs_encode(t, vb, &len);
 	MDB_val k = {16, (void *)t->tx.b}, d = {len, vb};
-	int rc = mdb_put(store_w_txn(w), DB(w, DBI_TXS), &k, &d, 0);
+	int rc = store_w_put(store_w_txn(w), DB(w, DBI_TXS), &k, &d, 0);
 	return rc ? wfail(w, rc, "txs put", "tx") : 0;
 }
 
@@ -155,7 +155,7 @@ static int due_put(struct wctx *w, uint64_t due, const escrow_id_t *tx)
 {
 	unsigned char kb[24];
 	MDB_val k = due_key(kb, due, tx), d = {0, NULL};
-	int rc = mdb_put(store_w_txn(w), DB(w, DBI_TX_DUE), &k, &d, 0);
+	int rc = store_w_put(store_w_txn(w), DB(w, DBI_TX_DUE), &k, &d, 0);
 	return rc ? wfail(w, rc, "tx_due put", "tx") : 0;
 }
 
@@ -163,7 +163,7 @@ static int due_del(struct wctx *w, uint64_t due, const escrow_id_t *tx)
 {
 	unsigned char kb[24];
 	MDB_val k = due_key(kb, due, tx);
-	int rc = mdb_del(store_w_txn(w), DB(w, DBI_TX_DUE), &k, NULL);
+	int rc = store_w_del(store_w_txn(w), DB(w, DBI_TX_DUE), &k, NULL);
 	return rc && rc != MDB_NOTFOUND ? wfail(w, rc, "tx_due del", "tx") : 0;
 }
 
@@ -241,7 +241,7 @@ static int apply_half_add(struct wctx *w, store_op *op)
 	memcpy(hk, tx->b, 16);
 	put_u32(hk + 16, t.n);
 	MDB_val k = {20, hk}, d = {vlen, NULL};
-	if ((rc = mdb_put(txn, DB(w, DBI_HALF), &k, &d, MDB_RESERVE)))
+	if ((rc = store_w_put(txn, DB(w, DBI_HALF), &k, &d, MDB_RESERVE)))
 		return wfail(w, rc, "half put", "n=%u", t.n);
 	unsigned char *p = d.mv_data;
 	put_u32(p, op->u.tx.topic_id);
@@ -255,7 +255,7 @@ static int apply_half_add(struct wctx *w, store_op *op)
 	unsigned char nb[4];
 	put_u32(nb, t.n);
 	idv = (MDB_val){4, nb};
-	if ((rc = mdb_put(txn, DB(w, DBI_HALF_IDS), &idk, &idv, 0)))
+	if ((rc = store_w_put(txn, DB(w, DBI_HALF_IDS), &idk, &idv, 0)))
 		return wfail(w, rc, "half_ids put", "n=%u", t.n);
 	t.n++;
 	t.bytes += vlen;
@@ -321,7 +321,7 @@ static int delete_tx(struct wctx *w, const store_tx_info *t, int outcome)
 		memcpy(hk, t->tx.b, 16);
 		put_u32(hk + 16, i);
 		MDB_val k = {20, hk};
-		rc = mdb_del(txn, DB(w, DBI_HALF), &k, NULL);
+		rc = store_w_del(txn, DB(w, DBI_HALF), &k, NULL);
 		if (rc && rc != MDB_NOTFOUND)
 			return wfail(w, rc, "half del", "n=%u", i);
 	}
@@ -337,14 +337,14 @@ static int delete_tx(struct wctx *w, const store_tx_info *t, int outcome)
 			rc = 0;
 			break;
 		}
-		if (rc || (rc = mdb_cursor_del(c, 0)))
+		if (rc || (rc = store_w_cursor_del(c, 0)))
 			break;
 	}
 	mdb_cursor_close(c);
 	if (rc)
 		return wfail(w, rc, "half_ids del", "tx");
 	MDB_val k = {16, (void *)t->tx.b};
-	if ((rc = mdb_del(txn, DB(w, DBI_TXS), &k, NULL)))
+	if ((rc = store_w_del(txn, DB(w, DBI_TXS), &k, NULL)))
 		return wfail(w, rc, "txs del", "tx");
 	if (t->state == STORE_TX_PENDING && (rc = due_del(w, t->due_ms, &t->tx)))
 		return rc;
@@ -352,7 +352,7 @@ static int delete_tx(struct wctx *w, const store_tx_info *t, int outcome)
 	vb[0] = (unsigned char)outcome;
 	put_u64(vb + 1, store_w_now(w));
 	MDB_val d = {9, vb};
-	if ((rc = mdb_put(txn, DB(w, DBI_TX_DONE), &k, &d, 0)))
+	if ((rc = store_w_put(txn, DB(w, DBI_TX_DONE), &k, &d, 0)))
 		return wfail(w, rc, "tx_done put", "tx");
 	return 0;
 }
@@ -514,7 +514,7 @@ static int apply_gc(struct wctx *w, store_op *op)
 			/* re-seek after a delete rather than trust the cursor */
 			if (k.mv_size == 16)
 				memcpy(at, k.mv_data, 16);
-			if ((rc = mdb_cursor_del(c, 0)))
+			if ((rc = store_w_cursor_del(c, 0)))
 				break;
 			del++;
 			k = (MDB_val){16, at};
@@ -558,7 +558,7 @@ int store_tx_migrate_1_to_2(MDB_txn *txn, const MDB_dbi *dbi)
 		memcpy(ik + 16, (char *)d.mv_data + 12, 16);
 		memcpy(nb, (char *)k.mv_data + 16, 4);
 		MDB_val ikv = {32, ik}, nv = {4, nb};
-		if ((rc = mdb_put(txn, dbi[DBI_HALF_IDS], &ikv, &nv, 0)))
+		if ((rc = store_w_put(txn, dbi[DBI_HALF_IDS], &ikv, &nv, 0)))
 			break;
 	}
 	mdb_cursor_close(c);
@@ -611,7 +611,7 @@ int store_tx_migrate_1_to_2(MDB_txn *txn, const MDB_dbi *dbi)
 		size_t len;
 		txs_encode(&v[i], vb, &len);
 		MDB_val tk = {16, v[i].tx.b}, tv = {len, vb};
-		rc = mdb_put(txn, dbi[DBI_TXS], &tk, &tv, 0);
+		rc = store_w_put(txn, dbi[DBI_TXS], &tk, &tv, 0);
 	}
 	free(v);
 	return rc;

@@ -216,7 +216,7 @@ static void flush_caches(struct wctx *w)
 		put_u64(vb, e->next_seq);
 		memcpy(vb + 8, e->name, e->name_len);
 		MDB_val k = {4, kb}, d = {8 + e->name_len, vb};
-		int rc = mdb_put(w->txn, w->s->dbi[DBI_TOPIC_IDS], &k, &d, 0);
+		int rc = store_w_put(w->txn, w->s->dbi[DBI_TOPIC_IDS], &k, &d, 0);
 		if (rc)
 			wfail(w, rc, "topic_ids put next_seq", "topic_id=%u", e->id);
 	}
@@ -227,7 +227,7 @@ static void flush_caches(struct wctx *w)
 		unsigned char kb[K_GROUP_SEQ], vb[8];
 		MDB_val k = key_id_seq(kb, e->id, 0), d = {8, vb};
 		put_u64(vb, e->floor);
-		int rc = mdb_put(w->txn, w->s->dbi[DBI_ACKS], &k, &d, 0);
+		int rc = store_w_put(w->txn, w->s->dbi[DBI_ACKS], &k, &d, 0);
 		if (rc)
 			wfail(w, rc, "acks put floor", "group_id=%u", e->id);
 	}
@@ -258,7 +258,7 @@ static int meta_put_u32(struct wctx *w, const char *key, uint32_t v)
 	unsigned char b[4];
 	put_u32(b, v);
 	MDB_val k = {strlen(key), (void *)key}, d = {4, b};
-	return mdb_put(w->txn, w->s->dbi[DBI_META], &k, &d, 0);
+	return store_w_put(w->txn, w->s->dbi[DBI_META], &k, &d, 0);
 }
 
 /*
@@ -287,7 +287,7 @@ static int del_prefix(struct wctx *w, store_dbi dbi, const void *from, size_t fr
 			break;
 		if (below && mdb_cmp(w->txn, w->s->dbi[dbi], &k, below) >= 0)
 			break;
-		if ((rc = mdb_cursor_del(c, 0)))
+		if ((rc = store_w_cursor_del(c, 0)))
 			break;
 	}
 	mdb_cursor_close(c);
@@ -301,7 +301,7 @@ static int delete_group_data(struct wctx *w, uint32_t gid)
 	unsigned char kb[4];
 	put_u32(kb, gid);
 	MDB_val k = {4, kb};
-	int rc = mdb_del(w->txn, w->s->dbi[DBI_GROUP_IDS], &k, NULL);
+	int rc = store_w_del(w->txn, w->s->dbi[DBI_GROUP_IDS], &k, NULL);
 	if (rc && rc != MDB_NOTFOUND)
 		return wfail(w, rc, "group_ids del", "group_id=%u", gid);
 	static const store_dbi per_group[] = {DBI_ACKS, DBI_RETRY, DBI_DLQ};
@@ -366,7 +366,7 @@ static int apply_topic_create(struct wctx *w, store_op *op)
 	void *buf;
 	if (store_topic_rec_encode(name, created, &op->u.topic.conf, id, &d, &buf))
 		return wfail(w, ENOMEM, "encode topic record", "topic=%s", name);
-	rc = mdb_put(w->txn, w->s->dbi[DBI_TOPICS], &k, &d, 0);
+	rc = store_w_put(w->txn, w->s->dbi[DBI_TOPICS], &k, &d, 0);
 	free(buf);
 	if (rc)
 		return wfail(w, rc, "topics put", "topic=%s", name);
@@ -375,7 +375,7 @@ static int apply_topic_create(struct wctx *w, store_op *op)
 	put_u64(vb, 1);
 	memcpy(vb + 8, name, len);
 	MDB_val ik = {4, ib}, iv = {8 + len, vb};
-	if ((rc = mdb_put(w->txn, w->s->dbi[DBI_TOPIC_IDS], &ik, &iv, 0)))
+	if ((rc = store_w_put(w->txn, w->s->dbi[DBI_TOPIC_IDS], &ik, &iv, 0)))
 		return wfail(w, rc, "topic_ids put", "topic=%s id=%u", name, id);
 	if ((rc = meta_put_u32(w, META_NEXT_TOPIC_ID, id + 1)))
 		return wfail(w, rc, "meta put", "%s", META_NEXT_TOPIC_ID);
@@ -414,10 +414,10 @@ static int apply_topic_delete(struct wctx *w, store_op *op)
 
 	/* write phase */
 	MDB_val nk = {nlen, name};
-	rc = mdb_del(w->txn, w->s->dbi[DBI_TOPICS], &nk, NULL);
+	rc = store_w_del(w->txn, w->s->dbi[DBI_TOPICS], &nk, NULL);
 	if (rc && rc != MDB_NOTFOUND)
 		return wfail(w, rc, "topics del", "topic_id=%u", tid);
-	if ((rc = mdb_del(w->txn, w->s->dbi[DBI_TOPIC_IDS], &tk, NULL)))
+	if ((rc = store_w_del(w->txn, w->s->dbi[DBI_TOPIC_IDS], &tk, NULL)))
 		return wfail(w, rc, "topic_ids del", "topic_id=%u", tid);
 
 	/* Groups of the topic: groups keys start with topic_id. Each pass
@@ -435,7 +435,7 @@ static int apply_topic_delete(struct wctx *w, store_op *op)
 		if (rc)
 			break;
 		uint32_t gid = v.mv_size >= 4 ? get_u32(v.mv_data) : 0;
-		if ((rc = mdb_cursor_del(c, 0)))
+		if ((rc = store_w_cursor_del(c, 0)))
 			break;
 		if (gid && delete_group_data(w, gid))
 			break;
@@ -473,13 +473,13 @@ static int apply_topic_delete(struct wctx *w, store_op *op)
 			}
 			wire_frame_free(&f);
 		}
-		if ((rc = mdb_cursor_del(c, 0)))
+		if ((rc = store_w_cursor_del(c, 0)))
 			break;
 		if (has_id) {
 			MDB_val ik = {16, id.b}, iv;
 			rc = mdb_get(w->txn, w->s->dbi[DBI_MSG_IDS], &ik, &iv);
 			if (rc == 0 && iv.mv_size == K_TOPIC_SEQ && memcmp(iv.mv_data, mk, K_TOPIC_SEQ) == 0)
-				rc = mdb_del(w->txn, w->s->dbi[DBI_MSG_IDS], &ik, NULL);
+				rc = store_w_del(w->txn, w->s->dbi[DBI_MSG_IDS], &ik, NULL);
 			else if (rc == MDB_NOTFOUND || rc == 0)
 				rc = 0;
 			if (rc)
@@ -562,19 +562,19 @@ static int apply_group_create(struct wctx *w, store_op *op)
 	if (store_group_rec_encode(name, created, op->u.group.latest, &op->u.group.conf,
 	                           op->u.group.push, gid, &d, &buf))
 		return wfail(w, ENOMEM, "encode group record", "group=%s", name);
-	rc = mdb_put(w->txn, w->s->dbi[DBI_GROUPS], &k, &d, 0);
+	rc = store_w_put(w->txn, w->s->dbi[DBI_GROUPS], &k, &d, 0);
 	free(buf);
 	if (rc)
 		return wfail(w, rc, "groups put", "topic_id=%u group=%s", tid, name);
 	unsigned char ib[4];
 	put_u32(ib, gid);
 	MDB_val ik = {4, ib}, iv = {4 + len, kb};
-	if ((rc = mdb_put(w->txn, w->s->dbi[DBI_GROUP_IDS], &ik, &iv, 0)))
+	if ((rc = store_w_put(w->txn, w->s->dbi[DBI_GROUP_IDS], &ik, &iv, 0)))
 		return wfail(w, rc, "group_ids put", "group_id=%u", gid);
 	unsigned char fk[K_GROUP_SEQ], fv[8];
 	MDB_val ak = key_id_seq(fk, gid, 0), av = {8, fv};
 	put_u64(fv, floor);
-	if ((rc = mdb_put(w->txn, w->s->dbi[DBI_ACKS], &ak, &av, 0)))
+	if ((rc = store_w_put(w->txn, w->s->dbi[DBI_ACKS], &ak, &av, 0)))
 		return wfail(w, rc, "acks put floor", "group_id=%u", gid);
 	if ((rc = meta_put_u32(w, META_NEXT_GROUP_ID, gid + 1)))
 		return wfail(w, rc, "meta put", "%s", META_NEXT_GROUP_ID);
@@ -629,7 +629,7 @@ static int apply_group_set(struct wctx *w, store_op *op)
 		return wfail(w, MDB_CORRUPTED, "group record", "group_id=%u", gid);
 	if (rc)
 		return wfail(w, ENOMEM, "encode group record", "group_id=%u", gid);
-	rc = mdb_put(w->txn, w->s->dbi[DBI_GROUPS], &k, &nd, 0);
+	rc = store_w_put(w->txn, w->s->dbi[DBI_GROUPS], &k, &nd, 0);
 	free(buf);
 	if (rc)
 		return wfail(w, rc, "groups put", "group_id=%u", gid);
@@ -648,7 +648,7 @@ static int apply_group_delete(struct wctx *w, store_op *op)
 
 	/* write phase */
 	MDB_val k = {klen, kb};
-	rc = mdb_del(w->txn, w->s->dbi[DBI_GROUPS], &k, NULL);
+	rc = store_w_del(w->txn, w->s->dbi[DBI_GROUPS], &k, NULL);
 	if (rc && rc != MDB_NOTFOUND)
 		return wfail(w, rc, "groups del", "group_id=%u", gid);
 	if (delete_group_data(w, gid))
@@ -716,12 +716,12 @@ int store_w_append_write(struct wctx *w, struct tcache *t, const escrow_id_t *id
 	MDB_val mk = key_id_seq(mb, tid, seq), mv = {rec_len, (void *)rec};
 	int rc = MDB_KEYEXIST;
 	if (!t->no_append) {
-		rc = mdb_put(w->txn, w->s->dbi[DBI_MSGS], &mk, &mv, MDB_APPEND);
+		rc = store_w_put(w->txn, w->s->dbi[DBI_MSGS], &mk, &mv, MDB_APPEND);
 		if (rc == MDB_KEYEXIST)
 			t->no_append = true;
 	}
 	if (rc == MDB_KEYEXIST)
-		rc = mdb_put(w->txn, w->s->dbi[DBI_MSGS], &mk, &mv, MDB_NOOVERWRITE);
+		rc = store_w_put(w->txn, w->s->dbi[DBI_MSGS], &mk, &mv, MDB_NOOVERWRITE);
 	if (rc == MDB_KEYEXIST) {
 		/* next_seq is persisted with the messages it covers, so this means
 		 * the store was changed behind our back. Never overwrite. */
@@ -733,7 +733,7 @@ int store_w_append_write(struct wctx *w, struct tcache *t, const escrow_id_t *id
 	}
 	if (rc)
 		return wfail(w, rc, "msgs put", "topic_id=%u seq=%llu", tid, (unsigned long long)seq);
-	if ((rc = mdb_put(w->txn, w->s->dbi[DBI_MSG_IDS], &ik, &mk, 0)))
+	if ((rc = store_w_put(w->txn, w->s->dbi[DBI_MSG_IDS], &ik, &mk, 0)))
 		return wfail(w, rc, "msg_ids put", "id=%s", escrow_id_fmt(id, hex));
 	if (klen) {
 		unsigned char kb[4 + KEYS_KEY_MAX + 8];
@@ -741,7 +741,7 @@ int store_w_append_write(struct wctx *w, struct tcache *t, const escrow_id_t *id
 		memcpy(kb + 4, key, klen);
 		put_u64(kb + 4 + klen, seq);
 		MDB_val kk = {4 + klen + 8, kb}, kv = {0, NULL};
-		if ((rc = mdb_put(w->txn, w->s->dbi[DBI_KEYS], &kk, &kv, 0)))
+		if ((rc = store_w_put(w->txn, w->s->dbi[DBI_KEYS], &kk, &kv, 0)))
 			return wfail(w, rc, "keys put", "topic_id=%u seq=%llu", tid,
 			             (unsigned long long)seq);
 	}
@@ -803,7 +803,7 @@ static int apply_ack(struct wctx *w, store_op *op)
 	if (seq < g->floor)
 		return 0;
 	MDB_val k = key_id_seq(kb, gid, seq), v = {0, NULL};
-	if ((rc = mdb_put(w->txn, w->s->dbi[DBI_ACKS], &k, &v, 0)))
+	if ((rc = store_w_put(w->txn, w->s->dbi[DBI_ACKS], &k, &v, 0)))
 		return wfail(w, rc, "acks put", "group_id=%u seq=%llu", gid, (unsigned long long)seq);
 	return 0;
 }
@@ -819,15 +819,24 @@ static int apply_meta_set(struct wctx *w, store_op *op)
 	int rc;
 	if (op->u.meta.value && op->u.meta.value_len) {
 		MDB_val d = {op->u.meta.value_len, op->u.meta.value};
-		rc = mdb_put(w->txn, w->s->dbi[DBI_META], &k, &d, 0);
+		rc = store_w_put(w->txn, w->s->dbi[DBI_META], &k, &d, 0);
 	} else {
-		rc = mdb_del(w->txn, w->s->dbi[DBI_META], &k, NULL);
+		rc = store_w_del(w->txn, w->s->dbi[DBI_META], &k, NULL);
 		if (rc == MDB_NOTFOUND)
 			rc = 0;
 	}
 	if (rc)
 		return wfail(w, rc, "meta", "key=%.64s", op->u.meta.key);
 	return 0;
+}
+
+/* REPL_ROLE, REPL_APPLY (replog.c). */
+static int apply_repl(struct wctx *w, store_op *op)
+{
+	int mrc = 0, rc = store_repl_apply(w->txn, w->s, op, &mrc);
+	if (mrc)
+		return wfail(w, mrc, "repl apply", "pos=%llu", (unsigned long long)op->u.repl.pos);
+	return rc;
 }
 
 /* ---- the op table -------------------------------------------------------- */
@@ -894,6 +903,12 @@ static void describe_meta(const store_op *op, char *buf, size_t len)
 	snprintf(buf, len, "key=%.64s", op->u.meta.key);
 }
 
+static void describe_repl(const store_op *op, char *buf, size_t len)
+{
+	snprintf(buf, len, "epoch=%llu pos=%llu", (unsigned long long)op->u.repl.epoch,
+	         (unsigned long long)op->u.repl.pos);
+}
+
 /*
  * The store's side of every op kind (store.h store_op_kind), one row each,
  * indexed by kind like wire/ops.def: its name in log lines, the function
@@ -928,6 +943,8 @@ static const struct store_op_desc {
 	[STORE_OP_ATTEMPT] = {"attempt", store_apply_attempt, describe_attempt},
 	[STORE_OP_GROUP_SET] = {"group_set", apply_group_set, describe_group},
 	[STORE_OP_META_SET] = {"meta_set", apply_meta_set, describe_meta},
+	[STORE_OP_REPL_ROLE] = {"repl_role", apply_repl, describe_repl},
+	[STORE_OP_REPL_APPLY] = {"repl_apply", apply_repl, describe_repl},
 };
 
 static const struct store_op_desc *op_desc(store_op_kind kind)
@@ -945,6 +962,10 @@ const char *store_op_name(store_op_kind kind)
 
 static int apply(struct wctx *w, store_op *op)
 {
+	/* a follower's store changes only through the leader's records */
+	if (w->s->role == STORE_ROLE_FOLLOWER && op->kind != STORE_OP_REPL_APPLY &&
+	    op->kind != STORE_OP_REPL_ROLE)
+		return ESCROW_ERR_NOT_LEADER;
 	const struct store_op_desc *d = op_desc(op->kind);
 	if (!d) {
 		store_log(w->s, ESCROW_LOG_ERROR, "store: unknown op kind %d", (int)op->kind);
@@ -997,6 +1018,7 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 		return rc;
 	}
 	w->now_ms = clock_now_ms(); /* the broker's clock (wire/clock.h) */
+	store_repl_txn_begin(s);
 	uint64_t n = 0;
 	for (store_op *op = first; op != end; op = op->next, n++) {
 		op->err = apply(w, op);
@@ -1008,6 +1030,10 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 	flush_caches(w);
 	if (w->mdb_rc)
 		goto abort;
+	if ((rc = store_repl_txn_precommit(s, w->txn))) {
+		wfail(w, rc, "repl position", "pos");
+		goto abort;
+	}
 	uint64_t t0 = mono_us();
 	size_t txnid = mdb_txn_id(w->txn);
 	rc = mdb_txn_commit(w->txn);
@@ -1015,8 +1041,11 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 	if (rc) {
 		w->fail_what = "mdb_txn_commit";
 		w->fail_key[0] = 0;
+		store_repl_txn_aborted(s);
 		return rc;
 	}
+	store_repl_txn_committed(s);
+	store_repl_applied(s, first, end);
 	/* A transaction that dirtied nothing commits without writing or
 	 * syncing anything, and the last txnid stays where it was. */
 	MDB_envinfo info;
@@ -1033,6 +1062,7 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 abort:
 	mdb_txn_abort(w->txn);
 	w->txn = NULL;
+	store_repl_txn_aborted(s);
 	return w->mdb_rc;
 }
 

@@ -2,16 +2,16 @@
  * test_cluster_timers.c - the leader-only work runs on the leader only
  * (doc/replication.md §2; broker/cluster.c cluster_runs_timers).
  *
- * Node 1 leads and stores work that its timers will do later: three
- * messages of a topic with a 3 s retention and a transaction nobody ends,
- * with --tx-max-age 3s (so a check-back pass expires it). It is SIGKILLed
- * before either is due; node 2 takes over; node 1 comes back on the same
- * data as a follower. Well past both deadlines the follower still holds the
- * three messages and the pending transaction: it ran no retention and no
- * check-back. Then node 2 is killed, node 1 leads, and both happen.
- *
- * Batches are not replicated yet, so each node's store is its own; that is
- * what makes a follower's timers visible here.
+ * Nodes 1 and 2 run with short timers; once both are in the in-sync set,
+ * the leader stores work its timers will do later: three messages of a
+ * topic with a 3 s retention and a transaction nobody ends, with
+ * --tx-max-age 3s (so a check-back pass expires it). Then etcd is killed
+ * before either is due: the leader steps down at its lease deadline and
+ * nobody can be elected, so both nodes are followers. Well past both
+ * deadlines both still hold the three messages and the pending transaction:
+ * no follower ran retention or a check-back (with replication a leader's
+ * timers would show on every node, which is why no node may lead here).
+ * Then etcd comes back, a node leads, and both happen.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -46,58 +46,75 @@ static int status_of(int i, long long *retained, long long *txs, long long *expi
 	return 0;
 }
 
+/* in_sync_wait: node @l's cluster status lists @n members in sync. */
+static int in_sync_wait(int l, int n, int ms)
+{
+	int64_t end = test_now_ms() + ms;
+	do {
+		if (cl_ctl(node[l].addr, "cluster status --json", out, sizeof out) == 0) {
+			int k = 0;
+			for (const char *p = out; (p = strstr(p, "\"in_sync\":true")); p++)
+				k++;
+			if (k >= n)
+				return 0;
+		}
+		cl_sleep_ms(100);
+	} while (test_now_ms() < end);
+	return -1;
+}
+
 static void test_follower_runs_no_timers(void)
 {
 	long long retained = -1, txs = -1, expired = -1;
 	CHECK_INT(cl_node_start(&node[0], dir, 1, LEASE, node1_args), ==, 0);
-	CHECK_INT(cl_leader_wait(node, 2, 15000), ==, 0);
-	CHECK_INT(cl_ctl(node[0].addr, "topic create r", out, sizeof out), ==, 0);
+	CHECK_INT(cl_node_start(&node[1], dir, 2, LEASE, node1_args), ==, 0);
+	int l = cl_leader_wait(node, 2, 15000);
+	CHECK_INT(l, >=, 0);
+	CHECK_INT(in_sync_wait(l, 2, 10000), ==, 0);
+	CHECK_INT(cl_ctl(node[l].addr, "topic create r", out, sizeof out), ==, 0);
 	for (int i = 0; i < 3; i++)
-		CHECK_INT(cl_ctl(node[0].addr, "send r m", out, sizeof out), ==, 0);
-	CHECK_INT(cl_ctl(node[0].addr, "tx send r --group pg half", out, sizeof out), ==, 0);
+		CHECK_INT(cl_ctl(node[l].addr, "send r m", out, sizeof out), ==, 0);
+	CHECK_INT(cl_ctl(node[l].addr, "tx send r --group pg half", out, sizeof out), ==, 0);
 	int64_t stored = test_now_ms();
-	CHECK_INT(status_of(0, &retained, &txs, &expired), ==, 0);
+	CHECK_INT(status_of(l, &retained, &txs, &expired), ==, 0);
 	CHECK_INT(retained, ==, 3);
 	CHECK_INT(txs, ==, 1);
 	CHECK_INT(expired, ==, 0);
-	broker_kill(&node[0], SIGKILL);
-	node[0].pid = 0;
+
+	/* no etcd: the leader steps down at its deadline, nobody leads */
+	cl_etcd_kill(SIGKILL);
 	CHECK_INT(test_now_ms() - stored, <, DUE_MS); /* else the test proves nothing */
 
-	/* node 2 leads; node 1 comes back as a follower on its data */
-	CHECK_INT(cl_node_start(&node[1], dir, 2, LEASE, NULL), ==, 0);
-	CHECK_INT(cl_leader_wait(node, 2, LEASE_MS * 4), ==, 1);
-	CHECK_INT(cl_node_start(&node[0], dir, 1, LEASE, node1_args), ==, 0);
-	CHECK_INT(cl_leader_wait(node, 2, LEASE_MS * 2), ==, 1);
-
-	/* past both deadlines by several ticks: a follower did neither */
+	/* past both deadlines by several ticks: no follower did either */
 	int64_t wait = stored + DUE_MS + 1500 - test_now_ms();
 	if (wait > 0)
 		cl_sleep_ms((int)wait);
-	CHECK_INT(status_of(0, &retained, &txs, &expired), ==, 0);
-	test_diag("follower node 1, %lld ms after the sends: retained %lld, pending tx %lld, "
-	          "expired %lld",
-	          (long long)(test_now_ms() - stored), retained, txs, expired);
-	CHECK_INT(retained, ==, 3);
-	CHECK_INT(txs, ==, 1);
-	CHECK_INT(expired, ==, 0);
-	CHECK_INT(cl_leader_wait(node, 2, LEASE_MS), ==, 1); /* it was a follower throughout */
+	for (int i = 0; i < 2; i++) {
+		CHECK_INT(status_of(i, &retained, &txs, &expired), ==, 0);
+		test_diag("follower node %d, %lld ms after the sends: retained %lld, pending tx %lld, "
+		          "expired %lld",
+		          i + 1, (long long)(test_now_ms() - stored), retained, txs, expired);
+		CHECK_INT(retained, ==, 3);
+		CHECK_INT(txs, ==, 1);
+		CHECK_INT(expired, ==, 0);
+	}
+	CHECK_INT(cl_leader_wait(node, 2, 300), ==, -1); /* nobody led meanwhile */
 
-	/* node 1 leads again: retention and the check-back pass run */
-	broker_kill(&node[1], SIGKILL);
-	node[1].pid = 0;
+	/* etcd is back: a node leads, retention and the check-back pass run */
+	CHECK_INT(cl_etcd_restart(), ==, 0);
 	int64_t t0 = test_now_ms();
-	CHECK_INT(cl_leader_wait(node, 2, LEASE_MS * 4), ==, 0);
+	l = cl_leader_wait(node, 2, LEASE_MS * 6);
+	CHECK_INT(l, >=, 0);
 	int64_t led = test_now_ms();
 	do {
-		CHECK_INT(status_of(0, &retained, &txs, &expired), ==, 0);
+		CHECK_INT(status_of(l, &retained, &txs, &expired), ==, 0);
 		if (retained == 0 && expired == 1)
 			break;
 		cl_sleep_ms(100);
 	} while (test_now_ms() - led < 10000);
-	test_diag("node 1 leads %lld ms after node 2's kill; %lld ms later: retained %lld, "
+	test_diag("node %d leads %lld ms after etcd's restart; %lld ms later: retained %lld, "
 	          "expired %lld",
-	          (long long)(led - t0), (long long)(test_now_ms() - led), retained, expired);
+	          l + 1, (long long)(led - t0), (long long)(test_now_ms() - led), retained, expired);
 	CHECK_INT(retained, ==, 0);
 	CHECK_INT(expired, ==, 1);
 end:;

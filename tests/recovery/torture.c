@@ -14,6 +14,14 @@
  *                                  hold it: the writes not covered by a
  *                                  returned fsync/fdatasync are lost, all or
  *                                  a seeded random share of their pages)
+ *                [--cluster]      (three escrowd in cluster mode on one etcd
+ *                                  started here, doc/replication.md: the
+ *                                  clients get the three addresses; a broker
+ *                                  kill is a SIGKILL of the leader, timed
+ *                                  until another node serves (failover_ms),
+ *                                  then the old one restarts as a follower;
+ *                                  once, half-way, a follower is killed and
+ *                                  restarted from an empty data dir)
  *
  * One escrowd on a fixed port and a private data dir. Forked producer
  * processes send plain messages and transactions (commit, rollback, left
@@ -78,6 +86,7 @@
 #include "escrow/consumer.h"
 #include "escrow/producer.h"
 #include "tests/harness/broker.h"
+#include "tests/harness/cluster.h"
 #include "tests/powerloss/cut.h"
 
 #define TOPIC "tt"
@@ -97,7 +106,7 @@ static int seconds = 60;
 static const char *sync_mode = "none";
 static int keep;
 static const char *resume; /* --resume DIR: drain and check a kept run */
-static char work[512], datadir[600], stopfile[600], addr[64];
+static char work[512], datadir[600], stopfile[600], addr[256];
 static int port;
 static test_broker broker;
 /* --powerloss: the shim, its state dir, and what the cuts did */
@@ -106,6 +115,16 @@ static char plstate[600];
 static unsigned long n_cuts, n_cuts_dirty;
 static uint64_t cut_rng;
 static powerloss_stats cut_total;
+/* --cluster: three nodes on fixed ports (the clients' server list), and
+ * what the failovers took */
+#define NNODES 3
+#define CLUSTER_LEASE "2s"
+static int cluster_mode;
+static test_broker node[NNODES];
+static int node_port[NNODES], node_rport[NNODES];
+static int64_t failover_ms[4096];
+static unsigned n_failovers, n_no_leader, n_wipes;
+static char status_server[64]; /* the leader's address for status.json */
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -389,8 +408,16 @@ static void reap(void)
 	}
 }
 
+static int start_node(int i);
+
 static int start_broker(void)
 {
+	if (cluster_mode) {
+		for (int i = 0; i < NNODES; i++)
+			if (!node[i].pid && start_node(i) != 0)
+				return -1;
+		return 0;
+	}
 	const char *extra[] = {"--listen", addr, "--sync", sync_mode, "--log-level", "error",
 	                       "--tx-timeout", "700ms", "--tx-check-backoff", "500ms",
 	                       "--tx-max-checks", "3", "--tx-check-timeout", "2s",
@@ -414,6 +441,97 @@ static int start_broker(void)
 		unsetenv("POWERLOSS_STATE");
 	}
 	return rc;
+}
+
+/* start_node starts cluster node @i on its fixed ports; 0 or -1. */
+static int start_node(int i)
+{
+	char id[16], listen[64], rlisten[64], dir[700];
+	snprintf(id, sizeof id, "%d", i + 1);
+	snprintf(listen, sizeof listen, "127.0.0.1:%d", node_port[i]);
+	snprintf(rlisten, sizeof rlisten, "127.0.0.1:%d", node_rport[i]);
+	snprintf(dir, sizeof dir, "%s/node%d", work, i + 1);
+	const char *extra[] = {"--listen", listen, "--advertise", listen, "--replica-listen", rlisten,
+	                       "--cluster", "torture", "--node-id", id, "--etcd", cl_etcd_url(),
+	                       "--cluster-lease", CLUSTER_LEASE, "--sync", sync_mode,
+	                       "--log-level", "error", "--tx-timeout", "700ms",
+	                       "--tx-check-backoff", "500ms", "--tx-max-checks", "3",
+	                       "--tx-check-timeout", "2s", "--ack-timeout", ACK_TIMEOUT,
+	                       "--backoff", "50ms 100ms 200ms", NULL};
+	int rc = -1;
+	for (int k = 0; k < 20 && rc != 0; k++) { /* the port may linger a moment */
+		rc = broker_start(&node[i], dir, extra);
+		if (rc != 0)
+			sleep_ms(100);
+	}
+	return rc;
+}
+
+/* leader_now: the node that serves a leader-only request now, or -1 */
+static int leader_now(void)
+{
+	for (int i = 0; i < NNODES; i++)
+		if (node[i].pid && cl_ask(&node[i], NULL, 0) == 0)
+			return i;
+	return -1;
+}
+
+/* leader_wait_ms: the leader within @ms (polling every 20 ms), or -1 */
+static int leader_wait_ms(int ms)
+{
+	int64_t end = now_ms() + ms;
+	do {
+		int l = leader_now();
+		if (l >= 0)
+			return l;
+		sleep_ms(20);
+	} while (now_ms() < end);
+	return -1;
+}
+
+/*
+ * crash_leader (--cluster) SIGKILLs the leader (a random node when none
+ * leads), times how long until another node serves (failover_ms[]), and
+ * restarts the killed one after @delay_ms: it comes back as a follower.
+ * With @wipe it kills a follower instead and restarts it from an empty data
+ * dir. Returns 0, or -1 when the node does not start again.
+ */
+static int crash_leader(int delay_ms, int wipe)
+{
+	int l = leader_now();
+	int victim = l;
+	if (wipe || victim < 0) {
+		do
+			victim = (int)(rnd() % NNODES);
+		while (wipe && victim == l && l >= 0);
+	}
+	int64_t t0 = now_ms();
+	broker_kill(&node[victim], SIGKILL);
+	n_broker_kills++;
+	if (wipe) {
+		char cmd[800];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s/node%d'", work, victim + 1);
+		if (system(cmd) != 0)
+			return -1;
+		n_wipes++;
+		printf("# node %d (a follower) killed and restarted from an empty data dir\n",
+		       victim + 1);
+	} else if (victim == l) {
+		int l2 = leader_wait_ms(15000);
+		if (l2 >= 0 && n_failovers < sizeof failover_ms / sizeof failover_ms[0])
+			failover_ms[n_failovers++] = now_ms() - t0;
+		else if (l2 < 0)
+			n_no_leader++;
+	}
+	if (delay_ms > 0)
+		sleep_ms(delay_ms);
+	return start_node(victim);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
 }
 
 /*
@@ -452,7 +570,9 @@ static int ctl(const char *out, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(args, sizeof args, fmt, ap);
 	va_end(ap);
-	snprintf(cmd, sizeof cmd, "'%s' -s %s --json %s >'%s/%s' 2>>'%s/ctl.err'", escrowctl, addr,
+	/* status is answered by any cluster node: ask the leader's */
+	const char *server = status_server[0] && !strncmp(args, "status", 6) ? status_server : addr;
+	snprintf(cmd, sizeof cmd, "'%s' -s %s --json %s >'%s/%s' 2>>'%s/ctl.err'", escrowctl, server,
 	         args, work, out ? out : "ctl.out", work);
 	return system(cmd);
 }
@@ -649,7 +769,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: torture --escrowd P --escrowctl P --checker P [--seed S] "
 	                "[--seconds N] [--sync full|none] [--keep] [--resume DIR] [--secure] "
-	                "[--powerloss SHIM]\n");
+	                "[--powerloss SHIM] [--cluster]\n");
 	exit(2);
 }
 
@@ -669,6 +789,10 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(a, "--secure")) {
 			secure = 1;
+			continue;
+		}
+		if (!strcmp(a, "--cluster")) {
+			cluster_mode = 1;
 			continue;
 		}
 		if (!v)
@@ -716,12 +840,40 @@ int main(int argc, char **argv)
 	}
 	port = free_port();
 	snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+	if (cluster_mode) {
+		if (secure || powerloss || resume) {
+			printf("not ok 1 - torture # --cluster goes with neither --secure, --powerloss "
+			       "nor --resume\n");
+			return 1;
+		}
+		if (!cl_etcd_path()) {
+			printf("1..0 # SKIP etcd not installed (scripts/deps.sh installs etcd-server)\n");
+			return 0;
+		}
+		if (cl_etcd_start(work) != 0) {
+			printf("not ok 1 - torture # etcd did not start (%s/etcd.log)\n", work);
+			return 1;
+		}
+		addr[0] = 0;
+		for (int i = 0; i < NNODES; i++) {
+			node_port[i] = free_port();
+			node_rport[i] = free_port();
+			snprintf(addr + strlen(addr), sizeof addr - strlen(addr), "%s127.0.0.1:%d",
+			         i ? "," : "", node_port[i]);
+		}
+		printf("# cluster: 3 nodes at %s, etcd %s, lease %s\n", addr, cl_etcd_url(),
+		       CLUSTER_LEASE);
+	}
 	if (secure && setup_secure() != 0) {
 		printf("not ok 1 - torture # --secure: could not make certificates or the admin\n");
 		return 1;
 	}
 	if (start_broker() != 0) {
 		printf("not ok 1 - torture # escrowd did not start\n");
+		return 1;
+	}
+	if (cluster_mode && leader_wait_ms(20000) < 0) {
+		printf("not ok 1 - torture # no cluster node leads after 20 s\n");
 		return 1;
 	}
 	/* the push group's receiver, on a port kept in the work dir (--resume
@@ -765,11 +917,23 @@ int main(int argc, char **argv)
 		cons_pid[i] = spawn(0, i);
 
 	int64_t end = now_ms() + (int64_t)seconds * 1000, next_report = now_ms() + 10000;
+	int64_t wipe_at = now_ms() + (int64_t)seconds * 500;
 	while (now_ms() < end) {
 		sleep_ms(100 + (int)(rnd() % 1400));
 		reap();
 		int r = (int)(rnd() % 100);
-		if (r < 50) {
+		if (cluster_mode && (r < 50 || (wipe_at && now_ms() >= wipe_at))) {
+			int wipe = wipe_at && now_ms() >= wipe_at;
+			if (wipe)
+				wipe_at = 0;
+			if (crash_leader(pct(30) ? (int)(rnd() % 1500) : 0, wipe) != 0) {
+				printf("# FAIL: a cluster node did not start again after kill %lu\n",
+				       n_broker_kills);
+				fail = 1;
+				break;
+			}
+			n_restarts++;
+		} else if (r < 50) {
 			if (crash_broker() != 0) {
 				fail = 1;
 				break;
@@ -829,7 +993,13 @@ int main(int argc, char **argv)
 		}
 		sleep_ms(50);
 	}
-	if (!fail) {
+	if (!fail && cluster_mode) {
+		/* one more leader crash, so every confirmed ack must have survived one */
+		if (crash_leader(0, 0) != 0 || leader_wait_ms(20000) < 0) {
+			printf("# FAIL: no leader after the last kill\n");
+			fail = 1;
+		}
+	} else if (!fail) {
 		/* one more crash, so every confirmed ack must have survived one */
 		if (crash_broker() != 0 || start_broker() != 0) {
 			printf("# FAIL: escrowd did not start again after the last kill\n");
@@ -839,6 +1009,11 @@ int main(int argc, char **argv)
 drain_and_check:
 	if (!fail && drain() != 0)
 		fail = 1;
+	if (!fail && cluster_mode) {
+		int l = leader_wait_ms(20000);
+		if (l >= 0)
+			snprintf(status_server, sizeof status_server, "%s", node[l].addr);
+	}
 	if (!fail) {
 		ctl("dlq-g1.json", "dlq list %s g1", TOPIC);
 		ctl("dlq-g2.json", "dlq list %s g2", TOPIC);
@@ -853,6 +1028,16 @@ drain_and_check:
 	}
 	printf("# faults: %lu broker kills (%lu restarts), %lu producer/consumer kills\n", n_broker_kills,
 	       n_restarts, n_client_kills);
+	if (cluster_mode) {
+		qsort(failover_ms, n_failovers, sizeof failover_ms[0], cmp_i64);
+		if (n_failovers)
+			printf("# failover_ms: %u leader kills timed: min %lld, median %lld, max %lld "
+			       "(lease %s); %u times no leader within 15 s; %u follower(s) wiped\n",
+			       n_failovers, (long long)failover_ms[0],
+			       (long long)failover_ms[n_failovers / 2],
+			       (long long)failover_ms[n_failovers - 1], CLUSTER_LEASE, n_no_leader,
+			       n_wipes);
+	}
 	if (powerloss)
 		printf("# power cuts: %lu (%lu with unsynced pages): %" PRIu64 " unsynced pages, %" PRIu64
 		       " kept, %" PRIu64 " bytes lost\n",
@@ -866,7 +1051,14 @@ drain_and_check:
 		if (rc != 0)
 			fail = 1;
 	}
-	if (broker_stop(&broker) != 0) {
+	if (cluster_mode) {
+		for (int i = 0; i < NNODES; i++)
+			if (node[i].pid && broker_stop(&node[i]) != 0) {
+				printf("# FAIL: node %d did not shut down cleanly\n", i + 1);
+				fail = 1;
+			}
+		cl_etcd_kill(SIGKILL);
+	} else if (broker_stop(&broker) != 0) {
 		printf("# FAIL: escrowd did not shut down cleanly\n");
 		fail = 1;
 	}

@@ -1,12 +1,13 @@
 /*
  * test_store.c - unit test of store/ (store.h, doc/storage.md), TAP output.
  *
- * Each case is a function returning 0 (pass) or 1 (fail); CHECK prints the
- * failed expression with file:line and jumps to the case's end: label. The
- * cases run in order and share one data directory (later ones read what
- * earlier ones wrote, which is the point of the recovery cases); the MAP_FULL
- * and NOT_READY cases use their own. Every directory is made with mkdtemp
- * and removed at exit.
+ * tests/harness/test.h. The store's life is a chain of steps, each a
+ * function returning 0 (pass) or 1 (fail) whose CHECKs fail the running
+ * case: later steps read what earlier ones wrote, which is the point of the
+ * recovery steps. Every case gets a fresh directory (setup/teardown) and
+ * replays the steps before its own, so any case runs alone (TEST_ONLY=name)
+ * and a failure names the step where it happened. The MAP_FULL and
+ * NOT_READY cases use stores of their own.
  *
  * The test opens the environment with raw LMDB in three places, to check or
  * tamper with the on-disk layout that doc/storage.md promises.
@@ -24,22 +25,14 @@
 
 #include "store/store.h"
 #include "store/store_int.h" /* store_closing(), dbi and key constants */
+#include "tests/harness/test.h"
 
-#define CHECK(cond)                                                                   \
-	do {                                                                          \
-		if (!(cond)) {                                                        \
-			printf("# %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-			goto end;                                                     \
-		}                                                                     \
-	} while (0)
 #define CHECK_ERR(got, want)                                                          \
 	do {                                                                          \
 		int g_ = (got), w_ = (want);                                          \
-		if (g_ != w_) {                                                       \
-			printf("# %s:%d: %s is %d (%s), want %d (%s)\n", __FILE__, __LINE__, \
-			       #got, g_, escrow_err2name(g_), w_, escrow_err2name(w_)); \
-			goto end;                                                     \
-		}                                                                     \
+		if (g_ != w_)                                                         \
+			FAIL("%s is %d (%s), want %d (%s)", #got, g_, escrow_err2name(g_), \
+			     w_, escrow_err2name(w_));                                \
 	} while (0)
 
 /* ---- plumbing ---------------------------------------------------------- */
@@ -857,42 +850,103 @@ end:
 	return fail;
 }
 
-int main(void)
+/* ---- the chain, and the cases ----------------------------------------- */
+
+typedef struct step {
+	const char *what;
+	int (*fn)(void);
+} step;
+
+static const step chain[] = {
+	{"open fresh dir: created 0700, schema version 1, all databases", t_open_fresh},
+	{"open refuses another schema version with a sentence", t_schema_mismatch},
+	{"topic create, EXISTS, list", t_topics},
+	{"append and read back (get, next, lookup, count)", t_append_read},
+	{"dedup of a repeated id, also within one batch", t_dedup},
+	{"group create earliest vs latest, EXISTS, NOT_FOUND", t_groups},
+	{"ack floor and sparse acks", t_acks},
+	{"recovery: reopen keeps topics, groups, floors, acks, next_seq", t_recovery},
+	{"next_seq survives deletion of all messages of a topic", t_next_seq_survives},
+	{"topic delete removes groups, acks, messages, ids, keys", t_topic_delete},
+	{"group delete removes the group and its acks", t_group_delete},
+	{"stats", t_stats},
+};
+
+/* run_chain runs the steps before @upto (saying so when one fails) and
+ * then step @upto, the case's own. */
+static void run_chain(size_t upto)
 {
-	static const struct {
-		const char *name;
-		int (*fn)(void);
-	} cases[] = {
-		{"open fresh dir: created 0700, schema version 1, all databases", t_open_fresh},
-		{"open refuses another schema version with a sentence", t_schema_mismatch},
-		{"topic create, EXISTS, list", t_topics},
-		{"append and read back (get, next, lookup, count)", t_append_read},
-		{"dedup of a repeated id, also within one batch", t_dedup},
-		{"group create earliest vs latest, EXISTS, NOT_FOUND", t_groups},
-		{"ack floor and sparse acks", t_acks},
-		{"recovery: reopen keeps topics, groups, floors, acks, next_seq", t_recovery},
-		{"next_seq survives deletion of all messages of a topic", t_next_seq_survives},
-		{"topic delete removes groups, acks, messages, ids, keys", t_topic_delete},
-		{"group delete removes the group and its acks", t_group_delete},
-		{"stats", t_stats},
-		{"MDB_MAP_FULL -> STORAGE_FULL, an ack still fits", t_map_full},
-		{"NOT_READY after close began", t_not_ready},
-	};
-	int n = (int)(sizeof cases / sizeof cases[0]), failed = 0;
-	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (size_t i = 0; i <= upto; i++)
+		if (chain[i].fn()) {
+			test_diag("%s step failed: %s", i < upto ? "an earlier" : "this", chain[i].what);
+			return;
+		}
+	test_diag("%s", chain[upto].what);
+}
+
+#define CHAIN_CASE(name, i)                                                                 \
+	static void name(void)                                                              \
+	{                                                                                   \
+		run_chain(i);                                                               \
+	}
+CHAIN_CASE(test_open_fresh, 0)
+CHAIN_CASE(test_schema_mismatch, 1)
+CHAIN_CASE(test_topics, 2)
+CHAIN_CASE(test_append_read, 3)
+CHAIN_CASE(test_dedup, 4)
+CHAIN_CASE(test_groups, 5)
+CHAIN_CASE(test_acks, 6)
+CHAIN_CASE(test_recovery, 7)
+CHAIN_CASE(test_next_seq_survives, 8)
+CHAIN_CASE(test_topic_delete, 9)
+CHAIN_CASE(test_group_delete, 10)
+CHAIN_CASE(test_stats, 11)
+
+/* MDB_MAP_FULL -> STORAGE_FULL, an ack still fits */
+static void test_map_full(void)
+{
+	t_map_full();
+}
+
+/* NOT_READY after close began */
+static void test_not_ready(void)
+{
+	t_not_ready();
+}
+
+static void setup(void)
+{
 	snprintf(base, sizeof base, "/tmp/escrow-test-store-XXXXXX");
 	if (!mkdtemp(base)) {
-		printf("Bail out! mkdtemp: %s\n", strerror(errno));
-		return 1;
+		base[0] = 0;
+		FAIL("mkdtemp: %s", strerror(errno));
 	}
 	snprintf(dir, sizeof dir, "%s/data", base);
-	printf("1..%d\n", n);
-	for (int i = 0; i < n; i++) {
-		int f = cases[i].fn();
-		printf("%sok %d - %s\n", f ? "not " : "", i + 1, cases[i].name);
-		failed += f;
-	}
-	store_close(S);
-	rm_rf(base);
-	return failed ? 1 : 0;
+	S = NULL;
+	t_orders = t_audit = g_early = g_late = 0;
+end:;
+}
+
+static void teardown(void)
+{
+	if (S)
+		store_close(S);
+	S = NULL;
+	if (base[0])
+		rm_rf(base);
+	base[0] = 0;
+}
+
+int main(void)
+{
+	static const test_case cases[] = {
+		TEST_CASE(test_open_fresh),     TEST_CASE(test_schema_mismatch),
+		TEST_CASE(test_topics),         TEST_CASE(test_append_read),
+		TEST_CASE(test_dedup),          TEST_CASE(test_groups),
+		TEST_CASE(test_acks),           TEST_CASE(test_recovery),
+		TEST_CASE(test_next_seq_survives), TEST_CASE(test_topic_delete),
+		TEST_CASE(test_group_delete),   TEST_CASE(test_stats),
+		TEST_CASE(test_map_full),       TEST_CASE(test_not_ready),
+	};
+	return test_run_each(cases, TEST_COUNT(cases), setup, teardown);
 }

@@ -508,7 +508,10 @@ static void test_check_required_every_op(void)
 		if (req) {
 			/* nothing given: the first missing is the lowest required bit */
 			m.has = 0;
-			CHECK_INT(wire_check_required(&m), ==, __builtin_ctzll(req) + 1);
+			int low = 0; /* the lowest set bit of the 128-bit mask */
+			while (!(req & WIRE_BIT(low)))
+				low++;
+			CHECK_INT(wire_check_required(&m), ==, low + 1);
 		}
 	}
 	/* spot checks against the protocol as written */
