@@ -113,6 +113,12 @@ struct store_rtxn {
 	store *s;
 	MDB_txn *txn;      /* reset (not live) while the rtxn is not in use */
 	MDB_cursor *msgs;  /* cursor on msgs, renewed with the txn; NULL until first use */
+	/* store_msg_get left the cursor on (at_topic, at_seq): the next seq is
+	 * one MDB_NEXT away. Cleared when the txn is renewed or another read
+	 * moves the cursor. */
+	bool at_valid;
+	uint32_t at_topic;
+	uint64_t at_seq;
 	bool heap;         /* a second rtxn begun while the cached one was in use */
 };
 
