@@ -200,25 +200,18 @@ static acl_rule *rule_find(auth_user *u, int perm, const char *pattern)
 	return NULL;
 }
 
-static int rule_add(auth_user *u, int perm, const char *pattern)
+static void rule_add(auth_user *u, int perm, const char *pattern)
 {
 	if (rule_find(u, perm, pattern))
-		return 0;
-	acl_rule *r = calloc(1, sizeof *r);
-	char *p = strdup(pattern);
-	if (!r || !p) {
-		free(r);
-		free(p);
-		return -1;
-	}
+		return;
+	acl_rule *r = xcalloc(1, sizeof *r);
 	r->perm = perm;
-	r->pattern = p;
+	r->pattern = xstrdup(pattern);
 	/* appended: acl_list shows them in the order they were granted */
 	acl_rule **at = &u->rules;
 	while (*at)
 		at = &(*at)->next;
 	*at = r;
-	return 0;
 }
 
 static void rule_del(auth_user *u, int perm, const char *pattern)
@@ -251,9 +244,7 @@ static int load_user(void *arg, const char *key, const char *value, size_t len)
 {
 	(void)arg;
 	const char *name = key + strlen(STORE_META_USER_PREFIX);
-	auth_user *u = calloc(1, sizeof *u);
-	if (!u)
-		return ESCROW_ERR__NO_MEM;
+	auth_user *u = xcalloc(1, sizeof *u);
 	if (!scram_user_valid(name, strlen(name)) || scram_secret_parse(value, len, &u->sec)) {
 		log_warn("auth: stored user record %s is not valid; ignored", key);
 		free(u);
@@ -289,7 +280,8 @@ static int load_acl(void *arg, const char *key, const char *value, size_t len)
 		log_warn("auth: stored rule %s names no user or no permission; ignored", key);
 		return 0;
 	}
-	return rule_add(u, perm, s2 + 1) ? ESCROW_ERR__NO_MEM : 0;
+	rule_add(u, perm, s2 + 1);
+	return 0;
 }
 
 int auth_load(broker *b)
@@ -540,13 +532,11 @@ int auth_basic_check(const char *h, char *user, size_t n, char *why, size_t whyl
 			free(x);
 		}
 	}
-	e = calloc(1, sizeof *e);
-	if (e) {
-		memcpy(e->digest, digest, sizeof digest);
-		snprintf(e->user, sizeof e->user, "%s", name);
-		memcpy(e->stored_key, u->sec.stored_key, SCRAM_KEY_BYTES);
-		HASH_ADD(hh, basic_cache, digest, sizeof e->digest, e);
-	}
+	e = xcalloc(1, sizeof *e);
+	memcpy(e->digest, digest, sizeof digest);
+	snprintf(e->user, sizeof e->user, "%s", name);
+	memcpy(e->stored_key, u->sec.stored_key, SCRAM_KEY_BYTES);
+	HASH_ADD(hh, basic_cache, digest, sizeof e->digest, e);
 	snprintf(user, n, "%s", name);
 	return 0;
 }
@@ -579,11 +569,7 @@ void cmd_auth_start(conn *c, const wire_msg *m)
 		return;
 	}
 	free(c->hs);
-	c->hs = calloc(1, sizeof *c->hs);
-	if (!c->hs) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	c->hs = xcalloc(1, sizeof *c->hs);
 	if (scram_server_parse_first(c->hs, m->sasl.p, m->sasl.len)) {
 		auth_fail(c, m, NULL, "malformed SCRAM client-first message");
 		return;
@@ -631,12 +617,7 @@ void cmd_auth_continue(conn *c, const wire_msg *m)
 	}
 	free(c->hs);
 	c->hs = NULL;
-	c->user = strdup(user);
-	if (!c->user) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		conn_close_after_flush(c);
-		return;
-	}
+	c->user = xstrdup(user);
 	log_info("auth: conn %llu peer %s logged in as %s", (unsigned long long)c->id, c->peer,
 	         c->user);
 	wire_msg r;
@@ -655,39 +636,24 @@ static store_op *meta_op(const char *key, const char *value)
 	store_op *op = broker_op_quiet_new(STORE_OP_META_SET);
 	snprintf(op->u.meta.key, sizeof op->u.meta.key, "%s", key);
 	if (value && *value) {
-		op->u.meta.value = strdup(value);
-		if (!op->u.meta.value) {
-			store_op_free(op);
-			return NULL;
-		}
+		op->u.meta.value = xstrdup(value);
 		op->u.meta.value_len = (uint32_t)strlen(value);
 	}
 	return op;
 }
 
-/* submit_meta_or_reply: the last write of a request, replying when durable
- * and logging @audit then. false after an error reply. */
-static bool submit_meta_or_reply(conn *c, const wire_msg *m, const char *key, const char *value,
-                                 const char *audit)
+/* submit_meta: the last write of a request, replying when durable and
+ * logging @audit then. */
+static void submit_meta(conn *c, const wire_msg *m, const char *key, const char *value,
+                        const char *audit)
 {
 	store_op *op = cmd_op_new(c, m, STORE_OP_META_SET);
-	char *v = value && *value ? strdup(value) : NULL;
-	if (!op || (value && *value && !v)) {
-		free(v);
-		if (op) {
-			if (WIRE_HAS(m, RID))
-				conn_unref(c);
-			store_op_free(op);
-		}
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return false;
-	}
+	char *v = value && *value ? xstrdup(value) : NULL;
 	snprintf(op->u.meta.key, sizeof op->u.meta.key, "%s", key);
 	op->u.meta.value = v;
 	op->u.meta.value_len = v ? (uint32_t)strlen(v) : 0;
 	cmd_op_audit(op, c, "%s", audit);
 	broker_submit(c->b, op);
-	return true;
 }
 
 static void acl_key(char *out, size_t n, const char *user, int perm, const char *pattern)
@@ -725,11 +691,7 @@ void cmd_user_add(conn *c, const wire_msg *m)
 		conn_reply_err(c, m, ESCROW_ERR_EXISTS, "user '%s' already exists", name);
 		return;
 	}
-	auth_user *u = calloc(1, sizeof *u);
-	if (!u) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	auth_user *u = xcalloc(1, sizeof *u);
 	if (scram_secret_parse(m->secret.p, m->secret.len, &u->sec) ||
 	    scram_secret_format(&u->sec, sec_text, sizeof sec_text)) {
 		free(u);
@@ -741,22 +703,13 @@ void cmd_user_add(conn *c, const wire_msg *m)
 	if (admin) {
 		char akey[STORE_META_KEY_MAX + 1];
 		acl_key(akey, sizeof akey, name, PERM_ADMIN, "*");
-		store_op *op = meta_op(akey, "1");
-		if (!op || rule_add(u, PERM_ADMIN, "*")) {
-			store_op_free(op);
-			user_free(u);
-			conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-			return;
-		}
-		broker_submit(c->b, op);
+		rule_add(u, PERM_ADMIN, "*");
+		broker_submit(c->b, meta_op(akey, "1"));
 	}
 	snprintf(key, sizeof key, STORE_META_USER_PREFIX "%s", name);
 	char audit[200];
 	snprintf(audit, sizeof audit, "user add %s%s", name, admin ? " role admin" : "");
-	if (!submit_meta_or_reply(c, m, key, sec_text, audit)) {
-		user_free(u);
-		return;
-	}
+	submit_meta(c, m, key, sec_text, audit);
 	HASH_ADD_STR(users, name, u);
 }
 
@@ -781,8 +734,8 @@ void cmd_user_passwd(conn *c, const wire_msg *m)
 	snprintf(key, sizeof key, STORE_META_USER_PREFIX "%s", name);
 	char audit[200];
 	snprintf(audit, sizeof audit, "user passwd %s", name);
-	if (submit_meta_or_reply(c, m, key, sec_text, audit))
-		u->sec = sec; /* connections already logged in stay so */
+	submit_meta(c, m, key, sec_text, audit);
+	u->sec = sec; /* connections already logged in stay so */
 }
 
 /* user_del {rid, user} -> {rid, ok}: its rules go too, and its connections
@@ -804,15 +757,12 @@ void cmd_user_del(conn *c, const wire_msg *m)
 	}
 	for (acl_rule *r = u->rules; r; r = r->next) {
 		acl_key(key, sizeof key, name, r->perm, r->pattern);
-		store_op *op = meta_op(key, NULL);
-		if (op)
-			broker_submit(c->b, op);
+		broker_submit(c->b, meta_op(key, NULL));
 	}
 	snprintf(key, sizeof key, STORE_META_USER_PREFIX "%s", name);
 	char audit[200];
 	snprintf(audit, sizeof audit, "user del %s", name);
-	if (!submit_meta_or_reply(c, m, key, NULL, audit))
-		return;
+	submit_meta(c, m, key, NULL, audit);
 	HASH_DEL(users, u);
 	user_free(u);
 	conn *o, *next;
@@ -830,11 +780,7 @@ void cmd_user_del(conn *c, const wire_msg *m)
 void cmd_user_list(conn *c, const wire_msg *m)
 {
 	uint32_t n = HASH_COUNT(users), i = 0;
-	wire_msg *items = calloc(n ? n : 1, sizeof *items);
-	if (!items) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	wire_msg *items = xcalloc(n ? n : 1, sizeof *items);
 	HASH_SORT(users, strcmp_users);
 	for (auth_user *u = users; u; u = u->hh.next, i++) {
 		uint64_t rules = 0;
@@ -885,19 +831,13 @@ static void acl_change(conn *c, const wire_msg *m, bool add)
 		               perm_names[perm], pattern);
 		return;
 	}
-	if (add && rule_add(u, perm, pattern)) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	if (add)
+		rule_add(u, perm, pattern);
 	acl_key(key, sizeof key, name, perm, pattern);
 	char audit[400];
 	snprintf(audit, sizeof audit, "acl %s %s %s %s", add ? "add" : "del", name,
 	         perm_names[perm], pattern);
-	if (!submit_meta_or_reply(c, m, key, add ? "1" : NULL, audit)) {
-		if (add)
-			rule_del(u, perm, pattern);
-		return;
-	}
+	submit_meta(c, m, key, add ? "1" : NULL, audit);
 	if (!add)
 		rule_del(u, perm, pattern);
 }
@@ -930,11 +870,7 @@ void cmd_acl_list(conn *c, const wire_msg *m)
 		if (!only || u == only)
 			for (acl_rule *r = u->rules; r; r = r->next)
 				n++;
-	wire_msg *items = calloc(n ? n : 1, sizeof *items);
-	if (!items) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	wire_msg *items = xcalloc(n ? n : 1, sizeof *items);
 	uint32_t i = 0;
 	for (auth_user *u = users; u; u = u->hh.next)
 		if (!only || u == only)

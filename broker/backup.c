@@ -42,9 +42,8 @@ struct backup_job {
 static struct backup_job *job_get(broker *b)
 {
 	if (!b->backup) {
-		b->backup = calloc(1, sizeof *b->backup);
-		if (b->backup)
-			pthread_mutex_init(&b->backup->mu, NULL);
+		b->backup = xcalloc(1, sizeof *b->backup);
+		pthread_mutex_init(&b->backup->mu, NULL);
 	}
 	return b->backup;
 }
@@ -106,10 +105,6 @@ void cmd_backup(conn *c, const wire_msg *m)
 	return;
 #endif
 	struct backup_job *j = job_get(b);
-	if (!j) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
 	pthread_mutex_lock(&j->mu);
 	if (j->state == BK_RUNNING) {
 		conn_reply_err(c, m, ESCROW_ERR_BUSY, "a backup into %s is running; wait for it",
@@ -174,10 +169,6 @@ static const char *const state_names[] = {"none", "running", "done", "failed"};
 void cmd_backup_status(conn *c, const wire_msg *m)
 {
 	struct backup_job *j = job_get(c->b);
-	if (!j) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
 	wire_msg r;
 	wire_reply_ok(&r, m);
 	wire_msg *items = NULL;
@@ -196,15 +187,13 @@ void cmd_backup_status(conn *c, const wire_msg *m)
 		WIRE_SET(&r, REASON, reason, wire_cstr(j->why));
 	if (j->state == BK_DONE) {
 		size_t n = j->rep.n_topic_list;
-		items = calloc(n ? n : 1, sizeof *items);
-		if (items) {
-			for (size_t i = 0; i < n; i++) {
-				WIRE_SET(&items[i], TOPIC, topic, wire_cstr(j->rep.topic_list[i].name));
-				WIRE_SET(&items[i], LAST_SEQ, last_seq, j->rep.topic_list[i].last_seq);
-				WIRE_SET(&items[i], COUNT, count, j->rep.topic_list[i].msgs);
-			}
-			WIRE_SET(&r, ITEMS, items, ((wire_items){(uint32_t)n, items}));
+		items = xcalloc(n ? n : 1, sizeof *items);
+		for (size_t i = 0; i < n; i++) {
+			WIRE_SET(&items[i], TOPIC, topic, wire_cstr(j->rep.topic_list[i].name));
+			WIRE_SET(&items[i], LAST_SEQ, last_seq, j->rep.topic_list[i].last_seq);
+			WIRE_SET(&items[i], COUNT, count, j->rep.topic_list[i].msgs);
 		}
+		WIRE_SET(&r, ITEMS, items, ((wire_items){(uint32_t)n, items}));
 		WIRE_SET(&r, TXS, txs, j->rep.txs_pending);
 		WIRE_SET(&r, EXPIRED, expired, j->rep.txs_expired);
 	}

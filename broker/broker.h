@@ -376,7 +376,7 @@ void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen);
  * conn_new_virtual makes a connection with no socket whose replies and pushes
  * go to @sink (called on the network thread, @m borrowed for the call). It has
  * said hello with @role, is not in b->conns (not counted, never asked a
- * check) and is freed by conn_close like any other. NULL when out of memory.
+ * check) and is freed by conn_close like any other. Never NULL (xmalloc.h).
  */
 conn *conn_new_virtual(broker *b, const char *peer, conn_role role,
                        void (*sink)(conn *c, const wire_msg *m), void *sink_arg);
@@ -431,7 +431,7 @@ void cmd_conn_kill(conn *c, const wire_msg *m);
 
 void cmd_dispatch(conn *c, const wire_msg *m);
 /* audit_line_new: "audit: conn ID peer HOST:PORT client NAME: WHAT" with WHAT
- * from printf @fmt (log.c), malloc'd (NULL when out of memory); the caller
+ * from printf @fmt (log.c), malloc'd (never NULL); the caller
  * logs it with log_info once the action succeeded. */
 char *audit_line_v(conn *c, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 char *audit_line_new(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -984,7 +984,10 @@ void broker_reload_state(broker *b);
 
 /* ---- the end of a loop pass: submit, commit, complete (commit.c) -------- */
 
-/* broker_submit queues @op for the writer at the end of this pass. */
+/* broker_submit queues @op for the writer at the end of this pass. @op is
+ * the op of a broker_op (broker_op_new, cmd_op_new, broker_op_quiet_new):
+ * its done runs once it is handed back; a bare store_op is refused
+ * (BROKER_ASSERT). */
 void broker_submit(broker *b, store_op *op);
 /* broker_schedule_flush makes sure the end-of-pass event runs. */
 void broker_schedule_flush(broker *b);

@@ -320,10 +320,7 @@ static int check_half_cb(void *arg, const store_half_info *h)
 	struct check_ctx *cc = arg;
 	if (cc->n == cc->cap) {
 		uint32_t cap = cc->cap ? cc->cap * 2 : 4;
-		wire_msg *v = realloc(cc->v, cap * sizeof *v);
-		if (!v)
-			return cc->err = ESCROW_ERR_INTERNAL;
-		cc->v = v;
+		cc->v = xrealloc(cc->v, cap * sizeof *cc->v);
 		cc->cap = cap;
 	}
 	wire_msg *it = &cc->v[cc->n];
@@ -331,9 +328,9 @@ static int check_half_cb(void *arg, const store_half_info *h)
 	/* the record is a wire map: {id, key?, tags?, props?, body, ...};
 	 * decode it to copy its fields; the frame's zone is kept until the
 	 * push is encoded */
-	wire_frame *f = calloc(1, sizeof *f);
+	wire_frame *f = xcalloc(1, sizeof *f);
 	char err[64];
-	if (!f || wire_decode(h->rec.p, h->rec.len, f, NULL, err, sizeof err)) {
+	if (wire_decode(h->rec.p, h->rec.len, f, NULL, err, sizeof err)) {
 		free(f);
 		return cc->err = ESCROW_ERR_STORAGE;
 	}
@@ -613,9 +610,7 @@ uint64_t checkback_checks_sent(broker *b)
 
 int checkback_init(broker *b)
 {
-	b->checkback = calloc(1, sizeof *b->checkback);
-	if (!b->checkback)
-		return -1;
+	b->checkback = xcalloc(1, sizeof *b->checkback);
 	b->checkback->last_gc_ms = now_ms();
 	b->checkback->timer = event_new(b->base, -1, EV_PERSIST, timer_cb, b);
 	struct timeval tv = {0, TX_TICK_MS * 1000};

@@ -52,15 +52,9 @@ static void put(const char *key, const char *url, size_t len)
 		}
 		return;
 	}
-	char *u = strndup(url, len);
-	if (!u)
-		return;
+	char *u = xstrndup(url, len);
 	if (!e) {
-		e = calloc(1, sizeof *e);
-		if (!e) {
-			free(u);
-			return;
-		}
+		e = xcalloc(1, sizeof *e);
 		snprintf(e->key, sizeof e->key, "%s", key);
 		HASH_ADD_STR(urls, key, e);
 	}
@@ -74,11 +68,7 @@ int check_url_parse(const char *url, size_t len, char *err, size_t errlen)
 		snprintf(err, errlen, "check_url must be 1-%d bytes", CHECK_URL_MAX);
 		return -1;
 	}
-	char *s = strndup(url, len);
-	if (!s) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
+	char *s = xstrndup(url, len);
 	char why[CHECK_URL_MAX + 100];
 	int rc = hclient_url_check(s, why, sizeof why); /* what the check's client accepts */
 	free(s);
@@ -100,25 +90,14 @@ const char *check_url_for(const char *pgroup, const escrow_id_t *tx)
 }
 
 /* submit_set writes meta[key] = url ("" deletes); replies to @c when @req
- * has a rid (broker_op_reply_done). Returns 0, or -1 after an error reply. The memory
- * copy changes at once (the check timer uses it from now on). With @audit
- * the change is audited once durable (doc/protocol.md, "The audit log"). */
-static int submit_set(conn *c, const wire_msg *req, const char *key, const char *url,
+ * has a rid (broker_op_reply_done). The memory copy changes at once (the
+ * check timer uses it from now on). With @audit the change is audited once
+ * durable (doc/protocol.md, "The audit log"). */
+static void submit_set(conn *c, const wire_msg *req, const char *key, const char *url,
                       size_t len, bool audit)
 {
 	store_op *op = cmd_op_new(c, req, STORE_OP_META_SET);
-	char *v = len ? strndup(url, len) : NULL;
-	if (!op || (len && !v)) {
-		free(v);
-		if (op) {
-			if (WIRE_HAS(req, RID))
-				conn_unref(c);
-			store_op_free(op);
-		}
-		conn_reply_err(c, req, ESCROW_ERR_INTERNAL, "out of memory");
-		return -1;
-	}
-	op->kind = STORE_OP_META_SET;
+	char *v = len ? xstrndup(url, len) : NULL;
 	snprintf(op->u.meta.key, sizeof op->u.meta.key, "%s", key);
 	op->u.meta.value = v;
 	op->u.meta.value_len = (uint32_t)len;
@@ -126,7 +105,6 @@ static int submit_set(conn *c, const wire_msg *req, const char *key, const char 
 		cmd_op_audit(op, c, "set check_url of %s to '%.*s'", key, (int)len, len ? url : "");
 	put(key, url, len);
 	broker_submit(c->b, op);
-	return 0;
 }
 
 void check_url_forget_tx(broker *b, const escrow_id_t *tx)
@@ -173,11 +151,7 @@ void cmd_check_url_set(conn *c, const wire_msg *m)
 void cmd_check_url_list(conn *c, const wire_msg *m)
 {
 	uint32_t n = HASH_COUNT(urls), i = 0;
-	wire_msg *items = calloc(n ? n : 1, sizeof *items);
-	if (!items) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	wire_msg *items = xcalloc(n ? n : 1, sizeof *items);
 	for (curl_ent *e = urls; e; e = e->hh.next, i++) {
 		wire_msg *it = &items[i];
 		if (strncmp(e->key, PFX_PGROUP, strlen(PFX_PGROUP)) == 0) {

@@ -60,13 +60,6 @@ struct cluster {
 	char last_error[200];
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static json_t *key_json(const cluster *cl, const char *suffix)
 {
 	char k[400];
@@ -114,7 +107,7 @@ static void step_down(cluster *cl, const char *why)
 
 bool cluster_leading(cluster *cl)
 {
-	if (cl->leading && mono_ms() >= cl->lease_until_ms)
+	if (cl->leading && clock_mono_ms() >= cl->lease_until_ms)
 		step_down(cl, "lease deadline passed without a keepalive answer");
 	return cl->leading;
 }
@@ -207,7 +200,7 @@ static void on_campaign(json_t *a, const char *error, void *arg)
 		cl->epoch = 0;
 		return;
 	}
-	if (lease == cl->lease_id && cl->lease_id && mono_ms() < cl->lease_until_ms) {
+	if (lease == cl->lease_id && cl->lease_id && clock_mono_ms() < cl->lease_until_ms) {
 		if (!cl->leading)
 			log_info("cluster: node %u leads, epoch %lld", cl->b->conf.node_id, (long long)epoch);
 		cl->leading = true;
@@ -339,7 +332,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	cluster *cl = arg;
-	uint64_t now = mono_ms();
+	uint64_t now = clock_mono_ms();
 	cluster_leading(cl); /* steps down past the deadline */
 	if (!cl->lease_id) {
 		if (!cl->in_grant) {

@@ -193,14 +193,8 @@ static void cmd_topic_list(conn *c, const wire_msg *m)
 	if (!limit || page_id_cursor_or_reply(c, m, &after) < 0)
 		return;
 	uint32_t n = 0, all = HASH_CNT(hh_name, b->topics_by_name);
-	topic **v = calloc(all ? all : 1, sizeof *v);
-	wire_msg *items = calloc(all ? all : 1, sizeof *items);
-	if (!v || !items) {
-		free(v);
-		free(items);
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	topic **v = xcalloc(all ? all : 1, sizeof *v);
+	wire_msg *items = xcalloc(all ? all : 1, sizeof *items);
 	for (topic *t = b->topics_by_name; t; t = t->hh_name.next)
 		if (t->id > after)
 			v[n++] = t;
@@ -227,11 +221,7 @@ static void cmd_topic_describe(conn *c, const wire_msg *m)
 	uint32_t n = 0;
 	for (group *g = t->groups; g; g = g->next)
 		n++;
-	wire_msg *items = calloc(n ? n : 1, sizeof *items);
-	if (!items) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	wire_msg *items = xcalloc(n ? n : 1, sizeof *items);
 	uint32_t i = 0;
 	for (group *g = t->groups; g; g = g->next, i++) {
 		wire_msg *it = &items[i];

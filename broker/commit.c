@@ -23,6 +23,7 @@ void broker_schedule_flush(broker *b)
 
 void broker_submit(broker *b, store_op *op)
 {
+	BROKER_ASSERT(op->ctx == op && ((broker_op *)op)->done); /* a broker_op (op.c) */
 	op->next = NULL;
 	if (b->ops_tail)
 		b->ops_tail->next = op;

@@ -35,12 +35,7 @@ void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen)
 		evutil_closesocket(fd);
 		return;
 	}
-	conn *c = calloc(1, sizeof *c);
-	if (!c) {
-		log_error("out of memory accepting a connection");
-		evutil_closesocket(fd);
-		return;
-	}
+	conn *c = xcalloc(1, sizeof *c);
 	c->b = b;
 	c->id = ++b->next_conn_id;
 	c->since_ms = c->last_ms = now_ms();
@@ -86,9 +81,7 @@ void conn_accept(broker *b, evutil_socket_t fd, struct sockaddr *sa, int salen)
 conn *conn_new_virtual(broker *b, const char *peer, conn_role role,
                        void (*sink)(conn *c, const wire_msg *m), void *sink_arg)
 {
-	conn *c = calloc(1, sizeof *c);
-	if (!c)
-		return NULL;
+	conn *c = xcalloc(1, sizeof *c);
 	c->b = b;
 	c->id = ++b->next_conn_id;
 	snprintf(c->peer, sizeof c->peer, "%s", peer);

@@ -63,14 +63,8 @@ void cmd_conn_list(conn *c, const wire_msg *m)
 		for (sub *s = x->subs; s; s = s->next_in_conn)
 			n_subs++;
 	}
-	wire_msg *items = calloc(n ? n : 1, sizeof *items);
-	wire_msg *subs = calloc(n_subs ? n_subs : 1, sizeof *subs);
-	if (!items || !subs) {
-		free(items);
-		free(subs);
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	wire_msg *items = xcalloc(n ? n : 1, sizeof *items);
+	wire_msg *subs = xcalloc(n_subs ? n_subs : 1, sizeof *subs);
 	store_rtxn *rt = NULL;
 	if (store_rtxn_begin(b->st, &rt))
 		rt = NULL; /* bytes then read 0; the list is still useful */

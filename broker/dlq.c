@@ -39,17 +39,15 @@ static int dlq_list_cb(void *arg, const store_retry_info *ri)
 		if (WIRE_HAS(m, KEY))
 			WIRE_SET(it, KEY, key, m->key);
 	}
-	st->reasons[st->n] = strdup(ri->reason);
+	st->reasons[st->n] = xstrdup(ri->reason);
 	WIRE_SET(it, SEQ, seq, ri->seq);
 	WIRE_SET(it, ATTEMPT, attempt, ri->attempts);
 	WIRE_SET(it, STORED_MS, stored_ms, ri->ms);
-	if (st->reasons[st->n]) {
-		/* a record written by an older broker may hold a reason cut
-		 * mid-character: send its valid part, never an unreadable frame */
-		const char *r = st->reasons[st->n];
-		wire_str rs = {r, (uint32_t)wire_utf8_prefix(r, strlen(r), STORE_REASON_MAX)};
-		WIRE_SET(it, REASON, reason, rs);
-	}
+	/* a record written by an older broker may hold a reason cut
+	 * mid-character: send its valid part, never an unreadable frame */
+	const char *r = st->reasons[st->n];
+	wire_str rs = {r, (uint32_t)wire_utf8_prefix(r, strlen(r), STORE_REASON_MAX)};
+	WIRE_SET(it, REASON, reason, rs);
 	if (!page_fits(&st->pg, it)) {
 		wire_frame_free(&st->frames[st->n]);
 		free(st->reasons[st->n]);
@@ -138,9 +136,7 @@ static uint32_t dlq_take(conn *c, const wire_msg *m, group *g, bool redrive,
 	uint64_t *seqs = NULL;
 	uint32_t ns = 0;
 	if (WIRE_HAS(m, ALL) && m->all) {
-		seqs = malloc((g->n_dead + 1) * sizeof *seqs);
-		if (!seqs)
-			return 0;
+		seqs = xmalloc((g->n_dead + 1) * sizeof *seqs);
 		for (ack_ent *a = g->dead; a; a = a->hh.next)
 			seqs[ns++] = a->seq;
 	} else {
@@ -159,8 +155,8 @@ static uint32_t dlq_take(conn *c, const wire_msg *m, group *g, bool redrive,
 		if (redrive && seqs[i] < g->t->first_seq) {
 			/* retention removed its message: nothing to deliver; the
 			 * dead letter stays (purge it) and the reply says so */
-			if (!*gone && !(*gone = malloc((ns + 1) * sizeof **gone)))
-				continue;
+			if (!*gone)
+				*gone = xmalloc((ns + 1) * sizeof **gone);
 			(*gone)[(*n_gone)++] = seqs[i];
 			continue;
 		}
@@ -220,8 +216,8 @@ static void dlq_move(conn *c, const wire_msg *m, bool redrive)
 		store_rtxn *rt;
 		ss.since_ms = m->at_ms;
 		ss.cap = g->n_dead;
-		ss.items = calloc(ss.cap + 1, sizeof *ss.items);
-		int rc = ss.items ? store_rtxn_begin(c->b->st, &rt) : ESCROW_ERR_INTERNAL;
+		ss.items = xcalloc(ss.cap + 1, sizeof *ss.items);
+		int rc = store_rtxn_begin(c->b->st, &rt);
 		if (!rc) {
 			rc = store_dlq_scan(rt, g->id, 0, since_cb, &ss);
 			store_rtxn_end(rt);
@@ -254,10 +250,6 @@ static void dlq_move(conn *c, const wire_msg *m, bool redrive)
 	 * the same batch (a DLQ_DEL of seq 0 would be INVALID, so use RETRY_DEL
 	 * of a seq that has none) */
 	store_op *op = cmd_op_new(c, m, STORE_OP_RETRY_DEL);
-	if (!op) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
 	uint64_t *gone;
 	uint32_t n_gone;
 	uint32_t n = dlq_take(c, m, g, redrive, &gone, &n_gone);

@@ -93,11 +93,7 @@ void cmd_group_create(conn *c, const wire_msg *m)
 	}
 	store_push_conf *pc = NULL;
 	if (WIRE_HAS(m, PUSH_URL)) {
-		pc = malloc(sizeof *pc);
-		if (!pc) {
-			conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-			return;
-		}
+		pc = xmalloc(sizeof *pc);
 		if (!push_conf_or_reply(c, m, &conf, pc)) {
 			free(pc);
 			return;
@@ -151,14 +147,8 @@ void cmd_group_list(conn *c, const wire_msg *m)
 	if (!limit || page_id_cursor_or_reply(c, m, &after) < 0)
 		return;
 	uint32_t n = 0, all = HASH_CNT(hh_id, b->groups_by_id);
-	group **v = calloc(all + 1, sizeof *v);
-	wire_msg *items = calloc(all + 1, sizeof *items);
-	if (!v || !items) {
-		free(v);
-		free(items);
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	group **v = xcalloc(all + 1, sizeof *v);
+	wire_msg *items = xcalloc(all + 1, sizeof *items);
 	for (group *g = b->groups_by_id; g; g = g->hh_id.next)
 		if ((!only || g->t == only) && g->id > after)
 			v[n++] = g;
@@ -351,10 +341,6 @@ void cmd_group_delete(conn *c, const wire_msg *m)
 	if (!g)
 		return;
 	store_op *op = cmd_op_new(c, m, STORE_OP_GROUP_DELETE);
-	if (!op) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
 	op->u.group.id = g->id;
 	op->u.group.topic_id = g->t->id;
 	memcpy(op->u.group.name, g->name, strlen(g->name) + 1);

@@ -112,13 +112,6 @@ static void dns_put(struct evdns_base *d, bool private_dns)
 	}
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 int hclient_url_check(const char *url, char *err, size_t errlen)
 {
 	struct evhttp_uri *u = evhttp_uri_parse_with_flags(url, 0);
@@ -249,7 +242,7 @@ void hclient_free(hclient *h)
 	for (uint32_t i = 0; h->slots && i < h->n_slots; i++) {
 		hreq *q = h->slots[i].req;
 		if (q) {
-			hclient_result r = {.error = "cancelled", .latency_ms = mono_ms() - q->start_ms};
+			hclient_result r = {.error = "cancelled", .latency_ms = clock_mono_ms() - q->start_ms};
 			q->cb(&r, q->arg);
 		}
 		/* evhttp_connection_free drops its requests without calling back */
@@ -308,7 +301,7 @@ static void on_done(struct evhttp_request *req, void *arg)
 	h->slots[q->slot].req = NULL;
 	h->busy--;
 	hclient_result r = {0};
-	r.latency_ms = mono_ms() - q->start_ms;
+	r.latency_ms = clock_mono_ms() - q->start_ms;
 	int code = req ? evhttp_request_get_response_code(req) : 0;
 	if (code > 0 && !q->failed) {
 		r.status = code;
@@ -411,7 +404,7 @@ int hclient_send_path(hclient *h, enum evhttp_cmd_type method, const char *path,
 	q->slot = i;
 	q->cb = cb;
 	q->arg = arg;
-	q->start_ms = mono_ms();
+	q->start_ms = clock_mono_ms();
 	if (h->tls && tls_connection(h, &h->slots[i], q)) {
 		free(q);
 		return ESCROW_ERR__NO_MEM;

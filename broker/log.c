@@ -81,12 +81,11 @@ char *audit_line_v(conn *c, const char *fmt, va_list ap)
 {
 	char what[1024];
 	size_t cap = sizeof what + 400;
-	char *line = malloc(cap);
+	char *line = xmalloc(cap);
 	vsnprintf(what, sizeof what, fmt, ap);
-	if (line)
-		snprintf(line, cap, "audit: conn %llu peer %s client %.256s user %s: %s",
-		         (unsigned long long)c->id, c->peer,
-		         c->name && c->name[0] ? c->name : "-", c->user ? c->user : "-", what);
+	snprintf(line, cap, "audit: conn %llu peer %s client %.256s user %s: %s",
+	         (unsigned long long)c->id, c->peer, c->name && c->name[0] ? c->name : "-",
+	         c->user ? c->user : "-", what);
 	return line;
 }
 

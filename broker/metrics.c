@@ -44,8 +44,8 @@ struct broker_metrics {
 
 int metrics_init(broker *b)
 {
-	b->m = calloc(1, sizeof *b->m);
-	return b->m ? 0 : -1;
+	b->m = xcalloc(1, sizeof *b->m);
+	return 0;
 }
 
 void metrics_free(broker *b)
@@ -138,9 +138,7 @@ static int tx_scan_cb(void *arg, const store_tx_info *t)
 	pg_count *p = NULL;
 	HASH_FIND_STR(x->by_pg, t->pgroup, p);
 	if (!p) {
-		p = calloc(1, sizeof *p);
-		if (!p)
-			return 1;
+		p = xcalloc(1, sizeof *p);
 		snprintf(p->name, sizeof p->name, "%s", t->pgroup);
 		HASH_ADD_STR(x->by_pg, name, p);
 	}

@@ -79,35 +79,29 @@ void cmd_msg_get(conn *c, const wire_msg *m)
 	uint32_t n = 0;
 	for (group *g = t->groups; g; g = g->next)
 		n++;
-	wire_msg *items = calloc(n + 1, sizeof *items);
-	push_log *logs = calloc(n + 1, sizeof *logs);
-	if (!items || !logs) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-	} else {
-		uint64_t at = WIRE_HAS(&fr.m, AT_MS) ? fr.m.at_ms : 0;
-		uint32_t i = 0;
-		for (group *g = t->groups; g; g = g->next, i++) {
-			uint32_t attempt;
-			const char *st = msg_state(g, seq, at, &attempt);
-			WIRE_SET(&items[i], GROUP, group, wire_cstr(g->name));
-			WIRE_SET(&items[i], STATE, state, wire_cstr(st));
-			WIRE_SET(&items[i], ATTEMPT, attempt, attempt);
-			/* the delivery log of a push group (kept as long as the message) */
-			if (g->push && push_log_get(rt, t->id, seq, g->id, &logs[i]) == 0 &&
-			    logs[i].n)
-				WIRE_SET(&items[i], ATTEMPTS, attempts,
-				         ((wire_items){logs[i].n, logs[i].m}));
-		}
-		wire_msg r = fr.m;
-		r.op = WIRE_OP_NONE;
-		WIRE_SET(&r, RID, rid, m->rid);
-		WIRE_SET(&r, OK, ok, true);
-		WIRE_SET(&r, TOPIC, topic, wire_cstr(t->name));
-		WIRE_SET(&r, SEQ, seq, seq);
-		WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));
-		conn_reply(c, &r);
+	wire_msg *items = xcalloc(n + 1, sizeof *items);
+	push_log *logs = xcalloc(n + 1, sizeof *logs);
+	uint64_t at = WIRE_HAS(&fr.m, AT_MS) ? fr.m.at_ms : 0;
+	uint32_t i = 0;
+	for (group *g = t->groups; g; g = g->next, i++) {
+		uint32_t attempt;
+		const char *st = msg_state(g, seq, at, &attempt);
+		WIRE_SET(&items[i], GROUP, group, wire_cstr(g->name));
+		WIRE_SET(&items[i], STATE, state, wire_cstr(st));
+		WIRE_SET(&items[i], ATTEMPT, attempt, attempt);
+		/* the delivery log of a push group (kept as long as the message) */
+		if (g->push && push_log_get(rt, t->id, seq, g->id, &logs[i]) == 0 && logs[i].n)
+			WIRE_SET(&items[i], ATTEMPTS, attempts, ((wire_items){logs[i].n, logs[i].m}));
 	}
-	for (uint32_t i = 0; logs && i < n; i++)
+	wire_msg r = fr.m;
+	r.op = WIRE_OP_NONE;
+	WIRE_SET(&r, RID, rid, m->rid);
+	WIRE_SET(&r, OK, ok, true);
+	WIRE_SET(&r, TOPIC, topic, wire_cstr(t->name));
+	WIRE_SET(&r, SEQ, seq, seq);
+	WIRE_SET(&r, ITEMS, items, ((wire_items){n, items}));
+	conn_reply(c, &r);
+	for (i = 0; i < n; i++)
 		push_log_free(&logs[i]);
 	free(logs);
 	free(items);

@@ -27,6 +27,7 @@ broker_op *broker_op_new(conn *c, const wire_msg *req, store_op_kind kind,
 {
 	broker_op *o = xcalloc(1, sizeof *o);
 	o->op.kind = kind;
+	o->op.ctx = o; /* marks it a broker_op for broker_submit's check */
 	o->done = done;
 	if (c && req && WIRE_HAS(req, RID)) {
 		o->c = c;

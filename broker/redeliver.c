@@ -134,12 +134,6 @@ static bool submit_retry(broker *b, group *g, flight *f, store_op_kind kind, con
 {
 	bool reply = c && req && WIRE_HAS(req, RID);
 	store_op *op = reply ? cmd_op_new(c, req, kind) : broker_op_quiet_new(kind);
-	if (!op) {
-		/* memory still has the schedule; only a restart would forget it */
-		log_error("out of memory recording a retry of %s/%s seq %llu", g->t->name, g->name,
-		          (unsigned long long)f->seq);
-		return false;
-	}
 	op->kind = kind;
 	op->u.retry.group_id = g->id;
 	op->u.retry.seq = f->seq;
@@ -431,7 +425,7 @@ void cmd_nack(conn *c, const wire_msg *m)
 	                  m) ||
 	    !WIRE_HAS(m, RID))
 		return;
-	/* nothing was stored (out of memory, group being deleted): say what
+	/* nothing was stored (the group is being deleted): say what
 	 * memory holds at once */
 	wire_msg r;
 	wire_reply_ok(&r, m);

@@ -167,10 +167,7 @@ static int list_half_cb(void *arg, const store_half_info *h)
 		return 1; /* count says how many there are */
 	if (hc->n == hc->cap) {
 		uint32_t cap = hc->cap ? hc->cap * 2 : 4;
-		wire_msg *v = realloc(hc->v, cap * sizeof *v);
-		if (!v)
-			return ESCROW_ERR_INTERNAL;
-		hc->v = v;
+		hc->v = xrealloc(hc->v, cap * sizeof *hc->v);
 		hc->cap = cap;
 	}
 	wire_msg *it = &hc->v[hc->n++];
@@ -196,16 +193,13 @@ static int list_cb(void *arg, const store_tx_info *t)
 		return 0;
 	if (lc->n == lc->cap) {
 		uint32_t cap = lc->cap ? lc->cap * 2 : 16;
-		wire_msg *v = realloc(lc->items, cap * sizeof *v);
-		if (!v)
-			return lc->err = ESCROW_ERR_INTERNAL;
-		lc->items = v;
+		lc->items = xrealloc(lc->items, cap * sizeof *lc->items);
 		lc->cap = cap;
 	}
 	wire_msg *it = &lc->items[lc->n++];
 	memset(it, 0, sizeof *it);
 	WIRE_SET(it, TX, tx, t->tx);
-	char *pg = strdup(t->pgroup); /* t is on the caller's stack */
+	char *pg = xstrdup(t->pgroup); /* t is on the caller's stack */
 	WIRE_SET(it, PGROUP, pgroup, wire_cstr(pg));
 	WIRE_SET(it, STATE, state, wire_cstr(t->state == STORE_TX_EXPIRED ? "expired" : "pending"));
 	WIRE_SET(it, STORED_MS, stored_ms, t->created_ms);
@@ -367,9 +361,7 @@ void tx_count_expired(broker *b)
 
 int tx_init(broker *b)
 {
-	b->tx = calloc(1, sizeof *b->tx);
-	if (!b->tx)
-		return -1;
+	b->tx = xcalloc(1, sizeof *b->tx);
 	if (store_load_tx_counts(b->st, &b->tx->pending, &b->tx->expired))
 		return -1;
 	if (checkback_init(b))

@@ -116,9 +116,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
 
 int usage_init(broker *b)
 {
-	struct usage *us = calloc(1, sizeof *us);
-	if (!us)
-		return -1;
+	struct usage *us = xcalloc(1, sizeof *us);
 	us->ev = event_new(b->base, -1, EV_PERSIST, tick, b);
 	if (!us->ev) {
 		free(us);

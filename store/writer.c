@@ -989,13 +989,6 @@ static void hist_add(uint64_t *h, const uint64_t *bounds, uint64_t v)
 	__atomic_add_fetch(&h[i], 1, __ATOMIC_RELAXED);
 }
 
-static uint64_t mono_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /*
  * run_txn applies ops [first, end) in one write transaction and commits it.
  * Returns 0 when committed (each op's err says how it went), else the LMDB
@@ -1034,7 +1027,7 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 		wfail(w, rc, "repl position", "pos");
 		goto abort;
 	}
-	uint64_t t0 = mono_us();
+	uint64_t t0 = clock_mono_us();
 	size_t txnid = mdb_txn_id(w->txn);
 	rc = mdb_txn_commit(w->txn);
 	w->txn = NULL;
@@ -1051,7 +1044,7 @@ static int run_txn(struct wctx *w, store_op *first, store_op *end, store_op **fa
 	MDB_envinfo info;
 	if (mdb_env_info(s->env, &info) == 0 && info.me_last_txnid == txnid)
 		w->wrote = true;
-	uint64_t us = mono_us() - t0;
+	uint64_t us = clock_mono_us() - t0;
 	hist_add(s->commit_us_hist, store_commit_us_bounds, us);
 	__atomic_add_fetch(&s->commit_us_sum, us, __ATOMIC_RELAXED);
 	hist_add(s->batch_ops_hist, store_batch_ops_bounds, n);
@@ -1135,9 +1128,9 @@ static void process_batch(struct wctx *w, store_op *batch)
  */
 static void sync_meta(struct wctx *w, store_op *batch)
 {
-	uint64_t t0 = mono_us();
+	uint64_t t0 = clock_mono_us();
 	int rc = mdb_env_sync(w->s->env, 1);
-	__atomic_add_fetch(&w->s->commit_us_sum, mono_us() - t0, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&w->s->commit_us_sum, clock_mono_us() - t0, __ATOMIC_RELAXED);
 	if (rc == 0)
 		return;
 	store_log(w->s, ESCROW_LOG_ERROR, "store: mdb_env_sync: %s; the last batch answers STORAGE",
