@@ -86,7 +86,7 @@ static void cap_add(store *s, int kind, MDB_dbi dbi, const MDB_val *k, const MDB
 			s->cap_resv = v->mv_data;
 			s->cap_resv_len = v->mv_size;
 			s->cap_resv_at = (size_t)(p + 4 - (unsigned char *)s->cap);
-		} else {
+		} else if (v->mv_size) { /* an empty value may come with a NULL pointer */
 			memcpy(p + 4, v->mv_data, v->mv_size);
 		}
 	}
@@ -460,7 +460,8 @@ int store_snapshot(store *s, int (*emit)(void *arg, const char *data, size_t len
 			put_u32(p + 2, (uint32_t)k.mv_size);
 			memcpy(p + 6, k.mv_data, k.mv_size);
 			put_u32(p + 6 + k.mv_size, (uint32_t)v.mv_size);
-			memcpy(p + 10 + k.mv_size, v.mv_data, v.mv_size);
+			if (v.mv_size)
+				memcpy(p + 10 + k.mv_size, v.mv_data, v.mv_size);
 			len += need;
 			if (len >= chunk_bytes) {
 				if (emit(arg, buf, len)) {

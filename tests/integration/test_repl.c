@@ -7,7 +7,9 @@
  *    (0 lost);
  *  - a follower SIGKILLed, its data dir wiped, started again: it catches up
  *    by snapshot, rejoins the in-sync set, and when the two other nodes are
- *    killed it leads alone and delivers every acknowledged message.
+ *    killed it leads alone and delivers every acknowledged message;
+ *  - a deposed leader acknowledges none of the writes it held, and rejoins
+ *    with its unacknowledged records dropped (test_repl_deposed_leader).
  *
  * Skips (visibly) when etcd is not installed.
  */
@@ -113,16 +115,19 @@ static int etcd_start(void)
 	return -1;
 }
 
+static const char *cluster_name = "r"; /* each case its own cluster and dirs */
+static const char *lag_max = "1s";
+
 static int node_start(int i)
 {
 	char id[16];
 	snprintf(id, sizeof id, "%d", i + 1);
 	char d[400];
-	snprintf(d, sizeof d, "%s/node%d", dir, i + 1);
-	const char *extra[] = {"--cluster",        "r",           "--node-id",       id,
+	snprintf(d, sizeof d, "%s/%s-node%d", dir, cluster_name, i + 1);
+	const char *extra[] = {"--cluster",        cluster_name,  "--node-id",       id,
 	                       "--etcd",           etcd_url,      "--cluster-lease", LEASE,
 	                       "--replica-listen", "127.0.0.1:0", "--acks",          "all",
-	                       "--replica-lag-max", "1s",         NULL};
+	                       "--replica-lag-max", lag_max,      NULL};
 	return broker_start(&node[i], d, extra);
 }
 
@@ -260,15 +265,19 @@ static int send_batch(int l, int from, int to)
 /* delivered_all consumes every message of "orders" from node @l as a new
  * group @g and checks each acknowledged body is there. Returns the number
  * missing (-1: escrowctl failed). */
-static int missing_on(int l, const char *g, int upto)
+static int missing_on(int l, const char *g, int upto, int count)
 {
 	char args[200];
 	snprintf(args, sizeof args, "group create orders %s --from earliest", g);
-	if (ctl(node[l].addr, args))
+	if (ctl(node[l].addr, args)) {
+		test_diag("escrowctl %s: %s", args, out);
 		return -1;
-	snprintf(args, sizeof args, "consume orders %s --count %d --timeout 5s", g, upto);
-	if (ctl(node[l].addr, args))
+	}
+	snprintf(args, sizeof args, "consume orders %s --count %d --timeout 3s", g, count);
+	if (ctl(node[l].addr, args)) {
+		test_diag("escrowctl %s: %s", args, out);
 		return -1;
+	}
 	int missing = 0;
 	for (int i = 0; i < upto; i++) {
 		char body[32];
@@ -303,7 +312,7 @@ static void test_repl_failover_and_catch_up(void)
 	int l2 = leader_wait(LEASE_MS * 4);
 	CHECK_INT(l2, >=, 0);
 	printf("# failover_ms=%lld\n", (long long)(test_now_ms() - t0));
-	int miss = missing_on(l2, "after-kill", N_MSGS);
+	int miss = missing_on(l2, "after-kill", N_MSGS, N_MSGS);
 	test_diag("node %d leads; %d acknowledged messages missing", l2 + 1, miss);
 	CHECK_INT(miss, ==, 0);
 
@@ -317,7 +326,7 @@ static void test_repl_failover_and_catch_up(void)
 	broker_kill(&node[f], SIGKILL);
 	node[f].pid = 0;
 	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s/node%d'", dir, f + 1);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s/%s-node%d'", dir, cluster_name, f + 1);
 	CHECK_INT(system(cmd), ==, 0);
 	/* meanwhile the set drops it (lag bound 1 s) and sends go on */
 	CHECK_INT(send_batch(l2, N_MSGS + 50, N_MSGS + 100), ==, 50);
@@ -335,10 +344,109 @@ static void test_repl_failover_and_catch_up(void)
 	node[l1].pid = 0;
 	int l3 = leader_wait(LEASE_MS * 4);
 	CHECK_INT(l3, ==, f);
-	miss = missing_on(l3, "after-wipe", N_MSGS + 150);
+	miss = missing_on(l3, "after-wipe", N_MSGS + 150, N_MSGS + 150);
 	test_diag("node %d (wiped, caught up) leads; %d acknowledged messages missing", f + 1,
 	          miss);
 	CHECK_INT(miss, ==, 0);
+end:
+	for (int i = 0; i < 3; i++)
+		if (node[i].pid) {
+			broker_kill(&node[i], SIGKILL);
+			node[i].pid = 0;
+		}
+}
+
+/*
+ * A deposed leader: node A leads, B and C in sync, then B and C are
+ * SIGKILLed. A commits 20 sends and holds their replies (B and C have not
+ * acknowledged them; --replica-lag-max is long). A is SIGSTOPped, B and C
+ * come back and one of them leads once A's lease is gone. A, continued,
+ * answers none of the 20 ok, and rejoins: its log is not a prefix of the new
+ * leader's (records of its epoch past the end of that epoch there), so it
+ * takes a snapshot: its store then holds the 40 acknowledged messages and
+ * none of the 20, like the new leader's.
+ */
+static void test_repl_deposed_leader(void)
+{
+	cluster_name = "d";
+	lag_max = "60s";
+	memset(acked, 0, sizeof acked);
+	for (int i = 0; i < 3; i++)
+		if (node_start(i))
+			FAIL("node %d did not start", i + 1);
+	int a = leader_wait(15000);
+	CHECK_INT(a, >=, 0);
+	CHECK_INT(ctl(node[a].addr, "topic create orders"), ==, 0);
+	CHECK_INT(in_sync_wait(a, 3, 10000), ==, 0);
+	CHECK_INT(send_batch(a, 0, 30), ==, 30);
+
+	int b = (a + 1) % 3, c = (a + 2) % 3;
+	broker_kill(&node[b], SIGKILL);
+	node[b].pid = 0;
+	broker_kill(&node[c], SIGKILL);
+	node[c].pid = 0;
+	/* 20 sends A commits and cannot get acknowledged */
+	int fd = raw_connect(node[a].port);
+	CHECK(fd >= 0 && raw_hello(fd, "stale", "producer") == 0);
+	for (int i = 100; i < 120; i++) {
+		char body[32];
+		snprintf(body, sizeof body, "body-%06d", i);
+		escrow_id_t id = escrow_id_new();
+		wire_msg m = {.op = WIRE_OP_SEND};
+		WIRE_SET(&m, RID, rid, (uint64_t)i + 1);
+		WIRE_SET(&m, TOPIC, topic, wire_cstr("orders"));
+		WIRE_SET(&m, ID, id, id);
+		WIRE_SET(&m, BODY, body, ((wire_str){body, (uint32_t)strlen(body)}));
+		CHECK_INT(raw_send(fd, &m), ==, 0);
+	}
+	raw_frame fr;
+	CHECK_INT(raw_recv(fd, &fr, 500), ==, RAW_TIMEOUT); /* held: nothing answered */
+	pid_t a_pid = node[a].pid;
+	kill(-a_pid, SIGSTOP);
+	node[a].pid = 0; /* leader_wait must not ask a stopped node */
+	CHECK_INT(node_start(b), ==, 0);
+	CHECK_INT(node_start(c), ==, 0);
+	int l = leader_wait(LEASE_MS * 5);
+	CHECK(l == b || l == c);
+	test_diag("A = node %d stopped; node %d leads", a + 1, l + 1);
+
+	/* A continues: none of the 20 is acknowledged */
+	kill(-a_pid, SIGCONT);
+	node[a].pid = a_pid;
+	int ok = 0, answered = 0;
+	while (raw_recv(fd, &fr, 3000) == RAW_OK) {
+		answered++;
+		if (WIRE_HAS(&fr.f.m, OK) && fr.f.m.ok)
+			ok++;
+		raw_frame_free(&fr);
+	}
+	raw_close(fd);
+	test_diag("the deposed leader answered %d of its 20 held sends, %d of them ok", answered,
+	          ok);
+	CHECK_INT(ok, ==, 0);
+
+	/* it rejoins by snapshot and is in sync */
+	CHECK_INT(in_sync_wait(l, 3, 15000), ==, 0);
+	CHECK_INT(send_batch(l, 30, 40), ==, 10);
+	/* A holds what was acknowledged and not its own 20: its status counts
+	 * the messages of its store, the leader delivers them */
+	CHECK_INT(ctl(node[a].addr, "--json status"), ==, 0);
+	const char *rp = strstr(out, "\"retained\":");
+	long long retained = rp ? atoll(rp + 11) : -1;
+	int miss = missing_on(l, "after-rejoin", 40, 40);
+	int kept = 0;
+	for (int i = 100; i < 120; i++) {
+		char body[32];
+		snprintf(body, sizeof body, "body-%06d", i);
+		if (strstr(out, body))
+			kept++;
+	}
+	test_diag("node %d (deposed, rejoined) holds %lld messages; the leader delivers them with "
+	          "%d acknowledged missing and %d of the 20 unacknowledged ones",
+	          a + 1, retained, miss, kept);
+	CHECK_INT(retained, ==, 40);
+	CHECK_INT(miss, ==, 0);
+	CHECK_INT(kept, ==, 0);
 end:;
 }
 
@@ -363,7 +471,8 @@ int main(int argc, char **argv)
 		printf("1..1\nnot ok 1 - cannot start etcd (see %s/etcd.log)\n", dir);
 		return 1;
 	}
-	static const test_case cases[] = {TEST_CASE(test_repl_failover_and_catch_up)};
+	static const test_case cases[] = {TEST_CASE(test_repl_failover_and_catch_up),
+	                                  TEST_CASE(test_repl_deposed_leader)};
 	int rc = test_run(cases, TEST_COUNT(cases));
 	for (int i = 0; i < 3; i++)
 		if (node[i].pid)
