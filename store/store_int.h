@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "store/store.h"
+#include "wire/xmalloc.h"
 
 /* The named databases, in the order of schema.c's table (doc/storage.md §2).
  * Appending a value here is a schema change: see the bump procedure in
@@ -112,6 +113,12 @@ struct store_rtxn {
 	store *s;
 	MDB_txn *txn;      /* reset (not live) while the rtxn is not in use */
 	MDB_cursor *msgs;  /* cursor on msgs, renewed with the txn; NULL until first use */
+	/* store_msg_get left the cursor on (at_topic, at_seq): the next seq is
+	 * one MDB_NEXT away. Cleared when the txn is renewed or another read
+	 * moves the cursor. */
+	bool at_valid;
+	uint32_t at_topic;
+	uint64_t at_seq;
 	bool heap;         /* a second rtxn begun while the cached one was in use */
 };
 

@@ -66,6 +66,8 @@ int raw_send(int fd, const wire_msg *m)
 	return rc;
 }
 
+#define RAW_FRAME_FINISH_MS 10000 /* a begun frame is read whole within this */
+
 /* read_full reads exactly @n bytes before @deadline (monotonic ms). */
 static int read_full(int fd, void *p, size_t n, int64_t deadline)
 {
@@ -98,7 +100,20 @@ static int read_full(int fd, void *p, size_t n, int64_t deadline)
 int raw_recv(int fd, raw_frame *fr, int timeout_ms)
 {
 	memset(fr, 0, sizeof *fr);
-	int64_t deadline = test_now_ms() + timeout_ms;
+	/* @timeout_ms bounds the wait for a frame to begin; once its first byte
+	 * is here the frame is read whole (10 s more at most): giving up in the
+	 * middle would leave the stream out of step, and the next call would
+	 * read a body's bytes as a length (a load-dependent flake of test_ops'
+	 * 100 ms polling consumer) */
+	struct pollfd pf = {fd, POLLIN, 0};
+	int r;
+	while ((r = poll(&pf, 1, timeout_ms > 0 ? timeout_ms : 0)) < 0 && errno == EINTR)
+		;
+	if (r < 0)
+		return RAW_ERROR;
+	if (r == 0)
+		return RAW_TIMEOUT;
+	int64_t deadline = test_now_ms() + RAW_FRAME_FINISH_MS;
 	unsigned char hdr[WIRE_HDR_BYTES];
 	int rc = read_full(fd, hdr, sizeof hdr, deadline);
 	if (rc)

@@ -36,7 +36,8 @@ typedef struct raw_frame {
 enum { RAW_OK = 0, RAW_TIMEOUT = -1, RAW_CLOSED = -2, RAW_ERROR = -3, RAW_BAD = -4 };
 
 /*
- * raw_recv reads one frame within @timeout_ms and decodes it. Returns
+ * raw_recv waits up to @timeout_ms for a frame to begin, reads it whole
+ * (up to 10 s more: never half a frame) and decodes it. Returns
  * RAW_OK, RAW_TIMEOUT, RAW_CLOSED (EOF or reset), RAW_ERROR (other socket
  * error) or RAW_BAD (not decodable). Free @fr with raw_frame_free either way.
  */

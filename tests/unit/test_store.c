@@ -460,6 +460,24 @@ static int t_append_read(void)
 	CHECK(count == 1);
 	CHECK_ERR(store_topic_count(r, 77, &count), 0);
 	CHECK(count == 0);
+	/* consecutive gets (one cursor step each), then a step that lands on
+	 * the next topic, then another topic and back, then after the last key */
+	for (uint64_t q = 1; q <= 3; q++) {
+		CHECK_ERR(store_msg_get(r, t_orders, q, &rec), 0);
+		CHECK(rec.len == m[q - 1]->u.append.rec_len &&
+		      memcmp(rec.p, m[q - 1]->u.append.rec, rec.len) == 0);
+	}
+	CHECK_ERR(store_msg_get(r, t_orders, 4, &rec), ESCROW_ERR_NOT_FOUND);
+	CHECK_ERR(store_msg_get(r, t_orders, 1, &rec), 0);
+	CHECK_ERR(store_msg_get(r, t_audit, 1, &rec), 0);
+	CHECK(rec.len == au->u.append.rec_len && memcmp(rec.p, au->u.append.rec, rec.len) == 0);
+	CHECK_ERR(store_msg_get(r, t_orders, 2, &rec), 0);
+	CHECK(rec.len == m[1]->u.append.rec_len && memcmp(rec.p, m[1]->u.append.rec, rec.len) == 0);
+	CHECK_ERR(store_msg_next(r, t_orders, 1, &seq, &rec), 0); /* moves the cursor */
+	CHECK_ERR(store_msg_get(r, t_orders, 3, &rec), 0);
+	CHECK(rec.len == m[2]->u.append.rec_len && memcmp(rec.p, m[2]->u.append.rec, rec.len) == 0);
+	CHECK_ERR(store_msg_get(r, t_audit, 1, &rec), 0);
+	CHECK_ERR(store_msg_get(r, t_audit, 2, &rec), ESCROW_ERR_NOT_FOUND);
 	/* the decoded record is the broker's map */
 	wire_frame f;
 	char err[128];
