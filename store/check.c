@@ -149,9 +149,7 @@ static int topic_ids_one(ck *c, const MDB_val *k, const MDB_val *v)
 	}
 	if (c->n_topics == c->cap_topics) {
 		c->cap_topics = c->cap_topics ? 2 * c->cap_topics : 16;
-		c->topics = realloc(c->topics, c->cap_topics * sizeof *c->topics);
-		if (!c->topics)
-			return ESCROW_ERR__NO_MEM;
+		c->topics = xrealloc(c->topics, c->cap_topics * sizeof *c->topics);
 	}
 	ck_topic *t = &c->topics[c->n_topics++];
 	memset(t, 0, sizeof *t);
@@ -197,9 +195,7 @@ static int group_ids_one(ck *c, const MDB_val *k, const MDB_val *v)
 	uint32_t gid = get_u32(k->mv_data);
 	if (c->n_groups == c->cap_groups) {
 		c->cap_groups = c->cap_groups ? 2 * c->cap_groups : 16;
-		c->groups = realloc(c->groups, c->cap_groups * sizeof *c->groups);
-		if (!c->groups)
-			return ESCROW_ERR__NO_MEM;
+		c->groups = xrealloc(c->groups, c->cap_groups * sizeof *c->groups);
 	}
 	c->groups[c->n_groups++] = gid;
 	MDB_val gk = *v, gv; /* topic_id | name is the groups key */
@@ -593,14 +589,12 @@ int store_check(const char *dir, void (*say_fn)(void *arg, const char *line), vo
 	if (r->problems > MAX_PROBLEM_LINES)
 		say(&c, "... and %llu more problems", (unsigned long long)r->problems -
 		                                          MAX_PROBLEM_LINES);
-	r->topic_list = calloc(c.n_topics ? c.n_topics : 1, sizeof *r->topic_list);
-	if (r->topic_list) {
-		r->n_topic_list = c.n_topics;
-		for (size_t i = 0; i < c.n_topics; i++) {
-			memcpy(r->topic_list[i].name, c.topics[i].name, sizeof c.topics[i].name);
-			r->topic_list[i].last_seq = c.topics[i].next_seq - 1;
-			r->topic_list[i].msgs = c.topics[i].n;
-		}
+	r->topic_list = xcalloc(c.n_topics ? c.n_topics : 1, sizeof *r->topic_list);
+	r->n_topic_list = c.n_topics;
+	for (size_t i = 0; i < c.n_topics; i++) {
+		memcpy(r->topic_list[i].name, c.topics[i].name, sizeof c.topics[i].name);
+		r->topic_list[i].last_seq = c.topics[i].next_seq - 1;
+		r->topic_list[i].msgs = c.topics[i].n;
 	}
 	rc = r->problems ? ESCROW_ERR_STORAGE : 0;
 	if (rc)

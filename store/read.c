@@ -54,9 +54,7 @@ int store_rtxn_begin(store *s, store_rtxn **out)
 		}
 		s->rtxn_busy = true;
 	} else {
-		r = calloc(1, sizeof *r);
-		if (!r)
-			return ESCROW_ERR_STORAGE;
+		r = xcalloc(1, sizeof *r);
 		r->s = s;
 		r->heap = true;
 		if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn))) {

@@ -59,15 +59,9 @@ int store_open(store **out, const store_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "store_open: dir and done are required");
 		return ESCROW_ERR_STORAGE;
 	}
-	store *s = calloc(1, sizeof *s);
-	if (!s)
-		return ESCROW_ERR__NO_MEM;
+	store *s = xcalloc(1, sizeof *s);
 	s->o = *o;
-	s->dir = strdup(o->dir);
-	if (!s->dir) {
-		free(s);
-		return ESCROW_ERR__NO_MEM;
-	}
+	s->dir = xstrdup(o->dir);
 	s->o.dir = s->dir;
 	s->lock_fd = -1;
 	s->role = o->role;

@@ -123,7 +123,8 @@ typedef struct store_push_conf {
  * store_env_open in datadir.c; never re-created, never a SIGBUS), checks the
  * schema version (refusing a newer or unknown one with a sentence in @err),
  * and starts the writer thread.
- * Returns 0, ESCROW_ERR_STORAGE (with @err set), ESCROW_ERR__NO_MEM.
+ * Returns 0 or ESCROW_ERR_STORAGE (with @err set); out of memory aborts
+ * (wire/xmalloc.h).
  */
 int store_open(store **out, const store_opts *o, char *err, size_t errlen);
 
@@ -187,8 +188,8 @@ typedef struct store_check_report {
  * first 100); @r gets the counts. Nothing is written.
  * Returns 0 when the store is clean; ESCROW_ERR_STORAGE with a sentence in
  * @err when it cannot be opened or read (lock held, damaged file, other
- * schema version, a database missing) or when r->problems > 0;
- * ESCROW_ERR__NO_MEM. Any thread; uses no store handle.
+ * schema version, a database missing) or when r->problems > 0. Any thread;
+ * uses no store handle.
  */
 int store_check(const char *dir, void (*say)(void *arg, const char *line), void *arg,
                 store_check_report *r, char *err, size_t errlen);
@@ -567,6 +568,12 @@ typedef struct store_op {
 	store_op_kind kind;
 	int err;               /* out: 0 or escrow_err_t */
 	void *ctx;             /* caller's, untouched */
+	/* in: done may run as soon as the batch is committed, before its meta
+	 * page is synced (--sync full, doc/storage.md §4): set it only when the
+	 * caller answers no client from done and a power loss that undoes the
+	 * op breaks no promise (an ack without rid: the message is delivered
+	 * again). A batch of such ops alone skips the sync that would release it. */
+	bool lazy;
 	union {
 		struct {
 			char name[STORE_NAME_MAX + 1];

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "store/store.h"
+#include "wire/xmalloc.h"
 
 /* The named databases, in the order of schema.c's table (doc/storage.md §2).
  * Appending a value here is a schema change: see the bump procedure in
