@@ -258,10 +258,13 @@ static void on_campaign(json_t *a, const char *error, void *arg)
 
 static json_t *self_record(cluster *cl)
 {
+	uint64_t last_epoch = 0, applied = 0; /* the last log record in our store */
+	if (cl->b->st)
+		store_repl_pos(cl->b->st, &last_epoch, &applied);
 	return json_pack("{s:I, s:s, s:s, s:s, s:I, s:I}", "node_id", (json_int_t)cl->b->conf.node_id,
 	                 "advertise", cl->advertise, "replica", cl->b->conf.replica_listen,
 	                 "role", cl->leading ? "leader" : "follower", "epoch",
-	                 (json_int_t)cl->epoch, "applied", (json_int_t)0);
+	                 (json_int_t)cl->epoch, "applied", (json_int_t)applied);
 }
 
 static json_t *value_json(json_t *rec)
