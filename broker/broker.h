@@ -920,6 +920,20 @@ bool cluster_runs_timers(broker *b);
  * node leads, or @m is hello, ping, status or a login op); else answers
  * NOT_LEADER "leader HOST:PORT" / "no leader" and returns false. */
 bool cluster_allows_or_reply(conn *c, const wire_msg *m);
+/* cluster_role: "leader" (leads and serves), "follower" (cluster mode,
+ * does not serve) or "single" (no --cluster); a static string. */
+const char *cluster_role(broker *b);
+/* cluster_epoch: the fencing epoch this node knows; 0 without one. */
+int64_t cluster_epoch(broker *b);
+/* cluster_leader_addr: the leader's advertised HOST:PORT, "" when unknown
+ * or without --cluster; valid until the next loop pass. */
+const char *cluster_leader_addr(broker *b);
+/* cluster_metrics_write appends the escrow_cluster_* families to the
+ * Prometheus page (doc/http.md "Metrics"): escrow_cluster_leader,
+ * _epoch, _members, and on the leader per follower _member_in_sync,
+ * _member_lag_records, _member_lag_seconds (repl.c's positions). Nothing
+ * without --cluster. Network thread. */
+void cluster_metrics_write(broker *b, struct evbuffer *o);
 /* cluster_status_json: the status as a malloc'ed JSON text (protocol.md
  * §5.3 `cluster`); NULL when out of memory. The caller frees. */
 char *cluster_status_json(cluster *cl);

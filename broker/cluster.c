@@ -229,10 +229,13 @@ static void on_campaign(json_t *a, const char *error, void *arg)
 
 static json_t *self_record(cluster *cl)
 {
+	uint64_t last_epoch = 0, applied = 0; /* the last log record in our store */
+	if (cl->b->st)
+		store_repl_pos(cl->b->st, &last_epoch, &applied);
 	return json_pack("{s:I, s:s, s:s, s:s, s:I, s:I}", "node_id", (json_int_t)cl->b->conf.node_id,
 	                 "advertise", cl->advertise, "replica", cl->b->conf.replica_listen,
 	                 "role", cl->leading ? "leader" : "follower", "epoch",
-	                 (json_int_t)cl->epoch, "applied", (json_int_t)0);
+	                 (json_int_t)cl->epoch, "applied", (json_int_t)applied);
 }
 
 static json_t *value_json(json_t *rec)
@@ -391,10 +394,6 @@ int cluster_open(broker *b, int bound_port, char *err, size_t errlen)
 		snprintf(err, errlen, "--cluster needs --node-id N (1 or more)");
 		return -1;
 	}
-	if (cf->http && *cf->http) {
-		snprintf(err, errlen, "--http is not supported with --cluster yet (doc/replication.md)");
-		return -1;
-	}
 	cluster *cl = calloc(1, sizeof *cl);
 	if (!cl) {
 		snprintf(err, errlen, "out of memory");
@@ -459,6 +458,77 @@ bool cluster_allows_or_reply(conn *c, const wire_msg *m)
 	else
 		conn_reply_err(c, m, ESCROW_ERR_NOT_LEADER, "no leader");
 	return false;
+}
+
+const char *cluster_role(broker *b)
+{
+	if (!b->cluster)
+		return "single";
+	return cluster_leading(b->cluster) && repl_ready(b) ? "leader" : "follower";
+}
+
+int64_t cluster_epoch(broker *b)
+{
+	return b->cluster ? b->cluster->epoch : 0;
+}
+
+const char *cluster_leader_addr(broker *b)
+{
+	return b->cluster ? b->cluster->leader_addr : "";
+}
+
+void cluster_metrics_write(broker *b, struct evbuffer *o)
+{
+	cluster *cl = b->cluster;
+	if (!cl)
+		return;
+	bool leading = cluster_leading(cl) && repl_ready(b);
+	evbuffer_add_printf(o,
+	                    "# HELP escrow_cluster_leader 1 when this node leads its cluster and "
+	                    "serves clients, else 0\n# TYPE escrow_cluster_leader gauge\n"
+	                    "escrow_cluster_leader{node_id=\"%u\"} %d\n",
+	                    b->conf.node_id, leading ? 1 : 0);
+	evbuffer_add_printf(o,
+	                    "# HELP escrow_cluster_epoch the fencing epoch this node knows (the "
+	                    "leader key's create_revision in etcd); 0 when no leader is known\n"
+	                    "# TYPE escrow_cluster_epoch gauge\nescrow_cluster_epoch %lld\n",
+	                    (long long)cl->epoch);
+	evbuffer_add_printf(o,
+	                    "# HELP escrow_cluster_members members whose record this node last read "
+	                    "from etcd\n# TYPE escrow_cluster_members gauge\n"
+	                    "escrow_cluster_members %zu\n",
+	                    json_array_size(cl->members));
+	if (!leading)
+		return; /* the leader alone knows the followers' positions */
+	static const char *const heads[3][2] = {
+	        {"escrow_cluster_member_in_sync", "1 when the member is in the in-sync set"},
+	        {"escrow_cluster_member_lag_records",
+	         "batches the leader committed that the member has not acknowledged"},
+	        {"escrow_cluster_member_lag_seconds",
+	         "age of the oldest batch the member has not acknowledged"},
+	};
+	for (int k = 0; k < 3; k++) {
+		evbuffer_add_printf(o, "# HELP %s %s\n# TYPE %s gauge\n", heads[k][0], heads[k][1],
+		                    heads[k][0]);
+		size_t i;
+		json_t *rec;
+		json_array_foreach(cl->members, i, rec) {
+			uint32_t id = (uint32_t)json_integer_value(json_object_get(rec, "node_id"));
+			if (id == b->conf.node_id)
+				continue;
+			uint64_t acked = 0, lag = 0, lag_ms = 0;
+			bool known = repl_member(b, id, &acked, &lag, &lag_ms);
+			if (k == 0)
+				evbuffer_add_printf(o, "%s{node_id=\"%u\"} %d\n", heads[k][0], id,
+				                    repl_in_sync(b, id) ? 1 : 0);
+			else if (known && k == 1)
+				evbuffer_add_printf(o, "%s{node_id=\"%u\"} %llu\n", heads[k][0], id,
+				                    (unsigned long long)lag);
+			else if (known)
+				evbuffer_add_printf(o, "%s{node_id=\"%u\"} %.3f\n", heads[k][0], id,
+				                    lag_ms / 1000.0);
+		}
+	}
 }
 
 char *cluster_status_json(cluster *cl)

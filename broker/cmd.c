@@ -554,6 +554,7 @@ static void cmd_ack(conn *c, const wire_msg *m)
 	r->op.u.ack.seq = m->seq;
 	r->op.u.ack.floor_before = before;
 	r->op.u.ack.floor_after = after;
+	r->op.lazy = !WIRE_HAS(m, RID); /* no answer to wait for (§5.11) */
 	broker_submit(b, &r->op);
 }
 

@@ -903,9 +903,9 @@ int config_parse(broker_conf *c, int argc, char **argv)
 		return 2;
 	}
 	log_level = c->log_level;
-	c->check_dir = check ? strdup(check) : NULL;
-	c->backup_from = bfrom ? strdup(bfrom) : NULL;
-	c->backup_to = bto ? strdup(bto) : NULL;
+	c->check_dir = check ? xstrdup(check) : NULL;
+	c->backup_from = bfrom ? xstrdup(bfrom) : NULL;
+	c->backup_to = bto ? xstrdup(bto) : NULL;
 	if (print == OPT_PRINT) {
 		print_config(c, stdout);
 		config_free(c);

@@ -726,6 +726,13 @@ static void health(route_ctx *x, bool ready)
 	broker *b = x->r->h->b;
 	if (ready && (b->stopping || !b->st))
 		hreq_send_error(x->r, 503, "NOT_READY", "escrowd is shutting down");
+	else if (b->cluster) /* the role: a load balancer or probe may want the leader */
+		hreq_send_json(x->r, 200,
+		               json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "status",
+		                         ready ? "ready" : "alive", "version", ESCROW_VERSION_STR, "role",
+		                         cluster_role(b), "node_id", (json_int_t)b->conf.node_id,
+		                         "epoch", (json_int_t)cluster_epoch(b), "leader",
+		                         cluster_leader_addr(b)));
 	else
 		hreq_send_json(x->r, 200, json_pack("{s:s, s:s}", "status", ready ? "ready" : "alive",
 		                                    "version", ESCROW_VERSION_STR));
@@ -941,6 +948,14 @@ static void route(route_ctx *x)
 	}
 	if (r->h->b->stopping) {
 		hreq_send_error(r, 503, "NOT_READY", "escrowd is shutting down");
+		hreq_free(r);
+		return;
+	}
+	if (r->h->b->cluster) {
+		/* the /v1 API does not follow the leader nor wait for --acks yet */
+		hreq_send_error(r, 501, "NOT_SUPPORTED",
+		                "in cluster mode the HTTP front serves /livez, /readyz and /metrics "
+		                "only (doc/replication.md)");
 		hreq_free(r);
 		return;
 	}

@@ -238,24 +238,15 @@ conn *http_check_conn(broker *b, const store_tx_info *ti)
 		return NULL;
 	if (n_out >= b->conf.http_check_concurrency)
 		return NULL; /* parked like a group with nobody to ask: no count */
-	hcheck *hc = calloc(1, sizeof *hc);
-	if (!hc)
-		return NULL;
+	hcheck *hc = xcalloc(1, sizeof *hc);
 	hc->b = b;
-	hc->url = strdup(url);
+	hc->url = xstrdup(url);
 	hc->vc = conn_new_virtual(b, "http-check", ROLE_PRODUCER, check_sink, hc);
-	if (!hc->url || !hc->vc) {
-		free(hc->url);
-		if (hc->vc)
-			conn_close(hc->vc, "out of memory");
-		free(hc);
-		return NULL;
-	}
 	/* --auth: the answer of a check URL an admin configured is the
 	 * broker's own request, not a client's (auth.c) */
 	hc->vc->trusted = true;
-	hc->vc->pgroup = strdup(ti->pgroup);
-	hc->vc->name = strdup(url);
+	hc->vc->pgroup = xstrdup(ti->pgroup);
+	hc->vc->name = xstrdup(url);
 	n_out++;
 	hc->next = out_list;
 	if (out_list)

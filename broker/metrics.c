@@ -264,4 +264,5 @@ void metrics_write(broker *b, struct evbuffer *o)
 	head(o, "escrow_connections", "gauge", "open client connections by protocol");
 	evbuffer_add_printf(o, "escrow_connections{kind=\"binary\"} %u\n", b->n_conns);
 	evbuffer_add_printf(o, "escrow_connections{kind=\"http\"} %u\n", http_conns(b));
+	cluster_metrics_write(b, o); /* escrow_cluster_*: only with --cluster */
 }

@@ -255,9 +255,7 @@ static void probe_cb(evutil_socket_t fd, short what, void *arg)
 
 int push_attach(broker *b, group *g, const store_push_conf *pc)
 {
-	struct push *p = calloc(1, sizeof *p);
-	if (!p)
-		return -1;
+	struct push *p = xcalloc(1, sizeof *p);
 	p->b = b;
 	p->g = g;
 	p->conf = *pc;
@@ -317,12 +315,7 @@ sub *push_sub(group *g)
 /* conf_store writes @p's settings (now disabled) to the group record. */
 static void conf_store(broker *b, struct push *p)
 {
-	store_push_conf *pc = malloc(sizeof *pc);
-	if (!pc) {
-		log_error("out of memory storing the settings of push group %s/%s", p->g->t->name,
-		          p->g->name);
-		return;
-	}
+	store_push_conf *pc = xmalloc(sizeof *pc);
 	store_op *op = broker_op_quiet_new(STORE_OP_GROUP_SET);
 	*pc = p->conf;
 	op->u.group.id = p->g->id;
@@ -519,10 +512,8 @@ int push_send(broker *b, group *g, flight *f, const wire_msg *rec)
 			ctype = val;
 	}
 	h[n++] = (hclient_header){"Content-Type", ctype};
-	pctx *x = NULL;
-	if (!rc && !(x = calloc(1, sizeof *x)))
-		rc = ESCROW_ERR__NO_MEM;
 	if (!rc) {
+		pctx *x = xmalloc(sizeof *x);
 		*x = (pctx){b, g->id, f->seq, f->dlv, f->attempt, now};
 		rc = hclient_send(p->hc, EVHTTP_REQ_POST, h, n, rec->body.p, rec->body.len, on_answer,
 		                  x);
@@ -608,11 +599,7 @@ void cmd_group_set(conn *c, const wire_msg *m)
 		               "group_set needs add_secret, remove_secret or disabled");
 		return;
 	}
-	store_push_conf *pc = malloc(sizeof *pc);
-	if (!pc) {
-		conn_reply_err(c, m, ESCROW_ERR_INTERNAL, "out of memory");
-		return;
-	}
+	store_push_conf *pc = xmalloc(sizeof *pc);
 	*pc = g->push->conf;
 	if (WIRE_HAS(m, REMOVE_SECRET)) {
 		uint32_t j = 0;
@@ -694,10 +681,7 @@ static int log_cb(void *arg, const store_attempt_info *a)
 	push_log *l = arg;
 	if ((l->n & (l->n - 1)) == 0) { /* full at 0, 1, 2, 4, 8, ...: double */
 		uint32_t cap = l->n ? l->n * 2 : 1;
-		store_attempt_info *na = realloc(l->a, cap * sizeof *na);
-		if (!na)
-			return ESCROW_ERR__NO_MEM;
-		l->a = na;
+		l->a = xrealloc(l->a, cap * sizeof *l->a);
 	}
 	l->a[l->n++] = *a;
 	return 0;
@@ -708,8 +692,8 @@ int push_log_get(store_rtxn *rt, uint32_t topic_id, uint64_t seq, uint32_t group
 {
 	memset(l, 0, sizeof *l);
 	int rc = store_attempt_scan(rt, topic_id, seq, group_id, log_cb, l);
-	if (!rc && l->n && !(l->m = calloc(l->n, sizeof *l->m)))
-		rc = ESCROW_ERR__NO_MEM;
+	if (!rc && l->n)
+		l->m = xcalloc(l->n, sizeof *l->m);
 	if (rc) {
 		push_log_free(l);
 		return rc;

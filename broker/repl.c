@@ -422,6 +422,10 @@ static void in_cb(evutil_socket_t fd, short what, void *arg)
 	while (list) {
 		rrec *rec = list;
 		list = rec->next;
+		if (r->role != STORE_ROLE_LEADER || rec->epoch != r->epoch) {
+			free(rec); /* committed before this node stopped leading */
+			continue;
+		}
 		r->shipped_pos = rec->pos;
 		r->shipped_ms = repl_mono_ms();
 		for (peer *p = r->peers; p; p = p->next)
@@ -756,6 +760,10 @@ void repl_close(repl *r)
 		free(rec);
 		rec = n;
 	}
+	/* replies still held (the last batches of a shutdown): NOT_LEADER */
+	r->role = STORE_ROLE_FOLLOWER;
+	repl_held_cb(-1, 0, r);
+	repl_fail_held(r);
 	repl_isr_free(r);
 	if (r->in_ev)
 		event_free(r->in_ev);

@@ -375,7 +375,12 @@ void repl_release(repl *r)
 	bool done_any = false;
 	while (r->held) {
 		held *h = r->held;
-		bool leading = r->role == STORE_ROLE_LEADER;
+		/* past its lease deadline a leader steps down (and fails what it
+		 * holds) rather than answer: never an ok after the deadline */
+		bool leading = r->role == STORE_ROLE_LEADER && b->cluster &&
+		               cluster_leading(b->cluster);
+		if (!r->held)
+			break; /* stepping down just answered them all */
 		bool ok = !leading || b->conf.acks == CLUSTER_ACKS_LEADER;
 		if (!ok && r->ready && r->isr_known && r->isr_rev) {
 			uint32_t keep[REPL_ISR_MAX];

@@ -568,6 +568,12 @@ typedef struct store_op {
 	store_op_kind kind;
 	int err;               /* out: 0 or escrow_err_t */
 	void *ctx;             /* caller's, untouched */
+	/* in: done may run as soon as the batch is committed, before its meta
+	 * page is synced (--sync full, doc/storage.md §4): set it only when the
+	 * caller answers no client from done and a power loss that undoes the
+	 * op breaks no promise (an ack without rid: the message is delivered
+	 * again). A batch of such ops alone skips the sync that would release it. */
+	bool lazy;
 	union {
 		struct {
 			char name[STORE_NAME_MAX + 1];

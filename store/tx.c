@@ -275,7 +275,8 @@ struct hcopy {
 	struct tcache *tc;
 	bool skip;
 	void *mem;
-	wire_buf delayed; /* the record restamped with the commit time */
+	wire_buf delayed; /* the record re-encoded with the commit stamps (empty
+	                   * when restamped in place) */
 };
 
 static void hcopies_free(struct hcopy *hc, uint32_t n)
@@ -287,17 +288,114 @@ static void hcopies_free(struct hcopy *hc, uint32_t n)
 	free(hc);
 }
 
+/* ---- restamping a committed half's record ------------------------------ */
+
+/* mp_skip returns the offset just past the msgpack object at @p[@at], or 0
+ * when it is malformed, cut short, nested deeper than 4 or of a type that a
+ * message record never holds (floats, ext). */
+static size_t mp_skip(const unsigned char *p, size_t len, size_t at, int depth)
+{
+	if (at >= len || depth > 4)
+		return 0;
+	unsigned c = p[at++];
+	size_t n = 0, items = 0;
+	int sz = 0;
+	if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3)
+		return at; /* fixint, nil, bool */
+	if ((c & 0xe0) == 0xa0)
+		n = c & 0x1f; /* fixstr */
+	else if ((c & 0xf0) == 0x90)
+		items = c & 0x0f; /* fixarray */
+	else if ((c & 0xf0) == 0x80)
+		items = 2 * (size_t)(c & 0x0f); /* fixmap */
+	else {
+		switch (c) {
+		case 0xcc: case 0xd0: return at + 1 <= len ? at + 1 : 0;
+		case 0xcd: case 0xd1: return at + 2 <= len ? at + 2 : 0;
+		case 0xce: case 0xd2: return at + 4 <= len ? at + 4 : 0;
+		case 0xcf: case 0xd3: return at + 8 <= len ? at + 8 : 0;
+		case 0xc4: case 0xd9: sz = 1; break; /* bin8, str8 */
+		case 0xc5: case 0xda: sz = 2; break;
+		case 0xc6: case 0xdb: sz = 4; break;
+		case 0xdc: case 0xdd: /* array16/32 */
+		case 0xde: case 0xdf: /* map16/32 */
+			sz = (c == 0xdc || c == 0xde) ? 2 : 4;
+			break;
+		default:
+			return 0;
+		}
+		if (at + (size_t)sz > len)
+			return 0;
+		size_t v = 0;
+		for (int i = 0; i < sz; i++)
+			v = v << 8 | p[at + (size_t)i];
+		at += (size_t)sz;
+		if (c >= 0xdc)
+			items = c >= 0xde ? 2 * v : v;
+		else
+			n = v;
+	}
+	if (n)
+		return n <= len - at ? at + n : 0;
+	for (size_t i = 0; i < items; i++)
+		if (!(at = mp_skip(p, len, at, depth + 1)))
+			return 0;
+	return at;
+}
+
 /*
- * restamp_record re-encodes a half's record for its topic: stored_ms becomes
+ * restamp_in_place overwrites the value of the record's `stored_ms` with
+ * @stored_ms when the record holds it as a msgpack uint 64 (0xcf) and the
+ * new value needs 8 bytes too (>= 2^32: every clock since 1970-02-19), so
+ * the bytes are exactly what re-encoding would give (the encoder picks the
+ * smallest width; doc/storage.md §2.5, pinned by tests/unit/test_record.c).
+ * Returns 0 when done, -1 when the record must be re-encoded instead.
+ */
+static int restamp_in_place(char *rec, size_t len, uint64_t stored_ms)
+{
+	const unsigned char *p = (const unsigned char *)rec;
+	if (stored_ms >> 32 == 0 || len == 0)
+		return -1;
+	size_t at = 1, pairs;
+	if ((p[0] & 0xf0) == 0x80)
+		pairs = p[0] & 0x0f;
+	else if (p[0] == 0xde && len >= 3) {
+		pairs = (size_t)p[1] << 8 | p[2];
+		at = 3;
+	} else
+		return -1;
+	for (size_t i = 0; i < pairs; i++) {
+		size_t kend = mp_skip(p, len, at, 0);
+		if (!kend)
+			return -1;
+		if (kend - at == 10 && p[at] == 0xa9 && memcmp(p + at + 1, "stored_ms", 9) == 0) {
+			if (kend + 9 > len || p[kend] != 0xcf)
+				return -1;
+			put_u64((unsigned char *)rec + kend + 1, stored_ms);
+			return 0;
+		}
+		if (!(at = mp_skip(p, len, kend, 0)))
+			return -1;
+	}
+	return -1;
+}
+
+/*
+ * restamp_record gives a half's record its commit stamps: stored_ms becomes
  * the commit's time @stored_ms (so stored_ms grows with seq in every topic,
  * which group_reset --to TIME and retention rely on), and a delayed half gets
  * at_ms = @stored_ms + delay_ms (a half message's delay counts from the
  * commit; RocketMQ cannot delay transactional messages at all;
- * doc/storage.md §2.5). Returns 0, or -1 when the record does not decode or
- * memory runs out.
+ * doc/storage.md §2.5). An undelayed half, the common case, is patched in
+ * place in its copy (restamp_in_place: 8 bytes, no decode); otherwise the
+ * record is decoded and encoded again into c->delayed. Returns 0 (the record
+ * to store is then c->delayed when it is not empty, else c->h.rec), or -1
+ * when the record does not decode or memory runs out.
  */
 static int restamp_record(struct hcopy *c, uint64_t stored_ms)
 {
+	if (!c->h.delay_ms && restamp_in_place((char *)c->h.rec.p, c->h.rec.len, stored_ms) == 0)
+		return 0;
 	wire_frame f;
 	char err[128];
 	if (wire_decode(c->h.rec.p, c->h.rec.len, &f, NULL, err, sizeof err))
@@ -310,9 +408,12 @@ static int restamp_record(struct hcopy *c, uint64_t stored_ms)
 	return rc ? -1 : 0;
 }
 
-/* delete_tx removes the half records, txs and tx_due entries and writes the
- * tombstone. Write phase. */
-static int delete_tx(struct wctx *w, const store_tx_info *t, int outcome)
+/* delete_tx removes the half records, their half_ids, the txs and tx_due
+ * entries and writes the tombstone. @ids (may be NULL) holds the message ids
+ * of all t->n halves when the caller read them (a commit): their half_ids
+ * keys are then deleted one by one, else through a cursor over the
+ * transaction's key range. Write phase. */
+static int delete_tx(struct wctx *w, const store_tx_info *t, int outcome, const struct hcopy *ids)
 {
 	MDB_txn *txn = store_w_txn(w);
 	int rc;
@@ -325,24 +426,34 @@ static int delete_tx(struct wctx *w, const store_tx_info *t, int outcome)
 		if (rc && rc != MDB_NOTFOUND)
 			return wfail(w, rc, "half del", "n=%u", i);
 	}
-	/* half_ids[tx | *]: one contiguous key range */
-	MDB_cursor *c;
-	if ((rc = mdb_cursor_open(txn, DB(w, DBI_HALF_IDS), &c)))
-		return wfail(w, rc, "half_ids cursor", "tx");
-	for (;;) {
-		MDB_val ik = {16, (void *)t->tx.b}, iv;
-		rc = mdb_cursor_get(c, &ik, &iv, MDB_SET_RANGE);
-		if (rc == MDB_NOTFOUND || (rc == 0 && (ik.mv_size != 32 ||
-		                                       memcmp(ik.mv_data, t->tx.b, 16) != 0))) {
-			rc = 0;
-			break;
+	if (ids) {
+		for (uint32_t i = 0; i < t->n; i++) {
+			unsigned char ik[32];
+			MDB_val idk = hid_key(ik, &t->tx, &ids[i].h.id);
+			rc = store_w_del(txn, DB(w, DBI_HALF_IDS), &idk, NULL);
+			if (rc && rc != MDB_NOTFOUND)
+				return wfail(w, rc, "half_ids del", "n=%u", i);
 		}
-		if (rc || (rc = store_w_cursor_del(c, 0)))
-			break;
+	} else {
+		/* half_ids[tx | *]: one contiguous key range */
+		MDB_cursor *c;
+		if ((rc = mdb_cursor_open(txn, DB(w, DBI_HALF_IDS), &c)))
+			return wfail(w, rc, "half_ids cursor", "tx");
+		for (;;) {
+			MDB_val ik = {16, (void *)t->tx.b}, iv;
+			rc = mdb_cursor_get(c, &ik, &iv, MDB_SET_RANGE);
+			if (rc == MDB_NOTFOUND ||
+			    (rc == 0 && (ik.mv_size != 32 || memcmp(ik.mv_data, t->tx.b, 16) != 0))) {
+				rc = 0;
+				break;
+			}
+			if (rc || (rc = store_w_cursor_del(c, 0)))
+				break;
+		}
+		mdb_cursor_close(c);
+		if (rc)
+			return wfail(w, rc, "half_ids del", "tx");
 	}
-	mdb_cursor_close(c);
-	if (rc)
-		return wfail(w, rc, "half_ids del", "tx");
 	MDB_val k = {16, (void *)t->tx.b};
 	if ((rc = store_w_del(txn, DB(w, DBI_TXS), &k, NULL)))
 		return wfail(w, rc, "txs del", "tx");
@@ -380,7 +491,7 @@ static int apply_end(struct wctx *w, store_op *op)
 	op->u.tx.count = t.n;
 	op->u.tx.dup = t.state == STORE_TX_EXPIRED;
 	if (action == STORE_TX_ROLLBACK)
-		return delete_tx(w, &t, action);
+		return delete_tx(w, &t, action, NULL);
 
 	/* commit: copy each half out (the map pages may move once we write),
 	 * run APPEND's checks on all of them, then write. */
@@ -448,8 +559,8 @@ static int apply_end(struct wctx *w, store_op *op)
 			hcopies_free(hc, n);
 			return wfail(w, MDB_CORRUPTED, "half record", "n=%u", i);
 		}
-		const char *rec = c->delayed.p;
-		uint32_t rec_len = (uint32_t)c->delayed.len;
+		const char *rec = c->delayed.len ? c->delayed.p : c->h.rec.p;
+		uint32_t rec_len = (uint32_t)(c->delayed.len ? c->delayed.len : c->h.rec.len);
 		uint64_t seq;
 		rc = store_w_append_write(w, c->tc, &c->h.id, c->h.key.p, c->h.key.len, rec, rec_len,
 		                          &seq);
@@ -461,9 +572,10 @@ static int apply_end(struct wctx *w, store_op *op)
 		op->u.tx.out_seq[out] = seq;
 		out++;
 	}
-	hcopies_free(hc, n);
 	op->u.tx.n_out = out;
-	return delete_tx(w, &t, action);
+	rc = delete_tx(w, &t, action, n == t.n ? hc : NULL);
+	hcopies_free(hc, n);
+	return rc;
 }
 
 /* TX_CHECKED, TX_RESCHEDULE, TX_EXPIRE */

@@ -1153,7 +1153,10 @@ static void sync_meta(struct wctx *w, store_op *batch)
  * write, as LMDB documents for MDB_NOMETASYNC), or, when no more ops are
  * queued, an explicit mdb_env_sync. One fdatasync per commit instead of
  * two, and no batch is answered before both its pages and its meta page
- * are on disk (doc/storage.md §4).
+ * are on disk (doc/storage.md §4). A batch of lazy ops alone (acks without
+ * rid) is handed back at once: nobody waits for it, so an idle broker does
+ * not pay a second flush for it; the next commit's fdatasync covers its
+ * meta page, as for any batch.
  * @locality writer thread
  * @locks takes mu around queue access only
  */
@@ -1190,13 +1193,18 @@ void *store_writer_main(void *arg)
 			s->o.done(s->o.done_arg, pending);
 			pending = NULL;
 		}
-		if (defer && w.wrote)
+		bool lazy = true; /* nothing in it waits for durability */
+		for (store_op *op = batch; op && lazy; op = op->next)
+			lazy = op->lazy;
+		if (defer && w.wrote && !lazy)
 			pending = batch;
 		else
 			s->o.done(s->o.done_arg, batch);
 		pthread_mutex_lock(&s->mu);
 	}
 	pthread_mutex_unlock(&s->mu);
+	if (defer) /* a last lazy batch's meta page */
+		sync_meta(&w, NULL);
 	free(w.t);
 	free(w.g);
 	return NULL;

@@ -5,6 +5,9 @@
  *  - exactly one node leads; the two others answer NOT_LEADER naming it;
  *  - escrowctl, given only a follower, follows the redirect; `cluster status
  *    --json` shows leader, epoch and members;
+ *  - over --http, /readyz and /livez name each node's role, /metrics has
+ *    escrow_cluster_leader, _epoch and, on the leader, each follower's
+ *    in-sync flag; the /v1 API answers 501 in cluster mode;
  *  - the leader SIGKILLed: another node leads within the lease (the time is
  *    printed), with a higher epoch;
  *  - the leader SIGSTOPped past its lease: the last node takes over; the
@@ -18,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness/broker.h"
@@ -47,11 +51,31 @@ static long long epoch_of(const char *json)
 	return cl_json_int(json, "epoch");
 }
 
+/* http_get fetches http://127.0.0.1:@port@path with curl into out; returns
+ * the HTTP status, or -1. */
+static int http_get(int port, const char *path)
+{
+	char url[200];
+	snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+	const char *argv[] = {"/usr/bin/curl", "-s", "-w", "\n%{http_code}", url, NULL};
+	int st = prog_run(argv, out, sizeof out, 10000);
+	if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		return -1;
+	const char *nl = strrchr(out, '\n');
+	return nl ? atoi(nl + 1) : -1;
+}
+
 static void test_cluster_failover(void)
 {
-	for (int i = 0; i < 3; i++)
-		if (cl_node_start(&node[i], dir, i + 1, LEASE, NULL))
+	int http[3];
+	for (int i = 0; i < 3; i++) {
+		char listen[64];
+		http[i] = port_free();
+		snprintf(listen, sizeof listen, "127.0.0.1:%d", http[i]);
+		const char *more[] = {"--http", listen, NULL};
+		if (cl_node_start(&node[i], dir, i + 1, LEASE, more))
 			FAIL("node %d did not start", i + 1);
+	}
 
 	/* one leader, two redirects */
 	int l1 = leader_wait(15000);
@@ -74,6 +98,37 @@ static void test_cluster_failover(void)
 	CHECK(strstr(out, "\"in_sync\"") != NULL && strstr(out, "\"lag\"") != NULL);
 	long long e1 = epoch_of(out);
 	CHECK_INT(e1, >, 0);
+
+	/* per-node health and metrics over --http: the role, the epoch, and on
+	 * the leader each follower's replication state */
+	if (access("/usr/bin/curl", X_OK) == 0) {
+		CHECK_INT(http_get(http[l1], "/readyz"), ==, 200);
+		CHECK(strstr(out, "\"role\":\"leader\"") != NULL);
+		CHECK_INT(http_get(http[f1], "/livez"), ==, 200);
+		CHECK(strstr(out, "\"role\":\"follower\"") != NULL);
+		CHECK(strstr(out, want) == NULL || strstr(out, node[l1].addr) != NULL);
+		CHECK_INT(http_get(http[l1], "/metrics"), ==, 200);
+		char m[120];
+		snprintf(m, sizeof m, "escrow_cluster_leader{node_id=\"%d\"} 1", l1 + 1);
+		CHECK(strstr(out, m) != NULL);
+		snprintf(m, sizeof m, "escrow_cluster_epoch %lld", e1);
+		CHECK(strstr(out, m) != NULL);
+		/* the follower's member record may be read a tick later */
+		snprintf(m, sizeof m, "escrow_cluster_member_in_sync{node_id=\"%d\"}", f1 + 1);
+		for (int64_t t = test_now_ms(); !strstr(out, m) && test_now_ms() - t < 5000;) {
+			cl_sleep_ms(100);
+			CHECK_INT(http_get(http[l1], "/metrics"), ==, 200);
+		}
+		CHECK(strstr(out, m) != NULL);
+		CHECK_INT(http_get(http[f1], "/metrics"), ==, 200);
+		snprintf(m, sizeof m, "escrow_cluster_leader{node_id=\"%d\"} 0", f1 + 1);
+		CHECK(strstr(out, m) != NULL);
+		/* the /v1 API is not served in cluster mode (it would not follow the
+		 * leader nor wait for --acks) */
+		CHECK_INT(http_get(http[l1], "/v1/topics"), ==, 501);
+	} else {
+		test_diag("no /usr/bin/curl: health and metrics not checked");
+	}
 	CHECK_INT(ctl(node[f1].addr, "cluster status"), ==, 0);
 	CHECK(strstr(out, "leader") != NULL);
 

@@ -117,6 +117,7 @@ static int etcd_start(void)
 
 static const char *cluster_name = "r"; /* each case its own cluster and dirs */
 static const char *lag_max = "1s";
+static const char *acks_mode = "all";
 
 static int node_start(int i)
 {
@@ -126,7 +127,7 @@ static int node_start(int i)
 	snprintf(d, sizeof d, "%s/%s-node%d", dir, cluster_name, i + 1);
 	const char *extra[] = {"--cluster",        cluster_name,  "--node-id",       id,
 	                       "--etcd",           etcd_url,      "--cluster-lease", LEASE,
-	                       "--replica-listen", "127.0.0.1:0", "--acks",          "all",
+	                       "--replica-listen", "127.0.0.1:0", "--acks",          acks_mode,
 	                       "--replica-lag-max", lag_max,      NULL};
 	return broker_start(&node[i], d, extra);
 }
@@ -450,6 +451,58 @@ static void test_repl_deposed_leader(void)
 end:;
 }
 
+/*
+ * --acks quorum: with one follower stopped, writes are still answered at
+ * once (a majority has them; the stopped member leaves the in-sync set
+ * first, well before the 60 s lag bound); the follower, continued, catches
+ * up and is added back; the leader SIGKILLed, the new one delivers every
+ * acknowledged message.
+ */
+static void test_repl_quorum(void)
+{
+	cluster_name = "q";
+	lag_max = "60s";
+	acks_mode = "quorum";
+	memset(acked, 0, sizeof acked);
+	for (int i = 0; i < 3; i++)
+		if (node_start(i))
+			FAIL("node %d did not start", i + 1);
+	int l = leader_wait(15000);
+	CHECK_INT(l, >=, 0);
+	CHECK_INT(ctl(node[l].addr, "topic create orders"), ==, 0);
+	CHECK_INT(in_sync_wait(l, 3, 10000), ==, 0);
+	int f = (l + 1) % 3;
+	pid_t f_pid = node[f].pid;
+	kill(-f_pid, SIGSTOP);
+	int64_t t0 = test_now_ms();
+	CHECK_INT(send_batch(l, 0, 50), ==, 50);
+	int64_t took = test_now_ms() - t0;
+	test_diag("50 sends acknowledged with --acks quorum and node %d stopped in %lld ms", f + 1,
+	          (long long)took);
+	CHECK_INT(took, <, 10000); /* not the 60 s lag bound: the majority rule */
+	CHECK_INT(ctl(node[l].addr, "cluster status --json"), ==, 0);
+	int k = 0;
+	for (const char *p = out; (p = strstr(p, "\"in_sync\":true")); p++)
+		k++;
+	CHECK_INT(k, ==, 2);
+	kill(-f_pid, SIGCONT);
+	CHECK_INT(in_sync_wait(l, 3, 10000), ==, 0);
+	broker_kill(&node[l], SIGKILL);
+	node[l].pid = 0;
+	int l2 = leader_wait(LEASE_MS * 4);
+	CHECK_INT(l2, >=, 0);
+	int miss = missing_on(l2, "after-kill", 50, 50);
+	test_diag("node %d leads; %d acknowledged messages missing", l2 + 1, miss);
+	CHECK_INT(miss, ==, 0);
+end:
+	for (int i = 0; i < 3; i++)
+		if (node[i].pid) {
+			kill(-node[i].pid, SIGCONT);
+			broker_kill(&node[i], SIGKILL);
+			node[i].pid = 0;
+		}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -472,7 +525,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	static const test_case cases[] = {TEST_CASE(test_repl_failover_and_catch_up),
-	                                  TEST_CASE(test_repl_deposed_leader)};
+	                                  TEST_CASE(test_repl_deposed_leader),
+	                                  TEST_CASE(test_repl_quorum)};
 	int rc = test_run(cases, TEST_COUNT(cases));
 	for (int i = 0; i < 3; i++)
 		if (node[i].pid)

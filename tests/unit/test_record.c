@@ -419,6 +419,80 @@ end:
 		printf("# could not remove %s\n", base);
 }
 
+/* An undelayed half, the common case, is re-stamped in place (store/tx.c
+ * restamp_in_place: the 8 bytes of stored_ms, no decode): the committed
+ * record must be byte for byte what encoding it with the commit's stored_ms
+ * gives, for a record with every field (key, tags, props, born_ms, at_ms in
+ * front of and behind stored_ms); the half and its half_ids entry are gone
+ * (deleted by key, store/tx.c delete_tx). */
+static void test_commit_in_place_bytes(void)
+{
+	char base[64] = "/tmp/escrow-test-record-XXXXXX", dir[128];
+	CHECK(mkdtemp(base) != NULL);
+	snprintf(dir, sizeof dir, "%s/data", base);
+	store_opts o = {.dir = dir, .sync = STORE_SYNC_NONE, .done = on_done, .log = on_log};
+	store *s = NULL;
+	char err[256], hex[1024], want[1024], val[512];
+	size_t len = 0;
+	wire_buf b = {0}, w = {0};
+	CHECK_INT(store_open(&s, &o, err, sizeof err), ==, 0);
+	store_op op = {.kind = STORE_OP_TOPIC_CREATE};
+	snprintf(op.u.topic.name, sizeof op.u.topic.name, "orders");
+	CHECK_INT(run(s, &op), ==, 0);
+
+	wire_msg rec;
+	wire_str tag, pk, pv;
+	make_full(&rec, &tag, &pk, &pv);
+	CHECK_INT(wire_encode_map(&rec, &b), ==, 0);
+	escrow_id_t tx = {{0}};
+	tx.b[0] = 0x73;
+	memset(&op, 0, sizeof op);
+	op.kind = STORE_OP_TX_HALF_ADD;
+	op.u.tx.tx = tx;
+	snprintf(op.u.tx.pgroup, sizeof op.u.tx.pgroup, "pg");
+	op.u.tx.topic_id = 1;
+	op.u.tx.id = rec.id;
+	op.u.tx.key = (char *)"order-7";
+	op.u.tx.key_len = 7;
+	op.u.tx.rec = b.p;
+	op.u.tx.rec_len = (uint32_t)b.len;
+	op.u.tx.due_ms = UINT64_MAX / 2;
+	CHECK_INT(run(s, &op), ==, 0);
+	memset(&op, 0, sizeof op);
+	op.kind = STORE_OP_TX_END;
+	op.u.tx.tx = tx;
+	op.u.tx.action = STORE_TX_COMMIT;
+	op.u.tx.stored_ms = 1700000000999ull;
+	CHECK_INT(run(s, &op), ==, 0);
+	store_close(s);
+	s = NULL;
+
+	WIRE_SET(&rec, STORED_MS, stored_ms, 1700000000999ull);
+	CHECK_INT(wire_encode_map(&rec, &w), ==, 0);
+	CHECK_INT(hex_of_val(w.p, w.len, want, sizeof want), ==, 0);
+	unsigned char mk[12] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1}; /* topic 1, seq 1 */
+	CHECK_INT(raw_get(dir, "msgs", mk, sizeof mk, val, sizeof val, &len), ==, 0);
+	CHECK_INT(hex_of_val(val, len, hex, sizeof hex), ==, 0);
+	if (strcmp(hex, want) != 0)
+		FAIL("a commit re-stamped the record wrongly:\n#  got  %s\n#  want %s", hex, want);
+	/* and left no half record and no half_ids entry behind */
+	unsigned char ik[32], hk[20] = {0};
+	memcpy(ik, tx.b, 16);
+	memcpy(ik + 16, rec.id.b, 16);
+	memcpy(hk, tx.b, 16);
+	CHECK_INT(raw_get(dir, "half_ids", ik, sizeof ik, val, sizeof val, &len), ==, MDB_NOTFOUND);
+	CHECK_INT(raw_get(dir, "half", hk, sizeof hk, val, sizeof val, &len), ==, MDB_NOTFOUND);
+end:
+	if (s)
+		store_close(s);
+	wire_buf_free(&b);
+	wire_buf_free(&w);
+	char cmd[160];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", base);
+	if (system(cmd) != 0)
+		printf("# could not remove %s\n", base);
+}
+
 int main(void)
 {
 	static const test_case cases[] = {
@@ -428,6 +502,7 @@ int main(void)
 		TEST_CASE(test_topic_record_bytes),
 		TEST_CASE(test_group_record_bytes),
 		TEST_CASE(test_half_and_commit_bytes),
+		TEST_CASE(test_commit_in_place_bytes),
 	};
 	return test_run(cases, TEST_COUNT(cases));
 }
