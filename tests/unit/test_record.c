@@ -464,6 +464,8 @@ static void test_commit_in_place_bytes(void)
 	op.u.tx.action = STORE_TX_COMMIT;
 	op.u.tx.stored_ms = 1700000000999ull;
 	CHECK_INT(run(s, &op), ==, 0);
+	free(op.u.tx.out_topic); /* the commit's outputs (store_op_free's part) */
+	free(op.u.tx.out_seq);
 	store_close(s);
 	s = NULL;
 
