@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,14 @@ static int read_frames(struct evbuffer *in, int (*cb)(void *arg, const wire_msg 
 		if (rc)
 			return -1;
 	}
+}
+
+/* no_delay: records and acks are small frames that must leave at once;
+ * Nagle's algorithm with the peer's delayed ACK would hold each ~40 ms. */
+static void no_delay(evutil_socket_t fd)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 /* ---- the log tail (leader) --------------------------------------------- */
@@ -374,6 +383,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		return;
 	}
 	p->r = r;
+	no_delay(fd);
 	p->bev = bufferevent_socket_new(r->b->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(p->bev, peer_read_cb, peer_write_cb, peer_event_cb, p);
 	bufferevent_setwatermark(p->bev, EV_WRITE, REPL_SNAP_BUFFER / 2, 0);
@@ -505,6 +515,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	repl *r = arg;
 	if (what & BEV_EVENT_CONNECTED) {
+		no_delay(bufferevent_getfd(bev));
 		uint64_t epoch, pos;
 		store_repl_pos(r->b->st, &epoch, &pos);
 		wire_buf wb = {0};

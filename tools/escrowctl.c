@@ -2701,7 +2701,7 @@ static int cmd_cluster_status(struct ctl *c, int argc, char **argv)
 		printf("none (election under way)");
 	printf(", epoch %lld, acks %s\n", (long long)json_integer_value(json_object_get(st, "epoch")),
 	       json_string_value(json_object_get(st, "acks")));
-	printf("EXPERIMENTAL: batches are not replicated to followers yet (doc/replication.md)\n");
+	printf("EXPERIMENTAL cluster mode (doc/replication.md); lag is known to the leader only\n");
 	printf("%-8s %-24s %-9s %-8s %s\n", "NODE", "ADDRESS", "ROLE", "IN_SYNC", "LAG");
 	size_t i;
 	json_t *mb;

@@ -6,6 +6,9 @@
  * raw (tests/harness/raw.h) so that every handshake byte is the test's.
  *
  * Timings: --tx-timeout 200ms --tx-check-backoff 100ms (as test_tx.c).
+ * Every case gets a fresh data dir with the offline-made admin root and its
+ * own escrowd (setup), and makes the users and rules it needs
+ * (users_and_rules), so any case runs alone (TEST_ONLY=name).
  */
 #include <poll.h>
 #include <stdio.h>
@@ -245,30 +248,52 @@ static uint64_t wait_check(int fd, int ms, escrow_id_t *tx)
 
 /* ---- cases ---------------------------------------------------------------- */
 
-/* the first admin is made offline on the stopped broker's data dir; the
- * broker then starts with --auth */
-static void test_bootstrap(void)
+/* setup: a fresh data dir whose first admin (root, rootpw) is made offline,
+ * then escrowd --auth on it */
+static void setup(void)
 {
-	char out[4096];
-	CHECK(tmpdir_make(dir, sizeof dir, "auth") == 0);
-	snprintf(http_addr, sizeof http_addr, "127.0.0.1:%d", port_free());
+	char out[4096], dd[300];
 	ctl = getenv("ESCROWCTL");
 	if (!ctl)
 		SKIP("no $ESCROWCTL");
-	char dd[300];
+	CHECK(tmpdir_make(dir, sizeof dir, "auth") == 0);
+	snprintf(http_addr, sizeof http_addr, "127.0.0.1:%d", port_free());
 	snprintf(dd, sizeof dd, "%s/data", dir);
 	CHECK_INT(CTL(NULL, NULL, out, "user", "add", "root", "--password", "rootpw", "--role",
 	              "admin", "--data-dir", dd),
 	          ==, 0);
-	/* the same name again: refused, nothing changes */
+	CHECK(broker_start(&broker, dd, args) == 0);
+end:;
+}
+
+/* teardown: escrowd stops cleanly */
+static void teardown(void)
+{
+	if (broker.pid > 0)
+		CHECK(broker_stop(&broker) == 0);
+end:
+	tmpdir_remove(dir);
+	dir[0] = 0;
+}
+
+/* the offline first admin (setup): a running broker holds the data dir, so
+ * the offline path is refused; stopped, the same name again is refused and
+ * nothing changes */
+static void test_bootstrap(void)
+{
+	char out[4096], dd[300];
+	snprintf(dd, sizeof dd, "%s/data", dir);
+	CHECK_INT(CTL(NULL, NULL, out, "user", "add", "eve", "--password", "x", "--data-dir", dd),
+	          ==, 1);
+	CHECK(strstr(out, "escrowd.lock") != NULL || strstr(out, "in use") != NULL);
+	CHECK(broker_stop(&broker) == 0);
 	CHECK_INT(CTL(NULL, NULL, out, "user", "add", "root", "--password", "x", "--data-dir", dd),
 	          ==, 1);
 	CHECK(strstr(out, "EXISTS") != NULL);
 	CHECK(broker_start(&broker, dd, args) == 0);
-	/* a running broker holds the data dir: the offline path is refused */
-	CHECK_INT(CTL(NULL, NULL, out, "user", "add", "eve", "--password", "x", "--data-dir", dd),
-	          ==, 1);
-	CHECK(strstr(out, "escrowd.lock") != NULL || strstr(out, "in use") != NULL);
+	int a = user_conn("root", "rootpw");
+	CHECK(a >= 0);
+	raw_close(a);
 end:;
 }
 
@@ -386,8 +411,10 @@ static void test_truncated(void)
 end:;
 }
 
-/* users and rules through escrowctl; a produce-only user stays in its lane */
-static void test_produce_only(void)
+/* users_and_rules: through escrowctl as root, topics transfer and other,
+ * users bank1 (pw1: produce transfer, tx bank1) and bank2 (pw2: consume
+ * transfer/bank2, tx bank2), group bank2 of transfer. 0 or -1. */
+static int users_and_rules(void)
 {
 	char out[8192];
 	CHECK_INT(CTL("root", "rootpw", out, "topic", "create", "transfer"), ==, 0);
@@ -402,6 +429,16 @@ static void test_produce_only(void)
 	CHECK_INT(CTL("root", "rootpw", out, "acl", "list"), ==, 0);
 	CHECK(strstr(out, "transfer/bank2") != NULL);
 	CHECK_INT(CTL("root", "rootpw", out, "group", "create", "transfer", "bank2"), ==, 0);
+	return 0;
+end:
+	return -1;
+}
+
+/* users and rules through escrowctl; a produce-only user stays in its lane */
+static void test_produce_only(void)
+{
+	char out[8192];
+	CHECK_INT(users_and_rules(), ==, 0);
 	/* only admins manage users */
 	CHECK_INT(CTL("bank1", "pw1", out, "user", "list"), ==, 1);
 	CHECK(strstr(out, "FORBIDDEN") != NULL && strstr(out, "admin") != NULL);
@@ -458,6 +495,10 @@ end:;
  * transaction's group; an answer from another group's user is refused */
 static void test_checks_by_right(void)
 {
+	char out[4096];
+	CHECK_INT(users_and_rules(), ==, 0);
+	/* bank2 opens transactions on transfer (test_produce_only grants it too) */
+	CHECK_INT(CTL("root", "rootpw", out, "acl", "add", "bank2", "produce", "transfer"), ==, 0);
 	/* bank1 claims to be a checker of group bank2: it must not be asked */
 	int spy = hello_conn("producer", "bank2", true, NULL);
 	CHECK(spy >= 0);
@@ -486,6 +527,7 @@ end:;
 static void test_del_and_restart(void)
 {
 	char out[4096];
+	CHECK_INT(users_and_rules(), ==, 0);
 	CHECK_INT(CTL("root", "rootpw", out, "user", "add", "temp", "--password", "t"), ==, 0);
 	int t = user_conn("temp", "t");
 	CHECK(t >= 0);
@@ -515,13 +557,14 @@ static void test_http_basic(void)
 {
 	if (access("/usr/bin/curl", X_OK) != 0)
 		SKIP("no curl");
+	CHECK_INT(users_and_rules(), ==, 0);
 	CHECK_INT(http_code(NULL, "GET", "/v1/topics"), ==, 401);
 	CHECK_INT(http_code("root:wrong", "GET", "/v1/topics"), ==, 401);
 	CHECK_INT(http_code("nobody:x", "GET", "/v1/topics"), ==, 401);
 	CHECK_INT(http_code("root:rootpw", "GET", "/v1/topics"), ==, 200);
 	CHECK_INT(http_code("root:rootpw", "GET", "/v1/topics"), ==, 200); /* cached */
-	CHECK_INT(http_code("bank1:new1", "GET", "/v1/topics"), ==, 403);
-	CHECK_INT(http_code("bank1:new1", "GET", "/v1/topics/transfer/groups/bank2/dlq"), ==, 403);
+	CHECK_INT(http_code("bank1:pw1", "GET", "/v1/topics"), ==, 403);
+	CHECK_INT(http_code("bank1:pw1", "GET", "/v1/topics/transfer/groups/bank2/dlq"), ==, 403);
 	CHECK_INT(http_code(NULL, "GET", "/livez"), ==, 200);
 end:;
 }
@@ -545,13 +588,6 @@ static void test_insecure_refused(void)
 end:;
 }
 
-static void test_stop(void)
-{
-	CHECK(broker_stop(&broker) == 0);
-	tmpdir_remove(dir);
-end:;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -567,7 +603,6 @@ int main(int argc, char **argv)
 		TEST_CASE(test_del_and_restart),
 		TEST_CASE(test_http_basic),
 		TEST_CASE(test_insecure_refused),
-		TEST_CASE(test_stop),
 	};
-	return test_run(cases, TEST_COUNT(cases));
+	return test_run_each(cases, TEST_COUNT(cases), setup, teardown);
 }
