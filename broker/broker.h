@@ -920,6 +920,21 @@ bool cluster_runs_timers(broker *b);
  * node leads, or @m is hello, ping, status or a login op); else answers
  * NOT_LEADER "leader HOST:PORT" / "no leader" and returns false. */
 bool cluster_allows_or_reply(conn *c, const wire_msg *m);
+/*
+ * cluster_transfer_or_reply: cluster_transfer {rid, node} -> {rid, ok}
+ * (protocol.md §5.51), on the leader (others answer NOT_LEADER first):
+ * a planned switchover to member @node. Waits (a ref on @c) until @node
+ * is in the in-sync set with no record left to acknowledge, then in one
+ * etcd txn puts the transfer key naming it and deletes the leader key, and
+ * steps down; @node wins the next campaign, the others do not campaign
+ * while the key names another node (as Kafka's preferred-replica election
+ * or etcd's own MoveLeader). Answers ok then (or at once when @node is
+ * this node), NOT_FOUND (not a member), BUSY (a transfer under way, or
+ * @node not caught up within 10 leases: nothing changed), CONFLICT (the
+ * leader key changed meanwhile), NOT_LEADER (stepped down meanwhile),
+ * INVALID (no cluster mode).
+ */
+void cluster_transfer_or_reply(conn *c, const wire_msg *m);
 /* cluster_role: "leader" (leads and serves), "follower" (cluster mode,
  * does not serve) or "single" (no --cluster); a static string. */
 const char *cluster_role(broker *b);

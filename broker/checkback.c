@@ -95,7 +95,8 @@ struct checkback {
 static txw *w_find(broker *b, const escrow_id_t *tx)
 {
 	txw *w = NULL;
-	HASH_FIND(hh, b->checkback->w, tx->b, 16, w);
+	if (b->checkback) /* NULL once tx_shutdown ran; ops may still come back */
+		HASH_FIND(hh, b->checkback->w, tx->b, 16, w);
 	return w;
 }
 
@@ -155,6 +156,10 @@ static void expire_done(broker *b, broker_op *o)
 static void gc_done(broker *b, broker_op *o)
 {
 	struct checkback *cb = b->checkback;
+	if (!cb) {
+		broker_op_end(o);
+		return;
+	}
 	cb->gc_running = false;
 	if (!o->op.err) {
 		cb->gc_at = o->op.u.tx.tx;
@@ -615,6 +620,10 @@ int checkback_init(broker *b)
 	b->checkback->timer = event_new(b->base, -1, EV_PERSIST, timer_cb, b);
 	struct timeval tv = {0, TX_TICK_MS * 1000};
 	event_add(b->checkback->timer, &tv);
+	/* a reload (broker_reload_state, a node that starts leading) starts
+	 * over: the producers already connected are members again */
+	for (conn *c = b->conns; c; c = c->next)
+		member_add(b->checkback, c);
 	return 0;
 }
 

@@ -57,6 +57,16 @@ struct cluster {
 	char leader_addr[300];       /* "" when no leader is known */
 	json_t *members;             /* array of the member records last read */
 	bool in_grant, in_keepalive, in_campaign, in_put, in_members;
+	/* transfer-leadership (cluster_transfer_or_reply) */
+	uint32_t xfer_to;            /* the leader hands over to this node; 0: none */
+	uint64_t xfer_deadline_ms;   /* monotonic: give up then (BUSY) */
+	conn *xfer_conn;             /* asked for it (a ref held); NULL when gone */
+	uint64_t xfer_rid;
+	bool in_xfer;                /* the resign txn is in flight */
+	uint64_t xfer_put_ms;        /* monotonic: when we put the transfer key */
+	uint32_t xfer_seen;          /* the transfer key's node as last read; 0: none */
+	char xfer_seen_text[24];     /* its value as stored */
+	uint64_t xfer_keep_id;       /* the asking connection, spared by close_all_cb */
 	char last_error[200];
 };
 
@@ -85,8 +95,13 @@ static void close_all_cb(evutil_socket_t fd, short what, void *arg)
 		return; /* leads again already */
 	for (conn *c = cl->b->conns, *next; c; c = next) {
 		next = c->next;
+		/* the one that asked for a transfer keeps its connection until
+		 * its ok is written; further requests get NOT_LEADER */
+		if (cl->xfer_keep_id && c->id == cl->xfer_keep_id)
+			continue;
 		conn_close(c, "this node stopped leading");
 	}
+	cl->xfer_keep_id = 0;
 }
 
 /* step_down stops leading: clients are disconnected (on the next loop
@@ -192,6 +207,20 @@ static void on_campaign(json_t *a, const char *error, void *arg)
 		json_t *isr = json_object_get(json_array_get(json_object_get(a, "responses"), 1),
 		                              "response_range");
 		repl_isr_seen(cl->b, json_array_get(json_object_get(isr, "kvs"), 0));
+		json_t *x = json_array_get(json_object_get(json_object_get(json_array_get(
+		                                                   json_object_get(a, "responses"), 2),
+		                                           "response_range"),
+		                                   "kvs"),
+		                           0);
+		size_t len = 0;
+		char *v = x ? etcd_unb64(json_string_value(json_object_get(x, "value")), &len) : NULL;
+		cl->xfer_seen = 0;
+		if (v && len > 0 && len < sizeof cl->xfer_seen_text) {
+			memcpy(cl->xfer_seen_text, v, len);
+			cl->xfer_seen_text[len] = '\0';
+			cl->xfer_seen = (uint32_t)strtoul(cl->xfer_seen_text, NULL, 10);
+		}
+		free(v);
 	}
 	int64_t lease = won ? cl->lease_id : etcd_int(kv, "lease");
 	int64_t epoch = won ? rev : etcd_int(kv, "create_revision");
@@ -261,15 +290,34 @@ static void campaign(cluster *cl)
 	int64_t rev = 0;
 	bool may = repl_may_campaign(cl->b, &rev);
 	snprintf(isr_rev, sizeof isr_rev, "%lld", (long long)rev);
+	json_t *xfer = key_json(cl, "transfer");
 	json_t *body = json_pack(
-	        "{s:[{s:O, s:s, s:s, s:s}, {s:O, s:s, s:s, s:s}], s:[{s:{s:O, s:o, s:s}}],"
-	        " s:[{s:{s:o}}, {s:{s:o}}]}",
+	        "{s:[{s:O, s:s, s:s, s:s}, {s:O, s:s, s:s, s:s}], s:[{s:{s:O, s:o, s:s}}, {s:{s:O}}],"
+	        " s:[{s:{s:o}}, {s:{s:o}}, {s:{s:O}}]}",
 	        "compare", "key", key, "target", "CREATE", "create_revision", may ? "0" : "-1",
 	        "result", "EQUAL", "key", isr, "target", "MOD", "mod_revision", isr_rev, "result",
 	        "EQUAL", "success", "request_put", "key", key, "value", val, "lease", lease,
-	        "failure", "request_range", "key", key, "request_range", "key", isr);
-	if (!body)
+	        "request_delete_range", "key", xfer, "failure", "request_range", "key", key,
+	        "request_range", "key", isr, "request_range", "key", xfer);
+	if (!body) {
+		json_decref(xfer);
 		return;
+	}
+	/* a planned switchover (transfer_cb) names the node that may win: the
+	 * others campaign only while no transfer key exists, the named one
+	 * only while it names it; winning deletes it */
+	json_t *cmp = cl->xfer_seen == cl->b->conf.node_id
+	                      ? json_pack("{s:O, s:s, s:s, s:o}", "key", xfer, "target", "VALUE",
+	                                  "result", "EQUAL", "value",
+	                                  etcd_b64(cl->xfer_seen_text, strlen(cl->xfer_seen_text)))
+	                      : json_pack("{s:O, s:s, s:s, s:s}", "key", xfer, "target", "CREATE",
+	                                  "create_revision", "0", "result", "EQUAL");
+	json_decref(xfer);
+	if (!cmp) {
+		json_decref(body);
+		return;
+	}
+	json_array_append_new(json_object_get(body, "compare"), cmp);
 	cl->in_campaign = etcd_post(cl->e, "/v3/kv/txn", body, on_campaign, cl) == 0;
 }
 
@@ -328,6 +376,149 @@ static void members_sync(cluster *cl)
 		cl->in_members = etcd_post(cl->e, "/v3/kv/range", range, on_members, cl) == 0;
 }
 
+/* ---- transfer-leadership ---------------------------------------------- */
+
+/* xfer_end answers the transfer request (when its connection is still
+ * there) with @err (0: ok) and forgets it. */
+static void xfer_end(cluster *cl, int err, const char *why)
+{
+	conn *c = cl->xfer_conn;
+	if (c) {
+		wire_msg req = {0};
+		WIRE_SET(&req, RID, rid, cl->xfer_rid);
+		if (err) {
+			conn_reply_err(c, &req, err, "%s", why);
+		} else {
+			wire_msg r = {0};
+			WIRE_SET(&r, RID, rid, cl->xfer_rid);
+			WIRE_SET(&r, OK, ok, true);
+			conn_reply(c, &r);
+		}
+		conn_unref(c);
+	}
+	if (err)
+		log_warn("cluster: transfer of leadership to node %u: %s", cl->xfer_to, why);
+	cl->xfer_conn = NULL;
+	cl->xfer_to = 0;
+}
+
+static void on_resign(json_t *a, const char *error, void *arg)
+{
+	cluster *cl = arg;
+	cl->in_xfer = false;
+	if (!cl->xfer_to)
+		return;
+	if (!a) {
+		note_error(cl, "transfer", error);
+		return; /* the tick tries again until the deadline */
+	}
+	if (!json_is_true(json_object_get(a, "succeeded"))) {
+		xfer_end(cl, ESCROW_ERR_CONFLICT, "this node no longer holds the leader key");
+		return;
+	}
+	uint32_t to = cl->xfer_to;
+	cl->xfer_put_ms = clock_mono_ms();
+	cl->xfer_keep_id = cl->xfer_conn ? cl->xfer_conn->id : 0;
+	log_info("cluster: node %u hands leadership to node %u (epoch %lld ends)",
+	         cl->b->conf.node_id, to, (long long)cl->epoch);
+	xfer_end(cl, 0, NULL);
+	step_down(cl, "leadership transferred");
+	cl->epoch = 0;
+}
+
+/* xfer_tick (leader, a transfer asked): once the target is in the in-sync
+ * set with nothing left to acknowledge, one txn, if the leader key is still
+ * the one of our epoch, puts the transfer key naming it (on our lease, so
+ * it goes if we die) and deletes the leader key; the target then wins the
+ * next campaign, and the others may not campaign meanwhile. */
+static void xfer_tick(cluster *cl, uint64_t now)
+{
+	if (!cl->xfer_to || cl->in_xfer)
+		return;
+	if (!cluster_leading(cl)) {
+		xfer_end(cl, ESCROW_ERR_NOT_LEADER, "this node stopped leading meanwhile");
+		return;
+	}
+	if (now >= cl->xfer_deadline_ms) {
+		xfer_end(cl, ESCROW_ERR_BUSY, "the node did not catch up in time; nothing changed");
+		return;
+	}
+	uint64_t acked = 0, lag = 0, lag_ms = 0;
+	if (!repl_in_sync(cl->b, cl->xfer_to) ||
+	    !repl_member(cl->b, cl->xfer_to, &acked, &lag, &lag_ms) || lag != 0)
+		return; /* not caught up yet: next tick */
+	char to[24], lease[32], epoch[32];
+	snprintf(to, sizeof to, "%u", cl->xfer_to);
+	snprintf(lease, sizeof lease, "%lld", (long long)cl->lease_id);
+	snprintf(epoch, sizeof epoch, "%lld", (long long)cl->epoch);
+	json_t *body = json_pack(
+	        "{s:[{s:o, s:s, s:s, s:s}], s:[{s:{s:o, s:o, s:s}}, {s:{s:o}}]}", "compare", "key",
+	        key_json(cl, "leader"), "target", "CREATE", "create_revision", epoch, "result",
+	        "EQUAL", "success", "request_put", "key", key_json(cl, "transfer"), "value",
+	        etcd_b64(to, strlen(to)), "lease", lease, "request_delete_range", "key",
+	        key_json(cl, "leader"));
+	if (body)
+		cl->in_xfer = etcd_post(cl->e, "/v3/kv/txn", body, on_resign, cl) == 0;
+}
+
+static void on_xfer_clear(json_t *a, const char *error, void *arg)
+{
+	(void)a;
+	(void)error;
+	(void)arg;
+}
+
+/* xfer_clear: a transfer key we put that nobody took within two leases
+ * (the target died meanwhile) is deleted, so the others may campaign. */
+static void xfer_clear(cluster *cl, uint64_t now)
+{
+	if (!cl->xfer_put_ms || now - cl->xfer_put_ms < 2 * cl->lease_ms)
+		return;
+	cl->xfer_put_ms = 0;
+	json_t *body = json_pack("{s:o}", "key", key_json(cl, "transfer"));
+	if (body)
+		etcd_post(cl->e, "/v3/kv/deleterange", body, on_xfer_clear, cl);
+}
+
+void cluster_transfer_or_reply(conn *c, const wire_msg *m)
+{
+	cluster *cl = c->b->cluster;
+	if (!cl) {
+		conn_reply_err(c, m, ESCROW_ERR_INVALID, "this broker does not run in cluster mode");
+		return;
+	}
+	uint32_t to = (uint32_t)m->node;
+	bool member = false;
+	size_t i;
+	json_t *rec;
+	json_array_foreach(cl->members, i, rec)
+		if ((uint32_t)json_integer_value(json_object_get(rec, "node_id")) == to)
+			member = true;
+	if (!member || !m->node || m->node > UINT32_MAX) {
+		conn_reply_err(c, m, ESCROW_ERR_NOT_FOUND, "node %llu is not a member of cluster %s",
+		               (unsigned long long)m->node, c->b->conf.cluster);
+		return;
+	}
+	if (to == c->b->conf.node_id) { /* already there (also a retry after the handover) */
+		wire_msg r = {0};
+		WIRE_SET(&r, RID, rid, m->rid);
+		WIRE_SET(&r, OK, ok, true);
+		conn_reply(c, &r);
+		return;
+	}
+	if (cl->xfer_to) {
+		conn_reply_err(c, m, ESCROW_ERR_BUSY, "a transfer to node %u is under way", cl->xfer_to);
+		return;
+	}
+	cl->xfer_to = to;
+	cl->xfer_deadline_ms = clock_mono_ms() + 10 * cl->lease_ms;
+	cl->xfer_conn = c;
+	cl->xfer_rid = m->rid;
+	c->refs++;
+	log_info("cluster: transfer of leadership to node %u asked (waits until it is in sync)", to);
+	xfer_tick(cl, clock_mono_ms());
+}
+
 /* ---- the tick ---------------------------------------------------------- */
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -337,6 +528,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	cluster *cl = arg;
 	uint64_t now = clock_mono_ms();
 	cluster_leading(cl); /* steps down past the deadline */
+	xfer_tick(cl, now);
+	xfer_clear(cl, now);
 	if (!cl->lease_id) {
 		if (!cl->in_grant) {
 			json_t *body = json_pack("{s:I}", "TTL", (json_int_t)((cl->lease_ms + 999) / 1000));
@@ -436,6 +629,10 @@ void cluster_close(cluster *cl)
 		event_free(cl->tick);
 	if (cl->close_ev)
 		event_free(cl->close_ev);
+	if (cl->xfer_conn)
+		conn_unref(cl->xfer_conn);
+	cl->xfer_conn = NULL;
+	cl->xfer_to = 0;
 	etcd_free(cl->e); /* callbacks ("cancelled") only clear in_* flags */
 	json_decref(cl->members);
 	free(cl);

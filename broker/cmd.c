@@ -604,6 +604,7 @@ static cmd_fn *const handlers[WIRE_OP__COUNT] = {
 	[WIRE_OP_ACL_ADD] = cmd_acl_add,
 	[WIRE_OP_ACL_DEL] = cmd_acl_del,
 	[WIRE_OP_ACL_LIST] = cmd_acl_list,
+	[WIRE_OP_CLUSTER_TRANSFER] = cluster_transfer_or_reply,
 };
 
 void cmd_dispatch(conn *c, const wire_msg *m)

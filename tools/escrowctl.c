@@ -2702,22 +2702,54 @@ static int cmd_cluster_status(struct ctl *c, int argc, char **argv)
 	printf(", epoch %lld, acks %s\n", (long long)json_integer_value(json_object_get(st, "epoch")),
 	       json_string_value(json_object_get(st, "acks")));
 	printf("EXPERIMENTAL cluster mode (doc/replication.md); lag is known to the leader only\n");
-	printf("%-8s %-24s %-9s %-8s %s\n", "NODE", "ADDRESS", "ROLE", "IN_SYNC", "LAG");
+	printf("%-8s %-24s %-9s %-8s %-8s %s\n", "NODE", "ADDRESS", "ROLE", "IN_SYNC", "LAG",
+	       "LAG_MS");
 	size_t i;
 	json_t *mb;
 	json_array_foreach(json_object_get(st, "members"), i, mb) {
-		json_t *lag = json_object_get(mb, "lag");
-		char lagtxt[32] = "-";
+		json_t *lag = json_object_get(mb, "lag"), *lag_ms = json_object_get(mb, "lag_ms");
+		char lagtxt[32] = "-", lagmstxt[32] = "-";
 		if (json_is_integer(lag))
 			snprintf(lagtxt, sizeof lagtxt, "%lld", (long long)json_integer_value(lag));
+		if (json_is_integer(lag_ms))
+			snprintf(lagmstxt, sizeof lagmstxt, "%lld", (long long)json_integer_value(lag_ms));
 		const char *addr = json_string_value(json_object_get(mb, "advertise"));
-		printf("%-8lld %-24s %-9s %-8s %s\n",
+		printf("%-8lld %-24s %-9s %-8s %-8s %s\n",
 		       (long long)json_integer_value(json_object_get(mb, "node_id")), addr ? addr : "?",
 		       json_string_value(json_object_get(mb, "role")),
-		       json_is_true(json_object_get(mb, "in_sync")) ? "yes" : "no", lagtxt);
+		       json_is_true(json_object_get(mb, "in_sync")) ? "yes" : "no", lagtxt, lagmstxt);
 	}
 	json_decref(st);
 	client_reply_free(rep);
+	return EXIT_OK;
+}
+
+/* cluster transfer-leadership NODE: a planned switchover (doc/protocol.md
+ * §5.51); any member may be given, NOT_LEADER is followed to the leader,
+ * and a retry after the handover lands on NODE itself, which answers ok. */
+static int cmd_cluster_transfer(struct ctl *c, int argc, char **argv)
+{
+	client_reply *rep;
+	wire_msg req = {.op = WIRE_OP_CLUSTER_TRANSFER};
+	int rc = parse_opts(c, argc, argv, NULL, NULL, NULL);
+	if (rc >= 0)
+		return rc;
+	if ((rc = need_args(c, argc - optind, 1, 1)))
+		return rc;
+	const char *a = argv[optind];
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(a, &end, 10);
+	if (errno || end == a || *end || v == 0 || v > UINT32_MAX || a[0] == '-')
+		return usage_err(c, "NODE: expected a --node-id (1 or more), got '%s'", a);
+	WIRE_SET(&req, NODE, node, v);
+	if ((rc = ctl_request(c, "cluster transfer-leadership", &req, CLIENT_RETRY, &rep)))
+		return rc;
+	client_reply_free(rep);
+	if (c->json)
+		printf("{\"ok\":true,\"leader\":%llu}\n", v);
+	else
+		printf("node %llu leads now (or wins the election under way)\n", v);
 	return EXIT_OK;
 }
 
@@ -3137,8 +3169,16 @@ static const struct cmd cmds[] = {
 	{"cluster", "status", HANDLER(cmd_cluster_status), "[--json]",
 	 "show the cluster (escrowd --cluster): leader, epoch, members, in-sync, lag (EXPERIMENTAL)",
 	 "Any member answers. -s takes the members as H:P,H:P,H:P: the first that\n"
-	 "answers is asked. lag is \"-\" while batches are not replicated\n"
+	 "answers is asked. lag (records) and lag_ms are the leader's view of each\n"
+	 "follower: \"-\" when asked of a follower or for a member not connected\n"
 	 "(doc/replication.md).\n"},
+	{"cluster", "transfer-leadership", HANDLER(cmd_cluster_transfer), "NODE",
+	 "hand leadership to member NODE once it is in sync (planned switchover)",
+	 "The leader waits until NODE is in the in-sync set and has acknowledged\n"
+	 "every record (at most ten leases; then BUSY and nothing changed), resigns\n"
+	 "its etcd leader key naming NODE, and steps down; NODE wins the election,\n"
+	 "the other members do not campaign meanwhile. Clients reconnect through\n"
+	 "their server lists. Any member may be given with -s.\n"},
 	{"backup", NULL, HANDLER(cmd_backup_run), "DIR [--compact]",
 	 "copy the running broker's store into DIR (a new data dir) while it serves",
 	 "The broker copies its LMDB store from one read transaction (sends, acks and\n"
