@@ -1,5 +1,6 @@
 """escrow_http.py - the little HTTP client bank1, bank2 and the demo share:
 JSON over urllib to escrowd's HTTP API (doc/http.md). Standard library only."""
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -23,5 +24,7 @@ class Escrow:
                 return e.code, json.loads(e.read() or b"{}")
             except ValueError:
                 return e.code, {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
+            # A peer killed mid-response (the demo's kill -9 faults) ends the read
+            # early: http.client.IncompleteRead is no OSError; it means unreachable too.
             return 0, {}
