@@ -463,9 +463,10 @@ static void test_commit_in_place_bytes(void)
 	op.u.tx.tx = tx;
 	op.u.tx.action = STORE_TX_COMMIT;
 	op.u.tx.stored_ms = 1700000000999ull;
-	CHECK_INT(run(s, &op), ==, 0);
+	int end_rc = run(s, &op);
 	free(op.u.tx.out_topic); /* the commit's outputs (store_op_free's part) */
 	free(op.u.tx.out_seq);
+	CHECK_INT(end_rc, ==, 0);
 	store_close(s);
 	s = NULL;
 
