@@ -377,7 +377,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
                       void *arg)
 {
 	repl *r = arg;
-	if (r->role != STORE_ROLE_LEADER || !r->ready) {
+	if (r->role != STORE_ROLE_LEADER || !r->ready || !r->b->st) {
 		evutil_closesocket(fd); /* followers serve nobody; a leader once ready */
 		return;
 	}
@@ -518,6 +518,10 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
 static void up_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	repl *r = arg;
+	if ((what & BEV_EVENT_CONNECTED) && !r->b->st) {
+		up_close(r, "shutting down");
+		return;
+	}
 	if (what & BEV_EVENT_CONNECTED) {
 		no_delay(bufferevent_getfd(bev));
 		uint64_t epoch, pos;
@@ -547,8 +551,8 @@ static int parse_hostport(const char *hp, struct sockaddr_storage *ss, int *ssle
  * store really ends). */
 static void up_connect(repl *r)
 {
-	if (r->up || !r->leader_replica[0] || r->inflight || r->role != STORE_ROLE_FOLLOWER ||
-	    !r->role_applied)
+	if (r->up || !r->b->st || !r->leader_replica[0] || r->inflight ||
+	    r->role != STORE_ROLE_FOLLOWER || !r->role_applied)
 		return;
 	uint64_t now = repl_mono_ms();
 	if (now - r->up_tried_ms < 200)
@@ -684,7 +688,7 @@ void repl_follow(broker *b, uint64_t epoch, const char *replica_addr)
 void repl_refresh(broker *b)
 {
 	repl *r = b->repl;
-	if (!r || r->role != STORE_ROLE_FOLLOWER || r->applied_pos == r->refreshed_pos)
+	if (!r || !b->st || r->role != STORE_ROLE_FOLLOWER || r->applied_pos == r->refreshed_pos)
 		return;
 	r->refreshed_pos = r->applied_pos;
 	broker_reload_state(b);
@@ -771,6 +775,10 @@ void repl_close(repl *r)
 {
 	if (!r)
 		return;
+	/* no longer a leader: freeing the peers must not touch the in-sync set
+	 * (cluster_close has freed the etcd client) */
+	r->role = STORE_ROLE_FOLLOWER;
+	r->ready = false;
 	while (r->peers)
 		peer_free(r->peers);
 	if (r->up)

@@ -104,6 +104,8 @@ bool repl_may_campaign(broker *b, int64_t *isr_rev)
 	if (!r->isr_known)
 		return false; /* read it first (the campaign's failure branch does) */
 	*isr_rev = r->isr_rev;
+	if (!b->st)
+		return false; /* shutting down: the store is closed */
 	if (r->isr_rev == 0)
 		return true; /* no set yet: the first leader creates it */
 	/* a store without a position (empty, wiped, or mid-snapshot) cannot
@@ -148,7 +150,7 @@ static void on_cas(json_t *a, const char *error, void *arg)
 /* isr_cas proposes the set @v (@n members) with @all as the voters. */
 static void isr_cas(repl *r, const uint32_t *v, unsigned n, const uint32_t *all, unsigned n_all)
 {
-	if (r->isr_cas || r->role != STORE_ROLE_LEADER)
+	if (r->isr_cas || r->role != STORE_ROLE_LEADER || !cluster_etcd(r->b))
 		return;
 	r->cas_n_isr = n;
 	memcpy(r->cas_isr, v, n * sizeof *v);
@@ -436,7 +438,7 @@ void repl_release(repl *r)
 		answer(b, h, !leading && b->conf.acks != CLUSTER_ACKS_LEADER);
 		done_any = true;
 	}
-	if (done_any)
+	if (done_any && b->st && !b->stopping)
 		dispatch_run(b);
 	if (r->held) {
 		if (!r->isr_timer)
