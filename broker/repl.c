@@ -324,6 +324,10 @@ static int peer_hello(peer *p, const wire_msg *m)
 	log_info("repl: follower %u connected at epoch %llu pos %llu%s", p->node,
 	         (unsigned long long)m->epoch, (unsigned long long)m->pos,
 	         prefix ? "" : " (not a prefix of this log: snapshot)");
+	/* a member that comes back without everything shipped (wiped, diverged,
+	 * or behind) leaves the set now; it is added back once caught up */
+	if (!prefix || m->pos < r->shipped_pos)
+		repl_isr_drop(r, p->node);
 	if (prefix) {
 		p->next_pos = m->pos + 1;
 		p->acked_pos = m->pos;
@@ -588,6 +592,15 @@ static void repl_done(broker *b, store_op *op)
 			         (unsigned long long)r->epoch);
 			repl_isr_lead(r);
 			cluster_ready(b);
+			if (op->u.repl.pos == 0) {
+				/* the cluster's first record, so that every node of the set
+				 * has a position (an empty store may not campaign) */
+				store_op *m = broker_op_quiet_new(STORE_OP_META_SET);
+				snprintf(m->u.meta.key, sizeof m->u.meta.key, "cluster/name");
+				m->u.meta.value = xstrdup(b->conf.cluster);
+				m->u.meta.value_len = (uint32_t)strlen(b->conf.cluster);
+				broker_submit(b, m);
+			}
 		} else if (op->u.repl.role == STORE_ROLE_FOLLOWER && r->role == STORE_ROLE_FOLLOWER) {
 			r->role_applied = true;
 			up_connect(r);

@@ -104,6 +104,7 @@ uint64_t repl_mono_ms(void);
 void repl_isr_lead(repl *r);     /* this node leads: read or create the set */
 void repl_isr_follow(repl *r);   /* this node no longer leads */
 void repl_isr_changed(repl *r);  /* a follower's position moved or it left */
+void repl_isr_drop(repl *r, uint32_t node); /* @node lacks records: out of the set */
 void repl_isr_free(repl *r);
 void repl_release(repl *r);      /* reply to the held batches the set allows */
 void repl_fail_held(repl *r);    /* stepping down: held replies answer NOT_LEADER */

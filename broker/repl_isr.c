@@ -104,7 +104,13 @@ bool repl_may_campaign(broker *b, int64_t *isr_rev)
 	if (!r->isr_known)
 		return false; /* read it first (the campaign's failure branch does) */
 	*isr_rev = r->isr_rev;
-	return r->isr_rev == 0 || in_list(r->isr, r->n_isr, b->conf.node_id);
+	if (r->isr_rev == 0)
+		return true; /* no set yet: the first leader creates it */
+	/* a store without a position (empty, wiped, or mid-snapshot) cannot
+	 * lead a cluster that has a set, even if its id is still in it */
+	uint64_t epoch, pos;
+	store_repl_pos(b->st, &epoch, &pos);
+	return pos > 0 && in_list(r->isr, r->n_isr, b->conf.node_id);
 }
 
 /* ---- compare-and-swap --------------------------------------------------- */
@@ -199,6 +205,21 @@ void repl_isr_lead(repl *r)
 		                               r) == 0;
 	}
 	repl_isr_changed(r);
+}
+
+void repl_isr_drop(repl *r, uint32_t node)
+{
+	if (!r->isr_known || !in_list(r->isr, r->n_isr, node) || node == r->b->conf.node_id)
+		return;
+	uint32_t keep[REPL_ISR_MAX];
+	unsigned n = 0;
+	for (unsigned i = 0; i < r->n_isr; i++)
+		if (r->isr[i] != node)
+			keep[n++] = r->isr[i];
+	log_warn("repl: member %u reconnected without every record: removing it from the "
+	         "in-sync set until it catches up",
+	         node);
+	isr_cas(r, keep, n, r->all, r->n_all);
 }
 
 void repl_isr_follow(repl *r)

@@ -592,7 +592,7 @@ static void race(int mode)
 {
 	racer k;
 	pthread_t thr;
-	int waited = 0, preempted = 0, commits = 0, rollbacks = 0, bad = 0;
+	int waited = 0, preempted = 0, commits = 0, rollbacks = 0, bad = 0, half_ended = 0;
 	memset(&k, 0, sizeof k);
 	pthread_mutex_init(&k.mu, NULL);
 	pthread_cond_init(&k.cv, NULL);
@@ -616,6 +616,17 @@ static void race(int mode)
 		k.done = 0;
 		escrow_barrier_result_t r;
 		int rc = send_plan(prod, conn, &pl, &r);
+		if (rc == ESCROW_ERR_CONFLICT && !r.local_ran) {
+			/* the broker's check-back ended the transaction between
+			 * two halves (a loaded machine passed the 100 ms tx
+			 * timeout): the second half is refused, the local
+			 * function never ran, nothing may be in the business
+			 * table; the checker has no tx id for this one */
+			if (biz_has(conn, pl.key) && !bad++)
+				test_diag("iteration %d: half refused but business row present", i);
+			half_ended++;
+			continue;
+		}
 		if (rc)
 			FAIL("send %d: %s", i, escrow_err2name(rc));
 		pthread_mutex_lock(&k.mu);
@@ -649,8 +660,9 @@ static void race(int mode)
 		rollbacks += !committed;
 	}
 	test_diag("race %c: %d runs, %d commits, %d rollbacks, %d preempted by the check, "
-	          "%d checks answered after the local transaction ended",
-	          mode, RACE_N, commits, rollbacks, preempted, waited);
+	          "%d checks answered after the local transaction ended, %d ended by a "
+	          "check-back between halves",
+	          mode, RACE_N, commits, rollbacks, preempted, waited, half_ended);
 	CHECK_INT(bad, ==, 0);
 	if (mode == 'a')
 		CHECK_INT(waited, >=, commits + rollbacks - preempted);
