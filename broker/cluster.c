@@ -648,7 +648,12 @@ static bool op_local(int op)
 bool cluster_allows_or_reply(conn *c, const wire_msg *m)
 {
 	cluster *cl = c->b->cluster;
-	if (!cl || op_local(m->op) || (cluster_leading(cl) && repl_ready(c->b)))
+	if (!cl || (cluster_leading(cl) && repl_ready(c->b)))
+		return true;
+	/* a producer that answers check-backs must sit on the leader, the only
+	 * node that asks (leader-only timers): its hello is redirected, or an
+	 * idle checker would wait on a follower forever after a failover */
+	if (op_local(m->op) && !(m->op == WIRE_OP_HELLO && WIRE_HAS(m, CHECKER) && m->checker))
 		return true;
 	if (cl->leader_addr[0])
 		conn_reply_err(c, m, ESCROW_ERR_NOT_LEADER, "leader %s", cl->leader_addr);

@@ -584,11 +584,34 @@ static int auth_step(client *cl, int step, const wire_msg *m)
 	return 0;
 }
 
+/* follow_not_leader drops the connection after a NOT_LEADER answer (to a
+ * request or to the hello) and reconnects to the leader it names ("leader
+ * HOST:PORT"), or else to the next server of the list (doc/replication.md
+ * §8); conn_lost bounds the redirects in a row. */
+static void follow_not_leader(client *cl, const wire_msg *m)
+{
+	wire_str e = WIRE_HAS(m, EMSG) ? m->emsg : wire_cstr("");
+	char ebuf[8];
+	char was[CONF_STR_MAX + 8];
+	cl->redirects++;
+	snprintf(was, sizeof was, "%s:%s", cl->host, cl->port);
+	if (e.len > 7 && memcmp(e.p, "leader ", 7) == 0 &&
+	    split_one(cl, e.p + 7, e.len - 7, ebuf, sizeof ebuf) == 0)
+		cl->redirect_pending = 1;
+	conn_lost(cl, "broker %s is not the cluster leader: %.*s", was, (int)e.len, e.p);
+}
+
 static void hello_done(client *cl, req *r, int err, const wire_msg *m)
 {
 	int step = r->is_hello;
 	cl->hello = NULL;
 	req_free(r);
+	if (err == ESCROW_ERR_NOT_LEADER && m) {
+		/* a follower refuses a check-back answerer's hello: it would
+		 * never be asked there (doc/replication.md §8) */
+		follow_not_leader(cl, m);
+		return;
+	}
 	if (err) {
 		wire_str emsg = m && WIRE_HAS(m, EMSG) ? m->emsg : wire_cstr(escrow_err2str(err));
 		conn_lost(cl, "%s to %s:%s refused: %.*s (%s)", step == HS_HELLO ? "hello" : "login",
@@ -712,19 +735,11 @@ static void handle_reply(client *cl, const wire_msg *m, const char *raw, size_t 
 	if (err == ESCROW_ERR_NOT_LEADER) {
 		/* not applied: send it again, as it is (same ids), to the leader
 		 * the broker names ("leader HOST:PORT"), or to the next server */
-		wire_str e = WIRE_HAS(m, EMSG) ? m->emsg : wire_cstr("");
-		char ebuf[8];
 		free(r->last_raw);
 		r->last_raw = NULL;
 		r->where = R_WAITING;
 		TAILQ_INSERT_HEAD(&cl->waiting, r, link);
-		cl->redirects++;
-		char was[CONF_STR_MAX + 8];
-		snprintf(was, sizeof was, "%s:%s", cl->host, cl->port);
-		if (e.len > 7 && memcmp(e.p, "leader ", 7) == 0 &&
-		    split_one(cl, e.p + 7, e.len - 7, ebuf, sizeof ebuf) == 0)
-			cl->redirect_pending = 1;
-		conn_lost(cl, "broker %s is not the cluster leader: %.*s", was, (int)e.len, e.p);
+		follow_not_leader(cl, m);
 		return;
 	}
 	cl->redirects = 0;
