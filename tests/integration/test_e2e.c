@@ -4,6 +4,9 @@
  *
  * usage: test_e2e [ESCROWD]   (or $ESCROWD)
  *
+ * Every case starts its own escrowd (--sync full) on a fresh dir with the
+ * topic made (setup), sends what it needs, and ends with a clean SIGTERM
+ * stop (teardown, checked), so each runs alone under TEST_ONLY:
  * 1. 10,000 messages sent with escrow_send_async(); every delivery report is
  *    OK with a distinct seq.
  * 2. Two consumers of group g1 and one of g2, started before the sends, ack
@@ -13,12 +16,13 @@
  * 3. A consumer of g4 acks its first messages with escrow_ack_sync() and
  *    holds the next ones without acking.
  * 4. SIGKILL escrowd (the producer has all its replies), restart it on the
- *    same data dir (--sync full throughout):
+ *    same data dir:
+ *    - it comes back with the topic and all 10,000 (last seq);
  *    - a consumer of a new group g3 sees all 10,000: nothing acknowledged
  *      to the producer is lost;
  *    - g4 gets again every message it held unacked, and every one it never
  *      saw, but none it had acked durably.
- * 5. escrowd stops cleanly on SIGTERM.
+ * 5. escrowd stops cleanly on SIGTERM (every case's teardown).
  */
 #include <pthread.h>
 #include <signal.h>
@@ -39,8 +43,7 @@
 #define CONSUME_MS 120000  /* longest wait for one group to see everything */
 #define GRACE_MS 700       /* after that, how long to look for duplicates */
 
-static test_broker broker;
-static char dir[256];
+static test_broker broker;    /* the case's broker (setup/teardown) */
 static escrow_id_t ids[N];     /* the id of message i */
 static uint64_t dr_seq[N];     /* seq from message i's delivery report */
 static int dr_err[N];          /* its error; -1000 until the report came */
@@ -232,46 +235,19 @@ static void dr(int err, const escrow_id_t *id, uint64_t seq, void *arg)
 	dr_count++;
 }
 
-/* ---- the cases ----------------------------------------------------------- */
+/* ---- the steps the cases share ------------------------------------------ */
 
-static worker w1a, w1b, w2;
+static const char *const e2e_args[] = {"--sync", "full", NULL};
 
-static void test_start_broker_and_topic(void)
-{
-	wire_msg m = {0};
-	raw_frame r = {0};
-	int fd = -1;
-	const char *const args[] = {"--sync", "full", NULL};
-	CHECK_INT(tmpdir_make(dir, sizeof dir, "e2e"), ==, 0);
-	CHECK_INT(broker_start(&broker, dir, args), ==, 0);
-	fd = raw_connect(broker.port);
-	CHECK(fd >= 0);
-	CHECK_INT(raw_hello(fd, "e2e-admin", "admin"), ==, 0);
-	m.op = WIRE_OP_TOPIC_CREATE;
-	WIRE_SET(&m, TOPIC, topic, wire_cstr(E2E_TOPIC));
-	CHECK_INT(raw_call(fd, &m, &r, RAW_TIMEOUT_MS), ==, RAW_OK);
-	CHECK(WIRE_HAS(&r.f.m, OK) && !WIRE_HAS(&r.f.m, ERR));
-end:
-	raw_frame_free(&r);
-	raw_close(fd);
-}
-
-static void test_consumers_subscribe(void)
-{
-	CHECK(broker.pid > 0);
-	CHECK_INT(worker_start(&w1a, "g1-a", &g1, N), ==, 0);
-	CHECK_INT(worker_start(&w1b, "g1-b", &g1, N), ==, 0);
-	CHECK_INT(worker_start(&w2, "g2", &g2, N), ==, 0);
-end:;
-}
-
-static void test_send_async_10000(void)
+/* send_all sends the N messages asynchronously and checks the reports. */
+static void send_all(void)
 {
 	escrow_producer_t *p = NULL;
 	escrow_conf_t *conf = NULL;
 	escrow_msg_t *m = NULL;
 	char err[256], body[128], key[32], num[32];
-	CHECK(broker.pid > 0);
+	static unsigned char seen_seq[N + 1];
+	memset(seen_seq, 0, sizeof seen_seq);
 	conf = make_conf("e2e-producer", 0);
 	CHECK(conf != NULL);
 	p = escrow_producer_new(conf, err, sizeof err);
@@ -307,7 +283,6 @@ static void test_send_async_10000(void)
 	CHECK_INT(rc, ==, ESCROW_OK);
 	CHECK_INT(dr_count, ==, N);
 	/* every report OK, seqs a permutation of 1..N */
-	static unsigned char seen_seq[N + 1];
 	for (int i = 0; i < N; i++) {
 		if (dr_err[i] != ESCROW_OK)
 			FAIL("message %d: delivery report %s", i, escrow_err2name(dr_err[i]));
@@ -320,29 +295,13 @@ end:
 	escrow_conf_free(conf);
 }
 
-static void test_each_group_exactly_once(void)
-{
-	worker_join(&w1a);
-	worker_join(&w1b);
-	worker_join(&w2);
-	test_diag("g1: %d + %d deliveries; g2: %d", w1a.got, w1b.got, w2.got);
-	CHECK(group_exactly_once(&g1));
-	CHECK(group_exactly_once(&g2));
-	CHECK_INT(w1a.got + w1b.got, ==, N);
-	CHECK_INT(w2.got, ==, N);
-	/* inside a group the broker spreads messages over its members */
-	CHECK_INT(w1a.got, >, 0);
-	CHECK_INT(w1b.got, >, 0);
-	CHECK_INT(w1a.ack_errs + w1b.ack_errs + w2.ack_errs, ==, 0);
-end:;
-}
-
 /* g4 before the crash: what it acked durably, what it held unacked. */
 static escrow_consumer_t *g4c;
 static unsigned char g4_acked[N], g4_held[N];
 static int g4_nacked, g4_nheld;
 
-static void test_g4_acks_some_holds_others(void)
+/* g4_ack_some_hold_others: g4 acks G4_ACKED durably, then holds the rest. */
+static void g4_ack_some_hold_others(void)
 {
 	char err[256];
 	escrow_conf_t *conf = make_conf("g4-before", 100);
@@ -389,23 +348,132 @@ end:
 	escrow_conf_free(conf);
 }
 
-static void test_sigkill_and_restart(void)
+/* kill_and_restart: SIGKILL escrowd, start it again on the same dir. */
+static void kill_and_restart(void)
 {
+	char dir[sizeof broker.dir];
 	CHECK(broker.pid > 0);
+	snprintf(dir, sizeof dir, "%s", broker.dir);
 	int st = broker_kill(&broker, SIGKILL);
 	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 	/* the old consumer's broker is gone; let it go without waiting on it */
 	escrow_consumer_free(g4c);
 	g4c = NULL;
-	const char *const args[] = {"--sync", "full", NULL};
-	CHECK_INT(broker_start(&broker, dir, args), ==, 0);
+	CHECK_INT(broker_start(&broker, dir, e2e_args), ==, 0);
 end:;
+}
+
+/* setup: a fresh escrowd (--sync full) with the topic, nothing seen yet. */
+static void setup(void)
+{
+	wire_msg m = {0};
+	raw_frame r = {0};
+	int fd = -1;
+	group_seen *gs[] = {&g1, &g2, &g3, &g4_after};
+	for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++) {
+		const char *name = gs[i]->name;
+		memset(gs[i], 0, sizeof *gs[i]);
+		gs[i]->name = name;
+	}
+	memset(ids, 0, sizeof ids);
+	memset(dr_seq, 0, sizeof dr_seq);
+	dr_count = 0;
+	memset(g4_acked, 0, sizeof g4_acked);
+	memset(g4_held, 0, sizeof g4_held);
+	g4_nacked = g4_nheld = 0;
+	CHECK_INT(broker_up(&broker, "e2e", e2e_args), ==, 0);
+	fd = raw_connect(broker.port);
+	CHECK(fd >= 0);
+	CHECK_INT(raw_hello(fd, "e2e-admin", "admin"), ==, 0);
+	m.op = WIRE_OP_TOPIC_CREATE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(E2E_TOPIC));
+	CHECK_INT(raw_call(fd, &m, &r, RAW_TIMEOUT_MS), ==, RAW_OK);
+	CHECK(WIRE_HAS(&r.f.m, OK) && !WIRE_HAS(&r.f.m, ERR));
+end:
+	raw_frame_free(&r);
+	raw_close(fd);
+}
+
+/* teardown: escrowd stops cleanly on SIGTERM (exit 0); the dir goes. */
+static void teardown(void)
+{
+	escrow_consumer_free(g4c);
+	g4c = NULL;
+	CHECK_INT(broker_down(&broker), ==, 0);
+end:;
+}
+
+/* ---- the cases ----------------------------------------------------------- */
+
+static void test_send_async_10000(void)
+{
+	send_all();
+}
+
+static void test_each_group_exactly_once(void)
+{
+	worker w1a = {0}, w1b = {0}, w2 = {0};
+	/* the consumers subscribe before the sends */
+	CHECK_INT(worker_start(&w1a, "g1-a", &g1, N), ==, 0);
+	CHECK_INT(worker_start(&w1b, "g1-b", &g1, N), ==, 0);
+	CHECK_INT(worker_start(&w2, "g2", &g2, N), ==, 0);
+	send_all();
+	CHECK(!test_failed());
+	worker_join(&w1a);
+	worker_join(&w1b);
+	worker_join(&w2);
+	test_diag("g1: %d + %d deliveries; g2: %d", w1a.got, w1b.got, w2.got);
+	CHECK(group_exactly_once(&g1));
+	CHECK(group_exactly_once(&g2));
+	CHECK_INT(w1a.got + w1b.got, ==, N);
+	CHECK_INT(w2.got, ==, N);
+	/* inside a group the broker spreads messages over its members */
+	CHECK_INT(w1a.got, >, 0);
+	CHECK_INT(w1b.got, >, 0);
+	CHECK_INT(w1a.ack_errs + w1b.ack_errs + w2.ack_errs, ==, 0);
+end:
+	worker_join(&w1a);
+	worker_join(&w1b);
+	worker_join(&w2);
+}
+
+static void test_g4_acks_some_holds_others(void)
+{
+	send_all();
+	CHECK(!test_failed());
+	g4_ack_some_hold_others();
+end:;
+}
+
+static void test_restart_topic_intact(void)
+{
+	wire_msg m = {0};
+	raw_frame r = {0};
+	int fd = -1;
+	send_all();
+	CHECK(!test_failed());
+	kill_and_restart();
+	CHECK(!test_failed());
+	fd = raw_connect(broker.port);
+	CHECK(fd >= 0);
+	CHECK_INT(raw_hello(fd, "e2e-admin", "admin"), ==, 0);
+	m.op = WIRE_OP_TOPIC_DESCRIBE;
+	WIRE_SET(&m, TOPIC, topic, wire_cstr(E2E_TOPIC));
+	CHECK_INT(raw_call(fd, &m, &r, RAW_TIMEOUT_MS), ==, RAW_OK);
+	CHECK(WIRE_HAS(&r.f.m, OK));
+	CHECK_UINT(r.f.m.last_seq, ==, N);
+end:
+	raw_frame_free(&r);
+	raw_close(fd);
 }
 
 static void test_restart_new_group_sees_all(void)
 {
 	worker w3 = {0};
-	CHECK(broker.pid > 0);
+	send_all();
+	CHECK(!test_failed());
+	kill_and_restart();
+	CHECK(!test_failed());
 	CHECK_INT(worker_start(&w3, "g3", &g3, N), ==, 0);
 	worker_join(&w3);
 	int missing = 0, first = -1;
@@ -420,13 +488,19 @@ static void test_restart_new_group_sees_all(void)
 		CHECK_UINT(g3.seq[i], ==, dr_seq[i]);
 	if (g3.dups)
 		test_diag("g3 saw %d duplicates (allowed, not expected)", g3.dups);
-end:;
+end:
+	worker_join(&w3);
 }
 
 static void test_restart_unacked_come_again(void)
 {
 	worker w4 = {0};
-	CHECK(broker.pid > 0);
+	send_all();
+	CHECK(!test_failed());
+	g4_ack_some_hold_others();
+	CHECK(!test_failed());
+	kill_and_restart();
+	CHECK(!test_failed());
 	CHECK_INT(worker_start(&w4, "g4-after", &g4_after, N - G4_ACKED), ==, 0);
 	worker_join(&w4);
 	int again = 0, missing = 0, acked_again = 0;
@@ -447,30 +521,8 @@ static void test_restart_unacked_come_again(void)
 	CHECK_INT(acked_again, ==, 0);
 	CHECK_INT(again, ==, g4_nheld);
 	CHECK_INT(g4_after.bad, ==, 0);
-end:;
-}
-
-static void test_topic_intact_and_clean_stop(void)
-{
-	wire_msg m = {0};
-	raw_frame r = {0};
-	int fd = -1;
-	CHECK(broker.pid > 0);
-	fd = raw_connect(broker.port);
-	CHECK(fd >= 0);
-	CHECK_INT(raw_hello(fd, "e2e-admin", "admin"), ==, 0);
-	m.op = WIRE_OP_TOPIC_DESCRIBE;
-	WIRE_SET(&m, TOPIC, topic, wire_cstr(E2E_TOPIC));
-	CHECK_INT(raw_call(fd, &m, &r, RAW_TIMEOUT_MS), ==, RAW_OK);
-	CHECK(WIRE_HAS(&r.f.m, OK));
-	CHECK_UINT(r.f.m.last_seq, ==, N);
-	raw_frame_free(&r);
-	raw_close(fd);
-	fd = -1;
-	CHECK_INT(broker_stop(&broker), ==, 0);
 end:
-	raw_frame_free(&r);
-	raw_close(fd);
+	worker_join(&w4);
 }
 
 int main(int argc, char **argv)
@@ -478,19 +530,16 @@ int main(int argc, char **argv)
 	if (argc > 1)
 		broker_set_path(argv[1]);
 	static const test_case cases[] = {
-		TEST_CASE(test_start_broker_and_topic),
-		TEST_CASE(test_consumers_subscribe),
 		TEST_CASE(test_send_async_10000),
 		TEST_CASE(test_each_group_exactly_once),
 		TEST_CASE(test_g4_acks_some_holds_others),
-		TEST_CASE(test_sigkill_and_restart),
+		TEST_CASE(test_restart_topic_intact),
 		TEST_CASE(test_restart_new_group_sees_all),
 		TEST_CASE(test_restart_unacked_come_again),
-		TEST_CASE(test_topic_intact_and_clean_stop),
 	};
-	int rc = test_run(cases, TEST_COUNT(cases));
+	int rc = test_run_each(cases, TEST_COUNT(cases), setup, teardown);
 	if (broker.pid > 0)
 		broker_kill(&broker, SIGKILL);
-	tmpdir_remove(dir);
+	tmpdir_remove(broker.dir);
 	return rc;
 }

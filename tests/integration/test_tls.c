@@ -96,15 +96,10 @@ static int start(const char *cert, const char *key, const char *const *more)
 	return broker_start(&broker, dd, a);
 }
 
-/* ---- cases ---------------------------------------------------------------- */
-
-static void test_certs(void)
+/* make_certs makes the CAs and certificates in @dir (once per run). */
+static void make_certs(void)
 {
 	CHECK(tmpdir_make(dir, sizeof dir, "tls") == 0);
-	snprintf(http_addr, sizeof http_addr, "127.0.0.1:%d", port_free());
-	ctl = getenv("ESCROWCTL");
-	if (!ctl)
-		SKIP("no $ESCROWCTL");
 	CHECK(sh("openssl req -x509 " KEY " -keyout ca.key -out ca.pem -days 2 -subj /CN=escrow-test-ca") == 0);
 	CHECK(sh("openssl req -x509 " KEY " -keyout evil.key -out evil.pem -days 2 -subj /CN=evil-ca") == 0);
 	CHECK(sh("openssl req -x509 " KEY " -keyout ca2.key -out ca2.pem -days 2 -subj /CN=escrow-test-ca2") == 0);
@@ -127,7 +122,6 @@ static void test_certs(void)
 		         certs[i][0], certs[i][2], certs[i][3]);
 		CHECK(sh(line) == 0);
 	}
-	CHECK(sh("cp srv.pem live.pem && cp srv.key live.key") == 0);
 	path(f_ca, "ca.pem"), path(f_evil, "evil.pem"), path(f_ca2, "ca2.pem");
 	path(f_srv, "srv.pem"), path(f_srvkey, "srv.key");
 	path(f_cli, "cli.pem"), path(f_clikey, "cli.key");
@@ -136,8 +130,34 @@ static void test_certs(void)
 	path(f_exp, "exp.pem"), path(f_expkey, "exp.key");
 	path(f_live, "live.pem"), path(f_livekey, "live.key");
 	path(f_ca2srv, "ca2srv.pem"), path(f_ca2srvkey, "ca2srv.key");
-	/* the first admin */
+end:;
+}
+
+/*
+ * setup: every case starts from the same state (so it runs alone under
+ * TEST_ONLY): the certificates (made once, by the first case's setup), live.pem being
+ * srv.pem, a fresh data dir with the first admin (root), no broker yet, a
+ * fresh port for --http. teardown stops a broker still running (it must exit
+ * 0 on SIGTERM) and removes the data dirs.
+ */
+static void setup(void)
+{
+	static int made; /* 1 once the certificates are made, -1 when that failed */
 	char dd[400], out[4096];
+	ctl = getenv("ESCROWCTL");
+	if (!ctl)
+		SKIP("no $ESCROWCTL");
+	if (made < 0)
+		FAIL("the certificates could not be made (see the first case)");
+	if (!made) {
+		made = -1;
+		make_certs();
+		CHECK(!test_failed());
+		made = 1;
+	}
+	snprintf(http_addr, sizeof http_addr, "127.0.0.1:%d", port_free());
+	CHECK(sh("rm -rf data open && cp srv.pem live.pem && cp srv.key live.key") == 0);
+	/* the first admin */
 	path(dd, "data");
 	const char *a[] = {ctl, "user", "add", "root", "--password", "rootpw", "--role", "admin",
 	                   "--data-dir", dd, NULL};
@@ -145,6 +165,17 @@ static void test_certs(void)
 	CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 end:;
 }
+
+static void teardown(void)
+{
+	if (broker.pid > 0)
+		CHECK_INT(broker_stop(&broker), ==, 0);
+end:
+	if (*dir)
+		sh("rm -rf data open");
+}
+
+/* ---- cases ---------------------------------------------------------------- */
 
 /* TLS + auth: a client with the CA and a login works, by IP and by name */
 static void test_tls_works(void)
@@ -167,7 +198,9 @@ end:;
 static void test_plaintext_refused(void)
 {
 	char out[8192];
-	int fd = raw_connect(broker.port);
+	int fd = -1;
+	CHECK(start(f_live, f_livekey, NULL) == 0);
+	fd = raw_connect(broker.port);
 	CHECK(fd >= 0);
 	int rc = raw_hello(fd, "plain", "admin");
 	CHECK(rc == RAW_CLOSED || rc == RAW_ERROR || rc == RAW_BAD);
@@ -184,6 +217,7 @@ static void test_https(void)
 	char url[200], plain[200];
 	if (access("/usr/bin/curl", X_OK) != 0)
 		SKIP("no curl");
+	CHECK(start(f_live, f_livekey, NULL) == 0);
 	snprintf(url, sizeof url, "https://%s/v1/topics", http_addr);
 	snprintf(plain, sizeof plain, "http://%s/v1/topics", http_addr);
 	CHECK_INT(curl_code(url, "--cacert", f_ca, "-u", "root:rootpw"), ==, 200);
@@ -197,6 +231,7 @@ end:;
 static void test_wrong_ca(void)
 {
 	char out[8192];
+	CHECK(start(f_live, f_livekey, NULL) == 0);
 	CHECK_INT(CTL(out, "--tls-ca", f_evil, "status"), ==, 1);
 	CHECK(strstr(out, "certificate is refused") != NULL);
 	/* no CA given: the system's CAs do not know ours either */
@@ -215,6 +250,8 @@ static void test_sighup_reload(void)
 	escrow_producer_t *p = NULL;
 	escrow_msg_t *m = NULL;
 	CHECK(conf != NULL);
+	CHECK(start(f_live, f_livekey, NULL) == 0);
+	CHECK_INT(CTL(out, "--tls-ca", f_ca, "topic", "create", "t"), ==, 0);
 	CHECK_INT(escrow_conf_set(conf, "server", broker.addr, err, sizeof err), ==, 0);
 	CHECK_INT(escrow_conf_set(conf, "tls", "true", err, sizeof err), ==, 0);
 	CHECK_INT(escrow_conf_set(conf, "tls.ca", f_ca, err, sizeof err), ==, 0);
@@ -247,7 +284,6 @@ end:
 	escrow_msg_free(m);
 	escrow_producer_free(p);
 	escrow_conf_free(conf);
-	broker_stop(&broker);
 }
 
 /* a certificate for another host name, or expired, is refused */
@@ -258,11 +294,10 @@ static void test_wrong_host_and_expired(void)
 	CHECK_INT(CTL(out, "--tls-ca", f_ca, "status"), ==, 1);
 	CHECK(strstr(out, "certificate is refused") != NULL);
 	test_diag("wrong host: %s", out);
-	broker_stop(&broker);
+	CHECK_INT(broker_stop(&broker), ==, 0);
 	CHECK(start(f_exp, f_expkey, NULL) == 0);
 	CHECK_INT(CTL(out, "--tls-ca", f_ca, "status"), ==, 1);
 	CHECK(strstr(out, "expired") != NULL);
-	broker_stop(&broker);
 end:;
 }
 
@@ -282,7 +317,6 @@ static void test_client_certs(void)
 	          ==, 1);
 	CHECK_INT(CTL(out, "--tls-ca", f_ca, "--tls-cert", f_cli, "--tls-key", f_clikey, "status"),
 	          ==, 0);
-	broker_stop(&broker);
 end:;
 }
 
@@ -306,13 +340,10 @@ static void test_safe_default(void)
 	a[4] = f_srv;
 	a[6] = f_srvkey;
 	CHECK(broker_start(&ok, dd, a) == 0);
-	broker_stop(&ok);
-end:;
-}
-
-static void test_cleanup(void)
-{
-	tmpdir_remove(dir);
+	CHECK_INT(broker_stop(&ok), ==, 0);
+end:
+	if (ok.pid > 0)
+		broker_stop(&ok);
 }
 
 int main(int argc, char **argv)
@@ -320,7 +351,6 @@ int main(int argc, char **argv)
 	if (argc > 1)
 		broker_set_path(argv[1]);
 	static const test_case cases[] = {
-		TEST_CASE(test_certs),
 		TEST_CASE(test_tls_works),
 		TEST_CASE(test_plaintext_refused),
 		TEST_CASE(test_https),
@@ -329,7 +359,8 @@ int main(int argc, char **argv)
 		TEST_CASE(test_wrong_host_and_expired),
 		TEST_CASE(test_client_certs),
 		TEST_CASE(test_safe_default),
-		TEST_CASE(test_cleanup),
 	};
-	return test_run(cases, TEST_COUNT(cases));
+	int rc = test_run_each(cases, TEST_COUNT(cases), setup, teardown);
+	tmpdir_remove(dir);
+	return rc;
 }
