@@ -940,6 +940,18 @@ static const struct store_op_desc {
 	[STORE_OP_REPL_ROLE] = {"repl_role", apply_repl, describe_repl},
 	[STORE_OP_REPL_APPLY] = {"repl_apply", apply_repl, describe_repl},
 };
+/* a kind added after the last row has none: refuse to build. A row missing
+ * in the middle is caught by store_op_table_check (tests/unit/test_store.c). */
+_Static_assert(sizeof store_ops / sizeof *store_ops == STORE_OP__COUNT,
+               "every store_op_kind needs a row in store_ops[]");
+
+int store_op_table_check(void)
+{
+	for (int k = 1; k < STORE_OP__COUNT; k++)
+		if (!store_ops[k].name || !store_ops[k].apply || !store_ops[k].describe)
+			return k;
+	return 0;
+}
 
 static const struct store_op_desc *op_desc(store_op_kind kind)
 {
