@@ -1,12 +1,13 @@
 /*
- * xmalloc.h - the out-of-memory policy of every escrow process and library:
+ * xmalloc.h - the out-of-memory policy of escrowd and escrowctl:
  * an allocation that fails aborts, after one line on stderr naming the size
- * (like Redis's zmalloc and librdkafka's rd_malloc). Callers never test for
+ * (like Redis's zmalloc). Callers never test for
  * NULL, so there are no half-undone OOM paths to get wrong.
  *
- * New code in broker/, store/, client/, producer/, consumer/ allocates with
- * these. Older code still has graceful ESCROW_ERR__NO_MEM paths; they are
- * being converted (HACKING.md, "Memory").
+ * For escrowd and escrowctl only (broker/, store/, tools/). The libraries
+ * (client/, producer/, consumer/, barrier/, and the wire/ code they share)
+ * never call these: they must not abort their host application, and return
+ * ESCROW_ERR__NO_MEM instead (HACKING.md, "Memory").
  *
  * Thread safety: as malloc. Free with free().
  */
