@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "ctl_out.h"
+#include "wire/xmalloc.h"
 
 /* ---- JSON --------------------------------------------------------------- */
 
@@ -454,34 +455,23 @@ const char *field_label(wire_field fld, bool upper, char *buf, size_t n)
 
 /* ---- tables -------------------------------------------------------------- */
 
-int table_init(table *t, int ncols, const char *const *hdr)
+void table_init(table *t, int ncols, const char *const *hdr)
 {
-	char **cells = calloc((size_t)ncols, sizeof *cells);
+	char **cells = xcalloc((size_t)ncols, sizeof *cells);
 	memset(t, 0, sizeof *t);
 	t->ncols = ncols;
-	if (!cells)
-		return -1;
 	for (int c = 0; c < ncols; c++)
-		cells[c] = strdup(hdr[c]);
-	return table_row(t, cells);
+		cells[c] = xstrdup(hdr[c]);
+	table_row(t, cells);
 }
 
-int table_row(table *t, char **cells)
+void table_row(table *t, char **cells)
 {
 	if (t->nrows == t->cap) {
-		int cap = t->cap ? 2 * t->cap : 16;
-		char ***rows = realloc(t->rows, (size_t)cap * sizeof *rows);
-		if (!rows) {
-			for (int c = 0; c < t->ncols; c++)
-				free(cells[c]);
-			free(cells);
-			return -1;
-		}
-		t->rows = rows;
-		t->cap = cap;
+		t->cap = t->cap ? 2 * t->cap : 16;
+		t->rows = xrealloc(t->rows, (size_t)t->cap * sizeof *t->rows);
 	}
 	t->rows[t->nrows++] = cells;
-	return 0;
 }
 
 /* cell_width counts UTF-8 characters, not bytes, so accents do not skew. */
@@ -496,9 +486,7 @@ static size_t cell_width(const char *s)
 
 void table_print(const table *t, FILE *f)
 {
-	size_t *w = calloc((size_t)t->ncols, sizeof *w);
-	if (!w)
-		return;
+	size_t *w = xcalloc((size_t)t->ncols, sizeof *w);
 	for (int r = 0; r < t->nrows; r++)
 		for (int c = 0; c < t->ncols; c++) {
 			size_t cw = cell_width(t->rows[r][c]);
@@ -545,8 +533,8 @@ static int columns(int *cols, const int *first, wire_mask present, wire_mask ski
 	return n;
 }
 
-int items_table(FILE *f, const wire_items *items, const int *first, wire_mask skip,
-                const char *(*label_of)(wire_field))
+void items_table(FILE *f, const wire_items *items, const int *first, wire_mask skip,
+                 const char *(*label_of)(wire_field))
 {
 	int cols[WIRE_F__COUNT + 1];
 	const char *hdr[WIRE_F__COUNT + 1];
@@ -567,24 +555,15 @@ int items_table(FILE *f, const wire_items *items, const int *first, wire_mask sk
 			labels[c][i] = 0;
 		}
 	}
-	if (table_init(&t, n, hdr) < 0)
-		return -1;
+	table_init(&t, n, hdr);
 	for (uint32_t i = 0; i < items->n; i++) {
-		char **cells = calloc((size_t)n, sizeof *cells);
-		if (!cells) {
-			table_free(&t);
-			return -1;
-		}
+		char **cells = xcalloc((size_t)n, sizeof *cells);
 		for (int c = 0; c < n; c++)
 			cells[c] = fmt_field(&items->v[i], (wire_field)cols[c]);
-		if (table_row(&t, cells) < 0) {
-			table_free(&t);
-			return -1;
-		}
+		table_row(&t, cells);
 	}
 	table_print(&t, f);
 	table_free(&t);
-	return 0;
 }
 
 void record_print(FILE *f, const wire_msg *m, const int *first, wire_mask skip,

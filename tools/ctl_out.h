@@ -90,10 +90,11 @@ typedef struct table {
 	char ***rows; /* rows[r][c], owned, NULL cell prints "-" */
 } table;
 
-/* table_init starts @t with a header row of @ncols labels (copied). */
-int table_init(table *t, int ncols, const char *const *hdr);
+/* table_init starts @t with a header row of @ncols labels (copied). Aborts
+ * when out of memory (wire/xmalloc.h), as every escrowctl allocation. */
+void table_init(table *t, int ncols, const char *const *hdr);
 /* table_row appends a row and takes ownership of the @ncols malloc'd cells. */
-int table_row(table *t, char **cells);
+void table_row(table *t, char **cells);
 /* table_print writes the table, two spaces between columns, last unpadded. */
 void table_print(const table *t, FILE *f);
 void table_free(table *t);
@@ -104,8 +105,8 @@ void table_free(table *t);
  * fields.def order, except those in @skip (a WF() mask). @label_of may
  * rename a column (return NULL to keep the upper-cased key).
  */
-int items_table(FILE *f, const wire_items *items, const int *first, wire_mask skip,
-                const char *(*label_of)(wire_field));
+void items_table(FILE *f, const wire_items *items, const int *first, wire_mask skip,
+                 const char *(*label_of)(wire_field));
 
 /*
  * record_print prints every field of @m present and not in @skip as

@@ -45,6 +45,7 @@
 #include "escrow/consumer.h"
 #include "escrow/msg.h"
 #include "escrow/producer.h"
+#include "wire/xmalloc.h" /* its own copy: libescrow's is hidden */
 
 #define PROG "escrow-bench"
 #define MIN_SIZE 48
@@ -242,11 +243,7 @@ static escrow_tx_state_t tx_local_commit(const escrow_msg_t *msg, const escrow_i
 static void *tx_worker(void *argp)
 {
 	struct tx_ctx *x = argp;
-	char *body = malloc((size_t)o.size);
-	if (!body) {
-		fail("out of memory");
-		return NULL;
-	}
+	char *body = xmalloc((size_t)o.size);
 	memset(body, 'x', (size_t)o.size);
 	put_hex16(body + 32, g.tag);
 	long n = x->a->to - x->a->from;
@@ -304,11 +301,7 @@ static void tx_report(int err, const escrow_tx_result_t *r, void *arg)
  * and the final flush. */
 static void tx_async_producer(escrow_producer_t *p, const struct prod_arg *a)
 {
-	char *body = malloc((size_t)o.size);
-	if (!body) {
-		fail("out of memory");
-		return;
-	}
+	char *body = xmalloc((size_t)o.size);
 	memset(body, 'x', (size_t)o.size);
 	put_hex16(body + 32, g.tag);
 	long n = a->to - a->from;
@@ -345,11 +338,7 @@ static void tx_sync_producer(escrow_producer_t *p, const struct prod_arg *a)
 	struct tx_ctx x = {.p = p, .a = a};
 	atomic_init(&x.next, 0);
 	int nw = o.window;
-	pthread_t *t = calloc((size_t)nw, sizeof *t);
-	if (!t) {
-		fail("out of memory");
-		return;
-	}
+	pthread_t *t = xcalloc((size_t)nw, sizeof *t);
 	int started = 0;
 	for (; started < nw; started++) {
 		pthread_attr_t at;
@@ -387,12 +376,7 @@ static void *producer_main(void *argp)
 		fail("producer: %s", err);
 		return NULL;
 	}
-	char *body = malloc((size_t)o.size);
-	if (!body) {
-		fail("out of memory");
-		escrow_producer_free(p);
-		return NULL;
-	}
+	char *body = xmalloc((size_t)o.size);
 	memset(body, 'x', (size_t)o.size);
 	put_hex16(body + 32, g.tag);
 	if (o.mode == M_TX) {
@@ -824,14 +808,10 @@ int main(int argc, char **argv)
 {
 	parse_args(argc, argv);
 	long n = o.messages;
-	g.send_ns = calloc((size_t)n, sizeof *g.send_ns);
-	g.conf_ns = calloc((size_t)n, sizeof *g.conf_ns);
-	g.lat_ns = calloc((size_t)n, sizeof *g.lat_ns);
-	g.seen = calloc((size_t)n, 1);
-	if (!g.send_ns || !g.conf_ns || !g.lat_ns || !g.seen) {
-		fprintf(stderr, PROG ": out of memory for %ld messages\n", n);
-		return 1;
-	}
+	g.send_ns = xcalloc((size_t)n, sizeof *g.send_ns);
+	g.conf_ns = xcalloc((size_t)n, sizeof *g.conf_ns);
+	g.lat_ns = xcalloc((size_t)n, sizeof *g.lat_ns);
+	g.seen = xcalloc((size_t)n, 1);
 	g.tag = ((uint64_t)getpid() << 40) ^ (uint64_t)now_ns();
 	pthread_t prog;
 	/* the progress thread is also the --timeout watchdog: from the start */
@@ -895,11 +875,7 @@ int main(int argc, char **argv)
 	long nconf = 0;
 	int64_t *clat = NULL;
 	if (run_prod) {
-		clat = malloc((size_t)n * sizeof *clat);
-		if (!clat) {
-			fprintf(stderr, PROG ": out of memory\n");
-			return 1;
-		}
+		clat = xmalloc((size_t)n * sizeof *clat);
 		for (long s = 0; s < n; s++) {
 			if (g.send_ns[s] && g.send_ns[s] < first_send)
 				first_send = g.send_ns[s];

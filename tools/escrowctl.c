@@ -41,6 +41,7 @@
 #include "escrow/common.h"
 #include "escrow/version.h"
 #include "wire/wire.h"
+#include "wire/xmalloc.h"
 
 #define PROG "escrowctl"
 #define DEFAULT_SERVER "127.0.0.1:7420"
@@ -816,14 +817,7 @@ static int print_all_pages(struct ctl *c, const struct simple *d, const char *wh
 	for (;;) {
 		if (npages == cap) {
 			cap = cap ? cap * 2 : 8;
-			client_reply **v = realloc(pages, cap * sizeof *v);
-			if (!v) {
-				client_reply_free(rep);
-				errx_("out of memory");
-				rc = EXIT_BROKER;
-				goto out;
-			}
-			pages = v;
+			pages = xrealloc(pages, cap * sizeof *pages);
 		}
 		pages[npages++] = rep;
 		const wire_msg *m = client_reply_msg(rep);
@@ -835,12 +829,7 @@ static int print_all_pages(struct ctl *c, const struct simple *d, const char *wh
 			goto out;
 	}
 	wire_msg all = *client_reply_msg(pages[npages - 1]);
-	wire_msg *items = calloc(nitems + 1, sizeof *items);
-	if (!items) {
-		errx_("out of memory");
-		rc = EXIT_BROKER;
-		goto out;
-	}
+	wire_msg *items = xcalloc(nitems + 1, sizeof *items);
 	size_t k = 0;
 	for (size_t i = 0; i < npages; i++) {
 		const wire_msg *m = client_reply_msg(pages[i]);
@@ -1087,8 +1076,8 @@ static escrow_msg_t *send_msg_new(const char *topic, const struct send_opts *o, 
 	for (uint32_t i = 0; !rc && i < o->ntags; i++)
 		rc = escrow_msg_add_tag(msg, o->tags[i].p);
 	for (uint32_t i = 0; !rc && i < o->nprops; i++) {
-		char *name = strndup(o->pk[i].p, o->pk[i].len);
-		rc = name ? escrow_msg_set_prop(msg, name, o->pv[i].p) : ESCROW_ERR__NO_MEM;
+		char *name = xstrndup(o->pk[i].p, o->pk[i].len);
+		rc = escrow_msg_set_prop(msg, name, o->pv[i].p);
 		free(name);
 	}
 	if (!rc && o->delay_ms)
@@ -1163,14 +1152,9 @@ static int cmd_send(struct ctl *c, int argc, char **argv)
 	struct send_opts o = {0};
 	bool header = false;
 	int rc, npos;
-	o.tags = calloc((size_t)argc, sizeof *o.tags);
-	o.pk = calloc((size_t)argc, sizeof *o.pk);
-	o.pv = calloc((size_t)argc, sizeof *o.pv);
-	if (!o.tags || !o.pk || !o.pv) {
-		errx_("out of memory");
-		rc = EXIT_BROKER;
-		goto out;
-	}
+	o.tags = xcalloc((size_t)argc, sizeof *o.tags);
+	o.pk = xcalloc((size_t)argc, sizeof *o.pk);
+	o.pv = xcalloc((size_t)argc, sizeof *o.pv);
 	if ((rc = parse_opts(c, argc, argv, own, send_opt, &o)) >= 0)
 		goto out;
 	npos = argc - optind;
@@ -1254,8 +1238,8 @@ static void qmsg_free(struct qmsg *q)
 
 static struct qmsg *qmsg_dup(const wire_msg *m)
 {
-	struct qmsg *q = calloc(1, sizeof *q);
-	if (q && wire_msg_dup(m, &q->f)) {
+	struct qmsg *q = xcalloc(1, sizeof *q);
+	if (wire_msg_dup(m, &q->f)) {
 		free(q);
 		return NULL;
 	}
@@ -1806,11 +1790,7 @@ static int dlq_move(struct ctl *c, int argc, char **argv, wire_op op, const char
 		return rc;
 	if (all == (npos > 2))
 		return usage_err(c, "give SEQ... or --all");
-	wire_msg *items = calloc((size_t)npos, sizeof *items);
-	if (!items) {
-		errx_("out of memory");
-		return EXIT_BROKER;
-	}
+	wire_msg *items = xcalloc((size_t)npos, sizeof *items);
 	for (int i = 2; i < npos; i++) {
 		char *end;
 		errno = 0;
@@ -1991,10 +1971,7 @@ static int tx_list_table(struct ctl *c, const wire_msg *m, char **pos)
 {
 	static const char *const hdr[] = {"ID", "GROUP", "TOPICS", "KEYS", "AGE", "CHECKS", "STATE"};
 	table t;
-	if (table_init(&t, 7, hdr)) {
-		errx_("out of memory");
-		return EXIT_BROKER;
-	}
+	table_init(&t, 7, hdr);
 	uint64_t now = client_now_unix_ms();
 	for (uint32_t i = 0; WIRE_HAS(m, ITEMS) && i < m->items.n; i++) {
 		const wire_msg *it = &m->items.v[i];
@@ -2018,15 +1995,13 @@ static int tx_list_table(struct ctl *c, const wire_msg *m, char **pos)
 		}
 		fmt_dur(now > it->stored_ms ? now - it->stored_ms : 0, age, sizeof age);
 		snprintf(num, sizeof num, "%llu", (unsigned long long)it->checks);
-		char **cells = calloc(7, sizeof *cells); /* the table takes the array too */
-		if (!cells)
-			break;
-		cells[0] = strdup(hex);
+		char **cells = xcalloc(7, sizeof *cells); /* the table takes the array too */
+		cells[0] = xstrdup(hex);
 		cells[1] = wire_str_dup(it->pgroup);
-		cells[2] = strdup(topics);
-		cells[3] = keys[0] ? strdup(keys) : NULL;
-		cells[4] = strdup(age);
-		cells[5] = strdup(num);
+		cells[2] = xstrdup(topics);
+		cells[3] = keys[0] ? xstrdup(keys) : NULL;
+		cells[4] = xstrdup(age);
+		cells[5] = xstrdup(num);
 		cells[6] = wire_str_dup(it->state);
 		table_row(&t, cells);
 	}
@@ -2077,20 +2052,14 @@ static int cmd_tx_send(struct ctl *c, int argc, char **argv)
 		char buf[65536];
 		size_t n;
 		while ((n = fread(buf, 1, sizeof buf, stdin)) > 0) {
-			char *nb = realloc(body, cap + n + 1);
-			if (!nb) {
-				free(body);
-				errx_("out of memory");
-				return EXIT_BROKER;
-			}
-			body = nb;
+			body = xrealloc(body, cap + n + 1);
 			memcpy(body + cap, buf, n);
 			cap += n;
 		}
 		len = cap;
 	} else if (npos == 2) {
-		body = strdup(argv[optind + 1]);
-		len = body ? strlen(body) : 0;
+		body = xstrdup(argv[optind + 1]);
+		len = strlen(body);
 	}
 	c->pgroup = o.group;
 	WIRE_SET(&req, TX, tx, tx);
@@ -2472,17 +2441,11 @@ static int offline_exists(void *arg, const char *key, const char *value, size_t 
 
 static store_op *offline_op(const char *key, const char *value)
 {
-	store_op *op = calloc(1, sizeof *op);
-	if (!op)
-		return NULL;
+	store_op *op = xcalloc(1, sizeof *op);
 	op->kind = STORE_OP_META_SET;
 	snprintf(op->u.meta.key, sizeof op->u.meta.key, "%s", key);
-	op->u.meta.value = strdup(value);
+	op->u.meta.value = xstrdup(value);
 	op->u.meta.value_len = (uint32_t)strlen(value);
-	if (!op->u.meta.value) {
-		free(op);
-		return NULL;
-	}
 	return op;
 }
 
@@ -2514,13 +2477,6 @@ static int user_add_offline(struct ctl *c, const char *dir, const char *name, co
 	if (admin) {
 		snprintf(key, sizeof key, STORE_META_ACL_PREFIX "%s/admin/*", name);
 		op2 = offline_op(key, "1");
-	}
-	if (!op || (admin && !op2)) {
-		store_op_free(op);
-		store_op_free(op2);
-		store_close(st);
-		errx_("out of memory");
-		return EXIT_BROKER;
 	}
 	op->next = op2;
 	store_submit(st, op);
@@ -2819,10 +2775,7 @@ static int conn_list_table(struct ctl *c, const wire_msg *m, char **pos)
 	static const char *const hdr[] = {"ID",       "PEER",    "ROLE",   "NAME", "GROUPS",
 	                                  "INFLIGHT", "UNACKED", "SINCE",  "IDLE"};
 	table t;
-	if (table_init(&t, 9, hdr)) {
-		errx_("out of memory");
-		return EXIT_BROKER;
-	}
+	table_init(&t, 9, hdr);
 	uint64_t now = client_now_unix_ms();
 	for (uint32_t i = 0; WIRE_HAS(m, ITEMS) && i < m->items.n; i++) {
 		const wire_msg *it = &m->items.v[i];
@@ -2841,18 +2794,16 @@ static int conn_list_table(struct ctl *c, const wire_msg *m, char **pos)
 		fmt_bytes(it->bytes, bytes, sizeof bytes);
 		fmt_time(it->since_ms, since, sizeof since);
 		fmt_dur(now > it->last_ms ? now - it->last_ms : 0, idle, sizeof idle);
-		char **cells = calloc(9, sizeof *cells); /* the table takes the array too */
-		if (!cells)
-			break;
-		cells[0] = strdup(num);
+		char **cells = xcalloc(9, sizeof *cells); /* the table takes the array too */
+		cells[0] = xstrdup(num);
 		cells[1] = wire_str_dup(it->peer);
 		cells[2] = wire_str_dup(it->role);
 		cells[3] = WIRE_HAS(it, NAME) ? wire_str_dup(it->name) : NULL;
-		cells[4] = groups[0] ? strdup(groups) : NULL;
-		cells[5] = strdup(infl);
-		cells[6] = strdup(bytes);
-		cells[7] = strdup(since);
-		cells[8] = strdup(idle);
+		cells[4] = groups[0] ? xstrdup(groups) : NULL;
+		cells[5] = xstrdup(infl);
+		cells[6] = xstrdup(bytes);
+		cells[7] = xstrdup(since);
+		cells[8] = xstrdup(idle);
 		table_row(&t, cells);
 	}
 	table_print(&t, stdout);
