@@ -587,11 +587,7 @@ int cluster_open(broker *b, int bound_port, char *err, size_t errlen)
 		snprintf(err, errlen, "--cluster needs --node-id N (1 or more)");
 		return -1;
 	}
-	cluster *cl = calloc(1, sizeof *cl);
-	if (!cl) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
+	cluster *cl = xcalloc(1, sizeof *cl);
 	cl->b = b;
 	snprintf(cl->prefix, sizeof cl->prefix, "/escrow/%s/", cf->cluster);
 	if (cf->advertise && *cf->advertise)

@@ -37,12 +37,8 @@ typedef struct ereq {
 etcd *etcd_new(struct event_base *base, const char *urls, uint64_t timeout_ms, char *err,
                size_t errlen)
 {
-	etcd *e = calloc(1, sizeof *e);
-	char *copy = strdup(urls ? urls : "");
-	if (!e || !copy) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
+	etcd *e = xcalloc(1, sizeof *e);
+	char *copy = xstrdup(urls ? urls : "");
 	char *save = NULL;
 	for (char *u = strtok_r(copy, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
 		if (e->n == ETCD_MAX_URLS) {
@@ -117,12 +113,9 @@ int etcd_post(etcd *e, const char *path, json_t *body, etcd_cb *cb, void *arg)
 {
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
-	ereq *q = calloc(1, sizeof *q);
-	if (!text || !q) {
-		free(text);
-		free(q);
+	if (!text)
 		return ESCROW_ERR__NO_MEM;
-	}
+	ereq *q = xcalloc(1, sizeof *q);
 	*q = (ereq){.e = e, .url = e->cur, .cb = cb, .arg = arg};
 	hclient *h = e->hc[e->cur];
 	if (!hclient_idle(h)) {
@@ -141,9 +134,7 @@ int etcd_post(etcd *e, const char *path, json_t *body, etcd_cb *cb, void *arg)
 json_t *etcd_b64(const void *p, size_t len)
 {
 	size_t n = 4 * ((len + 2) / 3) + 1;
-	unsigned char *out = malloc(n);
-	if (!out)
-		return NULL;
+	unsigned char *out = xmalloc(n);
 	EVP_EncodeBlock(out, p, (int)len);
 	json_t *s = json_string((char *)out);
 	free(out);
@@ -157,9 +148,7 @@ char *etcd_unb64(const char *s, size_t *len_out)
 	size_t n = strlen(s);
 	if (n % 4)
 		return NULL;
-	unsigned char *out = malloc(n / 4 * 3 + 1);
-	if (!out)
-		return NULL;
+	unsigned char *out = xmalloc(n / 4 * 3 + 1);
 	int m = n ? EVP_DecodeBlock(out, (const unsigned char *)s, (int)n) : 0;
 	if (m < 0) {
 		free(out);

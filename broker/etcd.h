@@ -44,17 +44,18 @@ void etcd_free(etcd *e);
  * etcd_post sends @body (a JSON object; a reference is taken over: the call
  * always json_decref's it) to @path ("/v3/kv/range", ...). Returns 0 (@cb
  * will be called) or ESCROW_ERR_BUSY (too many requests in flight: 8),
- * ESCROW_ERR__NO_MEM; then @cb is never called.
+ * ESCROW_ERR__NO_MEM (jansson or libevent could not build the request); then
+ * @cb is never called. Small allocations abort (wire/xmalloc.h).
  */
 int etcd_post(etcd *e, const char *path, json_t *body, etcd_cb *cb, void *arg);
 
 /* etcd_b64 returns @len bytes of @p in base64 as a new json string (NULL:
- * out of memory). */
+ * jansson could not make it). Its buffer is an xmalloc: no NULL for that. */
 json_t *etcd_b64(const void *p, size_t len);
 
 /* etcd_unb64 decodes the base64 string @s into a malloc'ed, NUL-terminated
- * buffer (*len_out bytes without the NUL). Returns NULL when @s is NULL, not
- * base64, or memory runs out. The caller frees. */
+ * buffer (*len_out bytes without the NUL). Returns NULL when @s is NULL or not
+ * base64 (the buffer is an xmalloc: aborts when out of memory). The caller frees. */
 char *etcd_unb64(const char *s, size_t *len_out);
 
 /* etcd_int reads a field of @o that the gateway sends as a decimal string

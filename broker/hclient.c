@@ -167,13 +167,11 @@ hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conn
 		snprintf(err, errlen, "connections and timeout must be at least 1");
 		return NULL;
 	}
-	hclient *h = calloc(1, sizeof *h);
-	if (!h)
-		goto nomem;
+	hclient *h = xcalloc(1, sizeof *h);
 	h->base = base;
 	h->uri = evhttp_uri_parse_with_flags(url, 0);
-	h->slots = calloc(max_conns, sizeof *h->slots);
-	if (!h->uri || !h->slots)
+	h->slots = xcalloc(max_conns, sizeof *h->slots);
+	if (!h->uri)
 		goto nomem;
 	h->n_slots = max_conns;
 	const char *host = evhttp_uri_get_host(h->uri);
@@ -203,10 +201,8 @@ hclient *hclient_new(struct event_base *base, const char *url, uint32_t max_conn
 	const char *query = evhttp_uri_get_query(h->uri);
 	size_t hl = strlen(host) + 16;
 	size_t tl = (path ? strlen(path) : 0) + (query ? strlen(query) : 0) + 3;
-	h->host_hdr = malloc(hl);
-	h->target = malloc(tl);
-	if (!h->host_hdr || !h->target)
-		goto nomem;
+	h->host_hdr = xmalloc(hl);
+	h->target = xmalloc(tl);
 	/* evhttp_uri gives an IPv6 literal without its brackets; Host needs them */
 	bool v6 = strchr(host, ':') != NULL;
 	if (port < 0 || port == dflt)
@@ -397,9 +393,7 @@ int hclient_send_path(hclient *h, enum evhttp_cmd_type method, const char *path,
 		i++;
 	if (i == h->n_slots)
 		return ESCROW_ERR_BUSY;
-	hreq *q = calloc(1, sizeof *q);
-	if (!q)
-		return ESCROW_ERR__NO_MEM;
+	hreq *q = xcalloc(1, sizeof *q);
 	q->h = h;
 	q->slot = i;
 	q->cb = cb;

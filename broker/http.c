@@ -143,9 +143,7 @@ void hreq_reply_error(hreq *r, const wire_msg *m)
 
 static hreq *hreq_new(http_front *h, struct evhttp_request *req, hconn *hc)
 {
-	hreq *r = calloc(1, sizeof *r);
-	if (!r)
-		return NULL;
+	hreq *r = xcalloc(1, sizeof *r);
 	r->h = h;
 	r->req = req;
 	r->hc = hc;
@@ -170,15 +168,7 @@ void hreq_free(hreq *r)
 void http_call(hreq *r, conn *c, wire_msg *m, uint32_t i)
 {
 	http_front *h = r->h;
-	hrid *e = calloc(1, sizeof *e);
-	if (!e) {
-		wire_msg rep = {0};
-		wire_reply_err(&rep, m, ESCROW_ERR_INTERNAL, "out of memory");
-		r->left++;
-		r->done(r, i, &rep);
-		r->left--;
-		return;
-	}
+	hrid *e = xcalloc(1, sizeof *e);
 	e->rid = ++h->next_rid;
 	e->r = r;
 	e->i = i;
@@ -263,9 +253,7 @@ static int parse_path(route_ctx *x, const char *path)
 		size_t n = e ? (size_t)(e - p) : strlen(p);
 		if (x->nseg == HTTP_MAX_SEGS || n > 1024)
 			return -1;
-		char *raw = strndup(p, n);
-		if (!raw)
-			return -1;
+		char *raw = xstrndup(p, n);
 		size_t dlen = 0;
 		char *d = evhttp_uridecode(raw, 0, &dlen);
 		free(raw);
@@ -553,12 +541,7 @@ static void tx_begin(route_ctx *x)
 		free(old);
 		n_txgroups--;
 	}
-	txgroup *g = calloc(1, sizeof *g);
-	if (!g) {
-		hreq_send_error(r, 500, "INTERNAL", "out of memory");
-		hreq_free(r);
-		return;
-	}
+	txgroup *g = xcalloc(1, sizeof *g);
 	g->tx = tx;
 	snprintf(g->pgroup, sizeof g->pgroup, "%s", pg);
 	HASH_ADD(hh, txgroups, tx.b, 16, g);
@@ -1062,11 +1045,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 				evbuffer_free(buf);
 			return;
 		}
-		hc = calloc(1, sizeof *hc);
-		if (!hc) {
-			evhttp_send_error(req, 500, "out of memory");
-			return;
-		}
+		hc = xcalloc(1, sizeof *hc);
 		hc->evcon = evcon;
 		hc->h = h;
 		HASH_ADD(hh, h->hconns, evcon, sizeof hc->evcon, hc);
@@ -1074,10 +1053,6 @@ static void request_cb(struct evhttp_request *req, void *arg)
 		evhttp_connection_set_closecb(evcon, hconn_close_cb, hc);
 	}
 	hreq *r = hreq_new(h, req, hc);
-	if (!r) {
-		evhttp_send_error(req, 500, "out of memory");
-		return;
-	}
 	if (h->n_pending > h->b->conf.http_max_pending) {
 		hreq_send_error(r, 429, "BUSY", "over --http-max-pending requests waiting; retry later");
 		hreq_free(r);
@@ -1171,9 +1146,7 @@ int http_open(broker *b)
 		fprintf(stderr, "escrowd: --http '%s' is not HOST:PORT (port 0-65535)\n", v);
 		return -1;
 	}
-	http_front *h = calloc(1, sizeof *h);
-	if (!h)
-		return -1;
+	http_front *h = xcalloc(1, sizeof *h);
 	snprintf(h->host, sizeof h->host, "%.*s", (int)(colon - v), v);
 	h->b = b;
 	h->boot = b->start_ms;
@@ -1181,12 +1154,12 @@ int http_open(broker *b)
 	h->c = conn_new_virtual(b, "http", ROLE_ADMIN, http_sink, h);
 	h->pc = conn_new_virtual(b, "http", ROLE_PRODUCER, http_sink, h);
 	h->sweep_ev = event_new(b->base, -1, EV_PERSIST, sweep_cb, h);
-	if (!h->http || !h->c || !h->pc || !h->sweep_ev) {
-		fprintf(stderr, "escrowd: out of memory starting the HTTP front\n");
+	if (!h->http || !h->sweep_ev) {
+		fprintf(stderr, "escrowd: libevent could not start the HTTP front\n");
 		return -1;
 	}
-	h->c->name = strdup("http");
-	h->pc->name = strdup("http");
+	h->c->name = xstrdup("http");
+	h->pc->name = xstrdup("http");
 	b->http = h;
 	uint64_t body_cap = (uint64_t)b->conf.http_max_body_bytes * 2 + 65536;
 	evhttp_set_max_body_size(h->http, (ev_ssize_t)body_cap);

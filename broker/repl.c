@@ -284,13 +284,7 @@ static void peer_start_snapshot(peer *p)
 		peer_free(p);
 		return;
 	}
-	struct snap_job *j = calloc(1, sizeof *j);
-	if (!j) {
-		close(fds[0]);
-		close(fds[1]);
-		peer_free(p);
-		return;
-	}
+	struct snap_job *j = xcalloc(1, sizeof *j);
 	j->p = p;
 	j->fd = fds[1];
 	j->st = r->b->st;
@@ -381,11 +375,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		evutil_closesocket(fd); /* followers serve nobody; a leader once ready */
 		return;
 	}
-	peer *p = calloc(1, sizeof *p);
-	if (!p) {
-		evutil_closesocket(fd);
-		return;
-	}
+	peer *p = xcalloc(1, sizeof *p);
 	p->r = r;
 	no_delay(fd);
 	p->bev = bufferevent_socket_new(r->b->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -405,11 +395,7 @@ void repl_shipped_cb(void *arg, uint64_t epoch, uint64_t pos, char *changes, siz
 	wire_buf wb = {0};
 	frame_encode(&wb, WIRE_OP_REPL_BATCH, epoch, pos, changes, len, STORE_SNAP_NONE, 0);
 	free(changes);
-	rrec *rec = malloc(sizeof *rec + wb.len);
-	if (!rec) {
-		wire_buf_free(&wb);
-		return; /* followers then miss it and get a snapshot */
-	}
+	rrec *rec = xmalloc(sizeof *rec + wb.len);
 	rec->pos = pos;
 	rec->epoch = epoch;
 	rec->len = wb.len;
@@ -710,11 +696,7 @@ int repl_open(broker *b, char *err, size_t errlen)
 		snprintf(err, errlen, "--cluster needs --replica-listen HOST:PORT");
 		return -1;
 	}
-	repl *r = calloc(1, sizeof *r);
-	if (!r) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
+	repl *r = xcalloc(1, sizeof *r);
 	r->b = b;
 	r->role = STORE_ROLE_FOLLOWER; /* the store was opened as a follower's */
 	r->role_applied = true;

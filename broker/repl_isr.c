@@ -301,11 +301,7 @@ store_op *repl_hold(broker *b, store_op *ops)
 	}
 	if (!mine)
 		return own;
-	held *h = malloc(sizeof *h);
-	if (!h) { /* answered at once: only --acks leader's promise */
-		*own_tail = mine;
-		return own;
-	}
+	held *h = xmalloc(sizeof *h);
 	uint64_t epoch;
 	store_repl_pos(b->st, &epoch, &h->pos);
 	h->ops = mine;

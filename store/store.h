@@ -502,6 +502,9 @@ typedef enum store_op_kind {
 	 * no position (a restart asks for a new snapshot). err: CONFLICT,
 	 * INVALID (malformed change set), storage codes. */
 	STORE_OP_REPL_APPLY,
+	/* not a kind: one past the last. The writer's op table has this many
+	 * rows (a static assertion) and a unit test checks each is filled. */
+	STORE_OP__COUNT,
 } store_op_kind;
 
 typedef enum store_role {

@@ -246,6 +246,11 @@ void store_repl_txn_aborted(store *s);
 int store_repl_apply(MDB_txn *txn, store *s, store_op *op, int *mdb_rc);
 void store_repl_applied(store *s, store_op *first, store_op *end);
 
+/* store_op_table_check: 0 when every kind 1..STORE_OP__COUNT-1 has a row in
+ * the writer's op table with a name, an apply and a describe function; else
+ * the first kind that lacks one. For tests; any thread. */
+int store_op_table_check(void);
+
 /* tx.c */
 int store_tx_apply(struct wctx *w, store_op *op); /* the TX_* ops */
 /* store_tx_topic_held: CONFLICT when a half message of any transaction is

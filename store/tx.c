@@ -495,13 +495,9 @@ static int apply_end(struct wctx *w, store_op *op)
 
 	/* commit: copy each half out (the map pages may move once we write),
 	 * run APPEND's checks on all of them, then write. */
-	struct hcopy *hc = calloc(t.n ? t.n : 1, sizeof *hc);
-	op->u.tx.out_topic = calloc(t.n ? t.n : 1, sizeof *op->u.tx.out_topic);
-	op->u.tx.out_seq = calloc(t.n ? t.n : 1, sizeof *op->u.tx.out_seq);
-	if (!hc || !op->u.tx.out_topic || !op->u.tx.out_seq) {
-		free(hc);
-		return wfail(w, ENOMEM, "tx commit arrays", "n=%u", t.n);
-	}
+	struct hcopy *hc = xcalloc(t.n ? t.n : 1, sizeof *hc);
+	op->u.tx.out_topic = xcalloc(t.n ? t.n : 1, sizeof *op->u.tx.out_topic);
+	op->u.tx.out_seq = xcalloc(t.n ? t.n : 1, sizeof *op->u.tx.out_seq);
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < t.n; i++) {
 		unsigned char hk[20];
@@ -516,11 +512,7 @@ static int apply_end(struct wctx *w, store_op *op)
 			return wfail(w, rc, "half get", "n=%u", i);
 		}
 		struct hcopy *c = &hc[n];
-		c->mem = malloc(d.mv_size ? d.mv_size : 1);
-		if (!c->mem) {
-			hcopies_free(hc, n);
-			return wfail(w, ENOMEM, "half copy", "n=%u", i);
-		}
+		c->mem = xmalloc(d.mv_size ? d.mv_size : 1);
 		memcpy(c->mem, d.mv_data, d.mv_size);
 		MDB_val cv = {d.mv_size, c->mem};
 		n++;
@@ -685,12 +677,7 @@ int store_tx_migrate_1_to_2(MDB_txn *txn, const MDB_dbi *dbi)
 	     rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
 		if (n == cap) {
 			cap = cap ? cap * 2 : 64;
-			store_tx_info *nv = realloc(v, cap * sizeof *v);
-			if (!nv) {
-				rc = ENOMEM;
-				break;
-			}
-			v = nv;
+			v = xrealloc(v, cap * sizeof *v);
 		}
 		if (k.mv_size != 16 || txs_decode_v(&d, k.mv_data, &v[n], true)) {
 			rc = MDB_CORRUPTED;

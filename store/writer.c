@@ -133,10 +133,7 @@ static int tcache_get(struct wctx *w, uint32_t id, struct tcache **out)
 		return wfail(w, MDB_CORRUPTED, "topic_ids value size", "topic_id=%u", id);
 	if (w->nt == w->capt) {
 		size_t cap = w->capt ? w->capt * 2 : 8;
-		struct tcache *t = realloc(w->t, cap * sizeof *t);
-		if (!t)
-			return wfail(w, ENOMEM, "topic cache", "topic_id=%u", id);
-		w->t = t;
+		w->t = xrealloc(w->t, cap * sizeof *w->t);
 		w->capt = cap;
 	}
 	struct tcache *e = &w->t[w->nt++];
@@ -179,10 +176,7 @@ static int gcache_get(struct wctx *w, uint32_t id, struct gcache **out)
 		return wfail(w, MDB_CORRUPTED, "acks floor size", "group_id=%u", id);
 	if (w->ng == w->capg) {
 		size_t cap = w->capg ? w->capg * 2 : 8;
-		struct gcache *g = realloc(w->g, cap * sizeof *g);
-		if (!g)
-			return wfail(w, ENOMEM, "group cache", "group_id=%u", id);
-		w->g = g;
+		w->g = xrealloc(w->g, cap * sizeof *w->g);
 		w->capg = cap;
 	}
 	struct gcache *e = &w->g[w->ng++];
@@ -946,6 +940,18 @@ static const struct store_op_desc {
 	[STORE_OP_REPL_ROLE] = {"repl_role", apply_repl, describe_repl},
 	[STORE_OP_REPL_APPLY] = {"repl_apply", apply_repl, describe_repl},
 };
+/* a kind added after the last row has none: refuse to build. A row missing
+ * in the middle is caught by store_op_table_check (tests/unit/test_store.c). */
+_Static_assert(sizeof store_ops / sizeof *store_ops == STORE_OP__COUNT,
+               "every store_op_kind needs a row in store_ops[]");
+
+int store_op_table_check(void)
+{
+	for (int k = 1; k < STORE_OP__COUNT; k++)
+		if (!store_ops[k].name || !store_ops[k].apply || !store_ops[k].describe)
+			return k;
+	return 0;
+}
 
 static const struct store_op_desc *op_desc(store_op_kind kind)
 {

@@ -932,6 +932,18 @@ static void test_not_ready(void)
 	t_not_ready();
 }
 
+/* every op kind has its row in the writer's table (name, apply,
+ * describe), and a kind past the last one is "unknown" */
+static void test_op_table(void)
+{
+	CHECK_INT(store_op_table_check(), ==, 0);
+	for (int k = 1; k < STORE_OP__COUNT; k++)
+		CHECK_STR(store_op_name((store_op_kind)k), !=, "unknown");
+	CHECK_STR(store_op_name(STORE_OP__COUNT), ==, "unknown");
+	CHECK_STR(store_op_name((store_op_kind)0), ==, "unknown");
+end:;
+}
+
 static void setup(void)
 {
 	snprintf(base, sizeof base, "/tmp/escrow-test-store-XXXXXX");
@@ -965,6 +977,7 @@ int main(void)
 		TEST_CASE(test_next_seq_survives), TEST_CASE(test_topic_delete),
 		TEST_CASE(test_group_delete),   TEST_CASE(test_stats),
 		TEST_CASE(test_map_full),       TEST_CASE(test_not_ready),
+		TEST_CASE(test_op_table),
 	};
 	return test_run_each(cases, TEST_COUNT(cases), setup, teardown);
 }
