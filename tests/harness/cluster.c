@@ -39,22 +39,6 @@ const char *cl_etcd_path(void)
 	return access(p, X_OK) == 0 ? p : NULL;
 }
 
-/* free_port: a TCP port nobody listens on now (bind 0, read, close). */
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof a;
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-	    getsockname(fd, (struct sockaddr *)&a, &len)) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 void cl_etcd_kill(int sig)
 {
 	if (etcd_pid <= 0)
@@ -122,8 +106,8 @@ int cl_etcd_restart(void)
 int cl_etcd_start(const char *dir)
 {
 	etcd_dir = dir;
-	client_port = free_port();
-	peer_port = free_port();
+	client_port = port_free();
+	peer_port = port_free();
 	if (client_port < 0 || peer_port < 0)
 		return -1;
 	return cl_etcd_restart();

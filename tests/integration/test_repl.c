@@ -49,22 +49,6 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-/* free_port: a TCP port nobody listens on now (bind 0, read, close). */
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof a;
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-	    getsockname(fd, (struct sockaddr *)&a, &len)) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 static void etcd_kill(void)
 {
 	if (etcd_pid > 0) {
@@ -78,7 +62,7 @@ static void etcd_kill(void)
  * until its client port takes connections. */
 static int etcd_start(void)
 {
-	int cp = free_port(), pp = free_port();
+	int cp = port_free(), pp = port_free();
 	if (cp < 0 || pp < 0)
 		return -1;
 	char data[400], curl[64], purl[64], init[128], logp[400];

@@ -5,8 +5,10 @@
  * mutated request must get a clear answer: a reply with the request's rid
  * and an error code (1..16) with a message, never a crash, never a silent
  * drop, never a closed connection; a mutation that makes the request invalid
- * must not be answered ok. At the end client A's data (a topic, a group, two
- * messages, one acked) is intact. Raw protocol (tests/harness/raw.h).
+ * must not be answered ok. Every case gets its own escrowd with client A's
+ * data (a topic, a group, two messages) made in setup, and after every case
+ * (teardown) A's data is intact and escrowd stops cleanly; so each case runs
+ * alone under TEST_ONLY. Raw protocol (tests/harness/raw.h).
  *
  * usage: test_props ESCROWD
  */
@@ -471,11 +473,14 @@ static int simple(int fd, wire_op op, const char *topic, const char *group)
 	return rc;
 }
 
-static void test_start_and_client_a(void)
+/* setup: a fresh escrowd with client A's topic, group and two messages. */
+static void setup(void)
 {
 	static char maxbody[16];
 	snprintf(maxbody, sizeof maxbody, "%d", MAX_BODY);
 	const char *args[] = {"--max-body", maxbody, NULL};
+	n_requests = n_errors = n_oks = n_closed = 0;
+	conn_a = -1;
 	CHECK_INT(tmpdir_make(dir, sizeof dir, "props"), ==, 0);
 	CHECK_INT(broker_start(&broker, dir, args), ==, 0);
 	conn_a = open_conn("producer");
@@ -688,7 +693,9 @@ end:
 		broker_stop(&ab);
 }
 
-static void test_client_a_intact(void)
+/* teardown: client A's messages are intact and its group still delivers
+ * both, in order; escrowd stops cleanly (exit 0 on SIGTERM). */
+static void teardown(void)
 {
 	int fd = -1;
 	raw_frame r = {0};
@@ -724,15 +731,17 @@ end:
 	raw_frame_free(&r);
 	raw_close(fd);
 	raw_close(conn_a);
+	conn_a = -1;
+	if (broker.pid > 0)
+		broker_kill(&broker, SIGKILL);
 	tmpdir_remove(dir);
+	dir[0] = 0;
 }
 
 static const test_case cases[] = {
-	TEST_CASE(test_start_and_client_a),
 	TEST_CASE(test_every_op_every_field_every_mutation),
 	TEST_CASE(test_hello_mutations),
 	TEST_CASE(test_auth_mutations),
-	TEST_CASE(test_client_a_intact),
 };
 
 int main(int argc, char **argv)
@@ -740,5 +749,5 @@ int main(int argc, char **argv)
 	if (argc > 1)
 		broker_set_path(argv[1]);
 	signal(SIGPIPE, SIG_IGN);
-	return test_run(cases, TEST_COUNT(cases));
+	return test_run_each(cases, TEST_COUNT(cases), setup, teardown);
 }

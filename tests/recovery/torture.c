@@ -620,19 +620,6 @@ wrapper:;
 	return 0;
 }
 
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t l = sizeof a;
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&a, &l) != 0)
-		return -1;
-	int p = ntohs(a.sin_port);
-	close(fd);
-	return p;
-}
-
 /* ---- the push group's receiver ------------------------------------------ */
 
 static int push_port;
@@ -838,7 +825,7 @@ int main(int argc, char **argv)
 		}
 		printf("# power loss: every broker kill is a cut (shim %s)\n", powerloss);
 	}
-	port = free_port();
+	port = port_free();
 	snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
 	if (cluster_mode) {
 		if (secure || powerloss || resume) {
@@ -856,8 +843,8 @@ int main(int argc, char **argv)
 		}
 		addr[0] = 0;
 		for (int i = 0; i < NNODES; i++) {
-			node_port[i] = free_port();
-			node_rport[i] = free_port();
+			node_port[i] = port_free();
+			node_rport[i] = port_free();
 			snprintf(addr + strlen(addr), sizeof addr - strlen(addr), "%s127.0.0.1:%d",
 			         i ? "," : "", node_port[i]);
 		}
@@ -886,7 +873,7 @@ int main(int argc, char **argv)
 			if (fscanf(pf, "%d", &push_port) != 1)
 				push_port = 0;
 		} else {
-			push_port = free_port();
+			push_port = port_free();
 			fprintf(pf, "%d\n", push_port);
 		}
 		fclose(pf);
