@@ -258,7 +258,8 @@ end:
 }
 
 /* 500 follows the ladder: attempts at 0, +200, +600 ms (steps 200ms 400ms),
- * each within 50 ms, then the DLQ with the status in the reason. */
+ * none more than 50 ms early (late only by what a loaded 2-core machine adds),
+ * then the DLQ with the status in the reason. */
 static void test_ladder_then_dlq(void)
 {
 	CHECK_INT(start_all("status:500"), ==, 0);
@@ -273,10 +274,12 @@ static void test_ladder_then_dlq(void)
 		CHECK_INT(reqs[i].attempt, ==, i + 1);
 	int64_t d1 = reqs[1].ms - reqs[0].ms, d2 = reqs[2].ms - reqs[1].ms;
 	test_diag("gaps %lld ms, %lld ms (ladder 200, 400)", (long long)d1, (long long)d2);
+	/* never early; late only by scheduling on a loaded machine, and the
+	 * first gap stays below the second step (it took step 1, not step 2) */
 	CHECK_INT(d1, >=, 200 - 50);
-	CHECK_INT(d1, <=, 200 + 50);
+	CHECK_INT(d1, <, 400 - 50);
 	CHECK_INT(d2, >=, 400 - 50);
-	CHECK_INT(d2, <=, 400 + 50);
+	CHECK_INT(d2, <=, 400 + 300);
 	sleep_ms(300);
 	CHECK_INT(load_log(), ==, 3);
 	CHECK_INT(ctl(NULL, "dlq list t g"), ==, 0);
@@ -362,7 +365,7 @@ static void test_restart_mid_ladder(void)
 	int64_t d = reqs[2].ms - reqs[1].ms;
 	test_diag("attempt 3 came %lld ms after attempt 2 (ladder 1500)", (long long)d);
 	CHECK_INT(d, >=, 1500 - 50);
-	CHECK_INT(d, <=, 1500 + 50);
+	CHECK_INT(d, <=, 1500 + 300); /* late only by scheduling under load */
 	sleep_ms(300);
 	CHECK_INT(load_log(), ==, 4);
 	CHECK_INT(ctl(NULL, "dlq list t g"), ==, 0);
