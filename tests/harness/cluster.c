@@ -209,3 +209,36 @@ long long cl_json_int(const char *json, const char *key)
 	const char *p = strstr(json, k);
 	return p ? atoll(p + strlen(k)) : -1;
 }
+
+int cl_skip(int argc, char **argv)
+{
+	if (argc > 1)
+		broker_set_path(argv[1]);
+	if (!cl_etcd_path()) {
+		printf("1..0 # SKIP etcd not installed (scripts/deps.sh installs etcd-server)\n");
+		return 1;
+	}
+	if (!getenv("ESCROWCTL")) {
+		printf("1..0 # SKIP ESCROWCTL must be set (meson does)\n");
+		return 1;
+	}
+	return 0;
+}
+
+int cl_main(int argc, char **argv, const char *name, char *dir, size_t dirlen,
+            const test_case *cases, size_t n, test_broker *nodes, int count)
+{
+	if (cl_skip(argc, argv))
+		return 0;
+	if (tmpdir_make(dir, dirlen, name) || cl_etcd_start(dir)) {
+		printf("1..1\nnot ok 1 - cannot start etcd (see %s/etcd.log)\n", dir);
+		return 1;
+	}
+	int rc = test_run(cases, n);
+	for (int i = 0; i < count; i++)
+		if (nodes[i].pid)
+			broker_kill(&nodes[i], SIGKILL);
+	cl_etcd_kill(SIGKILL);
+	tmpdir_remove(dir);
+	return rc;
+}

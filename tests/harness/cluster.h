@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include "harness/broker.h"
+#include "harness/test.h"
 
 /* cl_ask's answer when the node is not running (pid 0) */
 #define CL_ASK_NONE (-100)
@@ -59,5 +60,17 @@ int cl_ctl(const char *server, const char *args, char *out, size_t outlen);
 long long cl_json_int(const char *json, const char *key);
 /* cl_sleep_ms sleeps @ms milliseconds. */
 void cl_sleep_ms(int ms);
+
+/* cl_skip: the start of a cluster test's main: takes escrowd's path from
+ * argv[1] (meson), then prints the TAP skip line and returns 1 when etcd or
+ * $ESCROWCTL is missing; 0 when the test can run. */
+int cl_skip(int argc, char **argv);
+/* cl_main is a cluster test binary's main: cl_skip, then a temp dir named
+ * after @name in @dir (@dirlen bytes, the caller's, for its cases), one
+ * etcd in it, the @n @cases (test_run), and at the end SIGKILL for the
+ * @count @nodes still running and for etcd, and the dir removed. Returns the
+ * process exit status. */
+int cl_main(int argc, char **argv, const char *name, char *dir, size_t dirlen,
+            const test_case *cases, size_t n, test_broker *nodes, int count);
 
 #endif

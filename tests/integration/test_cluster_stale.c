@@ -326,16 +326,8 @@ end:;
 
 int main(int argc, char **argv)
 {
-	if (argc > 1)
-		broker_set_path(argv[1]);
-	if (!cl_etcd_path()) {
-		printf("1..0 # SKIP etcd not installed (scripts/deps.sh installs etcd-server)\n");
+	if (cl_skip(argc, argv))
 		return 0;
-	}
-	if (!getenv("ESCROWCTL")) {
-		printf("1..0 # SKIP ESCROWCTL must be set (meson does)\n");
-		return 0;
-	}
 	static const test_case cases[] = {TEST_CASE(test_stale_leader_acks_nothing),
 	                                  TEST_CASE(test_etcd_restart_under_load)};
 	return test_run_each(cases, TEST_COUNT(cases), setup, teardown);

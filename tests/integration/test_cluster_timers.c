@@ -122,26 +122,6 @@ end:;
 
 int main(int argc, char **argv)
 {
-	if (argc > 1)
-		broker_set_path(argv[1]);
-	if (!cl_etcd_path()) {
-		printf("1..0 # SKIP etcd not installed (scripts/deps.sh installs etcd-server)\n");
-		return 0;
-	}
-	if (!getenv("ESCROWCTL")) {
-		printf("1..0 # SKIP ESCROWCTL must be set (meson does)\n");
-		return 0;
-	}
-	if (tmpdir_make(dir, sizeof dir, "cluster-timers") || cl_etcd_start(dir)) {
-		printf("1..1\nnot ok 1 - cannot start etcd (see %s/etcd.log)\n", dir);
-		return 1;
-	}
 	static const test_case cases[] = {TEST_CASE(test_follower_runs_no_timers)};
-	int rc = test_run(cases, TEST_COUNT(cases));
-	for (int i = 0; i < 2; i++)
-		if (node[i].pid)
-			broker_kill(&node[i], SIGKILL);
-	cl_etcd_kill(SIGKILL);
-	tmpdir_remove(dir);
-	return rc;
+	return cl_main(argc, argv, "cluster-timers", dir, sizeof dir, cases, TEST_COUNT(cases), node, 2);
 }

@@ -15,19 +15,18 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "harness/broker.h"
+#include "harness/cluster.h"
 #include "harness/raw.h"
 #include "harness/test.h"
 
@@ -36,68 +35,11 @@
 #define N_MSGS 300
 
 static char dir[256];
-static const char *etcd_path, *ctl_path;
-static pid_t etcd_pid;
-static char etcd_url[64];
+static const char *ctl_path;
 static test_broker node[3];
 static char out[1 << 20];
 static bool acked[2 * N_MSGS];
 
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-	nanosleep(&ts, NULL);
-}
-
-static void etcd_kill(void)
-{
-	if (etcd_pid > 0) {
-		kill(etcd_pid, SIGKILL);
-		waitpid(etcd_pid, NULL, 0);
-		etcd_pid = 0;
-	}
-}
-
-/* etcd_start runs etcd on two free ports with its data in dir/etcd; waits
- * until its client port takes connections. */
-static int etcd_start(void)
-{
-	int cp = port_free(), pp = port_free();
-	if (cp < 0 || pp < 0)
-		return -1;
-	char data[400], curl[64], purl[64], init[128], logp[400];
-	snprintf(data, sizeof data, "%s/etcd", dir);
-	snprintf(curl, sizeof curl, "http://127.0.0.1:%d", cp);
-	snprintf(purl, sizeof purl, "http://127.0.0.1:%d", pp);
-	snprintf(init, sizeof init, "default=%s", purl);
-	snprintf(logp, sizeof logp, "%s/etcd.log", dir);
-	snprintf(etcd_url, sizeof etcd_url, "%s", curl);
-	etcd_pid = fork();
-	if (etcd_pid < 0)
-		return -1;
-	if (etcd_pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execl(etcd_path, etcd_path, "--data-dir", data, "--listen-client-urls", curl,
-		      "--advertise-client-urls", curl, "--listen-peer-urls", purl,
-		      "--initial-advertise-peer-urls", purl, "--initial-cluster", init, (char *)NULL);
-		_exit(127);
-	}
-	atexit(etcd_kill);
-	for (int i = 0; i < 100; i++) {
-		int fd = raw_connect(cp);
-		if (fd >= 0) {
-			raw_close(fd);
-			return 0;
-		}
-		sleep_ms(100);
-	}
-	return -1;
-}
 
 static const char *cluster_name = "r"; /* each case its own cluster and dirs */
 static const char *lag_max = "1s";
@@ -110,7 +52,7 @@ static int node_start(int i)
 	char d[400];
 	snprintf(d, sizeof d, "%s/%s-node%d", dir, cluster_name, i + 1);
 	const char *extra[] = {"--cluster",        cluster_name,  "--node-id",       id,
-	                       "--etcd",           etcd_url,      "--cluster-lease", LEASE,
+	                       "--etcd",           cl_etcd_url(),      "--cluster-lease", LEASE,
 	                       "--replica-listen", "127.0.0.1:0", "--acks",          acks_mode,
 	                       "--replica-lag-max", lag_max,      NULL};
 	return broker_start(&node[i], d, extra);
@@ -178,7 +120,7 @@ static int leader_wait(int ms)
 			if (redirects == running - 1)
 				return leader;
 		}
-		sleep_ms(50);
+		cl_sleep_ms(50);
 	} while (test_now_ms() < end);
 	return -1;
 }
@@ -205,7 +147,7 @@ static int in_sync_wait(int l, int n, int ms)
 			if (k >= n)
 				return 0;
 		}
-		sleep_ms(100);
+		cl_sleep_ms(100);
 	} while (test_now_ms() < end);
 	return -1;
 }
@@ -489,33 +431,9 @@ end:
 
 int main(int argc, char **argv)
 {
-	if (argc > 1)
-		broker_set_path(argv[1]);
-	etcd_path = getenv("ETCD");
-	if (!etcd_path)
-		etcd_path = "/usr/bin/etcd";
 	ctl_path = getenv("ESCROWCTL");
-	if (access(etcd_path, X_OK) != 0) {
-		printf("1..0 # SKIP etcd not installed (%s; scripts/deps.sh installs etcd-server)\n",
-		       etcd_path);
-		return 0;
-	}
-	if (!ctl_path) {
-		printf("1..0 # SKIP ESCROWCTL must be set (meson does)\n");
-		return 0;
-	}
-	if (tmpdir_make(dir, sizeof dir, "repl") || etcd_start()) {
-		printf("1..1\nnot ok 1 - cannot start etcd (see %s/etcd.log)\n", dir);
-		return 1;
-	}
 	static const test_case cases[] = {TEST_CASE(test_repl_failover_and_catch_up),
 	                                  TEST_CASE(test_repl_deposed_leader),
 	                                  TEST_CASE(test_repl_quorum)};
-	int rc = test_run(cases, TEST_COUNT(cases));
-	for (int i = 0; i < 3; i++)
-		if (node[i].pid)
-			broker_kill(&node[i], SIGKILL);
-	etcd_kill();
-	tmpdir_remove(dir);
-	return rc;
+	return cl_main(argc, argv, "repl", dir, sizeof dir, cases, TEST_COUNT(cases), node, 3);
 }
