@@ -78,14 +78,9 @@ void cmd_dlq_list(conn *c, const wire_msg *m)
 	int rc = ESCROW_ERR_INTERNAL;
 	if (st.items && st.frames && st.reasons && (rc = store_rtxn_begin(c->b->st, &st.rt)) == 0) {
 		/* the memory count bounds the reply; the store is the truth */
-		uint32_t want = cap;
-		rc = 0;
-		if (want) {
-			struct dlq_list_st *sp = &st;
-			rc = store_dlq_scan(st.rt, g->id, from, dlq_list_cb, sp);
-			if (rc == 1)
-				rc = 0;
-		}
+		rc = cap ? store_dlq_scan(st.rt, g->id, from, dlq_list_cb, &st) : 0;
+		if (rc == 1)
+			rc = 0;
 		if (!rc) {
 			wire_msg r;
 			unsigned char next[8];

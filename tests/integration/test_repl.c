@@ -58,73 +58,12 @@ static int node_start(int i)
 	return broker_start(&node[i], d, extra);
 }
 
-enum { ASK_NONE = -100 };
-
-/* ask sends topic_list (a request only the leader serves) to node @i.
- * Returns 0 (served), the error code, or a RAW_* code (< 0); the error
- * message goes to @emsg. */
-static int ask(int i, char *emsg, size_t n)
-{
-	if (emsg)
-		emsg[0] = 0;
-	if (!node[i].pid)
-		return ASK_NONE;
-	int fd = raw_connect(node[i].port);
-	if (fd < 0)
-		return RAW_CLOSED;
-	int rc = raw_hello(fd, "test", "admin");
-	if (rc == 0) {
-		wire_msg req = {.op = WIRE_OP_TOPIC_LIST};
-		raw_frame fr;
-		rc = raw_call(fd, &req, &fr, 1000);
-		if (rc == RAW_OK) {
-			rc = (int)fr.f.m.err;
-			if (emsg && WIRE_HAS(&fr.f.m, EMSG))
-				snprintf(emsg, n, "%.*s", (int)fr.f.m.emsg.len, fr.f.m.emsg.p);
-		}
-		raw_frame_free(&fr);
-	}
-	raw_close(fd);
-	return rc;
-}
-
-/* leader_wait polls the running nodes until exactly one serves and every
- * other running one answers NOT_LEADER naming it; returns its index or -1
- * after @ms. */
+/* leader_wait: the index of the one node that serves while every other
+ * running one names it (cl_leader_wait; -1 after @ms or when two serve). */
 static int leader_wait(int ms)
 {
-	int64_t end = test_now_ms() + ms;
-	do {
-		int leader = -1, leaders = 0, redirects = 0, running = 0;
-		char msg[3][200];
-		for (int i = 0; i < 3; i++) {
-			int rc = ask(i, msg[i], sizeof msg[i]);
-			if (rc == ASK_NONE)
-				continue;
-			running++;
-			if (rc == 0) {
-				leader = i;
-				leaders++;
-			}
-		}
-		if (leaders > 1) {
-			test_fail_(__FILE__, __LINE__, "%d nodes serve at once", leaders);
-			return -1;
-		}
-		if (leader >= 0) {
-			char want[100];
-			snprintf(want, sizeof want, "leader %s", node[leader].addr);
-			for (int i = 0; i < 3; i++)
-				if (i != leader && node[i].pid && strcmp(msg[i], want) == 0)
-					redirects++;
-			if (redirects == running - 1)
-				return leader;
-		}
-		cl_sleep_ms(50);
-	} while (test_now_ms() < end);
-	return -1;
+	return cl_leader_wait(node, 3, ms);
 }
-
 
 static int ctl(const char *server, const char *args)
 {
